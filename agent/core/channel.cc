@@ -1,0 +1,295 @@
+#include "agent/core/channel.h"
+
+#include <algorithm>
+
+#include "agent/core/worker.h"
+#include "agent/nvme/status.h"
+
+namespace umpath {
+
+namespace {
+constexpr nvme::Status kQueueGone = nvme::Status::Make(nvme::status_code::kHostAbortedCommand);
+}  // namespace
+
+const char* IoErrorName(IoError e) {
+  switch (e) {
+    case IoError::kNone: return "ok";
+    case IoError::kNvme: return "nvme-error";
+    case IoError::kNoPath: return "no-usable-path";
+    case IoError::kHeadRemoved: return "head-removed";
+    case IoError::kShutdown: return "shutdown";
+  }
+  return "unknown";
+}
+
+Channel::Channel(Worker* worker, uint64_t head_uid) : worker_(worker), head_uid_(head_uid) {}
+
+Channel::~Channel() = default;
+
+IoPolicy Channel::policy() const {
+  return current_ ? current_->snapshot->policy : IoPolicy::kNuma;
+}
+
+void Channel::Submit(IoRequest* req) {
+  req->channel = this;
+  req->retries = 0;
+  req->failovers = 0;
+  req->counted_in_flight = false;
+  req->epoch = nullptr;
+  req->last_status = nvme::Status{};
+  if (removed_) {
+    Finish(req, IoResult{removed_why_, {}});
+    return;
+  }
+  Dispatch(req);
+}
+
+void Channel::Dispatch(IoRequest* req) {
+  if (current_) {
+    const int slot = selector_.Select(current_->snapshot->policy, current_->candidates);
+    if (slot != PathSelector::kNone) {
+      SubmitTo(req, slot);
+      return;
+    }
+  }
+  NoPath(req);
+}
+
+void Channel::SubmitTo(IoRequest* req, int slot_index) {
+  Epoch* epoch = current_.get();
+  const Slot& slot = epoch->slots[slot_index];
+  if (epoch->snapshot->policy == IoPolicy::kQueueDepth) {
+    slot.path->in_flight.fetch_add(1, std::memory_order_relaxed);
+    req->counted_in_flight = true;
+  }
+  req->epoch = epoch;
+  req->slot = static_cast<uint16_t>(slot_index);
+  switch (slot.qp->qp->Submit(req)) {
+    case SubmitResult::kOk:
+      ++epoch->in_flight;
+      ++in_flight_;
+      PathWorkerCounters::Add(slot.counters->submitted, 1);
+      PathWorkerCounters::Add(slot.counters->in_flight, 1);
+      worker_->MarkDirty(slot.qp);
+      return;
+    case SubmitResult::kBusy:
+      if (req->counted_in_flight) slot.path->DecrementInFlight();
+      req->counted_in_flight = false;
+      req->epoch = nullptr;
+      busy_.PushBack(req);
+      UpdateWaiting();
+      return;
+    case SubmitResult::kGone:
+      slot.qp->gone = true;
+      if (req->counted_in_flight) slot.path->DecrementInFlight();
+      req->counted_in_flight = false;
+      req->epoch = nullptr;
+      Failover(req, slot, slot_index, epoch, kQueueGone);
+      return;
+  }
+}
+
+// SEMANTICS "No usable path: queue or fail".
+void Channel::NoPath(IoRequest* req) {
+  bool wait = false;
+  if (current_) {
+    wait = current_->snapshot->head->queue_if_no_path.load(std::memory_order_acquire);
+    for (const Slot& s : current_->slots) {
+      if (wait) break;
+      const ControllerState c = s.path->Load().controller;
+      wait = c == ControllerState::kLive || c == ControllerState::kResetting ||
+             c == ControllerState::kConnecting;
+    }
+  }
+  if (wait) {
+    requeue_.PushBack(req);
+    UpdateWaiting();
+    return;
+  }
+  IoError why = IoError::kNoPath;
+  if (current_) {
+    const uint8_t removed = current_->snapshot->head->removed_with.load(std::memory_order_acquire);
+    if (removed != 0) why = static_cast<IoError>(removed);
+  }
+  Finish(req, IoResult{why, req->last_status});
+}
+
+void Channel::OnCompletion(IoRequest* req, nvme::Status status) {
+  auto* epoch = static_cast<Epoch*>(req->epoch);
+  const int slot_index = req->slot;
+  const Slot slot = epoch->slots[slot_index];
+  req->epoch = nullptr;
+  --epoch->in_flight;
+  --in_flight_;
+  if (req->counted_in_flight) {
+    slot.path->DecrementInFlight();
+    req->counted_in_flight = false;
+  }
+  PathWorkerCounters::Add(slot.counters->in_flight, -1);
+  req->last_status = status;
+
+  const nvme::Disposition d = nvme::Decide(status, req->retries >= kMaxRetries);
+  if (d == nvme::Disposition::kComplete) {
+    PathWorkerCounters::Add(slot.counters->completed, 1);
+    PathWorkerCounters::Add(slot.counters->bytes, req->data_len);
+    ReleaseEpochIfDone(epoch);
+    Finish(req, IoResult{IoError::kNone, status});
+    return;
+  }
+  PathWorkerCounters::Add(slot.counters->errors, 1);
+  if (d == nvme::Disposition::kFailToCaller) {
+    ReleaseEpochIfDone(epoch);
+    Finish(req, IoResult{IoError::kNvme, status});
+    return;
+  }
+  if (removed_) {
+    ReleaseEpochIfDone(epoch);
+    Finish(req, IoResult{removed_why_, status});
+    return;
+  }
+  if (d == nvme::Disposition::kFailover) {
+    Failover(req, slot, slot_index, epoch, status);
+    ReleaseEpochIfDone(epoch);
+    return;
+  }
+  // Retry on the same path, after the Command Retry Delay the status asks for.
+  ++req->retries;
+  PathWorkerCounters::Add(slot.counters->retries, 1);
+  const int64_t delay = nvme::RetryDelayNanos(status, slot.controller->crdt);
+  PathShared* path = slot.path;
+  ReleaseEpochIfDone(epoch);
+  if (delay == 0) {
+    RetrySamePath(req, path);
+    return;
+  }
+  req->not_before = worker_->Now() + delay;
+  // Compared, never dereferenced, until it is found in the current path table.
+  req->retry_path = path;
+  retry_.PushBack(req);
+  UpdateWaiting();
+}
+
+// SEMANTICS "Completion disposition" 3: the caller never sees a path error.
+void Channel::Failover(IoRequest* req, const Slot& slot, int slot_index, Epoch* epoch,
+                       nvme::Status status) {
+  if (req->failovers >= kMaxFailovers) {
+    Finish(req, IoResult{IoError::kNvme, status});
+    return;
+  }
+  ++req->failovers;
+  PathWorkerCounters::Add(slot.counters->failovers, 1);
+  if (epoch == current_.get()) selector_.Forget(slot_index);
+  if (nvme::IsAnaError(status) && slot.controller->ana_supported) {
+    const uint32_t old = slot.path->state.fetch_or(kAnaPendingBit, std::memory_order_acq_rel);
+    if (!(old & kAnaPendingBit)) worker_->RequestAnaRead(slot.controller);
+  }
+  requeue_.PushBack(req);
+  Kick();
+}
+
+void Channel::RetrySamePath(IoRequest* req, const PathShared* path) {
+  if (removed_) {
+    Finish(req, IoResult{removed_why_, req->last_status});
+    return;
+  }
+  if (current_) {
+    for (size_t i = 0; i < current_->slots.size(); ++i) {
+      if (current_->slots[i].path == path && current_->slots[i].path->Load().selectable()) {
+        SubmitTo(req, static_cast<int>(i));
+        return;
+      }
+    }
+  }
+  Dispatch(req);  // the path is gone or unusable: choose again
+}
+
+void Channel::Kick() {
+  IoList pending;
+  requeue_.TakeAll(pending);
+  while (IoRequest* r = pending.PopFront()) Dispatch(r);
+  UpdateWaiting();
+}
+
+void Channel::RunDeferred(int64_t now) {
+  if (!busy_.empty()) {
+    IoList pending;
+    busy_.TakeAll(pending);
+    while (IoRequest* r = pending.PopFront()) Dispatch(r);
+  }
+  if (!retry_.empty()) {
+    IoList pending;
+    retry_.TakeAll(pending);
+    while (IoRequest* r = pending.PopFront()) {
+      if (r->not_before <= now) {
+        RetrySamePath(r, static_cast<const PathShared*>(r->retry_path));
+      } else {
+        retry_.PushBack(r);
+      }
+    }
+  }
+  UpdateWaiting();
+}
+
+int64_t Channel::NextRetryAt() const {
+  int64_t next = 0;
+  for (IoRequest* r = retry_.front(); r; r = r->next) {
+    if (next == 0 || r->not_before < next) next = r->not_before;
+  }
+  if (!busy_.empty()) next = 1;  // as soon as possible
+  return next;
+}
+
+void Channel::Adopt(std::shared_ptr<const HeadSnapshot> snapshot) {
+  auto epoch = std::make_unique<Epoch>();
+  const int w = worker_->options().index;
+  for (const PathRecordShared& p : snapshot->paths) {
+    WorkerQueuePair* qp = worker_->FindQueuePair(p.controller->id);
+    if (!qp) continue;  // not registered on this worker: not a path here
+    epoch->slots.push_back(Slot{p.state.get(), p.controller.get(), &p.counters[w], qp});
+    epoch->candidates.push_back(
+        PathCandidate{p.state.get(), worker_->Distance(p.numa_node), &qp->gone});
+  }
+  epoch->snapshot = std::move(snapshot);
+  if (current_) {
+    if (current_->in_flight > 0) {
+      retired_.push_back(std::move(current_));
+    }
+  }
+  current_ = std::move(epoch);
+  // A new path list or policy: every cached path is stale.
+  selector_.Reset();
+  Kick();
+}
+
+void Channel::ReleaseEpochIfDone(Epoch* epoch) {
+  if (epoch == current_.get() || epoch->in_flight > 0) return;
+  auto it = std::find_if(retired_.begin(), retired_.end(),
+                         [epoch](const auto& e) { return e.get() == epoch; });
+  if (it != retired_.end()) retired_.erase(it);
+}
+
+void Channel::Fail(IoError why) {
+  removed_ = true;
+  removed_why_ = why;
+  for (IoList* list : {&requeue_, &retry_, &busy_}) {
+    IoList pending;
+    list->TakeAll(pending);
+    while (IoRequest* r = pending.PopFront()) Finish(r, IoResult{why, r->last_status});
+  }
+  UpdateWaiting();
+}
+
+void Channel::Finish(IoRequest* req, IoResult result) {
+  req->epoch = nullptr;
+  req->next = nullptr;
+  req->on_complete(req, result);
+}
+
+void Channel::UpdateWaiting() {
+  if (!current_) return;
+  std::atomic<uint32_t>& w = current_->snapshot->head->waiting[worker_->options().index];
+  const uint32_t n = waiting();
+  if (w.load(std::memory_order_relaxed) != n) w.store(n, std::memory_order_relaxed);
+}
+
+}  // namespace umpath

@@ -1,0 +1,79 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "agent/core/types.h"
+#include "agent/nvme/wire.h"
+
+namespace umpath {
+
+// Plain values the control API returns; nothing in them points into the core.
+
+struct PathCounters {
+  uint64_t submitted = 0;
+  uint64_t completed = 0;
+  uint64_t errors = 0;
+  uint64_t failovers = 0;
+  uint64_t retries = 0;
+  uint64_t bytes = 0;
+  int64_t in_flight = 0;
+};
+
+struct PathInfo {
+  std::string name;  // the controller's name: a head has one path per controller
+  std::string head;
+  std::string controller;
+  ControllerState controller_state = ControllerState::kNew;
+  uint32_t nsid = 0;
+  uint32_t ana_group_id = 0;
+  nvme::AnaState ana_state = nvme::AnaState::kOptimized;
+  bool ana_pending = false;
+  bool ready = false;
+  bool admin_failed = false;
+  bool usable = false;
+  bool selectable = false;
+  int numa_node = -1;
+  PathCounters counters;
+};
+
+struct HeadInfo {
+  std::string name;
+  uint64_t uid = 0;  // differs between two heads of the same identity over time
+  std::string subsys_nqn;
+  uint32_t nsid = 0;
+  std::string nguid, eui64, uuid;  // empty when not reported
+  uint64_t size_blocks = 0;
+  uint32_t block_size = 0;
+  IoPolicy policy = IoPolicy::kNuma;
+  uint32_t delayed_removal_secs = 0;
+  bool removal_pending = false;
+  int64_t removal_deadline_wall_nanos = 0;  // 0 unless removal_pending
+  int64_t created_wall_nanos = 0;
+  uint32_t live_paths = 0;  // controller LIVE
+  uint32_t selectable_paths = 0;
+  uint64_t waiting_ios = 0;
+  std::vector<PathInfo> paths;
+};
+
+struct ControllerInfo {
+  std::string name;
+  std::string subsys_nqn;
+  std::string transport;
+  std::string address;
+  ControllerState state = ControllerState::kNew;
+  int numa_node = -1;
+  bool ana_supported = false;
+  uint32_t anagrpmax = 0;
+  uint8_t anatt_secs = 0;
+  bool anatt_timer_armed = false;
+  std::vector<std::string> heads;  // heads it has a path in
+};
+
+struct Defaults {
+  IoPolicy policy = IoPolicy::kNuma;
+  uint32_t delayed_removal_secs = 0;
+};
+
+}  // namespace umpath

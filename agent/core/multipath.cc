@@ -1,0 +1,793 @@
+#include "agent/core/multipath.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "agent/base/status_macros.h"
+
+namespace umpath {
+
+namespace {
+
+std::string AnaText(const PathStateWord& w) {
+  return absl::StrCat(nvme::AnaStateName(w.ana), w.ana_pending ? ",ana-pending" : "",
+                      w.ready ? "" : ",not-ready", w.admin_failed ? ",failed" : "");
+}
+
+}  // namespace
+
+std::string HeadNameFor(absl::string_view subsys_nqn, uint32_t nsid,
+                        const nvme::NamespaceIds& ids) {
+  if (ids.nguid) return absl::StrCat("nguid-", nvme::HexString(*ids.nguid));
+  if (ids.eui64) return absl::StrCat("eui64-", nvme::HexString(*ids.eui64));
+  if (ids.uuid) return absl::StrCat("uuid-", nvme::UuidString(*ids.uuid));
+  return absl::StrCat("ns", nsid, ".", subsys_nqn);
+}
+
+// Holds mu_; on release, runs the backend calls queued while it was held.
+class ABSL_SCOPED_LOCKABLE Multipath::Locked {
+ public:
+  explicit Locked(Multipath* m) ABSL_EXCLUSIVE_LOCK_FUNCTION(m->mu_) : m_(m) { m_->mu_.Lock(); }
+  ~Locked() ABSL_UNLOCK_FUNCTION() {
+    std::vector<absl::AnyInvocable<void()>> calls;
+    calls.swap(m_->after_unlock_);
+    m_->mu_.Unlock();
+    for (auto& c : calls) c();
+  }
+
+ private:
+  Multipath* const m_;
+};
+
+PathStateWord Multipath::Path::Word() const {
+  PathStateWord w;
+  w.controller = controller->state;
+  w.ana = ana;
+  w.ana_pending = ana_pending;
+  w.ready = ready;
+  w.admin_failed = admin_failed;
+  return w;
+}
+
+absl::StatusOr<std::unique_ptr<Multipath>> Multipath::Create(MultipathOptions options) {
+  if (options.clock == nullptr) return absl::InvalidArgumentError("a clock is required");
+  if (options.journal_capacity == 0) {
+    return absl::InvalidArgumentError("journal_capacity must be at least 1");
+  }
+  for (Worker* w : options.workers) {
+    if (w == nullptr) return absl::InvalidArgumentError("a worker is null");
+  }
+  RETURN_IF_ERROR(ValidateDelayedRemovalSecs(options.default_delayed_removal_secs));
+  const int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (fd < 0) return absl::ErrnoToStatus(errno, "eventfd");
+  return std::unique_ptr<Multipath>(new Multipath(std::move(options), fd));
+}
+
+Multipath::Multipath(MultipathOptions options, int wake_fd)
+    : options_(std::move(options)),
+      journal_(options_.journal_capacity, options_.clock),
+      default_policy_(options_.default_policy),
+      default_delayed_removal_secs_(options_.default_delayed_removal_secs),
+      wake_fd_(wake_fd) {}
+
+Multipath::~Multipath() {
+  Shutdown();
+  close(wake_fd_);
+}
+
+void Multipath::WakeTimer() {
+  const uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof(one));
+}
+
+void Multipath::Start() {
+  timer_thread_ = std::thread([this] { TimerLoop(); });
+}
+
+void Multipath::TimerLoop() {
+  for (;;) {
+    int64_t next;
+    {
+      MutexLock lock(&mu_);
+      if (shut_down_) return;
+      next = NextDeadline();
+    }
+    int timeout_ms = 1000;
+    if (next != 0) {
+      const int64_t left = next - options_.clock->MonotonicNanos();
+      timeout_ms = static_cast<int>(std::clamp<int64_t>((left + 999'999) / 1'000'000, 0, 1000));
+    }
+    pollfd p{wake_fd_, POLLIN, 0};
+    if (poll(&p, 1, timeout_ms) > 0) {
+      uint64_t v;
+      [[maybe_unused]] ssize_t n = read(wake_fd_, &v, sizeof(v));
+    }
+    RunPending();
+  }
+}
+
+void Multipath::Shutdown() {
+  {
+    Locked l(this);
+    if (shut_down_) return;
+    shut_down_ = true;
+    for (auto& h : heads_) {
+      if (h->removal_deadline != 0) {
+        h->removal_deadline = 0;
+        Emit(Event{.type = EventType::kRemovalCancelled, .head = h->name,
+                   .reason = "agent shutting down"});
+      }
+    }
+    // Nothing may wait forever: every worker fails what it holds.
+    for (Worker* w : options_.workers) w->Post([w] { w->FailAll(IoError::kShutdown); });
+  }
+  WakeTimer();
+  if (timer_thread_.joinable()) timer_thread_.join();
+  journal_.CloseAll();
+}
+
+int64_t Multipath::NextDeadline() const {
+  int64_t next = 0;
+  auto consider = [&next](int64_t t) {
+    if (t != 0 && (next == 0 || t < next)) next = t;
+  };
+  for (const auto& h : heads_) consider(h->removal_deadline);
+  for (const auto& [name, c] : controllers_) consider(c->anatt_deadline);
+  return next;
+}
+
+void Multipath::RequestAnaRead(ControllerShared* controller) {
+  controller->ana_read_requested.store(true, std::memory_order_release);
+  ana_reads_requested_.store(true, std::memory_order_release);
+  WakeTimer();
+}
+
+void Multipath::RunPending() {
+  Locked l(this);
+  if (shut_down_) return;
+  const int64_t now = options_.clock->MonotonicNanos();
+  if (ana_reads_requested_.exchange(false, std::memory_order_acq_rel)) {
+    for (auto& [name, c] : controllers_) {
+      if (!c->shared->ana_read_requested.exchange(false, std::memory_order_acq_rel)) continue;
+      // A worker set ANA_PENDING on the shared word; adopt it so the next store keeps it.
+      for (auto& p : c->paths) StorePathState(p.get());
+      if (ControllerBackend* b = c->backend) AfterUnlock([b] { b->RequestAnaLog(); });
+    }
+  }
+  std::vector<Head*> expired;
+  for (auto& h : heads_) {
+    if (h->removal_deadline != 0 && h->removal_deadline <= now) expired.push_back(h.get());
+  }
+  for (Head* h : expired) {
+    RemoveHead(h,
+               absl::StrCat("delayed removal expired: no path returned within ",
+                            h->delayed_removal_secs, " s"),
+               IoError::kHeadRemoved);
+  }
+  for (auto& [name, c] : controllers_) {
+    if (c->anatt_deadline == 0 || c->anatt_deadline > now) continue;
+    c->anatt_deadline = 0;
+    Emit(Event{.type = EventType::kControllerStateChanged, .controller = c->name,
+               .from = std::string(ControllerStateName(c->state)), .to = "reset-requested",
+               .reason = absl::StrCat("an ANA group stayed in CHANGE for 2 x ANATT (",
+                                      2 * std::max<int>(c->spec.anatt_secs, 1), " s)")});
+    if (ControllerBackend* b = c->backend) AfterUnlock([b] { b->Reset(); });
+  }
+}
+
+// --- Topology. ---
+
+absl::Status Multipath::AddController(const ControllerSpec& spec, ControllerBackend* backend,
+                                      std::vector<QueuePair*> queue_pairs) {
+  if (spec.name.empty()) return absl::InvalidArgumentError("controller name is empty");
+  if (queue_pairs.size() != options_.workers.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "controller ", spec.name, " brings ", queue_pairs.size(),
+        " queue pairs; one per worker (", options_.workers.size(), ") is required"));
+  }
+  for (QueuePair* qp : queue_pairs) {
+    if (qp == nullptr) return absl::InvalidArgumentError("a queue pair is null");
+  }
+  if (spec.ana_supported && spec.anagrpmax == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("controller ", spec.name, " reports ANA with ANAGRPMAX 0"));
+  }
+  Locked l(this);
+  if (shut_down_) return absl::FailedPreconditionError("the agent is shutting down");
+  if (controllers_.contains(spec.name)) {
+    return absl::AlreadyExistsError(absl::StrCat("controller ", spec.name, " already exists"));
+  }
+  auto c = std::make_unique<Controller>();
+  c->name = spec.name;
+  c->spec = spec;
+  c->state = spec.state;
+  c->backend = backend;
+  c->shared = std::make_shared<ControllerShared>();
+  c->shared->id = next_controller_id_++;
+  c->shared->ana_supported = spec.ana_supported;
+  c->shared->crdt = spec.crdt;
+  // Queue pairs reach the workers before any snapshot that names them.
+  for (size_t i = 0; i < options_.workers.size(); ++i) {
+    Worker* w = options_.workers[i];
+    w->Post([w, id = c->shared->id, qp = queue_pairs[i]] { w->AddQueuePair(id, qp); });
+  }
+  Emit(Event{.type = EventType::kControllerAdded, .controller = c->name,
+             .to = std::string(ControllerStateName(c->state)),
+             .reason = absl::StrCat(spec.transport, " ", spec.address, " ", spec.subsys_nqn)});
+  if (spec.ana_supported && c->state == ControllerState::kLive && backend) {
+    AfterUnlock([backend] { backend->RequestAnaLog(); });
+  }
+  controllers_.emplace(spec.name, std::move(c));
+  return absl::OkStatus();
+}
+
+absl::Status Multipath::SetControllerState(absl::string_view name, ControllerState state,
+                                           absl::string_view reason) {
+  Locked l(this);
+  Controller* c = FindController(name);
+  if (!c) return absl::NotFoundError(absl::StrCat("controller ", name, " not found"));
+  if (c->state == state) return absl::OkStatus();
+  const ControllerState old = c->state;
+  c->state = state;
+  const bool relive = state == ControllerState::kLive;
+  for (auto& p : c->paths) {
+    // SEMANTICS: in-flight counters reset when the controller re-identifies.
+    if (relive) p->shared.state->in_flight.store(0, std::memory_order_relaxed);
+    StorePathState(p.get());
+  }
+  Emit(Event{.type = EventType::kControllerStateChanged, .controller = c->name,
+             .from = std::string(ControllerStateName(old)),
+             .to = std::string(ControllerStateName(state)), .reason = std::string(reason)});
+  if (relive && c->spec.ana_supported && c->backend) {
+    ControllerBackend* b = c->backend;
+    AfterUnlock([b] { b->RequestAnaLog(); });
+  }
+  // Waiting I/O is re-examined: a LIVE controller takes it, a dead one may fail it.
+  for (Head* h : HeadsOf(*c)) KickHead(h);
+  return absl::OkStatus();
+}
+
+absl::Status Multipath::RemoveController(absl::string_view name, absl::string_view reason) {
+  Locked l(this);
+  Controller* c = FindController(name);
+  if (!c) return absl::NotFoundError(absl::StrCat("controller ", name, " not found"));
+  const std::string why = reason.empty() ? "controller removed" : std::string(reason);
+  c->state = ControllerState::kDead;
+  for (auto& p : c->paths) DetachPath(p.get(), why);
+  c->paths.clear();
+  // Workers adopted the snapshots without these paths first (inbox order), so the
+  // aborted I/O fails over to what remains.
+  auto left = std::make_shared<std::atomic<size_t>>(options_.workers.size());
+  ControllerBackend* backend = c->backend;
+  for (Worker* w : options_.workers) {
+    w->Post([w, id = c->shared->id, left, backend] {
+      w->RemoveQueuePair(id, [left, backend] {
+        if (left->fetch_sub(1) == 1 && backend) backend->OnQueuePairsReleased();
+      });
+    });
+  }
+  if (options_.workers.empty() && backend) AfterUnlock([backend] { backend->OnQueuePairsReleased(); });
+  Emit(Event{.type = EventType::kControllerRemoved, .controller = c->name, .reason = why});
+  controllers_.erase(controllers_.find(name));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> Multipath::AddPath(const NamespaceSpec& ns) {
+  if (ns.nsid == 0 || ns.nsid == 0xffffffff) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid NSID ", ns.nsid));
+  }
+  Locked l(this);
+  if (shut_down_) return absl::FailedPreconditionError("the agent is shutting down");
+  Controller* c = FindController(ns.controller);
+  if (!c) return absl::NotFoundError(absl::StrCat("controller ", ns.controller, " not found"));
+  for (const auto& p : c->paths) {
+    if (p->nsid == ns.nsid) {
+      return absl::AlreadyExistsError(absl::StrCat("controller ", c->name,
+                                                   " already has a path to NSID ", ns.nsid));
+    }
+  }
+  const std::string path_name = c->name;
+  Head* head = nullptr;
+  for (auto& h : heads_) {
+    if (h->subsys_nqn == c->spec.subsys_nqn && h->nsid == ns.nsid) head = h.get();
+  }
+  auto reject = [&](std::string head_name, std::string why) {
+    Emit(Event{.type = EventType::kPathRejected, .head = head_name, .path = path_name,
+               .controller = c->name, .reason = why});
+    return absl::FailedPreconditionError(why);
+  };
+  if (head && !(head->ids == ns.ids)) {
+    // The kernel's "IDs don't match": never joins.
+    return reject(head->name, absl::StrCat("namespace identifiers do not match head ",
+                                           head->name, ": head has ", head->ids.ToString(),
+                                           ", path has ", ns.ids.ToString()));
+  }
+  if (!head) {
+    const std::string name = HeadNameFor(c->spec.subsys_nqn, ns.nsid, ns.ids);
+    if (FindHead(name)) {
+      return reject(name, absl::StrCat("identifier ", name, " is already used by head ",
+                                       name, " of another subsystem or NSID"));
+    }
+    head = CreateHead(ns, *c);
+  }
+  auto p = std::make_unique<Path>();
+  p->controller = c;
+  p->head = head;
+  p->nsid = ns.nsid;
+  p->ana_group_id = ns.ana_group_id;
+  // READY: capacity and format match the head (SEMANTICS "Objects").
+  p->ready = ns.size_blocks == head->size_blocks && ns.block_size == head->block_size;
+  if (c->spec.ana_supported) {
+    std::optional<nvme::AnaState> st;
+    if (c->last_ana_log) st = c->last_ana_log->StateOfNamespace(ns.nsid);
+    if (st) {
+      p->ana = *st;
+    } else {
+      p->ana_pending = true;  // until the controller's ANA log says
+      if (ControllerBackend* b = c->backend) AfterUnlock([b] { b->RequestAnaLog(); });
+    }
+  }
+  p->shared.state = std::make_shared<PathShared>();
+  p->shared.controller = c->shared;
+  p->shared.counters = std::shared_ptr<PathWorkerCounters[]>(
+      new PathWorkerCounters[std::max<size_t>(options_.workers.size(), 1)]);
+  p->shared.numa_node = c->spec.numa_node;
+  p->shared.nsid = ns.nsid;
+  Path* raw = p.get();
+  c->paths.push_back(std::move(p));
+  head->paths.push_back(raw);
+  StorePathState(raw);
+  Emit(Event{.type = EventType::kPathAdded, .head = head->name, .path = path_name,
+             .controller = c->name, .to = AnaText(raw->Word())});
+  if (head->removal_deadline != 0) {
+    head->removal_deadline = 0;
+    head->lost_at = 0;
+    Emit(Event{.type = EventType::kRemovalCancelled, .head = head->name, .path = path_name,
+               .reason = "a path returned before the deadline"});
+  }
+  Publish(head);  // workers adopt it and resubmit what waits
+  return head->name;
+}
+
+Multipath::Head* Multipath::CreateHead(const NamespaceSpec& ns, const Controller& c) {
+  auto h = std::make_unique<Head>();
+  h->name = HeadNameFor(c.spec.subsys_nqn, ns.nsid, ns.ids);
+  h->uid = next_head_uid_++;
+  h->subsys_nqn = c.spec.subsys_nqn;
+  h->nsid = ns.nsid;
+  h->ids = ns.ids;
+  h->size_blocks = ns.size_blocks;
+  h->block_size = ns.block_size;
+  h->policy = default_policy_;
+  h->delayed_removal_secs = default_delayed_removal_secs_;
+  h->created_wall = options_.clock->WallNanos();
+  h->shared = std::make_shared<HeadShared>();
+  h->shared->queue_if_no_path.store(h->delayed_removal_secs > 0);
+  h->shared->waiting = std::make_unique<std::atomic<uint32_t>[]>(
+      std::max<size_t>(options_.workers.size(), 1));
+  Emit(Event{.type = EventType::kHeadCreated, .head = h->name,
+             .reason = absl::StrCat("subsystem ", h->subsys_nqn, " nsid ", h->nsid)});
+  heads_.push_back(std::move(h));
+  return heads_.back().get();
+}
+
+absl::Status Multipath::RemovePath(absl::string_view controller, uint32_t nsid,
+                                   absl::string_view reason) {
+  Locked l(this);
+  Controller* c = FindController(controller);
+  if (!c) return absl::NotFoundError(absl::StrCat("controller ", controller, " not found"));
+  auto it = std::find_if(c->paths.begin(), c->paths.end(),
+                         [nsid](const auto& p) { return p->nsid == nsid; });
+  if (it == c->paths.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("controller ", controller, " has no path to NSID ", nsid));
+  }
+  DetachPath(it->get(), reason.empty() ? "namespace removed" : reason);
+  c->paths.erase(it);
+  return absl::OkStatus();
+}
+
+void Multipath::DetachPath(Path* p, absl::string_view reason) {
+  Head* h = p->head;
+  // Workers holding an older snapshot must not choose it any more.
+  PathStateWord w = p->Word();
+  w.controller = ControllerState::kDead;
+  p->shared.state->Store(w);
+  if (!h) return;
+  h->paths.erase(std::remove(h->paths.begin(), h->paths.end(), p), h->paths.end());
+  p->head = nullptr;
+  Emit(Event{.type = EventType::kPathRemoved, .head = h->name, .path = p->controller->name,
+             .controller = p->controller->name, .reason = std::string(reason)});
+  if (h->paths.empty() && h->removal_deadline == 0 && h->delayed_removal_secs == 0) {
+    // Removed at once: no empty snapshot first, or waiting I/O would fail as "no
+    // path" before the head's removal fails it as "head removed".
+    RemoveHead(h, "last path removed and delayed_removal_secs is 0", IoError::kHeadRemoved);
+    return;
+  }
+  Publish(h);
+  if (h->paths.empty()) OnLastPathGone(h);
+}
+
+// SEMANTICS "Delayed removal": one removal per outage, armed at most once.
+void Multipath::OnLastPathGone(Head* h) {
+  if (h->removal_deadline != 0) return;
+  if (h->delayed_removal_secs == 0) {
+    RemoveHead(h, "last path removed and delayed_removal_secs is 0", IoError::kHeadRemoved);
+    return;
+  }
+  const int64_t now = options_.clock->MonotonicNanos();
+  h->lost_at = now;
+  h->removal_deadline = now + int64_t{h->delayed_removal_secs} * kNanosPerSecond;
+  Emit(Event{.type = EventType::kRemovalScheduled, .head = h->name,
+             .reason = absl::StrCat("last path removed; waiting ", h->delayed_removal_secs,
+                                    " s for a path to return"),
+             .deadline_wall_nanos = ToWall(h->removal_deadline)});
+  WakeTimer();
+}
+
+void Multipath::RemoveHead(Head* h, std::string reason, IoError why) {
+  Emit(Event{.type = EventType::kHeadRemoved, .head = h->name, .reason = std::move(reason)});
+  h->shared->removed_with.store(static_cast<uint8_t>(why), std::memory_order_release);
+  for (Path* p : h->paths) p->head = nullptr;
+  for (Worker* w : options_.workers) {
+    w->Post([w, uid = h->uid, why] { w->DropHead(uid, why); });
+  }
+  heads_.erase(std::find_if(heads_.begin(), heads_.end(),
+                            [h](const auto& x) { return x.get() == h; }));
+}
+
+void Multipath::Publish(Head* h) {
+  auto snap = std::make_shared<HeadSnapshot>();
+  snap->head_uid = h->uid;
+  snap->generation = ++h->generation;
+  snap->policy = h->policy;
+  snap->head = h->shared;
+  for (Path* p : h->paths) snap->paths.push_back(p->shared);
+  std::shared_ptr<const HeadSnapshot> frozen = std::move(snap);
+  for (Worker* w : options_.workers) {
+    w->Post([w, frozen] { w->AdoptSnapshot(frozen); });
+  }
+}
+
+void Multipath::KickHead(Head* h) {
+  for (Worker* w : options_.workers) {
+    w->Post([w, uid = h->uid] { w->KickHead(uid); });
+  }
+}
+
+void Multipath::StorePathState(Path* p, bool clear_ana_pending) {
+  std::atomic<uint32_t>& word = p->shared.state->state;
+  uint32_t old = word.load(std::memory_order_acquire);
+  for (;;) {
+    // A worker may have set ANA_PENDING since; keep it until an ANA log clears it.
+    if (!clear_ana_pending && (old & kAnaPendingBit)) p->ana_pending = true;
+    if (clear_ana_pending) p->ana_pending = false;
+    if (word.compare_exchange_weak(old, p->Word().Pack(), std::memory_order_acq_rel)) return;
+  }
+}
+
+std::vector<Multipath::Head*> Multipath::HeadsOf(const Controller& c) const {
+  std::vector<Head*> out;
+  for (const auto& p : c.paths) {
+    if (p->head && std::find(out.begin(), out.end(), p->head) == out.end()) {
+      out.push_back(p->head);
+    }
+  }
+  return out;
+}
+
+// --- ANA. ---
+
+absl::Status Multipath::OnAnaLog(absl::string_view controller, absl::Span<const uint8_t> log) {
+  Locked l(this);
+  Controller* c = FindController(controller);
+  if (!c) return absl::NotFoundError(absl::StrCat("controller ", controller, " not found"));
+  if (!c->spec.ana_supported) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("controller ", controller, " does not report ANA"));
+  }
+  absl::StatusOr<nvme::AnaLog> parsed = nvme::ParseAnaLog(log, c->spec.anagrpmax);
+  if (!parsed.ok()) {
+    // Rejected whole: no path state changes.
+    Emit(Event{.type = EventType::kAnaLogRejected, .controller = c->name,
+               .reason = std::string(parsed.status().message())});
+    return parsed.status();
+  }
+  ApplyAnaLog(c, *parsed);
+  return absl::OkStatus();
+}
+
+void Multipath::ApplyAnaLog(Controller* c, const nvme::AnaLog& log) {
+  for (auto& p : c->paths) {
+    const PathStateWord before = PathStateWord::Unpack(p->shared.state->state.load());
+    for (const auto& g : log.groups) {
+      if (std::binary_search(g.nsids.begin(), g.nsids.end(), p->nsid)) {
+        p->ana = g.state;
+        p->ana_group_id = g.group_id;
+      }
+    }
+    // A namespace the log does not list keeps its state, but the read it waited for
+    // has happened.
+    StorePathState(p.get(), /*clear_ana_pending=*/true);
+    const PathStateWord after = p->Word();
+    if (before.Pack() != after.Pack() && p->head) {
+      Emit(Event{.type = EventType::kPathStateChanged, .head = p->head->name,
+                 .path = c->name, .controller = c->name, .from = AnaText(before),
+                 .to = AnaText(after), .reason = "ANA log"});
+    }
+  }
+  const bool change = std::any_of(log.groups.begin(), log.groups.end(), [](const auto& g) {
+    return g.state == nvme::AnaState::kChange;
+  });
+  if (change && c->anatt_deadline == 0) {
+    // SEMANTICS "ANA": a group in CHANGE for 2 x ANATT resets the controller.
+    c->anatt_deadline = options_.clock->MonotonicNanos() +
+                        2 * int64_t{std::max<uint8_t>(c->spec.anatt_secs, 1)} * kNanosPerSecond;
+    WakeTimer();
+  } else if (!change) {
+    c->anatt_deadline = 0;
+  }
+  c->last_ana_log = log;
+  for (Head* h : HeadsOf(*c)) KickHead(h);
+}
+
+// --- Control API. ---
+
+absl::Status Multipath::SetDelayedRemoval(absl::string_view name, int64_t secs) {
+  RETURN_IF_ERROR(ValidateDelayedRemovalSecs(secs));
+  Locked l(this);
+  Head* h = FindHead(name);
+  if (!h) return absl::NotFoundError(absl::StrCat("head ", name, " not found"));
+  if (h->delayed_removal_secs == secs) return absl::OkStatus();
+  const uint32_t old = h->delayed_removal_secs;
+  h->delayed_removal_secs = static_cast<uint32_t>(secs);
+  h->shared->queue_if_no_path.store(secs > 0, std::memory_order_release);
+  Emit(Event{.type = EventType::kDelayedRemovalChanged, .head = h->name,
+             .from = absl::StrCat(old), .to = absl::StrCat(secs)});
+  if (h->removal_deadline != 0) {
+    // umpath (the kernel leaves its timer alone): the deadline follows the value.
+    const int64_t now = options_.clock->MonotonicNanos();
+    const int64_t deadline = h->lost_at + secs * kNanosPerSecond;
+    if (secs == 0 || deadline <= now) {
+      RemoveHead(h,
+                 absl::StrCat("delayed_removal_secs changed to ", secs,
+                              " during a pending removal; its deadline has passed"),
+                 IoError::kHeadRemoved);
+      return absl::OkStatus();
+    }
+    h->removal_deadline = deadline;
+    Emit(Event{.type = EventType::kRemovalRescheduled, .head = h->name,
+               .from = absl::StrCat(old), .to = absl::StrCat(secs),
+               .reason = "delayed_removal_secs changed",
+               .deadline_wall_nanos = ToWall(deadline)});
+    WakeTimer();
+  }
+  KickHead(h);  // waiting I/O is re-examined under the new value
+  return absl::OkStatus();
+}
+
+absl::Status Multipath::SetDefaultDelayedRemoval(int64_t secs) {
+  RETURN_IF_ERROR(ValidateDelayedRemovalSecs(secs));
+  Locked l(this);
+  if (default_delayed_removal_secs_ == secs) return absl::OkStatus();
+  Emit(Event{.type = EventType::kDefaultsChanged,
+             .from = absl::StrCat("delayed_removal_secs=", default_delayed_removal_secs_),
+             .to = absl::StrCat("delayed_removal_secs=", secs)});
+  default_delayed_removal_secs_ = static_cast<uint32_t>(secs);
+  return absl::OkStatus();
+}
+
+absl::Status Multipath::SetPolicy(absl::string_view name, absl::string_view policy) {
+  ASSIGN_OR_RETURN(IoPolicy p, ParseIoPolicy(policy));
+  Locked l(this);
+  Head* h = FindHead(name);
+  if (!h) return absl::NotFoundError(absl::StrCat("head ", name, " not found"));
+  if (h->policy == p) return absl::OkStatus();
+  Emit(Event{.type = EventType::kPolicyChanged, .head = h->name,
+             .from = std::string(IoPolicyName(h->policy)), .to = std::string(IoPolicyName(p))});
+  h->policy = p;
+  Publish(h);  // clears every cached path and resubmits what waits
+  return absl::OkStatus();
+}
+
+absl::Status Multipath::SetDefaultPolicy(absl::string_view policy) {
+  ASSIGN_OR_RETURN(IoPolicy p, ParseIoPolicy(policy));
+  Locked l(this);
+  if (default_policy_ == p) return absl::OkStatus();
+  Emit(Event{.type = EventType::kDefaultsChanged,
+             .from = absl::StrCat("policy=", IoPolicyName(default_policy_)),
+             .to = absl::StrCat("policy=", IoPolicyName(p))});
+  default_policy_ = p;
+  return absl::OkStatus();
+}
+
+absl::Status Multipath::FailPath(absl::string_view head, absl::string_view path,
+                                 absl::string_view reason) {
+  Locked l(this);
+  Head* h = FindHead(head);
+  if (!h) return absl::NotFoundError(absl::StrCat("head ", head, " not found"));
+  Path* p = FindHeadPath(h, path);
+  if (!p) return absl::NotFoundError(absl::StrCat("head ", head, " has no path ", path));
+  if (p->admin_failed) return absl::OkStatus();
+  const PathStateWord before = p->Word();
+  p->admin_failed = true;
+  p->fail_reason = reason.empty() ? "failed by an administrator" : std::string(reason);
+  StorePathState(p);
+  Emit(Event{.type = EventType::kPathStateChanged, .head = h->name, .path = p->controller->name,
+             .controller = p->controller->name, .from = AnaText(before),
+             .to = AnaText(p->Word()), .reason = p->fail_reason});
+  KickHead(h);
+  return absl::OkStatus();
+}
+
+absl::Status Multipath::ReinstatePath(absl::string_view head, absl::string_view path) {
+  Locked l(this);
+  Head* h = FindHead(head);
+  if (!h) return absl::NotFoundError(absl::StrCat("head ", head, " not found"));
+  Path* p = FindHeadPath(h, path);
+  if (!p) return absl::NotFoundError(absl::StrCat("head ", head, " has no path ", path));
+  if (!p->admin_failed) return absl::OkStatus();
+  const PathStateWord before = p->Word();
+  p->admin_failed = false;
+  p->fail_reason.clear();
+  StorePathState(p);
+  Emit(Event{.type = EventType::kPathStateChanged, .head = h->name, .path = p->controller->name,
+             .controller = p->controller->name, .from = AnaText(before),
+             .to = AnaText(p->Word()), .reason = "reinstated"});
+  KickHead(h);
+  return absl::OkStatus();
+}
+
+std::vector<HeadInfo> Multipath::ListHeads() const {
+  MutexLock lock(&mu_);
+  std::vector<HeadInfo> out;
+  for (const auto& h : heads_) out.push_back(DescribeHead(*h));
+  std::sort(out.begin(), out.end(),
+            [](const HeadInfo& a, const HeadInfo& b) { return a.name < b.name; });
+  return out;
+}
+
+absl::StatusOr<HeadInfo> Multipath::GetHead(absl::string_view name) const {
+  MutexLock lock(&mu_);
+  const Head* h = FindHead(name);
+  if (!h) return absl::NotFoundError(absl::StrCat("head ", name, " not found"));
+  return DescribeHead(*h);
+}
+
+std::vector<ControllerInfo> Multipath::ListControllers() const {
+  MutexLock lock(&mu_);
+  std::vector<ControllerInfo> out;
+  for (const auto& [name, c] : controllers_) out.push_back(DescribeController(*c));
+  std::sort(out.begin(), out.end(),
+            [](const ControllerInfo& a, const ControllerInfo& b) { return a.name < b.name; });
+  return out;
+}
+
+absl::StatusOr<ControllerInfo> Multipath::GetController(absl::string_view name) const {
+  MutexLock lock(&mu_);
+  auto it = controllers_.find(name);
+  if (it == controllers_.end()) {
+    return absl::NotFoundError(absl::StrCat("controller ", name, " not found"));
+  }
+  return DescribeController(*it->second);
+}
+
+Defaults Multipath::GetDefaults() const {
+  MutexLock lock(&mu_);
+  return Defaults{default_policy_, default_delayed_removal_secs_};
+}
+
+absl::StatusOr<Multipath::WatchStart> Multipath::WatchState(size_t queue_limit,
+                                                            std::function<void()> notify) {
+  MutexLock lock(&mu_);
+  // Every Append happens under mu_, so nothing slips between the state and the stream.
+  WatchStart start;
+  start.revision = journal_.current_revision();
+  for (const auto& h : heads_) start.heads.push_back(DescribeHead(*h));
+  for (const auto& [name, c] : controllers_) start.controllers.push_back(DescribeController(*c));
+  ASSIGN_OR_RETURN(start.subscription,
+                   journal_.Subscribe(start.revision, queue_limit, std::move(notify)));
+  return start;
+}
+
+// --- Helpers. ---
+
+Multipath::Controller* Multipath::FindController(absl::string_view name) {
+  auto it = controllers_.find(name);
+  return it == controllers_.end() ? nullptr : it->second.get();
+}
+
+Multipath::Head* Multipath::FindHead(absl::string_view name) const {
+  for (const auto& h : heads_) {
+    if (h->name == name) return h.get();
+  }
+  return nullptr;
+}
+
+Multipath::Path* Multipath::FindHeadPath(Head* h, absl::string_view path) {
+  for (Path* p : h->paths) {
+    if (p->controller->name == path) return p;
+  }
+  return nullptr;
+}
+
+int64_t Multipath::ToWall(int64_t mono) const {
+  return mono - options_.clock->MonotonicNanos() + options_.clock->WallNanos();
+}
+
+void Multipath::Emit(Event e) { journal_.Append(std::move(e)); }
+
+HeadInfo Multipath::DescribeHead(const Head& h) const {
+  HeadInfo info;
+  info.name = h.name;
+  info.uid = h.uid;
+  info.subsys_nqn = h.subsys_nqn;
+  info.nsid = h.nsid;
+  if (h.ids.nguid) info.nguid = nvme::HexString(*h.ids.nguid);
+  if (h.ids.eui64) info.eui64 = nvme::HexString(*h.ids.eui64);
+  if (h.ids.uuid) info.uuid = nvme::UuidString(*h.ids.uuid);
+  info.size_blocks = h.size_blocks;
+  info.block_size = h.block_size;
+  info.policy = h.policy;
+  info.delayed_removal_secs = h.delayed_removal_secs;
+  info.removal_pending = h.removal_deadline != 0;
+  info.removal_deadline_wall_nanos = h.removal_deadline ? ToWall(h.removal_deadline) : 0;
+  info.created_wall_nanos = h.created_wall;
+  const size_t workers = options_.workers.size();
+  for (size_t w = 0; w < workers; ++w) {
+    info.waiting_ios += h.shared->waiting[w].load(std::memory_order_relaxed);
+  }
+  for (const Path* p : h.paths) {
+    const PathStateWord s = p->shared.state->Load();
+    PathInfo pi;
+    pi.name = p->controller->name;
+    pi.head = h.name;
+    pi.controller = p->controller->name;
+    pi.controller_state = s.controller;
+    pi.nsid = p->nsid;
+    pi.ana_group_id = p->ana_group_id;
+    pi.ana_state = s.ana;
+    pi.ana_pending = s.ana_pending;
+    pi.ready = s.ready;
+    pi.admin_failed = s.admin_failed;
+    pi.usable = s.usable();
+    pi.selectable = s.selectable();
+    pi.numa_node = p->shared.numa_node;
+    for (size_t w = 0; w < workers; ++w) {
+      const PathWorkerCounters& c = p->shared.counters[w];
+      pi.counters.submitted += c.submitted.load(std::memory_order_relaxed);
+      pi.counters.completed += c.completed.load(std::memory_order_relaxed);
+      pi.counters.errors += c.errors.load(std::memory_order_relaxed);
+      pi.counters.failovers += c.failovers.load(std::memory_order_relaxed);
+      pi.counters.retries += c.retries.load(std::memory_order_relaxed);
+      pi.counters.bytes += c.bytes.load(std::memory_order_relaxed);
+      pi.counters.in_flight += c.in_flight.load(std::memory_order_relaxed);
+    }
+    info.live_paths += s.controller == ControllerState::kLive;
+    info.selectable_paths += s.selectable();
+    info.paths.push_back(std::move(pi));
+  }
+  return info;
+}
+
+ControllerInfo Multipath::DescribeController(const Controller& c) const {
+  ControllerInfo info;
+  info.name = c.name;
+  info.subsys_nqn = c.spec.subsys_nqn;
+  info.transport = c.spec.transport;
+  info.address = c.spec.address;
+  info.state = c.state;
+  info.numa_node = c.spec.numa_node;
+  info.ana_supported = c.spec.ana_supported;
+  info.anagrpmax = c.spec.anagrpmax;
+  info.anatt_secs = c.spec.anatt_secs;
+  info.anatt_timer_armed = c.anatt_deadline != 0;
+  for (const Head* h : HeadsOf(c)) info.heads.push_back(h->name);
+  return info;
+}
+
+}  // namespace umpath

@@ -1,0 +1,233 @@
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <thread>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "agent/base/mutex.h"
+#include "absl/types/span.h"
+#include "agent/core/clock.h"
+#include "agent/core/event_journal.h"
+#include "agent/core/info.h"
+#include "agent/core/queue_pair.h"
+#include "agent/core/snapshot.h"
+#include "agent/core/types.h"
+#include "agent/core/worker.h"
+#include "agent/nvme/ana_log.h"
+#include "agent/nvme/identify.h"
+
+namespace umpath {
+
+// A head's stable name, from its identity: nguid-<hex>, else eui64-<hex>, else
+// uuid-<uuid>, else ns<nsid>.<subsystem NQN> when the namespace reports no identifier.
+std::string HeadNameFor(absl::string_view subsys_nqn, uint32_t nsid,
+                        const nvme::NamespaceIds& ids);
+
+// What the core asks of a controller's backend (vfio, libnvme). Threading: called from
+// the control side with no core lock held; implementations answer asynchronously
+// (Multipath::OnAnaLog, SetControllerState).
+class ControllerBackend {
+ public:
+  virtual ~ControllerBackend() = default;
+  virtual void RequestAnaLog() = 0;
+  // ANATT expired with a group still in CHANGE (SEMANTICS "ANA").
+  virtual void Reset() = 0;
+  // Every worker has let go of the controller's queue pairs after RemoveController.
+  virtual void OnQueuePairsReleased() = 0;
+};
+
+struct ControllerSpec {
+  std::string name;         // unique, e.g. "0000:00:04.0" or "nvme3"
+  std::string subsys_nqn;
+  std::string transport;    // "pcie", "tcp", ...
+  std::string address;
+  int numa_node = -1;
+  bool ana_supported = false;
+  uint32_t anagrpmax = 0;
+  uint8_t anatt_secs = 0;
+  std::array<uint16_t, 3> crdt{};
+  ControllerState state = ControllerState::kLive;
+};
+
+struct NamespaceSpec {
+  std::string controller;
+  uint32_t nsid = 0;
+  nvme::NamespaceIds ids;
+  uint32_t ana_group_id = 0;
+  uint64_t size_blocks = 0;
+  uint32_t block_size = 512;
+};
+
+struct MultipathOptions {
+  const Clock* clock = SystemClock::Get();
+  std::vector<Worker*> workers;
+  size_t journal_capacity = 4096;
+  IoPolicy default_policy = IoPolicy::kNuma;
+  uint32_t default_delayed_removal_secs = 0;
+};
+
+// The multipath core's control side: controllers, paths, heads, policies, ANA, delayed
+// removal, and the thread-safe control API the gRPC server calls.
+//
+// Threading: every public method may be called from any thread. Topology lives under
+// mu_ (the "control thread" of DESIGN.md is whoever holds it; timers and ANA re-reads
+// run on the thread Start() makes, or in RunPending() when tests drive time by hand).
+// Workers never take mu_: they learn of changes by posted messages carrying immutable
+// snapshots, and report ANA errors through ControllerShared flags.
+class Multipath final : public AnaReadRequester {
+ public:
+  static absl::StatusOr<std::unique_ptr<Multipath>> Create(MultipathOptions options);
+  ~Multipath();
+
+  // Starts the timer thread (real clocks); without it, RunPending() does its job.
+  void Start();
+  // Fails every waiting I/O (kShutdown), cancels pending removals and timers, closes
+  // every event subscription. Idempotent; the destructor calls it.
+  void Shutdown();
+  // Handles due removals, ANATT expiries and ANA re-read requests.
+  void RunPending();
+
+  // --- Backends: topology. ---
+  absl::Status AddController(const ControllerSpec& spec, ControllerBackend* backend,
+                             std::vector<QueuePair*> queue_pairs);
+  absl::Status SetControllerState(absl::string_view controller, ControllerState state,
+                                  absl::string_view reason = "");
+  // Removes its paths, then asks every worker to fail over and let go of its queue
+  // pairs; the backend's OnQueuePairsReleased runs when they all have.
+  absl::Status RemoveController(absl::string_view controller, absl::string_view reason = "");
+  // Returns the head name the path joined. A path whose identifiers do not match its
+  // head is rejected (FAILED_PRECONDITION) and reported as an event.
+  absl::StatusOr<std::string> AddPath(const NamespaceSpec& ns);
+  absl::Status RemovePath(absl::string_view controller, uint32_t nsid,
+                          absl::string_view reason = "");
+  // A new ANA log from a controller; a malformed one changes nothing and is reported.
+  absl::Status OnAnaLog(absl::string_view controller, absl::Span<const uint8_t> log);
+
+  // --- Control API. ---
+  std::vector<HeadInfo> ListHeads() const;
+  absl::StatusOr<HeadInfo> GetHead(absl::string_view name) const;
+  std::vector<ControllerInfo> ListControllers() const;
+  absl::StatusOr<ControllerInfo> GetController(absl::string_view name) const;
+  Defaults GetDefaults() const;
+  absl::Status SetDelayedRemoval(absl::string_view head, int64_t secs);
+  absl::Status SetDefaultDelayedRemoval(int64_t secs);
+  absl::Status SetPolicy(absl::string_view head, absl::string_view policy);
+  absl::Status SetDefaultPolicy(absl::string_view policy);
+  absl::Status FailPath(absl::string_view head, absl::string_view path, absl::string_view reason);
+  absl::Status ReinstatePath(absl::string_view head, absl::string_view path);
+
+  // Events. WatchState returns the current state and a subscription that continues
+  // exactly after it (no gap, no duplicate).
+  struct WatchStart {
+    uint64_t revision = 0;  // the state below is as of this revision
+    std::vector<HeadInfo> heads;
+    std::vector<ControllerInfo> controllers;
+    std::shared_ptr<EventSubscription> subscription;
+  };
+  absl::StatusOr<WatchStart> WatchState(size_t queue_limit, std::function<void()> notify);
+  EventJournal& journal() { return journal_; }
+  const Clock* clock() const { return options_.clock; }
+
+  // AnaReadRequester (worker threads).
+  void RequestAnaRead(ControllerShared* controller) override;
+
+ private:
+  struct Head;
+  struct Controller;
+  struct Path {
+    Controller* controller = nullptr;
+    Head* head = nullptr;
+    uint32_t nsid = 0;
+    uint32_t ana_group_id = 0;
+    nvme::AnaState ana = nvme::AnaState::kOptimized;
+    bool ana_pending = false;
+    bool ready = true;
+    bool admin_failed = false;
+    std::string fail_reason;
+    PathRecordShared shared;
+    PathStateWord Word() const;
+  };
+  struct Controller {
+    std::string name;
+    ControllerSpec spec;
+    ControllerState state = ControllerState::kNew;
+    ControllerBackend* backend = nullptr;
+    std::shared_ptr<ControllerShared> shared;
+    std::vector<std::unique_ptr<Path>> paths;
+    std::optional<nvme::AnaLog> last_ana_log;
+    int64_t anatt_deadline = 0;  // monotonic ns; 0 = not armed
+  };
+  struct Head {
+    std::string name;
+    uint64_t uid = 0;
+    std::string subsys_nqn;
+    uint32_t nsid = 0;
+    nvme::NamespaceIds ids;
+    uint64_t size_blocks = 0;
+    uint32_t block_size = 0;
+    IoPolicy policy = IoPolicy::kNuma;
+    uint32_t delayed_removal_secs = 0;
+    std::vector<Path*> paths;  // list order
+    std::shared_ptr<HeadShared> shared;
+    uint64_t generation = 0;
+    int64_t lost_at = 0;           // monotonic ns when the last path went
+    int64_t removal_deadline = 0;  // monotonic ns; 0 = no removal armed
+    int64_t created_wall = 0;
+  };
+
+  class ABSL_SCOPED_LOCKABLE Locked;
+  explicit Multipath(MultipathOptions options, int wake_fd);
+  // Backend calls are made after mu_ is released (a backend may call straight back).
+  void AfterUnlock(absl::AnyInvocable<void()> fn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    after_unlock_.push_back(std::move(fn));
+  }
+  void WakeTimer();
+
+  Controller* FindController(absl::string_view name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Head* FindHead(absl::string_view name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Path* FindHeadPath(Head* head, absl::string_view path) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Head* CreateHead(const NamespaceSpec& ns, const Controller& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Publish(Head* head) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void KickHead(Head* head) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StorePathState(Path* p, bool clear_ana_pending = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::vector<Head*> HeadsOf(const Controller& c) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DetachPath(Path* p, absl::string_view reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnLastPathGone(Head* head) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RemoveHead(Head* head, std::string reason, IoError why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ApplyAnaLog(Controller* c, const nvme::AnaLog& log) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int64_t ToWall(int64_t mono) const;
+  HeadInfo DescribeHead(const Head& h) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  ControllerInfo DescribeController(const Controller& c) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Emit(Event e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int64_t NextDeadline() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void TimerLoop();
+
+  const MultipathOptions options_;
+  EventJournal journal_;
+
+  mutable Mutex mu_;
+  absl::flat_hash_map<std::string, std::unique_ptr<Controller>> controllers_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<Head>> heads_ ABSL_GUARDED_BY(mu_);  // creation order
+  uint32_t next_controller_id_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t next_head_uid_ ABSL_GUARDED_BY(mu_) = 1;
+  IoPolicy default_policy_ ABSL_GUARDED_BY(mu_);
+  uint32_t default_delayed_removal_secs_ ABSL_GUARDED_BY(mu_);
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<absl::AnyInvocable<void()>> after_unlock_ ABSL_GUARDED_BY(mu_);
+  const int wake_fd_;  // eventfd: wakes the timer thread (workers write it lock-free)
+
+  // Set by workers (no lock) when a controller asked for an ANA re-read.
+  std::atomic<bool> ana_reads_requested_{false};
+  std::thread timer_thread_;
+};
+
+}  // namespace umpath

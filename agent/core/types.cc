@@ -1,0 +1,61 @@
+#include "agent/core/types.h"
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace umpath {
+
+absl::string_view ControllerStateName(ControllerState s) {
+  switch (s) {
+    case ControllerState::kNew: return "new";
+    case ControllerState::kLive: return "live";
+    case ControllerState::kResetting: return "resetting";
+    case ControllerState::kConnecting: return "connecting";
+    case ControllerState::kDeleting: return "deleting";
+    case ControllerState::kDead: return "dead";
+  }
+  return "unknown";
+}
+
+absl::string_view IoPolicyName(IoPolicy p) {
+  switch (p) {
+    case IoPolicy::kNuma: return "numa";
+    case IoPolicy::kRoundRobin: return "round-robin";
+    case IoPolicy::kQueueDepth: return "queue-depth";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<IoPolicy> ParseIoPolicy(absl::string_view name) {
+  for (IoPolicy p : {IoPolicy::kNuma, IoPolicy::kRoundRobin, IoPolicy::kQueueDepth}) {
+    if (name == IoPolicyName(p)) return p;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown I/O policy \"", name, "\"; expected one of: numa, round-robin, queue-depth"));
+}
+
+absl::Status ValidateDelayedRemovalSecs(int64_t secs) {
+  if (secs < 0 || secs > kMaxDelayedRemovalSecs) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("delayed_removal_secs ", secs, " is out of range; allowed 0..",
+                     kMaxDelayedRemovalSecs));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint32_t> ParseDelayedRemovalSecs(absl::string_view text) {
+  absl::string_view t = absl::StripAsciiWhitespace(text);
+  bool digits = !t.empty() && t.size() <= 12;
+  for (char c : t) digits = digits && absl::ascii_isdigit(static_cast<unsigned char>(c));
+  int64_t v = 0;
+  if (!digits || !absl::SimpleAtoi(t, &v)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("delayed_removal_secs \"", text,
+                     "\" is not a number of seconds; allowed 0..", kMaxDelayedRemovalSecs));
+  }
+  if (absl::Status s = ValidateDelayedRemovalSecs(v); !s.ok()) return s;
+  return static_cast<uint32_t>(v);
+}
+
+}  // namespace umpath

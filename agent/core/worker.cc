@@ -1,0 +1,254 @@
+#include "agent/core/worker.h"
+
+#include <sched.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+namespace umpath {
+
+namespace {
+// Loop iterations with nothing to do before an idle worker goes to sleep.
+constexpr int kIdleSpins = 64;
+constexpr uint32_t kPollBatch = 64;
+}  // namespace
+
+std::unique_ptr<Worker> Worker::Create(Options options) {
+  const int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  const int ep = epoll_create1(EPOLL_CLOEXEC);
+  if (efd < 0 || ep < 0) {
+    if (efd >= 0) close(efd);
+    if (ep >= 0) close(ep);
+    return nullptr;
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = nullptr;
+  epoll_ctl(ep, EPOLL_CTL_ADD, efd, &ev);
+  return std::unique_ptr<Worker>(new Worker(std::move(options), efd, ep));
+}
+
+Worker::Worker(Options options, int event_fd, int epoll_fd)
+    : options_(std::move(options)), event_fd_(event_fd), epoll_fd_(epoll_fd) {}
+
+Worker::~Worker() {
+  Stop();
+  close(epoll_fd_);
+  close(event_fd_);
+}
+
+void Worker::Post(absl::AnyInvocable<void()> fn) {
+  {
+    MutexLock lock(&inbox_mu_);
+    inbox_.push_back(std::move(fn));
+  }
+  inbox_nonempty_.store(true, std::memory_order_release);
+  const uint64_t one = 1;
+  // A full eventfd counter still wakes the worker; nothing to handle.
+  [[maybe_unused]] ssize_t n = write(event_fd_, &one, sizeof(one));
+}
+
+uint32_t Worker::DrainInbox() {
+  if (!inbox_nonempty_.load(std::memory_order_acquire)) return 0;
+  std::vector<absl::AnyInvocable<void()>> batch;
+  {
+    MutexLock lock(&inbox_mu_);
+    batch.swap(inbox_);
+    inbox_nonempty_.store(false, std::memory_order_relaxed);
+  }
+  for (auto& fn : batch) fn();
+  return static_cast<uint32_t>(batch.size());
+}
+
+uint32_t Worker::RunOnce() {
+  uint32_t work = DrainInbox();
+  for (auto& q : qps_) work += q->qp->Poll(*this, kPollBatch);
+  if (!channels_.empty()) {
+    int64_t now = 0;
+    for (auto& [uid, ch] : channels_) {
+      if (ch->NextRetryAt() == 0) continue;
+      if (now == 0) now = Now();
+      const uint32_t before = ch->waiting();
+      ch->RunDeferred(now);
+      work += before != ch->waiting();
+    }
+  }
+  if (!dead_channels_.empty()) ReapDeadChannels();
+  Flush();
+  return work;
+}
+
+void Worker::Flush() {
+  for (WorkerQueuePair* q : dirty_) {
+    q->dirty = false;
+    q->qp->Ring();
+  }
+  dirty_.clear();
+}
+
+Channel* Worker::FindChannel(uint64_t head_uid) {
+  auto it = channels_.find(head_uid);
+  return it == channels_.end() ? nullptr : it->second.get();
+}
+
+uint32_t Worker::outstanding() const {
+  uint32_t n = 0;
+  for (const auto& q : qps_) n += q->qp->outstanding();
+  return n;
+}
+
+WorkerQueuePair* Worker::FindQueuePair(uint32_t controller_id) {
+  for (auto& q : qps_) {
+    if (q->controller_id == controller_id) return q.get();
+  }
+  return nullptr;
+}
+
+uint32_t Worker::Distance(int numa_node) const {
+  // Unknown placement counts as local, as the kernel does for NUMA_NO_NODE.
+  if (numa_node < 0 || static_cast<size_t>(numa_node) >= options_.distances.size()) {
+    return 10;
+  }
+  return options_.distances[numa_node];
+}
+
+void Worker::AddQueuePair(uint32_t controller_id, QueuePair* qp) {
+  auto q = std::make_unique<WorkerQueuePair>();
+  q->controller_id = controller_id;
+  q->qp = qp;
+  if (const int fd = qp->wake_fd(); fd >= 0) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = q.get();
+    epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+  } else {
+    all_qps_wakeable_ = false;
+  }
+  qps_.push_back(std::move(q));
+  dirty_.reserve(qps_.size());
+}
+
+void Worker::RemoveQueuePair(uint32_t controller_id, absl::AnyInvocable<void()> released) {
+  auto it = std::find_if(qps_.begin(), qps_.end(), [&](const auto& q) {
+    return q->controller_id == controller_id;
+  });
+  if (it != qps_.end()) {
+    WorkerQueuePair* q = it->get();
+    q->gone = true;
+    q->qp->AbortAll(*this);  // its I/O fails over to the other paths
+    if (q->dirty) {
+      dirty_.erase(std::remove(dirty_.begin(), dirty_.end(), q), dirty_.end());
+    }
+    if (const int fd = q->qp->wake_fd(); fd >= 0) {
+      epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+    }
+    qps_.erase(it);
+    all_qps_wakeable_ = std::all_of(qps_.begin(), qps_.end(),
+                                    [](const auto& q) { return q->qp->wake_fd() >= 0; });
+  }
+  if (released) released();
+}
+
+void Worker::AdoptSnapshot(std::shared_ptr<const HeadSnapshot> snapshot) {
+  auto& ch = channels_[snapshot->head_uid];
+  if (!ch) ch = std::make_unique<Channel>(this, snapshot->head_uid);
+  ch->Adopt(std::move(snapshot));
+}
+
+void Worker::KickHead(uint64_t head_uid) {
+  if (Channel* ch = FindChannel(head_uid)) {
+    ch->ResetSelection();
+    ch->Kick();
+  }
+}
+
+void Worker::DropHead(uint64_t head_uid, IoError why) {
+  auto it = channels_.find(head_uid);
+  if (it == channels_.end()) return;
+  std::unique_ptr<Channel> ch = std::move(it->second);
+  channels_.erase(it);
+  ch->Fail(why);
+  // Commands still on a queue pair point at the channel: keep it until they are back.
+  if (ch->in_flight() > 0) dead_channels_.push_back(std::move(ch));
+}
+
+void Worker::FailAll(IoError why) {
+  std::vector<uint64_t> uids;
+  for (auto& [uid, ch] : channels_) uids.push_back(uid);
+  for (uint64_t uid : uids) DropHead(uid, why);
+}
+
+void Worker::ReapDeadChannels() {
+  dead_channels_.erase(std::remove_if(dead_channels_.begin(), dead_channels_.end(),
+                                      [](const auto& ch) { return ch->in_flight() == 0; }),
+                       dead_channels_.end());
+}
+
+void Worker::OnCompletion(IoRequest* req, nvme::Status status) {
+  req->channel->OnCompletion(req, status);
+}
+
+void Worker::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void Worker::Stop() {
+  stop_.store(true, std::memory_order_release);
+  if (thread_.joinable()) {
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = write(event_fd_, &one, sizeof(one));
+    thread_.join();
+  } else {
+    DrainInbox();  // driven by hand: what was posted still runs, nothing is dropped
+  }
+}
+
+void Worker::Loop() {
+  int idle = 0;
+  while (!stop_.load(std::memory_order_acquire)) {
+    if (RunOnce() > 0) {
+      idle = 0;
+      continue;
+    }
+    // Commands outstanding on a queue pair that cannot wake us: keep polling, but
+    // let the other thread of this core run.
+    if (outstanding() > 0 && !all_qps_wakeable_) {
+      if (++idle > kIdleSpins) sched_yield();
+      continue;
+    }
+    if (++idle < kIdleSpins) continue;
+    idle = 0;
+    int64_t next = 0;
+    for (auto& [uid, ch] : channels_) {
+      const int64_t t = ch->NextRetryAt();
+      if (t != 0 && (next == 0 || t < next)) next = t;
+    }
+    Sleep(next);
+  }
+  DrainInbox();
+}
+
+// An idle worker does not spin: it sleeps on its inbox eventfd and on the queue pairs'
+// completion eventfds, until the next retry is due.
+void Worker::Sleep(int64_t until) {
+  if (inbox_nonempty_.load(std::memory_order_acquire)) return;
+  int timeout_ms = -1;
+  if (until != 0) {
+    const int64_t left = until - Now();
+    if (left <= 0) return;
+    timeout_ms = static_cast<int>(std::min<int64_t>((left + 999'999) / 1'000'000, 1000));
+  }
+  epoll_event evs[16];
+  const int n = epoll_wait(epoll_fd_, evs, 16, timeout_ms);
+  for (int i = 0; i < n; ++i) {
+    if (evs[i].data.ptr == nullptr) {
+      uint64_t v;
+      [[maybe_unused]] ssize_t r = read(event_fd_, &v, sizeof(v));
+    }
+  }
+}
+
+}  // namespace umpath

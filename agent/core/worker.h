@@ -1,0 +1,122 @@
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
+#include "agent/base/mutex.h"
+#include "agent/core/channel.h"
+#include "agent/core/clock.h"
+#include "agent/core/queue_pair.h"
+
+namespace umpath {
+
+// A queue pair as one worker holds it.
+struct WorkerQueuePair {
+  uint32_t controller_id = 0;
+  QueuePair* qp = nullptr;
+  bool dirty = false;  // commands placed since the last doorbell
+  bool gone = false;   // refused a command as gone, or is being removed
+};
+
+// Told by a worker that a controller's ANA log should be read again (an I/O failed with
+// an ANA status). Threading: called on worker threads; must not block.
+class AnaReadRequester {
+ public:
+  virtual void RequestAnaRead(ControllerShared* controller) = 0;
+
+ protected:
+  ~AnaReadRequester() = default;
+};
+
+// An I/O thread: owns one queue pair per controller and one channel per head.
+// Topology reaches it by message (Post), never through a shared lock (Envoy's
+// runOnAllThreads, SPDK's channels).
+//
+// Threading: Post() and Stop() from any thread. Everything else runs on the worker's
+// thread: the one Start() made, or, when the worker is driven by hand (tests,
+// benchmarks, a frontend that owns its thread), the single thread that calls RunOnce().
+class Worker final : public CompletionSink {
+ public:
+  struct Options {
+    int index = 0;
+    int numa_node = -1;
+    // NUMA distance from this worker's node to node i (the kernel's node_distance);
+    // empty: every path counts as local.
+    std::vector<uint32_t> distances;
+    const Clock* clock = SystemClock::Get();
+    AnaReadRequester* ana_requester = nullptr;
+  };
+  static std::unique_ptr<Worker> Create(Options options);
+  ~Worker();
+
+  // From any thread: run `fn` on the worker thread, in posting order.
+  void Post(absl::AnyInvocable<void()> fn);
+
+  // Own thread: polls while there is work, sleeps on eventfds when idle.
+  void Start();
+  void Stop();  // runs what is posted, then joins
+
+  // --- Worker thread only. ---
+  uint32_t RunOnce();  // inbox, completions, deferred work, doorbells; returns work done
+  void Flush();        // ring every doorbell written since the last flush
+  Channel* FindChannel(uint64_t head_uid);
+  uint32_t outstanding() const;
+
+  // Control messages (the control side posts these).
+  void AddQueuePair(uint32_t controller_id, QueuePair* qp);
+  // Fails over everything outstanding on the queue pair, then forgets it; `released`
+  // runs after the worker holds no reference to it.
+  void RemoveQueuePair(uint32_t controller_id, absl::AnyInvocable<void()> released);
+  void AdoptSnapshot(std::shared_ptr<const HeadSnapshot> snapshot);
+  void KickHead(uint64_t head_uid);
+  void DropHead(uint64_t head_uid, IoError why);
+  void FailAll(IoError why);
+
+  // Used by channels.
+  WorkerQueuePair* FindQueuePair(uint32_t controller_id);
+  void MarkDirty(WorkerQueuePair* qp) {
+    if (!qp->dirty) {
+      qp->dirty = true;
+      dirty_.push_back(qp);  // capacity reserved per queue pair: no allocation
+    }
+  }
+  uint32_t Distance(int numa_node) const;
+  const Options& options() const { return options_; }
+  int64_t Now() const { return options_.clock->MonotonicNanos(); }
+  void RequestAnaRead(ControllerShared* c) {
+    if (options_.ana_requester) options_.ana_requester->RequestAnaRead(c);
+  }
+
+  // CompletionSink: routes to the request's channel.
+  void OnCompletion(IoRequest* req, nvme::Status status) override;
+
+ private:
+  explicit Worker(Options options, int event_fd, int epoll_fd);
+  uint32_t DrainInbox();
+  void ReapDeadChannels();
+  void Sleep(int64_t until);
+  void Loop();
+
+  const Options options_;
+  const int event_fd_;  // inbox wake-up
+  const int epoll_fd_;
+
+  Mutex inbox_mu_;
+  std::vector<absl::AnyInvocable<void()>> inbox_ ABSL_GUARDED_BY(inbox_mu_);
+  std::atomic<bool> inbox_nonempty_{false};
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+
+  std::vector<std::unique_ptr<WorkerQueuePair>> qps_;
+  std::vector<WorkerQueuePair*> dirty_;
+  absl::flat_hash_map<uint64_t, std::unique_ptr<Channel>> channels_;
+  std::vector<std::unique_ptr<Channel>> dead_channels_;  // removed, I/O still in flight
+  bool all_qps_wakeable_ = true;
+};
+
+}  // namespace umpath

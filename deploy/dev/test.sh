@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine and passes every test umpath has:
+#   ASan+UBSan and TSan builds of the unit and race tests, a clang -Wthread-safety
+#   build, each fuzzer for a bounded time, then the release build's full ctest run,
+#   whose summary line closes the output.
+# Environment: UMPATH_FUZZ_SECONDS (default 30 per fuzzer), UMPATH_SKIP_SANITIZERS=1
+# for a quick local loop.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bash deploy/dev/install-deps.sh
+export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
+fuzz_seconds="${UMPATH_FUZZ_SECONDS:-30}"
+
+step() { printf '\n=== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
+
+if [ "${UMPATH_SKIP_SANITIZERS:-0}" != 1 ]; then
+  step "ASan + UBSan: build and test"
+  cmake --preset asan >/dev/null
+  cmake --build --preset asan
+  ctest --preset asan
+
+  step "TSan: build and test"
+  cmake --preset tsan >/dev/null
+  cmake --build --preset tsan
+  ctest --preset tsan
+
+  step "clang -Wthread-safety: build"
+  cmake --preset clang-tsa >/dev/null
+  cmake --build --preset clang-tsa
+
+  step "fuzzers: ${fuzz_seconds} s each"
+  cmake --preset fuzz >/dev/null
+  cmake --build --preset fuzz
+  for f in build/fuzz/agent/*/*_fuzz; do
+    corpus="build/fuzz/corpus/$(basename "$f")"
+    mkdir -p "$corpus"
+    log="build/fuzz/$(basename "$f").log"
+    if ! "$f" -max_total_time="$fuzz_seconds" -print_final_stats=1 "$corpus" >"$log" 2>&1; then
+      tail -n 60 "$log"
+      echo "fuzzer $f failed"
+      exit 1
+    fi
+    echo "$(basename "$f"): $(grep -E '^(Done|stat::number_of_executed_units)' "$log" | tr '\n' ' ')"
+  done
+fi
+
+step "release: build and test"
+cmake --preset release >/dev/null
+cmake --build --preset release
+ctest --preset release
