@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "agent/core/worker.h"
+#include "absl/base/optimization.h"
 #include "agent/nvme/status.h"
 
 namespace umpath {
@@ -116,6 +117,23 @@ void Channel::NoPath(IoRequest* req) {
 
 void Channel::OnCompletion(IoRequest* req, nvme::Status status) {
   auto* epoch = static_cast<Epoch*>(req->epoch);
+  if (ABSL_PREDICT_TRUE(status.ok())) {
+    // The common case, kept short: account, release, complete.
+    PathWorkerCounters* counters = epoch->slots[req->slot].counters;
+    --epoch->in_flight;
+    --in_flight_;
+    if (req->counted_in_flight) {
+      epoch->slots[req->slot].path->DecrementInFlight();
+      req->counted_in_flight = false;
+    }
+    PathWorkerCounters::Add(counters->in_flight, -1);
+    PathWorkerCounters::Add(counters->completed, 1);
+    PathWorkerCounters::Add(counters->bytes, req->data_len);
+    req->last_status = status;
+    if (epoch != current_.get()) ReleaseEpochIfDone(epoch);
+    Finish(req, IoResult{IoError::kNone, status});
+    return;
+  }
   const int slot_index = req->slot;
   const Slot slot = epoch->slots[slot_index];
   req->epoch = nullptr;

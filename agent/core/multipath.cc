@@ -296,6 +296,7 @@ absl::StatusOr<std::string> Multipath::AddPath(const NamespaceSpec& ns) {
     if (h->subsys_nqn == c->spec.subsys_nqn && h->nsid == ns.nsid) head = h.get();
   }
   auto reject = [&](std::string head_name, std::string why) {
+    mu_.AssertHeld();  // called only below, under the lock
     Emit(Event{.type = EventType::kPathRejected, .head = head_name, .path = path_name,
                .controller = c->name, .reason = why});
     return absl::FailedPreconditionError(why);

@@ -234,7 +234,7 @@ TEST_F(MultipathTest, PathErrorWithDnrGoesToTheCaller) {
   ASSERT_TRUE(io.done);
   EXPECT_EQ(io.result.error, IoError::kNvme);
   EXPECT_EQ(io.result.status.code(), sc::kAnaTransition);
-  EXPECT_TRUE(io.result.status.dnr);
+  EXPECT_TRUE(io.result.status.dnr());
   EXPECT_EQ(Qp("c0").submits() + Qp("c1").submits(), 1u);
 }
 

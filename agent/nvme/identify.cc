@@ -84,9 +84,10 @@ absl::StatusOr<NamespaceIds> ParseNamespaceIdDescriptors(absl::Span<const uint8_
           absl::StrCat("namespace id descriptor type ", d.nidt, " appears twice"));
     }
     seen[d.nidt] = true;
-    auto expect_len = [&](size_t len, absl::string_view name) -> absl::Status {
-      if (d.nidl != len) {
-        return absl::InvalidArgumentError(absl::StrCat(name, " descriptor has length ", d.nidl,
+    const uint8_t nidl = d.nidl;
+    auto expect_len = [nidl](size_t len, absl::string_view name) -> absl::Status {
+      if (nidl != len) {
+        return absl::InvalidArgumentError(absl::StrCat(name, " descriptor has length ", nidl,
                                                        "; expected ", len));
       }
       return absl::OkStatus();

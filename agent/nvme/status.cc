@@ -16,16 +16,9 @@ absl::string_view AnaStateName(AnaState s) {
   return "reserved";
 }
 
-Disposition Decide(Status s, bool retry_budget_spent) {
-  if (s.ok()) return Disposition::kComplete;
-  if (s.dnr || retry_budget_spent) return Disposition::kFailToCaller;
-  if (IsPathError(s)) return Disposition::kFailover;
-  return Disposition::kRetry;
-}
-
 int64_t RetryDelayNanos(Status s, const std::array<uint16_t, 3>& crdt) {
-  if (s.crd == 0 || s.crd > 3) return 0;
-  return int64_t{crdt[s.crd - 1]} * 100'000'000;
+  if (s.crd() == 0) return 0;
+  return int64_t{crdt[s.crd() - 1]} * 100'000'000;
 }
 
 namespace {
@@ -65,9 +58,9 @@ std::string StatusToString(Status s) {
   std::string out = absl::StrFormat("0x%03x", s.code());
   absl::string_view name = CodeName(s.code());
   if (!name.empty()) absl::StrAppend(&out, " (", name, ")");
-  if (s.dnr) absl::StrAppend(&out, ", dnr");
-  if (s.more) absl::StrAppend(&out, ", more");
-  if (s.crd) absl::StrAppend(&out, ", crd ", s.crd);
+  if (s.dnr()) absl::StrAppend(&out, ", dnr");
+  if (s.more()) absl::StrAppend(&out, ", more");
+  if (s.crd()) absl::StrAppend(&out, ", crd ", s.crd());
   return out;
 }
 

@@ -17,7 +17,7 @@ enum class Disposition : uint8_t {
 };
 
 // Status code type 3 (path related status), as the kernel's nvme_is_path_error.
-constexpr bool IsPathError(Status s) { return s.sct == 0x3; }
+constexpr bool IsPathError(Status s) { return s.sct() == 0x3; }
 // 0x301..0x303: the ANA state of this path changed; the ANA log should be re-read.
 constexpr bool IsAnaError(Status s) {
   return s.code() >= status_code::kAnaPersistentLoss && s.code() <= status_code::kAnaTransition;
@@ -26,7 +26,12 @@ constexpr bool IsAnaError(Status s) {
 // Applies SEMANTICS.md's rules in their order. `retry_budget_spent` is true when the
 // command has already been retried the maximum number of times. A queue pair that is
 // gone completes its commands with kHostAbortedCommand, a path error, so they fail over.
-Disposition Decide(Status s, bool retry_budget_spent);
+constexpr Disposition Decide(Status s, bool retry_budget_spent) {
+  if (s.ok()) return Disposition::kComplete;
+  if (s.dnr() || retry_budget_spent) return Disposition::kFailToCaller;
+  if (IsPathError(s)) return Disposition::kFailover;
+  return Disposition::kRetry;
+}
 
 // The Command Retry Delay the status asks for, in nanoseconds: CRDT[crd-1] x 100 ms,
 // 0 when CRD is 0 (the controller's Identify CRDT1..3 are in 100 ms units).

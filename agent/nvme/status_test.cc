@@ -14,12 +14,12 @@ TEST(StatusTest, DecodesEveryFieldOfTheCompletionStatus) {
   cqe.status = static_cast<uint16_t>(1 | 0x03 << 1 | 0x3 << 9 | 2 << 12 | 1 << 14 | 1 << 15);
   EXPECT_TRUE(cqe.phase());
   const Status s = Status::FromCqe(cqe);
-  EXPECT_EQ(s.sct, 3);
-  EXPECT_EQ(s.sc, 0x03);
+  EXPECT_EQ(s.sct(), 3);
+  EXPECT_EQ(s.sc(), 0x03);
   EXPECT_EQ(s.code(), sc::kAnaTransition);
-  EXPECT_EQ(s.crd, 2);
-  EXPECT_TRUE(s.more);
-  EXPECT_TRUE(s.dnr);
+  EXPECT_EQ(s.crd(), 2);
+  EXPECT_TRUE(s.more());
+  EXPECT_TRUE(s.dnr());
   EXPECT_FALSE(s.ok());
   EXPECT_EQ(s.ToCompletionField(), cqe.status >> 1);
 }

@@ -97,39 +97,43 @@ inline constexpr uint16_t kHostPathError = 0x370;
 inline constexpr uint16_t kHostAbortedCommand = 0x371;
 }  // namespace status_code
 
-// The status field of a completion, decoded. A default Status is success.
-struct Status {
-  uint8_t sct = 0;     // status code type, 3 bits
-  uint8_t sc = 0;      // status code
-  uint8_t crd = 0;     // command retry delay: 0 none, 1..3 index CRDT1..3
-  bool more = false;   // more information in the error log
-  bool dnr = false;    // do not retry
+// The status field of a completion: bits 15:1 of the CQE's status word, held as the
+// one 15-bit value the controller wrote (cheap to copy and pass in a register) and
+// decoded by the accessors. A default Status is success.
+//   SC 7:0, SCT 10:8, CRD 12:11, M 13, DNR 14.
+class Status {
+ public:
+  constexpr Status() = default;
 
-  // `field` is bits 15:1 of the CQE's status word, already shifted right by one
-  // (the layout of the kernel's nvme_completion.status >> 1).
+  // `field` is the CQE's status word shifted right by one (the phase bit dropped), the
+  // layout of the kernel's nvme_completion.status >> 1.
   static constexpr Status FromCompletionField(uint16_t field) {
-    return Status{static_cast<uint8_t>((field >> 8) & 0x7), static_cast<uint8_t>(field & 0xff),
-                  static_cast<uint8_t>((field >> 11) & 0x3), ((field >> 13) & 1) != 0,
-                  ((field >> 14) & 1) != 0};
+    return Status(static_cast<uint16_t>(field & 0x7fff));
   }
-  // The status word of a CQE, phase bit excluded: the inverse of FromCompletionField.
   static constexpr Status FromCqe(const CompletionEntry& cqe) {
     return FromCompletionField(static_cast<uint16_t>(cqe.status >> 1));
   }
-  constexpr uint16_t ToCompletionField() const {
-    return static_cast<uint16_t>((sct & 0x7) << 8 | sc | (crd & 0x3) << 11 |
-                                 (more ? 1 << 13 : 0) | (dnr ? 1 << 14 : 0));
-  }
+  // `code` is SCT and SC as one 11-bit value, e.g. 0x303 for ANA transition.
   static constexpr Status Make(uint16_t code, bool dnr = false, uint8_t crd = 0) {
-    return Status{static_cast<uint8_t>((code >> 8) & 0x7), static_cast<uint8_t>(code & 0xff),
-                  crd, false, dnr};
+    return Status(static_cast<uint16_t>((code & 0x7ff) | (crd & 0x3) << 11 | (dnr ? 1 << 14 : 0)));
   }
-  // SCT and SC as one 11-bit code, e.g. 0x303 for ANA transition.
-  constexpr uint16_t code() const { return static_cast<uint16_t>(sct << 8 | sc); }
-  constexpr bool ok() const { return sct == 0 && sc == 0; }
 
-  friend constexpr bool operator==(const Status&, const Status&) = default;
+  constexpr uint16_t ToCompletionField() const { return field_; }
+  constexpr uint8_t sc() const { return static_cast<uint8_t>(field_ & 0xff); }
+  constexpr uint8_t sct() const { return static_cast<uint8_t>((field_ >> 8) & 0x7); }
+  constexpr uint8_t crd() const { return static_cast<uint8_t>((field_ >> 11) & 0x3); }
+  constexpr bool more() const { return (field_ >> 13) & 1; }
+  constexpr bool dnr() const { return (field_ >> 14) & 1; }
+  constexpr uint16_t code() const { return field_ & 0x7ff; }
+  constexpr bool ok() const { return code() == 0; }
+
+  friend constexpr bool operator==(Status, Status) = default;
+
+ private:
+  explicit constexpr Status(uint16_t field) : field_(field) {}
+  uint16_t field_ = 0;
 };
+static_assert(sizeof(Status) == 2);
 
 // ANA states (Base spec 8.1.1, the ANA group descriptor's state byte). Values 5..0xE
 // are reserved and treated as not usable.

@@ -32,15 +32,21 @@ if [ "${UMPATH_SKIP_SANITIZERS:-0}" != 1 ]; then
   cmake --preset fuzz >/dev/null
   cmake --build --preset fuzz
   for f in build/fuzz/agent/*/*_fuzz; do
-    corpus="build/fuzz/corpus/$(basename "$f")"
+    name="$(basename "$f")"
+    corpus="build/fuzz/corpus/$name"
     mkdir -p "$corpus"
-    log="build/fuzz/$(basename "$f").log"
-    if ! "$f" -max_total_time="$fuzz_seconds" -print_final_stats=1 "$corpus" >"$log" 2>&1; then
+    # Checked-in seeds sit next to the fuzzer's source: agent/nvme/fuzz_seeds/ana_log.
+    seeds="$(dirname "${f#build/fuzz/}")/fuzz_seeds/${name%_fuzz}"
+    seed_args=()
+    [ -d "$seeds" ] && seed_args=("$seeds")
+    log="build/fuzz/$name.log"
+    if ! "$f" -max_total_time="$fuzz_seconds" -print_final_stats=1 "$corpus" "${seed_args[@]}" \
+        >"$log" 2>&1; then
       tail -n 60 "$log"
       echo "fuzzer $f failed"
       exit 1
     fi
-    echo "$(basename "$f"): $(grep -E '^(Done|stat::number_of_executed_units)' "$log" | tr '\n' ' ')"
+    echo "$name: $(grep -E '^(Done|stat::number_of_executed_units)' "$log" | tr '\n' ' ')"
   done
 fi
 
