@@ -1,11 +1,13 @@
 #include "agent/core/path_selector.h"
 
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-
+#include <algorithm>
 #include <deque>
+#include <ostream>
 #include <string>
 #include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 
 namespace umpath {
 namespace {
@@ -158,6 +160,7 @@ struct Unusable {
   const char* name;
   void (*apply)(PathStateWord&);
 };
+void PrintTo(const Unusable& u, std::ostream* os) { *os << u.name; }
 
 class NeverChosenTest
     : public ::testing::TestWithParam<std::tuple<Unusable, IoPolicy>> {};
@@ -198,8 +201,9 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values(IoPolicy::kNuma, IoPolicy::kRoundRobin,
                                          IoPolicy::kQueueDepth)),
     [](const auto& info) {
-      return std::string(std::get<0>(info.param).name) + "_" +
-             std::to_string(int(std::get<1>(info.param)));
+      std::string policy(IoPolicyName(std::get<1>(info.param)));
+      std::replace(policy.begin(), policy.end(), '-', '_');
+      return std::string(std::get<0>(info.param).name) + "_" + policy;
     });
 
 TEST(PathSelectorTest, DeletingControllerStillServesInFlightSelection) {

@@ -40,7 +40,8 @@ class QueuePair {
   virtual void AbortAll(CompletionSink& sink) = 0;
   virtual uint32_t outstanding() const = 0;
   // An fd that becomes readable when completions arrive (MSI-X eventfd, io_uring), so an
-  // idle worker can sleep; -1 when the queue pair can only be polled.
+  // idle worker can sleep; -1 when the queue pair can only be polled. The worker only
+  // waits on it: Poll() resets it (reads the eventfd), or the worker would spin.
   virtual int wake_fd() const { return -1; }
 };
 

@@ -209,6 +209,8 @@ void Worker::Stop() {
 void Worker::Loop() {
   int idle = 0;
   while (!stop_.load(std::memory_order_acquire)) {
+    loop_passes_.store(loop_passes_.load(std::memory_order_relaxed) + 1,
+                       std::memory_order_relaxed);
     if (RunOnce() > 0) {
       idle = 0;
       continue;
@@ -241,6 +243,7 @@ void Worker::Sleep(int64_t until) {
     if (left <= 0) return;
     timeout_ms = static_cast<int>(std::min<int64_t>((left + 999'999) / 1'000'000, 1000));
   }
+  sleeps_.store(sleeps_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   epoll_event evs[16];
   const int n = epoll_wait(epoll_fd_, evs, 16, timeout_ms);
   for (int i = 0; i < n; ++i) {

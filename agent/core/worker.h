@@ -92,6 +92,11 @@ class Worker final : public CompletionSink {
     if (options_.ana_requester) options_.ana_requester->RequestAnaRead(c);
   }
 
+  // Passes through the started thread's loop and how many of them slept: an idle
+  // worker stops adding to either (any thread may read them).
+  uint64_t loop_passes() const { return loop_passes_.load(std::memory_order_relaxed); }
+  uint64_t sleeps() const { return sleeps_.load(std::memory_order_relaxed); }
+
   // CompletionSink: routes to the request's channel.
   void OnCompletion(IoRequest* req, nvme::Status status) override;
 
@@ -110,6 +115,8 @@ class Worker final : public CompletionSink {
   std::vector<absl::AnyInvocable<void()>> inbox_ ABSL_GUARDED_BY(inbox_mu_);
   std::atomic<bool> inbox_nonempty_{false};
   std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> loop_passes_{0};  // written by the worker thread only
+  std::atomic<uint64_t> sleeps_{0};
   std::thread thread_;
 
   std::vector<std::unique_ptr<WorkerQueuePair>> qps_;
