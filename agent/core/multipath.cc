@@ -301,7 +301,11 @@ absl::StatusOr<std::string> Multipath::AddPath(const NamespaceSpec& ns) {
   p->ready = ns.size_blocks == head->size_blocks && ns.block_size == head->block_size;
   if (c->spec.ana_supported) {
     std::optional<nvme::AnaState> st;
-    if (c->last_ana_log) st = c->last_ana_log->StateOfNamespace(ns.nsid);
+    if (c->last_ana_log) {
+      st = c->last_ana_log->StateOfNamespace(ns.nsid);
+      const nvme::AnaGroupDescriptor* g = c->last_ana_log->FindGroup(ns.ana_group_id);
+      if (!st && g != nullptr && g->nsids.empty()) st = g->state;  // an RGO log
+    }
     if (st) {
       p->ana = *st;
     } else {
@@ -482,11 +486,19 @@ absl::Status Multipath::OnAnaLog(absl::string_view controller, absl::Span<const 
 void Multipath::ApplyAnaLog(Controller* c, const nvme::AnaLog& log) {
   for (auto& p : c->paths) {
     const PathStateWord before = PathStateWord::Unpack(p->shared.state->state.load());
+    bool listed = false;
     for (const auto& g : log.groups) {
       if (std::binary_search(g.nsids.begin(), g.nsids.end(), p->nsid)) {
         p->ana = g.state;
         p->ana_group_id = g.group_id;
+        listed = true;
       }
+    }
+    // A log read with RGO (groups only) lists no NSIDs: the namespace's group, from
+    // Identify Namespace ANAGRPID, gives its state.
+    if (const nvme::AnaGroupDescriptor* g = log.FindGroup(p->ana_group_id);
+        !listed && g != nullptr && g->nsids.empty()) {
+      p->ana = g->state;
     }
     // A namespace the log does not list keeps its state, but the read it waited for
     // has happened.

@@ -156,6 +156,29 @@ TEST_F(MultipathTest, AnaInaccessibleFallsBackAndOptimizedFailsBackOnTheNextIo) 
   EXPECT_EQ(Qp("c0").submits(), 5u);
 }
 
+// A log read with RGO set lists groups without NSIDs; each path takes its group's state
+// from the ANAGRPID its namespace reported.
+TEST_F(MultipathTest, GroupsOnlyAnaLogAppliesThroughTheNamespacesGroup) {
+  AddController("c0", -1, true);
+  AddController("c1", -1, true);
+  ASSERT_OK(Ana("c0", {{1, AnaState::kInaccessible, {}}}));
+  ASSERT_OK(Ana("c1", {{2, AnaState::kOptimized, {}}}));
+  ASSERT_OK_AND_ASSIGN(std::string head, AddPath("c0", 1, 1, /*ana_group=*/1));
+  ASSERT_OK(AddPath("c1", 1, 1, /*ana_group=*/2));
+  Run();
+  ASSERT_OK_AND_ASSIGN(HeadInfo info, mp_->GetHead(head));
+  ASSERT_EQ(info.paths.size(), 2u);
+  EXPECT_EQ(info.paths[0].ana_state, AnaState::kInaccessible);
+  EXPECT_EQ(info.paths[1].ana_state, AnaState::kOptimized);
+  EXPECT_EQ(Reads(head, 3), 3);
+  EXPECT_EQ(Qp("c1").submits(), 3u);
+  EXPECT_EQ(Qp("c0").submits(), 0u);
+  // A later groups-only log moves c0's group to OPTIMIZED.
+  ASSERT_OK(Ana("c0", {{1, AnaState::kOptimized, {}}}));
+  ASSERT_OK_AND_ASSIGN(info, mp_->GetHead(head));
+  EXPECT_EQ(info.paths[0].ana_state, AnaState::kOptimized);
+}
+
 // Acceptance 3, end to end.
 TEST_F(MultipathTest, RoundRobinAlternatesOptimizedPaths) {
   AddController("a", -1, true);
