@@ -1,0 +1,95 @@
+#include "server/access.h"
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "grpcpp/security/auth_context.h"
+
+namespace umpath::server {
+
+namespace {
+
+template <typename T>
+bool Contains(const std::vector<T>& v, const T& x) {
+  return std::find(v.begin(), v.end(), x) != v.end();
+}
+
+}  // namespace
+
+absl::string_view RoleName(Role r) {
+  switch (r) {
+    case Role::kNone: return "none";
+    case Role::kViewer: return "viewer";
+    case Role::kAdmin: return "admin";
+  }
+  return "none";
+}
+
+void PeerTable::Set(int fd, Credentials c) {
+  MutexLock lock(&mu_);
+  by_fd_[fd] = c;
+}
+
+bool PeerTable::Lookup(absl::string_view peer, Credentials* out) const {
+  int fd;
+  if (!absl::ConsumePrefix(&peer, "fd:") || !absl::SimpleAtoi(peer, &fd)) return false;
+  MutexLock lock(&mu_);
+  auto it = by_fd_.find(fd);
+  if (it == by_fd_.end()) return false;
+  *out = it->second;
+  return true;
+}
+
+Role AccessPolicy::ForUnix(uid_t uid, gid_t gid) const {
+  if (Contains(config_.admin_uids, uid) || Contains(config_.admin_gids, gid)) return Role::kAdmin;
+  if (Contains(config_.viewer_uids, uid) || Contains(config_.viewer_gids, gid)) {
+    return Role::kViewer;
+  }
+  return Role::kNone;
+}
+
+Role AccessPolicy::ForNames(const std::vector<std::string>& names) const {
+  Role best = Role::kNone;
+  for (const std::string& n : names) {
+    if (Contains(config_.admin_names, n)) return Role::kAdmin;
+    if (Contains(config_.viewer_names, n)) best = Role::kViewer;
+  }
+  return best;
+}
+
+Caller AccessPolicy::Identify(absl::string_view peer, const grpc::AuthContext* auth) const {
+  Caller c;
+  PeerTable::Credentials cred;
+  if (peers_ && peers_->Lookup(peer, &cred)) {
+    c.authenticated = true;
+    c.identity = absl::StrCat("uid ", cred.uid, " gid ", cred.gid, " pid ", cred.pid);
+    c.role = ForUnix(cred.uid, cred.gid);
+    return c;
+  }
+  if (auth != nullptr && auth->IsPeerAuthenticated()) {
+    // SANs first: they are what a certificate is issued for; the CN only as a fallback.
+    std::vector<std::string> names;
+    for (const char* prop : {"x509_subject_alternative_name", "peer_dns", "peer_uri",
+                             "peer_spiffe_id"}) {
+      for (const grpc::string_ref& v : auth->FindPropertyValues(prop)) {
+        names.emplace_back(v.data(), v.size());
+      }
+    }
+    for (const grpc::string_ref& v : auth->FindPropertyValues("x509_common_name")) {
+      names.emplace_back(v.data(), v.size());
+    }
+    std::sort(names.begin(), names.end());
+    names.erase(std::unique(names.begin(), names.end()), names.end());
+    c.authenticated = true;
+    c.identity = absl::StrCat("certificate ", absl::StrJoin(names, ","));
+    c.role = ForNames(names);
+  }
+  return c;
+}
+
+}  // namespace umpath::server

@@ -1,0 +1,73 @@
+#pragma once
+
+// Who may call what: roles from Unix peer credentials and from client certificates.
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/string_view.h"
+#include "agent/base/mutex.h"
+
+namespace grpc {
+class AuthContext;
+}
+
+namespace umpath::server {
+
+// viewer: reads and watch. admin: everything viewer may, and mutations.
+enum class Role : uint8_t { kNone, kViewer, kAdmin };
+absl::string_view RoleName(Role r);
+
+struct AccessConfig {
+  // Unix callers, by the uid or primary gid of the connecting process.
+  std::vector<uid_t> admin_uids = {0};
+  std::vector<gid_t> admin_gids;
+  std::vector<uid_t> viewer_uids;
+  std::vector<gid_t> viewer_gids;
+  // TLS callers, by a SAN (DNS, URI) or, failing that, the CN of their certificate.
+  std::vector<std::string> admin_names;
+  std::vector<std::string> viewer_names;
+};
+
+struct Caller {
+  Role role = Role::kNone;
+  bool authenticated = false;  // an identity was presented (peer credentials or a cert)
+  std::string identity;        // "uid 1000 gid 1000" or "cert CN=..."; for messages and logs
+};
+
+// The credentials of each accepted Unix connection, by the fd gRPC serves it on (its
+// peer string is "fd:N"). Threading: Set from the accept thread, Lookup from gRPC's.
+class PeerTable {
+ public:
+  struct Credentials {
+    pid_t pid = 0;
+    uid_t uid = 0;
+    gid_t gid = 0;
+  };
+  void Set(int fd, Credentials c);
+  bool Lookup(absl::string_view peer, Credentials* out) const;
+
+ private:
+  mutable Mutex mu_;
+  absl::flat_hash_map<int, Credentials> by_fd_ ABSL_GUARDED_BY(mu_);
+};
+
+class AccessPolicy {
+ public:
+  AccessPolicy(AccessConfig config, const PeerTable* peers)
+      : config_(std::move(config)), peers_(peers) {}
+  // From the call's peer string and auth context.
+  Caller Identify(absl::string_view peer, const grpc::AuthContext* auth) const;
+  Role ForUnix(uid_t uid, gid_t gid) const;
+  Role ForNames(const std::vector<std::string>& names) const;
+
+ private:
+  const AccessConfig config_;
+  const PeerTable* const peers_;
+};
+
+}  // namespace umpath::server

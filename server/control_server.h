@@ -1,0 +1,61 @@
+#pragma once
+
+// The agent's gRPC server: the control service, health, reflection, on the Unix socket.
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "agent/core/multipath.h"
+#include "server/access.h"
+#include "server/control_service.h"
+#include "server/unix_listener.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace umpath::server {
+
+class HealthService;
+
+struct ServerOptions {
+  std::string socket_path = "/run/umpath/umpathd.sock";
+  mode_t socket_mode = 0660;
+  gid_t socket_gid = static_cast<gid_t>(-1);  // -1: the agent's own group
+  AccessConfig access;
+  ServiceOptions service;
+  int keepalive_time_ms = 30000;
+};
+
+// Threading: Create and Shutdown from one thread; the rest is gRPC's.
+class ControlServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<ControlServer>> Create(Multipath* mp,
+                                                               ServerOptions options,
+                                                               SettingsListener* settings = nullptr);
+  ~ControlServer();
+
+  // Health NOT_SERVING, every watcher finished with a resume point, the server shut down
+  // with a deadline, the socket removed. Never hangs; idempotent.
+  void Shutdown();
+  const std::string& socket_path() const { return options_.socket_path; }
+  ControlService& service() { return *service_; }
+
+ private:
+  explicit ControlServer(ServerOptions options);
+
+  const ServerOptions options_;
+  PeerTable peers_;
+  std::unique_ptr<AccessPolicy> access_;
+  std::unique_ptr<ControlService> service_;
+  std::unique_ptr<HealthService> health_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<UnixListener> listener_;
+  bool shut_down_ = false;
+};
+
+}  // namespace umpath::server

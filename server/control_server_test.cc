@@ -1,0 +1,478 @@
+// The real server on a real Unix socket, driven by a real gRPC client.
+#include "server/control_server.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <thread>
+#include <filesystem>
+
+#include "agent/base/status_matchers.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "umpath/v1/control.grpc.pb.h"
+
+namespace umpath::server {
+namespace {
+
+using ::testing::HasSubstr;
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/umpath-server-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    MultipathOptions mo;
+    mo.journal_capacity = 64;
+    ASSERT_OK_AND_ASSIGN(mp_, Multipath::Create(mo));
+    for (int c = 0; c < 2; ++c) {
+      ControllerSpec spec;
+      spec.name = "c" + std::to_string(c);
+      spec.subsys_nqn = "nqn.2026-01.io.umpath:test";
+      spec.transport = "fake";
+      ASSERT_OK(mp_->AddController(spec, nullptr, {}));
+      for (uint32_t nsid = 1; nsid <= 3; ++nsid) {
+        NamespaceSpec ns;
+        ns.controller = spec.name;
+        ns.nsid = nsid;
+        std::array<uint8_t, 16> g{};
+        g[0] = 0xab;
+        g[15] = static_cast<uint8_t>(nsid);
+        ns.ids.nguid = g;
+        ns.size_blocks = 1024;
+        ASSERT_OK(mp_->AddPath(ns).status());
+      }
+    }
+    head_ = "heads/nguid-ab000000000000000000000000000001";
+  }
+  void TearDown() override {
+    server_.reset();
+    mp_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  void Start(AccessConfig access = Self(Role::kAdmin),
+             std::chrono::milliseconds progress = std::chrono::milliseconds(10000),
+             size_t queue_limit = 4096) {
+    ServerOptions o;
+    o.socket_path = dir_ + "/umpathd.sock";
+    o.access = std::move(access);
+    o.service.node = "node-a";
+    o.service.watch.progress_interval = progress;
+    o.service.watch.queue_limit = queue_limit;
+    ASSERT_OK_AND_ASSIGN(server_, ControlServer::Create(mp_.get(), std::move(o)));
+    channel_ = grpc::CreateChannel("unix:" + server_->socket_path(),
+                                   grpc::InsecureChannelCredentials());
+    stub_ = v1::MultipathControl::NewStub(channel_);
+  }
+
+  static AccessConfig Self(Role role) {
+    AccessConfig a;
+    a.admin_uids.clear();
+    if (role == Role::kAdmin) a.admin_uids.push_back(getuid());
+    if (role == Role::kViewer) a.viewer_uids.push_back(getuid());
+    return a;
+  }
+
+  template <typename Req, typename Resp>
+  grpc::Status Call(grpc::Status (v1::MultipathControl::Stub::*m)(grpc::ClientContext*,
+                                                                   const Req&, Resp*),
+                    const Req& req, Resp* resp) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    return (stub_.get()->*m)(&ctx, req, resp);
+  }
+
+  v1::Head GetHead(const std::string& name) {
+    v1::GetHeadRequest req;
+    req.set_name(name);
+    v1::GetHeadResponse resp;
+    EXPECT_TRUE(Call(&v1::MultipathControl::Stub::GetHead, req, &resp).ok());
+    return resp.head();
+  }
+
+  grpc::Status SetDelay(const std::string& head, int64_t secs) {
+    v1::SetDelayedRemovalRequest req;
+    req.set_name(head);
+    req.set_delayed_removal_secs(secs);
+    v1::SetDelayedRemovalResponse resp;
+    return Call(&v1::MultipathControl::Stub::SetDelayedRemoval, req, &resp);
+  }
+
+  std::string dir_;
+  std::unique_ptr<Multipath> mp_;
+  std::string head_;
+  std::unique_ptr<ControlServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::MultipathControl::Stub> stub_;
+};
+
+TEST_F(ServerTest, SocketIsCreatedWithItsModeAndRemovedOnShutdown) {
+  Start();
+  namespace fs = std::filesystem;
+  const fs::path sock = server_->socket_path();
+  ASSERT_TRUE(fs::is_socket(sock));
+  EXPECT_EQ(fs::status(sock).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                fs::perms::group_write);
+  server_->Shutdown();
+  EXPECT_FALSE(fs::exists(sock));
+}
+
+TEST_F(ServerTest, RefusesToReplaceSomethingThatIsNotASocket) {
+  const std::string path = dir_ + "/umpathd.sock";
+  { std::ofstream(path) << "not a socket"; }
+  ServerOptions o;
+  o.socket_path = path;
+  EXPECT_THAT(ControlServer::Create(mp_.get(), o),
+              testing::StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not a socket")));
+  o.socket_path = "relative.sock";
+  EXPECT_THAT(ControlServer::Create(mp_.get(), o),
+              testing::StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST_F(ServerTest, AgentInfoNamesTheCallersRole) {
+  Start();
+  v1::GetAgentInfoResponse resp;
+  ASSERT_TRUE(Call(&v1::MultipathControl::Stub::GetAgentInfo, v1::GetAgentInfoRequest(), &resp)
+                  .ok());
+  EXPECT_EQ(resp.agent_info().node(), "node-a");
+  EXPECT_EQ(resp.agent_info().caller_role(), "admin");
+  EXPECT_EQ(resp.agent_info().max_delayed_removal_secs(), 86400u);
+}
+
+TEST_F(ServerTest, GetAndListHeadsWithPagingAndFilters) {
+  Start();
+  v1::Head h = GetHead(head_);
+  EXPECT_EQ(h.name(), head_);
+  ASSERT_EQ(h.paths_size(), 2);
+  EXPECT_EQ(h.paths(0).name(), head_ + "/paths/c0");
+  EXPECT_EQ(h.paths(0).controller(), "controllers/c0");
+  EXPECT_EQ(h.paths(0).ana_state(), v1::ANA_STATE_OPTIMIZED);
+  EXPECT_EQ(h.paths(0).controller_state(), v1::CONTROLLER_STATE_LIVE);
+
+  v1::ListHeadsRequest req;
+  req.set_page_size(2);
+  v1::ListHeadsResponse page1, page2;
+  ASSERT_TRUE(Call(&v1::MultipathControl::Stub::ListHeads, req, &page1).ok());
+  ASSERT_EQ(page1.heads_size(), 2);
+  ASSERT_FALSE(page1.next_page_token().empty());
+  req.set_page_token(page1.next_page_token());
+  ASSERT_TRUE(Call(&v1::MultipathControl::Stub::ListHeads, req, &page2).ok());
+  ASSERT_EQ(page2.heads_size(), 1);
+  EXPECT_TRUE(page2.next_page_token().empty());
+  EXPECT_LT(page1.heads(1).name(), page2.heads(0).name());
+
+  v1::ListHeadsResponse none;
+  req.Clear();
+  req.set_filter(v1::HEAD_FILTER_REMOVAL_PENDING);
+  ASSERT_TRUE(Call(&v1::MultipathControl::Stub::ListHeads, req, &none).ok());
+  EXPECT_EQ(none.heads_size(), 0);
+
+  v1::ListHeadsResponse bad;
+  req.Clear();
+  req.set_page_token("not-a-token");
+  EXPECT_EQ(Call(&v1::MultipathControl::Stub::ListHeads, req, &bad).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  req.Clear();
+  req.set_page_size(1001);
+  grpc::Status s = Call(&v1::MultipathControl::Stub::ListHeads, req, &bad);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("0..1000"));
+}
+
+TEST_F(ServerTest, UnknownAndMalformedNames) {
+  Start();
+  v1::GetHeadRequest req;
+  v1::GetHeadResponse resp;
+  req.set_name("heads/nope");
+  grpc::Status s = Call(&v1::MultipathControl::Stub::GetHead, req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(s.error_message(), HasSubstr("nope"));
+  for (const char* name : {"nope", "heads/", "heads/a/b", "controllers/c0", ""}) {
+    req.set_name(name);
+    s = Call(&v1::MultipathControl::Stub::GetHead, req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << name;
+    EXPECT_THAT(s.error_message(), HasSubstr("heads/{head}")) << name;
+  }
+  v1::GetControllerRequest creq;
+  v1::GetControllerResponse cresp;
+  creq.set_name("controllers/c1");
+  ASSERT_TRUE(Call(&v1::MultipathControl::Stub::GetController, creq, &cresp).ok());
+  EXPECT_EQ(cresp.controller().heads_size(), 3);
+  creq.set_name("controllers/zz");
+  EXPECT_EQ(Call(&v1::MultipathControl::Stub::GetController, creq, &cresp).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ServerTest, DelayedRemovalIsBoundedIdempotentAndKeepsTheOldValueOnError) {
+  Start();
+  ASSERT_TRUE(SetDelay(head_, 30).ok());
+  EXPECT_EQ(GetHead(head_).delayed_removal_secs(), 30u);
+  const uint64_t rev = mp_->journal().current_revision();
+  ASSERT_TRUE(SetDelay(head_, 30).ok());
+  EXPECT_EQ(mp_->journal().current_revision(), rev);  // nothing changed, nothing emitted
+  for (int64_t bad : {int64_t{86401}, int64_t{-1}, int64_t{1} << 40}) {
+    grpc::Status s = SetDelay(head_, bad);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
+    EXPECT_THAT(s.error_message(), HasSubstr("0..86400")) << bad;
+  }
+  EXPECT_EQ(GetHead(head_).delayed_removal_secs(), 30u);
+  EXPECT_EQ(SetDelay("heads/missing", 5).error_code(), grpc::StatusCode::NOT_FOUND);
+
+  v1::SetDefaultDelayedRemovalRequest dreq;
+  v1::SetDefaultDelayedRemovalResponse dresp;
+  dreq.set_delayed_removal_secs(100000);
+  EXPECT_EQ(Call(&v1::MultipathControl::Stub::SetDefaultDelayedRemoval, dreq, &dresp).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  dreq.set_delayed_removal_secs(7);
+  ASSERT_TRUE(Call(&v1::MultipathControl::Stub::SetDefaultDelayedRemoval, dreq, &dresp).ok());
+  EXPECT_EQ(dresp.defaults().delayed_removal_secs(), 7u);
+}
+
+TEST_F(ServerTest, PolicyAndMaintenanceCalls) {
+  Start();
+  v1::SetIoPolicyRequest preq;
+  v1::SetIoPolicyResponse presp;
+  preq.set_name(head_);
+  EXPECT_EQ(Call(&v1::MultipathControl::Stub::SetIoPolicy, preq, &presp).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);  // UNSPECIFIED
+  preq.set_io_policy(static_cast<v1::IoPolicy>(42));
+  EXPECT_EQ(Call(&v1::MultipathControl::Stub::SetIoPolicy, preq, &presp).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  preq.set_io_policy(v1::IO_POLICY_ROUND_ROBIN);
+  ASSERT_TRUE(Call(&v1::MultipathControl::Stub::SetIoPolicy, preq, &presp).ok());
+  EXPECT_EQ(presp.head().io_policy(), v1::IO_POLICY_ROUND_ROBIN);
+
+  v1::FailPathRequest freq;
+  v1::FailPathResponse fresp;
+  freq.set_name(head_ + "/paths/c0");
+  freq.set_reason("firmware update");
+  ASSERT_TRUE(Call(&v1::MultipathControl::Stub::FailPath, freq, &fresp).ok());
+  EXPECT_TRUE(fresp.head().paths(0).admin_failed());
+  EXPECT_FALSE(fresp.head().paths(0).selectable());
+  freq.set_name(head_ + "/paths/c9");
+  EXPECT_EQ(Call(&v1::MultipathControl::Stub::FailPath, freq, &fresp).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  v1::ReinstatePathRequest rreq;
+  v1::ReinstatePathResponse rresp;
+  rreq.set_name(head_ + "/paths/c0");
+  ASSERT_TRUE(Call(&v1::MultipathControl::Stub::ReinstatePath, rreq, &rresp).ok());
+  EXPECT_TRUE(rresp.head().paths(0).selectable());
+
+  v1::AttachControllerRequest areq;
+  v1::AttachControllerResponse aresp;
+  areq.set_transport("pcie");
+  grpc::Status s = Call(&v1::MultipathControl::Stub::AttachController, areq, &aresp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(s.error_message(), HasSubstr("backend"));
+  v1::ExportHeadRequest ereq;
+  v1::ExportHeadResponse eresp;
+  ereq.set_name(head_);
+  s = Call(&v1::MultipathControl::Stub::ExportHead, ereq, &eresp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(s.error_message(), HasSubstr("ublk"));
+}
+
+TEST_F(ServerTest, ViewerReadsButMayNotChangeAnything) {
+  Start(Self(Role::kViewer));
+  v1::GetAgentInfoResponse info;
+  ASSERT_TRUE(Call(&v1::MultipathControl::Stub::GetAgentInfo, v1::GetAgentInfoRequest(), &info)
+                  .ok());
+  EXPECT_EQ(info.agent_info().caller_role(), "viewer");
+  EXPECT_EQ(GetHead(head_).name(), head_);
+  grpc::Status s = SetDelay(head_, 5);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(s.error_message(), HasSubstr("needs admin"));
+  EXPECT_EQ(GetHead(head_).delayed_removal_secs(), 0u);
+}
+
+TEST_F(ServerTest, UnknownCallerGetsNothing) {
+  Start(Self(Role::kNone));
+  v1::GetHeadRequest req;
+  req.set_name(head_);
+  v1::GetHeadResponse resp;
+  grpc::Status s = Call(&v1::MultipathControl::Stub::GetHead, req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(s.error_message(), HasSubstr("uid " + std::to_string(getuid())));
+  grpc::ClientContext ctx;
+  auto reader = stub_->WatchEvents(&ctx, v1::WatchEventsRequest());
+  v1::WatchEventsResponse msg;
+  EXPECT_FALSE(reader->Read(&msg));
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::PERMISSION_DENIED);
+}
+
+// --- WatchEvents. ---
+
+TEST_F(ServerTest, WatchStartsWithASnapshotThenStreamsEventsInOrder) {
+  Start();
+  grpc::ClientContext ctx;
+  auto reader = stub_->WatchEvents(&ctx, v1::WatchEventsRequest());
+  v1::WatchEventsResponse msg;
+  ASSERT_TRUE(reader->Read(&msg));
+  ASSERT_TRUE(msg.has_snapshot());
+  EXPECT_EQ(msg.snapshot().heads_size(), 3);
+  EXPECT_EQ(msg.snapshot().controllers_size(), 2);
+  const uint64_t base = msg.snapshot().revision();
+  EXPECT_EQ(base, mp_->journal().current_revision());
+
+  ASSERT_TRUE(SetDelay(head_, 10).ok());
+  ASSERT_OK(mp_->FailPath(head_.substr(6), "c1", "test"));
+  ASSERT_TRUE(reader->Read(&msg));
+  ASSERT_TRUE(msg.has_event());
+  EXPECT_EQ(msg.event().revision(), base + 1);
+  EXPECT_EQ(msg.event().type(), v1::EVENT_TYPE_DELAYED_REMOVAL_CHANGED);
+  EXPECT_EQ(msg.event().head(), head_);
+  EXPECT_EQ(msg.event().to(), "10");
+  ASSERT_TRUE(reader->Read(&msg));
+  EXPECT_EQ(msg.event().revision(), base + 2);
+  EXPECT_EQ(msg.event().type(), v1::EVENT_TYPE_PATH_STATE_CHANGED);
+  EXPECT_EQ(msg.event().path(), head_ + "/paths/c1");
+  ctx.TryCancel();
+  while (reader->Read(&msg)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+}
+
+TEST_F(ServerTest, WatchResumesAfterARetainedRevisionAndFiltersHeadsAndTypes) {
+  Start();
+  const uint64_t from = mp_->journal().current_revision();
+  ASSERT_TRUE(SetDelay(head_, 10).ok());
+  ASSERT_TRUE(SetDelay("heads/nguid-ab000000000000000000000000000002", 10).ok());
+  ASSERT_OK(mp_->FailPath(head_.substr(6), "c1", "test"));
+  grpc::ClientContext ctx;
+  v1::WatchEventsRequest req;
+  req.set_since_revision(from);
+  req.add_heads(head_);
+  req.add_types(v1::EVENT_TYPE_PATH_STATE_CHANGED);
+  auto reader = stub_->WatchEvents(&ctx, req);
+  v1::WatchEventsResponse msg;
+  ASSERT_TRUE(reader->Read(&msg));
+  ASSERT_TRUE(msg.has_event());
+  EXPECT_EQ(msg.event().revision(), from + 3);
+  EXPECT_EQ(msg.event().type(), v1::EVENT_TYPE_PATH_STATE_CHANGED);
+  ctx.TryCancel();
+  while (reader->Read(&msg)) {
+  }
+  reader->Finish();
+}
+
+TEST_F(ServerTest, WatchRejectsBadRequests) {
+  Start();
+  for (int i = 0; i < 70; ++i) ASSERT_TRUE(SetDelay(head_, i % 2 ? 5 : 6).ok());
+  auto watch_status = [&](const v1::WatchEventsRequest& req) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    auto reader = stub_->WatchEvents(&ctx, req);
+    v1::WatchEventsResponse msg;
+    while (reader->Read(&msg)) {
+    }
+    return reader->Finish();
+  };
+  v1::WatchEventsRequest req;
+  req.set_since_revision(1);  // the journal holds 64 events
+  grpc::Status s = watch_status(req);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::OUT_OF_RANGE);
+  EXPECT_THAT(s.error_message(), HasSubstr("oldest retained revision"));
+  req.set_since_revision(1'000'000);
+  EXPECT_EQ(watch_status(req).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  req.Clear();
+  req.add_heads("bogus");
+  EXPECT_EQ(watch_status(req).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  req.Clear();
+  req.add_types(static_cast<v1::EventType>(99));
+  EXPECT_EQ(watch_status(req).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(ServerTest, IdleWatchGetsProgressMarkers) {
+  Start(Self(Role::kAdmin), std::chrono::milliseconds(50));
+  grpc::ClientContext ctx;
+  auto reader = stub_->WatchEvents(&ctx, v1::WatchEventsRequest());
+  v1::WatchEventsResponse msg;
+  ASSERT_TRUE(reader->Read(&msg));
+  ASSERT_TRUE(msg.has_snapshot());
+  ASSERT_TRUE(reader->Read(&msg));
+  ASSERT_TRUE(msg.has_progress());
+  EXPECT_EQ(msg.progress().revision(), mp_->journal().current_revision());
+  ctx.TryCancel();
+  while (reader->Read(&msg)) {
+  }
+  reader->Finish();
+}
+
+TEST_F(ServerTest, SlowWatcherIsEndedNeverSkipped) {
+  Start(Self(Role::kAdmin), std::chrono::milliseconds(10000), /*queue_limit=*/8);
+  grpc::ClientContext ctx;
+  auto reader = stub_->WatchEvents(&ctx, v1::WatchEventsRequest());
+  v1::WatchEventsResponse msg;
+  ASSERT_TRUE(reader->Read(&msg));
+  uint64_t expect = msg.snapshot().revision() + 1;
+  // Far more events than the watcher may fall behind by (and than the HTTP/2 windows
+  // hold), made in-process, before it reads any.
+  for (int i = 0; i < 5000; ++i) ASSERT_OK(mp_->SetDelayedRemoval(head_.substr(6), 1 + i % 2));
+  while (reader->Read(&msg)) {
+    ASSERT_TRUE(msg.has_event());
+    ASSERT_EQ(msg.event().revision(), expect);  // in order, no gap
+    ++expect;
+  }
+  grpc::Status s = reader->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(s.error_message(), HasSubstr("last revision sent was " + std::to_string(expect - 1)));
+}
+
+TEST_F(ServerTest, ShutdownEndsWatchersWithAResumePointAndDoesNotHang) {
+  Start();
+  std::vector<std::unique_ptr<grpc::ClientContext>> ctxs;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::WatchEventsResponse>>> readers;
+  for (int i = 0; i < 5; ++i) {
+    ctxs.push_back(std::make_unique<grpc::ClientContext>());
+    readers.push_back(stub_->WatchEvents(ctxs.back().get(), v1::WatchEventsRequest()));
+    v1::WatchEventsResponse msg;
+    ASSERT_TRUE(readers.back()->Read(&msg));
+  }
+  EXPECT_EQ(server_->service().watchers(), 5u);
+  server_->Shutdown();
+  for (auto& r : readers) {
+    v1::WatchEventsResponse msg;
+    while (r->Read(&msg)) {
+    }
+    grpc::Status s = r->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+    EXPECT_THAT(s.error_message(), HasSubstr("resume with since_revision"));
+  }
+}
+
+TEST_F(ServerTest, ClientsThatVanishMidStreamAreCleanedUp) {
+  Start();
+  for (int i = 0; i < 3; ++i) {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    auto reader = stub_->WatchEvents(ctx.get(), v1::WatchEventsRequest());
+    v1::WatchEventsResponse msg;
+    ASSERT_TRUE(reader->Read(&msg));
+    ctx->TryCancel();
+  }
+  // A whole channel that goes away with a stream open.
+  {
+    auto ch = grpc::CreateChannel("unix:" + server_->socket_path(),
+                                  grpc::InsecureChannelCredentials());
+    auto stub = v1::MultipathControl::NewStub(ch);
+    grpc::ClientContext ctx;
+    auto reader = stub->WatchEvents(&ctx, v1::WatchEventsRequest());
+    v1::WatchEventsResponse msg;
+    ASSERT_TRUE(reader->Read(&msg));
+    ctx.TryCancel();
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (server_->service().watchers() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(server_->service().watchers(), 0u);
+  EXPECT_EQ(mp_->journal().subscriber_count(), 0u);
+  EXPECT_EQ(GetHead(head_).name(), head_);  // and the server still serves
+}
+
+}  // namespace
+}  // namespace umpath::server

@@ -1,0 +1,335 @@
+#include "server/control_service.h"
+
+#include <algorithm>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "agent/base/status_macros.h"
+#include "server/convert.h"
+
+namespace umpath::server {
+
+namespace {
+
+constexpr int kDefaultPageSize = 100;
+constexpr int kMaxPageSize = 1000;
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& s) {
+  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  r->Finish(ToGrpc(s));
+  return r;
+}
+
+absl::StatusOr<int> PageSize(int requested) {
+  if (requested < 0 || requested > kMaxPageSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size ", requested, " is outside 0..", kMaxPageSize));
+  }
+  return requested == 0 ? kDefaultPageSize : requested;
+}
+
+// Page tokens are the last name returned, opaque to the client.
+std::string MakeToken(absl::string_view kind, absl::string_view last) {
+  return absl::WebSafeBase64Escape(absl::StrCat(kind, ":", last));
+}
+
+absl::StatusOr<std::string> ParseToken(absl::string_view kind, absl::string_view token) {
+  std::string raw;
+  if (token.empty()) return std::string();
+  if (absl::WebSafeBase64Unescape(token, &raw) && absl::StartsWith(raw, absl::StrCat(kind, ":"))) {
+    return raw.substr(kind.size() + 1);
+  }
+  return absl::InvalidArgumentError("page_token was not returned by this call");
+}
+
+bool Matches(const HeadInfo& h, v1::HeadFilter f) {
+  switch (f) {
+    case v1::HEAD_FILTER_NO_LIVE_PATH: return h.live_paths == 0;
+    case v1::HEAD_FILTER_NO_SELECTABLE_PATH: return h.selectable_paths == 0;
+    case v1::HEAD_FILTER_REMOVAL_PENDING: return h.removal_pending;
+    default: return true;
+  }
+}
+
+}  // namespace
+
+ControlService::ControlService(Multipath* mp, const AccessPolicy* access, ServiceOptions options,
+                               SettingsListener* settings)
+    : mp_(mp), access_(access), options_(std::move(options)), settings_(settings),
+      hub_(mp, options_.watch) {}
+
+ControlService::~ControlService() { hub_.FinishAll("the agent is shutting down"); }
+
+absl::Status ControlService::Authorize(Ctx* ctx, Role need, Caller* out) const {
+  Caller caller = access_->Identify(ctx->peer(), ctx->auth_context().get());
+  if (!caller.authenticated) {
+    return absl::UnauthenticatedError(
+        "no identity: connect over the Unix socket or with a client certificate");
+  }
+  if (caller.role < need) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        caller.identity, " has role ", RoleName(caller.role), "; this call needs ",
+        RoleName(need)));
+  }
+  if (out) *out = std::move(caller);
+  return absl::OkStatus();
+}
+
+absl::Status ControlService::HeadOut(const std::string& head, v1::Head* out) const {
+  ASSIGN_OR_RETURN(HeadInfo info, mp_->GetHead(head));
+  ToProto(info, out);
+  return absl::OkStatus();
+}
+
+void ControlService::Persist(const std::string& head) {
+  if (!settings_) return;
+  absl::StatusOr<HeadInfo> info = mp_->GetHead(head);
+  if (info.ok()) settings_->OnHeadSettingsChanged(*info);
+}
+
+ControlService::Unary* ControlService::GetAgentInfo(Ctx* ctx, const v1::GetAgentInfoRequest*,
+                                                    v1::GetAgentInfoResponse* resp) {
+  Caller caller;
+  if (absl::Status s = Authorize(ctx, Role::kViewer, &caller); !s.ok()) return Done(ctx, s);
+  v1::AgentInfo* info = resp->mutable_agent_info();
+  info->set_version(options_.version);
+  info->set_node(options_.node);
+  for (const std::string& b : options_.backends) info->add_backends(b);
+  info->set_max_delayed_removal_secs(kMaxDelayedRemovalSecs);
+  info->set_max_watchers(static_cast<uint32_t>(options_.watch.max_watchers));
+  info->set_max_watchers_per_caller(static_cast<uint32_t>(options_.watch.max_watchers_per_caller));
+  info->set_max_message_bytes(options_.max_message_bytes);
+  info->set_caller_role(std::string(RoleName(caller.role)));
+  return Done(ctx, absl::OkStatus());
+}
+
+ControlService::Unary* ControlService::ListHeads(Ctx* ctx, const v1::ListHeadsRequest* req,
+                                                 v1::ListHeadsResponse* resp) {
+  absl::Status s = [&]() -> absl::Status {
+    RETURN_IF_ERROR(Authorize(ctx, Role::kViewer));
+    ASSIGN_OR_RETURN(int size, PageSize(req->page_size()));
+    ASSIGN_OR_RETURN(std::string after, ParseToken("heads", req->page_token()));
+    if (!v1::HeadFilter_IsValid(req->filter())) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown filter ", req->filter()));
+    }
+    std::vector<HeadInfo> heads = mp_->ListHeads();
+    std::sort(heads.begin(), heads.end(),
+              [](const HeadInfo& a, const HeadInfo& b) { return a.name < b.name; });
+    for (const HeadInfo& h : heads) {
+      if (!after.empty() && h.name <= after) continue;
+      if (!Matches(h, req->filter())) continue;
+      if (resp->heads_size() == size) {
+        resp->set_next_page_token(MakeToken("heads", resp->heads(size - 1).name().substr(6)));
+        break;
+      }
+      ToProto(h, resp->add_heads());
+    }
+    return absl::OkStatus();
+  }();
+  return Done(ctx, s);
+}
+
+ControlService::Unary* ControlService::GetHead(Ctx* ctx, const v1::GetHeadRequest* req,
+                                               v1::GetHeadResponse* resp) {
+  absl::Status s = [&]() -> absl::Status {
+    RETURN_IF_ERROR(Authorize(ctx, Role::kViewer));
+    ASSIGN_OR_RETURN(std::string head, ParseHeadName(req->name()));
+    return HeadOut(head, resp->mutable_head());
+  }();
+  return Done(ctx, s);
+}
+
+ControlService::Unary* ControlService::ListControllers(Ctx* ctx,
+                                                       const v1::ListControllersRequest* req,
+                                                       v1::ListControllersResponse* resp) {
+  absl::Status s = [&]() -> absl::Status {
+    RETURN_IF_ERROR(Authorize(ctx, Role::kViewer));
+    ASSIGN_OR_RETURN(int size, PageSize(req->page_size()));
+    ASSIGN_OR_RETURN(std::string after, ParseToken("controllers", req->page_token()));
+    std::vector<ControllerInfo> all = mp_->ListControllers();
+    std::sort(all.begin(), all.end(),
+              [](const ControllerInfo& a, const ControllerInfo& b) { return a.name < b.name; });
+    std::string last;
+    for (const ControllerInfo& c : all) {
+      if (!after.empty() && c.name <= after) continue;
+      if (resp->controllers_size() == size) {
+        resp->set_next_page_token(MakeToken("controllers", last));
+        break;
+      }
+      ToProto(c, resp->add_controllers());
+      last = c.name;
+    }
+    return absl::OkStatus();
+  }();
+  return Done(ctx, s);
+}
+
+ControlService::Unary* ControlService::GetController(Ctx* ctx,
+                                                     const v1::GetControllerRequest* req,
+                                                     v1::GetControllerResponse* resp) {
+  absl::Status s = [&]() -> absl::Status {
+    RETURN_IF_ERROR(Authorize(ctx, Role::kViewer));
+    ASSIGN_OR_RETURN(std::string name, ParseControllerName(req->name()));
+    ASSIGN_OR_RETURN(ControllerInfo info, mp_->GetController(name));
+    ToProto(info, resp->mutable_controller());
+    return absl::OkStatus();
+  }();
+  return Done(ctx, s);
+}
+
+ControlService::Unary* ControlService::GetDefaults(Ctx* ctx, const v1::GetDefaultsRequest*,
+                                                   v1::GetDefaultsResponse* resp) {
+  absl::Status s = Authorize(ctx, Role::kViewer);
+  if (s.ok()) ToProto(mp_->GetDefaults(), resp->mutable_defaults());
+  return Done(ctx, s);
+}
+
+ControlService::Unary* ControlService::SetDelayedRemoval(Ctx* ctx,
+                                                         const v1::SetDelayedRemovalRequest* req,
+                                                         v1::SetDelayedRemovalResponse* resp) {
+  absl::Status s = [&]() -> absl::Status {
+    RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin));
+    ASSIGN_OR_RETURN(std::string head, ParseHeadName(req->name()));
+    RETURN_IF_ERROR(mp_->SetDelayedRemoval(head, req->delayed_removal_secs()));
+    Persist(head);
+    return HeadOut(head, resp->mutable_head());
+  }();
+  return Done(ctx, s);
+}
+
+ControlService::Unary* ControlService::SetDefaultDelayedRemoval(
+    Ctx* ctx, const v1::SetDefaultDelayedRemovalRequest* req,
+    v1::SetDefaultDelayedRemovalResponse* resp) {
+  absl::Status s = [&]() -> absl::Status {
+    RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin));
+    RETURN_IF_ERROR(mp_->SetDefaultDelayedRemoval(req->delayed_removal_secs()));
+    ToProto(mp_->GetDefaults(), resp->mutable_defaults());
+    return absl::OkStatus();
+  }();
+  return Done(ctx, s);
+}
+
+ControlService::Unary* ControlService::SetIoPolicy(Ctx* ctx, const v1::SetIoPolicyRequest* req,
+                                                   v1::SetIoPolicyResponse* resp) {
+  absl::Status s = [&]() -> absl::Status {
+    RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin));
+    ASSIGN_OR_RETURN(std::string head, ParseHeadName(req->name()));
+    ASSIGN_OR_RETURN(IoPolicy policy, FromProto(req->io_policy()));
+    RETURN_IF_ERROR(mp_->SetPolicy(head, IoPolicyName(policy)));
+    Persist(head);
+    return HeadOut(head, resp->mutable_head());
+  }();
+  return Done(ctx, s);
+}
+
+ControlService::Unary* ControlService::SetDefaultIoPolicy(Ctx* ctx,
+                                                          const v1::SetDefaultIoPolicyRequest* req,
+                                                          v1::SetDefaultIoPolicyResponse* resp) {
+  absl::Status s = [&]() -> absl::Status {
+    RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin));
+    ASSIGN_OR_RETURN(IoPolicy policy, FromProto(req->io_policy()));
+    RETURN_IF_ERROR(mp_->SetDefaultPolicy(IoPolicyName(policy)));
+    ToProto(mp_->GetDefaults(), resp->mutable_defaults());
+    return absl::OkStatus();
+  }();
+  return Done(ctx, s);
+}
+
+ControlService::Unary* ControlService::FailPath(Ctx* ctx, const v1::FailPathRequest* req,
+                                                v1::FailPathResponse* resp) {
+  absl::Status s = [&]() -> absl::Status {
+    RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin));
+    ASSIGN_OR_RETURN(auto names, ParsePathName(req->name()));
+    if (req->reason().size() > 1024) {
+      return absl::InvalidArgumentError("reason is longer than 1024 bytes");
+    }
+    RETURN_IF_ERROR(mp_->FailPath(names.first, names.second, req->reason()));
+    return HeadOut(names.first, resp->mutable_head());
+  }();
+  return Done(ctx, s);
+}
+
+ControlService::Unary* ControlService::ReinstatePath(Ctx* ctx, const v1::ReinstatePathRequest* req,
+                                                     v1::ReinstatePathResponse* resp) {
+  absl::Status s = [&]() -> absl::Status {
+    RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin));
+    ASSIGN_OR_RETURN(auto names, ParsePathName(req->name()));
+    RETURN_IF_ERROR(mp_->ReinstatePath(names.first, names.second));
+    return HeadOut(names.first, resp->mutable_head());
+  }();
+  return Done(ctx, s);
+}
+
+// Attach/detach need a backend (vfio: issue 4; kernel/fabrics: issue 7), export needs
+// ublk (issue 6). Until one is wired in, say which.
+ControlService::Unary* ControlService::AttachController(Ctx* ctx,
+                                                        const v1::AttachControllerRequest* req,
+                                                        v1::AttachControllerResponse*) {
+  absl::Status s = Authorize(ctx, Role::kAdmin);
+  if (s.ok()) {
+    s = absl::FailedPreconditionError(absl::StrCat(
+        "attaching a controller (transport \"", req->transport(),
+        "\") needs the vfio or kernel backend, and this agent has none"));
+  }
+  return Done(ctx, s);
+}
+
+ControlService::Unary* ControlService::DetachController(Ctx* ctx,
+                                                        const v1::DetachControllerRequest* req,
+                                                        v1::DetachControllerResponse*) {
+  absl::Status s = [&]() -> absl::Status {
+    RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin));
+    ASSIGN_OR_RETURN(std::string name, ParseControllerName(req->name()));
+    RETURN_IF_ERROR(mp_->GetController(name).status());
+    return absl::FailedPreconditionError(absl::StrCat(
+        "detaching controller ", name, " needs its backend (vfio or kernel), and this agent "
+        "has none"));
+  }();
+  return Done(ctx, s);
+}
+
+ControlService::Unary* ControlService::ExportHead(Ctx* ctx, const v1::ExportHeadRequest* req,
+                                                  v1::ExportHeadResponse*) {
+  absl::Status s = [&]() -> absl::Status {
+    RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin));
+    ASSIGN_OR_RETURN(std::string head, ParseHeadName(req->name()));
+    RETURN_IF_ERROR(mp_->GetHead(head).status());
+    return absl::FailedPreconditionError(
+        "exporting a head needs the ublk frontend, and this agent has none");
+  }();
+  return Done(ctx, s);
+}
+
+ControlService::Unary* ControlService::UnexportHead(Ctx* ctx, const v1::UnexportHeadRequest* req,
+                                                    v1::UnexportHeadResponse*) {
+  absl::Status s = [&]() -> absl::Status {
+    RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin));
+    ASSIGN_OR_RETURN(std::string head, ParseHeadName(req->name()));
+    RETURN_IF_ERROR(mp_->GetHead(head).status());
+    return absl::FailedPreconditionError(
+        "unexporting a head needs the ublk frontend, and this agent has none");
+  }();
+  return Done(ctx, s);
+}
+
+grpc::ServerWriteReactor<v1::WatchEventsResponse>* ControlService::WatchEvents(
+    Ctx* ctx, const v1::WatchEventsRequest* req) {
+  Caller caller;
+  if (absl::Status s = Authorize(ctx, Role::kViewer, &caller); !s.ok()) {
+    // A reactor that only answers the error.
+    class Refused final : public grpc::ServerWriteReactor<v1::WatchEventsResponse> {
+     public:
+      explicit Refused(const absl::Status& s) { Finish(ToGrpc(s)); }
+      void OnDone() override { delete this; }
+    };
+    return new Refused(s);
+  }
+  return hub_.Open(caller, *req);
+}
+
+}  // namespace umpath::server

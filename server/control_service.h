@@ -1,0 +1,85 @@
+#pragma once
+
+// umpath.v1.MultipathControl over the core's control API.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "agent/core/multipath.h"
+#include "server/access.h"
+#include "server/watch.h"
+#include "umpath/v1/control.grpc.pb.h"
+
+namespace umpath::server {
+
+struct ServiceOptions {
+  std::string version = "0.1.0";
+  std::string node;
+  std::vector<std::string> backends;  // present and usable: "vfio", "kernel", "ublk"
+  uint32_t max_message_bytes = 4 << 20;
+  WatchOptions watch;
+};
+
+// Called after a per-head setting changed through the API (to persist it).
+class SettingsListener {
+ public:
+  virtual ~SettingsListener() = default;
+  virtual void OnHeadSettingsChanged(const HeadInfo& head) = 0;
+};
+
+// Threading: every handler runs on a gRPC callback thread and calls only the core's
+// thread-safe control API; WatchEvents streams live on the WatchHub.
+class ControlService final : public v1::MultipathControl::CallbackService {
+ public:
+  ControlService(Multipath* mp, const AccessPolicy* access, ServiceOptions options,
+                 SettingsListener* settings = nullptr);
+  ~ControlService() override;
+
+  // Graceful shutdown, step one: ends every watcher (UNAVAILABLE, with a resume point).
+  void FinishWatchers(absl::string_view why) { hub_.FinishAll(why); }
+  size_t watchers() const { return hub_.active(); }
+
+  using Ctx = grpc::CallbackServerContext;
+  using Unary = grpc::ServerUnaryReactor;
+
+  Unary* GetAgentInfo(Ctx*, const v1::GetAgentInfoRequest*, v1::GetAgentInfoResponse*) override;
+  Unary* ListHeads(Ctx*, const v1::ListHeadsRequest*, v1::ListHeadsResponse*) override;
+  Unary* GetHead(Ctx*, const v1::GetHeadRequest*, v1::GetHeadResponse*) override;
+  Unary* ListControllers(Ctx*, const v1::ListControllersRequest*,
+                         v1::ListControllersResponse*) override;
+  Unary* GetController(Ctx*, const v1::GetControllerRequest*,
+                       v1::GetControllerResponse*) override;
+  Unary* GetDefaults(Ctx*, const v1::GetDefaultsRequest*, v1::GetDefaultsResponse*) override;
+  Unary* SetDelayedRemoval(Ctx*, const v1::SetDelayedRemovalRequest*,
+                           v1::SetDelayedRemovalResponse*) override;
+  Unary* SetDefaultDelayedRemoval(Ctx*, const v1::SetDefaultDelayedRemovalRequest*,
+                                  v1::SetDefaultDelayedRemovalResponse*) override;
+  Unary* SetIoPolicy(Ctx*, const v1::SetIoPolicyRequest*, v1::SetIoPolicyResponse*) override;
+  Unary* SetDefaultIoPolicy(Ctx*, const v1::SetDefaultIoPolicyRequest*,
+                            v1::SetDefaultIoPolicyResponse*) override;
+  Unary* FailPath(Ctx*, const v1::FailPathRequest*, v1::FailPathResponse*) override;
+  Unary* ReinstatePath(Ctx*, const v1::ReinstatePathRequest*, v1::ReinstatePathResponse*) override;
+  Unary* AttachController(Ctx*, const v1::AttachControllerRequest*,
+                          v1::AttachControllerResponse*) override;
+  Unary* DetachController(Ctx*, const v1::DetachControllerRequest*,
+                          v1::DetachControllerResponse*) override;
+  Unary* ExportHead(Ctx*, const v1::ExportHeadRequest*, v1::ExportHeadResponse*) override;
+  Unary* UnexportHead(Ctx*, const v1::UnexportHeadRequest*, v1::UnexportHeadResponse*) override;
+  grpc::ServerWriteReactor<v1::WatchEventsResponse>* WatchEvents(
+      Ctx*, const v1::WatchEventsRequest*) override;
+
+ private:
+  // OK if the caller holds `need`; PERMISSION_DENIED / UNAUTHENTICATED otherwise.
+  absl::Status Authorize(Ctx* ctx, Role need, Caller* caller = nullptr) const;
+  absl::Status HeadOut(const std::string& head, v1::Head* out) const;
+  void Persist(const std::string& head);
+
+  Multipath* const mp_;
+  const AccessPolicy* const access_;
+  const ServiceOptions options_;
+  SettingsListener* const settings_;
+  WatchHub hub_;
+};
+
+}  // namespace umpath::server

@@ -1,0 +1,42 @@
+#pragma once
+
+// Between the core's plain values and the API's messages, and the API's resource names.
+
+#include <string>
+#include <utility>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "agent/core/event_journal.h"
+#include "agent/core/info.h"
+#include "umpath/v1/control.pb.h"
+
+namespace umpath::server {
+
+namespace v1 = ::umpath::v1;
+
+// "heads/{head}" -> head; INVALID_ARGUMENT naming the expected form otherwise.
+absl::StatusOr<std::string> ParseHeadName(absl::string_view name);
+// "heads/{head}/paths/{path}" -> {head, path}.
+absl::StatusOr<std::pair<std::string, std::string>> ParsePathName(absl::string_view name);
+// "controllers/{controller}" -> controller.
+absl::StatusOr<std::string> ParseControllerName(absl::string_view name);
+
+std::string HeadName(absl::string_view head);
+std::string PathName(absl::string_view head, absl::string_view path);
+std::string ControllerName(absl::string_view controller);
+
+v1::IoPolicy ToProto(IoPolicy p);
+// INVALID_ARGUMENT for UNSPECIFIED and values this version does not know.
+absl::StatusOr<IoPolicy> FromProto(v1::IoPolicy p);
+v1::AnaState ToProto(nvme::AnaState s);
+v1::ControllerState ToProto(ControllerState s);
+v1::EventType ToProto(EventType t);
+absl::StatusOr<EventType> FromProto(v1::EventType t);
+
+void ToProto(const HeadInfo& in, v1::Head* out);
+void ToProto(const ControllerInfo& in, v1::Controller* out);
+void ToProto(const Defaults& in, v1::Defaults* out);
+void ToProto(const Event& in, v1::Event* out);
+
+}  // namespace umpath::server

@@ -1,0 +1,70 @@
+#pragma once
+
+// WatchEvents: one server-streaming reactor per watcher over a journal subscription,
+// and the hub thread that moves them along.
+
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "agent/base/mutex.h"
+#include "agent/core/multipath.h"
+#include "grpcpp/support/server_callback.h"
+#include "server/access.h"
+#include "umpath/v1/control.pb.h"
+
+namespace umpath::server {
+
+struct WatchOptions {
+  size_t max_watchers = 1024;
+  size_t max_watchers_per_caller = 128;
+  // Events that may wait untaken per watcher before it is ended as too slow.
+  size_t queue_limit = 4096;
+  // An idle stream gets a progress marker this often.
+  std::chrono::milliseconds progress_interval{10000};
+};
+
+class WatchStream;
+
+// Threading: every reactor method only records what happened and wakes the hub; the
+// hub's one thread does all the work (taking events, writing, finishing), so a stream's
+// state has one writer and journal callbacks never call back into the journal.
+class WatchHub {
+ public:
+  WatchHub(Multipath* mp, WatchOptions options);
+  ~WatchHub();  // stops the thread; every stream must have been finished (FinishAll)
+
+  // The reactor for one WatchEvents call; it answers errors itself.
+  grpc::ServerWriteReactor<v1::WatchEventsResponse>* Open(const Caller& caller,
+                                                          const v1::WatchEventsRequest& req);
+  // Ends every stream with UNAVAILABLE naming the revision to resume from, and refuses
+  // new ones. Returns once every stream has been finished.
+  void FinishAll(absl::string_view why);
+  size_t active() const;
+
+  // From reactors and journal callbacks: run this stream's next step on the hub thread.
+  void Wake(std::shared_ptr<WatchStream> s);
+  void Release(const std::string& caller_key);
+
+ private:
+  void Loop();
+
+  Multipath* const mp_;
+  const WatchOptions options_;
+  mutable Mutex mu_;
+  CondVar cv_;
+  std::deque<std::shared_ptr<WatchStream>> ready_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::weak_ptr<WatchStream>> streams_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, size_t> per_caller_ ABSL_GUARDED_BY(mu_);
+  size_t active_ ABSL_GUARDED_BY(mu_) = 0;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  std::string closed_why_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+}  // namespace umpath::server
