@@ -19,3 +19,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+# buf (protobuf lint, and `buf curl` for tests) comes from npm; Debian's nodejs and npm
+# are enough, and a machine that already has node (nodesource) keeps it.
+if ! command -v npm >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
+fi
+tools="$(cd "$(dirname "$0")/../.." && pwd)/build/tools"
+if [ ! -x "$tools/node_modules/.bin/buf" ]; then
+  mkdir -p "$tools"
+  npm install --prefix "$tools" --no-audit --no-fund --silent @bufbuild/buf@1.75.0
+fi

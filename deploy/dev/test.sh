@@ -13,6 +13,9 @@ fuzz_seconds="${UMPATH_FUZZ_SECONDS:-30}"
 
 step() { printf '\n=== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 
+step "buf lint: the API"
+(cd proto && ../build/tools/node_modules/.bin/buf lint)
+
 if [ "${UMPATH_SKIP_SANITIZERS:-0}" != 1 ]; then
   step "ASan + UBSan: build and test"
   cmake --preset asan >/dev/null

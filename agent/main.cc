@@ -1,0 +1,175 @@
+// umpathd: the node agent. Flags, or a config file of flags (--flagfile=/etc/umpath/umpathd.flags).
+//
+// This wires the multipath core, its workers and the control server. The device
+// backends (vfio: issue 4, kernel/libnvme: issue 7) and the ublk export (issue 6) plug
+// in here as they land; until then the agent serves an empty topology.
+#include <grp.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "agent/core/multipath.h"
+#include "agent/core/types.h"
+#include "agent/core/worker.h"
+#include "server/control_server.h"
+
+ABSL_FLAG(std::string, socket, "/run/umpath/umpathd.sock", "the control API's Unix socket");
+ABSL_FLAG(std::string, socket_mode, "0660", "its mode, octal");
+ABSL_FLAG(std::string, socket_group, "", "its group (name or gid); empty: the agent's own");
+ABSL_FLAG(std::vector<std::string>, admin_uids, {"0"}, "uids with the admin role");
+ABSL_FLAG(std::vector<std::string>, admin_groups, {}, "groups (names or gids) with the admin role");
+ABSL_FLAG(std::vector<std::string>, viewer_uids, {}, "uids with the viewer role");
+ABSL_FLAG(std::vector<std::string>, viewer_groups, {}, "groups (names or gids) with the viewer role");
+ABSL_FLAG(std::string, node, "", "this node's name, as reported by GetAgentInfo (default: hostname)");
+ABSL_FLAG(std::string, default_io_policy, "numa", "numa, round-robin or queue-depth");
+ABSL_FLAG(std::string, default_delayed_removal_secs, "0", "0..86400, for new heads");
+ABSL_FLAG(int, workers, 1, "I/O worker threads");
+
+namespace {
+
+bool ParseGroup(const std::string& text, gid_t* out) {
+  unsigned v;
+  if (absl::SimpleAtoi(text, &v)) {
+    *out = v;
+    return true;
+  }
+  if (group* g = getgrnam(text.c_str())) {
+    *out = g->gr_gid;
+    return true;
+  }
+  return false;
+}
+
+template <typename T>
+bool ParseIds(const std::vector<std::string>& in, bool groups, std::vector<T>* out) {
+  for (const std::string& s : in) {
+    gid_t id;
+    if (groups ? !ParseGroup(s, &id) : !absl::SimpleAtoi(s, &id)) {
+      std::fprintf(stderr, "umpathd: \"%s\" is not a %s\n", s.c_str(), groups ? "group" : "uid");
+      return false;
+    }
+    out->push_back(static_cast<T>(id));
+  }
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  using namespace umpath;
+
+  // Signals are taken by a sigwait below, never by a handler.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  server::ServerOptions so;
+  so.socket_path = absl::GetFlag(FLAGS_socket);
+  unsigned mode;
+  if (!absl::numbers_internal::safe_strtou32_base(absl::GetFlag(FLAGS_socket_mode), &mode, 8) ||
+      mode > 0777) {
+    std::fprintf(stderr, "umpathd: --socket_mode must be octal 0..0777\n");
+    return 2;
+  }
+  so.socket_mode = mode;
+  if (!absl::GetFlag(FLAGS_socket_group).empty() &&
+      !ParseGroup(absl::GetFlag(FLAGS_socket_group), &so.socket_gid)) {
+    std::fprintf(stderr, "umpathd: unknown --socket_group\n");
+    return 2;
+  }
+  so.access.admin_uids.clear();
+  if (!ParseIds(absl::GetFlag(FLAGS_admin_uids), false, &so.access.admin_uids) ||
+      !ParseIds(absl::GetFlag(FLAGS_admin_groups), true, &so.access.admin_gids) ||
+      !ParseIds(absl::GetFlag(FLAGS_viewer_uids), false, &so.access.viewer_uids) ||
+      !ParseIds(absl::GetFlag(FLAGS_viewer_groups), true, &so.access.viewer_gids)) {
+    return 2;
+  }
+  so.service.node = absl::GetFlag(FLAGS_node);
+  if (so.service.node.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof host - 1);
+    so.service.node = host;
+  }
+
+  absl::StatusOr<IoPolicy> policy = ParseIoPolicy(absl::GetFlag(FLAGS_default_io_policy));
+  absl::StatusOr<uint32_t> delay =
+      ParseDelayedRemovalSecs(absl::GetFlag(FLAGS_default_delayed_removal_secs));
+  if (!policy.ok() || !delay.ok()) {
+    std::fprintf(stderr, "umpathd: %s\n",
+                 std::string((policy.ok() ? delay.status() : policy.status()).message()).c_str());
+    return 2;
+  }
+  const int nworkers = absl::GetFlag(FLAGS_workers);
+  if (nworkers < 1 || nworkers > 256) {
+    std::fprintf(stderr, "umpathd: --workers must be 1..256\n");
+    return 2;
+  }
+
+  std::vector<std::unique_ptr<Worker>> workers;
+  MultipathOptions mo;
+  mo.default_policy = *policy;
+  mo.default_delayed_removal_secs = *delay;
+  for (int i = 0; i < nworkers; ++i) {
+    Worker::Options wo;
+    wo.index = i;
+    workers.push_back(Worker::Create(wo));
+    mo.workers.push_back(workers.back().get());
+  }
+  absl::StatusOr<std::unique_ptr<Multipath>> mp = Multipath::Create(mo);
+  if (!mp.ok()) {
+    std::fprintf(stderr, "umpathd: %s\n", std::string(mp.status().message()).c_str());
+    return 1;
+  }
+  (*mp)->Start();
+  for (auto& w : workers) w->Start();
+
+  // One structured line per event.
+  auto log_sub = (*mp)->journal().Subscribe((*mp)->journal().current_revision(), 1 << 16, nullptr);
+  std::thread logger([sub = *log_sub] {
+    for (;;) {
+      sub->WaitForEvents(std::chrono::seconds(1));
+      absl::StatusOr<std::vector<Event>> events = sub->Take(256);
+      if (!events.ok()) {
+        if (events.status().code() != absl::StatusCode::kCancelled) {
+          std::fprintf(stderr, "umpathd: event log: %s\n",
+                       std::string(events.status().message()).c_str());
+        }
+        return;
+      }
+      for (const Event& e : *events) std::fprintf(stderr, "event %s\n", e.ToString().c_str());
+    }
+  });
+
+  absl::StatusOr<std::unique_ptr<server::ControlServer>> srv =
+      server::ControlServer::Create(mp->get(), so);
+  if (!srv.ok()) {
+    std::fprintf(stderr, "umpathd: control server: %s\n",
+                 std::string(srv.status().message()).c_str());
+    (*mp)->Shutdown();
+    logger.join();
+    for (auto& w : workers) w->Stop();
+    return 1;
+  }
+  std::fprintf(stderr, "umpathd: serving umpath.v1.MultipathControl on unix:%s (node %s)\n",
+               so.socket_path.c_str(), so.service.node.c_str());
+
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  std::fprintf(stderr, "umpathd: signal %d, shutting down\n", sig);
+  (*srv)->Shutdown();
+  (*mp)->Shutdown();
+  logger.join();
+  for (auto& w : workers) w->Stop();
+  return 0;
+}
