@@ -20,6 +20,7 @@
 #include "agent/core/types.h"
 #include "agent/core/worker.h"
 #include "server/control_server.h"
+#include "server/settings_store.h"
 
 ABSL_FLAG(std::string, socket, "/run/umpath/umpathd.sock", "the control API's Unix socket");
 ABSL_FLAG(std::string, socket_mode, "0660", "its mode, octal");
@@ -32,6 +33,8 @@ ABSL_FLAG(std::string, node, "", "this node's name, as reported by GetAgentInfo 
 ABSL_FLAG(std::string, default_io_policy, "numa", "numa, round-robin or queue-depth");
 ABSL_FLAG(std::string, default_delayed_removal_secs, "0", "0..86400, for new heads");
 ABSL_FLAG(int, workers, 1, "I/O worker threads");
+ABSL_FLAG(std::string, state_file, "/var/lib/umpath/heads",
+          "per-head settings made through the API, kept across restarts");
 
 namespace {
 
@@ -116,8 +119,19 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  absl::StatusOr<std::unique_ptr<server::SettingsStore>> store =
+      server::SettingsStore::Open(absl::GetFlag(FLAGS_state_file));
+  if (!store.ok()) {
+    std::fprintf(stderr, "umpathd: state file: %s\n", std::string(store.status().message()).c_str());
+    return 1;
+  }
+  if (!(*store)->problem().empty()) {
+    std::fprintf(stderr, "umpathd: state file: %s\n", (*store)->problem().c_str());
+  }
+
   std::vector<std::unique_ptr<Worker>> workers;
   MultipathOptions mo;
+  mo.initial_settings = [s = store->get()](absl::string_view head) { return s->Lookup(head); };
   mo.default_policy = *policy;
   mo.default_delayed_removal_secs = *delay;
   for (int i = 0; i < nworkers; ++i) {
@@ -152,7 +166,7 @@ int main(int argc, char** argv) {
   });
 
   absl::StatusOr<std::unique_ptr<server::ControlServer>> srv =
-      server::ControlServer::Create(mp->get(), so);
+      server::ControlServer::Create(mp->get(), so, store->get());
   if (!srv.ok()) {
     std::fprintf(stderr, "umpathd: control server: %s\n",
                  std::string(srv.status().message()).c_str());

@@ -6,7 +6,8 @@ umpathd="$1"
 buf="$2"
 dir="$(mktemp -d /tmp/umpath-buf-test-XXXXXX)"
 sock="$dir/umpathd.sock"
-"$umpathd" --socket="$sock" --admin_uids="$(id -u)" --node=buf-test 2>"$dir/log" &
+"$umpathd" --socket="$sock" --state_file="$dir/state/heads" --admin_uids="$(id -u)" \
+  --node=buf-test 2>"$dir/log" &
 pid=$!
 cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$dir"; }
 trap cleanup EXIT

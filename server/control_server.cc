@@ -1,6 +1,8 @@
 #include "server/control_server.h"
 
 #include <chrono>
+#include <fstream>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -10,6 +12,23 @@
 namespace umpath::server {
 
 namespace health = ::grpc::health::v1;
+
+namespace {
+
+absl::StatusOr<std::string> ReadPem(const std::string& path, absl::string_view what) {
+  if (path.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("tcp_address needs ", what, " (mTLS only)"));
+  }
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in || text.str().empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot read ", what, " ", path));
+  }
+  return text.str();
+}
+
+}  // namespace
 
 // grpc.health.v1 compiled from our copy of health.proto, so reflection describes it.
 // Threading: status_ is read by gRPC threads and written by Shutdown.
@@ -60,8 +79,35 @@ absl::StatusOr<std::unique_ptr<ControlServer>> ControlServer::Create(Multipath* 
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+  if (!o.tcp_address.empty()) {
+    absl::StatusOr<std::string> cert = ReadPem(o.tls_cert_file, "tls_cert_file");
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = ReadPem(o.tls_key_file, "tls_key_file");
+    if (!key.ok()) return key.status();
+    absl::StatusOr<std::string> ca = ReadPem(o.tls_client_ca_file, "tls_client_ca_file");
+    if (!ca.ok()) return ca.status();
+    grpc::SslServerCredentialsOptions tls(
+        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    tls.pem_root_certs = *ca;
+    tls.pem_key_cert_pairs.push_back({*key, *cert});
+    builder.AddListeningPort(o.tcp_address, grpc::SslServerCredentials(tls), &s->tcp_port_);
+  }
   s->server_ = builder.BuildAndStart();
   if (!s->server_) return absl::InternalError("the gRPC server did not start");
+  if (!o.tcp_address.empty() && s->tcp_port_ == 0) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot listen on ", o.tcp_address));
+  }
+  if (!o.health_address.empty()) {
+    // A server of its own: kubelet's probe has no certificate and must reach nothing else.
+    grpc::ServerBuilder hb;
+    s->probe_health_ = std::make_unique<HealthService>();  // a service serves one server
+    hb.RegisterService(s->probe_health_.get());
+    hb.AddListeningPort(o.health_address, grpc::InsecureServerCredentials(), &s->health_port_);
+    s->health_server_ = hb.BuildAndStart();
+    if (!s->health_server_ || s->health_port_ == 0) {
+      return absl::FailedPreconditionError(absl::StrCat("cannot listen on ", o.health_address));
+    }
+  }
   s->listener_->Start(s->server_.get());
   return s;
 }
@@ -75,11 +121,16 @@ void ControlServer::Shutdown() {
   shut_down_ = true;
   // Create may have failed part way: shut down what exists.
   if (health_) health_->SetServing(false);
+  if (probe_health_) probe_health_->SetServing(false);
   if (listener_) listener_->Stop();
   if (service_) service_->FinishWatchers("the agent is shutting down");
   if (server_) {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
     server_->Wait();
+  }
+  if (health_server_) {
+    health_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    health_server_->Wait();
   }
 }
 

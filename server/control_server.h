@@ -27,6 +27,14 @@ struct ServerOptions {
   mode_t socket_mode = 0660;
   gid_t socket_gid = static_cast<gid_t>(-1);  // -1: the agent's own group
   AccessConfig access;
+  // Optional TCP listener for remote callers, mTLS only: every field below must be set,
+  // and a client without a certificate signed by tls_client_ca_file is refused.
+  std::string tcp_address;  // e.g. "0.0.0.0:7443"; port 0 picks one (see tcp_port())
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
+  // Optional plaintext TCP port serving grpc.health.v1 only, for kubelet probes.
+  std::string health_address;
   ServiceOptions service;
   int keepalive_time_ms = 30000;
 };
@@ -43,6 +51,8 @@ class ControlServer {
   // with a deadline, the socket removed. Never hangs; idempotent.
   void Shutdown();
   const std::string& socket_path() const { return options_.socket_path; }
+  int tcp_port() const { return tcp_port_; }
+  int health_port() const { return health_port_; }
   ControlService& service() { return *service_; }
 
  private:
@@ -53,7 +63,11 @@ class ControlServer {
   std::unique_ptr<AccessPolicy> access_;
   std::unique_ptr<ControlService> service_;
   std::unique_ptr<HealthService> health_;
+  std::unique_ptr<HealthService> probe_health_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<grpc::Server> health_server_;
+  int tcp_port_ = 0;
+  int health_port_ = 0;
   std::unique_ptr<UnixListener> listener_;
   bool shut_down_ = false;
 };

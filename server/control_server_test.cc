@@ -1,5 +1,6 @@
 // The real server on a real Unix socket, driven by a real gRPC client.
 #include "server/control_server.h"
+#include "server/testing/test_topology.h"
 
 #include <unistd.h>
 
@@ -28,24 +29,7 @@ class ServerTest : public ::testing::Test {
     MultipathOptions mo;
     mo.journal_capacity = 64;
     ASSERT_OK_AND_ASSIGN(mp_, Multipath::Create(mo));
-    for (int c = 0; c < 2; ++c) {
-      ControllerSpec spec;
-      spec.name = "c" + std::to_string(c);
-      spec.subsys_nqn = "nqn.2026-01.io.umpath:test";
-      spec.transport = "fake";
-      ASSERT_OK(mp_->AddController(spec, nullptr, {}));
-      for (uint32_t nsid = 1; nsid <= 3; ++nsid) {
-        NamespaceSpec ns;
-        ns.controller = spec.name;
-        ns.nsid = nsid;
-        std::array<uint8_t, 16> g{};
-        g[0] = 0xab;
-        g[15] = static_cast<uint8_t>(nsid);
-        ns.ids.nguid = g;
-        ns.size_blocks = 1024;
-        ASSERT_OK(mp_->AddPath(ns).status());
-      }
-    }
+    ASSERT_OK(testing::AddTestTopology(mp_.get(), 2, 3));
     head_ = "heads/nguid-ab000000000000000000000000000001";
   }
   void TearDown() override {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -69,6 +70,12 @@ struct ControllerInfo {
   uint8_t anatt_secs = 0;
   bool anatt_timer_armed = false;
   std::vector<std::string> heads;  // heads it has a path in
+};
+
+// Settings a head starts with instead of the node defaults (persisted ones, say).
+struct HeadSettings {
+  std::optional<IoPolicy> policy;
+  std::optional<uint32_t> delayed_removal_secs;
 };
 
 struct Defaults {

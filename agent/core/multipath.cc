@@ -346,13 +346,27 @@ Multipath::Head* Multipath::CreateHead(const NamespaceSpec& ns, const Controller
   h->block_size = ns.block_size;
   h->policy = default_policy_;
   h->delayed_removal_secs = default_delayed_removal_secs_;
+  std::string restored;
+  if (options_.initial_settings) {
+    if (std::optional<HeadSettings> saved = options_.initial_settings(h->name)) {
+      if (saved->policy) {
+        h->policy = *saved->policy;
+        absl::StrAppend(&restored, " policy=", IoPolicyName(h->policy));
+      }
+      if (saved->delayed_removal_secs && ValidateDelayedRemovalSecs(*saved->delayed_removal_secs).ok()) {
+        h->delayed_removal_secs = *saved->delayed_removal_secs;
+        absl::StrAppend(&restored, " delayed_removal_secs=", h->delayed_removal_secs);
+      }
+    }
+  }
   h->created_wall = options_.clock->WallNanos();
   h->shared = std::make_shared<HeadShared>();
   h->shared->queue_if_no_path.store(h->delayed_removal_secs > 0);
   h->shared->waiting = std::make_unique<std::atomic<uint32_t>[]>(
       std::max<size_t>(options_.workers.size(), 1));
   Emit(Event{.type = EventType::kHeadCreated, .head = h->name,
-             .reason = absl::StrCat("subsystem ", h->subsys_nqn, " nsid ", h->nsid)});
+             .reason = absl::StrCat("subsystem ", h->subsys_nqn, " nsid ", h->nsid,
+                                    restored.empty() ? "" : "; restored", restored)});
   heads_.push_back(std::move(h));
   return heads_.back().get();
 }

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -73,6 +74,9 @@ struct MultipathOptions {
   size_t journal_capacity = 4096;
   IoPolicy default_policy = IoPolicy::kNuma;
   uint32_t default_delayed_removal_secs = 0;
+  // Looked up by head name when a head is created, before any I/O reaches it; what it
+  // returns overrides the defaults. Called under the core's lock: it must not call back.
+  std::function<std::optional<HeadSettings>(absl::string_view head)> initial_settings;
 };
 
 // The multipath core's control side: controllers, paths, heads, policies, ANA, delayed

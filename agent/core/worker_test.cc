@@ -29,25 +29,30 @@ bool Eventually(Pred pred) {
   return true;
 }
 
-// True if the worker's loop made no pass at all over `window`: it is asleep.
-bool StaysAsleep(const Worker& w, std::chrono::milliseconds window) {
-  const uint64_t before = w.loop_passes();
-  std::this_thread::sleep_for(window);
-  return w.loop_passes() == before;
+// True once the worker's loop makes no pass at all over a 100 ms window: it is asleep.
+// A worker that keeps spinning never gets there (false after 10 s). Waiting for the
+// window, rather than checking one, leaves room for the passes a worker legitimately
+// makes after its last work (kIdleSpins, then the sleep) on a loaded machine.
+bool FallsAsleep(const Worker& w) {
+  return Eventually([&] {
+    const uint64_t before = w.loop_passes();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    return w.loop_passes() == before;
+  });
 }
 
 TEST(WorkerTest, IdleWorkerSleepsAndWakesForPostedWork) {
   std::unique_ptr<Worker> w = Worker::Create(Worker::Options{});
   w->Start();
   ASSERT_TRUE(Eventually([&] { return w->sleeps() >= 1; }));
-  EXPECT_TRUE(StaysAsleep(*w, std::chrono::milliseconds(100)));
+  EXPECT_TRUE(FallsAsleep(*w));
 
   Notification ran;
   const uint64_t sleeps = w->sleeps();
   w->Post([&ran] { ran.Notify(); });
   ASSERT_TRUE(ran.WaitFor(std::chrono::seconds(10)));
   ASSERT_TRUE(Eventually([&] { return w->sleeps() > sleeps; }));
-  EXPECT_TRUE(StaysAsleep(*w, std::chrono::milliseconds(100)));
+  EXPECT_TRUE(FallsAsleep(*w));
   w->Stop();
 }
 
@@ -126,7 +131,7 @@ TEST(WorkerTest, SleepsWithIoOutstandingOnAWakeableQueueAndWakesOnItsCompletion)
       << "outstanding " << qp.outstanding() << ", sleeps " << w->sleeps() << ", done "
       << io.done.HasBeenNotified();
   // A command is outstanding, but the queue can wake the worker: it sleeps.
-  EXPECT_TRUE(StaysAsleep(*w, std::chrono::milliseconds(100)));
+  EXPECT_TRUE(FallsAsleep(*w));
   EXPECT_FALSE(io.done.HasBeenNotified());
 
   const uint64_t sleeps = w->sleeps();  // before the wake-up, so the next sleep counts
@@ -135,7 +140,7 @@ TEST(WorkerTest, SleepsWithIoOutstandingOnAWakeableQueueAndWakesOnItsCompletion)
   EXPECT_TRUE(io.ok);
   ASSERT_TRUE(Eventually([&] { return w->sleeps() > sleeps; }))
       << "sleeps " << w->sleeps() << " passes " << w->loop_passes();
-  EXPECT_TRUE(StaysAsleep(*w, std::chrono::milliseconds(100)));
+  EXPECT_TRUE(FallsAsleep(*w));
   mp->Shutdown();
   w->Stop();
 }

@@ -6,7 +6,7 @@ pkgs=(
   clang libclang-rt-14-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libabsl-dev libnvme-dev libjson-c-dev
-  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler openssl
 )
 missing=()
 for p in "${pkgs[@]}"; do

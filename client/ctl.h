@@ -1,0 +1,30 @@
+#pragma once
+
+// umpathctl's commands, as a library so tests can run them against a real server.
+
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+#include "umpath/v1/control.grpc.pb.h"
+
+namespace umpath::client {
+
+struct CtlOptions {
+  bool json = false;  // protobuf's JSON mapping instead of tables
+  // watch: reconnect after a dropped stream, from the last revision seen.
+  int watch_reconnects = 1000;
+  // watch: stop after this many events (0: never); for tests and scripts.
+  int watch_max_events = 0;
+};
+
+// Runs one command (args[0] is its name). Writes results to `out`, errors to `err` as
+// "umpathctl: CODE: message". Returns the process exit code: 0, 2 for usage errors, or
+// the gRPC status code of the failed call.
+int RunCommand(v1::MultipathControl::StubInterface* stub, const std::vector<std::string>& args,
+               const CtlOptions& options, std::ostream& out, std::ostream& err);
+
+// The text `umpathctl help` prints.
+std::string Usage();
+
+}  // namespace umpath::client

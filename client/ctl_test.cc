@@ -1,0 +1,149 @@
+// umpathctl's commands against the real server on a real socket.
+#include "client/ctl.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <sstream>
+#include <thread>
+
+#include "agent/base/status_matchers.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/util/json_util.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "server/control_server.h"
+#include "server/testing/test_topology.h"
+
+namespace umpath::client {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+class CtlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/umpath-ctl-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    ASSERT_OK_AND_ASSIGN(mp_, Multipath::Create(MultipathOptions{}));
+    ASSERT_OK(umpath::testing::AddTestTopology(mp_.get(), 2, 2));
+    StartServer();
+  }
+  void TearDown() override {
+    server_.reset();
+    mp_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  void StartServer() {
+    server::ServerOptions o;
+    o.socket_path = dir_ + "/umpathd.sock";
+    o.access.admin_uids = {getuid()};
+    ASSERT_OK_AND_ASSIGN(server_, server::ControlServer::Create(mp_.get(), o));
+    stub_ = v1::MultipathControl::NewStub(
+        grpc::CreateChannel("unix:" + o.socket_path, grpc::InsecureChannelCredentials()));
+  }
+
+  int Run(std::vector<std::string> args, CtlOptions o = {}) {
+    out_.str("");
+    err_.str("");
+    return RunCommand(stub_.get(), args, o, out_, err_);
+  }
+
+  std::string dir_;
+  std::unique_ptr<Multipath> mp_;
+  std::unique_ptr<server::ControlServer> server_;
+  std::unique_ptr<v1::MultipathControl::Stub> stub_;
+  std::ostringstream out_, err_;
+  const std::string head_ = "nguid-ab000000000000000000000000000001";
+};
+
+TEST_F(CtlTest, HeadsAndHeadPrintTables) {
+  ASSERT_EQ(Run({"heads"}), 0) << err_.str();
+  EXPECT_THAT(out_.str(), HasSubstr("HEAD"));
+  EXPECT_THAT(out_.str(), HasSubstr(head_));
+  EXPECT_THAT(out_.str(), HasSubstr("nguid-ab000000000000000000000000000002"));
+  ASSERT_EQ(Run({"head", head_}), 0) << err_.str();
+  EXPECT_THAT(out_.str(), HasSubstr("policy numa"));
+  EXPECT_THAT(out_.str(), HasSubstr("c0"));
+  EXPECT_THAT(out_.str(), HasSubstr("optimized"));
+  ASSERT_EQ(Run({"heads", "removal-pending"}), 0);
+  EXPECT_THAT(out_.str(), Not(HasSubstr(head_)));
+  ASSERT_EQ(Run({"controllers"}), 0);
+  EXPECT_THAT(out_.str(), HasSubstr("live"));
+  ASSERT_EQ(Run({"info"}), 0);
+  EXPECT_THAT(out_.str(), HasSubstr("your role admin"));
+}
+
+TEST_F(CtlTest, JsonIsProtobufsMapping) {
+  CtlOptions o;
+  o.json = true;
+  ASSERT_EQ(Run({"head", "heads/" + head_}, o), 0) << err_.str();
+  v1::GetHeadResponse parsed;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(out_.str(), &parsed).ok()) << out_.str();
+  EXPECT_EQ(parsed.head().name(), "heads/" + head_);
+  EXPECT_EQ(parsed.head().paths_size(), 2);
+}
+
+TEST_F(CtlTest, SettingsAndMaintenance) {
+  ASSERT_EQ(Run({"set-delayed-removal", head_, "30"}), 0) << err_.str();
+  EXPECT_THAT(out_.str(), HasSubstr("delayed_removal_secs 30"));
+  ASSERT_EQ(Run({"set-policy", head_, "round-robin"}), 0);
+  EXPECT_EQ(mp_->GetHead(head_)->policy, IoPolicy::kRoundRobin);
+  ASSERT_EQ(Run({"set-default-delayed-removal", "12"}), 0);
+  EXPECT_EQ(mp_->GetDefaults().delayed_removal_secs, 12u);
+  ASSERT_EQ(Run({"set-default-policy", "queue-depth"}), 0);
+  ASSERT_EQ(Run({"fail-path", head_, "c1", "firmware"}), 0);
+  EXPECT_THAT(out_.str(), HasSubstr("failed"));
+  ASSERT_EQ(Run({"reinstate-path", head_, "c1"}), 0);
+  ASSERT_EQ(Run({"defaults"}), 0);
+  EXPECT_THAT(out_.str(), HasSubstr("io_policy queue-depth"));
+}
+
+TEST_F(CtlTest, ErrorsPrintTheGrpcMessageAndExitNonZero) {
+  EXPECT_EQ(Run({"set-delayed-removal", head_, "86401"}), 3);  // INVALID_ARGUMENT
+  EXPECT_THAT(err_.str(), HasSubstr("INVALID_ARGUMENT"));
+  EXPECT_THAT(err_.str(), HasSubstr("0..86400"));
+  EXPECT_EQ(Run({"head", "missing"}), 5);  // NOT_FOUND
+  EXPECT_THAT(err_.str(), HasSubstr("NOT_FOUND: head missing not found"));
+  EXPECT_EQ(Run({"export", head_}), 9);  // FAILED_PRECONDITION
+  EXPECT_EQ(Run({"set-policy", head_, "fastest"}), 2);
+  EXPECT_THAT(err_.str(), HasSubstr("unknown policy"));
+  EXPECT_EQ(Run({"frobnicate"}), 2);
+  EXPECT_EQ(Run({"set-delayed-removal", head_, "ten"}), 2);
+  EXPECT_EQ(Run({}), 2);
+}
+
+TEST_F(CtlTest, WatchPrintsEventsAndResumesAfterTheServerRestarts) {
+  CtlOptions o;
+  o.watch_max_events = 2;
+  std::ostringstream out, err;
+  // Its own channel, as umpathctl has: it outlives the server it first talked to.
+  auto wstub = v1::MultipathControl::NewStub(grpc::CreateChannel(
+      "unix:" + server_->socket_path(), grpc::InsecureChannelCredentials()));
+  std::thread watcher([&] {
+    EXPECT_EQ(RunCommand(wstub.get(), {"watch", "--head=" + head_}, o, out, err), 0) << err.str();
+  });
+  // Wait for the watcher's snapshot, then change something.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (server_->service().watchers() == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_OK(mp_->SetDelayedRemoval(head_, 5));
+  // The agent restarts (same core, new server): the stream drops and is resumed from the
+  // last revision the watcher saw, so neither change is lost whenever the drop comes.
+  // (`out` is read only after the watcher thread is joined.)
+  server_->Shutdown();
+  server_.reset();
+  ASSERT_OK(mp_->SetDelayedRemoval(head_, 6));  // while the server is down
+  StartServer();
+  watcher.join();
+  EXPECT_THAT(out.str(), HasSubstr("# snapshot at revision"));
+  EXPECT_THAT(out.str(), HasSubstr("delayed-removal-changed head=" + head_ + " 0 -> 5"));
+  EXPECT_THAT(out.str(), HasSubstr("delayed-removal-changed head=" + head_ + " 5 -> 6"));
+  EXPECT_THAT(err.str(), HasSubstr("resuming after revision"));
+}
+
+}  // namespace
+}  // namespace umpath::client

@@ -1,0 +1,52 @@
+#pragma once
+
+// Per-head settings made through the API, kept across restarts.
+
+#include <optional>
+#include <string>
+
+#include "absl/container/btree_map.h"
+#include "absl/status/statusor.h"
+#include "agent/base/mutex.h"
+#include "agent/core/info.h"
+#include "server/control_service.h"
+
+namespace umpath::server {
+
+// A small text file, keyed by head name (which is derived from the namespace identity):
+//   # umpath head settings v1
+//   nguid-ab000000000000000000000000000001 delayed_removal_secs=30 io_policy=round-robin
+// Every change rewrites it atomically: a temporary file, fsync, rename, fsync of the
+// directory, so a crash leaves the old file or the new one, never a mix.
+//
+// Threading: Lookup (from the core, under its lock) and OnHeadSettingsChanged (gRPC
+// threads) may run concurrently; both take mu_ only.
+class SettingsStore final : public SettingsListener {
+ public:
+  // Loads `path` (missing: empty). A file that does not parse is renamed to
+  // `path.corrupt-<unix seconds>`, described by problem(), and the store starts empty:
+  // a bad file never stops the agent. Errors only for what makes saving impossible.
+  static absl::StatusOr<std::unique_ptr<SettingsStore>> Open(std::string path);
+
+  std::optional<HeadSettings> Lookup(absl::string_view head) const;
+  void OnHeadSettingsChanged(const HeadInfo& head) override;
+
+  // What was wrong with the file at Open, empty if nothing.
+  const std::string& problem() const { return problem_; }
+  // The last save's outcome.
+  absl::Status last_save() const;
+  size_t size() const;
+
+ private:
+  explicit SettingsStore(std::string path) : path_(std::move(path)) {}
+  absl::Status Load();
+  absl::Status SaveLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const std::string path_;
+  std::string problem_;
+  mutable Mutex mu_;
+  absl::btree_map<std::string, HeadSettings> heads_ ABSL_GUARDED_BY(mu_);
+  absl::Status last_save_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace umpath::server
