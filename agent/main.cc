@@ -33,6 +33,17 @@ ABSL_FLAG(std::string, node, "", "this node's name, as reported by GetAgentInfo 
 ABSL_FLAG(std::string, default_io_policy, "numa", "numa, round-robin or queue-depth");
 ABSL_FLAG(std::string, default_delayed_removal_secs, "0", "0..86400, for new heads");
 ABSL_FLAG(int, workers, 1, "I/O worker threads");
+ABSL_FLAG(int, max_watchers, 1024, "WatchEvents streams in total");
+ABSL_FLAG(int, max_watchers_per_caller, 128, "WatchEvents streams per caller identity");
+ABSL_FLAG(int, watch_queue_limit, 4096, "events a watcher may fall behind by before it is ended");
+ABSL_FLAG(int, progress_interval_ms, 10000, "progress marker interval on idle streams");
+ABSL_FLAG(std::string, tcp_address, "", "optional mTLS listener, e.g. 0.0.0.0:7443");
+ABSL_FLAG(std::string, tls_cert_file, "", "the server certificate (PEM) for --tcp_address");
+ABSL_FLAG(std::string, tls_key_file, "", "its private key (PEM)");
+ABSL_FLAG(std::string, tls_client_ca_file, "", "CA (PEM) that client certificates must chain to");
+ABSL_FLAG(std::vector<std::string>, admin_names, {}, "certificate SANs or CNs with the admin role");
+ABSL_FLAG(std::vector<std::string>, viewer_names, {}, "certificate SANs or CNs with the viewer role");
+ABSL_FLAG(std::string, health_address, "", "optional plaintext health-only listener, e.g. 0.0.0.0:7444");
 ABSL_FLAG(std::string, state_file, "/var/lib/umpath/heads",
           "per-head settings made through the API, kept across restarts");
 
@@ -98,6 +109,25 @@ int main(int argc, char** argv) {
       !ParseIds(absl::GetFlag(FLAGS_viewer_groups), true, &so.access.viewer_gids)) {
     return 2;
   }
+  const int max_watchers = absl::GetFlag(FLAGS_max_watchers);
+  const int per_caller = absl::GetFlag(FLAGS_max_watchers_per_caller);
+  const int queue_limit = absl::GetFlag(FLAGS_watch_queue_limit);
+  const int progress_ms = absl::GetFlag(FLAGS_progress_interval_ms);
+  if (max_watchers < 1 || per_caller < 1 || queue_limit < 1 || progress_ms < 10) {
+    std::fprintf(stderr, "umpathd: watcher limits must be positive (progress at least 10 ms)\n");
+    return 2;
+  }
+  so.service.watch.max_watchers = static_cast<size_t>(max_watchers);
+  so.service.watch.max_watchers_per_caller = static_cast<size_t>(per_caller);
+  so.service.watch.queue_limit = static_cast<size_t>(queue_limit);
+  so.service.watch.progress_interval = std::chrono::milliseconds(progress_ms);
+  so.tcp_address = absl::GetFlag(FLAGS_tcp_address);
+  so.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  so.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
+  so.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
+  so.access.admin_names = absl::GetFlag(FLAGS_admin_names);
+  so.access.viewer_names = absl::GetFlag(FLAGS_viewer_names);
+  so.health_address = absl::GetFlag(FLAGS_health_address);
   so.service.node = absl::GetFlag(FLAGS_node);
   if (so.service.node.empty()) {
     char host[256] = {};

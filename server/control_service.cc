@@ -33,20 +33,6 @@ absl::StatusOr<int> PageSize(int requested) {
   return requested == 0 ? kDefaultPageSize : requested;
 }
 
-// Page tokens are the last name returned, opaque to the client.
-std::string MakeToken(absl::string_view kind, absl::string_view last) {
-  return absl::WebSafeBase64Escape(absl::StrCat(kind, ":", last));
-}
-
-absl::StatusOr<std::string> ParseToken(absl::string_view kind, absl::string_view token) {
-  std::string raw;
-  if (token.empty()) return std::string();
-  if (absl::WebSafeBase64Unescape(token, &raw) && absl::StartsWith(raw, absl::StrCat(kind, ":"))) {
-    return raw.substr(kind.size() + 1);
-  }
-  return absl::InvalidArgumentError("page_token was not returned by this call");
-}
-
 bool Matches(const HeadInfo& h, v1::HeadFilter f) {
   switch (f) {
     case v1::HEAD_FILTER_NO_LIVE_PATH: return h.live_paths == 0;

@@ -1,6 +1,7 @@
 #include "server/convert.h"
 
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -55,6 +56,20 @@ absl::StatusOr<std::string> ParseControllerName(absl::string_view name) {
   }
   return absl::InvalidArgumentError(absl::StrCat(
       "malformed controller name \"", name, "\"; expected controllers/{controller}"));
+}
+
+// Page tokens are the last name returned, opaque to the client.
+std::string MakeToken(absl::string_view kind, absl::string_view last) {
+  return absl::WebSafeBase64Escape(absl::StrCat(kind, ":", last));
+}
+
+absl::StatusOr<std::string> ParseToken(absl::string_view kind, absl::string_view token) {
+  std::string raw;
+  if (token.empty()) return std::string();
+  if (absl::WebSafeBase64Unescape(token, &raw) && absl::StartsWith(raw, absl::StrCat(kind, ":"))) {
+    return raw.substr(kind.size() + 1);
+  }
+  return absl::InvalidArgumentError("page_token was not returned by this call");
 }
 
 std::string HeadName(absl::string_view head) { return absl::StrCat(kHeads, head); }

@@ -22,6 +22,11 @@ absl::StatusOr<std::pair<std::string, std::string>> ParsePathName(absl::string_v
 // "controllers/{controller}" -> controller.
 absl::StatusOr<std::string> ParseControllerName(absl::string_view name);
 
+// List page tokens: the last name returned under `kind`, opaque to the client.
+std::string MakeToken(absl::string_view kind, absl::string_view last);
+// "" for no token; INVALID_ARGUMENT for a token this call did not make.
+absl::StatusOr<std::string> ParseToken(absl::string_view kind, absl::string_view token);
+
 std::string HeadName(absl::string_view head);
 std::string PathName(absl::string_view head, absl::string_view path);
 std::string ControllerName(absl::string_view controller);

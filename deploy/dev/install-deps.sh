@@ -29,7 +29,9 @@ if ! command -v npm >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
 fi
 tools="$(cd "$(dirname "$0")/../.." && pwd)/build/tools"
-if [ ! -x "$tools/node_modules/.bin/buf" ]; then
+# buf, and grpc-js as a second, independent client for the watcher test.
+if [ ! -x "$tools/node_modules/.bin/buf" ] || [ ! -d "$tools/node_modules/@grpc/grpc-js" ]; then
   mkdir -p "$tools"
-  npm install --prefix "$tools" --no-audit --no-fund --silent @bufbuild/buf@1.75.0
+  npm install --prefix "$tools" --no-audit --no-fund --silent \
+    @bufbuild/buf@1.75.0 @grpc/grpc-js@1.12.6 @grpc/proto-loader@0.7.13
 fi

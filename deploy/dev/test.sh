@@ -13,8 +13,17 @@ fuzz_seconds="${UMPATH_FUZZ_SECONDS:-30}"
 
 step() { printf '\n=== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 
-step "buf lint: the API"
-(cd proto && ../build/tools/node_modules/.bin/buf lint)
+step "buf lint and buf breaking: the API"
+buf="$PWD/build/tools/node_modules/.bin/buf"
+(cd proto && "$buf" lint)
+# Every commit keeps the API its parent landed (FILE rules: no removed or renumbered
+# fields, messages, enum values, calls).
+if git rev-parse -q --verify HEAD~1 >/dev/null && git cat-file -e HEAD~1:proto/buf.yaml 2>/dev/null; then
+  (cd proto && "$buf" breaking --against "$(git rev-parse --show-toplevel)/.git#ref=HEAD~1,subdir=proto")
+  echo "buf breaking: compatible with $(git rev-parse --short HEAD~1)"
+else
+  echo "buf breaking: no landed API before this commit"
+fi
 
 if [ "${UMPATH_SKIP_SANITIZERS:-0}" != 1 ]; then
   step "ASan + UBSan: build and test"
@@ -34,7 +43,7 @@ if [ "${UMPATH_SKIP_SANITIZERS:-0}" != 1 ]; then
   step "fuzzers: ${fuzz_seconds} s each"
   cmake --preset fuzz >/dev/null
   cmake --build --preset fuzz
-  for f in build/fuzz/agent/*/*_fuzz; do
+  for f in build/fuzz/agent/*/*_fuzz build/fuzz/server/*_fuzz; do
     name="$(basename "$f")"
     corpus="build/fuzz/corpus/$name"
     mkdir -p "$corpus"
