@@ -7,6 +7,7 @@
 #include <sstream>
 #include <thread>
 
+#include "agent/base/mutex.h"
 #include "agent/base/status_matchers.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/util/json_util.h"
@@ -20,6 +21,33 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
+
+// An ostream another thread may read while it is written (the watcher's output).
+class SharedOutput : public std::streambuf {
+ public:
+  std::string text() const {
+    MutexLock lock(&mu_);
+    return text_;
+  }
+
+ protected:
+  int overflow(int c) override {
+    if (c != EOF) {
+      MutexLock lock(&mu_);
+      text_.push_back(static_cast<char>(c));
+    }
+    return c;
+  }
+  std::streamsize xsputn(const char* s, std::streamsize n) override {
+    MutexLock lock(&mu_);
+    text_.append(s, static_cast<size_t>(n));
+    return n;
+  }
+
+ private:
+  mutable Mutex mu_;
+  std::string text_ ABSL_GUARDED_BY(mu_);
+};
 
 class CtlTest : public ::testing::Test {
  protected:
@@ -118,31 +146,36 @@ TEST_F(CtlTest, ErrorsPrintTheGrpcMessageAndExitNonZero) {
 TEST_F(CtlTest, WatchPrintsEventsAndResumesAfterTheServerRestarts) {
   CtlOptions o;
   o.watch_max_events = 2;
-  std::ostringstream out, err;
+  SharedOutput out_buf, err_buf;
+  std::ostream out(&out_buf), err(&err_buf);
   // Its own channel, as umpathctl has: it outlives the server it first talked to.
   auto wstub = v1::MultipathControl::NewStub(grpc::CreateChannel(
       "unix:" + server_->socket_path(), grpc::InsecureChannelCredentials()));
   std::thread watcher([&] {
-    EXPECT_EQ(RunCommand(wstub.get(), {"watch", "--head=" + head_}, o, out, err), 0) << err.str();
+    EXPECT_EQ(RunCommand(wstub.get(), {"watch", "--head=" + head_}, o, out, err), 0)
+        << err_buf.text();
   });
-  // Wait for the watcher's snapshot, then change something.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (server_->service().watchers() == 0 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  auto wait_for = [&](const std::string& what) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (out_buf.text().find(what) == std::string::npos &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return out_buf.text().find(what) != std::string::npos;
+  };
+  ASSERT_TRUE(wait_for("# snapshot at revision"));
   ASSERT_OK(mp_->SetDelayedRemoval(head_, 5));
-  // The agent restarts (same core, new server): the stream drops and is resumed from the
-  // last revision the watcher saw, so neither change is lost whenever the drop comes.
-  // (`out` is read only after the watcher thread is joined.)
+  ASSERT_TRUE(wait_for(" 0 -> 5"));
+  // The agent restarts (same core, new server): the stream drops, and the watcher
+  // resumes after the last revision it saw, so the change made meanwhile is not lost.
   server_->Shutdown();
   server_.reset();
-  ASSERT_OK(mp_->SetDelayedRemoval(head_, 6));  // while the server is down
+  ASSERT_OK(mp_->SetDelayedRemoval(head_, 6));
   StartServer();
   watcher.join();
-  EXPECT_THAT(out.str(), HasSubstr("# snapshot at revision"));
-  EXPECT_THAT(out.str(), HasSubstr("delayed-removal-changed head=" + head_ + " 0 -> 5"));
-  EXPECT_THAT(out.str(), HasSubstr("delayed-removal-changed head=" + head_ + " 5 -> 6"));
-  EXPECT_THAT(err.str(), HasSubstr("resuming after revision"));
+  EXPECT_THAT(out_buf.text(), HasSubstr("delayed-removal-changed head=" + head_ + " 0 -> 5"));
+  EXPECT_THAT(out_buf.text(), HasSubstr("delayed-removal-changed head=" + head_ + " 5 -> 6"));
+  EXPECT_THAT(err_buf.text(), HasSubstr("resuming after revision"));
 }
 
 }  // namespace

@@ -6,8 +6,21 @@ umpathd="$1"
 buf="$2"
 dir="$(mktemp -d /tmp/umpath-buf-test-XXXXXX)"
 sock="$dir/umpathd.sock"
-"$umpathd" --socket="$sock" --state_file="$dir/state/heads" --admin_uids="$(id -u)" \
-  --node=buf-test 2>"$dir/log" &
+# Bad configuration is refused with a clear message, before anything starts.
+if "$umpathd" --socket="$sock" --default_delayed_removal_secs=90000 2>"$dir/bad.log"; then
+  echo "FAIL: an out-of-range default was accepted"; exit 1
+fi
+grep -q "0..86400" "$dir/bad.log" || { cat "$dir/bad.log"; echo "FAIL: no range in the error"; exit 1; }
+[ ! -e "$sock" ] || { echo "FAIL: a refused configuration left a socket"; exit 1; }
+
+# The configuration file is a file of flags.
+cat >"$dir/umpathd.flags" <<FLAGS
+--socket=$sock
+--state_file=$dir/state/heads
+--admin_uids=$(id -u)
+--node=buf-test
+FLAGS
+"$umpathd" --flagfile="$dir/umpathd.flags" 2>"$dir/log" &
 pid=$!
 cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$dir"; }
 trap cleanup EXIT
@@ -26,7 +39,7 @@ done
 "$buf" curl --protocol grpc --unix-socket "$sock" --list-methods http://localhost \
   | grep -qx umpath.v1.MultipathControl/WatchEvents || fail "WatchEvents not described"
 
-call umpath.v1.MultipathControl/GetAgentInfo '{}' | grep -q '"callerRole": "admin"' \
+call umpath.v1.MultipathControl/GetAgentInfo '{}' | tr -d "\n " | grep -q '"node":"buf-test".*"callerRole":"admin"' \
   || fail "GetAgentInfo"
 call grpc.health.v1.Health/Check '{}' | grep -q SERVING || fail "health"
 call umpath.v1.MultipathControl/SetDefaultDelayedRemoval '{"delayed_removal_secs": 45}' \

@@ -1,5 +1,6 @@
 #include "server/control_server.h"
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <sstream>
@@ -31,28 +32,122 @@ absl::StatusOr<std::string> ReadPem(const std::string& path, absl::string_view w
 }  // namespace
 
 // grpc.health.v1 compiled from our copy of health.proto, so reflection describes it.
-// Threading: status_ is read by gRPC threads and written by Shutdown.
+// Threading: gRPC threads call Check and Watch; SetServing comes from Shutdown.
 class HealthService final : public health::Health::CallbackService {
  public:
-  void SetServing(bool serving) { serving_.store(serving); }
+  ~HealthService() override { SetServing(false); }
+
+  void SetServing(bool serving) {
+    MutexLock lock(&mu_);
+    if (serving_ == serving) return;
+    serving_ = serving;
+    // Watchers are told, and on the way down their streams end so shutdown never waits.
+    for (HealthWatch* w : watches_) w->Send(Status(), /*last=*/!serving);
+    if (!serving) watches_.clear();
+  }
 
   grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* ctx,
                                   const health::HealthCheckRequest* req,
                                   health::HealthCheckResponse* resp) override {
     grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
-    if (!req->service().empty() && req->service() != "umpath.v1.MultipathControl") {
+    if (!Known(req->service())) {
       r->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
                              absl::StrCat("unknown service \"", req->service(), "\"")));
       return r;
     }
-    resp->set_status(serving_.load() ? health::HealthCheckResponse::SERVING
-                                     : health::HealthCheckResponse::NOT_SERVING);
+    MutexLock lock(&mu_);
+    resp->set_status(Status());
     r->Finish(grpc::Status::OK);
     return r;
   }
 
+  grpc::ServerWriteReactor<health::HealthCheckResponse>* Watch(
+      grpc::CallbackServerContext*, const health::HealthCheckRequest* req) override {
+    auto* w = new HealthWatch(this);
+    MutexLock lock(&mu_);
+    if (!Known(req->service())) {
+      // The protocol: an unknown service is reported, and the stream stays open.
+      w->Send(health::HealthCheckResponse::SERVICE_UNKNOWN, false);
+    } else {
+      w->Send(Status(), /*last=*/!serving_);
+    }
+    if (serving_) watches_.push_back(w);
+    return w;
+  }
+
  private:
-  std::atomic<bool> serving_{true};
+  // One Watch stream: at most one write in flight; the newest status wins.
+  class HealthWatch final : public grpc::ServerWriteReactor<health::HealthCheckResponse> {
+   public:
+    explicit HealthWatch(HealthService* owner) : owner_(owner) {}
+    void Send(health::HealthCheckResponse::ServingStatus status, bool last) {
+      MutexLock lock(&mu_);
+      if (finished_) return;
+      pending_ = status;
+      has_pending_ = true;
+      finish_after_ = finish_after_ || last;
+      Flush();
+    }
+    void OnWriteDone(bool ok) override {
+      MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) return FinishOnce(grpc::Status(grpc::StatusCode::UNAVAILABLE, "write failed"));
+      Flush();
+    }
+    void OnCancel() override {
+      owner_->Forget(this);
+      MutexLock lock(&mu_);
+      FinishOnce(grpc::Status::CANCELLED);
+    }
+    void OnDone() override {
+      owner_->Forget(this);
+      delete this;
+    }
+
+   private:
+    void Flush() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      if (writing_ || finished_) return;
+      if (has_pending_) {
+        has_pending_ = false;
+        msg_.set_status(pending_);
+        writing_ = true;
+        StartWrite(&msg_);
+        return;
+      }
+      if (finish_after_) FinishOnce(grpc::Status::OK);
+    }
+    void FinishOnce(const grpc::Status& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      if (finished_) return;
+      finished_ = true;
+      Finish(s);
+    }
+
+    HealthService* const owner_;
+    Mutex mu_;
+    health::HealthCheckResponse msg_ ABSL_GUARDED_BY(mu_);
+    health::HealthCheckResponse::ServingStatus pending_ ABSL_GUARDED_BY(mu_) =
+        health::HealthCheckResponse::UNKNOWN;
+    bool has_pending_ ABSL_GUARDED_BY(mu_) = false;
+    bool writing_ ABSL_GUARDED_BY(mu_) = false;
+    bool finish_after_ ABSL_GUARDED_BY(mu_) = false;
+    bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  };
+
+  static bool Known(const std::string& service) {
+    return service.empty() || service == "umpath.v1.MultipathControl";
+  }
+  health::HealthCheckResponse::ServingStatus Status() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return serving_ ? health::HealthCheckResponse::SERVING
+                    : health::HealthCheckResponse::NOT_SERVING;
+  }
+  void Forget(HealthWatch* w) {
+    MutexLock lock(&mu_);
+    watches_.erase(std::remove(watches_.begin(), watches_.end(), w), watches_.end());
+  }
+
+  mutable Mutex mu_;
+  bool serving_ ABSL_GUARDED_BY(mu_) = true;
+  std::vector<HealthWatch*> watches_ ABSL_GUARDED_BY(mu_);
 };
 
 absl::StatusOr<std::unique_ptr<ControlServer>> ControlServer::Create(Multipath* mp,

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <functional>
 #include <fstream>
 #include <thread>
 #include <filesystem>
@@ -13,6 +14,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "umpath/v1/control.grpc.pb.h"
 
 namespace umpath::server {
@@ -40,13 +42,14 @@ class ServerTest : public ::testing::Test {
 
   void Start(AccessConfig access = Self(Role::kAdmin),
              std::chrono::milliseconds progress = std::chrono::milliseconds(10000),
-             size_t queue_limit = 4096) {
+             size_t queue_limit = 4096, std::function<void(ServerOptions&)> tweak = nullptr) {
     ServerOptions o;
     o.socket_path = dir_ + "/umpathd.sock";
     o.access = std::move(access);
     o.service.node = "node-a";
     o.service.watch.progress_interval = progress;
     o.service.watch.queue_limit = queue_limit;
+    if (tweak) tweak(o);
     ASSERT_OK_AND_ASSIGN(server_, ControlServer::Create(mp_.get(), std::move(o)));
     channel_ = grpc::CreateChannel("unix:" + server_->socket_path(),
                                    grpc::InsecureChannelCredentials());
@@ -456,6 +459,92 @@ TEST_F(ServerTest, ClientsThatVanishMidStreamAreCleanedUp) {
   EXPECT_EQ(server_->service().watchers(), 0u);
   EXPECT_EQ(mp_->journal().subscriber_count(), 0u);
   EXPECT_EQ(GetHead(head_).name(), head_);  // and the server still serves
+}
+
+}  // namespace
+}  // namespace umpath::server
+
+namespace umpath::server {
+namespace {
+
+TEST_F(ServerTest, HealthWatchReportsServingThenNotServingOnShutdown) {
+  Start();
+  auto health = grpc::health::v1::Health::NewStub(channel_);
+  grpc::ClientContext ctx;
+  auto reader = health->Watch(&ctx, grpc::health::v1::HealthCheckRequest());
+  grpc::health::v1::HealthCheckResponse msg;
+  ASSERT_TRUE(reader->Read(&msg));
+  EXPECT_EQ(msg.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+  std::thread stopper([&] { server_->Shutdown(); });
+  ASSERT_TRUE(reader->Read(&msg));
+  EXPECT_EQ(msg.status(), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  EXPECT_FALSE(reader->Read(&msg));
+  EXPECT_TRUE(reader->Finish().ok());
+  stopper.join();
+}
+
+TEST_F(ServerTest, HealthCheckOfAnUnknownServiceIsNotFound) {
+  Start();
+  auto health = grpc::health::v1::Health::NewStub(channel_);
+  grpc::ClientContext ctx;
+  grpc::health::v1::HealthCheckRequest req;
+  req.set_service("nope.v1.Nothing");
+  grpc::health::v1::HealthCheckResponse resp;
+  EXPECT_EQ(health->Check(&ctx, req, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ServerTest, OversizedMessagesAreRefusedAndChangeNothing) {
+  Start();
+  v1::FailPathRequest req;
+  req.set_name(head_ + "/paths/c0");
+  req.set_reason(std::string(5 << 20, 'x'));  // over the 4 MiB limit
+  v1::FailPathResponse resp;
+  EXPECT_EQ(Call(&v1::MultipathControl::Stub::FailPath, req, &resp).error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+  req.set_reason(std::string(2000, 'x'));  // within gRPC's limit, over ours
+  grpc::Status s = Call(&v1::MultipathControl::Stub::FailPath, req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("1024"));
+  EXPECT_FALSE(GetHead(head_).paths(0).admin_failed());
+}
+
+TEST_F(ServerTest, WatcherLimitsPerCallerAndInTotal) {
+  Start(Self(Role::kAdmin), std::chrono::milliseconds(10000), 4096,
+        [](ServerOptions& o) { o.service.watch.max_watchers_per_caller = 2; });
+  std::vector<std::unique_ptr<grpc::ClientContext>> ctxs;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::WatchEventsResponse>>> readers;
+  v1::WatchEventsResponse msg;
+  for (int i = 0; i < 3; ++i) {  // one after the other: which one is third is then known
+    ctxs.push_back(std::make_unique<grpc::ClientContext>());
+    readers.push_back(stub_->WatchEvents(ctxs.back().get(), v1::WatchEventsRequest()));
+    if (i < 2) {
+      ASSERT_TRUE(readers.back()->Read(&msg)) << i;
+    }
+  }
+  EXPECT_FALSE(readers[2]->Read(&msg));
+  grpc::Status s = readers[2]->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(s.error_message(), HasSubstr("at most 2 watchers per caller"));
+  // A watcher that leaves makes room.
+  ctxs[0]->TryCancel();
+  while (readers[0]->Read(&msg)) {
+  }
+  readers[0]->Finish();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (server_->service().watchers() > 1 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  grpc::ClientContext again;
+  auto reader = stub_->WatchEvents(&again, v1::WatchEventsRequest());
+  EXPECT_TRUE(reader->Read(&msg));
+  again.TryCancel();
+  ctxs[1]->TryCancel();
+  while (reader->Read(&msg)) {
+  }
+  reader->Finish();
+  while (readers[1]->Read(&msg)) {
+  }
+  readers[1]->Finish();
 }
 
 }  // namespace

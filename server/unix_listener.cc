@@ -56,7 +56,9 @@ absl::StatusOr<std::unique_ptr<UnixListener>> UnixListener::Create(const std::st
   const mode_t old_umask = umask(0777);
   const int bound = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
   umask(old_umask);
-  if (bound != 0 || listen(fd, 128) != 0) {
+  // A node's sidecars may all connect at once (a nonblocking connect to a full backlog
+  // fails with EAGAIN): take the kernel's maximum.
+  if (bound != 0 || listen(fd, SOMAXCONN) != 0) {
     absl::Status s = Errno("bind/listen", path);
     close(fd);
     return s;
@@ -105,17 +107,25 @@ void UnixListener::Loop(grpc::Server* server) {
       return;
     }
     if (fds[1].revents) return;
-    const int conn = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (conn < 0) continue;  // EAGAIN, or a client that left before we got to it
-    ucred cred{};
-    socklen_t len = sizeof cred;
-    if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-      close(conn);
-      continue;
+    // Everything that is waiting, not one per wake-up.
+    for (;;) {
+      const int conn = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (conn < 0) {
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        // Out of descriptors: the backlog stays readable, so wait rather than spin.
+        if (errno == EMFILE || errno == ENFILE) poll(nullptr, 0, 100);
+        break;  // EAGAIN: drained
+      }
+      ucred cred{};
+      socklen_t len = sizeof cred;
+      if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+        close(conn);
+        continue;
+      }
+      // Recorded before gRPC sees the fd, so no call on it can be served without it.
+      peers_->Set(conn, PeerTable::Credentials{cred.pid, cred.uid, cred.gid});
+      grpc::AddInsecureChannelFromFd(server, conn);
     }
-    // Recorded before gRPC sees the fd, so no call on it can be served without it.
-    peers_->Set(conn, PeerTable::Credentials{cred.pid, cred.uid, cred.gid});
-    grpc::AddInsecureChannelFromFd(server, conn);
   }
 }
 
