@@ -16,14 +16,18 @@ step() { printf '\n=== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 step "buf lint and buf breaking: the API"
 buf="$PWD/build/tools/node_modules/.bin/buf"
 (cd proto && "$buf" lint)
-# Every commit keeps the API its parent landed (FILE rules: no removed or renumbered
-# fields, messages, enum values, calls).
-if git rev-parse -q --verify HEAD~1 >/dev/null && git cat-file -e HEAD~1:proto/buf.yaml 2>/dev/null; then
-  (cd proto && "$buf" breaking --against "$(git rev-parse --show-toplevel)/.git#ref=HEAD~1,subdir=proto")
-  echo "buf breaking: compatible with $(git rev-parse --short HEAD~1)"
-else
-  echo "buf breaking: no landed API before this commit"
-fi
+# The API keeps what it has landed (FILE rules: no removed or renumbered fields,
+# messages, enum values, calls): checked against the parent commit and against the
+# commit that first landed umpath.v1.
+repo="$(git rev-parse --show-toplevel)"
+first="$(git log --diff-filter=A --format=%H -- proto/buf.yaml | tail -n 1)"
+for ref in HEAD~1 "$first"; do
+  if [ -n "$ref" ] && git rev-parse -q --verify "$ref" >/dev/null &&
+     git cat-file -e "$ref:proto/buf.yaml" 2>/dev/null && [ "$(git rev-parse "$ref")" != "$(git rev-parse HEAD)" ]; then
+    (cd proto && "$buf" breaking --against "$repo/.git#ref=$(git rev-parse "$ref"),subdir=proto")
+    echo "buf breaking: compatible with $(git rev-parse --short "$ref")"
+  fi
+done
 
 if [ "${UMPATH_SKIP_SANITIZERS:-0}" != 1 ]; then
   step "ASan + UBSan: build and test"
