@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Boots the lab node: QEMU 10 under TCG, an emulated IOMMU, CONTROLLERS NVMe controllers
+# of one subsystem (each behind its own root port, so QMP can hot-unplug it) sharing one
+# namespace with explicit identifiers, a QMP socket, and the guest's port 50051
+# forwarded to a loopback port (LAB.md).
+# Usage: boot.sh INITRAMFS CONTROLLERS LOG [HOSTPORT] [QMP_SOCKET]  (runs in the foreground)
+set -euo pipefail
+initramfs="$1"; controllers="$2"; log="$3"; hostport="${4:-0}"; qmp="${5:-}"
+cache="${UMPATH_LAB_CACHE:-$HOME/.cache/umpath-lab}"
+kernel="$(ls "$cache"/kernel/boot/vmlinuz-*)"
+work="$(dirname "$log")"
+ns="$work/ns0.img"
+[ -e "$ns" ] || truncate -s 256M "$ns"
+
+args=(
+  -machine q35,accel=tcg,kernel-irqchip=split -cpu max -smp 2 -m 2G
+  -device intel-iommu,intremap=on,caching-mode=on
+  -nographic -no-reboot -serial "file:$log" -monitor none
+  -kernel "$kernel" -initrd "$initramfs"
+  -append "console=ttyS0 intel_iommu=on nvme_core.multipath=N panic=-1 quiet"
+  -device nvme-subsys,id=s0,nqn=nqn.2026-01.io.umpath:lab
+)
+for i in $(seq 0 $((controllers - 1))); do
+  args+=(-device "pcie-root-port,id=rp$i,chassis=$((i + 1)),slot=$((i + 1))"
+         -device "nvme,id=c$i,serial=S0,subsys=s0,bus=rp$i")
+done
+args+=(-drive "file=$ns,if=none,id=d0,format=raw,cache=none,aio=threads"
+       -device "nvme-ns,drive=d0,nsid=1,shared=on,nguid=ab000000-0000-0000-0000-000000000001,eui64=0xab00000000000001,uuid=6a5e0d2c-6e1b-4c7e-9d1a-000000000001")
+if [ "$hostport" != 0 ]; then
+  args+=(-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$hostport-:50051" -device virtio-net-pci,netdev=n0)
+fi
+[ -n "$qmp" ] && args+=(-qmp "unix:$qmp,server=on,wait=off")
+exec qemu-system-x86_64 "${args[@]}"

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Builds the lab node's initramfs: busybox, the kernel modules the lab needs (decompressed
+# here, loaded in dependency order by /init), an /init, and any programs given with the
+# shared libraries ldd lists for them, at the same paths (LAB.md).
+# Usage: mkinitramfs.sh OUT.cpio.gz INIT_SCRIPT [PROGRAM...]
+set -euo pipefail
+out="$1"; init="$2"; shift 2
+cache="${UMPATH_LAB_CACHE:-$HOME/.cache/umpath-lab}"
+kdir="$cache/kernel"
+kver="$(ls "$kdir/lib/modules")"
+modules=(vfio_pci vfio_iommu_type1 virtio_net ublk_drv nvmet_tcp nvme_tcp)
+root="$(mktemp -d)"
+trap 'rm -rf "$root"' EXIT
+
+mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,run,mnt,lib/modules,lab}
+cp /bin/busybox "$root/bin/busybox"
+for m in "${modules[@]}"; do
+  modprobe --show-depends -d "$kdir" -S "$kver" "$m" | awk '$1 == "insmod" {print $2}'
+done | awk '!seen[$0]++' | while read -r ko; do
+  name="$(basename "$ko" .xz)"
+  case "$ko" in
+    *.xz) xz -dc "$ko" > "$root/lib/modules/$name" ;;
+    *) cp "$ko" "$root/lib/modules/$name" ;;
+  esac
+  echo "/lib/modules/$name" >> "$root/lib/modules/order"
+done
+for prog in "$@"; do
+  mkdir -p "$root$(dirname "$prog")"
+  cp "$prog" "$root$prog"
+  ldd "$prog" 2>/dev/null | awk '/=>/ {print $3} /^\t\/lib/ {print $1}' | while read -r lib; do
+    [ -n "$lib" ] && [ -e "$lib" ] || continue
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+  done
+done
+# The loader at its canonical path, whatever ldd printed.
+mkdir -p "$root/lib64"
+cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
+cp "$init" "$root/init"
+chmod +x "$root/init"
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out"
