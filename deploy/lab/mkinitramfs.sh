@@ -3,6 +3,7 @@
 # here, loaded in dependency order by /init), an /init, and any programs given with the
 # shared libraries ldd lists for them, at the same paths (LAB.md).
 # Usage: mkinitramfs.sh OUT.cpio.gz INIT_SCRIPT [PROGRAM...]
+# With UMPATH_LAB_AFTER=FILE, FILE becomes /lab/after (run by the init with the BDFs).
 set -euo pipefail
 out="$1"; init="$2"; shift 2
 cache="${UMPATH_LAB_CACHE:-$HOME/.cache/umpath-lab}"
@@ -37,5 +38,9 @@ done
 mkdir -p "$root/lib64"
 cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
 cp "$init" "$root/init"
+if [ -n "${UMPATH_LAB_AFTER:-}" ]; then
+  cp "$UMPATH_LAB_AFTER" "$root/lab/after"
+  chmod +x "$root/lab/after"
+fi
 chmod +x "$root/init"
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out"

@@ -1,0 +1,66 @@
+#pragma once
+
+// vfio-pci through the container/group API: the container owns the IOMMU mappings
+// (our own IOVA space, ordinary pinned memory), a device gives its BAR0 mapped.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "agent/vfio/iova_allocator.h"
+
+namespace umpath::vfio {
+
+// Threading: the control thread only (bring-up, DMA setup, teardown).
+class VfioContainer {
+ public:
+  // Opens /dev/vfio/vfio and checks the API version and the type1v2 IOMMU. The IOMMU is
+  // chosen when the first group joins (VFIO_SET_IOMMU needs a group).
+  static absl::StatusOr<std::unique_ptr<VfioContainer>> Open();
+  ~VfioContainer();
+
+  // Pins and maps `len` bytes at `host` (page aligned) for device reads and writes; the
+  // IOVA comes from our allocator.
+  absl::StatusOr<uint64_t> MapDma(void* host, uint64_t len);
+  absl::Status UnmapDma(uint64_t iova, uint64_t len);
+
+  int fd() const { return fd_; }
+  bool iommu_set() const { return iommu_set_; }
+  absl::Status SetIommu();  // after the first group joined
+
+ private:
+  VfioContainer(int fd, IovaAllocator iova) : fd_(fd), iova_(std::move(iova)) {}
+  const int fd_;
+  IovaAllocator iova_;
+  bool iommu_set_ = false;
+};
+
+class VfioDevice {
+ public:
+  // `bdf` like 0000:01:00.0, bound to vfio-pci. FAILED_PRECONDITION when it is not
+  // (naming the driver it has), or its group is not viable.
+  static absl::StatusOr<std::unique_ptr<VfioDevice>> Open(VfioContainer* container,
+                                                          const std::string& bdf);
+  ~VfioDevice();
+
+  uint32_t Read32(uint32_t offset) const;
+  uint64_t Read64(uint32_t offset) const;
+  void Write32(uint32_t offset, uint32_t value);
+  void Write64(uint32_t offset, uint64_t value);
+  volatile uint32_t* Register32(uint32_t offset) const;
+
+  const std::string& bdf() const { return bdf_; }
+  uint64_t bar0_size() const { return bar0_size_; }
+  int device_fd() const { return device_fd_; }
+
+ private:
+  VfioDevice() = default;
+  std::string bdf_;
+  int group_fd_ = -1;
+  int device_fd_ = -1;
+  volatile uint8_t* bar0_ = nullptr;
+  uint64_t bar0_size_ = 0;
+};
+
+}  // namespace umpath::vfio
