@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "agent/core/multipath.h"
+#include "agent/vfio/controller.h"
 #include "agent/vfio/regs.h"
 #include "agent/vfio/vfio_device.h"
 
@@ -22,23 +24,59 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "umpath-vfio-probe: %s\n", container.status().ToString().c_str());
     return 1;
   }
-  std::vector<std::unique_ptr<VfioDevice>> devices;
+  std::vector<std::unique_ptr<VfioController>> devices;
   int failures = 0;
   for (int i = 1; i < argc; ++i) {
-    auto dev = VfioDevice::Open(container->get(), argv[i]);
-    if (!dev.ok()) {
-      std::printf("umpath-vfio-probe: %s: %s\n", argv[i], dev.status().ToString().c_str());
+    auto ctrl = VfioController::Open(container->get(), argv[i]);
+    if (!ctrl.ok()) {
+      std::printf("umpath-vfio-probe: %s: %s\n", argv[i], ctrl.status().ToString().c_str());
       ++failures;
       continue;
     }
-    const regs::Cap cap{(*dev)->Read64(regs::kCap)};
+    VfioDevice& dev = (*ctrl)->device();
+    const regs::Cap cap = (*ctrl)->cap();
     std::printf("umpath-vfio-probe: %s bar0=%llu cap=0x%016llx vs=0x%08x csts=0x%08x "
                 "mqes=%u to_ms=%u dstrd=%u mps=%u..%u\n",
-                argv[i], static_cast<unsigned long long>((*dev)->bar0_size()),
-                static_cast<unsigned long long>(cap.raw), (*dev)->Read32(regs::kVs),
-                (*dev)->Read32(regs::kCsts), cap.mqes(), cap.timeout_ms(), cap.doorbell_stride(),
+                argv[i], static_cast<unsigned long long>(dev.bar0_size()),
+                static_cast<unsigned long long>(cap.raw), dev.Read32(regs::kVs),
+                dev.Read32(regs::kCsts), cap.mqes(), cap.timeout_ms(), cap.doorbell_stride(),
                 cap.mps_min(), cap.mps_max());
-    devices.push_back(std::move(*dev));
+    // Bring-up and identity: what grouping paths into heads stands on.
+    absl::Status enabled = (*ctrl)->Enable();
+    auto id = enabled.ok() ? (*ctrl)->IdentifyController()
+                           : absl::StatusOr<umpath::nvme::ControllerIdentity>(enabled);
+    auto nsids = id.ok() ? (*ctrl)->ActiveNamespaces()
+                         : absl::StatusOr<std::vector<uint32_t>>(id.status());
+    if (!nsids.ok()) {
+      std::printf("umpath-vfio-probe: %s: bring-up: %s\n", argv[i], nsids.status().ToString().c_str());
+      ++failures;
+      devices.push_back(std::move(*ctrl));  // its group stays in the container
+      continue;
+    }
+    std::printf("umpath-vfio-probe: %s enabled cntlid=%u serial=%s model=\"%s\" subnqn=%s "
+                "nn=%u cmic=0x%x mdts=%u namespaces=%zu\n",
+                argv[i], id->cntlid, id->serial.c_str(), id->model.c_str(),
+                id->subsys_nqn.c_str(), id->nn, id->cmic, id->mdts, nsids->size());
+    for (uint32_t nsid : *nsids) {
+      auto ns = (*ctrl)->IdentifyNamespace(nsid);
+      auto ids = (*ctrl)->NamespaceIdDescriptors(nsid);
+      if (!ns.ok() || !ids.ok()) {
+        std::printf("umpath-vfio-probe: %s nsid %u: %s\n", argv[i], nsid,
+                    (ns.ok() ? ids.status() : ns.status()).ToString().c_str());
+        ++failures;
+        continue;
+      }
+      std::printf("umpath-vfio-probe: %s nsid %u blocks=%llu block_size=%u shared=%d ids=%s "
+                  "head=%s\n",
+                  argv[i], nsid, static_cast<unsigned long long>(ns->size_blocks),
+                  ns->block_size, ns->shared, ids->ToString().c_str(),
+                  umpath::HeadNameFor(id->subsys_nqn, nsid, *ids).c_str());
+    }
+    if (absl::Status s = (*ctrl)->Disable(); !s.ok()) {
+      std::printf("umpath-vfio-probe: %s: disable: %s\n", argv[i], s.ToString().c_str());
+      ++failures;
+    }
+    devices.push_back(std::move(*ctrl));
   }
   // Ordinary anonymous memory, pinned and mapped: no hugepages.
   const size_t len = 64 * 4096;

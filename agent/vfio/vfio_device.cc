@@ -116,6 +116,8 @@ absl::StatusOr<std::unique_ptr<VfioDevice>> VfioDevice::Open(VfioContainer* cont
   }
   int cfd = container->fd();
   if (ioctl(d->group_fd_, VFIO_GROUP_SET_CONTAINER, &cfd) != 0) return Errno("VFIO_GROUP_SET_CONTAINER");
+  d->container_ = container;
+  container->GroupJoined();
   if (absl::Status s = container->SetIommu(); !s.ok()) return s;
   d->device_fd_ = ioctl(d->group_fd_, VFIO_GROUP_GET_DEVICE_FD, bdf.c_str());
   if (d->device_fd_ < 0) return Errno("VFIO_GROUP_GET_DEVICE_FD");
@@ -130,6 +132,23 @@ absl::StatusOr<std::unique_ptr<VfioDevice>> VfioDevice::Open(VfioContainer* cont
     return absl::FailedPreconditionError(
         absl::StrCat("BAR0 of ", bdf, " is not mmap-able or too small (", region.size, " B)"));
   }
+  // vfio-pci enables the device but leaves bus mastering to its user: without it the
+  // controller cannot fetch a single command.
+  vfio_region_info config{};
+  config.argsz = sizeof config;
+  config.index = VFIO_PCI_CONFIG_REGION_INDEX;
+  if (ioctl(d->device_fd_, VFIO_DEVICE_GET_REGION_INFO, &config) != 0) {
+    return Errno("VFIO_DEVICE_GET_REGION_INFO config");
+  }
+  uint16_t command = 0;
+  const off_t command_at = static_cast<off_t>(config.offset) + 0x04;  // PCI_COMMAND
+  if (pread(d->device_fd_, &command, sizeof command, command_at) != sizeof command) {
+    return Errno("read PCI_COMMAND");
+  }
+  command |= 0x0002 | 0x0004;  // memory space, bus master
+  if (pwrite(d->device_fd_, &command, sizeof command, command_at) != sizeof command) {
+    return Errno("write PCI_COMMAND");
+  }
   void* bar = mmap(nullptr, region.size, PROT_READ | PROT_WRITE, MAP_SHARED, d->device_fd_,
                    static_cast<off_t>(region.offset));
   if (bar == MAP_FAILED) return Errno("mmap BAR0");
@@ -142,6 +161,12 @@ VfioDevice::~VfioDevice() {
   if (bar0_) munmap(const_cast<uint8_t*>(bar0_), bar0_size_);
   if (device_fd_ >= 0) close(device_fd_);
   if (group_fd_ >= 0) close(group_fd_);
+  if (container_) container_->GroupLeft();
+}
+
+void VfioContainer::GroupLeft() {
+  // The kernel drops the container's IOMMU, and every mapping, with its last group.
+  if (--groups_ == 0) iommu_set_ = false;
 }
 
 volatile uint32_t* VfioDevice::Register32(uint32_t offset) const {

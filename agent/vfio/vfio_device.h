@@ -28,12 +28,15 @@ class VfioContainer {
   int fd() const { return fd_; }
   bool iommu_set() const { return iommu_set_; }
   absl::Status SetIommu();  // after the first group joined
+  void GroupJoined() { ++groups_; }
+  void GroupLeft();
 
  private:
   VfioContainer(int fd, IovaAllocator iova) : fd_(fd), iova_(std::move(iova)) {}
   const int fd_;
   IovaAllocator iova_;
   bool iommu_set_ = false;
+  int groups_ = 0;
 };
 
 class VfioDevice {
@@ -57,6 +60,7 @@ class VfioDevice {
  private:
   VfioDevice() = default;
   std::string bdf_;
+  VfioContainer* container_ = nullptr;
   int group_fd_ = -1;
   int device_fd_ = -1;
   volatile uint8_t* bar0_ = nullptr;
