@@ -279,28 +279,23 @@ ControlService::Unary* ControlService::DetachController(Ctx* ctx,
   return Done(ctx, s);
 }
 
+absl::Status ControlService::NoExportFrontend(Ctx* ctx, const std::string& name,
+                                              absl::string_view verb) const {
+  RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin));
+  ASSIGN_OR_RETURN(std::string head, ParseHeadName(name));
+  RETURN_IF_ERROR(mp_->GetHead(head).status());
+  return absl::FailedPreconditionError(
+      absl::StrCat(verb, " a head needs the ublk frontend, and this agent has none"));
+}
+
 ControlService::Unary* ControlService::ExportHead(Ctx* ctx, const v1::ExportHeadRequest* req,
                                                   v1::ExportHeadResponse*) {
-  absl::Status s = [&]() -> absl::Status {
-    RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin));
-    ASSIGN_OR_RETURN(std::string head, ParseHeadName(req->name()));
-    RETURN_IF_ERROR(mp_->GetHead(head).status());
-    return absl::FailedPreconditionError(
-        "exporting a head needs the ublk frontend, and this agent has none");
-  }();
-  return Done(ctx, s);
+  return Done(ctx, NoExportFrontend(ctx, req->name(), "exporting"));
 }
 
 ControlService::Unary* ControlService::UnexportHead(Ctx* ctx, const v1::UnexportHeadRequest* req,
                                                     v1::UnexportHeadResponse*) {
-  absl::Status s = [&]() -> absl::Status {
-    RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin));
-    ASSIGN_OR_RETURN(std::string head, ParseHeadName(req->name()));
-    RETURN_IF_ERROR(mp_->GetHead(head).status());
-    return absl::FailedPreconditionError(
-        "unexporting a head needs the ublk frontend, and this agent has none");
-  }();
-  return Done(ctx, s);
+  return Done(ctx, NoExportFrontend(ctx, req->name(), "unexporting"));
 }
 
 grpc::ServerWriteReactor<v1::WatchEventsResponse>* ControlService::WatchEvents(

@@ -73,6 +73,9 @@ class ControlService final : public v1::MultipathControl::CallbackService {
   // OK if the caller holds `need`; PERMISSION_DENIED / UNAUTHENTICATED otherwise.
   absl::Status Authorize(Ctx* ctx, Role need, Caller* caller = nullptr) const;
   absl::Status HeadOut(const std::string& head, v1::Head* out) const;
+  // Export and unexport until the ublk frontend lands (issue 6): the checks, then
+  // FAILED_PRECONDITION naming what is missing.
+  absl::Status NoExportFrontend(Ctx* ctx, const std::string& name, absl::string_view verb) const;
   void Persist(const std::string& head);
 
   Multipath* const mp_;
