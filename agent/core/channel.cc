@@ -117,23 +117,6 @@ void Channel::NoPath(IoRequest* req) {
 
 void Channel::OnCompletion(IoRequest* req, nvme::Status status) {
   auto* epoch = static_cast<Epoch*>(req->epoch);
-  if (ABSL_PREDICT_TRUE(status.ok())) {
-    // The common case, kept short: account, release, complete.
-    PathWorkerCounters* counters = epoch->slots[req->slot].counters;
-    --epoch->in_flight;
-    --in_flight_;
-    if (req->counted_in_flight) {
-      epoch->slots[req->slot].path->DecrementInFlight();
-      req->counted_in_flight = false;
-    }
-    PathWorkerCounters::Add(counters->in_flight, -1);
-    PathWorkerCounters::Add(counters->completed, 1);
-    PathWorkerCounters::Add(counters->bytes, req->data_len);
-    req->last_status = status;
-    if (epoch != current_.get()) ReleaseEpochIfDone(epoch);
-    Finish(req, IoResult{IoError::kNone, status});
-    return;
-  }
   const int slot_index = req->slot;
   const Slot slot = epoch->slots[slot_index];
   req->epoch = nullptr;
@@ -147,10 +130,10 @@ void Channel::OnCompletion(IoRequest* req, nvme::Status status) {
   req->last_status = status;
 
   const nvme::Disposition d = nvme::Decide(status, req->retries >= kMaxRetries);
-  if (d == nvme::Disposition::kComplete) {
+  if (ABSL_PREDICT_TRUE(d == nvme::Disposition::kComplete)) {
     PathWorkerCounters::Add(slot.counters->completed, 1);
     PathWorkerCounters::Add(slot.counters->bytes, req->data_len);
-    ReleaseEpochIfDone(epoch);
+    if (epoch != current_.get()) ReleaseEpochIfDone(epoch);  // the common case skips the call
     Finish(req, IoResult{IoError::kNone, status});
     return;
   }
