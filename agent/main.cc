@@ -1,8 +1,12 @@
 // umpathd: the node agent. Flags, or a config file of flags (--flagfile=/etc/umpath/umpathd.flags).
 //
-// This wires the multipath core, its workers and the control server. The device
-// backends (vfio: issue 4, kernel/libnvme: issue 7) and the ublk export (issue 6) plug
-// in here as they land; until then the agent serves an empty topology.
+// This wires the multipath core, its workers, the vfio backend (NVMe functions bound to
+// vfio-pci) and the control server. The kernel/libnvme backend (issue 7) and the ublk
+// export (issue 6) plug in here as they land.
+//
+// With --workload the agent also runs a workload on a head through the whole multipath
+// path (SPDK's bdevperf: `umpathd --workload=verify ...`), prints its figures, and exits
+// (or keeps serving with --workload_then=serve); the control API serves throughout.
 #include <grp.h>
 #include <signal.h>
 #include <unistd.h>
@@ -19,6 +23,8 @@
 #include "agent/core/multipath.h"
 #include "agent/core/types.h"
 #include "agent/core/worker.h"
+#include "agent/perf/workload.h"
+#include "agent/vfio/vfio_manager.h"
 #include "server/control_server.h"
 #include "server/settings_store.h"
 
@@ -46,6 +52,20 @@ ABSL_FLAG(std::vector<std::string>, viewer_names, {}, "certificate SANs or CNs w
 ABSL_FLAG(std::string, health_address, "", "optional plaintext health-only listener, e.g. 0.0.0.0:7444");
 ABSL_FLAG(std::string, state_file, "/var/lib/umpath/heads",
           "per-head settings made through the API, kept across restarts");
+
+ABSL_FLAG(std::vector<std::string>, vfio_devices, {},
+          "NVMe functions to drive through vfio-pci: PCI addresses, or \"all\" for every NVMe "
+          "function bound to vfio-pci (every NVMe function with --bind_vfio)");
+ABSL_FLAG(bool, bind_vfio, false, "bind the --vfio_devices to vfio-pci first");
+ABSL_FLAG(int, queue_depth, 256, "entries per vfio I/O queue, 2..4096");
+ABSL_FLAG(int, io_timeout_ms, 30000, "I/O command timeout; a controller past it is reset");
+ABSL_FLAG(std::string, workload, "",
+          "run a workload on a head: read, write, randread, randwrite or verify");
+ABSL_FLAG(int, workload_bs, 4096, "workload block size, bytes");
+ABSL_FLAG(int, workload_qd, 32, "workload queue depth per worker");
+ABSL_FLAG(double, workload_secs, 10, "workload run time");
+ABSL_FLAG(std::string, workload_head, "", "the head to run on (default: the first one)");
+ABSL_FLAG(std::string, workload_then, "exit", "after the workload: exit or serve");
 
 namespace {
 
@@ -176,7 +196,30 @@ int main(int argc, char** argv) {
     return 1;
   }
   (*mp)->Start();
-  for (auto& w : workers) w->Start();
+
+  // A workload drives the workers itself until it ends; otherwise they run now.
+  const std::string workload = absl::GetFlag(FLAGS_workload);
+  perf::WorkloadOptions wl;
+  if (!workload.empty()) {
+    absl::StatusOr<perf::Pattern> pattern = perf::ParsePattern(workload);
+    const std::string then = absl::GetFlag(FLAGS_workload_then);
+    if (!pattern.ok() || (then != "exit" && then != "serve") || absl::GetFlag(FLAGS_workload_bs) <= 0 ||
+        absl::GetFlag(FLAGS_workload_qd) <= 0) {
+      std::fprintf(stderr, "umpathd: %s\n",
+                   pattern.ok() ? "--workload_then must be exit or serve; --workload_bs and "
+                                  "--workload_qd positive"
+                                : std::string(pattern.status().message()).c_str());
+      return 2;
+    }
+    wl.pattern = *pattern;
+    wl.block_size = static_cast<uint32_t>(absl::GetFlag(FLAGS_workload_bs));
+    wl.queue_depth = static_cast<uint32_t>(absl::GetFlag(FLAGS_workload_qd));
+    wl.seconds = absl::GetFlag(FLAGS_workload_secs);
+    wl.head = absl::GetFlag(FLAGS_workload_head);
+  } else {
+    for (auto& w : workers) w->Start();
+  }
+
 
   // One structured line per event.
   auto log_sub = (*mp)->journal().Subscribe((*mp)->journal().current_revision(), 1 << 16, nullptr);
@@ -195,11 +238,49 @@ int main(int argc, char** argv) {
     }
   });
 
+  auto bail = [&](int rc) {
+    (*mp)->Shutdown();
+    logger.join();
+    for (auto& w : workers) w->Stop();
+    return rc;
+  };
+  std::unique_ptr<vfio::VfioManager> vfio_manager;
+  if (const std::vector<std::string> devs = absl::GetFlag(FLAGS_vfio_devices); !devs.empty()) {
+    vfio::VfioManagerOptions vo;
+    vo.devices = devs;
+    vo.bind = absl::GetFlag(FLAGS_bind_vfio);
+    const int qd = absl::GetFlag(FLAGS_queue_depth);
+    const int timeout = absl::GetFlag(FLAGS_io_timeout_ms);
+    if (qd < 2 || qd > 4096 || timeout < 100) {
+      std::fprintf(stderr, "umpathd: --queue_depth must be 2..4096, --io_timeout_ms at least 100\n");
+      return bail(2);
+    }
+    vo.queue_depth = static_cast<uint16_t>(qd);
+    vo.io_timeout_ms = timeout;
+    std::vector<Worker*> raw;
+    for (auto& w : workers) raw.push_back(w.get());
+    absl::StatusOr<std::unique_ptr<vfio::VfioManager>> vm =
+        vfio::VfioManager::Create(mp->get(), raw, vo);
+    if (!vm.ok()) {
+      std::fprintf(stderr, "umpathd: vfio: %s\n", std::string(vm.status().message()).c_str());
+      return bail(1);
+    }
+    vfio_manager = std::move(*vm);
+    int attached = 0;
+    for (const auto& [bdf, st] : vfio_manager->AttachConfigured()) {
+      if (st.ok()) ++attached;
+    }
+    std::fprintf(stderr, "umpathd: vfio: %d controller(s) attached\n", attached);
+    vfio_manager->Start();
+    so.service.backends.push_back("vfio");
+  }
+
   absl::StatusOr<std::unique_ptr<server::ControlServer>> srv =
       server::ControlServer::Create(mp->get(), so, store->get());
   if (!srv.ok()) {
     std::fprintf(stderr, "umpathd: control server: %s\n",
                  std::string(srv.status().message()).c_str());
+    if (vfio_manager) vfio_manager->Stop();
     (*mp)->Shutdown();
     logger.join();
     for (auto& w : workers) w->Stop();
@@ -208,12 +289,51 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "umpathd: serving umpath.v1.MultipathControl on unix:%s (node %s)\n",
                so.socket_path.c_str(), so.service.node.c_str());
 
-  int sig = 0;
-  sigwait(&sigs, &sig);
-  std::fprintf(stderr, "umpathd: signal %d, shutting down\n", sig);
+  int rc = 0;
+  bool serve = true;
+  if (!workload.empty()) {
+    std::vector<Worker*> raw;
+    for (auto& w : workers) raw.push_back(w.get());
+    vfio::VfioManager* vm = vfio_manager.get();
+    perf::IoMemoryAllocator alloc = [vm](uint64_t bytes) -> absl::StatusOr<perf::IoMemory> {
+      if (vm == nullptr) return absl::FailedPreconditionError("no backend for I/O memory");
+      absl::StatusOr<std::unique_ptr<vfio::DmaBuffer>> b = vm->AllocateIoBuffer(bytes);
+      if (!b.ok()) return b.status();
+      std::shared_ptr<vfio::DmaBuffer> owner = std::move(*b);
+      return perf::IoMemory{owner->host(), owner};
+    };
+    std::printf("umpathd-workload: start %s bs=%u qd=%u secs=%.1f workers=%d\n", workload.c_str(),
+                wl.block_size, wl.queue_depth, wl.seconds, nworkers);
+    std::fflush(stdout);
+    absl::StatusOr<perf::WorkloadResult> r = perf::RunWorkload(mp->get(), raw, alloc, wl);
+    for (auto& w : workers) w->Start();
+    if (!r.ok()) {
+      std::printf("umpathd-workload: failed: %s\n", r.status().ToString().c_str());
+      rc = 1;
+    } else {
+      std::printf("umpathd-workload: result %s\n", r->ToString().c_str());
+      for (const perf::PathResult& p : r->paths) {
+        std::printf("umpathd-workload: path %s completed=%llu bytes=%llu errors=%llu failovers=%llu\n",
+                    p.name.c_str(), static_cast<unsigned long long>(p.completed),
+                    static_cast<unsigned long long>(p.bytes),
+                    static_cast<unsigned long long>(p.errors),
+                    static_cast<unsigned long long>(p.failovers));
+      }
+      if (r->errors > 0 || r->mismatches > 0) rc = 3;
+    }
+    std::fflush(stdout);
+    serve = absl::GetFlag(FLAGS_workload_then) == "serve";
+  }
+  if (serve) {
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    std::fprintf(stderr, "umpathd: signal %d, shutting down\n", sig);
+  }
   (*srv)->Shutdown();
+  // The backend lets go of its controllers while the workers still run.
+  if (vfio_manager) vfio_manager->Stop();
   (*mp)->Shutdown();
   logger.join();
   for (auto& w : workers) w->Stop();
-  return 0;
+  return rc;
 }

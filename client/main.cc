@@ -1,5 +1,7 @@
 // umpathctl: the command line for umpathd's control API. `umpathctl help` lists commands.
+#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -9,6 +11,12 @@
 #include "grpcpp/grpcpp.h"
 
 ABSL_FLAG(std::string, socket, "/run/umpath/umpathd.sock", "umpathd's Unix socket");
+ABSL_FLAG(std::string, address, "",
+          "host:port of umpathd's mTLS listener instead of the socket (with the --tls_* files)");
+ABSL_FLAG(std::string, tls_cert_file, "", "this client's certificate (PEM), for --address");
+ABSL_FLAG(std::string, tls_key_file, "", "its private key (PEM)");
+ABSL_FLAG(std::string, tls_ca_file, "", "the CA (PEM) the server's certificate chains to");
+ABSL_FLAG(std::string, tls_server_name, "", "the name to expect in the server's certificate");
 ABSL_FLAG(std::string, o, "table", "output: table or json (protobuf's JSON mapping)");
 
 int main(int argc, char** argv) {
@@ -22,8 +30,32 @@ int main(int argc, char** argv) {
   }
   options.json = format == "json";
   // Watch streams get a channel of their own (see ctl.h); one command, one channel.
-  auto channel = grpc::CreateChannel("unix:" + absl::GetFlag(FLAGS_socket),
-                                     grpc::InsecureChannelCredentials());
+  std::shared_ptr<grpc::Channel> channel;
+  if (const std::string address = absl::GetFlag(FLAGS_address); !address.empty()) {
+    auto slurp = [](const std::string& path, std::string* out) {
+      std::ifstream in(path);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      *out = ss.str();
+      return in.good() || !out->empty();
+    };
+    grpc::SslCredentialsOptions tls;
+    if (!slurp(absl::GetFlag(FLAGS_tls_cert_file), &tls.pem_cert_chain) ||
+        !slurp(absl::GetFlag(FLAGS_tls_key_file), &tls.pem_private_key) ||
+        !slurp(absl::GetFlag(FLAGS_tls_ca_file), &tls.pem_root_certs)) {
+      std::cerr << "umpathctl: --address needs readable --tls_cert_file, --tls_key_file and "
+                   "--tls_ca_file\n";
+      return 2;
+    }
+    grpc::ChannelArguments args;
+    if (!absl::GetFlag(FLAGS_tls_server_name).empty()) {
+      args.SetSslTargetNameOverride(absl::GetFlag(FLAGS_tls_server_name));
+    }
+    channel = grpc::CreateCustomChannel(address, grpc::SslCredentials(tls), args);
+  } else {
+    channel = grpc::CreateChannel("unix:" + absl::GetFlag(FLAGS_socket),
+                                  grpc::InsecureChannelCredentials());
+  }
   auto stub = umpath::v1::MultipathControl::NewStub(channel);
   return umpath::client::RunCommand(stub.get(), args, options, std::cout, std::cerr);
 }

@@ -65,6 +65,7 @@ void Channel::SubmitTo(IoRequest* req, int slot_index) {
   }
   req->epoch = epoch;
   req->slot = static_cast<uint16_t>(slot_index);
+  req->nsid = slot.nsid;
   switch (slot.qp->qp->Submit(req)) {
     case SubmitResult::kOk:
       ++epoch->in_flight;
@@ -246,7 +247,7 @@ void Channel::Adopt(std::shared_ptr<const HeadSnapshot> snapshot) {
   for (const PathRecordShared& p : snapshot->paths) {
     WorkerQueuePair* qp = worker_->FindQueuePair(p.controller->id);
     if (!qp) continue;  // not registered on this worker: not a path here
-    epoch->slots.push_back(Slot{p.state.get(), p.controller.get(), &p.counters[w], qp});
+    epoch->slots.push_back(Slot{p.state.get(), p.controller.get(), &p.counters[w], qp, p.nsid});
     epoch->candidates.push_back(
         PathCandidate{p.state.get(), worker_->Distance(p.numa_node), &qp->gone});
   }

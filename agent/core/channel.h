@@ -61,6 +61,7 @@ class Channel {
     ControllerShared* controller;
     PathWorkerCounters* counters;
     WorkerQueuePair* qp;
+    uint32_t nsid;
   };
   // The path table of one snapshot. Requests point at the epoch they were issued in, so
   // an epoch outlives a topology change until its last request completes.

@@ -50,6 +50,7 @@ struct IoRequest {
   int64_t not_before = 0;            // monotonic ns; retry after the controller's CRD
   nvme::Status last_status;
   const void* retry_path = nullptr;  // the path a delayed retry goes back to
+  uint32_t nsid = 0;                 // the namespace on the chosen path's controller
   uint64_t backend_tag = 0;          // free for the queue pair (command id, etc.)
 };
 

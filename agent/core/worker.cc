@@ -13,6 +13,8 @@ namespace umpath {
 namespace {
 // Loop iterations with nothing to do before an idle worker goes to sleep.
 constexpr int kIdleSpins = 64;
+// With commands outstanding an idle worker still wakes this often (queue pair deadlines).
+constexpr int64_t kOutstandingTickNs = 1'000'000'000;
 constexpr uint32_t kPollBatch = 64;
 }  // namespace
 
@@ -227,6 +229,12 @@ void Worker::Loop() {
     for (auto& [uid, ch] : channels_) {
       const int64_t t = ch->NextRetryAt();
       if (t != 0 && (next == 0 || t < next)) next = t;
+    }
+    // Commands outstanding: wake now and then even without a completion, so a queue
+    // pair can notice a command past its deadline (a controller that stopped answering).
+    if (outstanding() > 0) {
+      const int64_t tick = Now() + kOutstandingTickNs;
+      if (next == 0 || tick < next) next = tick;
     }
     Sleep(next);
   }

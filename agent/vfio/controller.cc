@@ -1,6 +1,9 @@
 #include "agent/vfio/controller.h"
 
+#include <linux/vfio.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstring>
@@ -16,6 +19,10 @@ namespace umpath::vfio {
 namespace {
 
 constexpr uint32_t kPage = 4096;
+// Admin command identifiers: synchronous commands count up below this; Asynchronous
+// Event Requests use the ones above it, so their completions are recognised anywhere.
+constexpr uint16_t kAerCidBase = 0xf000;
+constexpr int kAdminTimeoutMs = 5000;
 
 absl::Status DeviceGone(const std::string& bdf) {
   return absl::UnavailableError(absl::StrCat(bdf, " reads all ones: the device is gone"));
@@ -37,6 +44,7 @@ absl::StatusOr<std::unique_ptr<DmaBuffer>> DmaBuffer::Create(VfioContainer* c, u
 }
 
 DmaBuffer::~DmaBuffer() {
+  if (registry_) registry_->Remove(host_);
   (void)container_->UnmapDma(iova_, len_);
   munmap(host_, len_);
 }
@@ -87,6 +95,10 @@ absl::Status VfioController::Disable() {
 
 absl::Status VfioController::Enable() {
   if (absl::Status s = Disable(); !s.ok()) return s;
+  // A disabled controller has dropped every queue and every posted event request.
+  aers_outstanding_ = 0;
+  aers_to_repost_ = 0;
+  next_cid_ = 0;
   const uint32_t stride = cap_.doorbell_stride();
   for (auto* buf : {&asq_, &acq_}) {
     absl::StatusOr<std::unique_ptr<DmaBuffer>> b = DmaBuffer::Create(container_, kPage);
@@ -112,7 +124,8 @@ absl::Status VfioController::Enable() {
 absl::StatusOr<nvme::CompletionEntry> VfioController::AdminCommand(nvme::SubmissionEntry sqe,
                                                                    int timeout_ms) {
   if (!sq_) return absl::FailedPreconditionError("the controller is not enabled");
-  sqe.cid = next_cid_++;
+  sqe.cid = next_cid_;
+  next_cid_ = static_cast<uint16_t>((next_cid_ + 1) % kAerCidBase);
   if (!sq_->Push(sqe)) return absl::ResourceExhaustedError("admin queue full");
   sq_->Ring();
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
@@ -122,7 +135,10 @@ absl::StatusOr<nvme::CompletionEntry> VfioController::AdminCommand(nvme::Submiss
       cq_->Pop();
       cq_->Ring();
       sq_->SetHead(cqe.sq_head);
-      if (cqe.cid != sqe.cid) continue;  // a stale completion: not ours
+      if (cqe.cid != sqe.cid) {  // an AER, or a stale completion: not this command
+        OnStrayAdminCompletion(cqe);
+        continue;
+      }
       const nvme::Status s = nvme::Status::FromCqe(cqe);
       if (!s.ok()) {
         return absl::InternalError(absl::StrFormat("admin opcode 0x%02x failed: %s", sqe.opcode,
@@ -136,6 +152,242 @@ absl::StatusOr<nvme::CompletionEntry> VfioController::AdminCommand(nvme::Submiss
           "admin opcode 0x%02x got no completion within %d ms", sqe.opcode, timeout_ms));
     }
     std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+}
+
+VfioController::~VfioController() {
+  if (device_) {
+    if (!vector_fds_.empty()) (void)device_->DisableIrqs(VFIO_PCI_MSIX_IRQ_INDEX);
+    if (release_fd_ >= 0) (void)device_->DisableIrqs(VFIO_PCI_REQ_IRQ_INDEX);
+  }
+  for (int fd : vector_fds_) {
+    if (fd >= 0) close(fd);
+  }
+  if (release_fd_ >= 0) close(release_fd_);
+}
+
+void VfioController::OnStrayAdminCompletion(const nvme::CompletionEntry& cqe) {
+  if (cqe.cid < kAerCidBase) return;  // a command we gave up on: nothing waits for it
+  --aers_outstanding_;
+  const nvme::Status s = nvme::Status::FromCqe(cqe);
+  if (!s.ok()) {
+    // Aborted by a reset (SQ deletion) or refused (AER limit exceeded): not an event,
+    // and not re-posted.
+    return;
+  }
+  ++aers_to_repost_;
+  AsyncEvent e;
+  e.type = static_cast<uint8_t>(cqe.dw0 & 0x7);
+  e.info = static_cast<uint8_t>((cqe.dw0 >> 8) & 0xff);
+  e.log_page = static_cast<uint8_t>((cqe.dw0 >> 16) & 0xff);
+  events_.push_back(e);
+}
+
+std::vector<AsyncEvent> VfioController::TakeAsyncEvents() {
+  if (sq_) {
+    nvme::CompletionEntry cqe;
+    while (cq_->Peek(&cqe)) {
+      cq_->Pop();
+      sq_->SetHead(cqe.sq_head);
+      OnStrayAdminCompletion(cqe);
+    }
+    cq_->Ring();
+  }
+  if (aers_to_repost_ > 0) {
+    const int n = aers_to_repost_;
+    aers_to_repost_ = 0;
+    (void)PostAsyncEventRequests(n);
+  }
+  std::vector<AsyncEvent> out;
+  out.swap(events_);
+  return out;
+}
+
+absl::Status VfioController::PostAsyncEventRequests(int count) {
+  if (!sq_) return absl::FailedPreconditionError("the controller is not enabled");
+  for (int i = 0; i < count; ++i) {
+    nvme::SubmissionEntry sqe;
+    sqe.opcode = static_cast<uint8_t>(nvme::AdminOpcode::kAsyncEventRequest);
+    sqe.cid = static_cast<uint16_t>(kAerCidBase + (aer_seq_++ % 0x0fff));
+    if (!sq_->Push(sqe)) return absl::ResourceExhaustedError("admin queue full");
+    ++aers_outstanding_;
+  }
+  sq_->Ring();
+  return absl::OkStatus();
+}
+
+absl::Status VfioController::ConfigureAsyncEvents(bool ana_change) {
+  nvme::SubmissionEntry sqe;
+  sqe.opcode = static_cast<uint8_t>(nvme::AdminOpcode::kSetFeatures);
+  sqe.cdw10 = 0x0b;  // Asynchronous Event Configuration
+  // Namespace attribute notices (bit 8); ANA change notices (bit 11) where supported.
+  sqe.cdw11 = (1u << 8) | (ana_change ? 1u << 11 : 0);
+  absl::StatusOr<nvme::CompletionEntry> done = AdminCommand(sqe, kAdminTimeoutMs);
+  return done.ok() ? absl::OkStatus() : done.status();
+}
+
+absl::StatusOr<std::vector<uint8_t>> VfioController::GetLogPage(uint8_t lid, uint32_t len,
+                                                                bool rae) {
+  if (len == 0 || len > 2 * kPage || len % 4 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("log length ", len, " (4..8192, dwords)"));
+  }
+  if (!log_) {
+    absl::StatusOr<std::unique_ptr<DmaBuffer>> b = DmaBuffer::Create(container_, 2 * kPage);
+    if (!b.ok()) return b.status();
+    log_ = std::move(*b);
+  }
+  std::memset(log_->host(), 0, 2 * kPage);
+  nvme::SubmissionEntry sqe;
+  sqe.opcode = static_cast<uint8_t>(nvme::AdminOpcode::kGetLogPage);
+  sqe.nsid = 0xffffffff;
+  sqe.prp1 = log_->iova();
+  sqe.prp2 = len > kPage ? log_->iova() + kPage : 0;
+  const uint32_t numd = len / 4 - 1;
+  sqe.cdw10 = lid | (rae ? 1u << 15 : 0) | (numd & 0xffff) << 16;
+  sqe.cdw11 = numd >> 16;
+  absl::StatusOr<nvme::CompletionEntry> done = AdminCommand(sqe, kAdminTimeoutMs);
+  if (!done.ok()) return done.status();
+  const auto* p = static_cast<const uint8_t*>(log_->host());
+  return std::vector<uint8_t>(p, p + len);
+}
+
+absl::StatusOr<uint16_t> VfioController::SetNumberOfQueues(uint16_t wanted) {
+  if (wanted == 0) return absl::InvalidArgumentError("no I/O queues asked for");
+  nvme::SubmissionEntry sqe;
+  sqe.opcode = static_cast<uint8_t>(nvme::AdminOpcode::kSetFeatures);
+  sqe.cdw10 = 0x07;
+  sqe.cdw11 = (uint32_t{wanted} - 1) << 16 | (uint32_t{wanted} - 1);
+  absl::StatusOr<nvme::CompletionEntry> done = AdminCommand(sqe, kAdminTimeoutMs);
+  if (!done.ok()) return done.status();
+  const uint32_t nsq = (done->dw0 & 0xffff) + 1, ncq = (done->dw0 >> 16) + 1;
+  return static_cast<uint16_t>(std::min(nsq, ncq));
+}
+
+absl::Status VfioController::EnableInterrupts(uint16_t io_queues) {
+  if (!vector_fds_.empty()) return absl::OkStatus();  // kept across controller resets
+  const uint32_t available = device_->IrqCount(VFIO_PCI_MSIX_IRQ_INDEX);
+  if (available == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(bdf(), " offers no MSI-X vectors"));
+  }
+  const uint32_t n = std::min<uint32_t>(available, uint32_t{io_queues} + 1);
+  std::vector<int> fds;
+  for (uint32_t i = 0; i < n; ++i) {
+    const int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fd < 0) {
+      for (int f : fds) close(f);
+      return absl::ErrnoToStatus(errno, "eventfd");
+    }
+    fds.push_back(fd);
+  }
+  if (absl::Status s = device_->SetIrqEventfds(VFIO_PCI_MSIX_IRQ_INDEX, fds); !s.ok()) {
+    for (int f : fds) close(f);
+    return s;
+  }
+  vector_fds_ = std::move(fds);
+  return absl::OkStatus();
+}
+
+int VfioController::vector_fd(uint16_t vector) const {
+  return vector < vector_fds_.size() ? vector_fds_[vector] : -1;
+}
+
+absl::StatusOr<int> VfioController::EnableReleaseRequest() {
+  if (release_fd_ >= 0) return release_fd_;
+  if (device_->IrqCount(VFIO_PCI_REQ_IRQ_INDEX) == 0) {
+    return absl::UnimplementedError("the kernel offers no vfio release request for this device");
+  }
+  const int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (fd < 0) return absl::ErrnoToStatus(errno, "eventfd");
+  if (absl::Status s = device_->SetIrqEventfds(VFIO_PCI_REQ_IRQ_INDEX, {fd}); !s.ok()) {
+    close(fd);
+    return s;
+  }
+  release_fd_ = fd;
+  return fd;
+}
+
+absl::Status VfioController::CreateQueuesOnDevice(uint16_t qid, uint16_t depth, uint64_t sq_iova,
+                                                  uint64_t cq_iova, int vector) {
+  nvme::SubmissionEntry cq;
+  cq.opcode = static_cast<uint8_t>(nvme::AdminOpcode::kCreateIoCq);
+  cq.prp1 = cq_iova;
+  cq.cdw10 = (uint32_t{depth} - 1) << 16 | qid;
+  // Physically contiguous (PC); interrupts enabled (IEN) on `vector` when it has one.
+  cq.cdw11 = 1u | (vector >= 0 ? 2u | uint32_t(vector) << 16 : 0u);
+  absl::StatusOr<nvme::CompletionEntry> done = AdminCommand(cq, kAdminTimeoutMs);
+  if (!done.ok()) return done.status();
+  nvme::SubmissionEntry sq;
+  sq.opcode = static_cast<uint8_t>(nvme::AdminOpcode::kCreateIoSq);
+  sq.prp1 = sq_iova;
+  sq.cdw10 = (uint32_t{depth} - 1) << 16 | qid;
+  sq.cdw11 = 1u | uint32_t{qid} << 16;  // PC, completions to CQ `qid`
+  done = AdminCommand(sq, kAdminTimeoutMs);
+  return done.ok() ? absl::OkStatus() : done.status();
+}
+
+absl::StatusOr<VfioQueuePair*> VfioController::CreateIoQueue(IoQueueOptions options) {
+  if (!sq_) return absl::FailedPreconditionError("the controller is not enabled");
+  const uint16_t depth = static_cast<uint16_t>(std::min<uint32_t>(options.depth, cap_.mqes()));
+  if (depth < 2) return absl::InvalidArgumentError("queue depth below 2");
+  options.depth = depth;
+  options.page_size = kPage;
+  const uint64_t sq_bytes = (uint64_t{depth} * sizeof(nvme::SubmissionEntry) + kPage - 1) & ~uint64_t{kPage - 1};
+  const uint64_t cq_bytes = (uint64_t{depth} * sizeof(nvme::CompletionEntry) + kPage - 1) & ~uint64_t{kPage - 1};
+  options.list_pages_per_command = ListPagesPerCommand(options.max_transfer, kPage);
+  const uint64_t list_bytes = uint64_t{depth} * options.list_pages_per_command * kPage;
+  absl::StatusOr<std::unique_ptr<DmaBuffer>> mem =
+      DmaBuffer::Create(container_, sq_bytes + cq_bytes + list_bytes);
+  if (!mem.ok()) return mem.status();
+  auto q = std::make_unique<IoQueue>();
+  q->memory = std::move(*mem);
+  q->depth = depth;
+  q->vector = vector_fd(options.qid) >= 0 ? options.qid : -1;
+  options.wake_fd = vector_fd(options.qid);
+  auto* base = static_cast<uint8_t*>(q->memory->host());
+  q->sq_iova = q->memory->iova();
+  q->cq_iova = q->memory->iova() + sq_bytes;
+  const uint32_t stride = cap_.doorbell_stride();
+  IoQueueMemory m;
+  m.sq = reinterpret_cast<nvme::SubmissionEntry*>(base);
+  m.cq = reinterpret_cast<nvme::CompletionEntry*>(base + sq_bytes);
+  m.prp_lists = base + sq_bytes + cq_bytes;
+  m.prp_lists_iova = q->memory->iova() + sq_bytes + cq_bytes;
+  m.sq_doorbell = device_->Register32(regs::SqTailDoorbell(options.qid, stride));
+  m.cq_doorbell = device_->Register32(regs::CqHeadDoorbell(options.qid, stride));
+  if (absl::Status s = CreateQueuesOnDevice(options.qid, depth, q->sq_iova, q->cq_iova, q->vector);
+      !s.ok()) {
+    return s;
+  }
+  q->qp = std::make_unique<VfioQueuePair>(std::move(options), m);
+  VfioQueuePair* qp = q->qp.get();
+  io_queues_.push_back(std::move(q));
+  return qp;
+}
+
+absl::Status VfioController::RecreateIoQueues() {
+  for (auto& q : io_queues_) {
+    if (absl::Status s = CreateQueuesOnDevice(q->qp->qid(), q->depth, q->sq_iova, q->cq_iova,
+                                              q->vector);
+        !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status VfioController::ShutdownNotify(int timeout_ms) {
+  const uint32_t cc = device_->Read32(regs::kCc);
+  if (cc == regs::kCstsGone) return DeviceGone(device_->bdf());
+  device_->Write32(regs::kCc, (cc & ~(3u << 14)) | 1u << 14);  // SHN = normal
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    const uint32_t csts = device_->Read32(regs::kCsts);
+    if (csts == regs::kCstsGone) return DeviceGone(device_->bdf());
+    if (((csts >> 2) & 3) == 2) return absl::OkStatus();  // SHST: complete
+    if (std::chrono::steady_clock::now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(bdf(), ": shutdown did not complete"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 }
 

@@ -10,6 +10,8 @@
 
 #include "absl/status/statusor.h"
 #include "agent/nvme/identify.h"
+#include "agent/vfio/dma_registry.h"
+#include "agent/vfio/io_queue.h"
 #include "agent/vfio/queue.h"
 #include "agent/vfio/regs.h"
 #include "agent/vfio/vfio_device.h"
@@ -24,17 +26,29 @@ class DmaBuffer {
   void* host() const { return host_; }
   uint64_t iova() const { return iova_; }
   uint64_t size() const { return len_; }
+  // Registered for I/O: removed from `registry` on destruction.
+  void set_registry(DmaRegistry* registry) { registry_ = registry; }
 
  private:
   DmaBuffer(VfioContainer* c, void* host, uint64_t iova, uint64_t len)
       : container_(c), host_(host), iova_(iova), len_(len) {}
   VfioContainer* container_;
+  DmaRegistry* registry_ = nullptr;
   void* host_;
   uint64_t iova_, len_;
 };
 
-// Threading: the control thread. Admin commands are synchronous here (bring-up); the
-// asynchronous admin path (AENs, ANA log) comes with the I/O queues.
+// An Asynchronous Event Request completion (NVMe Base 2.0, 5.2), decoded.
+struct AsyncEvent {
+  uint8_t type = 0;  // 0 error, 1 SMART/health, 2 notice, 6 I/O command set specific, 7 vendor
+  uint8_t info = 0;  // for notices: 0 namespace attribute changed, 3 ANA change, ...
+  uint8_t log_page = 0;
+  bool ana_change() const { return type == 2 && info == 3; }
+  bool namespace_changed() const { return type == 2 && info == 0; }
+};
+
+// Threading: the control thread (the vfio manager's event thread), which alone uses the
+// admin queue. I/O queue pairs, once created, belong to their workers.
 class VfioController {
  public:
   static absl::StatusOr<std::unique_ptr<VfioController>> Open(VfioContainer* container,
@@ -56,13 +70,56 @@ class VfioController {
   absl::StatusOr<nvme::NamespaceIdentity> IdentifyNamespace(uint32_t nsid);
   absl::StatusOr<nvme::NamespaceIds> NamespaceIdDescriptors(uint32_t nsid);
 
+  // Set Features, Number of Queues: asks for `wanted` I/O queue pairs, returns how many
+  // the controller granted (it may grant fewer, or more).
+  absl::StatusOr<uint16_t> SetNumberOfQueues(uint16_t wanted);
+  // MSI-X through eventfds: vector 0 for the admin queue, vector q for I/O queue q.
+  // Fewer vectors than queues: the queues beyond them are polled (no eventfd).
+  absl::Status EnableInterrupts(uint16_t io_queues);
+  int vector_fd(uint16_t vector) const;
+  // The release request eventfd (VFIO_PCI_REQ_IRQ_INDEX): signalled when the kernel
+  // wants the device back (hot-unplug). UNIMPLEMENTED where the kernel has none.
+  absl::StatusOr<int> EnableReleaseRequest();
+
+  // Creates I/O queue `options.qid` (CQ then SQ) with its DMA memory and PRP list pages.
+  // The queue pair is owned here and stays valid until the controller is destroyed.
+  absl::StatusOr<VfioQueuePair*> CreateIoQueue(IoQueueOptions options);
+  // After a reset (Disable, workers ran AbortAll and ResetRings, Enable): creates every
+  // I/O queue again on its memory.
+  absl::Status RecreateIoQueues();
+  // Normal shutdown notification (CC.SHN), bounded by `timeout_ms`.
+  absl::Status ShutdownNotify(int timeout_ms);
+
+  // Asynchronous events: which ones to report (Set Features 0x0B), and requests to post.
+  absl::Status ConfigureAsyncEvents(bool ana_change);
+  absl::Status PostAsyncEventRequests(int count);
+  // Reaps admin completions that arrived outside a command (AER completions), re-posts
+  // the requests they consumed, and returns the events.
+  std::vector<AsyncEvent> TakeAsyncEvents();
+  // Get Log Page into up to 8 KiB; `rae` keeps the asynchronous event retained.
+  absl::StatusOr<std::vector<uint8_t>> GetLogPage(uint8_t lid, uint32_t len, bool rae);
+
+  uint32_t ReadCsts() const { return device_->Read32(regs::kCsts); }
   const regs::Cap& cap() const { return cap_; }
   VfioDevice& device() { return *device_; }
+  const std::string& bdf() const { return device_->bdf(); }
 
  private:
   VfioController() = default;
   absl::Status WaitReady(bool ready);
   absl::StatusOr<std::vector<uint8_t>> Identify(uint8_t cns, uint32_t nsid);
+  absl::Status CreateQueuesOnDevice(uint16_t qid, uint16_t depth, uint64_t sq_iova,
+                                    uint64_t cq_iova, int vector);
+  // Handles one admin completion that is not the awaited command (an AER).
+  void OnStrayAdminCompletion(const nvme::CompletionEntry& cqe);
+
+  struct IoQueue {
+    std::unique_ptr<DmaBuffer> memory;
+    std::unique_ptr<VfioQueuePair> qp;
+    uint16_t depth = 0;
+    int vector = -1;
+    uint64_t sq_iova = 0, cq_iova = 0;
+  };
 
   VfioContainer* container_ = nullptr;
   std::unique_ptr<VfioDevice> device_;
@@ -72,6 +129,17 @@ class VfioController {
   std::unique_ptr<SubmissionRing> sq_;
   std::unique_ptr<CompletionRing> cq_;
   uint16_t next_cid_ = 0;
+  std::unique_ptr<DmaBuffer> log_;
+  std::vector<std::unique_ptr<IoQueue>> io_queues_;
+  std::vector<int> vector_fds_;
+  int release_fd_ = -1;
+  int aers_outstanding_ = 0;
+  int aers_to_repost_ = 0;
+  uint32_t aer_seq_ = 0;
+  std::vector<AsyncEvent> events_;
+
+ public:
+  ~VfioController();
 };
 
 }  // namespace umpath::vfio

@@ -47,6 +47,8 @@ class SubmissionRing {
   }
   uint16_t tail() const { return tail_; }
   uint64_t doorbell_writes() const { return doorbell_writes_; }
+  // The queue was deleted or the controller disabled: start over at slot 0.
+  void Reset() { tail_ = head_ = rung_ = 0; }
 
  private:
   nvme::SubmissionEntry* const entries_;
@@ -92,6 +94,12 @@ class CompletionRing {
     unrung_ = 0;
   }
   uint16_t head() const { return head_; }
+  // The queue was deleted or the controller disabled (its entries zeroed by the caller).
+  void Reset() {
+    head_ = 0;
+    phase_ = true;
+    unrung_ = 0;
+  }
 
  private:
   volatile nvme::CompletionEntry* const entries_;

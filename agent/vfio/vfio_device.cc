@@ -9,7 +9,9 @@
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -93,6 +95,16 @@ absl::StatusOr<std::unique_ptr<VfioDevice>> VfioDevice::Open(VfioContainer* cont
   const fs::path dev = fs::path("/sys/bus/pci/devices") / bdf;
   std::error_code ec;
   if (!fs::exists(dev, ec)) return absl::NotFoundError(absl::StrCat("no PCI device ", bdf));
+  {
+    std::ifstream cls(dev / "class");
+    std::string text;
+    cls >> text;
+    if (text != "0x010802") {
+      return absl::FailedPreconditionError(absl::StrCat(
+          bdf, " is not an NVMe controller (PCI class ", text.empty() ? "unknown" : text,
+          ", NVMe is 0x010802)"));
+    }
+  }
   const fs::path driver = fs::read_symlink(dev / "driver", ec);
   if (ec || driver.filename() != "vfio-pci") {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -162,6 +174,44 @@ VfioDevice::~VfioDevice() {
   if (device_fd_ >= 0) close(device_fd_);
   if (group_fd_ >= 0) close(group_fd_);
   if (container_) container_->GroupLeft();
+}
+
+uint32_t VfioDevice::IrqCount(uint32_t index) const {
+  vfio_irq_info info{};
+  info.argsz = sizeof info;
+  info.index = index;
+  if (ioctl(device_fd_, VFIO_DEVICE_GET_IRQ_INFO, &info) != 0) return 0;
+  return (info.flags & VFIO_IRQ_INFO_EVENTFD) ? info.count : 0;
+}
+
+absl::Status VfioDevice::SetIrqEventfds(uint32_t index, const std::vector<int>& fds) {
+  if (fds.empty()) return absl::InvalidArgumentError("no eventfds");
+  std::vector<uint8_t> buf(sizeof(vfio_irq_set) + sizeof(int32_t) * fds.size());
+  auto* set = reinterpret_cast<vfio_irq_set*>(buf.data());
+  set->argsz = static_cast<uint32_t>(buf.size());
+  set->flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
+  set->index = index;
+  set->start = 0;
+  set->count = static_cast<uint32_t>(fds.size());
+  for (size_t i = 0; i < fds.size(); ++i) {
+    const int32_t fd = fds[i];
+    std::memcpy(set->data + i * sizeof(int32_t), &fd, sizeof fd);
+  }
+  if (ioctl(device_fd_, VFIO_DEVICE_SET_IRQS, set) != 0) {
+    return Errno(absl::StrCat("VFIO_DEVICE_SET_IRQS index ", index, " count ", fds.size()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status VfioDevice::DisableIrqs(uint32_t index) {
+  vfio_irq_set set{};
+  set.argsz = sizeof set;
+  set.flags = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER;
+  set.index = index;
+  set.start = 0;
+  set.count = 0;
+  if (ioctl(device_fd_, VFIO_DEVICE_SET_IRQS, &set) != 0) return Errno("VFIO_DEVICE_SET_IRQS off");
+  return absl::OkStatus();
 }
 
 void VfioContainer::GroupLeft() {

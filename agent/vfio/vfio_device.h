@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "agent/vfio/iova_allocator.h"
@@ -41,8 +42,9 @@ class VfioContainer {
 
 class VfioDevice {
  public:
-  // `bdf` like 0000:01:00.0, bound to vfio-pci. FAILED_PRECONDITION when it is not
-  // (naming the driver it has), or its group is not viable.
+  // `bdf` like 0000:01:00.0, an NVMe function (class 0x010802) bound to vfio-pci.
+  // NOT_FOUND for no such device; FAILED_PRECONDITION when it is not NVMe, not bound to
+  // vfio-pci (naming the driver it has), or its group is not viable.
   static absl::StatusOr<std::unique_ptr<VfioDevice>> Open(VfioContainer* container,
                                                           const std::string& bdf);
   ~VfioDevice();
@@ -52,6 +54,13 @@ class VfioDevice {
   void Write32(uint32_t offset, uint32_t value);
   void Write64(uint32_t offset, uint64_t value);
   volatile uint32_t* Register32(uint32_t offset) const;
+
+  // Interrupts (VFIO_DEVICE_SET_IRQS): how many vectors an index has (0 when the kernel
+  // or device has none), and eventfds that the kernel signals for vectors 0..n-1.
+  // `index` is VFIO_PCI_MSIX_IRQ_INDEX or VFIO_PCI_REQ_IRQ_INDEX (the release request).
+  uint32_t IrqCount(uint32_t index) const;
+  absl::Status SetIrqEventfds(uint32_t index, const std::vector<int>& fds);
+  absl::Status DisableIrqs(uint32_t index);
 
   const std::string& bdf() const { return bdf_; }
   uint64_t bar0_size() const { return bar0_size_; }

@@ -4,6 +4,7 @@
 # namespace with explicit identifiers, a QMP socket, and the guest's port 50051
 # forwarded to a loopback port (LAB.md).
 # Usage: boot.sh INITRAMFS CONTROLLERS LOG [HOSTPORT] [QMP_SOCKET]  (runs in the foreground)
+# UMPATH_LAB_MULTIPATH=Y turns the guest kernel's native multipath on (the baseline).
 set -euo pipefail
 initramfs="$1"; controllers="$2"; log="$3"; hostport="${4:-0}"; qmp="${5:-}"
 cache="${UMPATH_LAB_CACHE:-$HOME/.cache/umpath-lab}"
@@ -17,7 +18,7 @@ args=(
   -device intel-iommu,intremap=on,caching-mode=on
   -nographic -no-reboot -serial "file:$log" -monitor none
   -kernel "$kernel" -initrd "$initramfs"
-  -append "console=ttyS0 intel_iommu=on nvme_core.multipath=N panic=-1 quiet"
+  -append "console=ttyS0 intel_iommu=on nvme_core.multipath=${UMPATH_LAB_MULTIPATH:-N} panic=-1 quiet"
   -device nvme-subsys,id=s0,nqn=nqn.2026-01.io.umpath:lab
 )
 for i in $(seq 0 $((controllers - 1))); do
@@ -29,5 +30,8 @@ args+=(-drive "file=$ns,if=none,id=d0,format=raw,cache=none,aio=threads"
 if [ "$hostport" != 0 ]; then
   args+=(-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$hostport-:50051" -device virtio-net-pci,netdev=n0)
 fi
+# UMPATH_LAB_EXTRA: more devices for a test (another subsystem, a faulty controller).
+# shellcheck disable=SC2206
+[ -n "${UMPATH_LAB_EXTRA:-}" ] && args+=(${UMPATH_LAB_EXTRA})
 [ -n "$qmp" ] && args+=(-qmp "unix:$qmp,server=on,wait=off")
 exec qemu-system-x86_64 "${args[@]}"

@@ -3,7 +3,8 @@
 # here, loaded in dependency order by /init), an /init, and any programs given with the
 # shared libraries ldd lists for them, at the same paths (LAB.md).
 # Usage: mkinitramfs.sh OUT.cpio.gz INIT_SCRIPT [PROGRAM...]
-# With UMPATH_LAB_AFTER=FILE, FILE becomes /lab/after (run by the init with the BDFs).
+# With UMPATH_LAB_AFTER=FILE, FILE becomes /lab/after (run by the init with the BDFs);
+# with UMPATH_LAB_FILES=DIR, DIR's tree is copied into the root.
 set -euo pipefail
 out="$1"; init="$2"; shift 2
 cache="${UMPATH_LAB_CACHE:-$HOME/.cache/umpath-lab}"
@@ -38,6 +39,8 @@ done
 mkdir -p "$root/lib64"
 cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
 cp "$init" "$root/init"
+# UMPATH_LAB_FILES=DIR: a tree copied into the root as it is (certificates, configs).
+[ -n "${UMPATH_LAB_FILES:-}" ] && cp -a "$UMPATH_LAB_FILES"/. "$root"/
 if [ -n "${UMPATH_LAB_AFTER:-}" ]; then
   cp "$UMPATH_LAB_AFTER" "$root/lab/after"
   chmod +x "$root/lab/after"

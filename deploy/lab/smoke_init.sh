@@ -6,6 +6,12 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 while read -r m; do insmod "$m" || echo "umpath-lab: insmod $m failed"; done < /lib/modules/order
+# Networking for the forwarded port (LAB.md), when the VM has a NIC.
+ip link set lo up 2>/dev/null
+if [ -e /sys/class/net/eth0 ]; then
+  ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2
+fi
+mkdir -p /run/umpath /var/lib/umpath
 bound=0
 bdfs=""
 for dev in /sys/bus/pci/devices/*; do

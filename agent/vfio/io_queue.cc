@@ -1,0 +1,198 @@
+#include "agent/vfio/io_queue.h"
+
+#include <unistd.h>
+
+#include <cstring>
+
+namespace umpath::vfio {
+
+namespace {
+
+using nvme::IoOpcode;
+namespace sc = nvme::status_code;
+
+// How often, at most, a poll that found nothing looks for commands past their deadline.
+constexpr int64_t kDeadlineCheckNs = 50'000'000;
+
+}  // namespace
+
+uint32_t ListPagesPerCommand(uint32_t max_transfer, uint32_t page_size) {
+  // The worst start is just past a page boundary: one more page spanned.
+  return PrpListPagesNeeded(page_size - 4, max_transfer, page_size);
+}
+
+VfioQueuePair::VfioQueuePair(IoQueueOptions options, IoQueueMemory memory)
+    : options_(std::move(options)),
+      memory_(memory),
+      sq_(memory.sq, options_.depth, memory.sq_doorbell),
+      cq_(memory.cq, options_.depth, memory.cq_doorbell),
+      commands_(options_.depth) {
+  // The CQ must never overflow: at most depth - 1 commands outstanding, CIDs below that.
+  for (uint16_t i = options_.depth - 1; i > 0; --i) free_cids_.push_back(i - 1);
+}
+
+VfioQueuePair::~VfioQueuePair() = default;
+
+void VfioQueuePair::FailAtSubmit(IoRequest* req, nvme::Status status) {
+  req->last_status = status;
+  refused_.PushBack(req);
+  ++in_flight_;
+}
+
+bool VfioQueuePair::BuildCommand(IoRequest* req, uint16_t cid, nvme::SubmissionEntry* sqe) {
+  *sqe = nvme::SubmissionEntry{};
+  sqe->opcode = static_cast<uint8_t>(req->opcode);
+  sqe->cid = cid;
+  sqe->nsid = req->nsid;
+  const nvme::Status invalid = nvme::Status::Make(sc::kInvalidField, /*dnr=*/true);
+  switch (req->opcode) {
+    case IoOpcode::kFlush:
+      return true;
+    case IoOpcode::kWriteZeroes:
+      if (req->blocks == 0 || req->blocks > 0x10000) break;
+      sqe->cdw10 = static_cast<uint32_t>(req->slba);
+      sqe->cdw11 = static_cast<uint32_t>(req->slba >> 32);
+      sqe->cdw12 = req->blocks - 1;
+      return true;
+    case IoOpcode::kRead:
+    case IoOpcode::kWrite: {
+      if (req->blocks == 0 || req->blocks > 0x10000 || req->data_len == 0 ||
+          (options_.max_transfer != 0 && req->data_len > options_.max_transfer) ||
+          (reinterpret_cast<uintptr_t>(req->data) & 3) != 0) {
+        break;
+      }
+      uint64_t iova;
+      if (options_.registry == nullptr ||
+          !options_.registry->Translate(req->data, req->data_len, &iova)) {
+        break;  // not DMA memory this agent registered: never handed to a device
+      }
+      sqe->cdw10 = static_cast<uint32_t>(req->slba);
+      sqe->cdw11 = static_cast<uint32_t>(req->slba >> 32);
+      sqe->cdw12 = req->blocks - 1;
+      // This command's own list pages, contiguous after the CID's slot.
+      PrpListPage pages[8];
+      const uint32_t n = options_.list_pages_per_command < 8 ? options_.list_pages_per_command : 8;
+      for (uint32_t i = 0; i < n; ++i) {
+        const uint64_t off =
+            (static_cast<uint64_t>(cid) * options_.list_pages_per_command + i) * options_.page_size;
+        pages[i].iova = memory_.prp_lists_iova + off;
+        pages[i].host = reinterpret_cast<uint64_t*>(memory_.prp_lists + off);
+      }
+      const Prps prps = BuildPrps(iova, req->data_len, options_.page_size, pages, n);
+      if (prps.error != PrpError::kNone) break;
+      sqe->prp1 = prps.prp1;
+      sqe->prp2 = prps.prp2;
+      return true;
+    }
+    default:
+      req->last_status = nvme::Status::Make(sc::kInvalidOpcode, /*dnr=*/true);
+      return false;
+  }
+  req->last_status = invalid;
+  return false;
+}
+
+SubmitResult VfioQueuePair::Submit(IoRequest* req) {
+  if (gone_.load(std::memory_order_relaxed)) return SubmitResult::kGone;
+  if (!accepting_ || free_cids_.empty() || sq_.full()) return SubmitResult::kBusy;
+  const uint16_t cid = free_cids_.back();
+  nvme::SubmissionEntry sqe;
+  if (!BuildCommand(req, cid, &sqe)) {
+    FailAtSubmit(req, req->last_status);
+    return SubmitResult::kOk;
+  }
+  free_cids_.pop_back();
+  commands_[cid].req = req;
+  commands_[cid].deadline = options_.clock->MonotonicNanos() + options_.timeout_ns;
+  req->backend_tag = cid;
+  sq_.Push(sqe);
+  ++in_flight_;
+  return SubmitResult::kOk;
+}
+
+void VfioQueuePair::Ring() { sq_.Ring(); }
+
+uint32_t VfioQueuePair::Reap(CompletionSink& sink, uint32_t max) {
+  uint32_t n = 0;
+  nvme::CompletionEntry cqe;
+  while (n < max && cq_.Peek(&cqe)) {
+    cq_.Pop();
+    sq_.SetHead(cqe.sq_head);
+    const uint16_t cid = cqe.cid;
+    if (cid >= commands_.size() || commands_[cid].req == nullptr) continue;  // not ours
+    IoRequest* req = commands_[cid].req;
+    commands_[cid].req = nullptr;
+    free_cids_.push_back(cid);
+    --in_flight_;
+    ++completions_;
+    ++n;
+    sink.OnCompletion(req, nvme::Status::FromCqe(cqe));
+  }
+  cq_.Ring();
+  return n;
+}
+
+uint32_t VfioQueuePair::Poll(CompletionSink& sink, uint32_t max) {
+  uint32_t n = 0;
+  while (n < max && !refused_.empty()) {
+    IoRequest* req = refused_.PopFront();
+    --in_flight_;
+    ++n;
+    sink.OnCompletion(req, req->last_status);
+  }
+  n += Reap(sink, max - n);
+  // Under steady load polls rarely come up empty: look at deadlines now and then anyway.
+  if (in_flight_ > 0 && (++polls_ & 255) == 0) CheckDeadlines();
+  if (n > 0) return n;
+  // Nothing: reset the interrupt eventfd, then look once more, so a completion that
+  // landed between the first look and the reset is not slept through.
+  if (options_.wake_fd >= 0) {
+    uint64_t v;
+    [[maybe_unused]] ssize_t r = read(options_.wake_fd, &v, sizeof v);
+    n = Reap(sink, max);
+    if (n > 0) return n;
+  }
+  if (in_flight_ > 0) CheckDeadlines();
+  return 0;
+}
+
+void VfioQueuePair::CheckDeadlines() {
+  const int64_t now = options_.clock->MonotonicNanos();
+  if (now < next_deadline_check_) return;
+  next_deadline_check_ = now + kDeadlineCheckNs;
+  bool expired = false;
+  for (Command& c : commands_) {
+    if (c.req == nullptr) continue;
+    if (now >= c.deadline) expired = true;
+  }
+  if (expired && !timed_out_.exchange(true, std::memory_order_relaxed) && options_.on_timeout) {
+    options_.on_timeout();
+  }
+}
+
+void VfioQueuePair::AbortAll(CompletionSink& sink) {
+  const nvme::Status aborted = nvme::Status::Make(sc::kHostAbortedCommand);
+  while (!refused_.empty()) {
+    IoRequest* req = refused_.PopFront();
+    --in_flight_;
+    sink.OnCompletion(req, req->last_status);
+  }
+  for (size_t cid = 0; cid < commands_.size(); ++cid) {
+    IoRequest* req = commands_[cid].req;
+    if (req == nullptr) continue;
+    commands_[cid].req = nullptr;
+    free_cids_.push_back(static_cast<uint16_t>(cid));
+    --in_flight_;
+    sink.OnCompletion(req, aborted);
+  }
+}
+
+void VfioQueuePair::ResetRings() {
+  for (uint16_t i = 0; i < options_.depth; ++i) memory_.cq[i].status = 0;  // phase tags
+  sq_.Reset();
+  cq_.Reset();
+  timed_out_.store(false, std::memory_order_relaxed);
+  next_deadline_check_ = 0;
+}
+
+}  // namespace umpath::vfio

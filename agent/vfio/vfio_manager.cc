@@ -1,0 +1,531 @@
+#include "agent/vfio/vfio_manager.h"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "agent/vfio/regs.h"
+
+namespace umpath::vfio {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kPciDevices = "/sys/bus/pci/devices";
+
+std::string ReadLine(const fs::path& p) {
+  std::ifstream in(p);
+  std::string s;
+  std::getline(in, s);
+  return s;
+}
+
+bool WriteSysfs(const fs::path& p, const std::string& value) {
+  std::ofstream out(p);
+  out << value;
+  out.flush();
+  return static_cast<bool>(out);
+}
+
+void Log(const std::string& line) { std::fprintf(stderr, "umpath-vfio: %s\n", line.c_str()); }
+
+}  // namespace
+
+std::vector<std::string> ListNvmeFunctions() {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(kPciDevices, ec)) {
+    if (ReadLine(e.path() / "class") == "0x010802") out.push_back(e.path().filename().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+absl::Status BindToVfio(const std::string& bdf) {
+  const fs::path dev = fs::path(kPciDevices) / bdf;
+  std::error_code ec;
+  if (!fs::exists(dev, ec)) return absl::NotFoundError(absl::StrCat("no PCI device ", bdf));
+  const fs::path driver = fs::read_symlink(dev / "driver", ec);
+  if (!ec && driver.filename() == "vfio-pci") return absl::OkStatus();
+  if (!ec && !WriteSysfs(dev / "driver" / "unbind", bdf)) {
+    return absl::InternalError(absl::StrCat("could not unbind ", bdf, " from ",
+                                            driver.filename().string()));
+  }
+  if (!WriteSysfs(dev / "driver_override", "vfio-pci") ||
+      !WriteSysfs("/sys/bus/pci/drivers_probe", bdf)) {
+    return absl::InternalError(absl::StrCat("could not bind ", bdf,
+                                            " to vfio-pci (is the vfio-pci module loaded?)"));
+  }
+  const fs::path now = fs::read_symlink(dev / "driver", ec);
+  if (ec || now.filename() != "vfio-pci") {
+    return absl::FailedPreconditionError(absl::StrCat(bdf, " did not bind to vfio-pci"));
+  }
+  return absl::OkStatus();
+}
+
+// One claimed controller: its device, its queue pairs (one per worker), and what the
+// core asks of it.
+struct VfioManager::Ctrl final : ControllerBackend {
+  VfioManager* mgr = nullptr;
+  std::string bdf;
+  std::unique_ptr<VfioController> dev;
+  nvme::ControllerIdentity id;
+  std::vector<VfioQueuePair*> qps;
+  std::vector<uint32_t> nsids;
+  std::vector<nvme::NamespaceIds> ns_ids;  // parallel to nsids
+  int admin_fd = -1;
+  int release_fd = -1;
+  bool resetting = false;
+  std::shared_ptr<std::atomic<int>> abort_left;
+  std::atomic<bool> reset_requested{false};
+  std::atomic<bool> ana_requested{false};
+  std::atomic<bool> released{false};
+  std::string reset_reason;
+
+  void RequestAnaLog() override {
+    ana_requested = true;
+    mgr->Wake();
+  }
+  void Reset() override {
+    reset_requested = true;
+    mgr->Wake();
+  }
+  void OnQueuePairsReleased() override {
+    released = true;
+    mgr->Wake();
+  }
+};
+
+absl::StatusOr<std::unique_ptr<VfioManager>> VfioManager::Create(Multipath* mp,
+                                                                 std::vector<Worker*> workers,
+                                                                 VfioManagerOptions options) {
+  if (workers.empty()) return absl::InvalidArgumentError("no workers");
+  if (workers.size() > 64) return absl::InvalidArgumentError("at most 64 workers over vfio");
+  if (options.queue_depth < 2 || options.queue_depth > 4096) {
+    return absl::InvalidArgumentError("queue depth must be 2..4096");
+  }
+  absl::StatusOr<std::unique_ptr<VfioContainer>> container = VfioContainer::Open();
+  if (!container.ok()) return container.status();
+  const int wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  const int ep = epoll_create1(EPOLL_CLOEXEC);
+  if (wake < 0 || ep < 0) return absl::ErrnoToStatus(errno, "eventfd/epoll");
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = nullptr;
+  epoll_ctl(ep, EPOLL_CTL_ADD, wake, &ev);
+  return std::unique_ptr<VfioManager>(new VfioManager(mp, std::move(workers), std::move(options),
+                                                      std::move(*container), wake, ep));
+}
+
+VfioManager::VfioManager(Multipath* mp, std::vector<Worker*> workers, VfioManagerOptions options,
+                         std::unique_ptr<VfioContainer> container, int wake_fd, int epoll_fd)
+    : mp_(mp),
+      workers_(std::move(workers)),
+      options_(std::move(options)),
+      container_(std::move(container)),
+      wake_fd_(wake_fd),
+      epoll_fd_(epoll_fd) {}
+
+VfioManager::~VfioManager() {
+  Stop();
+  close(epoll_fd_);
+  close(wake_fd_);
+}
+
+void VfioManager::Wake() {
+  const uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof one);
+}
+
+std::vector<std::pair<std::string, absl::Status>> VfioManager::AttachConfigured() {
+  std::vector<std::string> bdfs;
+  for (const std::string& d : options_.devices) {
+    if (d == "all") {
+      for (const std::string& f : ListNvmeFunctions()) {
+        std::error_code ec;
+        const fs::path drv = fs::read_symlink(fs::path(kPciDevices) / f / "driver", ec);
+        if (options_.bind || (!ec && drv.filename() == "vfio-pci")) bdfs.push_back(f);
+      }
+    } else {
+      bdfs.push_back(d);
+    }
+  }
+  std::vector<std::pair<std::string, absl::Status>> out;
+  for (const std::string& bdf : bdfs) {
+    absl::Status s = Attach(bdf);
+    if (!s.ok()) Log(absl::StrCat(bdf, ": not attached: ", s.ToString()));
+    out.emplace_back(bdf, std::move(s));
+  }
+  return out;
+}
+
+absl::Status VfioManager::Attach(const std::string& bdf) {
+  MutexLock l(&mu_);
+  return AttachLocked(bdf);
+}
+
+absl::Status VfioManager::AttachLocked(const std::string& bdf) {
+  for (const auto& c : ctrls_) {
+    if (c->bdf == bdf) return absl::AlreadyExistsError(absl::StrCat(bdf, " is already attached"));
+  }
+  if (options_.bind) {
+    if (absl::Status s = BindToVfio(bdf); !s.ok()) return s;
+  }
+  auto c = std::make_unique<Ctrl>();
+  c->mgr = this;
+  c->bdf = bdf;
+  absl::StatusOr<std::unique_ptr<VfioController>> dev = VfioController::Open(container_.get(), bdf);
+  if (!dev.ok()) return dev.status();
+  c->dev = std::move(*dev);
+  auto fail = [&](absl::string_view step, const absl::Status& s) {
+    return absl::Status(s.code(), absl::StrCat(bdf, ": ", step, ": ", s.message()));
+  };
+  if (absl::Status s = c->dev->Enable(); !s.ok()) return fail("enable", s);
+  absl::StatusOr<nvme::ControllerIdentity> id = c->dev->IdentifyController();
+  if (!id.ok()) return fail("identify controller", id.status());
+  c->id = *id;
+  const uint16_t nworkers = static_cast<uint16_t>(workers_.size());
+  absl::StatusOr<uint16_t> granted = c->dev->SetNumberOfQueues(nworkers);
+  if (!granted.ok()) return fail("set number of queues", granted.status());
+  if (*granted < nworkers) {
+    return fail("set number of queues",
+                absl::ResourceExhaustedError(absl::StrCat("granted ", *granted, " I/O queues, ",
+                                                          nworkers, " workers need one each")));
+  }
+  if (absl::Status s = c->dev->EnableInterrupts(nworkers); !s.ok()) return fail("MSI-X", s);
+  absl::StatusOr<int> rel = c->dev->EnableReleaseRequest();
+  if (rel.ok()) {
+    c->release_fd = *rel;
+  } else {
+    Log(absl::StrCat(bdf, ": no release request (", rel.status().message(),
+                     "); a hot-unplug will be seen as a lost device"));
+  }
+  c->admin_fd = c->dev->vector_fd(0);
+  // MDTS in units of the minimum page (CAP.MPSMIN, 4 KiB here); 0 is no limit: cap it at
+  // 1 MiB so PRP list pages stay bounded per command.
+  const uint32_t max_transfer =
+      c->id.mdts == 0 ? (1u << 20) : std::min<uint32_t>(1u << 20, c->dev->cap().mps_min() << c->id.mdts);
+  for (uint16_t w = 0; w < nworkers; ++w) {
+    IoQueueOptions qo;
+    qo.qid = static_cast<uint16_t>(w + 1);
+    qo.depth = options_.queue_depth;
+    qo.max_transfer = max_transfer;
+    qo.timeout_ns = options_.io_timeout_ms * 1'000'000;
+    qo.registry = &registry_;
+    Ctrl* raw = c.get();
+    qo.on_timeout = [raw] {
+      raw->reset_requested = true;
+      raw->mgr->Wake();
+    };
+    absl::StatusOr<VfioQueuePair*> qp = c->dev->CreateIoQueue(std::move(qo));
+    if (!qp.ok()) return fail(absl::StrCat("create I/O queue ", w + 1), qp.status());
+    c->qps.push_back(*qp);
+  }
+  absl::StatusOr<std::vector<uint32_t>> nsids = c->dev->ActiveNamespaces();
+  if (!nsids.ok()) return fail("active namespaces", nsids.status());
+  std::vector<NamespaceSpec> specs;
+  for (uint32_t nsid : *nsids) {
+    absl::StatusOr<nvme::NamespaceIdentity> ns = c->dev->IdentifyNamespace(nsid);
+    if (!ns.ok()) return fail(absl::StrCat("identify namespace ", nsid), ns.status());
+    absl::StatusOr<nvme::NamespaceIds> ids = c->dev->NamespaceIdDescriptors(nsid);
+    nvme::NamespaceIds merged = ids.ok() ? *ids : nvme::NamespaceIds{};
+    if (!merged.nguid) merged.nguid = ns->ids.nguid;
+    if (!merged.eui64) merged.eui64 = ns->ids.eui64;
+    NamespaceSpec spec;
+    spec.controller = bdf;
+    spec.nsid = nsid;
+    spec.ids = merged;
+    spec.ana_group_id = ns->ana_group_id;
+    spec.size_blocks = ns->size_blocks;
+    spec.block_size = ns->block_size;
+    specs.push_back(spec);
+    c->nsids.push_back(nsid);
+    c->ns_ids.push_back(merged);
+  }
+  if (absl::Status s = c->dev->ConfigureAsyncEvents(c->id.ana_supported); !s.ok()) {
+    Log(absl::StrCat(bdf, ": asynchronous event configuration: ", s.message()));
+  }
+  if (absl::Status s = c->dev->PostAsyncEventRequests(1); !s.ok()) return fail("AER", s);
+
+  ControllerSpec cs;
+  cs.name = bdf;
+  cs.subsys_nqn = c->id.subsys_nqn;
+  cs.transport = "pcie";
+  cs.address = bdf;
+  const std::string numa = ReadLine(fs::path(kPciDevices) / bdf / "numa_node");
+  cs.numa_node = numa.empty() ? -1 : std::atoi(numa.c_str());
+  cs.ana_supported = c->id.ana_supported;
+  cs.anagrpmax = c->id.anagrpmax;
+  cs.anatt_secs = c->id.anatt_secs;
+  cs.crdt = c->id.crdt;
+  cs.state = ControllerState::kLive;
+  std::vector<QueuePair*> qps(c->qps.begin(), c->qps.end());
+  if (absl::Status s = mp_->AddController(cs, c.get(), qps); !s.ok()) return fail("add", s);
+  for (const NamespaceSpec& spec : specs) {
+    absl::StatusOr<std::string> head = mp_->AddPath(spec);
+    if (!head.ok()) {
+      // Reported as an event by the core; the controller's other namespaces still serve.
+      Log(absl::StrCat(bdf, " nsid ", spec.nsid, ": ", head.status().ToString()));
+    } else {
+      Log(absl::StrCat(bdf, " nsid ", spec.nsid, " joined head ", *head));
+    }
+  }
+  for (int fd : {c->admin_fd, c->release_fd}) {
+    if (fd < 0) continue;
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = c.get();
+    epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+  }
+  Log(absl::StrFormat("%s: attached: %s cntlid %u, %zu namespace(s), %zu I/O queue(s) of %u, "
+                      "max transfer %u",
+                      bdf, c->id.subsys_nqn, c->id.cntlid, c->nsids.size(), c->qps.size(),
+                      options_.queue_depth, max_transfer));
+  ctrls_.push_back(std::move(c));
+  return absl::OkStatus();
+}
+
+absl::Status VfioManager::Detach(const std::string& bdf, absl::string_view reason) {
+  MutexLock l(&mu_);
+  for (const auto& c : ctrls_) {
+    if (c->bdf == bdf) {
+      DetachLocked(c.get(), std::string(reason), false);
+      return absl::OkStatus();
+    }
+  }
+  return absl::NotFoundError(absl::StrCat(bdf, " is not attached"));
+}
+
+void VfioManager::DetachLocked(Ctrl* c, std::string reason, bool device_gone) {
+  Log(absl::StrCat(c->bdf, ": detaching: ", reason));
+  for (int fd : {c->admin_fd, c->release_fd}) {
+    if (fd >= 0) epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+  }
+  // The device stops first, so nothing it still holds can land in a buffer that is
+  // reused once its I/O failed over.
+  if (!device_gone) (void)c->dev->Disable();
+  for (VfioQueuePair* qp : c->qps) qp->MarkGone();
+  (void)mp_->RemoveController(c->bdf, reason);
+  auto it = std::find_if(ctrls_.begin(), ctrls_.end(), [c](const auto& p) { return p.get() == c; });
+  retiring_.push_back(std::move(*it));
+  ctrls_.erase(it);
+}
+
+void VfioManager::StartReset(Ctrl* c, std::string why) {
+  if (c->resetting) return;
+  Log(absl::StrCat(c->bdf, ": resetting: ", why));
+  ++resets_;
+  c->resetting = true;
+  c->reset_reason = why;
+  (void)mp_->SetControllerState(c->bdf, ControllerState::kResetting, why);
+  if (absl::Status s = c->dev->Disable(); !s.ok() && s.code() == absl::StatusCode::kUnavailable) {
+    DetachLocked(c, absl::StrCat("controller lost during reset: ", s.message()), true);
+    return;
+  }
+  // The controller is disabled: its commands will not complete. Each worker hands them
+  // back for failover and rewinds its rings.
+  c->abort_left = std::make_shared<std::atomic<int>>(static_cast<int>(workers_.size()));
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    Worker* w = workers_[i];
+    VfioQueuePair* qp = c->qps[i];
+    w->Post([this, w, qp, left = c->abort_left] {
+      qp->set_accepting(false);
+      qp->AbortAll(*w);
+      qp->ResetRings();
+      if (left->fetch_sub(1) == 1) Wake();
+    });
+  }
+}
+
+void VfioManager::FinishReset(Ctrl* c) {
+  auto fail = [&](absl::string_view step, const absl::Status& s) {
+    DetachLocked(c, absl::StrCat("reset failed: ", step, ": ", s.message()),
+                 s.code() == absl::StatusCode::kUnavailable);
+  };
+  if (absl::Status s = c->dev->Enable(); !s.ok()) return fail("enable", s);
+  absl::StatusOr<uint16_t> granted = c->dev->SetNumberOfQueues(static_cast<uint16_t>(workers_.size()));
+  if (!granted.ok()) return fail("set number of queues", granted.status());
+  if (absl::Status s = c->dev->RecreateIoQueues(); !s.ok()) return fail("I/O queues", s);
+  // The namespaces must still be the ones the paths were made for.
+  for (size_t i = 0; i < c->nsids.size(); ++i) {
+    absl::StatusOr<nvme::NamespaceIds> ids = c->dev->NamespaceIdDescriptors(c->nsids[i]);
+    absl::StatusOr<nvme::NamespaceIdentity> ns = c->dev->IdentifyNamespace(c->nsids[i]);
+    if (!ids.ok() || !ns.ok()) {
+      (void)mp_->RemovePath(c->bdf, c->nsids[i], "namespace gone after reset");
+      continue;
+    }
+    nvme::NamespaceIds merged = *ids;
+    if (!merged.nguid) merged.nguid = ns->ids.nguid;
+    if (!merged.eui64) merged.eui64 = ns->ids.eui64;
+    if (!(merged == c->ns_ids[i])) {
+      (void)mp_->RemovePath(c->bdf, c->nsids[i],
+                            absl::StrCat("namespace identity changed across reset: was ",
+                                         c->ns_ids[i].ToString(), ", now ", merged.ToString()));
+    }
+  }
+  (void)c->dev->ConfigureAsyncEvents(c->id.ana_supported);
+  (void)c->dev->PostAsyncEventRequests(1);
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    VfioQueuePair* qp = c->qps[i];
+    workers_[i]->Post([qp] { qp->set_accepting(true); });
+  }
+  c->resetting = false;
+  (void)mp_->SetControllerState(c->bdf, ControllerState::kLive, "reset done");
+  if (c->id.ana_supported) ReadAnaLog(c);
+  Log(absl::StrCat(c->bdf, ": reset done"));
+}
+
+void VfioManager::ReadAnaLog(Ctrl* c) {
+  absl::StatusOr<std::vector<uint8_t>> log =
+      c->dev->GetLogPage(0x0c, 8192, /*rae=*/false);
+  if (!log.ok()) {
+    Log(absl::StrCat(c->bdf, ": ANA log: ", log.status().message()));
+    return;
+  }
+  (void)mp_->OnAnaLog(c->bdf, *log);
+}
+
+void VfioManager::HandleEvents(Ctrl* c) {
+  for (const AsyncEvent& e : c->dev->TakeAsyncEvents()) {
+    Log(absl::StrFormat("%s: asynchronous event type %u info 0x%02x log 0x%02x", c->bdf, e.type,
+                        e.info, e.log_page));
+    if (e.ana_change() && c->id.ana_supported) ReadAnaLog(c);
+  }
+}
+
+void VfioManager::CheckHealth() {
+  std::vector<Ctrl*> all;
+  for (const auto& c : ctrls_) all.push_back(c.get());
+  for (Ctrl* c : all) {
+    if (c->resetting) continue;
+    const uint32_t csts = c->dev->ReadCsts();
+    if (csts == regs::kCstsGone) {
+      DetachLocked(c, "the device is gone (registers read all ones)", true);
+    } else if (csts & regs::kCstsCfs) {
+      StartReset(c, "controller fatal status (CSTS.CFS)");
+    }
+  }
+}
+
+void VfioManager::Service() {
+  // Queue pairs released after a detach: the device can go.
+  retiring_.erase(std::remove_if(retiring_.begin(), retiring_.end(),
+                                 [](const auto& c) { return c->released.load(); }),
+                  retiring_.end());
+  std::vector<Ctrl*> all;
+  for (const auto& c : ctrls_) all.push_back(c.get());
+  for (Ctrl* c : all) {
+    if (c->resetting) {
+      if (c->abort_left && c->abort_left->load() == 0) {
+        c->abort_left.reset();
+        FinishReset(c);
+      }
+      continue;
+    }
+    if (c->reset_requested.exchange(false)) {
+      bool timed_out = false;
+      for (VfioQueuePair* qp : c->qps) timed_out |= qp->timed_out();
+      StartReset(c, timed_out ? "I/O command timeout" : "reset requested");
+      continue;
+    }
+    if (c->release_fd >= 0) {
+      uint64_t v = 0;
+      if (read(c->release_fd, &v, sizeof v) == sizeof v && v > 0) {
+        DetachLocked(c, "hot-unplug: the kernel asked for the device back", false);
+        continue;
+      }
+    }
+    if (c->admin_fd >= 0) {
+      uint64_t v;
+      [[maybe_unused]] ssize_t r = read(c->admin_fd, &v, sizeof v);
+    }
+    HandleEvents(c);
+    if (c->ana_requested.exchange(false) && c->id.ana_supported) ReadAnaLog(c);
+  }
+}
+
+void VfioManager::Loop() {
+  auto next_health = std::chrono::steady_clock::now();
+  while (!stop_.load()) {
+    epoll_event evs[16];
+    const int n = epoll_wait(epoll_fd_, evs, 16, options_.health_interval_ms);
+    if (stop_.load()) break;
+    for (int i = 0; i < n; ++i) {
+      if (evs[i].data.ptr == nullptr) {
+        uint64_t v;
+        [[maybe_unused]] ssize_t r = read(wake_fd_, &v, sizeof v);
+      }
+    }
+    MutexLock l(&mu_);
+    Service();
+    if (std::chrono::steady_clock::now() >= next_health) {
+      next_health = std::chrono::steady_clock::now() +
+                    std::chrono::milliseconds(options_.health_interval_ms);
+      CheckHealth();
+    }
+  }
+}
+
+void VfioManager::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void VfioManager::Stop() {
+  if (stop_.exchange(true)) return;
+  Wake();
+  if (thread_.joinable()) thread_.join();
+  MutexLock l(&mu_);
+  while (!ctrls_.empty()) {
+    Ctrl* c = ctrls_.front().get();
+    for (int fd : {c->admin_fd, c->release_fd}) {
+      if (fd >= 0) epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+    }
+    (void)c->dev->ShutdownNotify(2000);
+    (void)c->dev->Disable();
+    for (VfioQueuePair* qp : c->qps) qp->MarkGone();
+    (void)mp_->RemoveController(c->bdf, "agent stopping");
+    retiring_.push_back(std::move(ctrls_.front()));
+    ctrls_.erase(ctrls_.begin());
+  }
+  // The workers still run and let go of the queue pairs; wait for them, bounded.
+  for (int i = 0; i < 500 && !retiring_.empty(); ++i) {
+    retiring_.erase(std::remove_if(retiring_.begin(), retiring_.end(),
+                                   [](const auto& c) { return c->released.load(); }),
+                    retiring_.end());
+    if (retiring_.empty()) break;
+    mu_.Unlock();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    mu_.Lock();
+  }
+}
+
+absl::StatusOr<std::unique_ptr<DmaBuffer>> VfioManager::AllocateIoBuffer(uint64_t len) {
+  MutexLock l(&mu_);
+  absl::StatusOr<std::unique_ptr<DmaBuffer>> b = DmaBuffer::Create(container_.get(), len);
+  if (!b.ok()) return b.status();
+  if (absl::Status s = registry_.Add((*b)->host(), (*b)->size(), (*b)->iova()); !s.ok()) return s;
+  (*b)->set_registry(&registry_);
+  return b;
+}
+
+std::vector<std::string> VfioManager::Attached() const {
+  MutexLock l(&mu_);
+  std::vector<std::string> out;
+  for (const auto& c : ctrls_) out.push_back(c->bdf);
+  return out;
+}
+
+uint64_t VfioManager::resets() const {
+  MutexLock l(&mu_);
+  return resets_;
+}
+
+}  // namespace umpath::vfio

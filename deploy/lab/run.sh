@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# umpathd's main job on a machine without NVMe hardware: the lab node (LAB.md). Sets up
+# what it needs (Debian packages, the guest kernel, a release build), boots QEMU with two
+# NVMe controllers of one subsystem behind an emulated IOMMU, runs umpathd in the guest
+# on both through vfio-pci, runs a short verified workload through the multipath path,
+# prints `umpathctl heads` from the host over the forwarded mTLS port, and says how to
+# reach the agent with umpathctl and buf curl. The node stays up until Ctrl-C.
+#
+# Usage: deploy/lab/run.sh [--once]   (--once: stop after the report; tests use it)
+# UMPATH_BUILD_DIR=DIR uses binaries already built there (skips setup and build).
+# UMPATH_LAB_PORT=PORT chooses the loopback port (default: a free one).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+lab="$root/deploy/lab"
+once=0
+[ "${1:-}" = "--once" ] && once=1
+
+build="${UMPATH_BUILD_DIR:-}"
+if [ -z "$build" ]; then
+  bash "$root/deploy/dev/install-deps.sh"
+  (cd "$root" && cmake --preset release >/dev/null && \
+     cmake --build build/release -j2 --target umpathd umpathctl)
+  build="$root/build/release"
+fi
+umpathd="$(readlink -f "$build/umpathd")"
+ctl="$(readlink -f "$build/client/umpathctl")"
+bash "$lab/fetch.sh" >/dev/null
+
+state="${UMPATH_LAB_STATE:-$HOME/.cache/umpath-lab/run}"
+mkdir -p "$state"
+work="$(mktemp -d /tmp/umpath-lab-run-XXXXXX)"
+qemu_pid=""
+cleanup() { [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+# mTLS for the forwarded port: a CA, the agent's certificate, and an admin client's.
+tls="$state/tls"
+if [ ! -s "$tls/admin.pem" ]; then
+  mkdir -p "$tls"
+  (cd "$tls"
+   key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 -out "$1.key" 2>/dev/null; }
+   key ca
+   openssl req -x509 -new -key ca.key -out ca.pem -days 3650 -subj /CN=umpath-lab-ca
+   cert() {
+     key "$1"
+     openssl req -new -key "$1.key" -out "$1.csr" -subj "/CN=$2"
+     printf 'subjectAltName=%s\n' "$3" > "$1.ext"
+     openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+       -extfile "$1.ext" -out "$1.pem" 2>/dev/null
+   }
+   cert server umpath-lab DNS:localhost,IP:127.0.0.1
+   cert admin lab-admin DNS:lab-admin)
+fi
+
+port="${UMPATH_LAB_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
+cat > "$work/after" <<AFTER
+#!/bin/sh
+$umpathd --socket=/run/umpath/umpathd.sock --state_file=/var/lib/umpath/heads --node=umpath-lab \
+  --vfio_devices=all --default_io_policy=round-robin \
+  --tcp_address=0.0.0.0:50051 --tls_cert_file=/lab/tls/server.pem --tls_key_file=/lab/tls/server.key \
+  --tls_client_ca_file=/lab/tls/ca.pem --admin_names=lab-admin \
+  --workload=verify --workload_secs=5 --workload_qd=16 --workload_then=serve
+AFTER
+mkdir -p "$work/files/lab/tls"
+cp "$tls"/{ca.pem,server.pem,server.key} "$work/files/lab/tls/"
+UMPATH_LAB_AFTER="$work/after" UMPATH_LAB_FILES="$work/files" \
+  bash "$lab/mkinitramfs.sh" "$work/initramfs.gz" "$lab/smoke_init.sh" "$umpathd"
+echo "umpath lab: booting QEMU (TCG) with two NVMe controllers; serial log $state/serial.log"
+bash "$lab/boot.sh" "$work/initramfs.gz" 2 "$state/serial.log" "$port" "$state/qmp.sock" &
+qemu_pid=$!
+
+ctl_host=("$ctl" --address="127.0.0.1:$port" --tls_cert_file="$tls/admin.pem"
+          --tls_key_file="$tls/admin.key" --tls_ca_file="$tls/ca.pem" --tls_server_name=localhost)
+deadline=$((SECONDS + 240))
+until grep -q "umpathd-workload: \(result\|failed\)" "$state/serial.log" 2>/dev/null; do
+  if [ $SECONDS -gt $deadline ] || ! kill -0 "$qemu_pid" 2>/dev/null; then
+    tail -30 "$state/serial.log"; echo "umpath lab: the workload did not finish"; exit 1
+  fi
+  sleep 1
+done
+grep -E "umpath-lab:|umpath-vfio:|umpathd-workload:" "$state/serial.log" | tr -d '\r'
+echo
+echo "\$ umpathctl --address=127.0.0.1:$port ... heads"
+"${ctl_host[@]}" heads
+echo
+cat <<INFO
+umpathd is serving in the lab node. From this machine:
+  umpathctl: ${ctl_host[*]} heads
+             (also: head NAME, controllers, fail-path HEAD PATH, watch, help)
+  buf curl:  $root/build/tools/node_modules/.bin/buf curl --protocol grpc \\
+               --cacert $tls/ca.pem --cert $tls/admin.pem --key $tls/admin.key \\
+               -d '{}' https://localhost:$port/umpath.v1.MultipathControl/ListHeads
+  QMP (fault injection): $state/qmp.sock
+INFO
+if [ "$once" = 1 ]; then
+  # Both ways of reaching the agent, recorded for the test.
+  "${ctl_host[@]}" -o json heads > "$state/heads.json"
+  buf="$root/build/tools/node_modules/.bin/buf"
+  if [ -x "$buf" ]; then
+    "$buf" curl --protocol grpc --cacert "$tls/ca.pem" --cert "$tls/admin.pem" \
+      --key "$tls/admin.key" -d '{}' \
+      "https://localhost:$port/umpath.v1.MultipathControl/ListHeads" > "$state/buf.json"
+  fi
+  exit 0
+fi
+echo "Ctrl-C stops the node."
+wait "$qemu_pid"
