@@ -19,6 +19,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "agent/core/multipath.h"
 #include "agent/core/types.h"
@@ -94,6 +95,30 @@ bool ParseIds(const std::vector<std::string>& in, bool groups, std::vector<T>* o
   }
   return true;
 }
+
+// Attach, detach and reset through the API, for controllers the vfio backend drives.
+class VfioControllerOps final : public umpath::server::ControllerOps {
+ public:
+  explicit VfioControllerOps(umpath::vfio::VfioManager* vm) : vm_(vm) {}
+  absl::StatusOr<std::string> Attach(const AttachSpec& spec) override {
+    if (spec.transport != "pcie") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "transport \"", spec.transport, "\": this agent attaches pcie controllers (vfio); "
+          "fabrics come with the kernel backend"));
+    }
+    if (absl::Status s = vm_->Attach(spec.address); !s.ok()) return s;
+    return spec.address;
+  }
+  absl::Status Detach(const std::string& controller) override {
+    return vm_->Detach(controller, "detached through the API");
+  }
+  absl::Status Reset(const std::string& controller) override {
+    return vm_->RequestReset(controller);
+  }
+
+ private:
+  umpath::vfio::VfioManager* vm_;
+};
 
 }  // namespace
 
@@ -245,6 +270,7 @@ int main(int argc, char** argv) {
     return rc;
   };
   std::unique_ptr<vfio::VfioManager> vfio_manager;
+  std::unique_ptr<VfioControllerOps> controller_ops;
   if (const std::vector<std::string> devs = absl::GetFlag(FLAGS_vfio_devices); !devs.empty()) {
     vfio::VfioManagerOptions vo;
     vo.devices = devs;
@@ -273,6 +299,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "umpathd: vfio: %d controller(s) attached\n", attached);
     vfio_manager->Start();
     so.service.backends.push_back("vfio");
+    controller_ops = std::make_unique<VfioControllerOps>(vfio_manager.get());
+    so.service.controllers = controller_ops.get();
   }
 
   absl::StatusOr<std::unique_ptr<server::ControlServer>> srv =

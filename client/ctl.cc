@@ -21,7 +21,7 @@ namespace {
 
 using Args = std::vector<std::string>;
 
-const char* const kUsage = R"(usage: umpathctl [--socket=PATH] [-o table|json] COMMAND [ARGS]
+const char* const kUsage = R"(usage: umpathctl [--socket=PATH | --address=HOST:PORT --tls_*=FILE] [-o table|json] COMMAND [ARGS]
 
   info                                  the agent: version, node, backends, your role
   heads [no-live-path|no-selectable-path|removal-pending]
@@ -36,8 +36,9 @@ const char* const kUsage = R"(usage: umpathctl [--socket=PATH] [-o table|json] C
   set-default-policy numa|round-robin|queue-depth
   fail-path HEAD PATH [REASON]          take a path out of selection (maintenance)
   reinstate-path HEAD PATH              put it back
-  attach TRANSPORT ADDRESS [SERVICE NQN]
-  detach CONTROLLER
+  attach TRANSPORT ADDRESS [SERVICE NQN] e.g. attach pcie 0000:01:00.0
+  detach CONTROLLER                     its paths fail over, then it is let go
+  reset CONTROLLER                      disable and bring up again; I/O fails over meanwhile
   export HEAD | unexport HEAD
   watch [--since=N] [--head=HEAD ...] [--type=TYPE ...]
                                         events as they happen; resumes after a dropped
@@ -429,6 +430,15 @@ int RunCommand(v1::MultipathControl::StubInterface* stub, const Args& args,
     grpc::Status s = stub->DetachController(Ctx().get(), req, &r);
     return Show<v1::DetachControllerResponse>(out, err, s, r, o.json,
                                               [](std::ostream& out, const auto&) { out << "detached\n"; });
+  }
+  if (cmd == "reset" && need(1, 1)) {
+    v1::ResetControllerRequest req;
+    req.set_name(Full("controllers/", args[1]));
+    v1::ResetControllerResponse r;
+    grpc::Status s = stub->ResetController(Ctx().get(), req, &r);
+    return Show<v1::ResetControllerResponse>(out, err, s, r, o.json, [](std::ostream& out, const auto& r) {
+      out << "resetting " << Id(r.controller().name()) << "\n";
+    });
   }
   if ((cmd == "export" || cmd == "unexport") && need(1, 1)) {
     if (cmd == "export") {

@@ -254,6 +254,16 @@ TEST_F(ServerTest, PolicyAndMaintenanceCalls) {
   v1::AttachControllerResponse aresp;
   areq.set_transport("pcie");
   grpc::Status s = Call(&v1::MultipathControl::Stub::AttachController, areq, &aresp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("address"));
+  areq.set_address("0000:01:00.0");
+  s = Call(&v1::MultipathControl::Stub::AttachController, areq, &aresp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(s.error_message(), HasSubstr("backend"));
+  v1::ResetControllerRequest rsreq;
+  v1::ResetControllerResponse rsresp;
+  rsreq.set_name("controllers/c0");
+  s = Call(&v1::MultipathControl::Stub::ResetController, rsreq, &rsresp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_THAT(s.error_message(), HasSubstr("backend"));
   v1::ExportHeadRequest ereq;
@@ -262,6 +272,63 @@ TEST_F(ServerTest, PolicyAndMaintenanceCalls) {
   s = Call(&v1::MultipathControl::Stub::ExportHead, ereq, &eresp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_THAT(s.error_message(), HasSubstr("ublk"));
+}
+
+// What the backends were asked, and what they answer.
+struct FakeControllerOps final : ControllerOps {
+  absl::StatusOr<std::string> Attach(const AttachSpec& spec) override {
+    attached.push_back(spec.transport + " " + spec.address);
+    if (spec.address == "0000:09:00.0") return absl::NotFoundError("no PCI device 0000:09:00.0");
+    return std::string("c1");
+  }
+  absl::Status Detach(const std::string& c) override {
+    detached.push_back(c);
+    return absl::OkStatus();
+  }
+  absl::Status Reset(const std::string& c) override {
+    reset.push_back(c);
+    return c == "c1" ? absl::FailedPreconditionError("c1 is already resetting") : absl::OkStatus();
+  }
+  std::vector<std::string> attached, detached, reset;
+};
+
+TEST_F(ServerTest, AttachDetachAndResetReachTheBackend) {
+  FakeControllerOps ops;
+  Start(Self(Role::kAdmin), std::chrono::milliseconds(10000), 4096,
+        [&ops](ServerOptions& o) { o.service.controllers = &ops; });
+  v1::AttachControllerRequest areq;
+  v1::AttachControllerResponse aresp;
+  areq.set_transport("pcie");
+  areq.set_address("0000:02:00.0");
+  ASSERT_TRUE(Call(&v1::MultipathControl::Stub::AttachController, areq, &aresp).ok());
+  EXPECT_EQ(aresp.controller().name(), "controllers/c1");
+  areq.set_address("0000:09:00.0");
+  grpc::Status s = Call(&v1::MultipathControl::Stub::AttachController, areq, &aresp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(s.error_message(), HasSubstr("no PCI device 0000:09:00.0"));
+  EXPECT_THAT(ops.attached, ::testing::ElementsAre("pcie 0000:02:00.0", "pcie 0000:09:00.0"));
+
+  v1::ResetControllerRequest rreq;
+  v1::ResetControllerResponse rresp;
+  rreq.set_name("controllers/c0");
+  ASSERT_TRUE(Call(&v1::MultipathControl::Stub::ResetController, rreq, &rresp).ok());
+  EXPECT_EQ(rresp.controller().name(), "controllers/c0");
+  rreq.set_name("controllers/c1");
+  EXPECT_EQ(Call(&v1::MultipathControl::Stub::ResetController, rreq, &rresp).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  rreq.set_name("controllers/nothere");
+  EXPECT_EQ(Call(&v1::MultipathControl::Stub::ResetController, rreq, &rresp).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  rreq.set_name("heads/c0");
+  EXPECT_EQ(Call(&v1::MultipathControl::Stub::ResetController, rreq, &rresp).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(ops.reset, ::testing::ElementsAre("c0", "c1")) << "unknown names never reach it";
+
+  v1::DetachControllerRequest dreq;
+  v1::DetachControllerResponse dresp;
+  dreq.set_name("controllers/c0");
+  ASSERT_TRUE(Call(&v1::MultipathControl::Stub::DetachController, dreq, &dresp).ok());
+  EXPECT_THAT(ops.detached, ::testing::ElementsAre("c0"));
 }
 
 TEST_F(ServerTest, ViewerReadsButMayNotChangeAnything) {

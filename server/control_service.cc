@@ -251,17 +251,28 @@ ControlService::Unary* ControlService::ReinstatePath(Ctx* ctx, const v1::Reinsta
   return Done(ctx, s);
 }
 
-// Attach/detach need a backend (vfio: issue 4; kernel/fabrics: issue 7), export needs
-// ublk (issue 6). Until one is wired in, say which.
+// Attach, detach and reset go to the backends (vfio here; kernel/fabrics: issue 7);
+// export needs ublk (issue 6). Without one, say which.
 ControlService::Unary* ControlService::AttachController(Ctx* ctx,
                                                         const v1::AttachControllerRequest* req,
-                                                        v1::AttachControllerResponse*) {
-  absl::Status s = Authorize(ctx, Role::kAdmin);
-  if (s.ok()) {
-    s = absl::FailedPreconditionError(absl::StrCat(
-        "attaching a controller (transport \"", req->transport(),
-        "\") needs the vfio or kernel backend, and this agent has none"));
-  }
+                                                        v1::AttachControllerResponse* resp) {
+  absl::Status s = [&]() -> absl::Status {
+    RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin));
+    if (req->transport().empty() || req->address().empty()) {
+      return absl::InvalidArgumentError("attach needs a transport and an address");
+    }
+    if (!options_.controllers) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "attaching a controller (transport \"", req->transport(),
+          "\") needs the vfio or kernel backend, and this agent has none"));
+    }
+    ASSIGN_OR_RETURN(std::string name,
+                     options_.controllers->Attach({req->transport(), req->address(),
+                                                   req->service(), req->subsystem_nqn()}));
+    ASSIGN_OR_RETURN(ControllerInfo info, mp_->GetController(name));
+    ToProto(info, resp->mutable_controller());
+    return absl::OkStatus();
+  }();
   return Done(ctx, s);
 }
 
@@ -272,9 +283,32 @@ ControlService::Unary* ControlService::DetachController(Ctx* ctx,
     RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin));
     ASSIGN_OR_RETURN(std::string name, ParseControllerName(req->name()));
     RETURN_IF_ERROR(mp_->GetController(name).status());
-    return absl::FailedPreconditionError(absl::StrCat(
-        "detaching controller ", name, " needs its backend (vfio or kernel), and this agent "
-        "has none"));
+    if (!options_.controllers) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "detaching controller ", name, " needs its backend (vfio or kernel), and this agent "
+          "has none"));
+    }
+    return options_.controllers->Detach(name);
+  }();
+  return Done(ctx, s);
+}
+
+ControlService::Unary* ControlService::ResetController(Ctx* ctx,
+                                                       const v1::ResetControllerRequest* req,
+                                                       v1::ResetControllerResponse* resp) {
+  absl::Status s = [&]() -> absl::Status {
+    RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin));
+    ASSIGN_OR_RETURN(std::string name, ParseControllerName(req->name()));
+    RETURN_IF_ERROR(mp_->GetController(name).status());
+    if (!options_.controllers) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "resetting controller ", name, " needs its backend (vfio or kernel), and this agent "
+          "has none"));
+    }
+    RETURN_IF_ERROR(options_.controllers->Reset(name));
+    ASSIGN_OR_RETURN(ControllerInfo info, mp_->GetController(name));
+    ToProto(info, resp->mutable_controller());
+    return absl::OkStatus();
   }();
   return Done(ctx, s);
 }

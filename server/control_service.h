@@ -13,12 +13,27 @@
 
 namespace umpath::server {
 
+// The backends' side of attach, detach and reset (vfio: PCI addresses). Threading:
+// called from gRPC threads; implementations serialize themselves.
+class ControllerOps {
+ public:
+  virtual ~ControllerOps() = default;
+  struct AttachSpec {
+    std::string transport, address, service, subsystem_nqn;
+  };
+  // The attached controller's name.
+  virtual absl::StatusOr<std::string> Attach(const AttachSpec& spec) = 0;
+  virtual absl::Status Detach(const std::string& controller) = 0;
+  virtual absl::Status Reset(const std::string& controller) = 0;
+};
+
 struct ServiceOptions {
   std::string version = "0.1.0";
   std::string node;
   std::vector<std::string> backends;  // present and usable: "vfio", "kernel", "ublk"
   uint32_t max_message_bytes = 4 << 20;
   WatchOptions watch;
+  ControllerOps* controllers = nullptr;  // none: attach/detach/reset say so
 };
 
 // Called after a per-head setting changed through the API (to persist it).
@@ -64,6 +79,8 @@ class ControlService final : public v1::MultipathControl::CallbackService {
                           v1::AttachControllerResponse*) override;
   Unary* DetachController(Ctx*, const v1::DetachControllerRequest*,
                           v1::DetachControllerResponse*) override;
+  Unary* ResetController(Ctx*, const v1::ResetControllerRequest*,
+                         v1::ResetControllerResponse*) override;
   Unary* ExportHead(Ctx*, const v1::ExportHeadRequest*, v1::ExportHeadResponse*) override;
   Unary* UnexportHead(Ctx*, const v1::UnexportHeadRequest*, v1::UnexportHeadResponse*) override;
   grpc::ServerWriteReactor<v1::WatchEventsResponse>* WatchEvents(

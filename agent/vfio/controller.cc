@@ -375,6 +375,21 @@ absl::Status VfioController::RecreateIoQueues() {
   return absl::OkStatus();
 }
 
+absl::Status VfioController::DeleteIoQueues(int timeout_ms) {
+  absl::Status first;
+  for (auto& q : io_queues_) {
+    for (nvme::AdminOpcode op : {nvme::AdminOpcode::kDeleteIoSq, nvme::AdminOpcode::kDeleteIoCq}) {
+      nvme::SubmissionEntry sqe;
+      sqe.opcode = static_cast<uint8_t>(op);
+      sqe.cdw10 = q->qp->qid();
+      absl::StatusOr<nvme::CompletionEntry> done = AdminCommand(sqe, timeout_ms);
+      if (!done.ok() && first.ok()) first = done.status();
+      if (!done.ok() && done.status().code() != absl::StatusCode::kInternal) return first;
+    }
+  }
+  return first;
+}
+
 absl::Status VfioController::ShutdownNotify(int timeout_ms) {
   const uint32_t cc = device_->Read32(regs::kCc);
   if (cc == regs::kCstsGone) return DeviceGone(device_->bdf());

@@ -35,6 +35,10 @@ bool WriteSysfs(const fs::path& p, const std::string& value) {
   return static_cast<bool>(out);
 }
 
+// Admin commands that quiesce a controller before a disable: short, since a controller
+// being reset may not answer at all.
+constexpr int kQuiesceTimeoutMs = 1000;
+
 void Log(const std::string& line) { std::fprintf(stderr, "umpath-vfio: %s\n", line.c_str()); }
 
 }  // namespace
@@ -304,6 +308,17 @@ absl::Status VfioManager::Detach(const std::string& bdf, absl::string_view reaso
   return absl::NotFoundError(absl::StrCat(bdf, " is not attached"));
 }
 
+absl::Status VfioManager::RequestReset(const std::string& bdf) {
+  MutexLock l(&mu_);
+  for (const auto& c : ctrls_) {
+    if (c->bdf != bdf) continue;
+    if (c->resetting) return absl::FailedPreconditionError(absl::StrCat(bdf, " is already resetting"));
+    StartReset(c.get(), "reset requested through the API");
+    return absl::OkStatus();
+  }
+  return absl::NotFoundError(absl::StrCat(bdf, " is not attached through vfio"));
+}
+
 void VfioManager::DetachLocked(Ctrl* c, std::string reason, bool device_gone) {
   Log(absl::StrCat(c->bdf, ": detaching: ", reason));
   for (int fd : {c->admin_fd, c->release_fd}) {
@@ -311,7 +326,10 @@ void VfioManager::DetachLocked(Ctrl* c, std::string reason, bool device_gone) {
   }
   // The device stops first, so nothing it still holds can land in a buffer that is
   // reused once its I/O failed over.
-  if (!device_gone) (void)c->dev->Disable();
+  if (!device_gone) {
+    (void)c->dev->DeleteIoQueues(kQuiesceTimeoutMs);
+    (void)c->dev->Disable();
+  }
   for (VfioQueuePair* qp : c->qps) qp->MarkGone();
   (void)mp_->RemoveController(c->bdf, reason);
   auto it = std::find_if(ctrls_.begin(), ctrls_.end(), [c](const auto& p) { return p.get() == c; });
@@ -326,6 +344,11 @@ void VfioManager::StartReset(Ctrl* c, std::string why) {
   c->resetting = true;
   c->reset_reason = why;
   (void)mp_->SetControllerState(c->bdf, ControllerState::kResetting, why);
+  // A controller that still answers gets its I/O queues deleted first (what was in
+  // flight is aborted by the device itself); one that does not is simply disabled.
+  if (c->dev->ReadCsts() != regs::kCstsGone && !(c->dev->ReadCsts() & regs::kCstsCfs)) {
+    (void)c->dev->DeleteIoQueues(kQuiesceTimeoutMs);
+  }
   if (absl::Status s = c->dev->Disable(); !s.ok() && s.code() == absl::StatusCode::kUnavailable) {
     DetachLocked(c, absl::StrCat("controller lost during reset: ", s.message()), true);
     return;
@@ -488,6 +511,7 @@ void VfioManager::Stop() {
     for (int fd : {c->admin_fd, c->release_fd}) {
       if (fd >= 0) epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
     }
+    (void)c->dev->DeleteIoQueues(kQuiesceTimeoutMs);
     (void)c->dev->ShutdownNotify(2000);
     (void)c->dev->Disable();
     for (VfioQueuePair* qp : c->qps) qp->MarkGone();

@@ -57,6 +57,10 @@ class VfioManager {
   // Lets a controller go: its paths fail over, then the device is released.
   absl::Status Detach(const std::string& bdf, absl::string_view reason);
 
+  // Starts a reset (the rest runs on the event thread). FAILED_PRECONDITION while one
+  // is under way.
+  absl::Status RequestReset(const std::string& bdf);
+
   // DMA memory for a frontend's buffers, mapped and registered for I/O on every queue.
   absl::StatusOr<std::unique_ptr<DmaBuffer>> AllocateIoBuffer(uint64_t len);
 

@@ -34,4 +34,6 @@ fi
 # shellcheck disable=SC2206
 [ -n "${UMPATH_LAB_EXTRA:-}" ] && args+=(${UMPATH_LAB_EXTRA})
 [ -n "$qmp" ] && args+=(-qmp "unix:$qmp,server=on,wait=off")
-exec qemu-system-x86_64 "${args[@]}"
+# UMPATH_LAB_WRAP: a command to run QEMU under (e.g. "gdb -batch -ex run -ex bt --args").
+# shellcheck disable=SC2086
+exec ${UMPATH_LAB_WRAP:-} qemu-system-x86_64 "${args[@]}"

@@ -17,7 +17,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 umpathd="$(readlink -f "$1")"
 ctl="$(readlink -f "$2")"
 work="$(mktemp -d /tmp/umpath-lab-mp-XXXXXX)"
-trap 'rm -rf "$work"' EXIT
+[ -n "${UMPATH_LAB_KEEP:-}" ] || trap 'rm -rf "$work"' EXIT
 bash "$here/fetch.sh" >/dev/null
 
 cat > "$work/after" <<AFTER
@@ -73,6 +73,34 @@ wait \$pid
 echo "umpath-lab: fail-path workload exited \$?"
 cat /tmp/fp.out
 grep -E "path-state-changed" /tmp/fp.err
+
+echo "umpath-lab: == 3b reset, detach and attach under I/O"
+\$U \$common --vfio_devices=0000:01:00.0,0000:02:00.0 --default_io_policy=round-robin \
+  --workload=verify --workload_secs=16 --workload_qd=16 > /tmp/rs.out 2>/tmp/rs.err &
+pid=\$!
+wait_head || echo "umpath-lab: no head"
+sleep 1
+\$C reset 0000:01:00.0
+sleep 2
+\$C reset 0000:01:00.0
+sleep 2
+\$C detach 0000:02:00.0
+sleep 1
+echo "umpath-lab: paths after detach: \$(\$C head \$H | grep -c '^  0000:0')"
+\$C attach pcie 0000:02:00.0
+sleep 1
+c=\$(col 0000:02:00.0 6)
+sleep 2
+d=\$(col 0000:02:00.0 6)
+echo "umpath-lab: re-attached path completed \$c then \$d"
+\$C reset 0000:09:00.0
+echo "umpath-lab: reset of an unknown controller exited \$?"
+\$C attach pcie 0000:00:00.0
+echo "umpath-lab: attach of a non-NVMe function exited \$?"
+wait \$pid
+echo "umpath-lab: reset workload exited \$?"
+cat /tmp/rs.out
+grep -E "type=controller-|umpath-vfio: 0000:0[12]:00.0: (resetting|reset done|detaching|attached)" /tmp/rs.err
 
 echo "umpath-lab: == 4 bad input"
 \$U \$common --workers=2 --vfio_devices=0000:00:00.0,0000:09:00.0,0000:01:00.0,0000:02:00.0,0000:03:00.0,0000:04:00.0 \
@@ -136,6 +164,26 @@ has "umpath-lab: failed path selectable no" "the failed path is not selectable"
 sed -n '/== 3 fail-path/,/== 4 bad input/p' "$log" > "$work/fp"
 grep -qE "result .* errors=0 mismatches=0" "$work/fp" || fail "fail-path: zero errors"
 grep -q "fail-path workload exited 0" "$work/fp" || fail "fail-path exit status"
+
+# 3b. Reset twice, detach and attach through the API, all under verified I/O.
+sed -n '/== 3b reset/,/== 4 bad input/p' "$log" > "$work/rs"
+grep -qE "result .* errors=0 mismatches=0" "$work/rs" || fail "reset/detach/attach: zero errors"
+grep -q "reset workload exited 0" "$work/rs" || fail "reset workload exit status"
+[ "$(grep -c "umpath-vfio: 0000:01:00.0: reset done" "$work/rs")" -eq 2 ] || fail "two resets done"
+grep -qE 'type=controller-state-changed controller="0000:01:00.0" from="live" to="resetting"' "$work/rs" \
+  || fail "resetting event"
+grep -qE 'type=controller-state-changed controller="0000:01:00.0" from="resetting" to="live"' "$work/rs" \
+  || fail "live again event"
+grep -qE 'type=controller-removed controller="0000:02:00.0" reason="detached through the API"' "$work/rs" \
+  || fail "detach event"
+grep -q "umpath-lab: paths after detach: 1" "$work/rs" || fail "one path after detach"
+grep -q "attached 0000:02:00.0" "$work/rs" || fail "attach through the API"
+line="$(grep "umpath-lab: re-attached path completed" "$work/rs")" || fail "re-attach samples"
+set -- $(echo "$line" | grep -oE '[0-9]+' | tail -2)
+[ "$2" -gt "$1" ] || fail "I/O reached the re-attached path: $line"
+grep -q "controller 0000:09:00.0 not found" "$work/rs" || fail "reset of an unknown controller"
+grep -q "reset of an unknown controller exited [1-9]" "$work/rs" || fail "its exit status"
+grep -q "0000:00:00.0 is not an NVMe controller" "$work/rs" || fail "attach of a non-NVMe function"
 
 # 4. Bad input: clear errors, and the good paths serve.
 sed -n '/== 4 bad input/,$p' "$log" > "$work/bad"
