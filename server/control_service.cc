@@ -276,18 +276,24 @@ ControlService::Unary* ControlService::AttachController(Ctx* ctx,
   return Done(ctx, s);
 }
 
+// An existing controller named in a request, for an admin caller, with a backend to act.
+absl::StatusOr<std::string> ControlService::BackendController(Ctx* ctx, const std::string& name,
+                                                              absl::string_view verb) const {
+  RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin));
+  ASSIGN_OR_RETURN(std::string id, ParseControllerName(name));
+  RETURN_IF_ERROR(mp_->GetController(id).status());
+  if (!options_.controllers) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        verb, " controller ", id, " needs its backend (vfio or kernel), and this agent has none"));
+  }
+  return id;
+}
+
 ControlService::Unary* ControlService::DetachController(Ctx* ctx,
                                                         const v1::DetachControllerRequest* req,
                                                         v1::DetachControllerResponse*) {
   absl::Status s = [&]() -> absl::Status {
-    RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin));
-    ASSIGN_OR_RETURN(std::string name, ParseControllerName(req->name()));
-    RETURN_IF_ERROR(mp_->GetController(name).status());
-    if (!options_.controllers) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "detaching controller ", name, " needs its backend (vfio or kernel), and this agent "
-          "has none"));
-    }
+    ASSIGN_OR_RETURN(std::string name, BackendController(ctx, req->name(), "detaching"));
     return options_.controllers->Detach(name);
   }();
   return Done(ctx, s);
@@ -297,14 +303,7 @@ ControlService::Unary* ControlService::ResetController(Ctx* ctx,
                                                        const v1::ResetControllerRequest* req,
                                                        v1::ResetControllerResponse* resp) {
   absl::Status s = [&]() -> absl::Status {
-    RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin));
-    ASSIGN_OR_RETURN(std::string name, ParseControllerName(req->name()));
-    RETURN_IF_ERROR(mp_->GetController(name).status());
-    if (!options_.controllers) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "resetting controller ", name, " needs its backend (vfio or kernel), and this agent "
-          "has none"));
-    }
+    ASSIGN_OR_RETURN(std::string name, BackendController(ctx, req->name(), "resetting"));
     RETURN_IF_ERROR(options_.controllers->Reset(name));
     ASSIGN_OR_RETURN(ControllerInfo info, mp_->GetController(name));
     ToProto(info, resp->mutable_controller());

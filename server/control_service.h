@@ -92,6 +92,8 @@ class ControlService final : public v1::MultipathControl::CallbackService {
   absl::Status HeadOut(const std::string& head, v1::Head* out) const;
   // Export and unexport until the ublk frontend lands (issue 6): the checks, then
   // FAILED_PRECONDITION naming what is missing.
+  absl::StatusOr<std::string> BackendController(Ctx* ctx, const std::string& name,
+                                                absl::string_view verb) const;
   absl::Status NoExportFrontend(Ctx* ctx, const std::string& name, absl::string_view verb) const;
   void Persist(const std::string& head);
 
