@@ -34,8 +34,12 @@ bind() {  # bind DRIVER BDF...
 }
 for run in \$(seq 1 $runs); do
   bind nvme "\$@"
-  for i in \$(seq 1 50); do [ -b /dev/nvme0n1 ] && break; sleep 0.2; done
-  echo "bench: kernel paths: \$(ls /sys/block/nvme0n1/multipath 2>/dev/null | tr '\n' ' ') policy \$(cat /sys/class/nvme-subsystem/nvme-subsys0/iopolicy)"
+  # Both controllers in the kernel's subsystem, and its head block device.
+  for i in \$(seq 1 100); do
+    [ -b /dev/nvme0n1 ] && [ "\$(ls -d /sys/class/nvme-subsystem/nvme-subsys0/nvme[0-9]* 2>/dev/null | wc -l)" -ge 2 ] && break
+    sleep 0.2
+  done
+  echo "bench: kernel paths: \$(ls /sys/block | grep nvme | tr '\n' ' ') controllers \$(ls /sys/class/nvme-subsystem/nvme-subsys0 | grep -E '^nvme[0-9]+$' | tr '\n' ' ') policy \$(cat /sys/class/nvme-subsystem/nvme-subsys0/iopolicy)"
   $fio --name=kernel --filename=/dev/nvme0n1 --ioengine=io_uring --direct=1 --rw=randread \
     --bs=4k --iodepth=32 --numjobs=1 --time_based --runtime=$secs --output-format=json \
     --output=/tmp/fio.json >/dev/null 2>&1

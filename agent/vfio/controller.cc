@@ -155,6 +155,14 @@ absl::StatusOr<nvme::CompletionEntry> VfioController::AdminCommand(nvme::Submiss
   }
 }
 
+AsyncEvent DecodeAsyncEvent(uint32_t dw0) {
+  AsyncEvent e;
+  e.type = static_cast<uint8_t>(dw0 & 0x7);
+  e.info = static_cast<uint8_t>((dw0 >> 8) & 0xff);
+  e.log_page = static_cast<uint8_t>((dw0 >> 16) & 0xff);
+  return e;
+}
+
 VfioController::~VfioController() {
   if (device_) {
     if (!vector_fds_.empty()) (void)device_->DisableIrqs(VFIO_PCI_MSIX_IRQ_INDEX);
@@ -176,11 +184,7 @@ void VfioController::OnStrayAdminCompletion(const nvme::CompletionEntry& cqe) {
     return;
   }
   ++aers_to_repost_;
-  AsyncEvent e;
-  e.type = static_cast<uint8_t>(cqe.dw0 & 0x7);
-  e.info = static_cast<uint8_t>((cqe.dw0 >> 8) & 0xff);
-  e.log_page = static_cast<uint8_t>((cqe.dw0 >> 16) & 0xff);
-  events_.push_back(e);
+  events_.push_back(DecodeAsyncEvent(cqe.dw0));
 }
 
 std::vector<AsyncEvent> VfioController::TakeAsyncEvents() {

@@ -46,6 +46,8 @@ struct AsyncEvent {
   bool ana_change() const { return type == 2 && info == 3; }
   bool namespace_changed() const { return type == 2 && info == 0; }
 };
+// From an AER completion's dword 0.
+AsyncEvent DecodeAsyncEvent(uint32_t dw0);
 
 // Threading: the control thread (the vfio manager's event thread), which alone uses the
 // admin queue. I/O queue pairs, once created, belong to their workers.

@@ -190,6 +190,7 @@ absl::Status VfioManager::AttachLocked(const std::string& bdf) {
   if (!dev.ok()) return dev.status();
   c->dev = std::move(*dev);
   auto fail = [&](absl::string_view step, const absl::Status& s) {
+    (void)c->dev->Disable();  // nothing of a half-made controller keeps running
     return absl::Status(s.code(), absl::StrCat(bdf, ": ", step, ": ", s.message()));
   };
   if (absl::Status s = c->dev->Enable(); !s.ok()) return fail("enable", s);

@@ -114,6 +114,15 @@ echo 0000:02:00.0 > /sys/bus/pci/drivers/vfio-pci/unbind
 echo "umpath-lab: unbound workload exited \$?"
 cat /tmp/unbound.out
 grep -E "umpath-vfio" /tmp/unbound.err
+echo "umpath-lab: == 5 binding"
+echo nvme > /sys/bus/pci/devices/0000:02:00.0/driver_override
+echo 0000:02:00.0 > /sys/bus/pci/drivers_probe
+echo "umpath-lab: 0000:02:00.0 driver \$(basename \$(readlink /sys/bus/pci/devices/0000:02:00.0/driver))"
+\$U \$common --bind_vfio --vfio_devices=0000:02:00.0,0000:01:00.0 --default_io_policy=round-robin \
+  --workload=verify --workload_secs=2 > /tmp/bind.out 2> /tmp/bind.err
+echo "umpath-lab: bind workload exited \$?"
+cat /tmp/bind.out
+echo "umpath-lab: 0000:02:00.0 driver now \$(basename \$(readlink /sys/bus/pci/devices/0000:02:00.0/driver))"
 AFTER
 UMPATH_LAB_AFTER="$work/after" bash "$here/mkinitramfs.sh" "$work/initramfs.gz" \
   "$here/smoke_init.sh" "$umpathd" "$ctl"
@@ -196,4 +205,11 @@ chk "bad-input workload exited 0" "the agent served its good paths"
 chk "result .* errors=0 mismatches=0" "no error on the good paths"
 chk "0000:02:00.0: not attached: FAILED_PRECONDITION: 0000:02:00.0 is bound to no driver, not vfio-pci" "an unbound function is refused"
 chk "unbound workload exited 0" "the bound path serves alone"
+
+# 5. --bind_vfio takes a function from the kernel's nvme driver.
+sed -n '/== 5 binding/,$p' "$log" > "$work/bind"
+grep -q "0000:02:00.0 driver nvme" "$work/bind" || fail "the function starts on the nvme driver"
+grep -q "bind workload exited 0" "$work/bind" || fail "bind workload"
+grep -qE "umpathd-workload: path 0000:02:00.0 completed=[1-9]" "$work/bind" || fail "the bound path carried I/O"
+grep -q "0000:02:00.0 driver now vfio-pci" "$work/bind" || fail "bound to vfio-pci"
 echo "lab: multipath test passed"

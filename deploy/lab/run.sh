@@ -78,7 +78,8 @@ until grep -q "umpathd-workload: \(result\|failed\)" "$state/serial.log" 2>/dev/
   fi
   sleep 1
 done
-grep -E "umpath-lab:|umpath-vfio:|umpathd-workload:" "$state/serial.log" | tr -d '\r'
+grep -E "umpath-lab:|umpath-vfio:|umpathd-workload:" "$state/serial.log" | tr -d '\r' \
+  | sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g; s/^\x1bc//'
 echo
 echo "\$ umpathctl --address=127.0.0.1:$port ... heads"
 "${ctl_host[@]}" heads
