@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <string>
 #include <thread>
@@ -21,6 +22,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "agent/base/mutex.h"
 #include "agent/core/multipath.h"
 #include "agent/core/types.h"
 #include "agent/core/worker.h"
@@ -317,6 +319,19 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "umpathd: serving umpath.v1.MultipathControl on unix:%s (node %s)\n",
                so.socket_path.c_str(), so.service.node.c_str());
 
+  // The one place signals are taken: a signal stops a running workload early (its
+  // result is still printed) and then the agent.
+  std::atomic<bool> stop_workload{false};
+  std::atomic<int> got_signal{0};
+  Notification signalled;
+  std::thread signals([&] {
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    got_signal = sig;
+    stop_workload = true;
+    signalled.Notify();
+  });
+
   int rc = 0;
   bool serve = true;
   if (!workload.empty()) {
@@ -333,6 +348,7 @@ int main(int argc, char** argv) {
     std::printf("umpathd-workload: start %s bs=%u qd=%u secs=%.1f workers=%d\n", workload.c_str(),
                 wl.block_size, wl.queue_depth, wl.seconds, nworkers);
     std::fflush(stdout);
+    wl.stop = &stop_workload;
     absl::StatusOr<perf::WorkloadResult> r = perf::RunWorkload(mp->get(), raw, alloc, wl);
     for (auto& w : workers) w->Start();
     if (!r.ok()) {
@@ -352,11 +368,14 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
     serve = absl::GetFlag(FLAGS_workload_then) == "serve";
   }
-  if (serve) {
-    int sig = 0;
-    sigwait(&sigs, &sig);
-    std::fprintf(stderr, "umpathd: signal %d, shutting down\n", sig);
+  if (serve || stop_workload) {
+    while (!signalled.WaitFor(std::chrono::hours(24))) {
+    }
+    std::fprintf(stderr, "umpathd: signal %d, shutting down\n", got_signal.load());
+  } else {
+    kill(getpid(), SIGTERM);  // ends the signal thread's wait (the signal stays blocked)
   }
+  signals.join();
   (*srv)->Shutdown();
   // The backend lets go of its controllers while the workers still run.
   if (vfio_manager) vfio_manager->Stop();

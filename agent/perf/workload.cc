@@ -62,11 +62,16 @@ std::string WorkloadResult::ToString() const {
       "errors=%u mismatches=%u",
       head, seconds, ios, iops(), mbps(), p50_ns / 1e3, p99_ns / 1e3, max_ns / 1e3, errors,
       mismatches);
+  if (flushes + zeroes > 0) absl::StrAppend(&s, " flushes=", flushes, " write_zeroes=", zeroes);
   if (!first_error.empty()) absl::StrAppend(&s, " first_error=\"", first_error, "\"");
   return s;
 }
 
 namespace {
+
+// Verify: every 16th write of a slot is a Write Zeroes, every 8th is followed by a Flush.
+constexpr uint64_t kZeroesEvery = 16;
+constexpr uint64_t kFlushEvery = 8;
 
 int64_t NowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -84,7 +89,10 @@ struct Slot {
   uint64_t stripe_start = 0, stripe_blocks = 0;
   uint64_t seq = 0;
   int64_t started = 0;
-  bool verifying_read = false;  // verify: this completion is the read-back
+  // Verify goes write (or write zeroes) -> [flush] -> read back -> compare; kFresh
+  // means the slot needs a new command, the others that the next one is set up.
+  enum Step : uint8_t { kFresh, kFlushNext, kReadNext } step = kFresh;
+  uint64_t verify_lba = 0;
 };
 
 struct ThreadState {
@@ -98,7 +106,7 @@ struct ThreadState {
   uint32_t blocks_per_io = 0;
   uint32_t bytes_per_io = 0;
   uint64_t seq_next = 0;  // sequential patterns: next LBA within the stripe
-  uint64_t ios = 0, bytes = 0, errors = 0, mismatches = 0;
+  uint64_t ios = 0, bytes = 0, errors = 0, mismatches = 0, flushes = 0, zeroes = 0;
   std::string first_error;
   LatencyHistogram latency;
 };
@@ -144,9 +152,18 @@ void Prepare(Slot* s) {
   r.data = write ? s->wbuf : s->rbuf;
   if (t->pattern == Pattern::kVerify) {
     ++s->seq;
-    FillPattern(s->wbuf, t->bytes_per_io, r.slba, s->seq);
+    s->verify_lba = r.slba;
+    if (s->seq % kZeroesEvery == 0) {
+      // Write Zeroes: what must read back is zeros.
+      r.opcode = nvme::IoOpcode::kWriteZeroes;
+      r.data = nullptr;
+      r.data_len = 0;
+      std::memset(s->wbuf, 0, t->bytes_per_io);
+    } else {
+      FillPattern(s->wbuf, t->bytes_per_io, r.slba, s->seq);
+    }
   }
-  s->verifying_read = false;
+  s->step = Slot::kFresh;
 }
 
 void OnDone(IoRequest* r, IoResult res) {
@@ -157,31 +174,50 @@ void OnDone(IoRequest* r, IoResult res) {
   if (!res.ok()) {
     ++t->errors;
     if (t->first_error.empty()) {
-      t->first_error = absl::StrFormat("%s %s lba %u: %s, nvme status 0x%03x",
-                                       r->opcode == nvme::IoOpcode::kWrite ? "write" : "read",
-                                       IoErrorName(res.error), r->slba,
+      const char* op = r->opcode == nvme::IoOpcode::kWrite         ? "write"
+                       : r->opcode == nvme::IoOpcode::kRead        ? "read"
+                       : r->opcode == nvme::IoOpcode::kFlush       ? "flush"
+                                                                   : "write-zeroes";
+      t->first_error = absl::StrFormat("%s lba %u: %s, nvme status 0x%03x", op, r->slba,
                                        IoErrorName(res.error), res.status.code());
     }
   } else {
     ++t->ios;
     t->bytes += r->data_len;
-    if (t->pattern == Pattern::kVerify && !s->verifying_read) {
-      // Written: read it back into the other buffer.
-      const uint64_t slba = r->slba;
-      r->opcode = nvme::IoOpcode::kRead;
-      r->data = s->rbuf;
-      std::memset(s->rbuf, 0, t->bytes_per_io);
-      r->slba = slba;
-      s->verifying_read = true;
-      t->ready.push_back(s);
-      return;
-    }
-    if (t->pattern == Pattern::kVerify && s->verifying_read &&
-        std::memcmp(s->wbuf, s->rbuf, t->bytes_per_io) != 0) {
-      ++t->mismatches;
+    if (t->pattern == Pattern::kVerify) {
+      IoRequest& q = s->req;
+      switch (q.opcode) {
+        case nvme::IoOpcode::kWriteZeroes:
+          ++t->zeroes;
+          [[fallthrough]];
+        case nvme::IoOpcode::kWrite:
+          if (s->seq % kFlushEvery == 0) {
+            q.opcode = nvme::IoOpcode::kFlush;
+            q.data = nullptr;
+            q.data_len = 0;
+            s->step = Slot::kFlushNext;
+            t->ready.push_back(s);
+            return;
+          }
+          [[fallthrough]];
+        case nvme::IoOpcode::kFlush:
+          if (q.opcode == nvme::IoOpcode::kFlush) ++t->flushes;
+          // Written (and maybe flushed): read it back into the other buffer.
+          q.opcode = nvme::IoOpcode::kRead;
+          q.slba = s->verify_lba;
+          q.blocks = t->blocks_per_io;
+          q.data = s->rbuf;
+          q.data_len = t->bytes_per_io;
+          std::memset(s->rbuf, 0xa5, t->bytes_per_io);
+          s->step = Slot::kReadNext;
+          t->ready.push_back(s);
+          return;
+        default:
+          if (std::memcmp(s->wbuf, s->rbuf, t->bytes_per_io) != 0) ++t->mismatches;
+      }
     }
   }
-  s->verifying_read = false;
+  s->step = Slot::kFresh;
   t->ready.push_back(s);
 }
 
@@ -271,7 +307,7 @@ absl::StatusOr<WorkloadResult> RunWorkload(Multipath* mp, const std::vector<Work
   const int64_t end = start + static_cast<int64_t>(o.seconds * 1e9);
   std::vector<std::thread> threads;
   for (auto& ts : states) {
-    threads.emplace_back([t = ts.get(), uid = head->uid, end] {
+    threads.emplace_back([t = ts.get(), uid = head->uid, end, stop = o.stop] {
       Worker* w = t->worker;
       t->channel = w->FindChannel(uid);
       t->ready.reserve(t->slots.size());
@@ -281,14 +317,17 @@ absl::StatusOr<WorkloadResult> RunWorkload(Multipath* mp, const std::vector<Work
       bool submitting = true;
       uint32_t loops = 0;
       for (;;) {
-        if (submitting && (++loops & 63) == 0 && NowNs() >= end) submitting = false;
+        if (submitting && (++loops & 63) == 0 &&
+            (NowNs() >= end || (stop && stop->load(std::memory_order_relaxed)))) {
+          submitting = false;
+        }
         if (!t->channel) t->channel = w->FindChannel(uid);
         if (submitting && t->channel) {
           // A request can complete inside Submit (no path, head gone): it lands in
           // `ready` for the next round, not this one.
           batch.swap(t->ready);
           for (Slot* s : batch) {
-            if (!s->verifying_read) Prepare(s);
+            if (s->step == Slot::kFresh) Prepare(s);
             s->started = NowNs();
             ++t->in_flight;
             t->channel->Submit(&s->req);
@@ -313,6 +352,8 @@ absl::StatusOr<WorkloadResult> RunWorkload(Multipath* mp, const std::vector<Work
     r.bytes += t->bytes;
     r.errors += t->errors;
     r.mismatches += t->mismatches;
+    r.flushes += t->flushes;
+    r.zeroes += t->zeroes;
     if (r.first_error.empty()) r.first_error = t->first_error;
     all.Merge(t->latency);
   }

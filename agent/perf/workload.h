@@ -5,6 +5,7 @@
 // the workers itself (each one's RunOnce on a thread of its own), so nothing in the
 // measured path is a posted message or a lock.
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -17,6 +18,8 @@
 
 namespace umpath::perf {
 
+// kVerify: each slot writes a pattern to a random place of its own stripe (every 16th
+// time a Write Zeroes instead), flushes every 8th time, reads it back and compares.
 enum class Pattern : uint8_t { kRead, kWrite, kRandRead, kRandWrite, kVerify };
 absl::StatusOr<Pattern> ParsePattern(absl::string_view name);
 
@@ -28,6 +31,8 @@ struct WorkloadOptions {
   std::string head;             // empty: the first head
   double head_wait_seconds = 30;
   uint64_t seed = 1;
+  // Set from another thread to end the run early (a signal); the result covers what ran.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 // Memory the backend can DMA into: host pointer, kept alive by the returned owner.
@@ -51,7 +56,9 @@ struct WorkloadResult {
   uint64_t ios = 0;
   uint64_t bytes = 0;
   uint64_t errors = 0;
-  uint64_t mismatches = 0;  // verify: blocks read back that differ from what was written
+  uint64_t mismatches = 0;  // verify: reads back that differ from what was written
+  uint64_t flushes = 0;     // verify: Flush commands among the ios
+  uint64_t zeroes = 0;      // verify: Write Zeroes commands among the ios
   uint64_t p50_ns = 0, p99_ns = 0, max_ns = 0;
   std::string first_error;
   std::vector<PathResult> paths;  // the head's per-path counters during the run

@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <deque>
+#include <thread>
 #include <memory>
 #include <vector>
 
@@ -37,6 +38,8 @@ class RamQueuePair final : public QueuePair {
       uint8_t* at = disk_->data() + r->slba * block_;
       if (r->opcode == nvme::IoOpcode::kWrite) std::memcpy(at, r->data, r->data_len);
       if (r->opcode == nvme::IoOpcode::kRead) std::memcpy(r->data, at, r->data_len);
+      if (r->opcode == nvme::IoOpcode::kWriteZeroes && !ignore_write_zeroes) std::memset(at, 0, size_t{r->blocks} * block_);
+      if (r->opcode == nvme::IoOpcode::kFlush) ++flushes;
       if (corrupt_reads && r->opcode == nvme::IoOpcode::kRead) static_cast<uint8_t*>(r->data)[0] ^= 1;
       sink.OnCompletion(r, nvme::Status{});
     }
@@ -52,8 +55,10 @@ class RamQueuePair final : public QueuePair {
   uint32_t outstanding() const override { return static_cast<uint32_t>(pending_.size()); }
 
   uint64_t commands = 0;
+  uint64_t flushes = 0;
   uint64_t fail_every = 0;
   bool corrupt_reads = false;
+  bool ignore_write_zeroes = false;
 
  private:
   std::vector<uint8_t>* disk_;
@@ -145,6 +150,10 @@ TEST_F(WorkloadTest, VerifyRoundRobinUsesBothPathsWithNoMismatch) {
   EXPECT_LE(r.p50_ns, r.p99_ns);
   EXPECT_LE(r.p99_ns, r.max_ns);
   EXPECT_THAT(r.ToString(), ::testing::HasSubstr("mismatches=0"));
+  // Write Zeroes and Flush are part of the cycle, and what they leave is checked too.
+  EXPECT_GT(r.zeroes, 0u);
+  EXPECT_GT(r.flushes, 0u);
+  EXPECT_EQ(qps_[0]->flushes + qps_[1]->flushes + qps_[2]->flushes + qps_[3]->flushes, r.flushes);
 }
 
 TEST_F(WorkloadTest, NumaUsesOnePath) {
@@ -156,6 +165,18 @@ TEST_F(WorkloadTest, NumaUsesOnePath) {
   EXPECT_GT(r.ios, 100u);
   EXPECT_EQ(std::min(Completed(r, "c0"), Completed(r, "c1")), 0u);
   EXPECT_EQ(std::max(Completed(r, "c0"), Completed(r, "c1")), r.ios);
+}
+
+TEST_F(WorkloadTest, WriteZeroesThatDoNothingAreMismatches) {
+  Build(IoPolicy::kRoundRobin);
+  std::memset(disk_.data(), 0x5a, disk_.size());
+  for (auto& q : qps_) q->ignore_write_zeroes = true;
+  WorkloadOptions o;
+  o.pattern = Pattern::kVerify;
+  o.seconds = 0.3;
+  ASSERT_OK_AND_ASSIGN(WorkloadResult r, RunWorkload(mp_.get(), raw_workers_, Alloc(), o));
+  EXPECT_GT(r.zeroes, 0u);
+  EXPECT_GT(r.mismatches, 0u);
 }
 
 TEST_F(WorkloadTest, VerifyCountsCorruptionAsMismatches) {
@@ -196,6 +217,25 @@ TEST_F(WorkloadTest, SequentialWriteThenReadCoversTheStripes) {
   ASSERT_OK_AND_ASSIGN(WorkloadResult r, RunWorkload(mp_.get(), raw_workers_, Alloc(), o));
   EXPECT_GT(r.ios, 0u);
   EXPECT_EQ(r.errors, 0u);
+}
+
+TEST_F(WorkloadTest, StopEndsTheRunEarlyWithAResult) {
+  Build(IoPolicy::kRoundRobin);
+  std::atomic<bool> stop{false};
+  WorkloadOptions o;
+  o.pattern = Pattern::kVerify;
+  o.seconds = 600;
+  o.stop = &stop;
+  std::thread stopper([&stop] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    stop = true;
+  });
+  ASSERT_OK_AND_ASSIGN(WorkloadResult r, RunWorkload(mp_.get(), raw_workers_, Alloc(), o));
+  stopper.join();
+  EXPECT_LT(r.seconds, 60);
+  EXPECT_GT(r.ios, 0u);
+  EXPECT_EQ(r.errors, 0u);
+  EXPECT_EQ(r.mismatches, 0u);
 }
 
 TEST_F(WorkloadTest, BadOptionsAreClearErrors) {

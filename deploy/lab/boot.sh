@@ -4,7 +4,8 @@
 # namespace with explicit identifiers, a QMP socket, and the guest's port 50051
 # forwarded to a loopback port (LAB.md).
 # Usage: boot.sh INITRAMFS CONTROLLERS LOG [HOSTPORT] [QMP_SOCKET]  (runs in the foreground)
-# UMPATH_LAB_MULTIPATH=Y turns the guest kernel's native multipath on (the baseline).
+# UMPATH_LAB_MULTIPATH=Y turns the guest kernel's native multipath on (the baseline);
+# UMPATH_LAB_NAMESPACES=N gives the subsystem N shared namespaces.
 set -euo pipefail
 initramfs="$1"; controllers="$2"; log="$3"; hostport="${4:-0}"; qmp="${5:-}"
 cache="${UMPATH_LAB_CACHE:-$HOME/.cache/umpath-lab}"
@@ -27,6 +28,15 @@ for i in $(seq 0 $((controllers - 1))); do
 done
 args+=(-drive "file=$ns,if=none,id=d0,format=raw,cache=none,aio=threads"
        -device "nvme-ns,drive=d0,nsid=1,shared=on,nguid=ab000000-0000-0000-0000-000000000001,eui64=0xab00000000000001,uuid=6a5e0d2c-6e1b-4c7e-9d1a-000000000001")
+# UMPATH_LAB_NAMESPACES=N: N shared namespaces (64 MiB each after the first), NSID i with
+# identifiers ...01ii.
+for i in $(seq 2 "${UMPATH_LAB_NAMESPACES:-1}"); do
+  img="$work/ns$((i - 1)).img"
+  [ -e "$img" ] || truncate -s 64M "$img"
+  id="$(printf '%02d' "$i")"
+  args+=(-drive "file=$img,if=none,id=d$((i - 1)),format=raw,cache=none,aio=threads"
+         -device "nvme-ns,drive=d$((i - 1)),nsid=$i,shared=on,nguid=ab000000-0000-0000-0000-0000000001$id,eui64=0xab000000000001$id,uuid=6a5e0d2c-6e1b-4c7e-9d1a-0000000001$id")
+done
 if [ "$hostport" != 0 ]; then
   args+=(-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$hostport-:50051" -device virtio-net-pci,netdev=n0)
 fi

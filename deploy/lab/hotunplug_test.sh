@@ -22,7 +22,7 @@ C=$ctl
 H=nguid-ab000000000000000000000000000001
 \$U --socket=/run/umpath/umpathd.sock --state_file=/tmp/heads --node=lab \
   --vfio_devices=0000:01:00.0,0000:02:00.0 --default_io_policy=round-robin \
-  --workload=verify --workload_secs=12 --workload_qd=16 > /tmp/hp.out 2> /tmp/hp.err &
+  --workload=verify --workload_secs=600 --workload_qd=16 > /tmp/hp.out 2> /tmp/hp.err &
 pid=\$!
 for i in \$(seq 1 150); do \$C heads 2>/dev/null | grep -q '^nguid-' && break; sleep 0.2; done
 sleep 2
@@ -30,6 +30,8 @@ echo "umpath-lab: ready for unplug"
 for i in \$(seq 1 300); do [ -e /sys/bus/pci/devices/0000:01:00.0 ] || break; sleep 0.1; done
 echo "umpath-lab: 0000:01:00.0 present after unplug: \$([ -e /sys/bus/pci/devices/0000:01:00.0 ] && echo yes || echo no)"
 \$C head \$H
+sleep 2
+kill \$pid  # ends the workload; its result is still printed
 wait \$pid
 echo "umpath-lab: hot-unplug workload exited \$?"
 cat /tmp/hp.out

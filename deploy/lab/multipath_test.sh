@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # CTest (label lab): umpathd on QEMU's NVMe controllers through vfio, in one boot of the
 # lab node:
-#  1. two controllers of one subsystem: one head, two live optimized paths named by
-#     their PCI addresses, as the control API (umpathctl, table and JSON) shows them;
-#  2. a verified workload under each policy: zero errors, zero mismatches; round-robin
+#  1. two controllers of one subsystem with two shared namespaces: a head per namespace,
+#     each with two live optimized paths named by their PCI addresses, as the control
+#     API (umpathctl, table and JSON) shows them;
+#  2. a verified workload (writes, write zeroes, flushes, read-back) under each policy:
+#     zero errors, zero mismatches; round-robin
 #     and queue-depth use both paths, numa one;
 #  3. fail-path and reinstate-path under a verified workload: zero errors, I/O leaves
 #     the failed path and comes back to it;
@@ -55,7 +57,7 @@ done
 
 echo "umpath-lab: == 3 fail-path under I/O"
 \$U \$common --vfio_devices=0000:01:00.0,0000:02:00.0 --default_io_policy=round-robin \
-  --workload=verify --workload_secs=12 --workload_qd=16 > /tmp/fp.out 2>/tmp/fp.err &
+  --workload=verify --workload_secs=600 --workload_qd=16 > /tmp/fp.out 2>/tmp/fp.err &
 pid=\$!
 wait_head || echo "umpath-lab: no head"
 sleep 2
@@ -69,6 +71,7 @@ echo "umpath-lab: failed path selectable \$(col 0000:01:00.0 4)"
 sleep 2
 c=\$(col 0000:01:00.0 6)
 echo "umpath-lab: reinstated path completed \$b then \$c"
+kill \$pid  # ends the workload early; its result is still printed
 wait \$pid
 echo "umpath-lab: fail-path workload exited \$?"
 cat /tmp/fp.out
@@ -76,7 +79,7 @@ grep -E "path-state-changed" /tmp/fp.err
 
 echo "umpath-lab: == 3b reset, detach and attach under I/O"
 \$U \$common --vfio_devices=0000:01:00.0,0000:02:00.0 --default_io_policy=round-robin \
-  --workload=verify --workload_secs=16 --workload_qd=16 > /tmp/rs.out 2>/tmp/rs.err &
+  --workload=verify --workload_secs=600 --workload_qd=16 > /tmp/rs.out 2>/tmp/rs.err &
 pid=\$!
 wait_head || echo "umpath-lab: no head"
 sleep 1
@@ -97,6 +100,7 @@ echo "umpath-lab: re-attached path completed \$c then \$d"
 echo "umpath-lab: reset of an unknown controller exited \$?"
 \$C attach pcie 0000:00:00.0
 echo "umpath-lab: attach of a non-NVMe function exited \$?"
+kill \$pid
 wait \$pid
 echo "umpath-lab: reset workload exited \$?"
 cat /tmp/rs.out
@@ -126,22 +130,24 @@ echo "umpath-lab: 0000:02:00.0 driver now \$(basename \$(readlink /sys/bus/pci/d
 AFTER
 UMPATH_LAB_AFTER="$work/after" bash "$here/mkinitramfs.sh" "$work/initramfs.gz" \
   "$here/smoke_init.sh" "$umpathd" "$ctl"
-truncate -s 64M "$work/ns1.img"
+truncate -s 64M "$work/other-subsys.img"
 export UMPATH_LAB_EXTRA="-device pcie-root-port,id=rp2,chassis=3,slot=3
   -device pcie-root-port,id=rp3,chassis=4,slot=4
   -device nvme-subsys,id=s1,nqn=nqn.2026-01.io.umpath:lab
   -device nvme,id=c2,serial=S1,subsys=s1,bus=rp2
   -device nvme,id=c3,serial=S1,subsys=s1,bus=rp3,max_ioqpairs=1
-  -drive file=$work/ns1.img,if=none,id=d1,format=raw
-  -device nvme-ns,drive=d1,nsid=1,shared=on,bus=c2,nguid=ab000000-0000-0000-0000-000000000002"
-timeout 600 bash "$here/boot.sh" "$work/initramfs.gz" 2 "$work/serial.log" || true
+  -drive file=$work/other-subsys.img,if=none,id=dother,format=raw
+  -device nvme-ns,drive=dother,nsid=1,shared=on,bus=c2,nguid=ab000000-0000-0000-0000-000000000002"
+UMPATH_LAB_NAMESPACES=2 timeout 600 bash "$here/boot.sh" "$work/initramfs.gz" 2 "$work/serial.log" || true
 log="$work/serial.log"
 tr -d '\r' < "$log" > "$work/s.log"; log="$work/s.log"
 fail() { grep -E "umpath|event" "$log" | tail -80; echo "FAIL: $*"; exit 1; }
 has() { grep -qE -- "$1" "$log" || fail "$2"; }
 
-# 1. One head with both controllers' paths, live and optimized, named by PCI address.
+# 1. One head per namespace, each with both controllers' paths, live and optimized,
+#    named by PCI address.
 has "^nguid-ab000000000000000000000000000001 +2 +2 " "one head, two paths, two live"
+has "^nguid-ab000000000000000000000000000102 +2 +2 " "the second namespace: its own head, two paths"
 has "^  0000:01:00.0 +live +optimized +yes " "path 0000:01:00.0 live, optimized, selectable"
 has "^  0000:02:00.0 +live +optimized +yes " "path 0000:02:00.0 live, optimized, selectable"
 has "0000:01:00.0 .*pcie .*0000:01:00.0" "controller listed with its PCI address"
@@ -152,6 +158,8 @@ for p in numa round-robin queue-depth; do
   sed -n "/== 2 policy $p\$/,/workload $p exited/p" "$log" > "$work/$p"
   grep -qE "result .* errors=0 mismatches=0" "$work/$p" || fail "$p: verified workload clean"
   grep -q "workload $p exited 0" "$work/$p" || fail "$p: exit status"
+  grep -qE "result .* flushes=[1-9][0-9]* write_zeroes=[1-9]" "$work/$p" \
+    || fail "$p: Flush and Write Zeroes went to the devices"
   used=$(grep -cE "umpathd-workload: path 0000:0[12]:00.0 completed=[1-9]" "$work/$p" || true)
   if [ "$p" = numa ]; then
     [ "$used" -eq 1 ] || fail "numa uses one path ($used used)"
