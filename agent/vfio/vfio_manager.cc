@@ -371,6 +371,7 @@ void VfioManager::StartReset(Ctrl* c, std::string why) {
 
 void VfioManager::FinishReset(Ctrl* c) {
   auto fail = [&](absl::string_view step, const absl::Status& s) {
+    mu_.AssertHeld();  // called only below, under the lock
     DetachLocked(c, absl::StrCat("reset failed: ", step, ": ", s.message()),
                  s.code() == absl::StatusCode::kUnavailable);
   };
