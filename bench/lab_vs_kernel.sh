@@ -24,14 +24,7 @@ bash "$lab/fetch.sh" >/dev/null
 
 cat > "$work/after" <<AFTER
 #!/bin/sh
-bind() {  # bind DRIVER BDF...
-  drv=\$1; shift
-  for b in "\$@"; do
-    [ -e /sys/bus/pci/devices/\$b/driver ] && echo \$b > /sys/bus/pci/devices/\$b/driver/unbind
-    echo \$drv > /sys/bus/pci/devices/\$b/driver_override
-    echo \$b > /sys/bus/pci/drivers_probe
-  done
-}
+. /lab/lib.sh
 for run in \$(seq 1 $runs); do
   bind nvme "\$@"
   # Both controllers in the kernel's subsystem, and its head block device.

@@ -309,7 +309,6 @@ absl::StatusOr<WorkloadResult> RunWorkload(Multipath* mp, const std::vector<Work
   for (auto& ts : states) {
     threads.emplace_back([t = ts.get(), uid = head->uid, end, stop = o.stop] {
       Worker* w = t->worker;
-      t->channel = w->FindChannel(uid);
       t->ready.reserve(t->slots.size());
       std::vector<Slot*> batch;
       batch.reserve(t->slots.size());
@@ -321,7 +320,8 @@ absl::StatusOr<WorkloadResult> RunWorkload(Multipath* mp, const std::vector<Work
             (NowNs() >= end || (stop && stop->load(std::memory_order_relaxed)))) {
           submitting = false;
         }
-        if (!t->channel) t->channel = w->FindChannel(uid);
+        // Looked up every round: a head that is removed takes its channel with it.
+        t->channel = w->FindChannel(uid);
         if (submitting && t->channel) {
           // A request can complete inside Submit (no path, head gone): it lands in
           // `ready` for the next round, not this one.

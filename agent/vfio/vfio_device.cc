@@ -56,6 +56,23 @@ absl::Status VfioContainer::SetIommu() {
   if (iommu_set_) return absl::OkStatus();
   if (ioctl(fd_, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU) != 0) return Errno("VFIO_SET_IOMMU");
   iommu_set_ = true;
+  // Every group left once (all paths gone) and the kernel dropped the mappings with the
+  // IOMMU: the memory that outlived them gets its IOVAs back, so a buffer registered
+  // for I/O stays valid across an outage.
+  for (const auto& [iova, m] : mappings_) {
+    if (absl::Status s = Map(m.host, iova, m.len); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status VfioContainer::Map(void* host, uint64_t iova, uint64_t len) {
+  vfio_iommu_type1_dma_map map{};
+  map.argsz = sizeof map;
+  map.flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE;
+  map.vaddr = reinterpret_cast<uint64_t>(host);
+  map.iova = iova;
+  map.size = len;
+  if (ioctl(fd_, VFIO_IOMMU_MAP_DMA, &map) != 0) return Errno("VFIO_IOMMU_MAP_DMA");
   return absl::OkStatus();
 }
 
@@ -66,17 +83,11 @@ absl::StatusOr<uint64_t> VfioContainer::MapDma(void* host, uint64_t len) {
   }
   absl::StatusOr<uint64_t> iova = iova_.Allocate(len, kPage);
   if (!iova.ok()) return iova.status();
-  vfio_iommu_type1_dma_map map{};
-  map.argsz = sizeof map;
-  map.flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE;
-  map.vaddr = reinterpret_cast<uint64_t>(host);
-  map.iova = *iova;
-  map.size = len;
-  if (ioctl(fd_, VFIO_IOMMU_MAP_DMA, &map) != 0) {
-    absl::Status s = Errno("VFIO_IOMMU_MAP_DMA");
+  if (absl::Status s = Map(host, *iova, len); !s.ok()) {
     (void)iova_.Free(*iova, len);
     return s;
   }
+  mappings_[*iova] = Mapping{host, len};
   return *iova;
 }
 
@@ -85,7 +96,11 @@ absl::Status VfioContainer::UnmapDma(uint64_t iova, uint64_t len) {
   unmap.argsz = sizeof unmap;
   unmap.iova = iova;
   unmap.size = len;
-  if (ioctl(fd_, VFIO_IOMMU_UNMAP_DMA, &unmap) != 0) return Errno("VFIO_IOMMU_UNMAP_DMA");
+  // With no group left the kernel already dropped the mapping; the IOVA is ours again.
+  if (iommu_set_ && ioctl(fd_, VFIO_IOMMU_UNMAP_DMA, &unmap) != 0) {
+    return Errno("VFIO_IOMMU_UNMAP_DMA");
+  }
+  mappings_.erase(iova);
   return iova_.Free(iova, len);
 }
 

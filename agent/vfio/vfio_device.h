@@ -4,6 +4,7 @@
 // (our own IOVA space, ordinary pinned memory), a device gives its BAR0 mapped.
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -28,14 +29,22 @@ class VfioContainer {
 
   int fd() const { return fd_; }
   bool iommu_set() const { return iommu_set_; }
-  absl::Status SetIommu();  // after the first group joined
+  // After a group joined with none before it: sets the IOMMU and maps again whatever is
+  // still mapped from before the last group left.
+  absl::Status SetIommu();
   void GroupJoined() { ++groups_; }
   void GroupLeft();
 
  private:
   VfioContainer(int fd, IovaAllocator iova) : fd_(fd), iova_(std::move(iova)) {}
+  absl::Status Map(void* host, uint64_t iova, uint64_t len);
+  struct Mapping {
+    void* host;
+    uint64_t len;
+  };
   const int fd_;
   IovaAllocator iova_;
+  std::map<uint64_t, Mapping> mappings_;  // by IOVA: what SetIommu maps again
   bool iommu_set_ = false;
   int groups_ = 0;
 };

@@ -1,13 +1,17 @@
 #include "agent/vfio/vfio_manager.h"
 
+#include <linux/netlink.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -57,22 +61,31 @@ absl::Status BindToVfio(const std::string& bdf) {
   const fs::path dev = fs::path(kPciDevices) / bdf;
   std::error_code ec;
   if (!fs::exists(dev, ec)) return absl::NotFoundError(absl::StrCat("no PCI device ", bdf));
-  const fs::path driver = fs::read_symlink(dev / "driver", ec);
-  if (!ec && driver.filename() == "vfio-pci") return absl::OkStatus();
-  if (!ec && !WriteSysfs(dev / "driver" / "unbind", bdf)) {
-    return absl::InternalError(absl::StrCat("could not unbind ", bdf, " from ",
-                                            driver.filename().string()));
+  std::string had = "no driver";
+  // A function that just appeared may still be probed by its default driver (nvme
+  // probes asynchronously): try a few times, letting go of whatever bound meanwhile.
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    const fs::path driver = fs::read_symlink(dev / "driver", ec);
+    if (!ec && driver.filename() == "vfio-pci") return absl::OkStatus();
+    if (!ec) {
+      had = driver.filename().string();
+      if (!WriteSysfs(dev / "driver" / "unbind", bdf)) {
+        return absl::InternalError(absl::StrCat("could not unbind ", bdf, " from ", had));
+      }
+    }
+    if (!WriteSysfs(dev / "driver_override", "vfio-pci")) {
+      return absl::InternalError(absl::StrCat("could not set driver_override of ", bdf));
+    }
+    (void)WriteSysfs("/sys/bus/pci/drivers_probe", bdf);  // fails while a probe is running
+    for (int i = 0; i < 10; ++i) {
+      const fs::path now = fs::read_symlink(dev / "driver", ec);
+      if (!ec && now.filename() == "vfio-pci") return absl::OkStatus();
+      if (!ec) break;  // another driver got it: unbind again
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
   }
-  if (!WriteSysfs(dev / "driver_override", "vfio-pci") ||
-      !WriteSysfs("/sys/bus/pci/drivers_probe", bdf)) {
-    return absl::InternalError(absl::StrCat("could not bind ", bdf,
-                                            " to vfio-pci (is the vfio-pci module loaded?)"));
-  }
-  const fs::path now = fs::read_symlink(dev / "driver", ec);
-  if (ec || now.filename() != "vfio-pci") {
-    return absl::FailedPreconditionError(absl::StrCat(bdf, " did not bind to vfio-pci"));
-  }
-  return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      bdf, " did not bind to vfio-pci (it had ", had, "; is the vfio-pci module loaded?)"));
 }
 
 // One claimed controller: its device, its queue pairs (one per worker), and what the
@@ -125,8 +138,26 @@ absl::StatusOr<std::unique_ptr<VfioManager>> VfioManager::Create(Multipath* mp,
   ev.events = EPOLLIN;
   ev.data.ptr = nullptr;
   epoll_ctl(ep, EPOLL_CTL_ADD, wake, &ev);
-  return std::unique_ptr<VfioManager>(new VfioManager(mp, std::move(workers), std::move(options),
-                                                      std::move(*container), wake, ep));
+  std::unique_ptr<VfioManager> m(new VfioManager(mp, std::move(workers), std::move(options),
+                                                 std::move(*container), wake, ep));
+  // Kernel uevents: a function that appears (hot-add) is claimed without a restart.
+  const int ue = socket(AF_NETLINK, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                        NETLINK_KOBJECT_UEVENT);
+  sockaddr_nl addr{};
+  addr.nl_family = AF_NETLINK;
+  addr.nl_groups = 1;  // the kernel's broadcast
+  if (ue >= 0 && bind(ue, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    m->uevent_fd_ = ue;
+    epoll_event uev{};
+    uev.events = EPOLLIN;
+    uev.data.ptr = &m->uevent_fd_;
+    epoll_ctl(ep, EPOLL_CTL_ADD, ue, &uev);
+  } else {
+    Log(absl::StrCat("no kernel uevents (", std::strerror(errno),
+                     "): functions that appear later are not claimed"));
+    if (ue >= 0) close(ue);
+  }
+  return m;
 }
 
 VfioManager::VfioManager(Multipath* mp, std::vector<Worker*> workers, VfioManagerOptions options,
@@ -140,6 +171,7 @@ VfioManager::VfioManager(Multipath* mp, std::vector<Worker*> workers, VfioManage
 
 VfioManager::~VfioManager() {
   Stop();
+  if (uevent_fd_ >= 0) close(uevent_fd_);
   close(epoll_fd_);
   close(wake_fd_);
 }
@@ -149,7 +181,7 @@ void VfioManager::Wake() {
   [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof one);
 }
 
-std::vector<std::pair<std::string, absl::Status>> VfioManager::AttachConfigured() {
+std::vector<std::string> VfioManager::ConfiguredDevices() const {
   std::vector<std::string> bdfs;
   for (const std::string& d : options_.devices) {
     if (d == "all") {
@@ -162,13 +194,54 @@ std::vector<std::pair<std::string, absl::Status>> VfioManager::AttachConfigured(
       bdfs.push_back(d);
     }
   }
+  return bdfs;
+}
+
+std::vector<std::pair<std::string, absl::Status>> VfioManager::AttachConfigured() {
   std::vector<std::pair<std::string, absl::Status>> out;
-  for (const std::string& bdf : bdfs) {
+  for (const std::string& bdf : ConfiguredDevices()) {
     absl::Status s = Attach(bdf);
     if (!s.ok()) Log(absl::StrCat(bdf, ": not attached: ", s.ToString()));
+    MutexLock l(&mu_);
+    last_attempt_[bdf] = s.ToString();
     out.emplace_back(bdf, std::move(s));
   }
   return out;
+}
+
+void VfioManager::Rescan() {
+  for (const std::string& bdf : ConfiguredDevices()) {
+    const bool known =
+        std::any_of(ctrls_.begin(), ctrls_.end(), [&](const auto& c) { return c->bdf == bdf; }) ||
+        std::any_of(retiring_.begin(), retiring_.end(), [&](const auto& c) { return c->bdf == bdf; });
+    std::error_code ec;
+    if (known || !fs::exists(fs::path(kPciDevices) / bdf, ec)) continue;
+    absl::Status s = AttachLocked(bdf);
+    std::string& last = last_attempt_[bdf];
+    if (s.ok()) {
+      Log(absl::StrCat(bdf, ": appeared and attached"));
+    } else if (last != s.ToString()) {
+      Log(absl::StrCat(bdf, ": appeared, not attached: ", s.ToString()));
+    }
+    last = s.ToString();
+  }
+}
+
+void VfioManager::ReadUevents() {
+  char buf[8192];
+  for (;;) {
+    const ssize_t n = recv(uevent_fd_, buf, sizeof buf - 1, MSG_DONTWAIT);
+    if (n <= 0) return;
+    buf[n] = 0;
+    // "ACTION@DEVPATH\0KEY=VALUE\0...": PCI functions that appear or change driver.
+    bool pci = false, interesting = false;
+    for (const char* p = buf; p < buf + n; p += std::strlen(p) + 1) {
+      const absl::string_view kv(p);
+      if (kv == "SUBSYSTEM=pci") pci = true;
+      if (kv == "ACTION=add" || kv == "ACTION=bind") interesting = true;
+    }
+    if (pci && interesting) rescan_ = true;
+  }
 }
 
 absl::Status VfioManager::Attach(const std::string& bdf) {
@@ -479,6 +552,7 @@ void VfioManager::Service() {
 
 void VfioManager::Loop() {
   auto next_health = std::chrono::steady_clock::now();
+  bool uevents = false;
   while (!stop_.load()) {
     epoll_event evs[16];
     const int n = epoll_wait(epoll_fd_, evs, 16, options_.health_interval_ms);
@@ -487,10 +561,21 @@ void VfioManager::Loop() {
       if (evs[i].data.ptr == nullptr) {
         uint64_t v;
         [[maybe_unused]] ssize_t r = read(wake_fd_, &v, sizeof v);
+      } else if (evs[i].data.ptr == &uevent_fd_) {
+        uevents = true;
       }
     }
     MutexLock l(&mu_);
+    if (uevents) {
+      ReadUevents();
+      uevents = false;
+    }
     Service();
+    if (rescan_) {
+      // A new function's driver settles in steps (add, then bind): look again on each.
+      rescan_ = false;
+      Rescan();
+    }
     if (std::chrono::steady_clock::now() >= next_health) {
       next_health = std::chrono::steady_clock::now() +
                     std::chrono::milliseconds(options_.health_interval_ms);

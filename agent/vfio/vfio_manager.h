@@ -9,9 +9,11 @@
 //
 // Threading: Attach/Detach/AllocateIoBuffer from any thread (serialized by a lock). The
 // event thread Start() makes handles interrupts of the admin queues, release requests,
-// resets and a health check once a second; it sleeps in epoll_wait otherwise.
+// resets, kernel uevents (a configured function that appears is claimed: hot-add) and a
+// health check once a second; it sleeps in epoll_wait otherwise.
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -86,6 +88,10 @@ class VfioManager {
   void Service() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Wake();
   void Loop();
+  std::vector<std::string> ConfiguredDevices() const;
+  // Claims configured functions that appeared since (uevents say when to look).
+  void Rescan() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReadUevents() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Multipath* const mp_;
   const std::vector<Worker*> workers_;
@@ -99,6 +105,10 @@ class VfioManager {
   // Removed from the core; destroyed once every worker let go of their queue pairs.
   std::vector<std::unique_ptr<Ctrl>> retiring_ ABSL_GUARDED_BY(mu_);
   uint64_t resets_ ABSL_GUARDED_BY(mu_) = 0;
+  int uevent_fd_ = -1;
+  bool rescan_ ABSL_GUARDED_BY(mu_) = false;
+  // The last outcome of attaching each function, so a retry logs only what changed.
+  std::map<std::string, std::string> last_attempt_ ABSL_GUARDED_BY(mu_);
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };

@@ -5,7 +5,9 @@
 # forwarded to a loopback port (LAB.md).
 # Usage: boot.sh INITRAMFS CONTROLLERS LOG [HOSTPORT] [QMP_SOCKET]  (runs in the foreground)
 # UMPATH_LAB_MULTIPATH=Y turns the guest kernel's native multipath on (the baseline);
-# UMPATH_LAB_NAMESPACES=N gives the subsystem N shared namespaces.
+# UMPATH_LAB_NAMESPACES=N gives the subsystem N shared namespaces; UMPATH_LAB_TCG_THREAD=
+# single runs both vCPUs on one host thread (QEMU 10's multi-threaded TCG can abort in
+# iotlb_to_section when PCI functions come and go under load).
 set -euo pipefail
 initramfs="$1"; controllers="$2"; log="$3"; hostport="${4:-0}"; qmp="${5:-}"
 cache="${UMPATH_LAB_CACHE:-$HOME/.cache/umpath-lab}"
@@ -15,7 +17,8 @@ ns="$work/ns0.img"
 [ -e "$ns" ] || truncate -s 256M "$ns"
 
 args=(
-  -machine q35,accel=tcg,kernel-irqchip=split -cpu max -smp 2 -m 2G
+  -machine q35,kernel-irqchip=split -accel "tcg,thread=${UMPATH_LAB_TCG_THREAD:-multi}"
+  -cpu max -smp 2 -m 2G
   -device intel-iommu,intremap=on,caching-mode=on
   -nographic -no-reboot -serial "file:$log" -monitor none
   -kernel "$kernel" -initrd "$initramfs"

@@ -6,14 +6,8 @@
 # zero mismatches.
 # Usage: hotunplug_test.sh UMPATHD UMPATHCTL
 set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-umpathd="$(readlink -f "$1")"
-ctl="$(readlink -f "$2")"
-work="$(mktemp -d /tmp/umpath-lab-hp-XXXXXX)"
-qemu=""
-cleanup() { [ -n "$qemu" ] && kill "$qemu" 2>/dev/null; [ -n "${UMPATH_LAB_KEEP:-}" ] || rm -rf "$work"; }
-trap cleanup EXIT
-bash "$here/fetch.sh" >/dev/null
+. "$(dirname "$0")/lib.sh"
+lab_init hotunplug "$1" "$2"
 
 cat > "$work/after" <<AFTER
 #!/bin/sh

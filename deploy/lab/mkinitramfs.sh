@@ -39,6 +39,7 @@ done
 mkdir -p "$root/lib64"
 cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
 cp "$init" "$root/init"
+cp "$(dirname "$0")/guest_lib.sh" "$root/lab/lib.sh"
 # UMPATH_LAB_FILES=DIR: a tree copied into the root as it is (certificates, configs).
 [ -n "${UMPATH_LAB_FILES:-}" ] && cp -a "$UMPATH_LAB_FILES"/. "$root"/
 if [ -n "${UMPATH_LAB_AFTER:-}" ]; then
