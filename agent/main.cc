@@ -62,6 +62,9 @@ ABSL_FLAG(std::vector<std::string>, vfio_devices, {},
 ABSL_FLAG(bool, bind_vfio, false, "bind the --vfio_devices to vfio-pci first");
 ABSL_FLAG(int, queue_depth, 256, "entries per vfio I/O queue, 2..4096");
 ABSL_FLAG(int, io_timeout_ms, 30000, "I/O command timeout; a controller past it is reset");
+ABSL_FLAG(int, health_check_ms, 1000,
+          "how often each vfio controller's status is read (fatal status: reset; all ones: "
+          "lost); 0: never");
 ABSL_FLAG(std::string, workload, "",
           "run a workload on a head: read, write, randread, randwrite or verify");
 ABSL_FLAG(int, workload_bs, 4096, "workload block size, bytes");
@@ -285,6 +288,11 @@ int main(int argc, char** argv) {
     }
     vo.queue_depth = static_cast<uint16_t>(qd);
     vo.io_timeout_ms = timeout;
+    vo.health_interval_ms = absl::GetFlag(FLAGS_health_check_ms);
+    if (vo.health_interval_ms < 0) {
+      std::fprintf(stderr, "umpathd: --health_check_ms must be 0 or more\n");
+      return bail(2);
+    }
     std::vector<Worker*> raw;
     for (auto& w : workers) raw.push_back(w.get());
     absl::StatusOr<std::unique_ptr<vfio::VfioManager>> vm =

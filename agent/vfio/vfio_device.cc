@@ -167,15 +167,8 @@ absl::StatusOr<std::unique_ptr<VfioDevice>> VfioDevice::Open(VfioContainer* cont
   if (ioctl(d->device_fd_, VFIO_DEVICE_GET_REGION_INFO, &config) != 0) {
     return Errno("VFIO_DEVICE_GET_REGION_INFO config");
   }
-  uint16_t command = 0;
-  const off_t command_at = static_cast<off_t>(config.offset) + 0x04;  // PCI_COMMAND
-  if (pread(d->device_fd_, &command, sizeof command, command_at) != sizeof command) {
-    return Errno("read PCI_COMMAND");
-  }
-  command |= 0x0002 | 0x0004;  // memory space, bus master
-  if (pwrite(d->device_fd_, &command, sizeof command, command_at) != sizeof command) {
-    return Errno("write PCI_COMMAND");
-  }
+  d->command_at_ = static_cast<off_t>(config.offset) + 0x04;  // PCI_COMMAND
+  if (absl::Status st = d->EnableBusMaster(); !st.ok()) return st;
   void* bar = mmap(nullptr, region.size, PROT_READ | PROT_WRITE, MAP_SHARED, d->device_fd_,
                    static_cast<off_t>(region.offset));
   if (bar == MAP_FAILED) return Errno("mmap BAR0");
@@ -189,6 +182,18 @@ VfioDevice::~VfioDevice() {
   if (device_fd_ >= 0) close(device_fd_);
   if (group_fd_ >= 0) close(group_fd_);
   if (container_) container_->GroupLeft();
+}
+
+absl::Status VfioDevice::EnableBusMaster() {
+  uint16_t command = 0;
+  if (pread(device_fd_, &command, sizeof command, command_at_) != sizeof command) {
+    return Errno("read PCI_COMMAND");
+  }
+  command |= 0x0002 | 0x0004;  // memory space, bus master
+  if (pwrite(device_fd_, &command, sizeof command, command_at_) != sizeof command) {
+    return Errno("write PCI_COMMAND");
+  }
+  return absl::OkStatus();
 }
 
 uint32_t VfioDevice::IrqCount(uint32_t index) const {

@@ -3,6 +3,8 @@
 // vfio-pci through the container/group API: the container owns the IOMMU mappings
 // (our own IOVA space, ordinary pinned memory), a device gives its BAR0 mapped.
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -68,6 +70,9 @@ class VfioDevice {
   // or device has none), and eventfds that the kernel signals for vectors 0..n-1.
   // `index` is VFIO_PCI_MSIX_IRQ_INDEX or VFIO_PCI_REQ_IRQ_INDEX (the release request).
   uint32_t IrqCount(uint32_t index) const;
+  // Memory space and bus mastering on in PCI_COMMAND (at open, and again by a reset:
+  // a function whose bus mastering was turned off cannot reach its queues).
+  absl::Status EnableBusMaster();
   absl::Status SetIrqEventfds(uint32_t index, const std::vector<int>& fds);
   absl::Status DisableIrqs(uint32_t index);
 
@@ -82,6 +87,7 @@ class VfioDevice {
   int group_fd_ = -1;
   int device_fd_ = -1;
   volatile uint8_t* bar0_ = nullptr;
+  off_t command_at_ = 0;
   uint64_t bar0_size_ = 0;
 };
 

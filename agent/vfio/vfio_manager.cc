@@ -448,6 +448,7 @@ void VfioManager::FinishReset(Ctrl* c) {
     DetachLocked(c, absl::StrCat("reset failed: ", step, ": ", s.message()),
                  s.code() == absl::StatusCode::kUnavailable);
   };
+  if (absl::Status s = c->dev->device().EnableBusMaster(); !s.ok()) return fail("PCI command", s);
   if (absl::Status s = c->dev->Enable(); !s.ok()) return fail("enable", s);
   absl::StatusOr<uint16_t> granted = c->dev->SetNumberOfQueues(static_cast<uint16_t>(workers_.size()));
   if (!granted.ok()) return fail("set number of queues", granted.status());
@@ -555,7 +556,8 @@ void VfioManager::Loop() {
   bool uevents = false;
   while (!stop_.load()) {
     epoll_event evs[16];
-    const int n = epoll_wait(epoll_fd_, evs, 16, options_.health_interval_ms);
+    const bool health = options_.health_interval_ms > 0;
+    const int n = epoll_wait(epoll_fd_, evs, 16, health ? options_.health_interval_ms : -1);
     if (stop_.load()) break;
     for (int i = 0; i < n; ++i) {
       if (evs[i].data.ptr == nullptr) {
@@ -576,7 +578,7 @@ void VfioManager::Loop() {
       rescan_ = false;
       Rescan();
     }
-    if (std::chrono::steady_clock::now() >= next_health) {
+    if (health && std::chrono::steady_clock::now() >= next_health) {
       next_health = std::chrono::steady_clock::now() +
                     std::chrono::milliseconds(options_.health_interval_ms);
       CheckHealth();

@@ -37,6 +37,8 @@ struct VfioManagerOptions {
   bool bind = false;
   uint16_t queue_depth = 256;
   int64_t io_timeout_ms = 30'000;
+  // How often controller status is read (CSTS: fatal status, a device that is gone);
+  // 0: never (command timeouts still catch a controller that stops answering).
   int health_interval_ms = 1000;
 };
 

@@ -46,7 +46,7 @@ finish() {
   wait \$pid
   echo "umpath-lab: \$1 exited \$?"
   cat /tmp/\$1.out
-  grep -E "^event|umpath-vfio: 0000:0[12]:00.0: (appeared|detaching)" /tmp/\$1.err
+  grep -E "^event|umpath-vfio: 0000:0[12]:00.0: (appeared|detaching|resetting|reset done)" /tmp/\$1.err
   echo "umpath-lab: end \$1"
 }
 both_back() {
@@ -108,6 +108,29 @@ qmp device_add "\$ADD0"; back \$A; wait_paths 1
 sleep 1
 qmp device_add "\$ADD1"; back \$B; wait_paths 2
 finish t5
+
+# A controller that stops answering: its bus mastering turned off behind the agent's
+# back, so it can reach neither its queues nor its completions. QEMU's NVMe then reports
+# fatal status (found by the health check); with the health check off, the commands'
+# deadlines find it. Either way: reset (bus mastering on again), failover, path back.
+nomaster() { printf '\\002\\000' | dd of=/sys/bus/pci/devices/\$A/config bs=1 seek=4 count=2 conv=notrunc 2>/dev/null; }
+for t in t7 t8; do
+  hc=1000; [ \$t = t8 ] && hc=0
+  \$U --socket=/run/umpath/umpathd.sock --state_file=/tmp/heads.\$t --node=lab \
+    --vfio_devices=\$A,\$B --default_io_policy=round-robin --io_timeout_ms=2000 --health_check_ms=\$hc \
+    --workload=verify --workload_secs=600 --workload_qd=16 > /tmp/\$t.out 2> /tmp/\$t.err &
+  pid=\$!
+  echo "umpath-lab: == \$t (health check \$hc ms)"
+  wait_paths 2
+  sleep 2
+  nomaster
+  echo "umpath-lab: \$t bus mastering off: PCI command \$(od -An -tx2 -j4 -N2 /sys/bus/pci/devices/\$A/config)"
+  for i in \$(seq 1 200); do grep -q "reset done" /tmp/\$t.err && break; sleep 0.1; done
+  sleep 1
+  a=\$(col \$A 6); sleep 2; b=\$(col \$A 6)
+  echo "umpath-lab: \$t path after the reset completed \$a then \$b; PCI command \$(od -An -tx2 -j4 -N2 /sys/bus/pci/devices/\$A/config)"
+  finish \$t
+done
 
 start t6 0
 fds() { ls /proc/\$pid/fd | wc -l; }
@@ -178,6 +201,19 @@ clean t5
 chk t5 "t5 head past the old deadline: yes" "a raised window keeps the head"
 chk t5 "type=removal-rescheduled" "removal-rescheduled event"
 chk t5 "type=removal-cancelled" "removal-cancelled when a path returned"
+
+for t in t7 t8; do
+  section "$t"
+  clean "$t"
+  chk "$t" "$t bus mastering off: PCI command +0002" "bus mastering turned off"
+  chk "$t" "umpath-vfio: 0000:01:00.0: reset done" "the controller was reset"
+  line="$(grep "$t path after the reset completed" "$work/$t")" || fail "$t samples"
+  set -- $(echo "$line" | grep -oE 'completed [0-9]+ then [0-9]+' | grep -oE '[0-9]+')
+  [ "$2" -gt "$1" ] || fail "$t: the path carried I/O again after the reset: $line"
+  chk "$t" "failovers=[1-9]" "what was in flight failed over"
+done
+chk t7 "resetting: controller fatal status \\(CSTS.CFS\\)" "the health check saw fatal status"
+chk t8 "resetting: I/O command timeout" "the deadlines saw a controller that stopped answering"
 
 section t6
 clean t6
