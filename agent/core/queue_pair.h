@@ -41,8 +41,12 @@ class QueuePair {
   virtual uint32_t outstanding() const = 0;
   // An fd that becomes readable when completions arrive (MSI-X eventfd, io_uring), so an
   // idle worker can sleep; -1 when the queue pair can only be polled. The worker only
-  // waits on it: Poll() resets it (reads the eventfd), or the worker would spin.
+  // waits on it: Poll() resets it (reads the eventfd), or the worker would spin. Poll may
+  // leave that system call to the polls that come up empty after the first
+  // kMaxEmptyPollsBeforeWakeReset ones in a row; a worker polls more often than that
+  // with nothing to do before it sleeps.
   virtual int wake_fd() const { return -1; }
+  static constexpr int kMaxEmptyPollsBeforeWakeReset = 8;
 };
 
 }  // namespace umpath

@@ -13,6 +13,8 @@ namespace umpath {
 namespace {
 // Loop iterations with nothing to do before an idle worker goes to sleep.
 constexpr int kIdleSpins = 64;
+static_assert(kIdleSpins > QueuePair::kMaxEmptyPollsBeforeWakeReset,
+              "a queue pair's wake fd must be reset before its worker sleeps");
 // With commands outstanding an idle worker still wakes this often (queue pair deadlines).
 constexpr int64_t kOutstandingTickNs = 1'000'000'000;
 constexpr uint32_t kPollBatch = 64;

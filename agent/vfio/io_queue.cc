@@ -143,14 +143,22 @@ uint32_t VfioQueuePair::Poll(CompletionSink& sink, uint32_t max) {
   n += Reap(sink, max - n);
   // Under steady load polls rarely come up empty: look at deadlines now and then anyway.
   if (in_flight_ > 0 && (++polls_ & 255) == 0) CheckDeadlines();
-  if (n > 0) return n;
-  // Nothing: reset the interrupt eventfd, then look once more, so a completion that
-  // landed between the first look and the reset is not slept through.
-  if (options_.wake_fd >= 0) {
+  if (n > 0) {
+    empty_polls_ = 0;
+    return n;
+  }
+  // Nothing, several times in a row: the worker may go to sleep soon. Reset the interrupt
+  // eventfd (a system call, so not on every gap of a busy queue), then look once more,
+  // so a completion that landed between the first look and the reset is not slept
+  // through.
+  if (options_.wake_fd >= 0 && ++empty_polls_ >= kMaxEmptyPollsBeforeWakeReset) {
     uint64_t v;
     [[maybe_unused]] ssize_t r = read(options_.wake_fd, &v, sizeof v);
     n = Reap(sink, max);
-    if (n > 0) return n;
+    if (n > 0) {
+      empty_polls_ = 0;
+      return n;
+    }
   }
   if (in_flight_ > 0) CheckDeadlines();
   return 0;

@@ -14,7 +14,7 @@
 // Threading: the owning worker, except `gone` (set by the control thread when the
 // controller is lost) and the timeout notice (called on the worker thread; it must only
 // signal). Hot path: no lock, no allocation, no system call except resetting the MSI-X
-// eventfd when a poll finds nothing.
+// eventfd once polls keep finding nothing (the worker is about to sleep).
 
 #include <atomic>
 #include <cstdint>
@@ -111,6 +111,7 @@ class VfioQueuePair final : public QueuePair {
   std::atomic<bool> timed_out_{false};
   int64_t next_deadline_check_ = 0;
   uint32_t polls_ = 0;
+  int empty_polls_ = 0;  // in a row
   uint64_t completions_ = 0;
 };
 
