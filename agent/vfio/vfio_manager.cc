@@ -105,7 +105,6 @@ struct VfioManager::Ctrl final : ControllerBackend {
   std::atomic<bool> reset_requested{false};
   std::atomic<bool> ana_requested{false};
   std::atomic<bool> released{false};
-  std::string reset_reason;
 
   void RequestAnaLog() override {
     ana_requested = true;
@@ -414,9 +413,7 @@ void VfioManager::DetachLocked(Ctrl* c, std::string reason, bool device_gone) {
 void VfioManager::StartReset(Ctrl* c, std::string why) {
   if (c->resetting) return;
   Log(absl::StrCat(c->bdf, ": resetting: ", why));
-  ++resets_;
   c->resetting = true;
-  c->reset_reason = why;
   (void)mp_->SetControllerState(c->bdf, ControllerState::kResetting, why);
   // A controller that still answers gets its I/O queues deleted first (what was in
   // flight is aborted by the device itself); one that does not is simply disabled.
@@ -627,18 +624,6 @@ absl::StatusOr<std::unique_ptr<DmaBuffer>> VfioManager::AllocateIoBuffer(uint64_
   if (absl::Status s = registry_.Add((*b)->host(), (*b)->size(), (*b)->iova()); !s.ok()) return s;
   (*b)->set_registry(&registry_);
   return b;
-}
-
-std::vector<std::string> VfioManager::Attached() const {
-  MutexLock l(&mu_);
-  std::vector<std::string> out;
-  for (const auto& c : ctrls_) out.push_back(c->bdf);
-  return out;
-}
-
-uint64_t VfioManager::resets() const {
-  MutexLock l(&mu_);
-  return resets_;
 }
 
 }  // namespace umpath::vfio

@@ -72,9 +72,6 @@ class VfioManager {
   // Detaches everything (paths removed, controllers shut down) and joins the thread.
   void Stop();
 
-  // For tests and tools: attached controllers, and how many resets each has had.
-  std::vector<std::string> Attached() const;
-  uint64_t resets() const;
 
  private:
   struct Ctrl;
@@ -106,7 +103,6 @@ class VfioManager {
   std::vector<std::unique_ptr<Ctrl>> ctrls_ ABSL_GUARDED_BY(mu_);
   // Removed from the core; destroyed once every worker let go of their queue pairs.
   std::vector<std::unique_ptr<Ctrl>> retiring_ ABSL_GUARDED_BY(mu_);
-  uint64_t resets_ ABSL_GUARDED_BY(mu_) = 0;
   int uevent_fd_ = -1;
   bool rescan_ ABSL_GUARDED_BY(mu_) = false;
   // The last outcome of attaching each function, so a retry logs only what changed.
