@@ -11,7 +11,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstdio>
 #include <string>
 #include <thread>
@@ -26,6 +28,7 @@
 #include "agent/core/multipath.h"
 #include "agent/core/types.h"
 #include "agent/core/worker.h"
+#include "agent/export/exporter.h"
 #include "agent/perf/workload.h"
 #include "agent/vfio/vfio_manager.h"
 #include "server/control_server.h"
@@ -65,6 +68,15 @@ ABSL_FLAG(int, io_timeout_ms, 30000, "I/O command timeout; a controller past it 
 ABSL_FLAG(int, health_check_ms, 1000,
           "how often each vfio controller's status is read (fatal status: reset; all ones: "
           "lost); 0: never");
+ABSL_FLAG(bool, ublk, true, "offer heads as block devices through ublk (where the kernel has it)");
+ABSL_FLAG(bool, export_all, false, "export every head as /dev/ublkbN as it appears");
+ABSL_FLAG(int, ublk_queue_depth, 64, "requests per ublk queue (one queue per worker), 1..4096");
+ABSL_FLAG(int, ublk_max_io_kib, 128, "largest I/O of a ublk device, KiB (also capped by MDTS)");
+ABSL_FLAG(bool, ublk_user_recovery, true,
+          "make devices that outlive the agent: I/O waits while it restarts (kernel permitting)");
+ABSL_FLAG(std::string, ublk_state_dir, "/run/umpath/ublk", "where each device's head is recorded");
+ABSL_FLAG(int, ublk_recover_wait_secs, 30,
+          "how long a device left by the last run waits for its head before it is removed");
 ABSL_FLAG(std::string, workload, "",
           "run a workload on a head: read, write, randread, randwrite or verify");
 ABSL_FLAG(int, workload_bs, 4096, "workload block size, bytes");
@@ -123,6 +135,17 @@ class VfioControllerOps final : public umpath::server::ControllerOps {
 
  private:
   umpath::vfio::VfioManager* vm_;
+};
+
+// Export and unexport through the API.
+class UblkExportOps final : public umpath::server::ExportOps {
+ public:
+  explicit UblkExportOps(umpath::ublk::Exporter* e) : e_(e) {}
+  absl::StatusOr<std::string> Export(const std::string& head) override { return e_->Export(head); }
+  absl::Status Unexport(const std::string& head) override { return e_->Unexport(head); }
+
+ private:
+  umpath::ublk::Exporter* e_;
 };
 
 }  // namespace
@@ -313,13 +336,64 @@ int main(int argc, char** argv) {
     so.service.controllers = controller_ops.get();
   }
 
+  // The block-device frontend, once the workers run (a workload drives them itself).
+  std::unique_ptr<ublk::Exporter> exporter;
+  std::unique_ptr<UblkExportOps> export_ops;
+  if (!absl::GetFlag(FLAGS_ublk)) {
+    so.service.no_export_reason = "started with --ublk=false";
+  } else if (!workload.empty()) {
+    so.service.no_export_reason = "a workload runs on the workers";
+  } else {
+    ublk::ExporterOptions eo;
+    for (auto& w : workers) eo.workers.push_back(w.get());
+    vfio::VfioManager* vm = vfio_manager.get();
+    eo.alloc = [vm](uint64_t bytes) -> absl::StatusOr<IoMemory> {
+      if (vm != nullptr) {
+        absl::StatusOr<std::unique_ptr<vfio::DmaBuffer>> b = vm->AllocateIoBuffer(bytes);
+        if (!b.ok()) return b.status();
+        std::shared_ptr<vfio::DmaBuffer> owner = std::move(*b);
+        return IoMemory{owner->host(), owner};
+      }
+      void* p = std::aligned_alloc(4096, (bytes + 4095) & ~uint64_t{4095});
+      if (p == nullptr) return absl::ResourceExhaustedError("no memory for ublk buffers");
+      return IoMemory{p, std::shared_ptr<void>(p, std::free)};
+    };
+    const int qd = absl::GetFlag(FLAGS_ublk_queue_depth);
+    const int kib = absl::GetFlag(FLAGS_ublk_max_io_kib);
+    eo.queue_depth = static_cast<uint16_t>(std::clamp(qd, 0, 65535));
+    eo.max_io_bytes = static_cast<uint32_t>(std::clamp(kib, 0, 1 << 20)) * 1024u;
+    eo.export_all = absl::GetFlag(FLAGS_export_all);
+    eo.user_recovery = absl::GetFlag(FLAGS_ublk_user_recovery);
+    eo.state_dir = absl::GetFlag(FLAGS_ublk_state_dir);
+    eo.recover_wait_secs = absl::GetFlag(FLAGS_ublk_recover_wait_secs);
+    eo.log = [](const std::string& line) { std::fprintf(stderr, "umpathd: %s\n", line.c_str()); };
+    absl::StatusOr<std::unique_ptr<ublk::Exporter>> ex = ublk::Exporter::Create(mp->get(), eo);
+    if (!ex.ok()) {
+      if (absl::IsInvalidArgument(ex.status())) {
+        std::fprintf(stderr, "umpathd: %s\n", std::string(ex.status().message()).c_str());
+        if (vfio_manager) vfio_manager->Stop();
+        return bail(2);
+      }
+      so.service.no_export_reason = std::string(ex.status().message());
+      std::fprintf(stderr, "umpathd: no block devices: %s\n", so.service.no_export_reason.c_str());
+    } else {
+      exporter = std::move(*ex);
+      exporter->Start();
+      export_ops = std::make_unique<UblkExportOps>(exporter.get());
+      so.service.exports = export_ops.get();
+      so.service.backends.push_back("ublk");
+    }
+  }
+
   absl::StatusOr<std::unique_ptr<server::ControlServer>> srv =
       server::ControlServer::Create(mp->get(), so, store->get());
   if (!srv.ok()) {
     std::fprintf(stderr, "umpathd: control server: %s\n",
                  std::string(srv.status().message()).c_str());
+    if (exporter) exporter->StopFollowing();
     if (vfio_manager) vfio_manager->Stop();
     (*mp)->Shutdown();
+    if (exporter) exporter->Shutdown();
     logger.join();
     for (auto& w : workers) w->Stop();
     return 1;
@@ -385,9 +459,12 @@ int main(int argc, char** argv) {
   }
   signals.join();
   (*srv)->Shutdown();
+  if (exporter) exporter->StopFollowing();
   // The backend lets go of its controllers while the workers still run.
   if (vfio_manager) vfio_manager->Stop();
+  // Fails what still waits, so stopping the block devices never waits on it.
   (*mp)->Shutdown();
+  if (exporter) exporter->Shutdown();
   logger.join();
   for (auto& w : workers) w->Stop();
   return rc;

@@ -331,6 +331,47 @@ TEST_F(ServerTest, AttachDetachAndResetReachTheBackend) {
   EXPECT_THAT(ops.detached, ::testing::ElementsAre("c0"));
 }
 
+// The ublk frontend as the service sees it.
+struct FakeExportOps final : ExportOps {
+  absl::StatusOr<std::string> Export(const std::string& head) override {
+    exported.push_back(head);
+    if (head == "nothere") return absl::NotFoundError("head nothere not found");
+    return std::string("/dev/ublkb0");
+  }
+  absl::Status Unexport(const std::string& head) override {
+    unexported.push_back(head);
+    return absl::FailedPreconditionError("/dev/ublkb0 of head " + head +
+                                         " is in use (pid 812 (fio)); close or unmount it first");
+  }
+  std::vector<std::string> exported, unexported;
+};
+
+TEST_F(ServerTest, ExportAndUnexportReachTheFrontend) {
+  FakeExportOps ops;
+  Start(Self(Role::kAdmin), std::chrono::milliseconds(10000), 4096,
+        [&ops](ServerOptions& o) { o.service.exports = &ops; });
+  v1::ExportHeadRequest ereq;
+  v1::ExportHeadResponse eresp;
+  ereq.set_name(head_);
+  ASSERT_TRUE(Call(&v1::MultipathControl::Stub::ExportHead, ereq, &eresp).ok());
+  EXPECT_EQ(eresp.device(), "/dev/ublkb0");
+  ereq.set_name("heads/nothere");
+  grpc::Status s = Call(&v1::MultipathControl::Stub::ExportHead, ereq, &eresp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  ereq.set_name("controllers/c0");
+  EXPECT_EQ(Call(&v1::MultipathControl::Stub::ExportHead, ereq, &eresp).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  v1::UnexportHeadRequest ureq;
+  v1::UnexportHeadResponse uresp;
+  ureq.set_name(head_);
+  s = Call(&v1::MultipathControl::Stub::UnexportHead, ureq, &uresp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(s.error_message(), HasSubstr("in use (pid 812 (fio))"));
+  const std::string bare = head_.substr(std::string("heads/").size());
+  EXPECT_THAT(ops.exported, ::testing::ElementsAre(bare, "nothere")) << "malformed names never reach it";
+  EXPECT_THAT(ops.unexported, ::testing::ElementsAre(bare));
+}
+
 TEST_F(ServerTest, ViewerReadsButMayNotChangeAnything) {
   Start(Self(Role::kViewer));
   v1::GetAgentInfoResponse info;

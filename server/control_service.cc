@@ -312,23 +312,37 @@ ControlService::Unary* ControlService::ResetController(Ctx* ctx,
   return Done(ctx, s);
 }
 
-absl::Status ControlService::NoExportFrontend(Ctx* ctx, const std::string& name,
-                                              absl::string_view verb) const {
+absl::StatusOr<std::string> ControlService::ExportTarget(Ctx* ctx, const std::string& name,
+                                                         absl::string_view verb) const {
   RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin));
   ASSIGN_OR_RETURN(std::string head, ParseHeadName(name));
-  RETURN_IF_ERROR(mp_->GetHead(head).status());
-  return absl::FailedPreconditionError(
-      absl::StrCat(verb, " a head needs the ublk frontend, and this agent has none"));
+  if (options_.exports == nullptr) {
+    RETURN_IF_ERROR(mp_->GetHead(head).status());
+    return absl::FailedPreconditionError(absl::StrCat(
+        verb, " a head needs the ublk frontend, and this agent has none (",
+        options_.no_export_reason.empty() ? "not configured" : options_.no_export_reason, ")"));
+  }
+  return head;
 }
 
 ControlService::Unary* ControlService::ExportHead(Ctx* ctx, const v1::ExportHeadRequest* req,
-                                                  v1::ExportHeadResponse*) {
-  return Done(ctx, NoExportFrontend(ctx, req->name(), "exporting"));
+                                                  v1::ExportHeadResponse* resp) {
+  absl::Status s = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(std::string head, ExportTarget(ctx, req->name(), "exporting"));
+    ASSIGN_OR_RETURN(std::string device, options_.exports->Export(head));
+    resp->set_device(device);
+    return absl::OkStatus();
+  }();
+  return Done(ctx, s);
 }
 
 ControlService::Unary* ControlService::UnexportHead(Ctx* ctx, const v1::UnexportHeadRequest* req,
                                                     v1::UnexportHeadResponse*) {
-  return Done(ctx, NoExportFrontend(ctx, req->name(), "unexporting"));
+  absl::Status s = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(std::string head, ExportTarget(ctx, req->name(), "unexporting"));
+    return options_.exports->Unexport(head);
+  }();
+  return Done(ctx, s);
 }
 
 grpc::ServerWriteReactor<v1::WatchEventsResponse>* ControlService::WatchEvents(

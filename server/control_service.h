@@ -27,6 +27,15 @@ class ControllerOps {
   virtual absl::Status Reset(const std::string& controller) = 0;
 };
 
+// The block-device frontend (ublk), as the service sees it.
+class ExportOps {
+ public:
+  virtual ~ExportOps() = default;
+  // The device path; idempotent.
+  virtual absl::StatusOr<std::string> Export(const std::string& head) = 0;
+  virtual absl::Status Unexport(const std::string& head) = 0;
+};
+
 struct ServiceOptions {
   std::string version = "0.1.0";
   std::string node;
@@ -34,6 +43,8 @@ struct ServiceOptions {
   uint32_t max_message_bytes = 4 << 20;
   WatchOptions watch;
   ControllerOps* controllers = nullptr;  // none: attach/detach/reset say so
+  ExportOps* exports = nullptr;          // none: export/unexport say so, and why
+  std::string no_export_reason;
 };
 
 // Called after a per-head setting changed through the API (to persist it).
@@ -90,11 +101,13 @@ class ControlService final : public v1::MultipathControl::CallbackService {
   // OK if the caller holds `need`; PERMISSION_DENIED / UNAUTHENTICATED otherwise.
   absl::Status Authorize(Ctx* ctx, Role need, Caller* caller = nullptr) const;
   absl::Status HeadOut(const std::string& head, v1::Head* out) const;
-  // Export and unexport until the ublk frontend lands (issue 6): the checks, then
-  // FAILED_PRECONDITION naming what is missing.
+  // The controller an attach/detach/reset call names, once the caller may and a backend
+  // is present.
   absl::StatusOr<std::string> BackendController(Ctx* ctx, const std::string& name,
                                                 absl::string_view verb) const;
-  absl::Status NoExportFrontend(Ctx* ctx, const std::string& name, absl::string_view verb) const;
+  // The head an export call names, once the caller may and a frontend is present.
+  absl::StatusOr<std::string> ExportTarget(Ctx* ctx, const std::string& name,
+                                           absl::string_view verb) const;
   void Persist(const std::string& head);
 
   Multipath* const mp_;

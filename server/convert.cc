@@ -153,6 +153,7 @@ void ToProto(const HeadInfo& in, v1::Head* out) {
   out->set_live_paths(in.live_paths);
   out->set_selectable_paths(in.selectable_paths);
   out->set_waiting_ios(in.waiting_ios);
+  out->set_export_device(in.export_device);
   for (const PathInfo& p : in.paths) {
     v1::Path* path = out->add_paths();
     path->set_name(PathName(in.name, p.name));

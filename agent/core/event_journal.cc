@@ -19,7 +19,7 @@ constexpr absl::string_view kEventTypeNames[kEventTypeCount] = {
     "path-rejected",         "path-state-changed",       "path-removed",
     "removal-scheduled",     "removal-cancelled",        "removal-rescheduled",
     "delayed-removal-changed", "policy-changed",         "defaults-changed",
-    "ana-log-rejected",
+    "ana-log-rejected",      "head-exported",            "head-unexported",
 };
 
 }  // namespace

@@ -31,8 +31,10 @@ enum class EventType : uint8_t {
   kPolicyChanged,
   kDefaultsChanged,
   kAnaLogRejected,
+  kHeadExported,
+  kHeadUnexported,
 };
-inline constexpr int kEventTypeCount = 16;
+inline constexpr int kEventTypeCount = 18;
 
 // "removal-scheduled" and so on: the names the API, the CLI and the logs use.
 absl::string_view EventTypeName(EventType t);

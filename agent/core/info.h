@@ -39,6 +39,14 @@ struct PathInfo {
   PathCounters counters;
 };
 
+// What every path of a head can do (the most restrictive of them).
+struct HeadLimits {
+  uint32_t max_transfer_bytes = 0;  // 0: no limit known
+  bool write_zeroes = false;
+  bool deallocate = false;
+  bool volatile_write_cache = false;  // any path's controller has one
+};
+
 struct HeadInfo {
   std::string name;
   uint64_t uid = 0;  // differs between two heads of the same identity over time
@@ -55,6 +63,8 @@ struct HeadInfo {
   uint32_t live_paths = 0;  // controller LIVE
   uint32_t selectable_paths = 0;
   uint64_t waiting_ios = 0;
+  HeadLimits limits;
+  std::string export_device;  // empty when not exported
   std::vector<PathInfo> paths;
 };
 

@@ -26,9 +26,15 @@ struct IoResult {
   bool ok() const { return error == IoError::kNone; }
 };
 
+// IoRequest::flags.
+inline constexpr uint8_t kIoFua = 1;  // Force Unit Access (reads and writes)
+
 // One block I/O. The caller owns the memory and keeps it alive until on_complete runs;
 // the multipath layer links it into its own lists while it is in flight, so nothing is
 // allocated per I/O.
+// For Dataset Management (deallocate), `data` holds the range list: 16 bytes per range
+// (context attributes, length in blocks, starting LBA; little-endian), `blocks` is how
+// many ranges it has.
 struct IoRequest {
   // Set by the caller.
   nvme::IoOpcode opcode = nvme::IoOpcode::kRead;
@@ -36,6 +42,7 @@ struct IoRequest {
   uint32_t blocks = 0;  // number of logical blocks (1-based)
   void* data = nullptr;
   uint32_t data_len = 0;
+  uint8_t flags = 0;  // kIoFua
   void (*on_complete)(IoRequest* req, IoResult result) = nullptr;
   void* user = nullptr;
 

@@ -299,6 +299,16 @@ absl::StatusOr<std::string> Multipath::AddPath(const NamespaceSpec& ns) {
   p->ana_group_id = ns.ana_group_id;
   // READY: capacity and format match the head (SEMANTICS "Objects").
   p->ready = ns.size_blocks == head->size_blocks && ns.block_size == head->block_size;
+  // A head offers what all of its paths can do. An export already made keeps the limits
+  // it was made with; a path that can do less than those still serves, and a command
+  // it cannot take fails over to the others (or fails with the device's status).
+  if (ns.max_transfer_bytes != 0 && (head->limits.max_transfer_bytes == 0 ||
+                                     ns.max_transfer_bytes < head->limits.max_transfer_bytes)) {
+    head->limits.max_transfer_bytes = ns.max_transfer_bytes;
+  }
+  head->limits.write_zeroes = head->limits.write_zeroes && ns.write_zeroes;
+  head->limits.deallocate = head->limits.deallocate && ns.deallocate;
+  head->limits.volatile_write_cache = head->limits.volatile_write_cache || ns.volatile_write_cache;
   if (c->spec.ana_supported) {
     std::optional<nvme::AnaState> st;
     if (c->last_ana_log) {
@@ -344,6 +354,10 @@ Multipath::Head* Multipath::CreateHead(const NamespaceSpec& ns, const Controller
   h->ids = ns.ids;
   h->size_blocks = ns.size_blocks;
   h->block_size = ns.block_size;
+  h->limits.max_transfer_bytes = ns.max_transfer_bytes;
+  h->limits.write_zeroes = ns.write_zeroes;
+  h->limits.deallocate = ns.deallocate;
+  h->limits.volatile_write_cache = ns.volatile_write_cache;
   h->policy = default_policy_;
   h->delayed_removal_secs = default_delayed_removal_secs_;
   std::string restored;

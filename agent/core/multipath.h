@@ -66,6 +66,11 @@ struct NamespaceSpec {
   uint32_t ana_group_id = 0;
   uint64_t size_blocks = 0;
   uint32_t block_size = 512;
+  // What the path's controller can do for this namespace (an export's limits).
+  uint32_t max_transfer_bytes = 0;  // 0: no limit known
+  bool write_zeroes = false;        // ONCS bit 3
+  bool deallocate = false;          // ONCS bit 2 (Dataset Management)
+  bool volatile_write_cache = false;
 };
 
 struct MultipathOptions {
@@ -128,6 +133,10 @@ class Multipath final : public AnaReadRequester {
   absl::Status SetDefaultPolicy(absl::string_view policy);
   absl::Status FailPath(absl::string_view head, absl::string_view path, absl::string_view reason);
   absl::Status ReinstatePath(absl::string_view head, absl::string_view path);
+  // A frontend made (device non-empty) or removed (empty) the head's block device: the
+  // head reports it and an event says so. NOT_FOUND when the head (that uid) is gone.
+  absl::Status SetHeadExport(absl::string_view head, uint64_t uid, absl::string_view device,
+                             absl::string_view reason = "");
 
   // Events. WatchState returns the current state and a subscription that continues
   // exactly after it (no gap, no duplicate).
@@ -178,6 +187,8 @@ class Multipath final : public AnaReadRequester {
     nvme::NamespaceIds ids;
     uint64_t size_blocks = 0;
     uint32_t block_size = 0;
+    HeadLimits limits;
+    std::string export_device;
     IoPolicy policy = IoPolicy::kNuma;
     uint32_t delayed_removal_secs = 0;
     std::vector<Path*> paths;  // list order

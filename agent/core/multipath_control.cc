@@ -116,6 +116,20 @@ absl::Status Multipath::ReinstatePath(absl::string_view head, absl::string_view 
   return absl::OkStatus();
 }
 
+absl::Status Multipath::SetHeadExport(absl::string_view head, uint64_t uid,
+                                      absl::string_view device, absl::string_view reason) {
+  Locked l(this);
+  Head* h = FindHead(head);
+  if (!h || h->uid != uid) return absl::NotFoundError(absl::StrCat("head ", head, " not found"));
+  if (h->export_device == device) return absl::OkStatus();
+  const std::string before = h->export_device;
+  h->export_device = std::string(device);
+  Emit(Event{.type = device.empty() ? EventType::kHeadUnexported : EventType::kHeadExported,
+             .head = h->name, .from = before, .to = h->export_device,
+             .reason = std::string(reason)});
+  return absl::OkStatus();
+}
+
 std::vector<HeadInfo> Multipath::ListHeads() const {
   MutexLock lock(&mu_);
   std::vector<HeadInfo> out;
@@ -179,6 +193,8 @@ HeadInfo Multipath::DescribeHead(const Head& h) const {
   if (h.ids.uuid) info.uuid = nvme::UuidString(*h.ids.uuid);
   info.size_blocks = h.size_blocks;
   info.block_size = h.block_size;
+  info.limits = h.limits;
+  info.export_device = h.export_device;
   info.policy = h.policy;
   info.delayed_removal_secs = h.delayed_removal_secs;
   info.removal_pending = h.removal_deadline != 0;

@@ -70,6 +70,7 @@ uint32_t Worker::DrainInbox() {
 uint32_t Worker::RunOnce() {
   uint32_t work = DrainInbox();
   for (auto& q : qps_) work += q->qp->Poll(*this, kPollBatch);
+  for (IoSource* src : sources_) work += src->Poll(*this);
   if (!channels_.empty()) {
     int64_t now = 0;
     for (auto& [uid, ch] : channels_) {
@@ -91,6 +92,7 @@ void Worker::Flush() {
     q->qp->Ring();
   }
   dirty_.clear();
+  for (IoSource* src : sources_) src->Flush();
 }
 
 Channel* Worker::FindChannel(uint64_t head_uid) {
@@ -152,6 +154,23 @@ void Worker::RemoveQueuePair(uint32_t controller_id, absl::AnyInvocable<void()> 
     qps_.erase(it);
     all_qps_wakeable_ = std::all_of(qps_.begin(), qps_.end(),
                                     [](const auto& q) { return q->qp->wake_fd() >= 0; });
+  }
+  if (released) released();
+}
+
+void Worker::AddSource(IoSource* source) {
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = source;
+  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, source->wake_fd(), &ev);
+  sources_.push_back(source);
+}
+
+void Worker::RemoveSource(IoSource* source, absl::AnyInvocable<void()> released) {
+  auto it = std::find(sources_.begin(), sources_.end(), source);
+  if (it != sources_.end()) {
+    epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, source->wake_fd(), nullptr);
+    sources_.erase(it);
   }
   if (released) released();
 }

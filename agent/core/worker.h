@@ -11,6 +11,7 @@
 #include "agent/base/mutex.h"
 #include "agent/core/channel.h"
 #include "agent/core/clock.h"
+#include "agent/core/io_source.h"
 #include "agent/core/queue_pair.h"
 
 namespace umpath {
@@ -76,6 +77,10 @@ class Worker final : public CompletionSink {
   void KickHead(uint64_t head_uid);
   void DropHead(uint64_t head_uid, IoError why);
   void FailAll(IoError why);
+  // A frontend's queue on this worker; `released` runs once the worker no longer
+  // polls it.
+  void AddSource(IoSource* source);
+  void RemoveSource(IoSource* source, absl::AnyInvocable<void()> released);
 
   // Used by channels.
   WorkerQueuePair* FindQueuePair(uint32_t controller_id);
@@ -121,6 +126,7 @@ class Worker final : public CompletionSink {
 
   std::vector<std::unique_ptr<WorkerQueuePair>> qps_;
   std::vector<WorkerQueuePair*> dirty_;
+  std::vector<IoSource*> sources_;
   absl::flat_hash_map<uint64_t, std::unique_ptr<Channel>> channels_;
   std::vector<std::unique_ptr<Channel>> dead_channels_;  // removed, I/O still in flight
   bool all_qps_wakeable_ = true;

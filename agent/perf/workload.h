@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "agent/core/io_memory.h"
 #include "agent/core/multipath.h"
 #include "agent/core/worker.h"
 
@@ -35,12 +36,8 @@ struct WorkloadOptions {
   const std::atomic<bool>* stop = nullptr;
 };
 
-// Memory the backend can DMA into: host pointer, kept alive by the returned owner.
-struct IoMemory {
-  void* host = nullptr;
-  std::shared_ptr<void> owner;
-};
-using IoMemoryAllocator = std::function<absl::StatusOr<IoMemory>(uint64_t bytes)>;
+using umpath::IoMemory;
+using umpath::IoMemoryAllocator;
 
 struct PathResult {
   std::string name;

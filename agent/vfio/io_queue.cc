@@ -54,6 +54,20 @@ bool VfioQueuePair::BuildCommand(IoRequest* req, uint16_t cid, nvme::SubmissionE
       sqe->cdw11 = static_cast<uint32_t>(req->slba >> 32);
       sqe->cdw12 = req->blocks - 1;
       return true;
+    case IoOpcode::kDatasetManagement: {
+      // One page of ranges at most (256 of them), deallocate: PRP1 alone carries it.
+      if (req->blocks == 0 || req->blocks > 256 || req->data_len != req->blocks * 16u) break;
+      uint64_t iova;
+      if (options_.registry == nullptr ||
+          !options_.registry->Translate(req->data, req->data_len, &iova) ||
+          (iova & (options_.page_size - 1)) + req->data_len > options_.page_size) {
+        break;
+      }
+      sqe->cdw10 = req->blocks - 1;  // NR, 0-based
+      sqe->cdw11 = 1u << 2;          // AD: deallocate
+      sqe->prp1 = iova;
+      return true;
+    }
     case IoOpcode::kRead:
     case IoOpcode::kWrite: {
       if (req->blocks == 0 || req->blocks > 0x10000 || req->data_len == 0 ||
@@ -68,7 +82,7 @@ bool VfioQueuePair::BuildCommand(IoRequest* req, uint16_t cid, nvme::SubmissionE
       }
       sqe->cdw10 = static_cast<uint32_t>(req->slba);
       sqe->cdw11 = static_cast<uint32_t>(req->slba >> 32);
-      sqe->cdw12 = req->blocks - 1;
+      sqe->cdw12 = (req->blocks - 1) | ((req->flags & kIoFua) ? 1u << 30 : 0);
       // This command's own list pages, contiguous after the CID's slot.
       PrpListPage pages[8];
       const uint32_t n = options_.list_pages_per_command < 8 ? options_.list_pages_per_command : 8;

@@ -75,6 +75,16 @@ struct FakeNvme {
         }
       } else if (e.opcode == uint8_t(IoOpcode::kWriteZeroes)) {
         std::memset(&disk[slba * kBlock], 0, len);
+      } else if (e.opcode == uint8_t(IoOpcode::kDatasetManagement) && (e.cdw11 & 4)) {
+        // Deallocated blocks read back as zeroes here (DLFEAT 001b).
+        const uint8_t* r = reinterpret_cast<const uint8_t*>(e.prp1);
+        for (uint32_t i = 0; i <= (e.cdw10 & 0xff); ++i, r += 16) {
+          uint32_t nlb;
+          uint64_t start;
+          std::memcpy(&nlb, r + 4, 4);
+          std::memcpy(&start, r + 8, 8);
+          std::memset(&disk[start * kBlock], 0, uint64_t{nlb} * kBlock);
+        }
       }
       Post(e.cid, status_code);
       ++n;
@@ -205,6 +215,61 @@ TEST_F(VfioQueuePairTest, FlushAndWriteZeroes) {
   EXPECT_EQ(dev_->disk[100], 0);
 }
 
+TEST_F(VfioQueuePairTest, DeallocateAndForceUnitAccess) {
+  Make(16);
+  std::memset(dev_->disk.data(), 0xee, 16 * kBlock);
+  // One range: blocks 2..5.
+  uint8_t* ranges = buf_.data() + 2 * kPage;
+  std::memset(ranges, 0, 16);
+  const uint32_t nlb = 4;
+  const uint64_t start = 2;
+  std::memcpy(ranges + 4, &nlb, 4);
+  std::memcpy(ranges + 8, &start, 8);
+  IoRequest dsm = Req(IoOpcode::kDatasetManagement, 0, 0, ranges);
+  dsm.blocks = 1;
+  dsm.data_len = 16;
+  ASSERT_EQ(qp_->Submit(&dsm), SubmitResult::kOk);
+  qp_->Ring();
+  EXPECT_EQ(dev_->Run(), 1);
+  EXPECT_EQ(dev_->last.cdw10, 0u);
+  EXPECT_EQ(dev_->last.cdw11, 4u);
+  EXPECT_EQ(dev_->disk[1 * kBlock], 0xee);
+  EXPECT_EQ(dev_->disk[2 * kBlock], 0);
+  EXPECT_EQ(dev_->disk[6 * kBlock - 1], 0);
+  EXPECT_EQ(dev_->disk[6 * kBlock], 0xee);
+
+  IoRequest w = Req(IoOpcode::kWrite, 0, 4096, buf_.data());
+  w.flags = kIoFua;
+  ASSERT_EQ(qp_->Submit(&w), SubmitResult::kOk);
+  qp_->Ring();
+  EXPECT_EQ(dev_->Run(), 1);
+  EXPECT_EQ(dev_->last.cdw12, (1u << 30) | (4096 / kBlock - 1));
+
+  // A range list that crosses a page, or whose length does not match its count.
+  const uintptr_t page_end =
+      (reinterpret_cast<uintptr_t>(buf_.data()) + 3 * kPage) & ~uintptr_t{kPage - 1};
+  IoRequest crossing = Req(IoOpcode::kDatasetManagement, 0, 0,
+                           reinterpret_cast<uint8_t*>(page_end - 8));
+  crossing.blocks = 1;
+  crossing.data_len = 16;
+  IoRequest short_list = Req(IoOpcode::kDatasetManagement, 0, 0, ranges);
+  short_list.blocks = 2;
+  short_list.data_len = 16;
+  EXPECT_EQ(qp_->Submit(&crossing), SubmitResult::kOk);
+  EXPECT_EQ(qp_->Submit(&short_list), SubmitResult::kOk);
+  qp_->Ring();
+  EXPECT_EQ(dev_->Run(), 0);
+  EXPECT_EQ(qp_->Poll(sink_, 16), 2u + 2u);
+  int refused = 0;
+  for (auto& [req, st] : sink_.done) {
+    if (req == &crossing || req == &short_list) {
+      EXPECT_EQ(st.code(), sc::kInvalidField);
+      ++refused;
+    }
+  }
+  EXPECT_EQ(refused, 2);
+}
+
 TEST_F(VfioQueuePairTest, BadRequestsNeverReachTheDevice) {
   Make(16, 64 * 1024);
   std::vector<uint8_t> foreign(8192);
@@ -214,7 +279,7 @@ TEST_F(VfioQueuePairTest, BadRequestsNeverReachTheDevice) {
   no_blocks.blocks = 0;
   IoRequest misaligned = Req(IoOpcode::kRead, 0, 4096, buf_.data() + 1);
   IoRequest past_buffer = Req(IoOpcode::kRead, 0, 8192, buf_.data() + buf_.size() - 4096);
-  IoRequest dsm = Req(IoOpcode::kDatasetManagement, 0, 4096, buf_.data());
+  IoRequest dsm = Req(static_cast<IoOpcode>(0x0c), 0, 4096, buf_.data());  // Verify: not ours
   for (IoRequest* r : {&unregistered, &too_big, &no_blocks, &misaligned, &past_buffer, &dsm}) {
     ASSERT_EQ(qp_->Submit(r), SubmitResult::kOk);  // completes with its error on the next poll
   }

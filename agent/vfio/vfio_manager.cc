@@ -323,6 +323,10 @@ absl::Status VfioManager::AttachLocked(const std::string& bdf) {
     spec.ana_group_id = ns->ana_group_id;
     spec.size_blocks = ns->size_blocks;
     spec.block_size = ns->block_size;
+    spec.max_transfer_bytes = max_transfer;
+    spec.write_zeroes = (c->id.oncs & (1u << 3)) != 0;
+    spec.deallocate = (c->id.oncs & (1u << 2)) != 0;
+    spec.volatile_write_cache = c->id.volatile_write_cache;
     specs.push_back(spec);
     c->nsids.push_back(nsid);
     c->ns_ids.push_back(merged);

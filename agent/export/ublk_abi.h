@@ -1,0 +1,67 @@
+#pragma once
+
+// The ublk driver's user ABI as of Linux 6.12 (include/uapi/linux/ublk_cmd.h). Debian
+// 12's headers are from 6.1, before the ioctl-encoded commands; the structures there are
+// the same and come from that header, the rest is spelled out here.
+
+#include <linux/ublk_cmd.h>
+#include <sys/ioctl.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace umpath::ublk {
+
+// Control commands, on /dev/ublk-control through IORING_OP_URING_CMD with 128-byte SQEs.
+inline constexpr uint32_t kCmdGetDevInfo = _IOR('u', 0x02, struct ublksrv_ctrl_cmd);
+inline constexpr uint32_t kCmdAddDev = _IOWR('u', 0x04, struct ublksrv_ctrl_cmd);
+inline constexpr uint32_t kCmdDelDev = _IOWR('u', 0x05, struct ublksrv_ctrl_cmd);
+inline constexpr uint32_t kCmdStartDev = _IOWR('u', 0x06, struct ublksrv_ctrl_cmd);
+inline constexpr uint32_t kCmdStopDev = _IOWR('u', 0x07, struct ublksrv_ctrl_cmd);
+inline constexpr uint32_t kCmdSetParams = _IOWR('u', 0x08, struct ublksrv_ctrl_cmd);
+inline constexpr uint32_t kCmdGetParams = _IOR('u', 0x09, struct ublksrv_ctrl_cmd);
+inline constexpr uint32_t kCmdStartUserRecovery = _IOWR('u', 0x10, struct ublksrv_ctrl_cmd);
+inline constexpr uint32_t kCmdEndUserRecovery = _IOWR('u', 0x11, struct ublksrv_ctrl_cmd);
+inline constexpr uint32_t kCmdGetFeatures = _IOR('u', 0x13, struct ublksrv_ctrl_cmd);
+
+// I/O commands, on /dev/ublkcN, 64-byte SQEs.
+inline constexpr uint32_t kIoFetchReq = _IOWR('u', 0x20, struct ublksrv_io_cmd);
+inline constexpr uint32_t kIoCommitAndFetchReq = _IOWR('u', 0x21, struct ublksrv_io_cmd);
+
+// Device flags (ublksrv_ctrl_dev_info::flags) and features.
+inline constexpr uint64_t kFlagUserRecovery = 1ull << 3;
+inline constexpr uint64_t kFlagUserRecoveryReissue = 1ull << 4;
+inline constexpr uint64_t kFlagCmdIoctlEncode = 1ull << 6;
+
+// Device states.
+inline constexpr uint16_t kStateDead = 0;
+inline constexpr uint16_t kStateLive = 1;
+inline constexpr uint16_t kStateQuiesced = 2;
+
+// Operations in ublksrv_io_desc::op_flags (low 8 bits), and flags above them.
+inline constexpr uint8_t kOpRead = 0;
+inline constexpr uint8_t kOpWrite = 1;
+inline constexpr uint8_t kOpFlush = 2;
+inline constexpr uint8_t kOpDiscard = 3;
+inline constexpr uint8_t kOpWriteSame = 4;
+inline constexpr uint8_t kOpWriteZeroes = 5;
+inline constexpr uint32_t kIoFlagFua = 1u << 13;
+inline constexpr uint32_t kIoFlagNoUnmap = 1u << 15;
+
+// Parameter types.
+inline constexpr uint32_t kParamBasic = 1u << 0;
+inline constexpr uint32_t kParamDiscard = 1u << 1;
+
+inline constexpr uint32_t kMaxQueueDepth = 4096;
+// The I/O descriptors of queue q are mapped at q * this offset of /dev/ublkcN.
+inline constexpr size_t kMaxCmdBufBytes =
+    ((kMaxQueueDepth * sizeof(ublksrv_io_desc)) + 4095) & ~size_t{4095};
+
+static_assert(sizeof(ublksrv_ctrl_cmd) == 32);
+static_assert(sizeof(ublksrv_io_cmd) == 16);
+static_assert(sizeof(ublksrv_io_desc) == 24);
+static_assert(sizeof(ublksrv_ctrl_dev_info) == 64);
+static_assert(offsetof(ublk_params, basic) == 8);
+static_assert(offsetof(ublk_params, discard) == 40);
+
+}  // namespace umpath::ublk

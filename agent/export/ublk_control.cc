@@ -1,0 +1,135 @@
+#include "agent/export/ublk_control.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace umpath::ublk {
+
+absl::StatusOr<std::unique_ptr<Control>> Control::Open(const std::string& path) {
+  const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    const int e = errno;
+    if (e == ENOENT) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(path, " does not exist: the kernel has no ublk (ublk_drv, Linux 6.0 "
+                             "or later; modprobe ublk_drv)"));
+    }
+    return absl::FailedPreconditionError(absl::StrCat("open ", path, ": ", std::strerror(e)));
+  }
+  io_uring ring;
+  const int r = io_uring_queue_init(4, &ring, IORING_SETUP_SQE128);
+  if (r < 0) {
+    close(fd);
+    return absl::FailedPreconditionError(
+        absl::StrCat("io_uring with 128-byte entries: ", std::strerror(-r)));
+  }
+  return std::unique_ptr<Control>(new Control(fd, ring));
+}
+
+Control::~Control() {
+  {
+    MutexLock l(&mu_);
+    io_uring_queue_exit(&ring_);
+  }
+  close(fd_);
+}
+
+int Control::Run(uint32_t op, uint32_t dev_id, void* addr, uint32_t len, uint64_t data0) {
+  MutexLock l(&mu_);
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  if (sqe == nullptr) return -EBUSY;
+  std::memset(sqe, 0, 2 * sizeof(*sqe));  // a 128-byte entry
+  sqe->opcode = IORING_OP_URING_CMD;
+  sqe->fd = fd_;
+  sqe->cmd_op = op;
+  auto* cmd = reinterpret_cast<ublksrv_ctrl_cmd*>(sqe->cmd);
+  cmd->dev_id = dev_id;
+  cmd->queue_id = static_cast<uint16_t>(-1);
+  cmd->addr = reinterpret_cast<uint64_t>(addr);
+  cmd->len = static_cast<uint16_t>(len);
+  cmd->data[0] = data0;
+  int r = io_uring_submit(&ring_);
+  if (r < 0) return r;
+  io_uring_cqe* cqe = nullptr;
+  do {
+    r = io_uring_wait_cqe(&ring_, &cqe);
+  } while (r == -EINTR);
+  if (r < 0) return r;
+  const int res = cqe->res;
+  io_uring_cqe_seen(&ring_, cqe);
+  return res;
+}
+
+absl::Status Control::Check(const char* what, uint32_t dev_id, int res) {
+  if (res >= 0) return absl::OkStatus();
+  const std::string msg = absl::StrCat("ublk ", what, " (device ", dev_id, "): ", std::strerror(-res));
+  switch (-res) {
+    case ENODEV:
+      return absl::NotFoundError(msg);
+    case EBUSY:
+    case EEXIST:
+      return absl::FailedPreconditionError(msg);
+    case EPERM:
+    case EACCES:
+      return absl::PermissionDeniedError(msg);
+    case EINVAL:
+    case EOPNOTSUPP:
+      return absl::InvalidArgumentError(msg);
+    default:
+      return absl::InternalError(msg);
+  }
+}
+
+uint64_t Control::Features() {
+  uint64_t features = 0;
+  const int r = Run(kCmdGetFeatures, 0, &features, sizeof features, 0);
+  return r < 0 ? 0 : features;
+}
+
+absl::StatusOr<ublksrv_ctrl_dev_info> Control::Add(const ublksrv_ctrl_dev_info& want) {
+  ublksrv_ctrl_dev_info info = want;
+  const int r = Run(kCmdAddDev, want.dev_id, &info, sizeof info, 0);
+  if (absl::Status s = Check("add", want.dev_id, r); !s.ok()) return s;
+  return info;
+}
+
+absl::Status Control::SetParams(uint32_t dev_id, const ublk_params& params) {
+  ublk_params p = params;
+  return Check("set parameters", dev_id, Run(kCmdSetParams, dev_id, &p, p.len, 0));
+}
+
+absl::Status Control::Start(uint32_t dev_id, pid_t pid) {
+  return Check("start", dev_id, Run(kCmdStartDev, dev_id, nullptr, 0, static_cast<uint64_t>(pid)));
+}
+
+absl::Status Control::Stop(uint32_t dev_id) {
+  return Check("stop", dev_id, Run(kCmdStopDev, dev_id, nullptr, 0, 0));
+}
+
+absl::Status Control::Delete(uint32_t dev_id) {
+  return Check("delete", dev_id, Run(kCmdDelDev, dev_id, nullptr, 0, 0));
+}
+
+absl::StatusOr<ublksrv_ctrl_dev_info> Control::Info(uint32_t dev_id) {
+  ublksrv_ctrl_dev_info info;
+  std::memset(&info, 0, sizeof info);
+  const int r = Run(kCmdGetDevInfo, dev_id, &info, sizeof info, 0);
+  if (absl::Status s = Check("get info", dev_id, r); !s.ok()) return s;
+  return info;
+}
+
+absl::Status Control::StartRecovery(uint32_t dev_id) {
+  return Check("start user recovery", dev_id, Run(kCmdStartUserRecovery, dev_id, nullptr, 0, 0));
+}
+
+absl::Status Control::EndRecovery(uint32_t dev_id, pid_t pid) {
+  return Check("end user recovery", dev_id,
+               Run(kCmdEndUserRecovery, dev_id, nullptr, 0, static_cast<uint64_t>(pid)));
+}
+
+}  // namespace umpath::ublk

@@ -1,0 +1,42 @@
+#pragma once
+
+// Translation between ublk's I/O descriptors and the multipath core's requests: pure
+// functions, so the rules are tested without a kernel.
+
+#include <cstdint>
+
+#include "agent/core/io_request.h"
+#include "agent/export/ublk_abi.h"
+
+namespace umpath::ublk {
+
+// What a queue's requests may carry; fixed when the device is made.
+struct IoShape {
+  uint32_t block_size = 512;    // the head's logical block size
+  uint32_t buffer_bytes = 0;    // each tag's buffer (the device's largest I/O)
+  bool write_zeroes = false;
+  bool deallocate = false;
+};
+
+// Fills `req` (opcode, slba, blocks, data, data_len, flags) from a descriptor, with the
+// tag's buffer at `buffer`. Returns 0, or a negative errno to hand straight back to the
+// kernel: -EOPNOTSUPP for an operation the device does not offer, -EINVAL for a
+// descriptor that is not whole blocks, is empty, or does not fit the buffer.
+int Translate(const ublksrv_io_desc& iod, const IoShape& shape, void* buffer, IoRequest* req);
+
+// The result to commit for a request: bytes moved for reads and writes, 0 for the rest;
+// a negative errno when it failed (the block layer turns it into a status).
+int ResultFor(const ublksrv_io_desc& iod, const IoResult& result);
+
+// Device parameters for a head of `size_blocks` blocks of `block_size` bytes.
+struct DeviceShape {
+  uint64_t size_blocks = 0;
+  uint32_t block_size = 512;
+  uint32_t max_io_bytes = 0;    // at most each tag's buffer
+  bool write_zeroes = false;
+  bool deallocate = false;
+  bool volatile_write_cache = false;
+};
+ublk_params ParamsFor(const DeviceShape& shape);
+
+}  // namespace umpath::ublk

@@ -1,0 +1,149 @@
+#include "agent/export/ublk_io.h"
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace umpath::ublk {
+namespace {
+
+ublksrv_io_desc Desc(uint8_t op, uint64_t sector, uint32_t sectors, uint32_t flags = 0) {
+  ublksrv_io_desc d{};
+  d.op_flags = op | flags;
+  d.start_sector = sector;
+  d.nr_sectors = sectors;
+  return d;
+}
+
+class TranslateTest : public ::testing::Test {
+ protected:
+  IoShape Shape(uint32_t bs) {
+    IoShape s;
+    s.block_size = bs;
+    s.buffer_bytes = 128 * 1024;
+    s.write_zeroes = true;
+    s.deallocate = true;
+    return s;
+  }
+  std::vector<uint8_t> buf_ = std::vector<uint8_t>(128 * 1024);
+  IoRequest req_;
+};
+
+TEST_F(TranslateTest, ReadsAndWritesBecomeBlocksOfTheHead) {
+  ASSERT_EQ(Translate(Desc(kOpRead, 16, 8), Shape(512), buf_.data(), &req_), 0);
+  EXPECT_EQ(req_.opcode, nvme::IoOpcode::kRead);
+  EXPECT_EQ(req_.slba, 16u);
+  EXPECT_EQ(req_.blocks, 8u);
+  EXPECT_EQ(req_.data, buf_.data());
+  EXPECT_EQ(req_.data_len, 4096u);
+  EXPECT_EQ(req_.flags, 0);
+
+  // 4 KiB blocks: sector 16 is block 2, 64 sectors are 8 blocks; FUA carries over.
+  ASSERT_EQ(Translate(Desc(kOpWrite, 16, 64, kIoFlagFua), Shape(4096), buf_.data(), &req_), 0);
+  EXPECT_EQ(req_.opcode, nvme::IoOpcode::kWrite);
+  EXPECT_EQ(req_.slba, 2u);
+  EXPECT_EQ(req_.blocks, 8u);
+  EXPECT_EQ(req_.data_len, 32768u);
+  EXPECT_EQ(req_.flags, kIoFua);
+}
+
+TEST_F(TranslateTest, MalformedDescriptorsAreRefused) {
+  // Not whole 4 KiB blocks, in start or length.
+  EXPECT_EQ(Translate(Desc(kOpRead, 1, 8), Shape(4096), buf_.data(), &req_), -EINVAL);
+  EXPECT_EQ(Translate(Desc(kOpRead, 8, 4), Shape(4096), buf_.data(), &req_), -EINVAL);
+  // Empty, and larger than the tag's buffer.
+  EXPECT_EQ(Translate(Desc(kOpWrite, 0, 0), Shape(512), buf_.data(), &req_), -EINVAL);
+  EXPECT_EQ(Translate(Desc(kOpWrite, 0, 257), Shape(512), buf_.data(), &req_), -EINVAL);
+  // Operations the device does not do.
+  EXPECT_EQ(Translate(Desc(kOpWriteSame, 0, 8), Shape(512), buf_.data(), &req_), -EOPNOTSUPP);
+  EXPECT_EQ(Translate(Desc(0x7f, 0, 8), Shape(512), buf_.data(), &req_), -EOPNOTSUPP);
+  IoShape plain = Shape(512);
+  plain.write_zeroes = plain.deallocate = false;
+  EXPECT_EQ(Translate(Desc(kOpWriteZeroes, 0, 8), plain, buf_.data(), &req_), -EOPNOTSUPP);
+  EXPECT_EQ(Translate(Desc(kOpDiscard, 0, 8), plain, buf_.data(), &req_), -EOPNOTSUPP);
+  // More blocks than one Write Zeroes carries.
+  EXPECT_EQ(Translate(Desc(kOpWriteZeroes, 0, 0x10001), Shape(512), buf_.data(), &req_), -EINVAL);
+}
+
+TEST_F(TranslateTest, FlushWriteZeroesAndDiscard) {
+  ASSERT_EQ(Translate(Desc(kOpFlush, 0, 0), Shape(512), buf_.data(), &req_), 0);
+  EXPECT_EQ(req_.opcode, nvme::IoOpcode::kFlush);
+  EXPECT_EQ(req_.data, nullptr);
+
+  ASSERT_EQ(Translate(Desc(kOpWriteZeroes, 80, 16), Shape(4096), buf_.data(), &req_), 0);
+  EXPECT_EQ(req_.opcode, nvme::IoOpcode::kWriteZeroes);
+  EXPECT_EQ(req_.slba, 10u);
+  EXPECT_EQ(req_.blocks, 2u);
+  EXPECT_EQ(req_.data_len, 0u);
+
+  // A discard is one deallocate range, written into the tag's buffer.
+  std::memset(buf_.data(), 0xaa, 32);
+  ASSERT_EQ(Translate(Desc(kOpDiscard, 2048, 1024), Shape(512), buf_.data(), &req_), 0);
+  EXPECT_EQ(req_.opcode, nvme::IoOpcode::kDatasetManagement);
+  EXPECT_EQ(req_.blocks, 1u);
+  EXPECT_EQ(req_.data, buf_.data());
+  EXPECT_EQ(req_.data_len, 16u);
+  uint32_t attrs, nlb;
+  uint64_t slba;
+  std::memcpy(&attrs, buf_.data(), 4);
+  std::memcpy(&nlb, buf_.data() + 4, 4);
+  std::memcpy(&slba, buf_.data() + 8, 8);
+  EXPECT_EQ(attrs, 0u);
+  EXPECT_EQ(nlb, 1024u);
+  EXPECT_EQ(slba, 2048u);
+  EXPECT_EQ(buf_[16], 0xaa) << "only the range is written";
+}
+
+TEST(ResultForTest, BytesForDataAndErrnoForFailures) {
+  EXPECT_EQ(ResultFor(Desc(kOpRead, 0, 8), IoResult{}), 4096);
+  EXPECT_EQ(ResultFor(Desc(kOpWrite, 0, 256), IoResult{}), 131072);
+  EXPECT_EQ(ResultFor(Desc(kOpFlush, 0, 0), IoResult{}), 0);
+  EXPECT_EQ(ResultFor(Desc(kOpDiscard, 0, 8), IoResult{}), 0);
+  EXPECT_EQ(ResultFor(Desc(kOpRead, 0, 8), IoResult{IoError::kNoPath, {}}), -ENOLINK);
+  EXPECT_EQ(ResultFor(Desc(kOpRead, 0, 8), IoResult{IoError::kHeadRemoved, {}}), -EIO);
+  EXPECT_EQ(ResultFor(Desc(kOpRead, 0, 8), IoResult{IoError::kShutdown, {}}), -EIO);
+  auto nvme = [](uint16_t code) {
+    return IoResult{IoError::kNvme, nvme::Status::Make(code, /*dnr=*/true)};
+  };
+  EXPECT_EQ(ResultFor(Desc(kOpRead, 0, 8), nvme(0x281)), -ENODATA);  // unrecovered read error
+  EXPECT_EQ(ResultFor(Desc(kOpWrite, 0, 8), nvme(0x081)), -ENOSPC);
+  EXPECT_EQ(ResultFor(Desc(kOpWrite, 0, 8), nvme(0x001)), -EOPNOTSUPP);
+  EXPECT_EQ(ResultFor(Desc(kOpWrite, 0, 8), nvme(0x002)), -EIO);
+}
+
+TEST(ParamsForTest, LimitsComeFromTheNamespace) {
+  DeviceShape s;
+  s.size_blocks = 1000;
+  s.block_size = 4096;
+  s.max_io_bytes = 128 * 1024;
+  ublk_params p = ParamsFor(s);
+  EXPECT_EQ(p.types, kParamBasic);
+  EXPECT_EQ(p.len, offsetof(ublk_params, discard) + sizeof(p.discard));
+  EXPECT_EQ(p.basic.logical_bs_shift, 12);
+  EXPECT_EQ(p.basic.physical_bs_shift, 12);
+  EXPECT_EQ(p.basic.max_sectors, 256u);
+  EXPECT_EQ(p.basic.dev_sectors, 8000u);
+  EXPECT_EQ(p.basic.attrs, 0u);
+
+  s.block_size = 512;
+  s.write_zeroes = true;
+  s.volatile_write_cache = true;
+  p = ParamsFor(s);
+  EXPECT_EQ(p.types, kParamBasic | kParamDiscard);
+  EXPECT_EQ(p.basic.logical_bs_shift, 9);
+  EXPECT_EQ(p.basic.dev_sectors, 1000u);
+  EXPECT_EQ(p.basic.attrs, uint32_t{UBLK_ATTR_VOLATILE_CACHE | UBLK_ATTR_FUA});
+  EXPECT_EQ(p.discard.max_discard_sectors, 0u) << "no deallocate: no discard";
+  EXPECT_EQ(p.discard.max_write_zeroes_sectors, 0x10000u);
+  EXPECT_EQ(p.discard.discard_granularity, 512u);
+
+  s.deallocate = true;
+  p = ParamsFor(s);
+  EXPECT_EQ(p.discard.max_discard_sectors, 0x10000u);
+  EXPECT_EQ(p.discard.max_discard_segments, 1);
+}
+
+}  // namespace
+}  // namespace umpath::ublk

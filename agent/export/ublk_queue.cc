@@ -1,0 +1,170 @@
+#include "agent/export/ublk_queue.h"
+
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "agent/core/channel.h"
+#include "agent/core/worker.h"
+
+namespace umpath::ublk {
+
+namespace {
+constexpr uint32_t kPollBatch = 64;
+}  // namespace
+
+Queue::Queue(Options options) : options_(options), tags_(options.depth) {
+  for (uint16_t i = 0; i < options_.depth; ++i) {
+    tags_[i].queue = this;
+    tags_[i].tag = i;
+    tags_[i].req.user = &tags_[i];
+    tags_[i].req.on_complete = &Queue::OnComplete;
+  }
+  ended_ = options_.depth;
+}
+
+Queue::~Queue() { Close(); }
+
+absl::Status Queue::Open() {
+  const size_t bytes = (size_t{options_.depth} * sizeof(ublksrv_io_desc) + 4095) & ~size_t{4095};
+  void* m = mmap(nullptr, bytes, PROT_READ, MAP_SHARED | MAP_POPULATE, options_.cdev_fd,
+                 static_cast<off_t>(size_t{options_.q_id} * kMaxCmdBufBytes));
+  if (m == MAP_FAILED) {
+    return absl::InternalError(
+        absl::StrCat("map the I/O descriptors of queue ", options_.q_id, ": ", std::strerror(errno)));
+  }
+  iods_ = static_cast<const ublksrv_io_desc*>(m);
+  iods_bytes_ = bytes;
+  // Twice the depth of completions: a tag's FETCH result and a late COMMIT error can
+  // both be waiting.
+  io_uring_params p{};
+  p.flags = IORING_SETUP_CQSIZE;
+  p.cq_entries = 2u * options_.depth;
+  const int r = io_uring_queue_init_params(options_.depth, &ring_, &p);
+  if (r < 0) {
+    Close();
+    return absl::InternalError(absl::StrCat("io_uring for queue ", options_.q_id, ": ", std::strerror(-r)));
+  }
+  ring_open_ = true;
+  for (Tag& t : tags_) Command(t, kIoFetchReq, 0);
+  ended_ = 0;
+  const int s = io_uring_submit(&ring_);
+  unsubmitted_ = 0;
+  if (s < 0) {
+    Close();
+    return absl::InternalError(absl::StrCat("fetch on queue ", options_.q_id, ": ", std::strerror(-s)));
+  }
+  return absl::OkStatus();
+}
+
+void Queue::Close() {
+  if (ring_open_) {
+    io_uring_queue_exit(&ring_);
+    ring_open_ = false;
+  }
+  if (iods_ != nullptr) {
+    munmap(const_cast<ublksrv_io_desc*>(iods_), iods_bytes_);
+    iods_ = nullptr;
+  }
+  ended_ = options_.depth;
+}
+
+void Queue::Command(Tag& t, uint32_t op, int result) {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  // One command per tag at a time, and the ring has a slot per tag: never full.
+  if (sqe == nullptr) {
+    io_uring_submit(&ring_);
+    unsubmitted_ = 0;
+    sqe = io_uring_get_sqe(&ring_);
+    if (sqe == nullptr) {  // cannot happen (the submit freed every slot); never hang on it
+      errors_.fetch_add(1, std::memory_order_relaxed);
+      t.state = TagState::kEnded;
+      ++ended_;
+      return;
+    }
+  }
+  std::memset(sqe, 0, sizeof(*sqe));
+  sqe->opcode = IORING_OP_URING_CMD;
+  sqe->fd = options_.cdev_fd;
+  sqe->cmd_op = op;
+  sqe->user_data = t.tag;
+  auto* cmd = reinterpret_cast<ublksrv_io_cmd*>(sqe->cmd);
+  cmd->q_id = options_.q_id;
+  cmd->tag = t.tag;
+  cmd->result = result;
+  cmd->addr = reinterpret_cast<uint64_t>(BufferOf(t.tag));
+  t.state = op == kIoFetchReq ? TagState::kFetching : TagState::kCommitting;
+  ++unsubmitted_;
+}
+
+uint32_t Queue::Poll(Worker& worker) {
+  if (!ring_open_) return 0;
+  uint32_t n = 0;
+  unsigned head;
+  io_uring_cqe* cqe;
+  // Handle a batch, then mark it seen: handling may complete requests at once and queue
+  // commands, which never need completion slots.
+  io_uring_for_each_cqe(&ring_, head, cqe) {
+    const uint64_t tag = cqe->user_data;
+    if (tag < tags_.size()) Handle(worker, tags_[tag], cqe->res);
+    if (++n == kPollBatch) break;
+  }
+  if (n > 0) io_uring_cq_advance(&ring_, n);
+  return n;
+}
+
+void Queue::Handle(Worker& worker, Tag& t, int res) {
+  if (t.state == TagState::kEnded) return;
+  if (res != UBLK_IO_RES_OK) {
+    // UBLK_IO_RES_ABORT: the device is stopping; anything else: the driver refused the
+    // command. Either way this tag takes no more requests.
+    t.state = TagState::kEnded;
+    ++ended_;
+    return;
+  }
+  requests_.fetch_add(1, std::memory_order_relaxed);
+  const ublksrv_io_desc& iod = iods_[t.tag];
+  const int bad = Translate(iod, options_.shape, BufferOf(t.tag), &t.req);
+  if (bad != 0) {
+    errors_.fetch_add(1, std::memory_order_relaxed);
+    Command(t, kIoCommitAndFetchReq, bad);
+    return;
+  }
+  Channel* ch = worker.FindChannel(options_.head_uid);
+  if (ch == nullptr) {  // the head is gone: the device is about to be
+    errors_.fetch_add(1, std::memory_order_relaxed);
+    Command(t, kIoCommitAndFetchReq, -EIO);
+    return;
+  }
+  t.state = TagState::kInCore;
+  ++in_core_;
+  ch->Submit(&t.req);
+}
+
+void Queue::OnComplete(IoRequest* req, IoResult result) {
+  Tag& t = *static_cast<Tag*>(req->user);
+  Queue& q = *t.queue;
+  --q.in_core_;
+  const int res = ResultFor(q.iods_[t.tag], result);
+  if (res < 0) q.errors_.fetch_add(1, std::memory_order_relaxed);
+  q.Command(t, kIoCommitAndFetchReq, res);
+}
+
+void Queue::Flush() {
+  if (unsubmitted_ == 0) return;
+  io_uring_submit(&ring_);
+  unsubmitted_ = 0;
+}
+
+void Queue::Drain(Worker& worker) {
+  if (!ring_open_) return;
+  Flush();
+  // Entering the ring runs the task work that posts the driver's cancellations.
+  io_uring_get_events(&ring_);
+  while (Poll(worker) > 0) {
+  }
+}
+
+}  // namespace umpath::ublk
