@@ -98,12 +98,13 @@ void Table(std::ostream& out, const std::vector<std::vector<std::string>>& rows)
 
 void PrintHeads(std::ostream& out, const google::protobuf::RepeatedPtrField<v1::Head>& heads) {
   std::vector<std::vector<std::string>> rows = {
-      {"HEAD", "PATHS", "LIVE", "POLICY", "DELAYED_REMOVAL", "REMOVAL", "WAITING"}};
+      {"HEAD", "PATHS", "LIVE", "POLICY", "DELAYED_REMOVAL", "REMOVAL", "WAITING", "EXPORT"}};
   for (const v1::Head& h : heads) {
     rows.push_back({Id(h.name()), absl::StrCat(h.paths_size()), absl::StrCat(h.live_paths()),
                     Policy(h.io_policy()), absl::StrCat(h.delayed_removal_secs(), "s"),
                     h.removal_pending() ? Time(h.removal_deadline()) : "-",
-                    absl::StrCat(h.waiting_ios())});
+                    absl::StrCat(h.waiting_ios()),
+                    h.export_device().empty() ? "-" : h.export_device()});
   }
   Table(out, rows);
 }
@@ -116,6 +117,7 @@ void PrintHead(std::ostream& out, const v1::Head& h) {
       << h.delayed_removal_secs();
   if (h.removal_pending()) out << ", removal at " << Time(h.removal_deadline());
   out << ", waiting I/O " << h.waiting_ios() << "\n";
+  if (!h.export_device().empty()) out << "  exported as " << h.export_device() << "\n";
   std::vector<std::vector<std::string>> rows = {
       {"  PATH", "CONTROLLER", "ANA", "SELECTABLE", "IN_FLIGHT", "COMPLETED", "ERRORS", "FAILOVERS"}};
   for (const v1::Path& p : h.paths()) {

@@ -134,7 +134,8 @@ class Multipath final : public AnaReadRequester {
   absl::Status FailPath(absl::string_view head, absl::string_view path, absl::string_view reason);
   absl::Status ReinstatePath(absl::string_view head, absl::string_view path);
   // A frontend made (device non-empty) or removed (empty) the head's block device: the
-  // head reports it and an event says so. NOT_FOUND when the head (that uid) is gone.
+  // head reports it and an event says so. NOT_FOUND when the head (that uid) is gone,
+  // except for a removal, which is still reported.
   absl::Status SetHeadExport(absl::string_view head, uint64_t uid, absl::string_view device,
                              absl::string_view reason = "");
 

@@ -120,7 +120,15 @@ absl::Status Multipath::SetHeadExport(absl::string_view head, uint64_t uid,
                                       absl::string_view device, absl::string_view reason) {
   Locked l(this);
   Head* h = FindHead(head);
-  if (!h || h->uid != uid) return absl::NotFoundError(absl::StrCat("head ", head, " not found"));
+  if (!h || h->uid != uid) {
+    if (device.empty() && !shut_down_) {
+      // The head went first (its delayed removal expired): the device's end is still news.
+      Emit(Event{.type = EventType::kHeadUnexported, .head = std::string(head),
+                 .reason = std::string(reason)});
+      return absl::OkStatus();
+    }
+    return absl::NotFoundError(absl::StrCat("head ", head, " not found"));
+  }
   if (h->export_device == device) return absl::OkStatus();
   const std::string before = h->export_device;
   h->export_device = std::string(device);

@@ -183,7 +183,7 @@ void Exporter::Reconcile() {
     auto it = devices_.find(name);
     std::unique_ptr<Device> d = std::move(it->second);
     devices_.erase(it);
-    Teardown(std::move(d), "the head was removed", /*head_alive=*/false);
+    Teardown(std::move(d), "the head was removed");
   }
   // Devices an earlier run left: take them over once their head is back.
   for (size_t i = 0; i < leftovers_.size();) {
@@ -210,7 +210,9 @@ void Exporter::Reconcile() {
   }
   if (options_.export_all) {
     for (const HeadInfo& h : mp_->ListHeads()) {
-      if (devices_.contains(h.name)) continue;
+      // Once per head: a head an admin unexported stays unexported; a new head of the
+      // same identity (after a removal) is exported again.
+      if (devices_.contains(h.name) || auto_exported_.contains(h.uid)) continue;
       bool waiting = false;
       for (const Leftover& lo : leftovers_) waiting |= lo.head == h.name;
       if (waiting) continue;  // its old device is taken over instead
@@ -223,6 +225,7 @@ void Exporter::Reconcile() {
         }
       } else {
         export_all_failed_.erase(h.name);
+        auto_exported_.insert(h.uid);
       }
     }
   }
@@ -389,7 +392,7 @@ void Exporter::CloseQueues(Device* d) {
   }
 }
 
-void Exporter::Teardown(std::unique_ptr<Device> d, const std::string& reason, bool head_alive) {
+void Exporter::Teardown(std::unique_ptr<Device> d, const std::string& reason) {
   // STOP_DEV removes the disk; what the kernel still has queued fails, what the core
   // holds completes first (the head is gone, or the device is idle).
   if (absl::Status s = control_->Stop(d->dev_id); !s.ok()) Log(std::string(s.message()));
@@ -397,10 +400,10 @@ void Exporter::Teardown(std::unique_ptr<Device> d, const std::string& reason, bo
   if (absl::Status s = control_->Delete(d->dev_id); !s.ok()) Log(std::string(s.message()));
   EraseRecord(d->dev_id);
   Log(absl::StrCat("ublk: ", d->bdev, " of head ", d->head, " removed: ", reason));
-  if (head_alive) {
-    if (absl::Status s = mp_->SetHeadExport(d->head, d->head_uid, "", reason); !s.ok()) {
-      Log(absl::StrCat("ublk: ", s.message()));
-    }
+  if (absl::Status s = mp_->SetHeadExport(d->head, d->head_uid, "",
+                                          absl::StrCat(d->bdev, " removed: ", reason));
+      !s.ok() && !absl::IsNotFound(s)) {
+    Log(absl::StrCat("ublk: ", s.message()));
   }
   // Queues still holding requests must outlive them (logged above): kept, not freed.
   for (auto& q : d->q) {
@@ -432,7 +435,7 @@ absl::Status Exporter::Unexport(absl::string_view head) {
   }
   std::unique_ptr<Device> owned = std::move(it->second);
   devices_.erase(it);
-  Teardown(std::move(owned), "unexported", /*head_alive=*/h.ok() && h->uid == d->head_uid);
+  Teardown(std::move(owned), "unexported");
   return absl::OkStatus();
 }
 
@@ -455,9 +458,7 @@ void Exporter::Shutdown() {
     auto it = devices_.begin();
     std::unique_ptr<Device> d = std::move(it->second);
     devices_.erase(it);
-    absl::StatusOr<HeadInfo> h = mp_->GetHead(d->head);
-    const bool alive = h.ok() && h->uid == d->head_uid;
-    Teardown(std::move(d), "the agent is shutting down", alive);
+    Teardown(std::move(d), "the agent is shutting down");
   }
   for (const Leftover& lo : leftovers_) RemoveLeftover(lo, "the agent is shutting down");
   leftovers_.clear();
@@ -569,6 +570,7 @@ absl::Status Exporter::Recover(Leftover& l, const HeadInfo& head) {
   Log(absl::StrCat("ublk: ", bdev, " of head ", head.name, " taken over from pid ",
                    info->ublksrv_pid));
   devices_[head.name] = std::move(d);
+  auto_exported_.insert(head.uid);
   if (absl::Status s = mp_->SetHeadExport(head.name, head.uid, bdev,
                                           "taken over from the agent's last run");
       !s.ok()) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -98,7 +99,7 @@ class Exporter {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(ops_mu_);
   // Takes every queue off its worker and closes it (the device stopped, or never ran).
   void CloseQueues(Device* d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(ops_mu_);
-  void Teardown(std::unique_ptr<Device> d, const std::string& reason, bool head_alive)
+  void Teardown(std::unique_ptr<Device> d, const std::string& reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(ops_mu_);
   absl::Status Recover(Leftover& l, const HeadInfo& head) ABSL_EXCLUSIVE_LOCKS_REQUIRED(ops_mu_);
   void RemoveLeftover(const Leftover& l, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(ops_mu_);
@@ -117,6 +118,8 @@ class Exporter {
   absl::flat_hash_map<std::string, std::unique_ptr<Device>> devices_ ABSL_GUARDED_BY(ops_mu_);
   std::vector<Leftover> leftovers_ ABSL_GUARDED_BY(ops_mu_);
   absl::flat_hash_map<std::string, std::string> export_all_failed_ ABSL_GUARDED_BY(ops_mu_);
+  // Heads (by uid) export-all has exported, or an earlier run had: not again.
+  absl::flat_hash_set<uint64_t> auto_exported_ ABSL_GUARDED_BY(ops_mu_);
   bool shut_down_ ABSL_GUARDED_BY(ops_mu_) = false;
   // Torn-down devices whose queues still had requests in the core: never freed.
   std::vector<std::unique_ptr<Device>> zombies_ ABSL_GUARDED_BY(ops_mu_);

@@ -40,7 +40,11 @@ absl::Status Queue::Open() {
   // Twice the depth of completions: a tag's FETCH result and a late COMMIT error can
   // both be waiting.
   io_uring_params p{};
-  p.flags = IORING_SETUP_CQSIZE;
+  // The driver hands requests over as task work on this thread. Cooperative: no
+  // interrupt of a busy worker; the ring's flag tells Poll to run it, and a sleeping
+  // worker is still woken.
+  p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG |
+            IORING_SETUP_SINGLE_ISSUER;
   p.cq_entries = 2u * options_.depth;
   const int r = io_uring_queue_init_params(options_.depth, &ring_, &p);
   if (r < 0) {
@@ -101,6 +105,7 @@ void Queue::Command(Tag& t, uint32_t op, int result) {
 
 uint32_t Queue::Poll(Worker& worker) {
   if (!ring_open_) return 0;
+  if (IO_URING_READ_ONCE(*ring_.sq.kflags) & IORING_SQ_TASKRUN) io_uring_get_events(&ring_);
   uint32_t n = 0;
   unsigned head;
   io_uring_cqe* cqe;

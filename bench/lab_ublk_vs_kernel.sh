@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Benchmark (issue 6), in ONE boot of the lab node, side by side on the same two
+# controllers sharing one namespace, fio (io_uring, direct, one job) in the guest:
+#   - the kernel's native multipath head /dev/nvme0n1 (nvme_core.multipath=Y, numa);
+#   - the same controllers rebound to vfio-pci, umpathd exporting the head as
+#     /dev/ublkb0 (numa, one ublk queue per worker);
+# with two shapes: 4k random read at QD 32 and 128k sequential read at QD 8. Prints IOPS,
+# MB/s, p99 and the ratio umpath/kernel. Figures are printed, never asserted.
+# Usage: bench/lab_ublk_vs_kernel.sh UMPATHD [SECONDS] [RUNS] [WORKERS]
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+lab="$root/deploy/lab"
+umpathd="$(readlink -f "$1")"
+secs="${2:-10}"
+runs="${3:-1}"
+workers="${4:-2}"
+command -v fio >/dev/null || {
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get install -y -qq --no-install-recommends fio >/dev/null
+}
+fio="$(command -v fio)"
+work="$(mktemp -d /tmp/umpath-bench-XXXXXX)"
+trap 'rm -rf "$work"' EXIT
+bash "$lab/fetch.sh" >/dev/null
+
+cat > "$work/after" <<AFTER
+#!/bin/sh
+. /lab/lib.sh
+# job NAME DEVICE: both shapes, one JSON document each.
+job() {
+  $fio --name=\$1-rand4k --filename=\$2 --ioengine=io_uring --direct=1 --rw=randread \
+    --bs=4k --iodepth=32 --numjobs=1 --time_based --runtime=$secs --output-format=json \
+    --output=/tmp/fio.json >/dev/null 2>&1
+  echo "bench: fio-json-begin"; cat /tmp/fio.json; echo "bench: fio-json-end"
+  $fio --name=\$1-seq128k --filename=\$2 --ioengine=io_uring --direct=1 --rw=read \
+    --bs=128k --iodepth=8 --numjobs=1 --time_based --runtime=$secs --output-format=json \
+    --output=/tmp/fio.json >/dev/null 2>&1
+  echo "bench: fio-json-begin"; cat /tmp/fio.json; echo "bench: fio-json-end"
+}
+for run in \$(seq 1 $runs); do
+  bind nvme "\$@"
+  for i in \$(seq 1 100); do
+    [ -b /dev/nvme0n1 ] && [ "\$(ls -d /sys/class/nvme-subsystem/nvme-subsys0/nvme[0-9]* 2>/dev/null | wc -l)" -ge 2 ] && break
+    sleep 0.2
+  done
+  echo "bench: kernel paths: \$(ls /sys/block | grep nvme | tr '\n' ' ') policy \$(cat /sys/class/nvme-subsystem/nvme-subsys0/iopolicy)"
+  job kernel /dev/nvme0n1
+  bind vfio-pci "\$@"
+  $umpathd --socket=/run/umpath/umpathd.sock --state_file=/tmp/heads --vfio_devices=all \
+    --workers=$workers --export_all 2>/tmp/umpathd.err &
+  pid=\$!
+  for i in \$(seq 1 300); do [ -b /dev/ublkb0 ] && break; sleep 0.1; done
+  echo "bench: umpath device: \$(ls /dev | grep ublkb) queues \$(ls /sys/block/ublkb0/mq | wc -l)"
+  job umpath /dev/ublkb0
+  kill \$pid; wait \$pid
+done
+AFTER
+UMPATH_LAB_AFTER="$work/after" bash "$lab/mkinitramfs.sh" "$work/initramfs.gz" \
+  "$lab/smoke_init.sh" "$umpathd" "$fio"
+UMPATH_LAB_MULTIPATH=Y timeout $((300 + runs * secs * 10)) \
+  bash "$lab/boot.sh" "$work/initramfs.gz" 2 "$work/serial.log" || true
+tr -d '\r' < "$work/serial.log" > "$work/s.log"
+python3 - "$work/s.log" <<'PY'
+import json, re, sys
+text = open(sys.argv[1]).read()
+docs = [json.loads(m) for m in re.findall(r"bench: fio-json-begin\n(.*?)bench: fio-json-end", text, re.S)]
+if len(docs) < 4 or len(docs) % 4:
+    print(text[-3000:]); sys.exit("bench: missing results")
+for line in re.findall(r"bench: (kernel paths|umpath device): (.*)", text)[:2]:
+    print(f"{line[0]}: {line[1]}")
+def fig(d):
+    j = d["jobs"][0]; r = j["read"]
+    lat = r.get("clat_ns", r.get("lat_ns"))
+    return r["iops"], r["bw_bytes"] / 1e6, lat["percentile"]["99.000000"] / 1e3, j["error"]
+for run in range(len(docs) // 4):
+    k4, k128, u4, u128 = docs[run * 4: run * 4 + 4]
+    for shape, k, u in (("4k randread QD32", k4, u4), ("128k read QD8", k128, u128)):
+        ki, kb, kp, ke = fig(k); ui, ub, up, ue = fig(u)
+        print(f"run {run + 1} {shape}: kernel iops={ki:.0f} MB/s={kb:.1f} p99_us={kp:.0f} errors={ke} | "
+              f"umpath ublk iops={ui:.0f} MB/s={ub:.1f} p99_us={up:.0f} errors={ue} | "
+              f"ratio iops {ui / ki:.2f}x p99 {up / kp:.2f}x (target iops >= 1.0x)")
+PY
