@@ -137,15 +137,42 @@ class VfioControllerOps final : public umpath::server::ControllerOps {
   umpath::vfio::VfioManager* vm_;
 };
 
-// Export and unexport through the API.
+// Export and unexport through the API. The exporter may come later than the server
+// (after a workload, which drives the workers itself); until then calls say why not.
 class UblkExportOps final : public umpath::server::ExportOps {
  public:
-  explicit UblkExportOps(umpath::ublk::Exporter* e) : e_(e) {}
-  absl::StatusOr<std::string> Export(const std::string& head) override { return e_->Export(head); }
-  absl::Status Unexport(const std::string& head) override { return e_->Unexport(head); }
+  explicit UblkExportOps(std::string why_not) : why_not_(std::move(why_not)) {}
+  void Set(umpath::ublk::Exporter* e) {
+    umpath::MutexLock l(&mu_);
+    e_ = e;
+  }
+  void Unavailable(std::string why) {
+    umpath::MutexLock l(&mu_);
+    why_not_ = std::move(why);
+  }
+  absl::StatusOr<std::string> Export(const std::string& head) override {
+    umpath::ublk::Exporter* e = Get();
+    if (e == nullptr) return absl::FailedPreconditionError(WhyNot());
+    return e->Export(head);
+  }
+  absl::Status Unexport(const std::string& head) override {
+    umpath::ublk::Exporter* e = Get();
+    if (e == nullptr) return absl::FailedPreconditionError(WhyNot());
+    return e->Unexport(head);
+  }
 
  private:
-  umpath::ublk::Exporter* e_;
+  umpath::ublk::Exporter* Get() {
+    umpath::MutexLock l(&mu_);
+    return e_;
+  }
+  std::string WhyNot() {
+    umpath::MutexLock l(&mu_);
+    return why_not_;
+  }
+  umpath::Mutex mu_;
+  std::string why_not_ ABSL_GUARDED_BY(mu_);
+  umpath::ublk::Exporter* e_ ABSL_GUARDED_BY(mu_) = nullptr;
 };
 
 }  // namespace
@@ -336,16 +363,13 @@ int main(int argc, char** argv) {
     so.service.controllers = controller_ops.get();
   }
 
-  // The block-device frontend, once the workers run (a workload drives them itself).
+  // The block-device frontend, once the workers run: now, or after a workload that
+  // goes on serving (a workload drives the workers itself).
   std::unique_ptr<ublk::Exporter> exporter;
   std::unique_ptr<UblkExportOps> export_ops;
-  if (!absl::GetFlag(FLAGS_ublk)) {
-    so.service.no_export_reason = "started with --ublk=false";
-  } else if (!workload.empty()) {
-    so.service.no_export_reason = "a workload runs on the workers";
-  } else {
-    ublk::ExporterOptions eo;
-    for (auto& w : workers) eo.workers.push_back(w.get());
+  ublk::ExporterOptions eo;
+  for (auto& w : workers) eo.workers.push_back(w.get());
+  {
     vfio::VfioManager* vm = vfio_manager.get();
     eo.alloc = [vm](uint64_t bytes) -> absl::StatusOr<IoMemory> {
       if (vm != nullptr) {
@@ -358,30 +382,44 @@ int main(int argc, char** argv) {
       if (p == nullptr) return absl::ResourceExhaustedError("no memory for ublk buffers");
       return IoMemory{p, std::shared_ptr<void>(p, std::free)};
     };
-    const int qd = absl::GetFlag(FLAGS_ublk_queue_depth);
-    const int kib = absl::GetFlag(FLAGS_ublk_max_io_kib);
-    eo.queue_depth = static_cast<uint16_t>(std::clamp(qd, 0, 65535));
-    eo.max_io_bytes = static_cast<uint32_t>(std::clamp(kib, 0, 1 << 20)) * 1024u;
-    eo.export_all = absl::GetFlag(FLAGS_export_all);
-    eo.user_recovery = absl::GetFlag(FLAGS_ublk_user_recovery);
-    eo.state_dir = absl::GetFlag(FLAGS_ublk_state_dir);
-    eo.recover_wait_secs = absl::GetFlag(FLAGS_ublk_recover_wait_secs);
-    eo.log = [](const std::string& line) { std::fprintf(stderr, "umpathd: %s\n", line.c_str()); };
+  }
+  const int ublk_qd = absl::GetFlag(FLAGS_ublk_queue_depth);
+  const int ublk_kib = absl::GetFlag(FLAGS_ublk_max_io_kib);
+  eo.queue_depth = static_cast<uint16_t>(std::clamp(ublk_qd, 0, 65535));
+  eo.max_io_bytes = static_cast<uint32_t>(std::clamp(ublk_kib, 0, 1 << 20)) * 1024u;
+  eo.export_all = absl::GetFlag(FLAGS_export_all);
+  eo.user_recovery = absl::GetFlag(FLAGS_ublk_user_recovery);
+  eo.state_dir = absl::GetFlag(FLAGS_ublk_state_dir);
+  eo.recover_wait_secs = absl::GetFlag(FLAGS_ublk_recover_wait_secs);
+  eo.log = [](const std::string& line) { std::fprintf(stderr, "umpathd: %s\n", line.c_str()); };
+  // Bad options: exit 2. A kernel without ublk: the agent serves without block devices.
+  auto start_exporter = [&]() -> bool {
     absl::StatusOr<std::unique_ptr<ublk::Exporter>> ex = ublk::Exporter::Create(mp->get(), eo);
     if (!ex.ok()) {
-      if (absl::IsInvalidArgument(ex.status())) {
-        std::fprintf(stderr, "umpathd: %s\n", std::string(ex.status().message()).c_str());
+      std::fprintf(stderr, "umpathd: no block devices: %s\n",
+                   std::string(ex.status().message()).c_str());
+      export_ops->Unavailable(absl::StrCat("this agent has no block devices: ", ex.status().message()));
+      return !absl::IsInvalidArgument(ex.status());
+    }
+    exporter = std::move(*ex);
+    exporter->Start();
+    export_ops->Set(exporter.get());
+    return true;
+  };
+  if (!absl::GetFlag(FLAGS_ublk)) {
+    so.service.no_export_reason = "started with --ublk=false";
+  } else {
+    export_ops = std::make_unique<UblkExportOps>(
+        "block devices are offered once the workload ends (--workload_then=serve)");
+    so.service.exports = export_ops.get();
+    if (workload.empty()) {
+      if (!start_exporter()) {
         if (vfio_manager) vfio_manager->Stop();
         return bail(2);
       }
-      so.service.no_export_reason = std::string(ex.status().message());
-      std::fprintf(stderr, "umpathd: no block devices: %s\n", so.service.no_export_reason.c_str());
-    } else {
-      exporter = std::move(*ex);
-      exporter->Start();
-      export_ops = std::make_unique<UblkExportOps>(exporter.get());
-      so.service.exports = export_ops.get();
-      so.service.backends.push_back("ublk");
+      if (exporter) so.service.backends.push_back("ublk");
+    } else if (access(eo.control_path.c_str(), F_OK) == 0) {
+      so.service.backends.push_back("ublk");  // once the workload ends
     }
   }
 
@@ -449,6 +487,7 @@ int main(int argc, char** argv) {
     }
     std::fflush(stdout);
     serve = absl::GetFlag(FLAGS_workload_then) == "serve";
+    if (serve && export_ops && !stop_workload) start_exporter();
   }
   if (serve || stop_workload) {
     while (!signalled.WaitFor(std::chrono::hours(24))) {

@@ -280,6 +280,7 @@ absl::StatusOr<std::string> Exporter::ExportLocked(const HeadInfo& head) {
   d->bdev = absl::StrCat("/dev/ublkb", d->dev_id);
   d->queues = info->nr_hw_queues;
   auto fail = [&](const absl::Status& s) {
+    ops_mu_.AssertHeld();  // called only below, under the lock
     CloseQueues(d.get());
     if (absl::Status del = control_->Delete(d->dev_id); !del.ok()) Log(std::string(del.message()));
     return absl::Status(s.code(), absl::StrCat("export ", head.name, ": ", s.message()));

@@ -5,7 +5,7 @@ pkgs=(
   build-essential cmake ninja-build ccache pkg-config git
   clang libclang-rt-14-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libabsl-dev libnvme-dev libjson-c-dev liburing-dev
+  libabsl-dev libnvme-dev libjson-c-dev liburing-dev fio
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler openssl
 )
 missing=()

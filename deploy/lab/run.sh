@@ -3,6 +3,7 @@
 # what it needs (Debian packages, the guest kernel, a release build), boots QEMU with two
 # NVMe controllers of one subsystem behind an emulated IOMMU, runs umpathd in the guest
 # on both through vfio-pci, runs a short verified workload through the multipath path,
+# exports the head as the node's block device /dev/ublkb0 and runs fio with verify on it,
 # prints `umpathctl heads` from the host over the forwarded mTLS port, and says how to
 # reach the agent with umpathctl and buf curl. The node stays up until Ctrl-C.
 #
@@ -53,18 +54,31 @@ if [ ! -s "$tls/admin.pem" ]; then
 fi
 
 port="${UMPATH_LAB_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
+command -v fio >/dev/null || {
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get install -y -qq --no-install-recommends fio >/dev/null
+}
+fio="$(command -v fio)"
+# In the node: umpathd runs a verified workload through the multipath path, then serves
+# and exports the head as /dev/ublkb0, which a node application (fio here) uses.
 cat > "$work/after" <<AFTER
 #!/bin/sh
 $umpathd --socket=/run/umpath/umpathd.sock --state_file=/var/lib/umpath/heads --node=umpath-lab \
-  --vfio_devices=all --default_io_policy=round-robin \
+  --vfio_devices=all --default_io_policy=round-robin --workers=2 --export_all \
   --tcp_address=0.0.0.0:50051 --tls_cert_file=/lab/tls/server.pem --tls_key_file=/lab/tls/server.key \
   --tls_client_ca_file=/lab/tls/ca.pem --admin_names=lab-admin \
-  --workload=verify --workload_secs=5 --workload_qd=16 --workload_then=serve
+  --workload=verify --workload_secs=5 --workload_qd=16 --workload_then=serve &
+for i in \$(seq 1 600); do [ -b /dev/ublkb0 ] && break; sleep 0.5; done
+echo "umpath-lab: block device \$(ls /dev | grep ublkb | tr '\n' ' ')"
+$fio --name=node-app --filename=/dev/ublkb0 --ioengine=io_uring --direct=1 --rw=randrw --bs=4k \
+  --iodepth=16 --size=16M --verify=crc32c --do_verify=1 --verify_fatal=1 2>&1 \
+  | grep -E "err=|read:|write:" | sed 's/^ */umpath-lab: fio on \/dev\/ublkb0: /'
+wait
 AFTER
 mkdir -p "$work/files/lab/tls"
 cp "$tls"/{ca.pem,server.pem,server.key} "$work/files/lab/tls/"
 UMPATH_LAB_AFTER="$work/after" UMPATH_LAB_FILES="$work/files" \
-  bash "$lab/mkinitramfs.sh" "$work/initramfs.gz" "$lab/smoke_init.sh" "$umpathd"
+  bash "$lab/mkinitramfs.sh" "$work/initramfs.gz" "$lab/smoke_init.sh" "$umpathd" "$fio"
 echo "umpath lab: booting QEMU (TCG) with two NVMe controllers; serial log $state/serial.log"
 bash "$lab/boot.sh" "$work/initramfs.gz" 2 "$state/serial.log" "$port" "$state/qmp.sock" &
 qemu_pid=$!
@@ -72,9 +86,9 @@ qemu_pid=$!
 ctl_host=("$ctl" --address="127.0.0.1:$port" --tls_cert_file="$tls/admin.pem"
           --tls_key_file="$tls/admin.key" --tls_ca_file="$tls/ca.pem" --tls_server_name=localhost)
 deadline=$((SECONDS + 240))
-until grep -q "umpathd-workload: \(result\|failed\)" "$state/serial.log" 2>/dev/null; do
+until grep -q "umpathd-workload: failed\|fio on /dev/ublkb0: .*err=" "$state/serial.log" 2>/dev/null; do
   if [ $SECONDS -gt $deadline ] || ! kill -0 "$qemu_pid" 2>/dev/null; then
-    tail -30 "$state/serial.log"; echo "umpath lab: the workload did not finish"; exit 1
+    tail -30 "$state/serial.log"; echo "umpath lab: the workload or fio did not finish"; exit 1
   fi
   sleep 1
 done
@@ -101,6 +115,10 @@ if [ "$once" = 1 ]; then
     "$buf" curl --protocol grpc --cacert "$tls/ca.pem" --cert "$tls/admin.pem" \
       --key "$tls/admin.key" -d '{}' \
       "https://localhost:$port/umpath.v1.MultipathControl/ListHeads" > "$state/buf.json"
+    # Export is idempotent: asking again answers the device the head already has.
+    "$buf" curl --protocol grpc --cacert "$tls/ca.pem" --cert "$tls/admin.pem" \
+      --key "$tls/admin.key" -d '{"name": "heads/nguid-ab000000000000000000000000000001"}' \
+      "https://localhost:$port/umpath.v1.MultipathControl/ExportHead" > "$state/export.json"
   fi
   exit 0
 fi

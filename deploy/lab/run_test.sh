@@ -14,11 +14,13 @@ fail() { echo "FAIL: $*"; exit 1; }
 grep -qE "umpathd-workload: result .* errors=0 mismatches=0" "$out" || fail "verified workload"
 grep -qE "umpathd-workload: path 0000:01:00.0 completed=[1-9]" "$out" || fail "path 1 used"
 grep -qE "umpathd-workload: path 0000:02:00.0 completed=[1-9]" "$out" || fail "path 2 used"
-grep -qE "^nguid-ab000000000000000000000000000001 +2 +2 +round-robin" "$out" \
+grep -qE "fio on /dev/ublkb0: .*err= *0" "$out" || fail "fio with verify on the exported block device"
+grep -qE "^nguid-ab000000000000000000000000000001 +2 +2 +round-robin .*/dev/ublkb0" "$out" \
   || fail "umpathctl heads over mTLS from the host"
 grep -q '"name": "heads/nguid-ab000000000000000000000000000001"' "$state/heads.json" \
   || fail "JSON output"
 [ -x "$here/../../build/tools/node_modules/.bin/buf" ] || fail "buf is installed (deploy/dev/install-deps.sh)"
 grep -q '"name": "heads/nguid-ab000000000000000000000000000001"' "$state/buf.json" \
   || fail "buf curl ListHeads over mTLS"
+grep -q '"device": "/dev/ublkb0"' "$state/export.json" || fail "buf curl ExportHead answers the device"
 echo "lab: run.sh passed"
