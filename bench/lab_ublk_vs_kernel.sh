@@ -52,6 +52,14 @@ for run in \$(seq 1 $runs); do
   for i in \$(seq 1 300); do [ -b /dev/ublkb0 ] && break; sleep 0.1; done
   echo "bench: umpath device: \$(ls /dev | grep ublkb) queues \$(ls /sys/block/ublkb0/mq | wc -l)"
   job umpath /dev/ublkb0
+  if [ \$run = 1 ]; then
+    # Idle with the device exported and both paths live: no I/O for 10 s.
+    sleep 2
+    t0=\$(awk '{print \$14 + \$15}' /proc/\$pid/stat)
+    sleep 10
+    t1=\$(awk '{print \$14 + \$15}' /proc/\$pid/stat)
+    echo "bench: idle ticks \$t0 \$t1 hz \$(getconf CLK_TCK 2>/dev/null || echo 100) rss_kb \$(awk '/VmRSS/ {print \$2}' /proc/\$pid/status) threads \$(ls /proc/\$pid/task | wc -l)"
+  fi
   kill \$pid; wait \$pid
 done
 AFTER
@@ -79,4 +87,10 @@ for run in range(len(docs) // 4):
         print(f"run {run + 1} {shape}: kernel iops={ki:.0f} MB/s={kb:.1f} p99_us={kp:.0f} errors={ke} | "
               f"umpath ublk iops={ui:.0f} MB/s={ub:.1f} p99_us={up:.0f} errors={ue} | "
               f"ratio iops {ui / ki:.2f}x p99 {up / kp:.2f}x (target iops >= 1.0x)")
+m = re.search(r"bench: idle ticks (\d+) (\d+) hz (\d+) rss_kb (\d+) threads (\d+)", text)
+if m:
+    t0, t1, hz, rss, th = map(int, m.groups())
+    cpu = (t1 - t0) / hz
+    print(f"idle 10 s, /dev/ublkb0 exported, two live paths: cpu {cpu:.2f} s = {cpu / 10 * 100:.2f}% "
+          f"of a core, rss {rss / 1024:.1f} MiB, {th} threads")
 PY
