@@ -540,3 +540,82 @@ TEST_F(MultipathTest, PerPathCountersAddUp) {
 
 }  // namespace
 }  // namespace umpath
+
+namespace umpath {
+namespace {
+
+// What a head can do is what all of its paths can: the smallest largest transfer, write
+// zeroes and deallocate only when every path has them, a write cache when any has one.
+TEST_F(MultipathTest, HeadLimitsAreWhatEveryPathCanDo) {
+  AddController("c0");
+  AddController("c1");
+  NamespaceSpec ns;
+  ns.controller = "c0";
+  ns.nsid = 1;
+  ns.ids = Nguid(1);
+  ns.size_blocks = kBlocks;
+  ns.block_size = 512;
+  ns.max_transfer_bytes = 512 * 1024;
+  ns.write_zeroes = true;
+  ns.deallocate = true;
+  ASSERT_OK_AND_ASSIGN(std::string head, mp_->AddPath(ns));
+  ASSERT_OK_AND_ASSIGN(HeadInfo h, mp_->GetHead(head));
+  EXPECT_EQ(h.limits.max_transfer_bytes, 512u * 1024);
+  EXPECT_TRUE(h.limits.write_zeroes);
+  EXPECT_TRUE(h.limits.deallocate);
+  EXPECT_FALSE(h.limits.volatile_write_cache);
+
+  ns.controller = "c1";
+  ns.max_transfer_bytes = 128 * 1024;
+  ns.deallocate = false;
+  ns.volatile_write_cache = true;
+  ASSERT_OK(mp_->AddPath(ns));
+  ASSERT_OK_AND_ASSIGN(h, mp_->GetHead(head));
+  EXPECT_EQ(h.limits.max_transfer_bytes, 128u * 1024);
+  EXPECT_TRUE(h.limits.write_zeroes);
+  EXPECT_FALSE(h.limits.deallocate);
+  EXPECT_TRUE(h.limits.volatile_write_cache);
+}
+
+// A frontend records the head's block device: reported by the head, an event each way,
+// idempotent, and a stale head (another uid) is not touched. A device that outlived its
+// head (the window expired) is still reported as removed.
+TEST_F(MultipathTest, ExportDeviceIsRecordedOnTheHeadWithEvents) {
+  const std::string head = TwoPaths();
+  ASSERT_OK_AND_ASSIGN(HeadInfo h, mp_->GetHead(head));
+  const uint64_t uid = h.uid;
+  const uint64_t rev = mp_->journal().current_revision();
+  ASSERT_OK(mp_->SetHeadExport(head, uid, "/dev/ublkb0", "exported"));
+  ASSERT_OK(mp_->SetHeadExport(head, uid, "/dev/ublkb0", "exported"));  // no second event
+  EXPECT_THAT(mp_->SetHeadExport(head, uid + 1, "/dev/ublkb1"),
+              StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(mp_->SetHeadExport("nguid-nothere", 1, "/dev/ublkb1"),
+              StatusIs(absl::StatusCode::kNotFound));
+  ASSERT_OK_AND_ASSIGN(h, mp_->GetHead(head));
+  EXPECT_EQ(h.export_device, "/dev/ublkb0");
+  ASSERT_OK(mp_->SetHeadExport(head, uid, "", "unexported"));
+  ASSERT_OK_AND_ASSIGN(h, mp_->GetHead(head));
+  EXPECT_EQ(h.export_device, "");
+
+  // The head goes first (delay 0, both paths removed); its device's end is still news.
+  ASSERT_OK(mp_->SetHeadExport(head, uid, "/dev/ublkb0", "exported"));
+  ASSERT_OK(mp_->RemovePath("c0", 1));
+  ASSERT_OK(mp_->RemovePath("c1", 1));
+  ASSERT_THAT(mp_->GetHead(head), StatusIs(absl::StatusCode::kNotFound));
+  ASSERT_OK(mp_->SetHeadExport(head, uid, "", "/dev/ublkb0 removed: the head was removed"));
+
+  std::vector<std::string> seen;
+  for (const Event& e : EventsSince(rev)) {
+    if (e.type == EventType::kHeadExported || e.type == EventType::kHeadUnexported ||
+        e.type == EventType::kHeadRemoved) {
+      seen.push_back(std::string(EventTypeName(e.type)) + " " + e.from + ">" + e.to);
+    }
+  }
+  EXPECT_THAT(seen, ::testing::ElementsAre("head-exported >/dev/ublkb0",
+                                           "head-unexported /dev/ublkb0>",
+                                           "head-exported >/dev/ublkb0", "head-removed >",
+                                           "head-unexported >"));
+}
+
+}  // namespace
+}  // namespace umpath

@@ -201,8 +201,10 @@ void Exporter::Reconcile() {
       }
     }
     if (MonoNow() >= lo.deadline) {
-      RemoveLeftover(lo, absl::StrCat("its head did not come back within ",
-                                      options_.recover_wait_secs, " s"));
+      RemoveLeftover(lo, lo.deadline == 0
+                             ? absl::StrCat("its head came back as another disk: ", lo.last_problem)
+                             : absl::StrCat("its head did not come back within ",
+                                            options_.recover_wait_secs, " s"));
       leftovers_.erase(leftovers_.begin() + i);
       continue;
     }
@@ -548,6 +550,19 @@ absl::Status Exporter::Recover(Leftover& l, const HeadInfo& head) {
     return absl::FailedPreconditionError(
         absl::StrCat("it has ", info->nr_hw_queues, " queues and this agent ",
                      options_.workers.size(), " workers"));
+  }
+  // The device keeps the capacity and block size it was made with: a head that came
+  // back different is not the same disk, and the device cannot be taken over.
+  absl::StatusOr<ublk_params> params = control_->GetParams(l.dev_id);
+  if (!params.ok()) return params.status();
+  const uint64_t sectors = head.size_blocks * (head.block_size / 512);
+  if (params->basic.dev_sectors != sectors ||
+      (1u << params->basic.logical_bs_shift) != head.block_size) {
+    l.deadline = 0;  // removed by the caller's next check
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the device has ", params->basic.dev_sectors, " sectors of ",
+        1u << params->basic.logical_bs_shift, " B and the head ", sectors, " of ",
+        head.block_size, " B"));
   }
   // The old agent's files must be closed (EBUSY until its exit completes).
   RETURN_IF_ERROR(control_->StartRecovery(l.dev_id));

@@ -103,6 +103,15 @@ absl::Status Control::SetParams(uint32_t dev_id, const ublk_params& params) {
   return Check("set parameters", dev_id, Run(kCmdSetParams, dev_id, &p, p.len, 0));
 }
 
+absl::StatusOr<ublk_params> Control::GetParams(uint32_t dev_id) {
+  ublk_params p;
+  std::memset(&p, 0, sizeof p);
+  p.len = offsetof(ublk_params, discard) + sizeof(p.discard);
+  const int r = Run(kCmdGetParams, dev_id, &p, p.len, 0);
+  if (absl::Status s = Check("get parameters", dev_id, r); !s.ok()) return s;
+  return p;
+}
+
 absl::Status Control::Start(uint32_t dev_id, pid_t pid) {
   return Check("start", dev_id, Run(kCmdStartDev, dev_id, nullptr, 0, static_cast<uint64_t>(pid)));
 }

@@ -30,6 +30,7 @@ class Control {
   uint64_t Features();
   absl::StatusOr<ublksrv_ctrl_dev_info> Add(const ublksrv_ctrl_dev_info& want);
   absl::Status SetParams(uint32_t dev_id, const ublk_params& params);
+  absl::StatusOr<ublk_params> GetParams(uint32_t dev_id);
   absl::Status Start(uint32_t dev_id, pid_t pid);
   absl::Status Stop(uint32_t dev_id);
   absl::Status Delete(uint32_t dev_id);

@@ -5,7 +5,7 @@
 # sends it to QEMU's QMP socket, and the guest waits for its effect in sysfs.
 #  1. one of two paths hot-removed and hot-added (found by uevent, bound to vfio-pci,
 #     brought up, back in its head): zero errors, zero mismatches;
-#  2. delayed_removal_secs=10, both removed, one back after 3 s: zero errors, the same
+#  2. delayed_removal_secs=30, both removed, one back after 3 s: zero errors, the same
 #     head, removal-scheduled then removal-cancelled;
 #  3. delayed_removal_secs=2, both removed for good: the waiting I/O fails once the
 #     window has passed, the head goes, and a later re-add makes a new head;
@@ -63,7 +63,10 @@ a=\$(col \$A 6); sleep 2; b=\$(col \$A 6)
 echo "umpath-lab: t1 re-added path completed \$a then \$b"
 finish t1
 
-start t2 10
+# The window is wide: under ASan and TCG a path takes up to ~8 s to come back (QMP
+# device_add, the guest's hotplug, the kernel's nvme probe, the rebind to vfio-pci);
+# a 10 s window expired once in CI.
+start t2 30
 \$C watch > /tmp/t2.watch 2>&1 &
 w=\$!
 for i in \$(seq 1 100); do grep -q "snapshot at revision" /tmp/t2.watch && break; sleep 0.1; done
@@ -170,7 +173,7 @@ line="$(grep "t1 re-added path completed" "$work/t1")"; set -- $(echo "$line" | 
 section t2
 clean t2
 chk t2 "t2 head during the outage: yes" "the head stays during the window"
-chk t2 "^nguid-ab000000000000000000000000000001 +0 +0 +round-robin +10s +[^- ]" "removal pending with a deadline"
+chk t2 "^nguid-ab000000000000000000000000000001 +0 +0 +round-robin +30s +[^- ]" "removal pending with a deadline"
 chk t2 "t2 head after one came back: yes, paths 1" "the returning path joins the same head"
 grep -E "type=removal-(scheduled|cancelled)" "$work/t2" | head -2 | tr '\n' ' ' \
   | grep -qE "removal-scheduled.*removal-cancelled" || fail "t2: removal-scheduled then removal-cancelled"
