@@ -98,6 +98,14 @@ TEST_F(CtlTest, HeadsAndHeadPrintTables) {
   EXPECT_THAT(out_.str(), HasSubstr("optimized"));
   ASSERT_EQ(Run({"heads", "removal-pending"}), 0);
   EXPECT_THAT(out_.str(), Not(HasSubstr(head_)));
+  // An exported head shows its block device, in the table and in the detail.
+  ASSERT_OK_AND_ASSIGN(HeadInfo info, mp_->GetHead(head_));
+  ASSERT_OK(mp_->SetHeadExport(head_, info.uid, "/dev/ublkb3", "exported"));
+  ASSERT_EQ(Run({"heads"}), 0) << err_.str();
+  EXPECT_THAT(out_.str(), HasSubstr("EXPORT"));
+  EXPECT_THAT(out_.str(), ::testing::ContainsRegex(head_ + " .* /dev/ublkb3"));
+  ASSERT_EQ(Run({"head", head_}), 0) << err_.str();
+  EXPECT_THAT(out_.str(), HasSubstr("exported as /dev/ublkb3"));
   ASSERT_EQ(Run({"controllers"}), 0);
   EXPECT_THAT(out_.str(), HasSubstr("live"));
   ASSERT_EQ(Run({"info"}), 0);
