@@ -14,11 +14,8 @@ umpathd="$(readlink -f "$1")"
 secs="${2:-10}"
 runs="${3:-1}"
 workers="${4:-2}"
-command -v fio >/dev/null || {
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-  $SUDO apt-get install -y -qq --no-install-recommends fio >/dev/null
-}
-fio="$(command -v fio)"
+. "$lab/lib.sh"
+fio="$(lab_fio)"
 work="$(mktemp -d /tmp/umpath-bench-XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 bash "$lab/fetch.sh" >/dev/null

@@ -149,17 +149,8 @@ finish t6
 AFTER
 UMPATH_LAB_AFTER="$work/after" bash "$here/mkinitramfs.sh" "$work/initramfs.gz" \
   "$here/smoke_init.sh" "$umpathd" "$ctl"
-log="$work/serial.log"
-UMPATH_LAB_TCG_THREAD=single timeout 1200 bash "$here/boot.sh" "$work/initramfs.gz" 2 "$log" 0 "$work/qmp.sock" &
-qemu=$!
-bash "$here/qmp_relay.sh" "$log" "$work/qmp.sock" "$qemu" "$work/qmp.log"
-wait "$qemu" || true
-qemu=""
-tr -d '\r' < "$log" > "$work/s.log"
-log="$work/s.log"
-fail() { grep -E "umpath|event|nguid|  0000" "$log" | tail -100; cat "$work/qmp.log"; echo "FAIL: $*"; exit 1; }
-section() { sed -n "/== $1 /,/umpath-lab: end $1\$/p" "$log" > "$work/$1"; }
-chk() { grep -qE -- "$2" "$work/$1" || fail "$1: $3"; }
+lab_show="umpath|event|nguid|  0000"
+lab_boot_qmp 1200
 clean() { chk "$1" "result .* errors=0 mismatches=0" "zero errors and mismatches"; chk "$1" "$1 exited 0" "exit status"; }
 
 section t1

@@ -54,11 +54,8 @@ if [ ! -s "$tls/admin.pem" ]; then
 fi
 
 port="${UMPATH_LAB_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
-command -v fio >/dev/null || {
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-  $SUDO apt-get install -y -qq --no-install-recommends fio >/dev/null
-}
-fio="$(command -v fio)"
+. "$lab/lib.sh"
+fio="$(lab_fio)"
 # In the node: umpathd runs a verified workload through the multipath path, then serves
 # and exports the head as /dev/ublkb0, which a node application (fio here) uses.
 cat > "$work/after" <<AFTER

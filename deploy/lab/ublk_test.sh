@@ -19,11 +19,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 lab_init ublk "$1" "$2"
-command -v fio >/dev/null || {
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-  $SUDO apt-get install -y -qq --no-install-recommends fio >/dev/null
-}
-fio="$(command -v fio)"
+fio="$(lab_fio)"
 blkdiscard="$(command -v blkdiscard || echo /usr/sbin/blkdiscard)"
 
 cat > "$work/after" <<AFTER
@@ -197,17 +193,8 @@ grep -E "^umpathd: (ublk|signal)|^event .*(export|head-removed)" /tmp/umpathd.er
 AFTER
 UMPATH_LAB_AFTER="$work/after" bash "$here/mkinitramfs.sh" "$work/initramfs.gz" \
   "$here/smoke_init.sh" "$umpathd" "$ctl" "$fio" "$blkdiscard"
-log="$work/serial.log"
-UMPATH_LAB_TCG_THREAD=single timeout 1500 bash "$here/boot.sh" "$work/initramfs.gz" 2 "$log" 0 "$work/qmp.sock" &
-qemu=$!
-bash "$here/qmp_relay.sh" "$log" "$work/qmp.sock" "$qemu" "$work/qmp.log"
-wait "$qemu" || true
-qemu=""
-tr -d '\r' < "$log" > "$work/s.log"
-log="$work/s.log"
-fail() { grep -E "umpath|log:|watch:|fio|ublk" "$log" | tail -120; cat "$work/qmp.log"; echo "FAIL: $*"; exit 1; }
-section() { sed -n "/== $1\$/,/umpath-lab: end $1\$/p" "$log" > "$work/$1"; }
-chk() { grep -qE -- "$2" "$work/$1" || fail "$1: $3"; }
+lab_show="umpath|log:|watch:|fio|ublk"
+lab_boot_qmp 1500
 clean_fio() { chk "$1" "$2 fio exit 0 err= *0" "$2: fio verified with zero errors"; }
 
 section u1
