@@ -52,10 +52,7 @@ for run in \$(seq 1 $runs); do
   if [ \$run = 1 ]; then
     # Idle with the device exported and both paths live: no I/O for 10 s.
     sleep 2
-    t0=\$(awk '{print \$14 + \$15}' /proc/\$pid/stat)
-    sleep 10
-    t1=\$(awk '{print \$14 + \$15}' /proc/\$pid/stat)
-    echo "bench: idle ticks \$t0 \$t1 hz \$(getconf CLK_TCK 2>/dev/null || echo 100) rss_kb \$(awk '/VmRSS/ {print \$2}' /proc/\$pid/status) threads \$(ls /proc/\$pid/task | wc -l)"
+    idle_sample \$pid
   fi
   kill \$pid; wait \$pid
 done

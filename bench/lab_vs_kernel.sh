@@ -42,10 +42,7 @@ done
 $umpathd --socket=/run/umpath/umpathd.sock --state_file=/tmp/heads --vfio_devices=all 2>/dev/null &
 pid=\$!
 sleep 3
-t0=\$(awk '{print \$14 + \$15}' /proc/\$pid/stat)
-sleep 10
-t1=\$(awk '{print \$14 + \$15}' /proc/\$pid/stat)
-echo "bench: idle ticks \$t0 \$t1 hz \$(getconf CLK_TCK 2>/dev/null || echo 100) rss_kb \$(awk '/VmRSS/ {print \$2}' /proc/\$pid/status) threads \$(ls /proc/\$pid/task | wc -l)"
+idle_sample \$pid
 kill \$pid; wait \$pid
 AFTER
 UMPATH_LAB_AFTER="$work/after" bash "$lab/mkinitramfs.sh" "$work/initramfs.gz" \

@@ -14,3 +14,11 @@ back() { for i in $(seq 1 300); do [ -e /sys/bus/pci/devices/$1 ] && return 0; s
 # qmp COMMAND JSON: asks the host (deploy/lab/qmp_relay.sh) to send it to QEMU.
 qmp() { echo "umpath-lab: qmp $*"; }
 now() { cut -d' ' -f1 /proc/uptime; }
+# idle_sample PID: the process's CPU ticks over 10 s with nothing to do, its resident
+# memory and threads, as one "bench: idle ticks T0 T1 hz HZ rss_kb R threads N" line.
+idle_sample() {
+  t0=$(awk '{print $14 + $15}' /proc/$1/stat)
+  sleep 10
+  t1=$(awk '{print $14 + $15}' /proc/$1/stat)
+  echo "bench: idle ticks $t0 $t1 hz $(getconf CLK_TCK 2>/dev/null || echo 100) rss_kb $(awk '/VmRSS/ {print $2}' /proc/$1/status) threads $(ls /proc/$1/task | wc -l)"
+}
