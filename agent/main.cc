@@ -1,8 +1,8 @@
 // umpathd: the node agent. Flags, or a config file of flags (--flagfile=/etc/umpath/umpathd.flags).
 //
-// This wires the multipath core, its workers, the vfio backend (NVMe functions bound to
-// vfio-pci) and the control server. The kernel/libnvme backend (issue 7) and the ublk
-// export (issue 6) plug in here as they land.
+// This wires the multipath core, its workers, the backends (NVMe functions bound to
+// vfio-pci; the kernel's NVMe controllers through libnvme and io_uring passthrough),
+// the block-device frontend (ublk) and the control server.
 //
 // With --workload the agent also runs a workload on a head through the whole multipath
 // path (SPDK's bdevperf: `umpathd --workload=verify ...`), prints its figures, and exits
@@ -29,6 +29,7 @@
 #include "agent/core/types.h"
 #include "agent/core/worker.h"
 #include "agent/export/exporter.h"
+#include "agent/kernel/libnvme_backend.h"
 #include "agent/perf/workload.h"
 #include "agent/vfio/vfio_manager.h"
 #include "server/control_server.h"
@@ -63,11 +64,30 @@ ABSL_FLAG(std::vector<std::string>, vfio_devices, {},
           "NVMe functions to drive through vfio-pci: PCI addresses, or \"all\" for every NVMe "
           "function bound to vfio-pci (every NVMe function with --bind_vfio)");
 ABSL_FLAG(bool, bind_vfio, false, "bind the --vfio_devices to vfio-pci first");
-ABSL_FLAG(int, queue_depth, 256, "entries per vfio I/O queue, 2..4096");
+ABSL_FLAG(int, queue_depth, 256,
+          "entries per I/O queue (a vfio queue pair, a kernel path's io_uring), 2..4096");
 ABSL_FLAG(int, io_timeout_ms, 30000, "I/O command timeout; a controller past it is reset");
 ABSL_FLAG(int, health_check_ms, 1000,
           "how often each vfio controller's status is read (fatal status: reset; all ones: "
           "lost); 0: never");
+ABSL_FLAG(bool, kernel, true,
+          "offer the kernel's NVMe controllers as paths (libnvme, io_uring passthrough on "
+          "/dev/ngXnY); needs nvme_core.multipath=N");
+ABSL_FLAG(std::vector<std::string>, kernel_controllers, {},
+          "kernel NVMe controllers to claim: subsystem NQNs (every controller of it) or "
+          "controller names (nvme3)");
+ABSL_FLAG(std::vector<std::string>, kernel_connect, {},
+          "fabrics controllers to connect and claim, TRANSPORT:ADDRESS:SERVICE:NQN (an IPv6 "
+          "address in brackets); one that goes away is connected again");
+ABSL_FLAG(int, kernel_poll_ms, 1000,
+          "how often each kernel controller's state and ANA log are read (the kernel keeps "
+          "its ANA events to itself when its multipath is off)");
+ABSL_FLAG(std::string, host_nqn, "", "host NQN for fabrics connects (default: /etc/nvme/hostnqn)");
+ABSL_FLAG(std::string, host_id, "", "host ID for fabrics connects (default: /etc/nvme/hostid)");
+ABSL_FLAG(int, fabrics_ctrl_loss_tmo_secs, 600,
+          "how long the kernel keeps reconnecting a fabrics controller this agent connected "
+          "before it gives it up (its paths then go; delayed removal applies); -1: forever");
+ABSL_FLAG(int, fabrics_reconnect_delay_secs, 10, "the kernel's delay between reconnect attempts");
 ABSL_FLAG(bool, ublk, true, "offer heads as block devices through ublk (where the kernel has it)");
 ABSL_FLAG(bool, export_all, false, "export every head as /dev/ublkbN as it appears");
 ABSL_FLAG(int, ublk_queue_depth, 64, "requests per ublk queue (one queue per worker), 1..4096");
@@ -113,28 +133,41 @@ bool ParseIds(const std::vector<std::string>& in, bool groups, std::vector<T>* o
   return true;
 }
 
-// Attach, detach and reset through the API, for controllers the vfio backend drives.
-class VfioControllerOps final : public umpath::server::ControllerOps {
+// Attach, detach and reset through the API: PCIe functions go to the vfio backend,
+// kernel and fabrics controllers to the kernel backend.
+class BackendControllerOps final : public umpath::server::ControllerOps {
  public:
-  explicit VfioControllerOps(umpath::vfio::VfioManager* vm) : vm_(vm) {}
+  BackendControllerOps(umpath::vfio::VfioManager* vm, umpath::kernel::LibnvmeBackend* kb)
+      : vm_(vm), kb_(kb) {}
   absl::StatusOr<std::string> Attach(const AttachSpec& spec) override {
-    if (spec.transport != "pcie") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "transport \"", spec.transport, "\": this agent attaches pcie controllers (vfio); "
-          "fabrics come with the kernel backend"));
+    if (spec.transport == "pcie") {
+      if (vm_ == nullptr) {
+        return absl::FailedPreconditionError(
+            "this agent has no vfio backend (start it with --vfio_devices)");
+      }
+      if (absl::Status s = vm_->Attach(spec.address); !s.ok()) return s;
+      return spec.address;
     }
-    if (absl::Status s = vm_->Attach(spec.address); !s.ok()) return s;
-    return spec.address;
+    if (kb_ == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "transport \"", spec.transport, "\" needs the kernel backend, off here (--kernel=false)"));
+    }
+    return kb_->Attach(spec.transport, spec.address, spec.service, spec.subsystem_nqn);
   }
   absl::Status Detach(const std::string& controller) override {
-    return vm_->Detach(controller, "detached through the API");
+    if (kb_ != nullptr && kb_->Owns(controller)) return kb_->Detach(controller, "detached through the API");
+    if (vm_ != nullptr) return vm_->Detach(controller, "detached through the API");
+    return absl::NotFoundError(absl::StrCat("controller ", controller, " not found"));
   }
   absl::Status Reset(const std::string& controller) override {
-    return vm_->RequestReset(controller);
+    if (kb_ != nullptr && kb_->Owns(controller)) return kb_->RequestReset(controller);
+    if (vm_ != nullptr) return vm_->RequestReset(controller);
+    return absl::NotFoundError(absl::StrCat("controller ", controller, " not found"));
   }
 
  private:
   umpath::vfio::VfioManager* vm_;
+  umpath::kernel::LibnvmeBackend* kb_;
 };
 
 // Export and unexport through the API. The exporter may come later than the server
@@ -325,7 +358,6 @@ int main(int argc, char** argv) {
     return rc;
   };
   std::unique_ptr<vfio::VfioManager> vfio_manager;
-  std::unique_ptr<VfioControllerOps> controller_ops;
   if (const std::vector<std::string> devs = absl::GetFlag(FLAGS_vfio_devices); !devs.empty()) {
     vfio::VfioManagerOptions vo;
     vo.devices = devs;
@@ -359,7 +391,64 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "umpathd: vfio: %d controller(s) attached\n", attached);
     vfio_manager->Start();
     so.service.backends.push_back("vfio");
-    controller_ops = std::make_unique<VfioControllerOps>(vfio_manager.get());
+  }
+
+  // The kernel's NVMe controllers: claimed by the configuration, or attached through
+  // the API (a CSI sidecar connecting a volume's fabrics paths).
+  std::unique_ptr<kernel::LibnvmeBackend> kernel_backend;
+  if (absl::GetFlag(FLAGS_kernel)) {
+    kernel::LibnvmeBackendOptions ko;
+    ko.claims = absl::GetFlag(FLAGS_kernel_controllers);
+    for (const std::string& c : absl::GetFlag(FLAGS_kernel_connect)) {
+      absl::StatusOr<kernel::ConnectSpec> spec = kernel::ParseConnectFlag(c);
+      if (!spec.ok()) {
+        std::fprintf(stderr, "umpathd: --kernel_connect: %s\n", std::string(spec.status().message()).c_str());
+        if (vfio_manager) vfio_manager->Stop();
+        return bail(2);
+      }
+      ko.connect.push_back(*spec);
+    }
+    const int qd = absl::GetFlag(FLAGS_queue_depth);
+    ko.queue_depth = static_cast<uint32_t>(std::clamp(qd, 0, 1 << 20));
+    ko.poll_ms = absl::GetFlag(FLAGS_kernel_poll_ms);
+    ko.host_nqn = absl::GetFlag(FLAGS_host_nqn);
+    ko.host_id = absl::GetFlag(FLAGS_host_id);
+    ko.ctrl_loss_tmo_secs = absl::GetFlag(FLAGS_fabrics_ctrl_loss_tmo_secs);
+    ko.reconnect_delay_secs = absl::GetFlag(FLAGS_fabrics_reconnect_delay_secs);
+    ko.log = [](const std::string& line) { std::fprintf(stderr, "umpath-kernel: %s\n", line.c_str()); };
+    if (ko.ctrl_loss_tmo_secs < -1 || ko.reconnect_delay_secs < 1) {
+      std::fprintf(stderr, "umpathd: --fabrics_ctrl_loss_tmo_secs must be -1 or more, "
+                           "--fabrics_reconnect_delay_secs at least 1\n");
+      if (vfio_manager) vfio_manager->Stop();
+      return bail(2);
+    }
+    std::vector<Worker*> raw;
+    for (auto& w : workers) raw.push_back(w.get());
+    absl::StatusOr<std::unique_ptr<kernel::LibnvmeBackend>> kb =
+        kernel::LibnvmeBackend::Create(mp->get(), raw, ko);
+    if (!kb.ok()) {
+      std::fprintf(stderr, "umpathd: kernel backend: %s\n", std::string(kb.status().message()).c_str());
+      if (vfio_manager) vfio_manager->Stop();
+      return bail(absl::IsInvalidArgument(kb.status()) ? 2 : 1);
+    }
+    kernel_backend = std::move(*kb);
+    if (!ko.claims.empty() || !ko.connect.empty()) {
+      int attached = 0;
+      for (const auto& [what, st] : kernel_backend->AttachConfigured()) {
+        if (st.ok()) ++attached;
+      }
+      std::fprintf(stderr, "umpathd: kernel: %d controller(s) claimed\n", attached);
+    }
+    kernel_backend->Start();
+    if (!kernel::KernelMultipathEnabled()) so.service.backends.push_back("kernel");
+  }
+  auto stop_backends = [&] {
+    if (vfio_manager) vfio_manager->Stop();
+    if (kernel_backend) kernel_backend->Stop();
+  };
+  std::unique_ptr<BackendControllerOps> controller_ops;
+  if (vfio_manager || kernel_backend) {
+    controller_ops = std::make_unique<BackendControllerOps>(vfio_manager.get(), kernel_backend.get());
     so.service.controllers = controller_ops.get();
   }
 
@@ -369,20 +458,20 @@ int main(int argc, char** argv) {
   std::unique_ptr<UblkExportOps> export_ops;
   ublk::ExporterOptions eo;
   for (auto& w : workers) eo.workers.push_back(w.get());
-  {
-    vfio::VfioManager* vm = vfio_manager.get();
-    eo.alloc = [vm](uint64_t bytes) -> absl::StatusOr<IoMemory> {
-      if (vm != nullptr) {
-        absl::StatusOr<std::unique_ptr<vfio::DmaBuffer>> b = vm->AllocateIoBuffer(bytes);
-        if (!b.ok()) return b.status();
-        std::shared_ptr<vfio::DmaBuffer> owner = std::move(*b);
-        return IoMemory{owner->host(), owner};
-      }
-      void* p = std::aligned_alloc(4096, (bytes + 4095) & ~uint64_t{4095});
-      if (p == nullptr) return absl::ResourceExhaustedError("no memory for ublk buffers");
-      return IoMemory{p, std::shared_ptr<void>(p, std::free)};
-    };
-  }
+  // I/O buffers: DMA memory registered with vfio where there is a vfio backend (the
+  // kernel's paths take it too); page-aligned memory otherwise (the kernel maps it).
+  IoMemoryAllocator alloc_io = [vm = vfio_manager.get()](uint64_t bytes) -> absl::StatusOr<IoMemory> {
+    if (vm != nullptr) {
+      absl::StatusOr<std::unique_ptr<vfio::DmaBuffer>> b = vm->AllocateIoBuffer(bytes);
+      if (!b.ok()) return b.status();
+      std::shared_ptr<vfio::DmaBuffer> owner = std::move(*b);
+      return IoMemory{owner->host(), owner};
+    }
+    void* p = std::aligned_alloc(4096, (bytes + 4095) & ~uint64_t{4095});
+    if (p == nullptr) return absl::ResourceExhaustedError("no memory for I/O buffers");
+    return IoMemory{p, std::shared_ptr<void>(p, std::free)};
+  };
+  eo.alloc = alloc_io;
   const int ublk_qd = absl::GetFlag(FLAGS_ublk_queue_depth);
   const int ublk_kib = absl::GetFlag(FLAGS_ublk_max_io_kib);
   eo.queue_depth = static_cast<uint16_t>(std::clamp(ublk_qd, 0, 65535));
@@ -414,7 +503,7 @@ int main(int argc, char** argv) {
     so.service.exports = export_ops.get();
     if (workload.empty()) {
       if (!start_exporter()) {
-        if (vfio_manager) vfio_manager->Stop();
+        stop_backends();
         return bail(2);
       }
       if (exporter) so.service.backends.push_back("ublk");
@@ -429,7 +518,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "umpathd: control server: %s\n",
                  std::string(srv.status().message()).c_str());
     if (exporter) exporter->StopFollowing();
-    if (vfio_manager) vfio_manager->Stop();
+    stop_backends();
     (*mp)->Shutdown();
     if (exporter) exporter->Shutdown();
     logger.join();
@@ -457,14 +546,7 @@ int main(int argc, char** argv) {
   if (!workload.empty()) {
     std::vector<Worker*> raw;
     for (auto& w : workers) raw.push_back(w.get());
-    vfio::VfioManager* vm = vfio_manager.get();
-    perf::IoMemoryAllocator alloc = [vm](uint64_t bytes) -> absl::StatusOr<perf::IoMemory> {
-      if (vm == nullptr) return absl::FailedPreconditionError("no backend for I/O memory");
-      absl::StatusOr<std::unique_ptr<vfio::DmaBuffer>> b = vm->AllocateIoBuffer(bytes);
-      if (!b.ok()) return b.status();
-      std::shared_ptr<vfio::DmaBuffer> owner = std::move(*b);
-      return perf::IoMemory{owner->host(), owner};
-    };
+    perf::IoMemoryAllocator alloc = alloc_io;
     std::printf("umpathd-workload: start %s bs=%u qd=%u secs=%.1f workers=%d\n", workload.c_str(),
                 wl.block_size, wl.queue_depth, wl.seconds, nworkers);
     std::fflush(stdout);
@@ -499,8 +581,8 @@ int main(int argc, char** argv) {
   signals.join();
   (*srv)->Shutdown();
   if (exporter) exporter->StopFollowing();
-  // The backend lets go of its controllers while the workers still run.
-  if (vfio_manager) vfio_manager->Stop();
+  // The backends let go of their controllers while the workers still run.
+  stop_backends();
   // Fails what still waits, so stopping the block devices never waits on it.
   (*mp)->Shutdown();
   if (exporter) exporter->Shutdown();
