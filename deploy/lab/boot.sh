@@ -2,7 +2,8 @@
 # Boots the lab node: QEMU 10 under TCG, an emulated IOMMU, CONTROLLERS NVMe controllers
 # of one subsystem (each behind its own root port, so QMP can hot-unplug it) sharing one
 # namespace with explicit identifiers, a QMP socket, and the guest's port 50051
-# forwarded to a loopback port (LAB.md).
+# forwarded to a loopback port (LAB.md). CONTROLLERS=0: no QEMU NVMe at all (the
+# guest's own NVMe/TCP target gives the paths, deploy/lab/nvmet_lib.sh).
 # Usage: boot.sh INITRAMFS CONTROLLERS LOG [HOSTPORT] [QMP_SOCKET]  (runs in the foreground)
 # UMPATH_LAB_MULTIPATH=Y turns the guest kernel's native multipath on (the baseline);
 # UMPATH_LAB_NAMESPACES=N gives the subsystem N shared namespaces; UMPATH_LAB_TCG_THREAD=
@@ -14,7 +15,7 @@ cache="${UMPATH_LAB_CACHE:-$HOME/.cache/umpath-lab}"
 kernel="$(ls "$cache"/kernel/boot/vmlinuz-*)"
 work="$(dirname "$log")"
 ns="$work/ns0.img"
-[ -e "$ns" ] || truncate -s 256M "$ns"
+[ "$controllers" = 0 ] || [ -e "$ns" ] || truncate -s 256M "$ns"
 
 args=(
   -machine q35,kernel-irqchip=split -accel "tcg,thread=${UMPATH_LAB_TCG_THREAD:-multi}"
@@ -23,17 +24,20 @@ args=(
   -nographic -no-reboot -serial "file:$log" -monitor none
   -kernel "$kernel" -initrd "$initramfs"
   -append "console=ttyS0 intel_iommu=on nvme_core.multipath=${UMPATH_LAB_MULTIPATH:-N} panic=-1 quiet"
-  -device nvme-subsys,id=s0,nqn=nqn.2026-01.io.umpath:lab
 )
-for i in $(seq 0 $((controllers - 1))); do
-  args+=(-device "pcie-root-port,id=rp$i,chassis=$((i + 1)),slot=$((i + 1))"
-         -device "nvme,id=c$i,serial=S0,subsys=s0,bus=rp$i")
-done
-args+=(-drive "file=$ns,if=none,id=d0,format=raw,cache=none,aio=threads"
-       -device "nvme-ns,drive=d0,nsid=1,shared=on,nguid=ab000000-0000-0000-0000-000000000001,eui64=0xab00000000000001,uuid=6a5e0d2c-6e1b-4c7e-9d1a-000000000001")
+if [ "$controllers" != 0 ]; then
+  args+=(-device nvme-subsys,id=s0,nqn=nqn.2026-01.io.umpath:lab)
+  for i in $(seq 0 $((controllers - 1))); do
+    args+=(-device "pcie-root-port,id=rp$i,chassis=$((i + 1)),slot=$((i + 1))"
+           -device "nvme,id=c$i,serial=S0,subsys=s0,bus=rp$i")
+  done
+  args+=(-drive "file=$ns,if=none,id=d0,format=raw,cache=none,aio=threads"
+         -device "nvme-ns,drive=d0,nsid=1,shared=on,nguid=ab000000-0000-0000-0000-000000000001,eui64=0xab00000000000001,uuid=6a5e0d2c-6e1b-4c7e-9d1a-000000000001")
+fi
 # UMPATH_LAB_NAMESPACES=N: N shared namespaces (64 MiB each after the first), NSID i with
 # identifiers ...01ii.
 for i in $(seq 2 "${UMPATH_LAB_NAMESPACES:-1}"); do
+  [ "$controllers" != 0 ] || break
   img="$work/ns$((i - 1)).img"
   [ -e "$img" ] || truncate -s 64M "$img"
   id="$(printf '%02d' "$i")"

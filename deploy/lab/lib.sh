@@ -34,6 +34,6 @@ lab_boot_qmp() {
   tr -d '\r' < "$log" > "$work/s.log"
   log="$work/s.log"
 }
-fail() { grep -E "${lab_show:-umpath}" "$log" | tail -120; cat "$work/qmp.log" 2>/dev/null; echo "FAIL: $*"; exit 1; }
+fail() { grep -E "${lab_show:-umpath}" "$log" | tail -120; cat "$work/qmp.log" 2>/dev/null || true; echo "FAIL: $*"; exit 1; }
 section() { sed -En "/== $1( |\$)/,/umpath-lab: end $1\$/p" "$log" > "$work/$1"; }
 chk() { grep -qE -- "$2" "$work/$1" || fail "$1: $3"; }

@@ -29,7 +29,8 @@ done
 for prog in "$@"; do
   mkdir -p "$root$(dirname "$prog")"
   cp "$prog" "$root$prog"
-  ldd "$prog" 2>/dev/null | awk '/=>/ {print $3} /^\t\/lib/ {print $1}' | while read -r lib; do
+  # A static program (buf) has no libraries: ldd says so and fails.
+  { ldd "$prog" 2>/dev/null || true; } | awk '/=>/ {print $3} /^\t\/lib/ {print $1}' | while read -r lib; do
     [ -n "$lib" ] && [ -e "$lib" ] || continue
     mkdir -p "$root$(dirname "$lib")"
     cp -L "$lib" "$root$lib"
@@ -40,6 +41,7 @@ mkdir -p "$root/lib64"
 cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
 cp "$init" "$root/init"
 cp "$(dirname "$0")/guest_lib.sh" "$root/lab/lib.sh"
+cp "$(dirname "$0")/nvmet_lib.sh" "$root/lab/nvmet.sh"
 # UMPATH_LAB_FILES=DIR: a tree copied into the root as it is (certificates, configs).
 [ -n "${UMPATH_LAB_FILES:-}" ] && cp -a "$UMPATH_LAB_FILES"/. "$root"/
 if [ -n "${UMPATH_LAB_AFTER:-}" ]; then

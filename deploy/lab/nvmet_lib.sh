@@ -1,0 +1,81 @@
+# /lab/nvmet.sh in the lab node (mkinitramfs.sh puts it there): the guest kernel's own
+# NVMe/TCP target as a subsystem with real ANA, since QEMU's NVMe has none (LAB.md).
+# One subsystem, one file-backed namespace, two TCP ports on 127.0.0.1 (port 1 = 4420,
+# port 2 = 4421), each port its own ANA group 1 state. Sourced by busybox sh.
+NVMET_NQN=nqn.2026-01.io.umpath:tcp
+NVMET_CFG=/sys/kernel/config/nvmet
+# A fixed host identity, so the kernel host and umpathd (libnvme reads /etc/nvme) are the
+# same host to the target, and runs are comparable.
+NVMET_HOSTID=6a5e0d2c-6e1b-4c7e-9d1a-0000000000a1
+NVMET_HOSTNQN=nqn.2014-08.org.nvmexpress:uuid:$NVMET_HOSTID
+export NVMET_NQN NVMET_HOSTNQN NVMET_HOSTID
+
+nvmet_svc() { echo $((4419 + $1)); }
+
+# nvmet_setup [SIZE_MB]: the subsystem, its namespace and both ports, ready for hosts.
+nvmet_setup() {
+  size=${1:-256}
+  grep -q ' /sys/kernel/config ' /proc/mounts || mount -t configfs configfs /sys/kernel/config
+  [ -d $NVMET_CFG ] || { echo "umpath-lab: nvmet: no $NVMET_CFG (nvmet not loaded?)"; return 1; }
+  ip link set lo up
+  # The backing file on a tmpfs of its own (its size bounds the file); nvmet's default
+  # O_DIRECT open fails there, hence buffered_io. Written, not sparse, so reads copy
+  # real pages.
+  mkdir -p /run/nvmet
+  grep -q ' /run/nvmet ' /proc/mounts || mount -t tmpfs -o size=$((size + 8))m nvmet /run/nvmet
+  dd if=/dev/zero of=/run/nvmet/ns1.img bs=1M count=$size 2>/dev/null
+  mkdir -p /etc/nvme
+  echo $NVMET_HOSTNQN > /etc/nvme/hostnqn
+  echo $NVMET_HOSTID > /etc/nvme/hostid
+  s=$NVMET_CFG/subsystems/$NVMET_NQN
+  mkdir $s
+  echo 1 > $s/attr_allow_any_host
+  mkdir $s/namespaces/1
+  echo /run/nvmet/ns1.img > $s/namespaces/1/device_path
+  echo 1 > $s/namespaces/1/buffered_io
+  # Identifiers are fixed only while the namespace is disabled.
+  echo ab000000-0000-0000-0000-0000000000f1 > $s/namespaces/1/device_nguid
+  echo 6a5e0d2c-6e1b-4c7e-9d1a-0000000000f1 > $s/namespaces/1/device_uuid
+  echo 1 > $s/namespaces/1/enable || { echo "umpath-lab: nvmet: namespace enable failed"; return 1; }
+  for p in 1 2; do
+    d=$NVMET_CFG/ports/$p
+    mkdir $d
+    echo tcp > $d/addr_trtype
+    echo ipv4 > $d/addr_adrfam
+    echo 127.0.0.1 > $d/addr_traddr
+    nvmet_svc $p > $d/addr_trsvcid
+  done
+  # ANA states before the links: a host's first connection already sees them.
+  nvmet_ana 1 optimized
+  nvmet_ana 2 non-optimized
+  nvmet_port_up 1 && nvmet_port_up 2 || return 1
+  echo "umpath-lab: nvmet ready $NVMET_NQN ns 1 ${size} MiB, port 1 127.0.0.1:4420 $(cat $NVMET_CFG/ports/1/ana_groups/1/ana_state), port 2 127.0.0.1:4421 $(cat $NVMET_CFG/ports/2/ana_groups/1/ana_state), host $NVMET_HOSTNQN"
+}
+
+# nvmet_ana PORT STATE: ANA group 1's state on that port (optimized, non-optimized,
+# inaccessible, persistent-loss, change); the target sends an ANA change AEN to the
+# port's controllers.
+nvmet_ana() { echo $2 > $NVMET_CFG/ports/$1/ana_groups/1/ana_state; }
+
+# nvmet_port_down PORT / nvmet_port_up PORT: unlinking the subsystem deletes the port's
+# controllers (the host's connection drops) and, as the port's last subsystem, stops its
+# listener (reconnects are refused); linking starts it again.
+nvmet_port_down() { rm $NVMET_CFG/ports/$1/subsystems/$NVMET_NQN; }
+nvmet_port_up() {
+  ln -s $NVMET_CFG/subsystems/$NVMET_NQN $NVMET_CFG/ports/$1/subsystems/$NVMET_NQN ||
+    { echo "umpath-lab: nvmet: port $1 did not come up"; return 1; }
+}
+
+# nvmet_connect PORT [EXTRA_OPTS]: the kernel host connects to the port (the kernel
+# baseline; umpathd connects through libnvme itself), as our fixed host. The kernel
+# answers on the same file with the new controller's instance and cntlid.
+nvmet_connect() {
+  exec 3<>/dev/nvme-fabrics
+  echo "transport=tcp,traddr=127.0.0.1,trsvcid=$(nvmet_svc $1),nqn=$NVMET_NQN,hostnqn=$NVMET_HOSTNQN,hostid=$NVMET_HOSTID${2:+,$2}" >&3
+  rc=$?
+  r=""
+  [ $rc = 0 ] && read -r r <&3
+  exec 3>&-
+  echo "umpath-lab: nvmet connect port $1: ${r:-failed}"
+  return $rc
+}
