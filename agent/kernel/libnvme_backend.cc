@@ -210,6 +210,13 @@ void LibnvmeBackend::Log(const std::string& line) const {
   }
 }
 
+bool LibnvmeBackend::Changed(const std::string& key, const std::string& outcome) {
+  std::string& last = last_attempt_[key];
+  if (last == outcome) return false;
+  last = outcome;
+  return true;
+}
+
 void LibnvmeBackend::Wake() {
   const uint64_t one = 1;
   [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof one);
@@ -304,15 +311,17 @@ absl::StatusOr<std::string> LibnvmeBackend::ClaimLocked(const Scanned& sc) {
 }
 
 void LibnvmeBackend::AddNamespacesLocked(Ctrl* c, const Scanned& sc) {
-  for (const auto& [nsid, nsname] : sc.namespaces) {
+  for (const auto& entry : sc.namespaces) {
+    const uint32_t nsid = entry.first;
+    const std::string& nsname = entry.second;
     if (std::any_of(c->namespaces.begin(), c->namespaces.end(),
-                    [nsid = nsid](const Ctrl::Ns& n) { return n.nsid == nsid; })) {
+                    [nsid](const Ctrl::Ns& n) { return n.nsid == nsid; })) {
       continue;
     }
-    auto fail = [&](const std::string& why) {
-      const std::string key = absl::StrCat(c->name, "/", nsid);
-      if (last_attempt_[key] != why) Log(absl::StrCat(c->name, " nsid ", nsid, ": ", why));
-      last_attempt_[key] = why;
+    auto fail = [this, c, nsid](const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      if (Changed(absl::StrCat(c->name, "/", nsid), why)) {
+        Log(absl::StrCat(c->name, " nsid ", nsid, ": ", why));
+      }
     };
     std::vector<uint8_t> idns(4096), descs(4096);
     if (int r = nvme_identify_ns(c->admin_fd, nsid, reinterpret_cast<nvme_id_ns*>(idns.data())); r != 0) {
@@ -346,7 +355,7 @@ void LibnvmeBackend::AddNamespacesLocked(Ctrl* c, const Scanned& sc) {
     c->namespaces.push_back({nsid, nsname, fd});
     for (size_t i = 0; i < workers_.size(); ++i) {
       UringQueuePair* qp = c->qps[i].get();
-      workers_[i]->Post([qp, nsid = nsid, fd] { qp->AddNamespace(nsid, fd); });
+      workers_[i]->Post([qp, nsid, fd] { qp->AddNamespace(nsid, fd); });
     }
     NamespaceSpec spec;
     spec.controller = c->name;
@@ -557,9 +566,7 @@ void LibnvmeBackend::ReadAnaLog(Ctrl* c) {
                                static_cast<uint32_t>(len), log.data());
       r != 0) {
     const std::string why = AdminError(r);
-    const std::string key = absl::StrCat(c->name, "/ana");
-    if (last_attempt_[key] != why) Log(absl::StrCat(c->name, ": ANA log: ", why));
-    last_attempt_[key] = why;
+    if (Changed(absl::StrCat(c->name, "/ana"), why)) Log(absl::StrCat(c->name, ": ANA log: ", why));
     return;
   }
   last_attempt_.erase(absl::StrCat(c->name, "/ana"));
@@ -610,13 +617,13 @@ void LibnvmeBackend::RescanLocked() {
     }
     if (!Wanted(sc) || released_.contains(sc.name)) continue;
     const absl::Status s = ClaimLocked(sc).status();
-    const std::string outcome(s.message());
-    if (last_attempt_[sc.name] != outcome && !s.ok()) Log(absl::StrCat(sc.name, ": not claimed: ", outcome));
-    last_attempt_[sc.name] = outcome;
+    if (Changed(sc.name, std::string(s.message())) && !s.ok()) {
+      Log(absl::StrCat(sc.name, ": not claimed: ", s.message()));
+    }
   }
 }
 
-void LibnvmeBackend::ServiceLocked() {
+void LibnvmeBackend::ServiceLocked(bool polled) {
   for (const auto& cp : ctrls_) {
     Ctrl* c = cp.get();
     if (!c->reset_requested.exchange(false)) continue;
@@ -627,7 +634,7 @@ void LibnvmeBackend::ServiceLocked() {
     // transport is reconnecting; what it held has failed over meanwhile.
     if (nvme_ctrl_reset(c->admin_fd) != 0) Log(absl::StrCat(c->name, ": reset: ", std::strerror(errno)));
   }
-  PollLocked(false);
+  if (!polled) PollLocked(false);  // a queue pair's host path error, a request of the core
   for (auto it = retiring_.begin(); it != retiring_.end();) {
     it = (*it)->released ? retiring_.erase(it) : std::next(it);
   }
@@ -643,11 +650,9 @@ void LibnvmeBackend::ServiceLocked() {
       });
       if (have) continue;
       const absl::Status s = ConnectLocked(spec).status();
-      const std::string outcome(s.message());
-      if (last_attempt_[spec.ToString()] != outcome) {
-        Log(s.ok() ? absl::StrCat(spec.ToString(), ": connected again") : outcome);
+      if (Changed(spec.ToString(), std::string(s.message()))) {
+        Log(s.ok() ? absl::StrCat(spec.ToString(), ": connected again") : std::string(s.message()));
       }
-      last_attempt_[spec.ToString()] = outcome;
     }
   }
 }
@@ -680,13 +685,15 @@ void LibnvmeBackend::Loop() {
         }
       }
     }
+    bool polled = false;
     if (NowNs() >= next_poll) {
       next_poll = NowNs() + int64_t{options_.poll_ms} * 1'000'000;
       PollLocked(/*read_ana=*/true);
+      polled = true;
       // A slow rescan as well, for what uevents missed (none in a container, say).
       if (++polls % 30 == 0) rescan_ = true;
     }
-    ServiceLocked();
+    ServiceLocked(polled);
   }
 }
 

@@ -105,9 +105,11 @@ class LibnvmeBackend {
   void PollLocked(bool read_ana) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReadAnaLog(Ctrl* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RescanLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ServiceLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ServiceLocked(bool polled) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Ctrl* Find(absl::string_view name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Wanted(const Scanned& sc) const;
+  // Records the outcome of an attempt; true when it differs from the last one (log it).
+  bool Changed(const std::string& key, const std::string& outcome) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Log(const std::string& line) const;
   void Wake();
   void Loop();
