@@ -33,6 +33,7 @@
 #include "agent/perf/workload.h"
 #include "agent/vfio/vfio_manager.h"
 #include "server/control_server.h"
+#include "server/metrics.h"
 #include "server/settings_store.h"
 
 ABSL_FLAG(std::string, socket, "/run/umpath/umpathd.sock", "the control API's Unix socket");
@@ -57,6 +58,9 @@ ABSL_FLAG(std::string, tls_client_ca_file, "", "CA (PEM) that client certificate
 ABSL_FLAG(std::vector<std::string>, admin_names, {}, "certificate SANs or CNs with the admin role");
 ABSL_FLAG(std::vector<std::string>, viewer_names, {}, "certificate SANs or CNs with the viewer role");
 ABSL_FLAG(std::string, health_address, "", "optional plaintext health-only listener, e.g. 0.0.0.0:7444");
+ABSL_FLAG(std::string, metrics_address, "",
+          "Prometheus metrics (text exposition at /metrics) on this HOST:PORT, e.g. "
+          "127.0.0.1:9810; empty: off");
 ABSL_FLAG(std::string, state_file, "/var/lib/umpath/heads",
           "per-head settings made through the API, kept across restarts");
 
@@ -512,6 +516,8 @@ int main(int argc, char** argv) {
     }
   }
 
+  server::RpcStats rpc_stats;
+  so.rpc_stats = &rpc_stats;
   absl::StatusOr<std::unique_ptr<server::ControlServer>> srv =
       server::ControlServer::Create(mp->get(), so, store->get());
   if (!srv.ok()) {
@@ -527,6 +533,34 @@ int main(int argc, char** argv) {
   }
   std::fprintf(stderr, "umpathd: serving umpath.v1.MultipathControl on unix:%s (node %s)\n",
                so.socket_path.c_str(), so.service.node.c_str());
+  std::unique_ptr<server::MetricsEndpoint> metrics;
+  if (const std::string addr = absl::GetFlag(FLAGS_metrics_address); !addr.empty()) {
+    server::MetricsOptions mo;
+    mo.address = addr;
+    mo.mp = mp->get();
+    mo.rpcs = &rpc_stats;
+    mo.version = so.service.version;
+    server::ControlService* svc = &(*srv)->service();
+    mo.watchers = [svc] { return static_cast<uint64_t>(svc->watchers()); };
+    mo.watcher_ends = [svc] { return svc->watcher_ends(); };
+    absl::StatusOr<std::unique_ptr<server::MetricsEndpoint>> m = server::MetricsEndpoint::Create(mo);
+    if (!m.ok()) {
+      // Misconfiguration is an exit, as for every other listener; the agent stops cleanly.
+      std::fprintf(stderr, "umpathd: metrics: %s\n", std::string(m.status().message()).c_str());
+      (*srv)->Shutdown();
+      if (exporter) exporter->StopFollowing();
+      stop_backends();
+      (*mp)->Shutdown();
+      if (exporter) exporter->Shutdown();
+      logger.join();
+      for (auto& w : workers) w->Stop();
+      return absl::IsInvalidArgument(m.status()) ? 2 : 1;
+    } else {
+      metrics = std::move(*m);
+      std::fprintf(stderr, "umpathd: serving metrics on http://%s:%d/metrics\n",
+                   addr.substr(0, addr.rfind(':')).c_str(), metrics->port());
+    }
+  }
 
   // The one place signals are taken: a signal stops a running workload early (its
   // result is still printed) and then the agent.
@@ -579,6 +613,7 @@ int main(int argc, char** argv) {
     kill(getpid(), SIGTERM);  // ends the signal thread's wait (the signal stays blocked)
   }
   signals.join();
+  metrics.reset();
   (*srv)->Shutdown();
   if (exporter) exporter->StopFollowing();
   // The backends let go of their controllers while the workers still run.

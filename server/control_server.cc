@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "server/metrics.h"
 #include "grpcpp/grpcpp.h"
 
 namespace umpath::server {
@@ -174,6 +175,13 @@ absl::StatusOr<std::unique_ptr<ControlServer>> ControlServer::Create(Multipath* 
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+  auto count_rpcs = [&o](grpc::ServerBuilder& b) {
+    if (o.rpc_stats == nullptr) return;
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
+    creators.push_back(o.rpc_stats->InterceptorFactory());
+    b.experimental().SetInterceptorCreators(std::move(creators));
+  };
+  count_rpcs(builder);
   if (!o.tcp_address.empty()) {
     absl::StatusOr<std::string> cert = ReadPem(o.tls_cert_file, "tls_cert_file");
     if (!cert.ok()) return cert.status();
@@ -197,6 +205,7 @@ absl::StatusOr<std::unique_ptr<ControlServer>> ControlServer::Create(Multipath* 
     grpc::ServerBuilder hb;
     s->probe_health_ = std::make_unique<HealthService>();  // a service serves one server
     hb.RegisterService(s->probe_health_.get());
+    count_rpcs(hb);
     hb.AddListeningPort(o.health_address, grpc::InsecureServerCredentials(), &s->health_port_);
     s->health_server_ = hb.BuildAndStart();
     if (!s->health_server_ || s->health_port_ == 0) {

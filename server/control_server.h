@@ -21,6 +21,7 @@ class Server;
 namespace umpath::server {
 
 class HealthService;
+class RpcStats;
 
 struct ServerOptions {
   std::string socket_path = "/run/umpath/umpathd.sock";
@@ -37,6 +38,8 @@ struct ServerOptions {
   std::string health_address;
   ServiceOptions service;
   int keepalive_time_ms = 30000;
+  // Counts every finished RPC by method and code (the metrics); none: not counted.
+  RpcStats* rpc_stats = nullptr;
 };
 
 // Threading: Create and Shutdown from one thread; the rest is gRPC's.

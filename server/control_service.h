@@ -65,6 +65,7 @@ class ControlService final : public v1::MultipathControl::CallbackService {
   // Graceful shutdown, step one: ends every watcher (UNAVAILABLE, with a resume point).
   void FinishWatchers(absl::string_view why) { hub_.FinishAll(why); }
   size_t watchers() const { return hub_.active(); }
+  WatchEndCounts watcher_ends() const { return hub_.ends(); }
 
   using Ctx = grpc::CallbackServerContext;
   using Unary = grpc::ServerUnaryReactor;

@@ -32,6 +32,7 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsRespons
     MutexLock lock(&mu_);
     self_ = shared_from_this();
     finished_ = true;
+    hub_->Ended(WatchEnd::kRefused);
     Finish(ToGrpc(status));
   }
 
@@ -82,14 +83,17 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsRespons
   void Step(std::chrono::steady_clock::time_point now) {
     MutexLock lock(&mu_);
     if (finished_) return;
-    if (cancelled_) return FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+    if (cancelled_) {
+      return FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"), WatchEnd::kClientGone);
+    }
     if (!closing_why_.empty()) {
-      return FinishLocked(grpc::Status(
-          grpc::StatusCode::UNAVAILABLE,
-          absl::StrCat(closing_why_, "; resume with since_revision ", last_sent_)));
+      return FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                       absl::StrCat(closing_why_, "; resume with since_revision ", last_sent_)),
+                          WatchEnd::kShutdown);
     }
     if (write_failed_) {
-      return FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the client went away"));
+      return FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the client went away"),
+                          WatchEnd::kClientGone);
     }
     if (writing_) {
       // Still waiting on the client: only notice falling behind, so a consumer that
@@ -185,15 +189,16 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsRespons
       return FinishLocked(grpc::Status(
           grpc::StatusCode::RESOURCE_EXHAUSTED,
           absl::StrCat("the watcher fell behind (", s.message(),
-                       "); the last revision sent was ", last_sent_)));
+                       "); the last revision sent was ", last_sent_)), WatchEnd::kFellBehind);
     }
     FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE,
                               absl::StrCat(s.message(), "; resume with since_revision ",
-                                           last_sent_)));
+                                           last_sent_)), WatchEnd::kJournal);
   }
 
-  void FinishLocked(const grpc::Status& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  void FinishLocked(const grpc::Status& s, WatchEnd why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     finished_ = true;
+    hub_->Ended(why);
     Finish(s);
   }
 
@@ -288,6 +293,23 @@ void WatchHub::Release(const std::string& caller_key) {
   --active_;
   if (--per_caller_[caller_key] == 0) per_caller_.erase(caller_key);
   cv_.SignalAll();  // FinishAll waits for active_ to reach 0
+}
+
+const char* WatchEndName(WatchEnd e) {
+  switch (e) {
+    case WatchEnd::kClientGone: return "client_gone";
+    case WatchEnd::kFellBehind: return "fell_behind";
+    case WatchEnd::kShutdown: return "shutdown";
+    case WatchEnd::kRefused: return "refused";
+    case WatchEnd::kJournal: return "journal";
+  }
+  return "unknown";
+}
+
+WatchEndCounts WatchHub::ends() const {
+  WatchEndCounts out{};
+  for (size_t i = 0; i < kWatchEndCount; ++i) out[i] = ends_[i].load(std::memory_order_relaxed);
+  return out;
 }
 
 size_t WatchHub::active() const {

@@ -3,6 +3,8 @@
 // WatchEvents: one server-streaming reactor per watcher over a journal subscription,
 // and the hub thread that moves them along.
 
+#include <array>
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <memory>
@@ -30,6 +32,18 @@ struct WatchOptions {
 
 class WatchStream;
 
+// Why WatchEvents streams ended (the metrics' umpath_watcher_terminations_total).
+enum class WatchEnd : uint8_t {
+  kClientGone,  // the client cancelled or stopped answering
+  kFellBehind,  // RESOURCE_EXHAUSTED: it could not keep up
+  kShutdown,    // the agent is stopping
+  kRefused,     // never started: limits, a bad request, a revision out of range
+  kJournal,     // the event journal ended the subscription otherwise
+};
+inline constexpr size_t kWatchEndCount = 5;
+const char* WatchEndName(WatchEnd e);  // "client_gone", "fell_behind", ...
+using WatchEndCounts = std::array<uint64_t, kWatchEndCount>;
+
 // Threading: every reactor method only records what happened and wakes the hub; the
 // hub's one thread does all the work (taking events, writing, finishing), so a stream's
 // state has one writer and journal callbacks never call back into the journal.
@@ -45,6 +59,9 @@ class WatchHub {
   // new ones. Returns once every stream has been finished.
   void FinishAll(absl::string_view why);
   size_t active() const;
+  WatchEndCounts ends() const;
+  // From streams, as they finish.
+  void Ended(WatchEnd why) { ends_[static_cast<size_t>(why)].fetch_add(1, std::memory_order_relaxed); }
 
   // From reactors and journal callbacks: run this stream's next step on the hub thread.
   void Wake(std::shared_ptr<WatchStream> s);
@@ -64,6 +81,7 @@ class WatchHub {
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   std::string closed_why_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::array<std::atomic<uint64_t>, kWatchEndCount> ends_{};
   std::thread thread_;
 };
 

@@ -68,6 +68,7 @@ void Channel::SubmitTo(IoRequest* req, int slot_index) {
   req->nsid = slot.nsid;
   switch (slot.qp->qp->Submit(req)) {
     case SubmitResult::kOk:
+      req->submitted_at = worker_->Now();
       ++epoch->in_flight;
       ++in_flight_;
       PathWorkerCounters::Add(slot.counters->submitted, 1);
@@ -134,6 +135,13 @@ void Channel::OnCompletion(IoRequest* req, nvme::Status status) {
   if (ABSL_PREDICT_TRUE(d == nvme::Disposition::kComplete)) {
     PathWorkerCounters::Add(slot.counters->completed, 1);
     PathWorkerCounters::Add(slot.counters->bytes, req->data_len);
+    const int64_t latency = worker_->Now() - req->submitted_at;
+    PathWorkerCounters::Add(slot.counters->latency_ns_sum, static_cast<uint64_t>(latency));
+    if (latency <= 1'000'000) {
+      PathWorkerCounters::Add(slot.counters->latency_le_1ms, 1);
+    } else if (latency <= 10'000'000) {
+      PathWorkerCounters::Add(slot.counters->latency_le_10ms, 1);
+    }
     if (epoch != current_.get()) ReleaseEpochIfDone(epoch);  // the common case skips the call
     Finish(req, IoResult{IoError::kNone, status});
     return;

@@ -20,6 +20,11 @@ struct PathCounters {
   uint64_t retries = 0;
   uint64_t bytes = 0;
   int64_t in_flight = 0;
+  // Latency of the `completed` commands: how many took at most 1 ms, at most 10 ms
+  // (cumulative), and the sum.
+  uint64_t latency_le_1ms = 0;
+  uint64_t latency_le_10ms = 0;
+  uint64_t latency_ns_sum = 0;
 };
 
 struct PathInfo {

@@ -237,6 +237,10 @@ HeadInfo Multipath::DescribeHead(const Head& h) const {
       pi.counters.retries += c.retries.load(std::memory_order_relaxed);
       pi.counters.bytes += c.bytes.load(std::memory_order_relaxed);
       pi.counters.in_flight += c.in_flight.load(std::memory_order_relaxed);
+      const uint64_t fast = c.latency_le_1ms.load(std::memory_order_relaxed);
+      pi.counters.latency_le_1ms += fast;
+      pi.counters.latency_le_10ms += fast + c.latency_le_10ms.load(std::memory_order_relaxed);
+      pi.counters.latency_ns_sum += c.latency_ns_sum.load(std::memory_order_relaxed);
     }
     info.live_paths += s.controller == ControllerState::kLive;
     info.selectable_paths += s.selectable();

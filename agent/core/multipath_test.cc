@@ -617,5 +617,39 @@ TEST_F(MultipathTest, ExportDeviceIsRecordedOnTheHeadWithEvents) {
                                            "head-unexported >"));
 }
 
+// The metrics' latency histogram: each successful completion lands in one bucket by
+// the time from submit to reap on its path; failed ones are not counted.
+TEST_F(MultipathTest, CompletionLatencyIsCountedPerPathInBuckets) {
+  AddController("c0");
+  ASSERT_OK_AND_ASSIGN(std::string head, AddPath("c0"));
+  Run();
+  Qp("c0").set_hold(true);
+  const int64_t waits[] = {500'000, 5'000'000, 50'000'000};  // 0.5 ms, 5 ms, 50 ms
+  for (int64_t wait : waits) {
+    TestIo io;
+    Submit(head, io);
+    Run();
+    clock_.Advance(wait);
+    Qp("c0").set_hold(false);
+    Run();
+    ASSERT_TRUE(io.done);
+    ASSERT_TRUE(io.result.ok());
+    Qp("c0").set_hold(true);
+  }
+  Qp("c0").set_hold(false);
+  Qp("c0").Script({nvme::Status::Make(sc::kInvalidField, /*dnr=*/true)});
+  TestIo failed;
+  Submit(head, failed);
+  Run();
+  ASSERT_TRUE(failed.done);
+  ASSERT_OK_AND_ASSIGN(HeadInfo info, mp_->GetHead(head));
+  const PathCounters& c = info.paths[0].counters;
+  EXPECT_EQ(c.completed, 3u);
+  EXPECT_EQ(c.latency_le_1ms, 1u);
+  EXPECT_EQ(c.latency_le_10ms, 2u);  // cumulative
+  EXPECT_EQ(c.latency_ns_sum, 55'500'000u);
+  EXPECT_EQ(c.errors, 1u);
+}
+
 }  // namespace
 }  // namespace umpath

@@ -22,6 +22,12 @@ struct alignas(64) PathWorkerCounters {
   std::atomic<uint64_t> retries{0};
   std::atomic<uint64_t> bytes{0};
   std::atomic<int64_t> in_flight{0};
+  // Completion latency of successful commands on this path (submit to reap), for the
+  // metrics' histogram: its count is `completed`, these are the two finite buckets
+  // (non-cumulative) and the sum.
+  std::atomic<uint64_t> latency_le_1ms{0};
+  std::atomic<uint64_t> latency_le_10ms{0};
+  std::atomic<uint64_t> latency_ns_sum{0};
 
   static void Add(std::atomic<uint64_t>& c, uint64_t v) {
     c.store(c.load(std::memory_order_relaxed) + v, std::memory_order_relaxed);

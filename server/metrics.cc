@@ -1,0 +1,259 @@
+#include "server/metrics.h"
+
+#include <limits>
+#include <stdexcept>
+
+#include "absl/strings/str_cat.h"
+#include "agent/core/multipath.h"
+#include "grpcpp/support/status.h"
+#include "prometheus/collectable.h"
+#include "prometheus/exposer.h"
+
+namespace umpath::server {
+
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+const char* CodeName(int code) {
+  switch (static_cast<grpc::StatusCode>(code)) {
+    case grpc::StatusCode::OK: return "OK";
+    case grpc::StatusCode::CANCELLED: return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED: return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL: return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
+    default: return "UNKNOWN";
+  }
+}
+
+// Counts each call once, when its status is sent.
+class RpcInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  RpcInterceptor(RpcStats* stats, std::string method) : stats_(stats), method_(std::move(method)) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* m) override {
+    if (m->QueryInterceptionHookPoint(grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
+      stats_->Count(method_, m->GetSendStatus().error_code());
+    }
+    m->Proceed();
+  }
+
+ private:
+  RpcStats* const stats_;
+  const std::string method_;
+};
+
+class RpcInterceptorFactory final : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit RpcInterceptorFactory(RpcStats* stats) : stats_(stats) {}
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    // "/umpath.v1.MultipathControl/GetHead" -> "GetHead".
+    std::string method = info->method() ? info->method() : "";
+    if (const size_t slash = method.rfind('/'); slash != std::string::npos) method = method.substr(slash + 1);
+    return new RpcInterceptor(stats_, std::move(method));
+  }
+
+ private:
+  RpcStats* const stats_;
+};
+
+ClientMetric Metric(std::vector<ClientMetric::Label> labels) {
+  ClientMetric m;
+  m.label = std::move(labels);
+  return m;
+}
+ClientMetric Gauge(std::vector<ClientMetric::Label> labels, double v) {
+  ClientMetric m = Metric(std::move(labels));
+  m.gauge.value = v;
+  return m;
+}
+ClientMetric Counter(std::vector<ClientMetric::Label> labels, double v) {
+  ClientMetric m = Metric(std::move(labels));
+  m.counter.value = v;
+  return m;
+}
+
+// Families in a fixed order, each made once and filled as series come.
+class Families {
+ public:
+  MetricFamily& Get(const std::string& name, MetricType type, const std::string& help) {
+    for (MetricFamily& f : families_) {
+      if (f.name == name) return f;
+    }
+    families_.push_back(MetricFamily{name, help, type, {}});
+    return families_.back();
+  }
+  std::vector<MetricFamily> Take() { return std::move(families_); }
+
+ private:
+  std::vector<MetricFamily> families_;
+};
+
+constexpr std::pair<nvme::AnaState, const char*> kAnaStates[] = {
+    {nvme::AnaState::kOptimized, "optimized"},
+    {nvme::AnaState::kNonOptimized, "non_optimized"},
+    {nvme::AnaState::kInaccessible, "inaccessible"},
+    {nvme::AnaState::kPersistentLoss, "persistent_loss"},
+    {nvme::AnaState::kChange, "change"},
+};
+constexpr std::pair<ControllerState, const char*> kControllerStates[] = {
+    {ControllerState::kNew, "new"},           {ControllerState::kLive, "live"},
+    {ControllerState::kResetting, "resetting"}, {ControllerState::kConnecting, "connecting"},
+    {ControllerState::kDeleting, "deleting"}, {ControllerState::kDead, "dead"},
+};
+
+}  // namespace
+
+void RpcStats::Count(const std::string& method, int code) {
+  MutexLock l(&mu_);
+  ++counts_[{method, code}];
+}
+
+std::vector<RpcStats::Row> RpcStats::Rows() const {
+  MutexLock l(&mu_);
+  std::vector<Row> rows;
+  rows.reserve(counts_.size());
+  for (const auto& [key, n] : counts_) rows.push_back(Row{key.first, CodeName(key.second), n});
+  return rows;
+}
+
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> RpcStats::InterceptorFactory() {
+  return std::make_unique<RpcInterceptorFactory>(this);
+}
+
+std::vector<MetricFamily> BuildMetricFamilies(const std::vector<HeadInfo>& heads,
+                                              const std::vector<ControllerInfo>& controllers,
+                                              const AgentStats& agent) {
+  Families f;
+  const MetricType G = MetricType::Gauge, C = MetricType::Counter;
+  // Declared up front so the exposition keeps one order even with no heads.
+  f.Get("umpath_path_ana_state", G, "ANA state of a path: 1 for the current state, 0 for the others");
+  f.Get("umpath_path_selectable", G, "1 while I/O may be sent down the path (usable and ANA optimized or non-optimized)");
+  f.Get("umpath_path_bytes_total", C, "Bytes of successfully completed I/O on the path");
+  f.Get("umpath_path_errors_total", C, "Completions with an error on the path (failed over, retried or failed)");
+  f.Get("umpath_path_failovers_total", C, "I/Os moved off the path by a path error");
+  f.Get("umpath_path_in_flight", G, "Commands outstanding on the path");
+  f.Get("umpath_path_io_latency_seconds", MetricType::Histogram,
+        "Time from submit to completion of successful I/O on the path");
+  f.Get("umpath_controller_state", G, "Controller state: 1 for the current state, 0 for the others");
+  f.Get("umpath_head_paths", G, "Paths of the head");
+  f.Get("umpath_head_live_paths", G, "Paths of the head whose controller is live");
+  f.Get("umpath_head_selectable_paths", G, "Paths of the head I/O may be sent to");
+  f.Get("umpath_head_waiting_ios", G, "I/Os of the head waiting for a path");
+  f.Get("umpath_head_delayed_removal_seconds", G, "How long the head waits for a path once the last one is gone");
+  f.Get("umpath_head_removal_deadline_timestamp_seconds", G,
+        "When a pending removal of the head takes effect (present only while one is pending)");
+
+  for (const HeadInfo& h : heads) {
+    for (const PathInfo& p : h.paths) {
+      const std::vector<ClientMetric::Label> l = {{"head", h.name}, {"path", p.name}};
+      MetricFamily& ana = f.Get("umpath_path_ana_state", G, "");
+      for (const auto& [state, name] : kAnaStates) {
+        std::vector<ClientMetric::Label> ls = l;
+        ls.push_back({"state", name});
+        ana.metric.push_back(Gauge(std::move(ls), p.ana_state == state ? 1 : 0));
+      }
+      f.Get("umpath_path_selectable", G, "").metric.push_back(Gauge(l, p.selectable ? 1 : 0));
+      f.Get("umpath_path_bytes_total", C, "").metric.push_back(Counter(l, static_cast<double>(p.counters.bytes)));
+      f.Get("umpath_path_errors_total", C, "").metric.push_back(Counter(l, static_cast<double>(p.counters.errors)));
+      f.Get("umpath_path_failovers_total", C, "")
+          .metric.push_back(Counter(l, static_cast<double>(p.counters.failovers)));
+      f.Get("umpath_path_in_flight", G, "").metric.push_back(Gauge(l, static_cast<double>(p.counters.in_flight)));
+      ClientMetric lat = Metric(l);
+      lat.histogram.sample_count = p.counters.completed;
+      lat.histogram.sample_sum = static_cast<double>(p.counters.latency_ns_sum) / 1e9;
+      lat.histogram.bucket = {{p.counters.latency_le_1ms, 0.001},
+                              {p.counters.latency_le_10ms, 0.01},
+                              {p.counters.completed, std::numeric_limits<double>::infinity()}};
+      f.Get("umpath_path_io_latency_seconds", MetricType::Histogram, "").metric.push_back(std::move(lat));
+    }
+    const std::vector<ClientMetric::Label> l = {{"head", h.name}};
+    f.Get("umpath_head_paths", G, "").metric.push_back(Gauge(l, static_cast<double>(h.paths.size())));
+    f.Get("umpath_head_live_paths", G, "").metric.push_back(Gauge(l, h.live_paths));
+    f.Get("umpath_head_selectable_paths", G, "").metric.push_back(Gauge(l, h.selectable_paths));
+    f.Get("umpath_head_waiting_ios", G, "").metric.push_back(Gauge(l, static_cast<double>(h.waiting_ios)));
+    f.Get("umpath_head_delayed_removal_seconds", G, "").metric.push_back(Gauge(l, h.delayed_removal_secs));
+    if (h.removal_pending) {
+      f.Get("umpath_head_removal_deadline_timestamp_seconds", G, "")
+          .metric.push_back(Gauge(l, static_cast<double>(h.removal_deadline_wall_nanos) / 1e9));
+    }
+  }
+  for (const ControllerInfo& c : controllers) {
+    MetricFamily& st = f.Get("umpath_controller_state", G, "");
+    for (const auto& [state, name] : kControllerStates) {
+      st.metric.push_back(Gauge({{"controller", c.name}, {"state", name}}, c.state == state ? 1 : 0));
+    }
+  }
+  f.Get("umpath_events_total", C, "Events the agent emitted (state changes)")
+      .metric.push_back(Counter({}, static_cast<double>(agent.events)));
+  f.Get("umpath_watchers", G, "WatchEvents streams open")
+      .metric.push_back(Gauge({}, static_cast<double>(agent.watchers)));
+  MetricFamily& ends = f.Get("umpath_watcher_terminations_total", C, "WatchEvents streams ended, by reason");
+  for (size_t i = 0; i < kWatchEndCount; ++i) {
+    ends.metric.push_back(Counter({{"reason", WatchEndName(static_cast<WatchEnd>(i))}},
+                                  static_cast<double>(agent.watcher_ends[i])));
+  }
+  MetricFamily& rpcs = f.Get("umpath_rpcs_total", C, "Finished RPCs by method and status code");
+  for (const RpcStats::Row& r : agent.rpcs) {
+    rpcs.metric.push_back(Counter({{"method", r.method}, {"code", r.code}}, static_cast<double>(r.count)));
+  }
+  f.Get("umpath_build_info", G, "The agent's version").metric.push_back(Gauge({{"version", agent.version}}, 1));
+  return f.Take();
+}
+
+class MetricsEndpoint::Collector final : public prometheus::Collectable {
+ public:
+  explicit Collector(MetricsOptions o) : o_(std::move(o)) {}
+  std::vector<MetricFamily> Collect() const override {
+    AgentStats a;
+    a.version = o_.version;
+    a.events = o_.mp->journal().current_revision();
+    if (o_.watchers) a.watchers = o_.watchers();
+    if (o_.watcher_ends) a.watcher_ends = o_.watcher_ends();
+    if (o_.rpcs) a.rpcs = o_.rpcs->Rows();
+    return BuildMetricFamilies(o_.mp->ListHeads(), o_.mp->ListControllers(), a);
+  }
+
+ private:
+  const MetricsOptions o_;
+};
+
+absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Create(MetricsOptions options) {
+  if (options.mp == nullptr) return absl::InvalidArgumentError("metrics without a core");
+  const size_t colon = options.address.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == options.address.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "metrics address \"", options.address, "\" is not HOST:PORT (e.g. 127.0.0.1:9810)"));
+  }
+  std::unique_ptr<MetricsEndpoint> m(new MetricsEndpoint());
+  const std::string address = options.address;
+  m->collector_ = std::make_shared<Collector>(std::move(options));
+  try {
+    // One thread: a scrape is small and Prometheus scrapes one at a time.
+    m->exposer_ = std::make_unique<prometheus::Exposer>(address, 1);
+  } catch (const std::exception& e) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot serve metrics on ", address, ": ", e.what()));
+  }
+  m->exposer_->RegisterCollectable(m->collector_);
+  const std::vector<int> ports = m->exposer_->GetListeningPorts();
+  m->port_ = ports.empty() ? 0 : ports.front();
+  return m;
+}
+
+MetricsEndpoint::~MetricsEndpoint() = default;
+
+}  // namespace umpath::server

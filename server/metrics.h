@@ -1,0 +1,102 @@
+#pragma once
+
+// Prometheus metrics: the text exposition on an HTTP listener of its own (off unless an
+// address is configured), built at scrape time from the core's control API, so the
+// series of a removed path or head disappear with it.
+//
+// Series (base units, _total counters, no node label: the scrape adds it):
+//   per path {head, path}: umpath_path_ana_state{state} (5), umpath_path_selectable,
+//     umpath_path_bytes_total, umpath_path_errors_total, umpath_path_failovers_total,
+//     umpath_path_in_flight, umpath_path_io_latency_seconds (histogram, 3 buckets):
+//     15 series a path;
+//   per controller {controller}: umpath_controller_state{state} (6; a path's
+//     controller state is its controller's, joined on path = controller);
+//   per head {head}: umpath_head_paths, _live_paths, _selectable_paths, _waiting_ios,
+//     _delayed_removal_seconds, and umpath_head_removal_deadline_timestamp_seconds while
+//     a removal is pending;
+//   agent: umpath_events_total, umpath_watchers, umpath_watcher_terminations_total
+//     {reason}, umpath_rpcs_total{method, code}, umpath_build_info{version}.
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "agent/base/mutex.h"
+#include "agent/core/info.h"
+#include "grpcpp/support/server_interceptor.h"
+#include "prometheus/metric_family.h"
+#include "server/watch.h"
+
+namespace prometheus {
+class Exposer;
+}
+
+namespace umpath {
+class Multipath;
+}
+
+namespace umpath::server {
+
+// Finished RPCs by method and status code, counted by a server interceptor.
+// Threading: Count from gRPC threads, Rows from the scrape; one lock, held briefly.
+class RpcStats {
+ public:
+  void Count(const std::string& method, int code);
+  struct Row {
+    std::string method;  // "GetHead", "Check"
+    std::string code;    // "OK", "NOT_FOUND"
+    uint64_t count = 0;
+  };
+  std::vector<Row> Rows() const;
+  // For ServerBuilder::experimental().SetInterceptorCreators.
+  std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InterceptorFactory();
+
+ private:
+  mutable Mutex mu_;
+  absl::flat_hash_map<std::pair<std::string, int>, uint64_t> counts_ ABSL_GUARDED_BY(mu_);
+};
+
+// What the agent-wide series come from.
+struct AgentStats {
+  std::string version;
+  uint64_t events = 0;
+  uint64_t watchers = 0;
+  WatchEndCounts watcher_ends{};
+  std::vector<RpcStats::Row> rpcs;
+};
+
+// The families of one scrape. Pure: unit-tested on hand-made inputs.
+std::vector<prometheus::MetricFamily> BuildMetricFamilies(const std::vector<HeadInfo>& heads,
+                                                          const std::vector<ControllerInfo>& controllers,
+                                                          const AgentStats& agent);
+
+struct MetricsOptions {
+  std::string address;  // "127.0.0.1:9810"; port 0 picks one (see port())
+  Multipath* mp = nullptr;
+  const RpcStats* rpcs = nullptr;
+  std::function<uint64_t()> watchers;
+  std::function<WatchEndCounts()> watcher_ends;
+  std::string version;
+};
+
+// Threading: Create and the destructor from one thread; scrapes run on the HTTP
+// server's own thread and only call the core's thread-safe control API.
+class MetricsEndpoint {
+ public:
+  static absl::StatusOr<std::unique_ptr<MetricsEndpoint>> Create(MetricsOptions options);
+  ~MetricsEndpoint();
+  int port() const { return port_; }
+
+ private:
+  class Collector;
+  MetricsEndpoint() = default;
+  std::shared_ptr<Collector> collector_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  int port_ = 0;
+};
+
+}  // namespace umpath::server

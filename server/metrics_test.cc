@@ -1,0 +1,228 @@
+// Metrics: the families one scrape makes (pure), and the real endpoint scraped over
+// HTTP while a real gRPC server counts its calls.
+#include "server/metrics.h"
+
+#include <arpa/inet.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <map>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "agent/base/status_matchers.h"
+#include "agent/core/multipath.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "prometheus/text_serializer.h"
+#include "server/control_server.h"
+#include "server/testing/test_topology.h"
+#include "umpath/v1/control.grpc.pb.h"
+
+namespace umpath::server {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+std::string Text(const std::vector<prometheus::MetricFamily>& f) {
+  std::ostringstream out;
+  prometheus::TextSerializer().Serialize(out, f);
+  return out.str();
+}
+
+// Series lines (not comments) that contain `needle`.
+int SeriesWith(const std::string& text, const std::string& needle) {
+  int n = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (!line.empty() && line[0] != '#' && absl::StrContains(line, needle)) ++n;
+  }
+  return n;
+}
+
+HeadInfo Head(const std::string& name, std::vector<std::string> paths) {
+  HeadInfo h;
+  h.name = name;
+  h.delayed_removal_secs = 30;
+  for (const std::string& p : paths) {
+    PathInfo pi;
+    pi.name = p;
+    pi.head = name;
+    pi.controller = p;
+    pi.controller_state = ControllerState::kLive;
+    pi.ana_state = nvme::AnaState::kNonOptimized;
+    pi.selectable = true;
+    pi.counters.completed = 10;
+    pi.counters.latency_le_1ms = 4;
+    pi.counters.latency_le_10ms = 9;
+    pi.counters.latency_ns_sum = 25'000'000;
+    pi.counters.bytes = 40960;
+    pi.counters.errors = 2;
+    pi.counters.failovers = 1;
+    pi.counters.in_flight = 3;
+    h.paths.push_back(pi);
+  }
+  h.live_paths = h.selectable_paths = static_cast<uint32_t>(paths.size());
+  return h;
+}
+
+TEST(MetricsTest, PathSeriesAreBoundedAndCarryStateCountersAndLatency) {
+  ControllerInfo c;
+  c.name = "nvme3";
+  c.state = ControllerState::kConnecting;
+  const std::string text =
+      Text(BuildMetricFamilies({Head("nguid-ab01", {"nvme3", "nvme4"})}, {c}, AgentStats{}));
+  EXPECT_LE(SeriesWith(text, "path=\"nvme3\""), 15);
+  EXPECT_EQ(SeriesWith(text, "path=\"nvme3\""), 15);
+  EXPECT_THAT(text, HasSubstr("umpath_path_ana_state{head=\"nguid-ab01\",path=\"nvme3\",state=\"non_optimized\"} 1"));
+  EXPECT_THAT(text, HasSubstr("umpath_path_ana_state{head=\"nguid-ab01\",path=\"nvme3\",state=\"optimized\"} 0"));
+  EXPECT_THAT(text, HasSubstr("umpath_path_selectable{head=\"nguid-ab01\",path=\"nvme4\"} 1"));
+  EXPECT_THAT(text, HasSubstr("umpath_path_bytes_total{head=\"nguid-ab01\",path=\"nvme3\"} 40960"));
+  EXPECT_THAT(text, HasSubstr("umpath_path_errors_total{head=\"nguid-ab01\",path=\"nvme3\"} 2"));
+  EXPECT_THAT(text, HasSubstr("umpath_path_failovers_total{head=\"nguid-ab01\",path=\"nvme3\"} 1"));
+  EXPECT_THAT(text, HasSubstr("umpath_path_in_flight{head=\"nguid-ab01\",path=\"nvme3\"} 3"));
+  EXPECT_THAT(text, HasSubstr("umpath_path_io_latency_seconds_bucket{head=\"nguid-ab01\",path=\"nvme3\",le=\"0.001\"} 4"));
+  EXPECT_THAT(text, HasSubstr("umpath_path_io_latency_seconds_bucket{head=\"nguid-ab01\",path=\"nvme3\",le=\"0.01\"} 9"));
+  EXPECT_THAT(text, HasSubstr("umpath_path_io_latency_seconds_bucket{head=\"nguid-ab01\",path=\"nvme3\",le=\"+Inf\"} 10"));
+  EXPECT_THAT(text, HasSubstr("umpath_path_io_latency_seconds_count{head=\"nguid-ab01\",path=\"nvme3\"} 10"));
+  EXPECT_THAT(text, HasSubstr("umpath_path_io_latency_seconds_sum{head=\"nguid-ab01\",path=\"nvme3\"} 0.025"));
+  EXPECT_THAT(text, HasSubstr("umpath_controller_state{controller=\"nvme3\",state=\"connecting\"} 1"));
+  EXPECT_THAT(text, HasSubstr("umpath_controller_state{controller=\"nvme3\",state=\"live\"} 0"));
+  EXPECT_THAT(text, HasSubstr("umpath_head_paths{head=\"nguid-ab01\"} 2"));
+  EXPECT_THAT(text, HasSubstr("umpath_head_delayed_removal_seconds{head=\"nguid-ab01\"} 30"));
+  // No node label: the scrape adds it.
+  EXPECT_THAT(text, Not(HasSubstr("node=")));
+}
+
+TEST(MetricsTest, RemovalDeadlineOnlyWhilePendingAndRemovedSeriesGo) {
+  HeadInfo h = Head("nguid-ab01", {"nvme3"});
+  std::string text = Text(BuildMetricFamilies({h}, {}, AgentStats{}));
+  EXPECT_EQ(SeriesWith(text, "umpath_head_removal_deadline_timestamp_seconds"), 0);
+  h.paths.clear();
+  h.live_paths = h.selectable_paths = 0;
+  h.removal_pending = true;
+  h.removal_deadline_wall_nanos = 1'800'000'000'500'000'000;
+  text = Text(BuildMetricFamilies({h}, {}, AgentStats{}));
+  EXPECT_THAT(text, HasSubstr("umpath_head_removal_deadline_timestamp_seconds{head=\"nguid-ab01\"} 1800000000.5"));
+  EXPECT_EQ(SeriesWith(text, "path=\"nvme3\""), 0) << "the removed path's series are gone";
+  text = Text(BuildMetricFamilies({}, {}, AgentStats{}));
+  EXPECT_EQ(SeriesWith(text, "nguid-ab01"), 0) << "the removed head's series are gone";
+}
+
+TEST(MetricsTest, AgentSeries) {
+  AgentStats a;
+  a.version = "0.1.0";
+  a.events = 42;
+  a.watchers = 3;
+  a.watcher_ends[static_cast<size_t>(WatchEnd::kFellBehind)] = 2;
+  a.rpcs = {{"GetHead", "NOT_FOUND", 5}};
+  const std::string text = Text(BuildMetricFamilies({}, {}, a));
+  EXPECT_THAT(text, HasSubstr("umpath_events_total 42"));
+  EXPECT_THAT(text, HasSubstr("umpath_watchers 3"));
+  EXPECT_THAT(text, HasSubstr("umpath_watcher_terminations_total{reason=\"fell_behind\"} 2"));
+  EXPECT_THAT(text, HasSubstr("umpath_watcher_terminations_total{reason=\"client_gone\"} 0"));
+  EXPECT_THAT(text, HasSubstr("umpath_rpcs_total{method=\"GetHead\",code=\"NOT_FOUND\"} 5"));
+  EXPECT_THAT(text, HasSubstr("umpath_build_info{version=\"0.1.0\"} 1"));
+  EXPECT_THAT(text, HasSubstr("# TYPE umpath_events_total counter"));
+}
+
+// A plain HTTP/1.0 GET on loopback.
+std::string Scrape(int port, const std::string& path = "/metrics") {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    close(fd);
+    return "";
+  }
+  const std::string req = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
+  (void)!write(fd, req.data(), req.size());
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  close(fd);
+  return out;
+}
+
+TEST(MetricsEndpointTest, ScrapesTheLiveCoreAndCountsRpcs) {
+  MultipathOptions mo;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Multipath> mp, Multipath::Create(mo));
+  ASSERT_OK(testing::AddTestTopology(mp.get(), 2, 1));
+  char tmpl[] = "/tmp/umpath-metrics-test-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  RpcStats rpcs;
+  ServerOptions so;
+  so.socket_path = std::string(tmpl) + "/umpathd.sock";
+  so.access.admin_uids = {getuid()};
+  so.rpc_stats = &rpcs;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<ControlServer> server, ControlServer::Create(mp.get(), so));
+  MetricsOptions o;
+  o.address = "127.0.0.1:0";
+  o.mp = mp.get();
+  o.rpcs = &rpcs;
+  o.version = "test";
+  o.watchers = [&] { return server->service().watchers(); };
+  o.watcher_ends = [&] { return server->service().watcher_ends(); };
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<MetricsEndpoint> m, MetricsEndpoint::Create(o));
+  ASSERT_GT(m->port(), 0);
+
+  auto stub = v1::MultipathControl::NewStub(
+      grpc::CreateChannel("unix:" + server->socket_path(), grpc::InsecureChannelCredentials()));
+  for (int i = 0; i < 2; ++i) {
+    grpc::ClientContext ctx;
+    v1::GetHeadRequest req;
+    req.set_name("heads/nothere");
+    v1::GetHeadResponse resp;
+    EXPECT_EQ(stub->GetHead(&ctx, req, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::GetAgentInfoResponse resp;
+    EXPECT_TRUE(stub->GetAgentInfo(&ctx, v1::GetAgentInfoRequest(), &resp).ok());
+  }
+  std::string body = Scrape(m->port());
+  EXPECT_THAT(body, HasSubstr("200 OK"));
+  EXPECT_THAT(body, HasSubstr("umpath_rpcs_total{method=\"GetHead\",code=\"NOT_FOUND\"} 2"));
+  EXPECT_THAT(body, HasSubstr("umpath_rpcs_total{method=\"GetAgentInfo\",code=\"OK\"} 1"));
+  EXPECT_THAT(body, HasSubstr("umpath_head_paths{head=\"nguid-ab000000000000000000000000000001\"} 2"));
+  EXPECT_THAT(body, HasSubstr("umpath_controller_state{controller=\"c1\",state=\"live\"} 1"));
+  EXPECT_EQ(SeriesWith(body, "path=\"c1\""), 15);
+  EXPECT_THAT(body, HasSubstr("umpath_build_info{version=\"test\"} 1"));
+
+  // A controller removed: its paths' and its own series are gone from the next scrape.
+  ASSERT_OK(mp->RemoveController("c1", "test"));
+  body = Scrape(m->port());
+  EXPECT_EQ(SeriesWith(body, "path=\"c1\""), 0);
+  EXPECT_EQ(SeriesWith(body, "controller=\"c1\""), 0);
+  EXPECT_THAT(body, HasSubstr("umpath_head_paths{head=\"nguid-ab000000000000000000000000000001\"} 1"));
+  m.reset();
+  server->Shutdown();
+  std::filesystem::remove_all(tmpl);
+}
+
+TEST(MetricsEndpointTest, BadAddressesAreRefused) {
+  MultipathOptions mo;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Multipath> mp, Multipath::Create(mo));
+  MetricsOptions o;
+  o.mp = mp.get();
+  for (const char* bad : {"", "9810", "127.0.0.1:", ":9810"}) {
+    o.address = bad;
+    EXPECT_THAT(MetricsEndpoint::Create(o), umpath::testing::StatusIs(absl::StatusCode::kInvalidArgument))
+        << bad;
+  }
+  // A port already taken.
+  o.address = "127.0.0.1:0";
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<MetricsEndpoint> first, MetricsEndpoint::Create(o));
+  o.address = "127.0.0.1:" + std::to_string(first->port());
+  EXPECT_THAT(MetricsEndpoint::Create(o),
+              umpath::testing::StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("cannot serve metrics")));
+}
+
+}  // namespace
+}  // namespace umpath::server
