@@ -25,6 +25,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "agent/base/mutex.h"
+#include "agent/core/error_summary.h"
 #include "agent/core/multipath.h"
 #include "agent/core/types.h"
 #include "agent/core/worker.h"
@@ -340,9 +341,18 @@ int main(int argc, char** argv) {
 
   // One structured line per event.
   auto log_sub = (*mp)->journal().Subscribe((*mp)->journal().current_revision(), 1 << 16, nullptr);
-  std::thread logger([sub = *log_sub] {
+  // And every 10 s a line for each path whose I/O errors grew: nothing per I/O.
+  std::thread logger([sub = *log_sub, core = mp->get()] {
+    IoErrorSummary io_errors;
+    auto next_summary = std::chrono::steady_clock::now();
     for (;;) {
       sub->WaitForEvents(std::chrono::seconds(1));
+      if (const auto now = std::chrono::steady_clock::now(); now >= next_summary) {
+        next_summary = now + std::chrono::seconds(10);
+        for (const std::string& line : io_errors.Update(core->ListHeads())) {
+          std::fprintf(stderr, "umpathd: %s\n", line.c_str());
+        }
+      }
       absl::StatusOr<std::vector<Event>> events = sub->Take(256);
       if (!events.ok()) {
         if (events.status().code() != absl::StatusCode::kCancelled) {
@@ -516,7 +526,8 @@ int main(int argc, char** argv) {
     }
   }
 
-  server::RpcStats rpc_stats;
+  server::RpcStats rpc_stats(
+      [](const std::string& line) { std::fprintf(stderr, "umpathd: %s\n", line.c_str()); });
   so.rpc_stats = &rpc_stats;
   absl::StatusOr<std::unique_ptr<server::ControlServer>> srv =
       server::ControlServer::Create(mp->get(), so, store->get());

@@ -1,8 +1,10 @@
 #include "server/metrics.h"
 
+#include <chrono>
 #include <limits>
 #include <stdexcept>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "agent/core/multipath.h"
 #include "grpcpp/support/status.h"
@@ -46,7 +48,8 @@ class RpcInterceptor final : public grpc::experimental::Interceptor {
   RpcInterceptor(RpcStats* stats, std::string method) : stats_(stats), method_(std::move(method)) {}
   void Intercept(grpc::experimental::InterceptorBatchMethods* m) override {
     if (m->QueryInterceptionHookPoint(grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
-      stats_->Count(method_, m->GetSendStatus().error_code());
+      const grpc::Status st = m->GetSendStatus();
+      stats_->Count(method_, st.error_code(), st.error_message());
     }
     m->Proceed();
   }
@@ -118,9 +121,27 @@ constexpr std::pair<ControllerState, const char*> kControllerStates[] = {
 
 }  // namespace
 
-void RpcStats::Count(const std::string& method, int code) {
-  MutexLock l(&mu_);
-  ++counts_[{method, code}];
+void RpcStats::Count(const std::string& method, int code, const std::string& message) {
+  std::string line;
+  {
+    MutexLock l(&mu_);
+    ++counts_[{method, code}];
+    const bool reads = absl::StartsWith(method, "Get") || absl::StartsWith(method, "List") ||
+                       method == "WatchEvents" || method == "Check" || method == "Watch";
+    if (code == 0 || reads || !log_) return;
+    const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                            std::chrono::steady_clock::now().time_since_epoch()).count();
+    Logged& g = logged_[method];
+    if (g.at_ns != 0 && now - g.at_ns < 10'000'000'000) {
+      ++g.unlogged;
+      return;
+    }
+    line = absl::StrCat("rpc-error method=", method, " code=", CodeName(code), " message=\"",
+                        message, "\"");
+    if (g.unlogged > 0) absl::StrAppend(&line, " (", g.unlogged, " more since the last line)");
+    g = Logged{now, 0};
+  }
+  log_(line);
 }
 
 std::vector<RpcStats::Row> RpcStats::Rows() const {

@@ -45,7 +45,11 @@ namespace umpath::server {
 // Threading: Count from gRPC threads, Rows from the scrape; one lock, held briefly.
 class RpcStats {
  public:
-  void Count(const std::string& method, int code);
+  // Failed calls that change something (attach, set-delayed-removal, ...) are logged
+  // through `log` as they happen, at most one line per method every 10 s (with how many
+  // were not logged); reads and watches are only counted.
+  explicit RpcStats(std::function<void(const std::string&)> log = nullptr) : log_(std::move(log)) {}
+  void Count(const std::string& method, int code, const std::string& message = "");
   struct Row {
     std::string method;  // "GetHead", "Check"
     std::string code;    // "OK", "NOT_FOUND"
@@ -56,8 +60,14 @@ class RpcStats {
   std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InterceptorFactory();
 
  private:
+  const std::function<void(const std::string&)> log_;
   mutable Mutex mu_;
   absl::flat_hash_map<std::pair<std::string, int>, uint64_t> counts_ ABSL_GUARDED_BY(mu_);
+  struct Logged {
+    int64_t at_ns = 0;
+    uint64_t unlogged = 0;
+  };
+  absl::flat_hash_map<std::string, Logged> logged_ ABSL_GUARDED_BY(mu_);
 };
 
 // What the agent-wide series come from.

@@ -147,6 +147,7 @@ void Channel::OnCompletion(IoRequest* req, nvme::Status status) {
     return;
   }
   PathWorkerCounters::Add(slot.counters->errors, 1);
+  slot.counters->last_error_status.store(status.ToCompletionField(), std::memory_order_relaxed);
   if (d == nvme::Disposition::kFailToCaller) {
     ReleaseEpochIfDone(epoch);
     Finish(req, IoResult{IoError::kNvme, status});

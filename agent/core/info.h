@@ -25,6 +25,7 @@ struct PathCounters {
   uint64_t latency_le_1ms = 0;
   uint64_t latency_le_10ms = 0;
   uint64_t latency_ns_sum = 0;
+  uint16_t last_error_status = 0;  // status field of the last error on any worker; 0: none
 };
 
 struct PathInfo {

@@ -241,6 +241,9 @@ HeadInfo Multipath::DescribeHead(const Head& h) const {
       pi.counters.latency_le_1ms += fast;
       pi.counters.latency_le_10ms += fast + c.latency_le_10ms.load(std::memory_order_relaxed);
       pi.counters.latency_ns_sum += c.latency_ns_sum.load(std::memory_order_relaxed);
+      if (const uint16_t e = c.last_error_status.load(std::memory_order_relaxed); e != 0) {
+        pi.counters.last_error_status = e;
+      }
     }
     info.live_paths += s.controller == ControllerState::kLive;
     info.selectable_paths += s.selectable();

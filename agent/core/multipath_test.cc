@@ -649,6 +649,7 @@ TEST_F(MultipathTest, CompletionLatencyIsCountedPerPathInBuckets) {
   EXPECT_EQ(c.latency_le_10ms, 2u);  // cumulative
   EXPECT_EQ(c.latency_ns_sum, 55'500'000u);
   EXPECT_EQ(c.errors, 1u);
+  EXPECT_EQ(c.last_error_status, nvme::Status::Make(sc::kInvalidField, true).ToCompletionField());
 }
 
 }  // namespace

@@ -28,6 +28,9 @@ struct alignas(64) PathWorkerCounters {
   std::atomic<uint64_t> latency_le_1ms{0};
   std::atomic<uint64_t> latency_le_10ms{0};
   std::atomic<uint64_t> latency_ns_sum{0};
+  // The status field of the last completion with an error (0: none yet), for the
+  // agent's rate-limited error summaries.
+  std::atomic<uint16_t> last_error_status{0};
 
   static void Add(std::atomic<uint64_t>& c, uint64_t v) {
     c.store(c.load(std::memory_order_relaxed) + v, std::memory_order_relaxed);
