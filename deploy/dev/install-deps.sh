@@ -7,7 +7,7 @@ pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libabsl-dev libnvme-dev libjson-c-dev liburing-dev fio
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler openssl
-  prometheus-cpp-dev
+  prometheus-cpp-dev systemd
 )
 missing=()
 for p in "${pkgs[@]}"; do
@@ -31,7 +31,8 @@ if ! command -v npm >/dev/null 2>&1; then
 fi
 tools="$(cd "$(dirname "$0")/../.." && pwd)/build/tools"
 # buf, and grpc-js as a second, independent client for the watcher test.
-if [ ! -x "$tools/node_modules/.bin/buf" ] || [ ! -d "$tools/node_modules/@grpc/grpc-js" ]; then
+if [ ! -x "$tools/node_modules/.bin/buf" ] || [ ! -d "$tools/node_modules/@grpc/grpc-js" ] ||
+   [ ! -d "$tools/node_modules/kubernetes-models" ] || [ ! -d "$tools/node_modules/js-yaml" ]; then
   mkdir -p "$tools"
   npm install --prefix "$tools" --no-audit --no-fund --silent \
     @bufbuild/buf@1.75.0 @grpc/grpc-js@1.12.6 @grpc/proto-loader@0.7.13 kubernetes-models@5.1.0 @kubernetes-models/prometheus-operator@6.0.0 js-yaml@4.1.0

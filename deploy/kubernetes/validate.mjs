@@ -1,0 +1,403 @@
+// Validates the Kubernetes manifests of deploy/kubernetes offline (no cluster): every
+// YAML document against its kubernetes-models schema (by apiVersion and kind), then
+// what umpath's deployment needs of them, cross-checked against umpathd's flags.
+//
+//   node deploy/kubernetes/validate.mjs [--dir=DIR] [--repo=ROOT] [--modules=NODE_MODULES]
+//
+// DIR (default: this file's folder) holds the manifests (*.yaml, *.yml, recursively);
+// ROOT (default: two folders up) is the repo whose agent/ and server/ sources define
+// umpathd's flags and whose deploy/config/umpathd.flags is the sample configuration;
+// NODE_MODULES (default: ROOT/build/tools/node_modules) has kubernetes-models,
+// @kubernetes-models/prometheus-operator and js-yaml. Prints one line per check and
+// "N passed, M failed"; exits 1 when a check failed.
+//
+// The schemas are kubernetes-models' (types, required fields, enums); they accept fields
+// they do not know, so a misspelt field is caught only where a check below asks for it.
+
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const opt = Object.fromEntries(
+  process.argv.slice(2).map((a) => {
+    const m = /^--([a-z]+)=(.*)$/.exec(a);
+    if (!m) {
+      console.error(`validate: unknown argument ${a}`);
+      process.exit(2);
+    }
+    return [m[1], m[2]];
+  }),
+);
+const dir = path.resolve(opt.dir ?? here);
+const repo = path.resolve(opt.repo ?? path.join(here, "..", ".."));
+const modules = path.resolve(opt.modules ?? path.join(repo, "build", "tools", "node_modules"));
+
+let passed = 0;
+let failed = 0;
+function check(name, ok, why = "") {
+  if (ok) {
+    passed++;
+    console.log(`ok   ${name}`);
+  } else {
+    failed++;
+    console.log(`FAIL ${name}${why ? `: ${why}` : ""}`);
+  }
+  return ok;
+}
+function finish() {
+  console.log(`${passed} passed, ${failed} failed`);
+  process.exit(failed === 0 ? 0 : 1);
+}
+
+async function importModule(rel) {
+  const file = path.join(modules, rel);
+  if (!fs.existsSync(file)) return null;
+  return import(pathToFileURL(file).href);
+}
+
+const yamlModule = await importModule("js-yaml/index.js");
+if (!yamlModule) {
+  check(`js-yaml in ${modules}`, false, "missing: run bash deploy/dev/install-deps.sh");
+  finish();
+}
+const yaml = yamlModule.default ?? yamlModule;
+
+// The model class for an apiVersion and kind: kubernetes-models for Kubernetes' own
+// groups, @kubernetes-models/prometheus-operator for monitoring.coreos.com.
+async function modelFor(apiVersion, kind) {
+  if (typeof apiVersion !== "string" || typeof kind !== "string" || !/^[A-Za-z]+$/.test(kind)) {
+    return null;
+  }
+  const [group, version] = apiVersion.includes("/") ? apiVersion.split("/") : ["", apiVersion];
+  const roots = group === ""
+    ? [`kubernetes-models/${version}`]
+    : [`kubernetes-models/${group}/${version}`, `@kubernetes-models/prometheus-operator/${group}/${version}`];
+  for (const root of roots) {
+    const mod = await importModule(`${root}/${kind}.js`);
+    const Model = mod?.[kind];
+    // Only resources have a static apiVersion (not, say, kind: Capabilities).
+    if (Model && Model.apiVersion === apiVersion && Model.kind === kind) return Model;
+  }
+  return null;
+}
+
+const clusterScoped = new Set([
+  "Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass", "CustomResourceDefinition",
+  "StorageClass", "CSIDriver", "PersistentVolume", "Node", "RuntimeClass",
+]);
+
+function yamlFiles(d) {
+  const out = [];
+  for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+    const p = path.join(d, e.name);
+    if (e.isDirectory()) out.push(...yamlFiles(p));
+    else if (/\.ya?ml$/.test(e.name)) out.push(p);
+  }
+  return out.sort();
+}
+
+// --- 1. Every document parses and validates against its schema. ---------------------
+const docs = []; // {file, index, doc, label}
+const files = yamlFiles(dir);
+check(`manifests found in ${path.relative(process.cwd(), dir) || "."}`, files.length > 0, "no *.yaml");
+for (const file of files) {
+  const rel = path.relative(dir, file);
+  let loaded;
+  try {
+    loaded = yaml.loadAll(fs.readFileSync(file, "utf8"), null, { filename: rel });
+  } catch (e) {
+    check(`${rel}: YAML`, false, e.message.split("\n")[0]);
+    continue;
+  }
+  loaded.forEach((doc, i) => {
+    if (doc === null || doc === undefined) return; // an empty document (a trailing ---)
+    const name = `${doc?.metadata?.namespace ? `${doc.metadata.namespace}/` : ""}${doc?.metadata?.name ?? "?"}`;
+    const label = `${rel} document ${i + 1} (${doc?.kind ?? "no kind"} ${name})`;
+    docs.push({ file: rel, index: i + 1, doc, label });
+  });
+}
+for (const d of docs) {
+  const { doc, label } = d;
+  const Model = await modelFor(doc?.apiVersion, doc?.kind);
+  if (!check(`${label}: a known apiVersion/kind`, Model !== null,
+    `no model for apiVersion ${JSON.stringify(doc?.apiVersion)} kind ${JSON.stringify(doc?.kind)}`)) continue;
+  try {
+    new Model(doc).validate();
+    check(`${label}: schema`, true);
+  } catch (e) {
+    const errs = e.errors ?? [];
+    const detail = errs.length
+      ? errs.map((x) => `field ${x.instancePath || "/"} ${x.message}${x.params?.allowedValues ? ` (${x.params.allowedValues.join(", ")})` : ""}`).join("; ")
+      : e.message;
+    check(`${label}: schema`, false, detail);
+  }
+  check(`${label}: metadata.name`, typeof doc.metadata?.name === "string" && doc.metadata.name !== "");
+  if (!clusterScoped.has(doc.kind)) {
+    check(`${label}: metadata.namespace`, typeof doc.metadata?.namespace === "string",
+      "a namespaced object without one lands wherever kubectl points");
+  }
+}
+{
+  const seen = new Map();
+  for (const d of docs) {
+    const key = `${d.doc?.kind}/${d.doc?.metadata?.namespace ?? ""}/${d.doc?.metadata?.name}`;
+    if (seen.has(key)) check(`${d.label}: unique`, false, `also ${seen.get(key)}`);
+    seen.set(key, d.label);
+  }
+}
+
+// --- 2. What the deployment needs. --------------------------------------------------
+const find = (kind, name) => docs.find((d) => d.doc?.kind === kind && d.doc?.metadata?.name === name);
+const get = (obj, ...keys) => keys.reduce((o, k) => (o === undefined || o === null ? undefined : o[k]), obj);
+const under = (p, dirPath) => p === dirPath || p.startsWith(dirPath.endsWith("/") ? dirPath : `${dirPath}/`);
+
+// The volume mount that holds a container path (the longest prefix) and where that is on
+// the node when it is a hostPath.
+function mountFor(podSpec, container, p) {
+  let best = null;
+  for (const m of container.volumeMounts ?? []) {
+    if (under(p, m.mountPath) && (!best || m.mountPath.length > best.mountPath.length)) best = m;
+  }
+  if (!best) return null;
+  const volume = (podSpec.volumes ?? []).find((v) => v.name === best.name);
+  const rest = p.slice(best.mountPath.length);
+  const host = volume?.hostPath ? path.posix.join(volume.hostPath.path, rest) : null;
+  return { mount: best, volume, host };
+}
+
+// umpathd's flag names: ABSL_FLAG(type, name, ...) in agent/ and server/, and Abseil's own.
+function definedFlags() {
+  const names = new Set(["flagfile", "fromenv", "tryfromenv", "undefok", "help", "helpfull",
+    "helpshort", "helppackage", "version", "only_check_args"]);
+  const walk = (d) => {
+    if (!fs.existsSync(d)) return;
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (/\.(cc|h)$/.test(e.name) && !/_test\.cc$/.test(e.name)) {
+        for (const m of fs.readFileSync(p, "utf8").matchAll(/ABSL_FLAG\(\s*[^,()]+?,\s*(\w+)\s*,/g)) names.add(m[1]);
+      }
+    }
+  };
+  walk(path.join(repo, "agent"));
+  walk(path.join(repo, "server"));
+  return names;
+}
+const knownFlags = definedFlags();
+const isKnownFlag = (n) => knownFlags.has(n) || (n.startsWith("no") && knownFlags.has(n.slice(2)));
+
+// "--name=value" lines of a flagfile (comments and blank lines skipped), last one wins.
+function parseFlags(text) {
+  const flags = new Map();
+  for (const raw of text.split("\n")) {
+    const line = raw.trim();
+    if (line === "" || line.startsWith("#")) continue;
+    const m = /^--?([A-Za-z0-9_]+)(?:=(.*))?$/.exec(line);
+    if (m) flags.set(m[1], m[2] ?? "true");
+    else flags.set(line, undefined);
+  }
+  return flags;
+}
+const port = (address) => {
+  const m = /:(\d+)$/.exec(address ?? "");
+  return m ? Number(m[1]) : null;
+};
+const loopback = (address) => /^(127\.|localhost:|\[::1\]:)/.test(address ?? "");
+
+const ds = find("DaemonSet", "umpathd");
+if (!check("a DaemonSet umpathd", ds !== undefined)) finish();
+const dsl = ds.label;
+const pod = get(ds.doc, "spec", "template", "spec") ?? {};
+const c = (pod.containers ?? []).find((x) => x.name === "umpathd");
+if (!check(`${dsl}: container umpathd`, c !== undefined)) finish();
+const cl = `${dsl} container umpathd`;
+const ns = ds.doc.metadata?.namespace;
+
+check(`${dsl}: namespace umpath-system`, ns === "umpath-system", `is ${ns}`);
+{
+  const nsDoc = find("Namespace", ns);
+  check(`Namespace ${ns} is in the manifests`, nsDoc !== undefined);
+  check(`Namespace ${ns}: pod-security.kubernetes.io/enforce: privileged`,
+    get(nsDoc?.doc, "metadata", "labels", "pod-security.kubernetes.io/enforce") === "privileged",
+    "umpathd is privileged; Pod Security Admission would refuse it");
+}
+check(`${cl}: image umpath/umpathd:0.1.0`, c.image === "umpath/umpathd:0.1.0", `is ${c.image}`);
+const argv = [...(c.command ?? []), ...(c.args ?? [])];
+check(`${cl}: command umpathd --flagfile=/etc/umpath/umpathd.flags`,
+  argv[0] === "umpathd" && argv[1] === "--flagfile=/etc/umpath/umpathd.flags", JSON.stringify(argv));
+check(`${cl}: --node=$(NODE_NAME) after --flagfile`, argv.indexOf("--node=$(NODE_NAME)") > 1, JSON.stringify(argv));
+check(`${cl}: env NODE_NAME from spec.nodeName`,
+  (c.env ?? []).some((e) => e.name === "NODE_NAME" && get(e, "valueFrom", "fieldRef", "fieldPath") === "spec.nodeName"));
+for (const a of argv.slice(1)) {
+  const m = /^--?([A-Za-z0-9_]+)/.exec(a);
+  check(`${cl}: command-line flag ${a} is umpathd's`, m !== null && isKnownFlag(m[1]),
+    `not an ABSL_FLAG in ${repo}/agent or ${repo}/server`);
+}
+
+// The config: the ConfigMap behind --flagfile.
+const flagfile = (argv.find((a) => a.startsWith("--flagfile=")) ?? "").slice("--flagfile=".length);
+const cfgMount = flagfile ? mountFor(pod, c, flagfile) : null;
+const cmName = cfgMount?.volume?.configMap?.name;
+check(`${cl}: --flagfile ${flagfile} is on a ConfigMap volume`, cmName !== undefined);
+const cm = cmName ? find("ConfigMap", cmName) : undefined;
+check(`ConfigMap ${cmName} is in the manifests, namespace ${ns}`, cm !== undefined && cm.doc.metadata?.namespace === ns);
+check(`${cl}: ConfigMap mounted at /etc/umpath read-only`,
+  cfgMount?.mount.mountPath === "/etc/umpath" && cfgMount?.mount.readOnly === true);
+const key = cfgMount ? flagfile.slice(cfgMount.mount.mountPath.length + 1) : "";
+const flagsText = get(cm?.doc, "data", key);
+if (!check(`ConfigMap ${cmName}: key ${key}`, typeof flagsText === "string")) finish();
+const cml = `ConfigMap ${cmName} ${key}`;
+const flags = parseFlags(flagsText);
+for (const [name, value] of flags) {
+  check(`${cml}: --${name} is umpathd's`, value !== undefined && isKnownFlag(name),
+    value === undefined ? "not a --name=value line" : `not an ABSL_FLAG in ${repo}/agent or ${repo}/server`);
+}
+{
+  const samplePath = path.join(repo, "deploy", "config", "umpathd.flags");
+  if (fs.existsSync(samplePath)) {
+    const sample = parseFlags(fs.readFileSync(samplePath, "utf8"));
+    const missing = [...sample.keys()].filter((n) => !flags.has(n));
+    check(`${cml}: sets every flag deploy/config/umpathd.flags sets`, missing.length === 0,
+      `missing ${missing.map((n) => `--${n}`).join(" ")}`);
+  }
+}
+for (const name of ["health_address", "metrics_address", "socket", "state_file", "ublk_state_dir"]) {
+  check(`${cml}: --${name}`, flags.has(name));
+}
+check(`${cml}: no --node (it comes from the command line)`, !flags.has("node"));
+for (const name of ["socket_group", "admin_groups", "viewer_groups"]) {
+  if (!flags.has(name)) continue;
+  check(`${cml}: --${name} is numeric (the image has no /etc/group entry)`,
+    /^\d+(,\d+)*$/.test(flags.get(name)), flags.get(name));
+}
+const healthPort = port(flags.get("health_address"));
+const metricsPort = port(flags.get("metrics_address"));
+check(`${cml}: --health_address is not loopback (kubelet probes the pod IP)`, !loopback(flags.get("health_address")));
+check(`${cml}: --metrics_address is not loopback (Prometheus scrapes the pod IP)`, !loopback(flags.get("metrics_address")));
+
+// Privileges and the pod.
+check(`${cl}: securityContext.privileged`, get(c, "securityContext", "privileged") === true);
+check(`${cl}: capability IPC_LOCK`, (get(c, "securityContext", "capabilities", "add") ?? []).includes("IPC_LOCK"));
+check(`${dsl}: hostPID`, pod.hostPID === true, "umpathd reads /proc for the holders of a block device");
+check(`${dsl}: priorityClassName system-node-critical`, pod.priorityClassName === "system-node-critical");
+check(`${dsl}: terminationGracePeriodSeconds > 20`, (pod.terminationGracePeriodSeconds ?? 30) > 20,
+  `is ${pod.terminationGracePeriodSeconds}; umpathd's own shutdown takes up to ~20 s`);
+check(`${dsl}: nodeSelector or tolerations for storage nodes`,
+  Object.keys(pod.nodeSelector ?? {}).some((k) => k !== "kubernetes.io/os") || (pod.tolerations ?? []).length > 0);
+check(`${dsl}: updateStrategy RollingUpdate maxUnavailable 1`,
+  get(ds.doc, "spec", "updateStrategy", "type") === "RollingUpdate" &&
+  get(ds.doc, "spec", "updateStrategy", "rollingUpdate", "maxUnavailable") === 1);
+check(`${cl}: resources.requests cpu and memory`,
+  get(c, "resources", "requests", "cpu") !== undefined && get(c, "resources", "requests", "memory") !== undefined);
+check(`${cl}: resources.limits.memory`, get(c, "resources", "limits", "memory") !== undefined);
+
+// hostPaths, each at the same path in the container.
+const hostMount = (p) => {
+  const m = mountFor(pod, c, p);
+  return m && m.mount.mountPath === p && m.volume?.hostPath?.path === p ? m : null;
+};
+for (const p of ["/dev", "/sys", "/run/umpath", "/run/umpath/ublk", "/var/lib/umpath"]) {
+  check(`${cl}: hostPath ${p} at ${p}`, hostMount(p) !== null);
+}
+check(`${cl}: hostPath /lib/modules at /lib/modules, read-only`, hostMount("/lib/modules")?.mount.readOnly === true);
+const socket = flags.get("socket") ?? "";
+const socketDir = path.posix.dirname(socket);
+const socketMount = mountFor(pod, c, socket);
+check(`${cml}: --socket ends in .sock`, socket.endsWith(".sock"), socket);
+check(`${cl}: the socket's directory ${socketDir} is a hostPath`, socketMount?.volume?.hostPath !== undefined &&
+  under(socketDir, socketMount.mount.mountPath), socketMount ? `mount ${socketMount.mount.name} is not a hostPath` : "not mounted");
+const socketHostDir = socketMount?.host ? path.posix.dirname(socketMount.host) : null;
+check(`${cl}: the socket's hostPath directory is not under /var/lib/kubelet/plugins (the CSI driver's)`,
+  socketHostDir !== null && !under(socketHostDir, "/var/lib/kubelet/plugins"), `is ${socketHostDir}`);
+for (const name of ["state_file", "ublk_state_dir"]) {
+  const p = flags.get(name) ?? "";
+  const m = mountFor(pod, c, name === "state_file" ? path.posix.dirname(p) : p);
+  check(`${cl}: --${name} ${p} is on a hostPath (it must outlive the container)`, m?.volume?.hostPath !== undefined);
+}
+
+// Probes and ports.
+const ports = c.ports ?? [];
+for (const probe of ["startupProbe", "livenessProbe", "readinessProbe"]) {
+  const g = get(c, probe, "grpc");
+  check(`${cl}: ${probe} is grpc`, g !== undefined);
+  check(`${cl}: ${probe} grpc port is numeric, --health_address's (${healthPort})`,
+    Number.isInteger(g?.port) && g.port === healthPort, `is ${JSON.stringify(g?.port)}`);
+}
+check(`${cl}: containerPort ${metricsPort} named metrics (--metrics_address)`,
+  metricsPort !== null && ports.some((p) => p.name === "metrics" && p.containerPort === metricsPort));
+check(`${cl}: containerPort ${healthPort} (--health_address)`,
+  healthPort !== null && ports.some((p) => p.containerPort === healthPort));
+
+// --- 3. The PodMonitor. ---------------------------------------------------------------
+const monitors = docs.filter((d) => d.doc?.kind === "PodMonitor");
+check("a PodMonitor", monitors.length > 0);
+const podLabels = get(ds.doc, "spec", "template", "metadata", "labels") ?? {};
+for (const pm of monitors) {
+  const spec = pm.doc.spec ?? {};
+  check(`${pm.label}: namespace ${ns}`, pm.doc.metadata?.namespace === ns ||
+    (get(spec, "namespaceSelector", "matchNames") ?? []).includes(ns));
+  const sel = get(spec, "selector", "matchLabels") ?? {};
+  check(`${pm.label}: selector matches the DaemonSet's pods`,
+    Object.keys(sel).length > 0 && Object.entries(sel).every(([k, v]) => podLabels[k] === v), JSON.stringify(sel));
+  const eps = spec.podMetricsEndpoints ?? [];
+  check(`${pm.label}: podMetricsEndpoints`, eps.length > 0);
+  for (const ep of eps) {
+    check(`${pm.label}: endpoint port metrics is the container's`, ep.port === "metrics" &&
+      ports.some((p) => p.name === ep.port), `port ${JSON.stringify(ep.port)}`);
+    check(`${pm.label}: endpoint path /metrics`, ep.path === "/metrics", `is ${ep.path}`);
+    check(`${pm.label}: endpoint interval 30s`, ep.interval === "30s", `is ${ep.interval}`);
+  }
+}
+
+// --- 4. The CSI sidecar: every container named umpath-sidecar. -------------------------
+const gidsOf = (s) => (s ?? "").split(",").filter((x) => /^\d+$/.test(x)).map(Number);
+const socketGid = gidsOf(flags.get("socket_group"))[0];
+const adminGids = gidsOf(flags.get("admin_groups"));
+const workloads = docs.filter((d) => ["DaemonSet", "Deployment", "StatefulSet", "Pod"].includes(d.doc?.kind));
+let sidecars = 0;
+for (const w of workloads) {
+  const spec = w.doc.kind === "Pod" ? w.doc.spec : get(w.doc, "spec", "template", "spec");
+  for (const sc of spec?.containers ?? []) {
+    if (sc.name !== "umpath-sidecar") continue;
+    sidecars++;
+    const sl = `${w.label} container umpath-sidecar`;
+    // The commands it runs: its command and args, and the ConfigMaps it mounts.
+    let text = [...(sc.command ?? []), ...(sc.args ?? [])].join(" ");
+    for (const m of sc.volumeMounts ?? []) {
+      const v = (spec.volumes ?? []).find((x) => x.name === m.name);
+      const scm = v?.configMap ? docs.find((d) => d.doc?.kind === "ConfigMap" && d.doc.metadata?.name === v.configMap.name &&
+        d.doc.metadata?.namespace === w.doc.metadata?.namespace) : undefined;
+      if (v?.configMap) check(`${sl}: ConfigMap ${v.configMap.name} is in the manifests`, scm !== undefined);
+      text += ` ${Object.values(scm?.doc.data ?? {}).join("\n")}`;
+    }
+    check(`${sl}: uses umpathd's socket ${socket}`, text.includes(socket) && text.includes("--socket="));
+    check(`${sl}: runs umpathctl set-delayed-removal HEAD SECS`, /umpathctl[\s\S]*set-delayed-removal\s+\S+\s+\S+/.test(text));
+    check(`${sl}: waits for the head (umpathctl head HEAD)`, /\bhead\s+"?\$/.test(text) && /\b(while|until)\b/.test(text));
+    const m = mountFor(spec, sc, socket);
+    check(`${sl}: mounts the node's ${socketHostDir} (umpathd's socket directory)`,
+      m?.host !== null && m?.host !== undefined && socketHostDir !== null && path.posix.dirname(m.host) === socketHostDir,
+      m ? `its ${socket} is the node's ${m.host}` : `${socket} is not mounted`);
+    const uid = sc.securityContext?.runAsUser ?? spec.securityContext?.runAsUser;
+    const nonRoot = sc.securityContext?.runAsNonRoot ?? spec.securityContext?.runAsNonRoot;
+    check(`${sl}: runs without root`, nonRoot === true && uid !== undefined && uid !== 0, `runAsNonRoot ${nonRoot} runAsUser ${uid}`);
+    check(`${sl}: allowPrivilegeEscalation false`, sc.securityContext?.allowPrivilegeEscalation === false);
+    const supplemental = spec.securityContext?.supplementalGroups ?? [];
+    check(`${sl}: supplementalGroups has --socket_group ${socketGid}`, socketGid !== undefined && supplemental.includes(socketGid),
+      JSON.stringify(supplemental));
+    // umpathd takes a Unix caller's role from SO_PEERCRED (uid, primary gid).
+    const gid = sc.securityContext?.runAsGroup ?? spec.securityContext?.runAsGroup;
+    check(`${sl}: runAsGroup is one of --admin_groups ${adminGids.join(",")} (roles go by the primary gid)`,
+      adminGids.includes(gid), `runAsGroup ${gid}`);
+  }
+  // A CSI driver's own socket stays under /var/lib/kubelet/plugins, apart from umpathd's.
+  for (const v of spec?.volumes ?? []) {
+    const hp = v.hostPath?.path;
+    if (hp && under(hp, "/var/lib/kubelet/plugins") && socketHostDir) {
+      check(`${w.label}: volume ${v.name} (${hp}) is not umpathd's socket directory`, !under(socketHostDir, hp));
+    }
+  }
+}
+check("a container umpath-sidecar (the CSI node plugin example)", sidecars > 0);
+
+finish();

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Validates deploy/kubernetes offline (validate.mjs: every document against its
+# kubernetes-models schema, then what umpathd's deployment needs, against umpathd's own
+# flags), then proves the validation can fail: broken copies of the manifests must each
+# be refused, with the failure that names what was broken.
+#
+#   bash deploy/kubernetes/validate_test.sh        # from the repo root (or anywhere)
+#
+# Needs node and build/tools/node_modules/{kubernetes-models,@kubernetes-models/
+# prometheus-operator,js-yaml} (deploy/dev/install-deps.sh installs them). Closes with
+# "validate_test: N passed, M failed"; exits 1 on any failure.
+set -uo pipefail
+cd "$(dirname "$0")/../.." || exit 1
+repo="$PWD"
+modules="$repo/build/tools/node_modules"
+validator="$repo/deploy/kubernetes/validate.mjs"
+
+passed=0
+failed=0
+summary() {
+  echo "validate_test: $passed passed, $failed failed"
+  [ "$failed" -eq 0 ]
+  exit $?
+}
+
+if ! command -v node >/dev/null 2>&1; then
+  echo "FAIL node is not installed (bash deploy/dev/install-deps.sh installs it)"
+  failed=1
+  summary
+fi
+for p in kubernetes-models @kubernetes-models/prometheus-operator js-yaml; do
+  if [ ! -f "$modules/$p/package.json" ]; then
+    echo "FAIL $modules/$p is missing: npm install --prefix build/tools --no-audit --no-fund" \
+         "kubernetes-models@5.1.0 @kubernetes-models/prometheus-operator@6.0.0 js-yaml@4.1.0" \
+         "(the npm line of deploy/dev/install-deps.sh)"
+    failed=$((failed + 1))
+  fi
+done
+[ "$failed" -eq 0 ] || summary
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+
+# 1. The manifests as they are: every check passes.
+echo "=== deploy/kubernetes"
+node "$validator" --dir="$repo/deploy/kubernetes" --repo="$repo" --modules="$modules" >"$tmp/real.log" 2>&1
+rc=$?
+cat "$tmp/real.log"
+last="$(tail -n 1 "$tmp/real.log")"
+if [[ "$last" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+  passed=$((passed + BASH_REMATCH[1]))
+  failed=$((failed + BASH_REMATCH[2]))
+  if [ "$rc" -ne 0 ] && [ "${BASH_REMATCH[2]}" -eq 0 ]; then
+    echo "FAIL validate.mjs exited $rc with no failed check"
+    failed=$((failed + 1))
+  fi
+else
+  echo "FAIL validate.mjs did not finish (exit $rc)"
+  failed=$((failed + 1))
+fi
+
+# 2. Broken copies. Each: a name, the file, a sed expression, and a pattern that the
+# validator's output must have (a FAIL line naming what was broken).
+mutant() {
+  local name="$1" file="$2" expr="$3" want="$4"
+  local copy="$tmp/$name"
+  cp -r "$repo/deploy/kubernetes" "$copy"
+  sed -i -e "$expr" "$copy/$file"
+  echo "=== broken copy: $name ($file: sed '$expr')"
+  if cmp -s "$repo/deploy/kubernetes/$file" "$copy/$file"; then
+    echo "FAIL $name: the sed expression changed nothing in $file (the test is stale)"
+    failed=$((failed + 1))
+    return
+  fi
+  node "$validator" --dir="$copy" --repo="$repo" --modules="$modules" >"$tmp/$name.log" 2>&1
+  local rc=$?
+  grep '^FAIL' "$tmp/$name.log" | sed 's/^/    /'
+  tail -n 1 "$tmp/$name.log" | sed 's/^/    /'
+  if [ "$rc" -eq 0 ]; then
+    echo "FAIL $name: validate.mjs accepted it"
+    failed=$((failed + 1))
+  elif [ "$rc" -ne 1 ]; then
+    echo "FAIL $name: validate.mjs exited $rc, not 1 (a crash is not a refusal)"
+    failed=$((failed + 1))
+  elif ! grep -Eq -- "$want" "$tmp/$name.log"; then
+    echo "FAIL $name: refused, but without a line matching: $want"
+    failed=$((failed + 1))
+  else
+    echo "ok   $name: refused"
+    passed=$((passed + 1))
+  fi
+}
+
+# kubelet's gRPC probe takes a number only: the schema refuses a named port.
+mutant named-grpc-port umpathd.yaml 's/^\( *\)port: 7444$/\1port: health/' \
+  '^FAIL umpathd\.yaml document 1 \(DaemonSet umpath-system/umpathd\): schema: .*field /spec/template/spec/containers/0/startupProbe/grpc/port must be integer'
+# The socket directory next to the CSI driver's csi.sock.
+mutant socket-under-kubelet-plugins umpathd.yaml 's|^\( *\)path: /run/umpath$|\1path: /var/lib/kubelet/plugins/umpath|' \
+  "^FAIL .*the socket's hostPath directory is not under /var/lib/kubelet/plugins.*: is /var/lib/kubelet/plugins/umpath$"
+# No Prometheus listener in the config.
+mutant no-metrics-address umpathd-config.yaml '/--metrics_address=/d' \
+  '^FAIL ConfigMap umpathd-config umpathd\.flags: --metrics_address$'
+# A flag umpathd does not have (a typo) would stop umpathd at start.
+mutant misspelt-flag umpathd-config.yaml 's/--health_address=/--health_adress=/' \
+  "^FAIL ConfigMap umpathd-config umpathd\.flags: --health_adress is umpathd's: not an ABSL_FLAG"
+# Not privileged: vfio would not work.
+mutant not-privileged umpathd.yaml 's/^\( *\)privileged: true$/\1privileged: false/' \
+  '^FAIL umpathd\.yaml .*container umpathd: securityContext\.privileged$'
+# The sidecar as root.
+mutant sidecar-as-root examples/csi-node-plugin.yaml 's/^\( *\)runAsUser: 65532$/\1runAsUser: 0/' \
+  '^FAIL .*container umpath-sidecar: runs without root'
+
+summary
