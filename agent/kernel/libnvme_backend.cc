@@ -473,7 +473,12 @@ absl::StatusOr<std::string> LibnvmeBackend::Attach(const std::string& transport,
                                                    const std::string& service,
                                                    const std::string& nqn) {
   MutexLock l(&mu_);
-  if (transport != "kernel") return ConnectLocked(ConnectSpec{transport, address, service, nqn});
+  if (transport != "kernel") {
+    ConnectSpec spec{transport, address, service, nqn};
+    if (absl::Status s = ValidateConnectSpec(spec); !s.ok()) return s;
+    detached_connects_.erase(spec.ToString());
+    return ConnectLocked(spec);
+  }
   const std::string name(absl::StripPrefix(address, "/dev/"));
   if (!IsControllerName(name)) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -515,6 +520,11 @@ absl::Status LibnvmeBackend::Detach(const std::string& name, absl::string_view r
   if (c == nullptr) return absl::NotFoundError(absl::StrCat("controller ", name, " not found"));
   c->signals->draining.store(true, std::memory_order_relaxed);
   const bool fabrics = c->fabrics();
+  for (const ConnectSpec& spec : options_.connect) {
+    if (MatchesConnectSpec(c->transport, c->address, c->subsys_nqn, spec)) {
+      detached_connects_.insert(spec.ToString());
+    }
+  }
   if (fabrics) {
     // Deleting the kernel's controller ends the commands it holds (they fail over).
     nvme_root_t r = nvme_create_root(stderr, LOG_ERR);
@@ -638,17 +648,19 @@ void LibnvmeBackend::ServiceLocked(bool polled) {
   for (auto it = retiring_.begin(); it != retiring_.end();) {
     it = (*it)->released ? retiring_.erase(it) : std::next(it);
   }
-  if (rescan_) {
-    rescan_ = false;
+  // Nothing configured and nothing claimed: nothing a rescan could find (an attach
+  // through the API scans for itself).
+  if (rescan_ && (!options_.claims.empty() || !options_.connect.empty() || !ctrls_.empty())) {
     RescanLocked();
   }
+  rescan_ = false;
   if (!options_.connect.empty() && NowNs() >= next_reconnect_ns_) {
     next_reconnect_ns_ = NowNs() + int64_t{options_.reconnect_secs} * 1'000'000'000;
     for (const ConnectSpec& spec : options_.connect) {
       const bool have = std::any_of(ctrls_.begin(), ctrls_.end(), [&](const auto& c) {
         return MatchesConnectSpec(c->transport, c->address, c->subsys_nqn, spec);
       });
-      if (have) continue;
+      if (have || detached_connects_.contains(spec.ToString())) continue;
       const absl::Status s = ConnectLocked(spec).status();
       if (Changed(spec.ToString(), std::string(s.message()))) {
         Log(s.ok() ? absl::StrCat(spec.ToString(), ": connected again") : std::string(s.message()));

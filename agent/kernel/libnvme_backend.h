@@ -127,6 +127,9 @@ class LibnvmeBackend {
   // Detached through the API while the kernel keeps them: not claimed again by a rescan
   // until they are gone or attached again.
   std::set<std::string> released_ ABSL_GUARDED_BY(mu_);
+  // Configured connects (ConnectSpec::ToString) whose controller was detached through
+  // the API: not connected again until an attach through the API asks for them.
+  std::set<std::string> detached_connects_ ABSL_GUARDED_BY(mu_);
   // The last outcome of claiming or connecting each thing, so retries log only changes.
   std::map<std::string, std::string> last_attempt_ ABSL_GUARDED_BY(mu_);
   bool rescan_ ABSL_GUARDED_BY(mu_) = false;

@@ -45,7 +45,10 @@ for i in $(seq 2 "${UMPATH_LAB_NAMESPACES:-1}"); do
          -device "nvme-ns,drive=d$((i - 1)),nsid=$i,shared=on,nguid=ab000000-0000-0000-0000-0000000001$id,eui64=0xab000000000001$id,uuid=6a5e0d2c-6e1b-4c7e-9d1a-0000000001$id")
 done
 if [ "$hostport" != 0 ]; then
-  args+=(-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$hostport-:50051" -device virtio-net-pci,netdev=n0)
+  # UMPATH_LAB_HOSTFWD: more forwards from host loopback ports to the guest, e.g.
+  # "hostfwd=tcp:127.0.0.1:19810-:9810".
+  args+=(-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$hostport-:50051${UMPATH_LAB_HOSTFWD:+,$UMPATH_LAB_HOSTFWD}"
+         -device virtio-net-pci,netdev=n0)
 fi
 # UMPATH_LAB_EXTRA: more devices for a test (another subsystem, a faulty controller).
 # shellcheck disable=SC2206

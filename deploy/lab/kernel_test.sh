@@ -197,6 +197,13 @@ echo "umpath-lab: k7 buf curl detach exit \$? paths \$(npaths)"
 \$C attach tcp 127.0.0.1 http \$NVMET_NQN; echo "umpath-lab: k7 bad-port exit \$?"
 \$C attach kernel nvme99; echo "umpath-lab: k7 unknown-controller exit \$?"
 \$C detach nvme99; echo "umpath-lab: k7 unknown-detach exit \$?"
+# Port 1 is one the agent was told to connect (--kernel_connect): detached through the
+# API, it stays detached (no reconnect after 5 s) until attached through the API again.
+\$C detach \$P1 >/dev/null
+sleep 8
+echo "umpath-lab: k7 configured detach: paths \$(npaths), P1 in sysfs \$( [ -e /sys/class/nvme/\$P1 ] && echo yes || echo no), port 1 controller \$(ctrl_of 4420)"
+\$C attach tcp 127.0.0.1 4420 \$NVMET_NQN >/dev/null; echo "umpath-lab: k7 configured attach again exit \$?"
+wait_paths 2
 wait \$f
 echo "umpath-lab: k7 after: paths \$(npaths), controllers \$(ls /sys/class/nvme | tr '\n' ' ')"
 echo "umpath-lab: end k7"
@@ -283,6 +290,8 @@ chk k7 "malformed exit 3" "INVALID_ARGUMENT's exit status"
 chk k7 "service \"http\" is not a port" "a malformed port"
 chk k7 "NOT_FOUND: no kernel NVMe controller nvme99" "an unknown controller"
 chk k7 "unknown-detach exit 5" "detaching an unknown controller"
+chk k7 "configured detach: paths 1, P1 in sysfs no, port 1 controller \$" "a configured controller detached through the API stays detached"
+chk k7 "configured attach again exit 0" "and comes back by an attach"
 clean_fio k7 k7
 chk k7 "k7 after: paths 2" "nothing else disturbed"
 grep -q "umpath-lab: umpathd exit 0" "$log" || fail "umpathd stopped cleanly"

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# CTest (label lab), issue 8: umpathd's metrics end to end. The lab node (kernel backend
+# over the guest's NVMe/TCP target, two paths, the head exported with fio running on it)
+# serves --metrics_address=0.0.0.0:9810, forwarded to a loopback port of the host. There:
+#  m1. promtool check metrics on a live scrape; the series of both paths, the head, the
+#      controllers and the agent;
+#  m2. a real Prometheus (Debian's package, on loopback) scrapes it, and every query of
+#      the alert rules and of the dashboard is evaluated without error and with the
+#      expected series (deploy/prometheus/e2e_check.py);
+#  m3. a path detached (umpathctl in the node): its series are gone from the next scrape,
+#      and the RPC is counted.
+# The host tells the node when to move on through a second forwarded port (nc in the
+# node), so nothing waits on a clock.
+# Usage: metrics_test.sh UMPATHD UMPATHCTL
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+lab_init metrics "$1" "$2"
+fio="$(lab_fio)"
+prom="$(bash "$here/../prometheus/install_prometheus.sh")"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+hp="$(free_port)"; hc="$(free_port)"; hg="$(free_port)"
+H=nguid-ab0000000000000000000000000000f1
+
+cat > "$work/after" <<AFTER
+#!/bin/sh
+U=$umpathd
+C=$ctl
+F=$fio
+H=$H
+. /lab/lib.sh
+. /lab/nvmet.sh
+ctrl_of() { for c in /sys/class/nvme/nvme*; do grep -q "trsvcid=\$1" \$c/address 2>/dev/null && basename \$c; done | head -1; }
+npaths() { \$C head \$H 2>/dev/null | grep -c '^  nvme'; }
+wait_paths() { for i in \$(seq 1 300); do [ "\$(npaths)" = "\$1" ] && return 0; sleep 0.1; done; echo "umpath-lab: \$1 paths never seen"; }
+nvmet_setup 64
+\$U --socket=/run/umpath/umpathd.sock --state_file=/tmp/heads --node=lab --workers=2 --export_all \
+  --kernel_connect=tcp:127.0.0.1:4420:\$NVMET_NQN,tcp:127.0.0.1:4421:\$NVMET_NQN --kernel_poll_ms=500 \
+  --metrics_address=0.0.0.0:9810 > /tmp/umpathd.out 2> /tmp/umpathd.err &
+pid=\$!
+wait_paths 2
+for i in \$(seq 1 300); do [ -b /dev/ublkb0 ] && break; sleep 0.1; done
+\$F --name=load --filename=/dev/ublkb0 --ioengine=io_uring --direct=1 --rw=randrw --bs=4k \
+  --iodepth=4 --rate_iops=100 --time_based --runtime=900 > /tmp/load.fio 2>&1 &
+f=\$!
+sleep 3
+P1=\$(ctrl_of 4420); P2=\$(ctrl_of 4421)
+echo "umpath-lab: metrics ready P1=\$P1 P2=\$P2"
+nc -l -p 7000 > /tmp/cmd1
+echo "umpath-lab: host says \$(cat /tmp/cmd1)"
+\$C detach \$P2
+wait_paths 1
+echo "umpath-lab: detached \$P2, paths \$(npaths)"
+nc -l -p 7000 > /tmp/cmd2
+echo "umpath-lab: host says \$(cat /tmp/cmd2)"
+kill \$f; wait \$f
+kill \$pid; wait \$pid
+echo "umpath-lab: umpathd exit \$?"
+grep -E "^umpathd: (serving metrics|rpc-error|io-errors)" /tmp/umpathd.err | sed 's/^/log: /'
+AFTER
+UMPATH_LAB_AFTER="$work/after" bash "$here/mkinitramfs.sh" "$work/initramfs.gz" \
+  "$here/smoke_init.sh" "$umpathd" "$ctl" "$fio"
+log="$work/serial.log"
+UMPATH_LAB_TCG_THREAD=single UMPATH_LAB_HOSTFWD="hostfwd=tcp:127.0.0.1:$hp-:9810,hostfwd=tcp:127.0.0.1:$hc-:7000" \
+  timeout 900 bash "$here/boot.sh" "$work/initramfs.gz" 0 "$log" "$hg" &
+qemu=$!
+lab_show="umpath|log:|metrics"
+until_log() {  # until_log REGEX SECONDS
+  for _ in $(seq 1 $(($2 * 2))); do
+    grep -qE "$1" "$log" 2>/dev/null && return 0
+    kill -0 "$qemu" 2>/dev/null || break
+    sleep 0.5
+  done
+  tr -d '\r' < "$log" > "$work/s.log"; log="$work/s.log"; fail "the node never said: $1"
+}
+# tell WORD: through the forwarded port to nc in the node (retried until it listens).
+tell() {
+  for _ in $(seq 1 60); do
+    python3 - "$hc" "$1" <<'PY' && return 0
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+s.sendall((sys.argv[2] + "\n").encode())
+s.shutdown(socket.SHUT_WR)
+# slirp accepts at once; a guest that is not listening resets the connection.
+sys.exit(0 if s.recv(1) == b"" else 1)
+PY
+    sleep 1
+  done
+  fail "the node did not take \"$1\""
+}
+scrape() { python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen("http://127.0.0.1:" + sys.argv[1] + "/metrics", timeout=10).read().decode())' "$hp"; }
+series() { grep -v '^#' "$1" | grep -cF -- "$2" || true; }
+
+until_log "umpath-lab: metrics ready" 600
+line="$(tr -d '\r' < "$log" | grep -oE 'metrics ready P1=nvme[0-9]+ P2=nvme[0-9]+')"
+P1="${line#*P1=}"; P1="${P1%% *}"; P2="${line##*P2=}"
+echo "lab: paths $P1 (port 1, optimized) and $P2 (port 2, non-optimized); metrics on 127.0.0.1:$hp"
+
+# m1
+scrape > "$work/m1.txt"
+"$prom/promtool" check metrics < "$work/m1.txt" || fail "m1: promtool check metrics on a live scrape"
+for p in "$P1" "$P2"; do
+  n="$(series "$work/m1.txt" "path=\"$p\"")"
+  [ "$n" -le 15 ] && [ "$n" -ge 15 ] || fail "m1: $p has $n series (15 expected)"
+done
+grep -qE "^umpath_path_ana_state\{head=\"$H\",path=\"$P1\",state=\"optimized\"\} 1$" "$work/m1.txt" || fail "m1: $P1 optimized"
+grep -qE "^umpath_path_ana_state\{head=\"$H\",path=\"$P2\",state=\"non_optimized\"\} 1$" "$work/m1.txt" || fail "m1: $P2 non-optimized"
+grep -qE "^umpath_controller_state\{controller=\"$P1\",state=\"live\"\} 1$" "$work/m1.txt" || fail "m1: $P1 live"
+grep -qE "^umpath_head_paths\{head=\"$H\"\} 2$" "$work/m1.txt" || fail "m1: the head's two paths"
+grep -qE "^umpath_path_io_latency_seconds_count\{head=\"$H\",path=\"$P1\"\} [1-9]" "$work/m1.txt" || fail "m1: fio's I/O on $P1"
+echo "lab: m1: promtool check metrics clean; $(grep -vc '^#' "$work/m1.txt") series, 15 a path; $(grep -E "^umpath_path_io_latency_seconds_count\{head=\"$H\",path=\"$P1\"\}" "$work/m1.txt")"
+
+# m2
+python3 "$here/../prometheus/e2e_check.py" "127.0.0.1:$hp" --expect-head "$H" \
+  --expect-path "$P1" --expect-path "$P2=non_optimized" > "$work/m2.txt" 2>&1 || { cat "$work/m2.txt"; fail "m2: a real Prometheus"; }
+tail -n 3 "$work/m2.txt" | sed 's/^/lab: m2: /'
+
+# m3
+tell detach
+until_log "umpath-lab: detached $P2, paths 1" 120
+scrape > "$work/m3.txt"
+[ "$(series "$work/m3.txt" "path=\"$P2\"")" = 0 ] || fail "m3: the detached path's series are gone"
+[ "$(series "$work/m3.txt" "controller=\"$P2\"")" = 0 ] || fail "m3: its controller's series are gone"
+[ "$(series "$work/m3.txt" "path=\"$P1\"")" = 15 ] || fail "m3: the other path stays"
+grep -qE "^umpath_head_paths\{head=\"$H\"\} 1$" "$work/m3.txt" || fail "m3: one path left"
+grep -qE '^umpath_rpcs_total\{method="DetachController",code="OK"\} 1$' "$work/m3.txt" || fail "m3: the RPC is counted"
+echo "lab: m3: $P2 detached: 0 series of it left, $(grep -E '^umpath_rpcs_total\{method="DetachController"' "$work/m3.txt")"
+tell done
+wait "$qemu" || true
+qemu=""
+tr -d '\r' < "$log" > "$work/s.log"
+log="$work/s.log"
+grep -q "umpath-lab: umpathd exit 0" "$log" || fail "umpathd stopped cleanly"
+grep -E "^log: " "$log" | sed 's/^/lab: /' || true
+echo "lab: metrics test passed"
