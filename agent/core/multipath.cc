@@ -512,6 +512,7 @@ absl::Status Multipath::OnAnaLog(absl::string_view controller, absl::Span<const 
 }
 
 void Multipath::ApplyAnaLog(Controller* c, const nvme::AnaLog& log) {
+  bool changed = false;
   for (auto& p : c->paths) {
     const PathStateWord before = PathStateWord::Unpack(p->shared.state->state.load());
     bool listed = false;
@@ -532,6 +533,7 @@ void Multipath::ApplyAnaLog(Controller* c, const nvme::AnaLog& log) {
     // has happened.
     StorePathState(p.get(), /*clear_ana_pending=*/true);
     const PathStateWord after = p->Word();
+    changed |= before.Pack() != after.Pack();
     if (before.Pack() != after.Pack() && p->head) {
       Emit(Event{.type = EventType::kPathStateChanged, .head = p->head->name,
                  .path = c->name, .controller = c->name, .from = AnaText(before),
@@ -550,7 +552,11 @@ void Multipath::ApplyAnaLog(Controller* c, const nvme::AnaLog& log) {
     c->anatt_deadline = 0;
   }
   c->last_ana_log = log;
-  for (Head* h : HeadsOf(*c)) KickHead(h);
+  // Waiting I/O is looked at again only if a path may have become selectable: a log
+  // that changes nothing (a backend that polls reads many) wakes no worker.
+  if (changed) {
+    for (Head* h : HeadsOf(*c)) KickHead(h);
+  }
 }
 
 // --- Helpers. ---

@@ -652,5 +652,19 @@ TEST_F(MultipathTest, CompletionLatencyIsCountedPerPathInBuckets) {
   EXPECT_EQ(c.last_error_status, nvme::Status::Make(sc::kInvalidField, true).ToCompletionField());
 }
 
+// A backend that polls the ANA log (the kernel's, with its multipath off) reads the same
+// log again and again: one that changes nothing posts nothing to the workers.
+TEST_F(MultipathTest, AnAnaLogThatChangesNothingWakesNoWorker) {
+  AddController("c0", -1, /*ana=*/true);
+  ASSERT_OK(Ana("c0", {{1, AnaState::kOptimized, {1}}}));
+  ASSERT_OK_AND_ASSIGN(std::string head, AddPath("c0"));
+  ASSERT_OK(Ana("c0", {{1, AnaState::kOptimized, {1}}}));
+  Run();
+  ASSERT_OK(Ana("c0", {{1, AnaState::kOptimized, {1}}}));
+  EXPECT_EQ(workers_[0]->RunOnce(), 0u);
+  ASSERT_OK(Ana("c0", {{1, AnaState::kNonOptimized, {1}}}));
+  EXPECT_GT(workers_[0]->RunOnce(), 0u) << "a changed state is looked at";
+}
+
 }  // namespace
 }  // namespace umpath

@@ -61,11 +61,19 @@ counts() { echo "P1 \$(col \$P1 6) P2 \$(col \$P2 6)"; }
 
 nvmet_setup 128
 echo "umpath-lab: kernel multipath \$(cat /sys/module/nvme_core/parameters/multipath)"
-\$U --socket=\$S --state_file=/tmp/heads --node=lab --workers=2 --export_all \
-  --kernel_connect=tcp:127.0.0.1:4420:\$NVMET_NQN --kernel_controllers=\$NVMET_NQN \
-  --kernel_poll_ms=500 --fabrics_ctrl_loss_tmo_secs=6 --fabrics_reconnect_delay_secs=1 \
-  > /tmp/umpathd.out 2> /tmp/umpathd.err &
-pid=\$!
+# An agent that dies says how at once (and fio fails rather than waiting for it: no
+# user recovery here).
+( \$U --socket=\$S --state_file=/tmp/heads --node=lab --workers=2 --export_all \
+    --kernel_connect=tcp:127.0.0.1:4420:\$NVMET_NQN --kernel_controllers=\$NVMET_NQN \
+    --kernel_poll_ms=500 --fabrics_ctrl_loss_tmo_secs=6 --fabrics_reconnect_delay_secs=1 \
+    --ublk_user_recovery=false > /tmp/umpathd.out 2> /tmp/umpathd.err &
+  echo \$! > /tmp/umpathd.pid
+  wait \$!
+  rc=\$?
+  [ -e /tmp/stopping ] || { echo "umpath-lab: umpathd died, exit status \$rc"; tail -40 /tmp/umpathd.err; dmesg | grep -vE 'nvme|I/O error' | tail -20; }
+  echo "umpath-lab: umpathd exit \$rc" ) &
+for i in \$(seq 1 50); do [ -s /tmp/umpathd.pid ] && break; sleep 0.1; done
+pid=\$(cat /tmp/umpathd.pid)
 \$C watch > /tmp/watch.log 2>&1 &
 wait_paths 1
 
@@ -208,8 +216,10 @@ wait \$f
 echo "umpath-lab: k7 after: paths \$(npaths), controllers \$(ls /sys/class/nvme | tr '\n' ' ')"
 echo "umpath-lab: end k7"
 
-kill \$pid; wait \$pid
-echo "umpath-lab: umpathd exit \$?"
+touch /tmp/stopping
+kill \$pid
+while kill -0 \$pid 2>/dev/null; do sleep 0.1; done
+sleep 0.5
 sed 's/^/watch: /' /tmp/watch.log | grep -vE 'progress' | tail -80
 grep -E "^umpath-kernel:|^umpathd:" /tmp/umpathd.err | sed 's/^/log: /' | tail -60
 AFTER
@@ -221,6 +231,7 @@ UMPATH_LAB_TCG_THREAD=single timeout 1500 bash "$here/boot.sh" "$work/initramfs.
 tr -d '\r' < "$log" > "$work/s.log"
 log="$work/s.log"
 clean_fio() { chk "$1" "$2 fio exit 0 err= *0" "$2: fio verified with zero errors"; }
+grep -q "umpath-lab: umpathd died" "$log" && fail "umpathd died"
 
 section k0
 grep -q "umpath-lab: nvmet ready" "$log" || fail "the NVMe/TCP target is up"
