@@ -68,7 +68,7 @@ void Channel::SubmitTo(IoRequest* req, int slot_index) {
   req->nsid = slot.nsid;
   switch (slot.qp->qp->Submit(req)) {
     case SubmitResult::kOk:
-      req->submitted_at = worker_->Now();
+      req->submitted_at = worker_->LoopNow();
       ++epoch->in_flight;
       ++in_flight_;
       PathWorkerCounters::Add(slot.counters->submitted, 1);
@@ -135,7 +135,7 @@ void Channel::OnCompletion(IoRequest* req, nvme::Status status) {
   if (ABSL_PREDICT_TRUE(d == nvme::Disposition::kComplete)) {
     PathWorkerCounters::Add(slot.counters->completed, 1);
     PathWorkerCounters::Add(slot.counters->bytes, req->data_len);
-    const int64_t latency = worker_->Now() - req->submitted_at;
+    const int64_t latency = worker_->LoopNow() - req->submitted_at;
     PathWorkerCounters::Add(slot.counters->latency_ns_sum, static_cast<uint64_t>(latency));
     if (latency <= 1'000'000) {
       PathWorkerCounters::Add(slot.counters->latency_le_1ms, 1);

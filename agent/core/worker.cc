@@ -68,6 +68,7 @@ uint32_t Worker::DrainInbox() {
 }
 
 uint32_t Worker::RunOnce() {
+  loop_now_ = 0;
   uint32_t work = DrainInbox();
   for (auto& q : qps_) work += q->qp->Poll(*this, kPollBatch);
   for (IoSource* src : sources_) work += src->Poll(*this);
@@ -83,6 +84,7 @@ uint32_t Worker::RunOnce() {
   }
   if (!dead_channels_.empty()) ReapDeadChannels();
   Flush();
+  loop_now_ = 0;  // a submit between passes reads the clock afresh
   return work;
 }
 

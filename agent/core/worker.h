@@ -93,6 +93,13 @@ class Worker final : public CompletionSink {
   uint32_t Distance(int numa_node) const;
   const Options& options() const { return options_; }
   int64_t Now() const { return options_.clock->MonotonicNanos(); }
+  // The time of this pass through RunOnce, read once, when first asked: per-I/O
+  // timestamps (completion latency) cost one clock read per pass, not two per I/O, and
+  // are exact to within a pass.
+  int64_t LoopNow() {
+    if (loop_now_ == 0) loop_now_ = Now();
+    return loop_now_;
+  }
   void RequestAnaRead(ControllerShared* c) {
     if (options_.ana_requester) options_.ana_requester->RequestAnaRead(c);
   }
@@ -130,6 +137,7 @@ class Worker final : public CompletionSink {
   absl::flat_hash_map<uint64_t, std::unique_ptr<Channel>> channels_;
   std::vector<std::unique_ptr<Channel>> dead_channels_;  // removed, I/O still in flight
   bool all_qps_wakeable_ = true;
+  int64_t loop_now_ = 0;  // 0: not read in this pass
 };
 
 }  // namespace umpath
