@@ -219,6 +219,12 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   using namespace umpath;
 
+  // A broken pipe is an error to return, never a reason to die. The kernel's NVMe/TCP host
+  // (6.12) sends on its sockets from the task that submits the I/O, without
+  // MSG_NOSIGNAL: when the connection breaks, that is one of our workers, and it gets a
+  // SIGPIPE (seen in the lab when a port went away).
+  signal(SIGPIPE, SIG_IGN);
+
   // Signals are taken by a sigwait below, never by a handler.
   sigset_t sigs;
   sigemptyset(&sigs);
