@@ -219,10 +219,10 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   using namespace umpath;
 
-  // A broken pipe is an error to return, never a reason to die. The kernel's NVMe/TCP host
-  // (6.12) sends on its sockets from the task that submits the I/O, without
-  // MSG_NOSIGNAL: when the connection breaks, that is one of our workers, and it gets a
-  // SIGPIPE (seen in the lab when a port went away).
+  // A broken pipe is an error to return, never a reason to die. In the lab umpathd died
+  // of SIGPIPE (exit status 141) as an NVMe/TCP port went away, with "failed to send
+  // request -32" from the kernel's host: most likely its inline send, made in the task
+  // that submitted the I/O (our worker) and without MSG_NOSIGNAL.
   signal(SIGPIPE, SIG_IGN);
 
   // Signals are taken by a sigwait below, never by a handler.

@@ -1,5 +1,6 @@
 #include "agent/kernel/libnvme_backend.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/netlink.h>
 #include <sys/epoll.h>
@@ -114,35 +115,43 @@ struct LibnvmeBackend::Ctrl final : ControllerBackend {
   }
 };
 
+// libnvme's own tree scan (nvme_scan_topology) opens every namespace's block device on
+// the node and sends it Identify (1.3: tree.c nvme_ns_open -> nvme_ns_init), on every
+// rescan: intrusive on a production node, and it blocks or fails on a controller that
+// is reconnecting. The same facts come from sysfs with libnvme's directory filters,
+// touching no device; Identify goes only to the controllers this agent claims.
 std::vector<LibnvmeBackend::Scanned> LibnvmeBackend::ScanTopology() {
-  std::vector<LibnvmeBackend::Scanned> out;
-  nvme_root_t r = nvme_create_root(stderr, LOG_ERR);
-  if (r == nullptr) return out;
-  (void)nvme_scan_topology(r, nullptr, nullptr);
-  nvme_host_t h;
-  nvme_subsystem_t s;
-  nvme_ctrl_t c;
-  nvme_ns_t n;
-  nvme_for_each_host(r, h) {
-    nvme_for_each_subsystem(h, s) {
-      nvme_subsystem_for_each_ctrl(s, c) {
-        LibnvmeBackend::Scanned sc;
-        sc.name = S(nvme_ctrl_get_name(c));
-        sc.transport = S(nvme_ctrl_get_transport(c));
-        sc.address = S(nvme_ctrl_get_address(c));
-        sc.subsys_nqn = S(nvme_subsystem_get_nqn(s));
-        sc.state = S(nvme_ctrl_get_state(c));
-        int numa = -1;
-        if (absl::SimpleAtoi(S(nvme_ctrl_get_numa_node(c)), &numa)) sc.numa = numa;
-        nvme_ctrl_for_each_ns(c, n) {
-          sc.namespaces.emplace_back(static_cast<uint32_t>(nvme_ns_get_nsid(n)),
-                                     S(nvme_ns_get_name(n)));
-        }
-        if (!sc.name.empty()) out.push_back(std::move(sc));
+  std::vector<Scanned> out;
+  dirent** ctrls = nullptr;
+  const int n = nvme_scan_ctrls(&ctrls);
+  for (int i = 0; i < n; ++i) {
+    Scanned sc;
+    sc.name = ctrls[i]->d_name;
+    const std::string dir = absl::StrCat("/sys/class/nvme/", sc.name);
+    // A controller that is going away as it is read is simply not there.
+    if (!ReadFirstLine(dir + "/state", &sc.state)) continue;
+    ReadFirstLine(dir + "/transport", &sc.transport);
+    ReadFirstLine(dir + "/address", &sc.address);
+    ReadFirstLine(dir + "/subsysnqn", &sc.subsys_nqn);
+    std::string numa;
+    int node = -1;
+    if (ReadFirstLine(dir + "/numa_node", &numa) && absl::SimpleAtoi(numa, &node)) sc.numa = node;
+    dirent** ns = nullptr;
+    const int m = scandir(dir.c_str(), &ns, nvme_namespace_filter, alphasort);
+    for (int j = 0; j < m; ++j) {
+      std::string text;
+      uint32_t nsid = 0;
+      if (ReadFirstLine(absl::StrCat(dir, "/", ns[j]->d_name, "/nsid"), &text) &&
+          absl::SimpleAtoi(text, &nsid) && nsid != 0) {
+        sc.namespaces.emplace_back(nsid, ns[j]->d_name);
       }
+      free(ns[j]);
     }
+    if (m > 0) free(ns);
+    out.push_back(std::move(sc));
   }
-  nvme_free_tree(r);
+  for (int i = 0; i < n; ++i) free(ctrls[i]);
+  if (n > 0) free(ctrls);
   return out;
 }
 
@@ -405,7 +414,6 @@ absl::StatusOr<std::string> LibnvmeBackend::ConnectLocked(ConnectSpec spec) {
   }
   nvme_root_t r = nvme_create_root(stderr, LOG_ERR);
   if (r == nullptr) return absl::InternalError("libnvme: no root");
-  (void)nvme_scan_topology(r, nullptr, nullptr);
   nvme_host_t h = options_.host_nqn.empty()
                       ? nvme_default_host(r)
                       : nvme_lookup_host(r, options_.host_nqn.c_str(),
@@ -527,24 +535,11 @@ absl::Status LibnvmeBackend::Detach(const std::string& name, absl::string_view r
   }
   if (fabrics) {
     // Deleting the kernel's controller ends the commands it holds (they fail over).
+    // libnvme's view of this one controller only (it talks to no other device).
     nvme_root_t r = nvme_create_root(stderr, LOG_ERR);
-    bool done = false;
-    if (r != nullptr && nvme_scan_topology(r, nullptr, nullptr) == 0) {
-      nvme_host_t h;
-      nvme_subsystem_t s;
-      nvme_ctrl_t k;
-      nvme_for_each_host(r, h) {
-        nvme_for_each_subsystem(h, s) {
-          nvme_subsystem_for_each_ctrl(s, k) {
-            if (!done && S(nvme_ctrl_get_name(k)) == name) {
-              if (nvme_disconnect_ctrl(k) != 0) {
-                Log(absl::StrCat(name, ": disconnect: ", std::strerror(errno)));
-              }
-              done = true;
-            }
-          }
-        }
-      }
+    nvme_ctrl_t k = r != nullptr ? nvme_scan_ctrl(r, name.c_str()) : nullptr;
+    if (k == nullptr || nvme_disconnect_ctrl(k) != 0) {
+      Log(absl::StrCat(name, ": disconnect: ", std::strerror(errno)));
     }
     if (r != nullptr) nvme_free_tree(r);
   }
