@@ -126,8 +126,11 @@ void RpcStats::Count(const std::string& method, int code, const std::string& mes
   {
     MutexLock l(&mu_);
     ++counts_[{method, code}];
+    // Reads, watches, health and reflection (buf curl probes v1 reflection first, which
+    // gRPC 1.51 answers UNIMPLEMENTED) are counted, not logged.
     const bool reads = absl::StartsWith(method, "Get") || absl::StartsWith(method, "List") ||
-                       method == "WatchEvents" || method == "Check" || method == "Watch";
+                       method == "WatchEvents" || method == "Check" || method == "Watch" ||
+                       method == "ServerReflectionInfo";
     if (code == 0 || reads || !log_) return;
     const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
                             std::chrono::steady_clock::now().time_since_epoch()).count();

@@ -224,5 +224,24 @@ TEST(MetricsEndpointTest, BadAddressesAreRefused) {
               umpath::testing::StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("cannot serve metrics")));
 }
 
+TEST(RpcStatsTest, FailedMutationsAreLoggedAtMostOnceAMethodEvery10s) {
+  std::vector<std::string> lines;
+  RpcStats stats([&](const std::string& l) { lines.push_back(l); });
+  stats.Count("GetHead", 5, "head x not found");             // a read: counted only
+  stats.Count("ServerReflectionInfo", 12, "");                // reflection: counted only
+  stats.Count("AttachController", 14, "could not connect");   // logged
+  stats.Count("AttachController", 14, "could not connect");   // within 10 s: counted
+  stats.Count("DetachController", 5, "controller nvme9 not found");
+  stats.Count("SetDelayedRemoval", 0, "");                    // OK: not logged
+  EXPECT_THAT(lines, ::testing::ElementsAre(
+                         "rpc-error method=AttachController code=UNAVAILABLE message=\"could not connect\"",
+                         "rpc-error method=DetachController code=NOT_FOUND message=\"controller nvme9 not found\""));
+  uint64_t attach = 0;
+  for (const RpcStats::Row& r : stats.Rows()) {
+    if (r.method == "AttachController" && r.code == "UNAVAILABLE") attach = r.count;
+  }
+  EXPECT_EQ(attach, 2u);
+}
+
 }  // namespace
 }  // namespace umpath::server
