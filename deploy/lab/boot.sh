@@ -23,7 +23,7 @@ args=(
   -device intel-iommu,intremap=on,caching-mode=on
   -nographic -no-reboot -serial "file:$log" -monitor none
   -kernel "$kernel" -initrd "$initramfs"
-  -append "console=ttyS0 intel_iommu=on nvme_core.multipath=${UMPATH_LAB_MULTIPATH:-N} panic=-1 quiet"
+  -append "console=ttyS0 intel_iommu=on nvme_core.multipath=${UMPATH_LAB_MULTIPATH:-N} panic=-1 oops=panic quiet"
 )
 if [ "$controllers" != 0 ]; then
   args+=(-device nvme-subsys,id=s0,nqn=nqn.2026-01.io.umpath:lab)
