@@ -395,10 +395,8 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "umpathd: --health_check_ms must be 0 or more\n");
       return bail(2);
     }
-    std::vector<Worker*> raw;
-    for (auto& w : workers) raw.push_back(w.get());
     absl::StatusOr<std::unique_ptr<vfio::VfioManager>> vm =
-        vfio::VfioManager::Create(mp->get(), raw, vo);
+        vfio::VfioManager::Create(mp->get(), mo.workers, vo);
     if (!vm.ok()) {
       std::fprintf(stderr, "umpathd: vfio: %s\n", std::string(vm.status().message()).c_str());
       return bail(1);
@@ -442,10 +440,8 @@ int main(int argc, char** argv) {
       if (vfio_manager) vfio_manager->Stop();
       return bail(2);
     }
-    std::vector<Worker*> raw;
-    for (auto& w : workers) raw.push_back(w.get());
     absl::StatusOr<std::unique_ptr<kernel::LibnvmeBackend>> kb =
-        kernel::LibnvmeBackend::Create(mp->get(), raw, ko);
+        kernel::LibnvmeBackend::Create(mp->get(), mo.workers, ko);
     if (!kb.ok()) {
       std::fprintf(stderr, "umpathd: kernel backend: %s\n", std::string(kb.status().message()).c_str());
       if (vfio_manager) vfio_manager->Stop();
@@ -595,14 +591,12 @@ int main(int argc, char** argv) {
   int rc = 0;
   bool serve = true;
   if (!workload.empty()) {
-    std::vector<Worker*> raw;
-    for (auto& w : workers) raw.push_back(w.get());
     perf::IoMemoryAllocator alloc = alloc_io;
     std::printf("umpathd-workload: start %s bs=%u qd=%u secs=%.1f workers=%d\n", workload.c_str(),
                 wl.block_size, wl.queue_depth, wl.seconds, nworkers);
     std::fflush(stdout);
     wl.stop = &stop_workload;
-    absl::StatusOr<perf::WorkloadResult> r = perf::RunWorkload(mp->get(), raw, alloc, wl);
+    absl::StatusOr<perf::WorkloadResult> r = perf::RunWorkload(mp->get(), mo.workers, alloc, wl);
     for (auto& w : workers) w->Start();
     if (!r.ok()) {
       std::printf("umpathd-workload: failed: %s\n", r.status().ToString().c_str());
