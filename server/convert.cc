@@ -190,6 +190,9 @@ void ToProto(const ControllerInfo& in, v1::Controller* out) {
   out->set_anagrpmax(in.anagrpmax);
   out->set_anatt_secs(in.anatt_secs);
   out->set_anatt_timer_armed(in.anatt_timer_armed);
+  out->set_cqt_ms(in.cqt_ms);
+  out->set_fenced_ios(in.fenced_ios);
+  out->set_stray_completions(in.stray_completions);
   for (const std::string& h : in.heads) out->add_heads(HeadName(h));
 }
 

@@ -174,6 +174,10 @@ std::vector<MetricFamily> BuildMetricFamilies(const std::vector<HeadInfo>& heads
   f.Get("umpath_path_io_latency_seconds", MetricType::Histogram,
         "Time from submit to completion of successful I/O on the path");
   f.Get("umpath_controller_state", G, "Controller state: 1 for the current state, 0 for the others");
+  f.Get("umpath_controller_fenced_ios_total", C,
+        "Commands of the controller handed back for failover after it was fenced and its CQT passed");
+  f.Get("umpath_controller_stray_completions_total", C,
+        "Completions dropped: identifier not in flight, or of an earlier use of it");
   f.Get("umpath_head_paths", G, "Paths of the head");
   f.Get("umpath_head_live_paths", G, "Paths of the head whose controller is live");
   f.Get("umpath_head_selectable_paths", G, "Paths of the head I/O may be sent to");
@@ -221,7 +225,15 @@ std::vector<MetricFamily> BuildMetricFamilies(const std::vector<HeadInfo>& heads
     for (const auto& [state, name] : kControllerStates) {
       st.metric.push_back(Gauge({{"controller", c.name}, {"state", name}}, c.state == state ? 1 : 0));
     }
+    const std::vector<ClientMetric::Label> l = {{"controller", c.name}};
+    f.Get("umpath_controller_fenced_ios_total", C, "")
+        .metric.push_back(Counter(l, static_cast<double>(c.fenced_ios)));
+    f.Get("umpath_controller_stray_completions_total", C, "")
+        .metric.push_back(Counter(l, static_cast<double>(c.stray_completions)));
   }
+  f.Get("umpath_fenced_ios_total", C,
+        "Commands handed back for failover after their controller was fenced, removed controllers included")
+      .metric.push_back(Counter({}, static_cast<double>(agent.fenced_ios)));
   f.Get("umpath_events_total", C, "Events the agent emitted (state changes)")
       .metric.push_back(Counter({}, static_cast<double>(agent.events)));
   f.Get("umpath_watchers", G, "WatchEvents streams open")
@@ -246,6 +258,7 @@ class MetricsEndpoint::Collector final : public prometheus::Collectable {
     AgentStats a;
     a.version = o_.version;
     a.events = o_.mp->journal().current_revision();
+    a.fenced_ios = o_.mp->fenced_ios_total();
     if (o_.watchers) a.watchers = o_.watchers();
     if (o_.watcher_ends) a.watcher_ends = o_.watcher_ends();
     if (o_.rpcs) a.rpcs = o_.rpcs->Rows();

@@ -74,6 +74,7 @@ class RpcStats {
 struct AgentStats {
   std::string version;
   uint64_t events = 0;
+  uint64_t fenced_ios = 0;
   uint64_t watchers = 0;
   WatchEndCounts watcher_ends{};
   std::vector<RpcStats::Row> rpcs;

@@ -73,8 +73,12 @@ TEST(MetricsTest, PathSeriesAreBoundedAndCarryStateCountersAndLatency) {
   ControllerInfo c;
   c.name = "nvme3";
   c.state = ControllerState::kConnecting;
+  c.fenced_ios = 7;
+  c.stray_completions = 2;
+  AgentStats agent;
+  agent.fenced_ios = 9;
   const std::string text =
-      Text(BuildMetricFamilies({Head("nguid-ab01", {"nvme3", "nvme4"})}, {c}, AgentStats{}));
+      Text(BuildMetricFamilies({Head("nguid-ab01", {"nvme3", "nvme4"})}, {c}, agent));
   EXPECT_LE(SeriesWith(text, "path=\"nvme3\""), 15);
   EXPECT_EQ(SeriesWith(text, "path=\"nvme3\""), 15);
   EXPECT_THAT(text, HasSubstr("umpath_path_ana_state{head=\"nguid-ab01\",path=\"nvme3\",state=\"non_optimized\"} 1"));
@@ -91,6 +95,9 @@ TEST(MetricsTest, PathSeriesAreBoundedAndCarryStateCountersAndLatency) {
   EXPECT_THAT(text, HasSubstr("umpath_path_io_latency_seconds_sum{head=\"nguid-ab01\",path=\"nvme3\"} 0.025"));
   EXPECT_THAT(text, HasSubstr("umpath_controller_state{controller=\"nvme3\",state=\"connecting\"} 1"));
   EXPECT_THAT(text, HasSubstr("umpath_controller_state{controller=\"nvme3\",state=\"live\"} 0"));
+  EXPECT_THAT(text, HasSubstr("umpath_controller_fenced_ios_total{controller=\"nvme3\"} 7"));
+  EXPECT_THAT(text, HasSubstr("umpath_controller_stray_completions_total{controller=\"nvme3\"} 2"));
+  EXPECT_THAT(text, HasSubstr("umpath_fenced_ios_total 9"));
   EXPECT_THAT(text, HasSubstr("umpath_head_paths{head=\"nguid-ab01\"} 2"));
   EXPECT_THAT(text, HasSubstr("umpath_head_delayed_removal_seconds{head=\"nguid-ab01\"} 30"));
   // No node label: the scrape adds it.

@@ -205,7 +205,8 @@ void Channel::RetrySamePath(IoRequest* req, const PathShared* path) {
   }
   if (current_) {
     for (size_t i = 0; i < current_->slots.size(); ++i) {
-      if (current_->slots[i].path == path && current_->slots[i].path->Load().selectable()) {
+      const Slot& slot = current_->slots[i];
+      if (slot.path == path && !slot.qp->gone && slot.path->Load().selectable()) {
         SubmitTo(req, static_cast<int>(i));
         return;
       }

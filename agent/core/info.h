@@ -86,6 +86,12 @@ struct ControllerInfo {
   uint8_t anatt_secs = 0;
   bool anatt_timer_armed = false;
   std::vector<std::string> heads;  // heads it has a path in
+  uint32_t cqt_ms = 0;             // Command Quiesce Time it reports
+  // SEMANTICS "Fencing": commands handed back for failover only after the controller was
+  // fenced (and CQT passed), and completions dropped because their identifier was not
+  // in flight or belonged to an earlier use of it.
+  uint64_t fenced_ios = 0;
+  uint64_t stray_completions = 0;
 };
 
 // Settings a head starts with instead of the node defaults (persisted ones, say).

@@ -49,7 +49,10 @@ Multipath::Multipath(MultipathOptions options, int wake_fd)
       journal_(options_.journal_capacity, options_.clock),
       default_policy_(options_.default_policy),
       default_delayed_removal_secs_(options_.default_delayed_removal_secs),
-      wake_fd_(wake_fd) {}
+      wake_fd_(wake_fd) {
+  fence_notice_ = std::make_shared<FenceNotice>();
+  fence_notice_->fd = dup(wake_fd_);
+}
 
 Multipath::~Multipath() {
   Shutdown();
@@ -113,7 +116,13 @@ int64_t Multipath::NextDeadline() const {
     if (t != 0 && (next == 0 || t < next)) next = t;
   };
   for (const auto& h : heads_) consider(h->removal_deadline);
-  for (const auto& [name, c] : controllers_) consider(c->anatt_deadline);
+  for (const auto& [name, c] : controllers_) {
+    consider(c->anatt_deadline);
+    if (c->fence == Fence::kFenced) consider(c->fence_at);
+  }
+  for (const auto& c : retired_) {
+    if (c->fence == Fence::kFenced) consider(c->fence_at);
+  }
   return next;
 }
 
@@ -125,8 +134,11 @@ void Multipath::RequestAnaRead(ControllerShared* controller) {
 
 void Multipath::RunPending() {
   Locked l(this);
-  if (shut_down_) return;
   const int64_t now = options_.clock->MonotonicNanos();
+  // Fences go on after a shutdown too: the backends let go of their controllers then.
+  fence_notice_->pending.store(false, std::memory_order_relaxed);
+  AdvanceFences(now);
+  if (shut_down_) return;
   if (ana_reads_requested_.exchange(false, std::memory_order_acq_rel)) {
     for (auto& [name, c] : controllers_) {
       if (!c->shared->ana_read_requested.exchange(false, std::memory_order_acq_rel)) continue;
@@ -187,6 +199,7 @@ absl::Status Multipath::AddController(const ControllerSpec& spec, ControllerBack
   c->shared->id = next_controller_id_++;
   c->shared->ana_supported = spec.ana_supported;
   c->shared->crdt = spec.crdt;
+  c->qps = queue_pairs;
   // Queue pairs reach the workers before any snapshot that names them.
   for (size_t i = 0; i < options_.workers.size(); ++i) {
     Worker* w = options_.workers[i];
@@ -234,22 +247,27 @@ absl::Status Multipath::RemoveController(absl::string_view name, absl::string_vi
   if (!c) return absl::NotFoundError(absl::StrCat("controller ", name, " not found"));
   const std::string why = reason.empty() ? "controller removed" : std::string(reason);
   c->state = ControllerState::kDead;
+  // Workers adopt the snapshots without these paths first (inbox order): new I/O and
+  // what comes back from the controller go to what remains.
   for (auto& p : c->paths) DetachPath(p.get(), why);
   c->paths.clear();
-  // Workers adopted the snapshots without these paths first (inbox order), so the
-  // aborted I/O fails over to what remains.
-  auto left = std::make_shared<std::atomic<size_t>>(options_.workers.size());
-  ControllerBackend* backend = c->backend;
-  for (Worker* w : options_.workers) {
-    w->Post([w, id = c->shared->id, left, backend] {
-      w->RemoveQueuePair(id, [left, backend] {
-        if (left->fetch_sub(1) == 1 && backend) backend->OnQueuePairsReleased();
-      });
-    });
-  }
-  if (options_.workers.empty() && backend) AfterUnlock([backend] { backend->OnQueuePairsReleased(); });
   Emit(Event{.type = EventType::kControllerRemoved, .controller = c->name, .reason = why});
-  controllers_.erase(controllers_.find(name));
+  auto it = controllers_.find(name);
+  std::unique_ptr<Controller> owned = std::move(it->second);
+  controllers_.erase(it);
+  Controller* raw = owned.get();
+  raw->removing = true;
+  retired_.push_back(std::move(owned));
+  switch (raw->fence) {
+    case Fence::kNone:
+      StartQuiesce(raw);
+      break;
+    case Fence::kHandedBack:  // a reset's hand back is done: only the queue pairs go
+      StartHandBack(raw);
+      break;
+    default:  // a fence under way ends with the queue pairs gone (removing)
+      break;
+  }
   return absl::OkStatus();
 }
 

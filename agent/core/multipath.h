@@ -35,14 +35,23 @@ std::string HeadNameFor(absl::string_view subsys_nqn, uint32_t nsid,
 
 // What the core asks of a controller's backend (vfio, libnvme). Threading: called from
 // the control side with no core lock held; implementations answer asynchronously
-// (Multipath::OnAnaLog, SetControllerState).
+// (Multipath::OnAnaLog, SetControllerState, ControllerFenced).
 class ControllerBackend {
  public:
   virtual ~ControllerBackend() = default;
   virtual void RequestAnaLog() = 0;
   // ANATT expired with a group still in CHANGE (SEMANTICS "ANA").
   virtual void Reset() = 0;
-  // Every worker has let go of the controller's queue pairs after RemoveController.
+  // After RemoveController or QuiesceController: no worker places commands on the
+  // controller's queue pairs or polls them any more. The backend now fences the
+  // controller (SEMANTICS "Fencing") and then calls Multipath::ControllerFenced; until
+  // it does, nothing the controller holds is handed back for failover.
+  virtual void OnQuiesced() = 0;
+  // After QuiesceController and ControllerFenced: the commands it held went back to
+  // their heads; the queue pairs stay out of service until ResumeController.
+  virtual void OnHandedBack() = 0;
+  // After RemoveController: every worker has let go of the controller's queue pairs
+  // (what the layer below still held has come back first).
   virtual void OnQueuePairsReleased() = 0;
 };
 
@@ -56,6 +65,9 @@ struct ControllerSpec {
   uint32_t anagrpmax = 0;
   uint8_t anatt_secs = 0;
   std::array<uint16_t, 3> crdt{};
+  // Command Quiesce Time (Identify Controller, NVMe 2.1): after the controller is fenced,
+  // its commands are handed back only once this has passed. 0: at once.
+  uint16_t cqt_ms = 0;
   ControllerState state = ControllerState::kLive;
 };
 
@@ -110,9 +122,24 @@ class Multipath final : public AnaReadRequester {
                              std::vector<QueuePair*> queue_pairs);
   absl::Status SetControllerState(absl::string_view controller, ControllerState state,
                                   absl::string_view reason = "");
-  // Removes its paths, then asks every worker to fail over and let go of its queue
-  // pairs; the backend's OnQueuePairsReleased runs when they all have.
+  // Removes its paths (new I/O goes elsewhere) and takes its queue pairs out of service
+  // on every worker; what they hold stays held. Then, as for any fence: OnQuiesced, the
+  // backend fences the controller and calls ControllerFenced, the commands are handed
+  // back after CQT, and OnQueuePairsReleased runs once every worker let go.
   absl::Status RemoveController(absl::string_view controller, absl::string_view reason = "");
+  // SEMANTICS "Fencing", the one place commands given to a controller come back without
+  // their completion. QuiesceController takes a controller that stays (a reset) out of
+  // service; OnQuiesced follows. ControllerFenced: the backend made sure the controller
+  // executes nothing more (vfio: disabled, or bus master off and function reset, or
+  // released; kernel: the kernel owns what it holds); after the controller's CQT every
+  // command its queue pairs may give up goes back to its head (failover), then
+  // OnHandedBack (a reset) or OnQueuePairsReleased (a removal). ResumeController puts a
+  // handed-back controller's queue pairs back in service.
+  absl::Status QuiesceController(absl::string_view controller);
+  absl::Status ControllerFenced(absl::string_view controller);
+  absl::Status ResumeController(absl::string_view controller);
+  // Commands handed back after fencing, over the agent's life (metrics).
+  uint64_t fenced_ios_total() const { return fenced_ios_total_.load(std::memory_order_relaxed); }
   // Returns the head name the path joined. A path whose identifiers do not match its
   // head is rejected (FAILED_PRECONDITION) and reported as an event.
   absl::StatusOr<std::string> AddPath(const NamespaceSpec& ns);
@@ -170,6 +197,15 @@ class Multipath final : public AnaReadRequester {
     PathRecordShared shared;
     PathStateWord Word() const;
   };
+  // Where a controller is in SEMANTICS "Fencing".
+  enum class Fence : uint8_t {
+    kNone,         // in service
+    kQuiescing,    // workers told to stop using its queue pairs
+    kQuiesced,     // they have; the backend is fencing it
+    kFenced,       // fenced; waiting out CQT (fence_at)
+    kHandingBack,  // workers hand its commands back
+    kHandedBack,   // done; a reset controller waits for ResumeController
+  };
   struct Controller {
     std::string name;
     ControllerSpec spec;
@@ -179,6 +215,23 @@ class Multipath final : public AnaReadRequester {
     std::vector<std::unique_ptr<Path>> paths;
     std::optional<nvme::AnaLog> last_ana_log;
     int64_t anatt_deadline = 0;  // monotonic ns; 0 = not armed
+    std::vector<QueuePair*> qps;  // one per worker; read here only for their counters
+    Fence fence = Fence::kNone;
+    bool removing = false;  // RemoveController: the fence ends with the queue pairs gone
+    bool handback_removes = false;  // the hand back under way removes the queue pairs
+    int64_t fence_at = 0;   // kFenced: monotonic ns when CQT has passed
+    // Workers that still have to finish the current step, and what they handed back.
+    std::shared_ptr<std::atomic<int>> step_left;
+    std::shared_ptr<std::atomic<uint64_t>> step_handed_back;
+    uint64_t fenced_ios = 0;
+  };
+  // Set by the last worker to finish a fence step (lock-free); the control side then
+  // moves the fence on. Shared with the workers' messages, so it outlives the core.
+  struct FenceNotice {
+    std::atomic<bool> pending{false};
+    int fd = -1;  // a dup of the timer's eventfd
+    ~FenceNotice();
+    void Notify();
   };
   struct Head {
     std::string name;
@@ -226,12 +279,23 @@ class Multipath final : public AnaReadRequester {
   void Emit(Event e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t NextDeadline() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void TimerLoop();
+  // Fencing (multipath_fence.cc).
+  Controller* FindFencing(absl::string_view name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartQuiesce(Controller* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartHandBack(Controller* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AdvanceFences(int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool AdvanceFence(Controller* c, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const MultipathOptions options_;
   EventJournal journal_;
 
   mutable Mutex mu_;
   absl::flat_hash_map<std::string, std::unique_ptr<Controller>> controllers_ ABSL_GUARDED_BY(mu_);
+  // Removed from the topology, still being fenced (their queue pairs hold commands).
+  // A name may be in use again (a controller re-added) while its old one is fenced.
+  std::vector<std::unique_ptr<Controller>> retired_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<FenceNotice> fence_notice_;
+  std::atomic<uint64_t> fenced_ios_total_{0};
   std::vector<std::unique_ptr<Head>> heads_ ABSL_GUARDED_BY(mu_);  // creation order
   uint32_t next_controller_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_head_uid_ ABSL_GUARDED_BY(mu_) = 1;

@@ -264,6 +264,9 @@ ControllerInfo Multipath::DescribeController(const Controller& c) const {
   info.anagrpmax = c.spec.anagrpmax;
   info.anatt_secs = c.spec.anatt_secs;
   info.anatt_timer_armed = c.anatt_deadline != 0;
+  info.cqt_ms = c.spec.cqt_ms;
+  info.fenced_ios = c.fenced_ios;
+  for (const QueuePair* qp : c.qps) info.stray_completions += qp->stray_completions();
   for (const Head* h : HeadsOf(c)) info.heads.push_back(h->name);
   return info;
 }

@@ -35,10 +35,16 @@ class QueuePair {
   virtual void Ring() = 0;
   // Reaps up to `max` completions into `sink`; returns how many.
   virtual uint32_t Poll(CompletionSink& sink, uint32_t max) = 0;
-  // Completes every outstanding command into `sink` with host-aborted (0x371, a path
-  // error): the queue pair is going away and its I/O must fail over.
+  // Called only once the controller is fenced (SEMANTICS "Fencing"; Worker's
+  // HandBackQueuePair): completes every command the queue pair may give up into `sink`
+  // with host-aborted (0x371, a path error), so its I/O fails over. A command a layer
+  // below still owns (the kernel's, for io_uring passthrough) is not completed here: it
+  // stays outstanding and comes back through Poll.
   virtual void AbortAll(CompletionSink& sink) = 0;
   virtual uint32_t outstanding() const = 0;
+  // Completions dropped because their identifier was not in flight, or belonged to an
+  // earlier use of it (a duplicated or late completion). Any thread.
+  virtual uint64_t stray_completions() const { return 0; }
   // An fd that becomes readable when completions arrive (MSI-X eventfd, io_uring), so an
   // idle worker can sleep; -1 when the queue pair can only be polled. The worker only
   // waits on it: Poll() resets it (reads the eventfd), or the worker would spin. Poll may

@@ -153,6 +153,7 @@ TEST_F(RaceTest, TopologyChurnUnderIoLosesNothing) {
   ASSERT_OK_AND_ASSIGN(std::string head, AddPath("c0"));
   ASSERT_OK(AddPath("c1"));
   const uint64_t uid = mp_->GetHead(head)->uid;
+  mp_->Start();  // fences advance on the core's timer, as in the agent
   for (auto& w : workers_) w->Start();
   IoLoop loops[2];
   for (int i = 0; i < 2; ++i) loops[i].Start(workers_[i].get(), uid);
@@ -179,7 +180,9 @@ TEST_F(RaceTest, TopologyChurnUnderIoLosesNothing) {
             std::make_unique<testing::FakeQueuePair>("c1"));
         qps.push_back(qps_["c1-" + std::to_string(round)].back().get());
       }
-      ASSERT_OK(mp_->AddController(spec, nullptr, qps));
+      auto backend = std::make_unique<testing::FakeBackend>(mp_.get(), "c1");
+      ASSERT_OK(mp_->AddController(spec, backend.get(), qps));
+      backends_["c1-" + std::to_string(round)] = std::move(backend);
       ASSERT_OK(AddPath("c1"));
     }
   }

@@ -70,7 +70,10 @@ uint32_t Worker::DrainInbox() {
 uint32_t Worker::RunOnce() {
   loop_now_ = 0;
   uint32_t work = DrainInbox();
-  for (auto& q : qps_) work += q->qp->Poll(*this, kPollBatch);
+  for (auto& q : qps_) {
+    if (!q->quiesced) work += q->qp->Poll(*this, kPollBatch);
+  }
+  if (!draining_.empty()) work += PollDraining();
   for (IoSource* src : sources_) work += src->Poll(*this);
   if (!channels_.empty()) {
     int64_t now = 0;
@@ -105,7 +108,34 @@ Channel* Worker::FindChannel(uint64_t head_uid) {
 uint32_t Worker::outstanding() const {
   uint32_t n = 0;
   for (const auto& q : qps_) n += q->qp->outstanding();
+  for (const auto& q : draining_) n += q->qp->outstanding();
   return n;
+}
+
+uint32_t Worker::polled_outstanding() const {
+  uint32_t n = 0;
+  for (const auto& q : qps_) {
+    if (!q->quiesced) n += q->qp->outstanding();
+  }
+  for (const auto& q : draining_) n += q->qp->outstanding();
+  return n;
+}
+
+void Worker::SetWakeFd(WorkerQueuePair* q, bool watch) {
+  const int fd = q->qp->wake_fd();
+  if (fd >= 0) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = q;
+    epoll_ctl(epoll_fd_, watch ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, fd, watch ? &ev : nullptr);
+  }
+  all_qps_wakeable_ = true;
+  for (const auto& p : qps_) {
+    if (!p->quiesced && p->qp->wake_fd() < 0) all_qps_wakeable_ = false;
+  }
+  for (const auto& p : draining_) {
+    if (p->qp->wake_fd() < 0) all_qps_wakeable_ = false;
+  }
 }
 
 WorkerQueuePair* Worker::FindQueuePair(uint32_t controller_id) {
@@ -127,37 +157,87 @@ void Worker::AddQueuePair(uint32_t controller_id, QueuePair* qp) {
   auto q = std::make_unique<WorkerQueuePair>();
   q->controller_id = controller_id;
   q->qp = qp;
-  if (const int fd = qp->wake_fd(); fd >= 0) {
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.ptr = q.get();
-    epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
-  } else {
-    all_qps_wakeable_ = false;
-  }
+  WorkerQueuePair* raw = q.get();
   qps_.push_back(std::move(q));
   dirty_.reserve(qps_.size());
+  SetWakeFd(raw, true);
 }
 
-void Worker::RemoveQueuePair(uint32_t controller_id, absl::AnyInvocable<void()> released) {
+void Worker::QuiesceQueuePair(uint32_t controller_id) {
+  WorkerQueuePair* q = FindQueuePair(controller_id);
+  if (q == nullptr) return;
+  if (q->quiesced) return;
+  q->quiesced = true;
+  q->gone = true;  // path selection skips it from the next I/O on
+  // Not polled, so its interrupts must not wake this worker either (a level-triggered
+  // eventfd nobody reads would keep it spinning).
+  SetWakeFd(q, false);
+  // Commands placed but not yet rung stay unrung: the controller is about to be fenced.
+  if (q->dirty) {
+    q->dirty = false;
+    dirty_.erase(std::remove(dirty_.begin(), dirty_.end(), q), dirty_.end());
+  }
+}
+
+void Worker::HandBackQueuePair(uint32_t controller_id, HandBackThen then,
+                               absl::AnyInvocable<void(uint32_t)> done) {
   auto it = std::find_if(qps_.begin(), qps_.end(), [&](const auto& q) {
     return q->controller_id == controller_id;
   });
-  if (it != qps_.end()) {
-    WorkerQueuePair* q = it->get();
-    q->gone = true;
-    q->qp->AbortAll(*this);  // its I/O fails over to the other paths
-    if (q->dirty) {
-      dirty_.erase(std::remove(dirty_.begin(), dirty_.end(), q), dirty_.end());
-    }
-    if (const int fd = q->qp->wake_fd(); fd >= 0) {
-      epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
-    }
-    qps_.erase(it);
-    all_qps_wakeable_ = std::all_of(qps_.begin(), qps_.end(),
-                                    [](const auto& q) { return q->qp->wake_fd() >= 0; });
+  if (it == qps_.end()) {
+    if (done) done(0);
+    return;
   }
-  if (released) released();
+  WorkerQueuePair* q = it->get();
+  QuiesceQueuePair(controller_id);
+  const uint32_t before = q->qp->outstanding();
+  q->qp->AbortAll(*this);  // its I/O fails over to the other paths
+  const uint32_t handed_back = before - q->qp->outstanding();
+  if (then == HandBackThen::kKeepQuiesced) {
+    if (done) done(handed_back);
+    return;
+  }
+  std::unique_ptr<WorkerQueuePair> owned = std::move(*it);
+  qps_.erase(it);
+  if (owned->qp->outstanding() == 0) {
+    if (done) done(handed_back);
+    return;
+  }
+  // The kernel still holds commands: they come back through Poll, are never completed
+  // here, and the queue pair goes only once they have.
+  owned->draining = true;
+  owned->drained = [done = std::move(done), handed_back]() mutable {
+    if (done) done(handed_back);
+  };
+  WorkerQueuePair* raw = owned.get();
+  draining_.push_back(std::move(owned));
+  SetWakeFd(raw, true);
+}
+
+uint32_t Worker::PollDraining() {
+  uint32_t work = 0;
+  for (size_t i = 0; i < draining_.size();) {
+    WorkerQueuePair* q = draining_[i].get();
+    work += q->qp->Poll(*this, kPollBatch);
+    if (q->qp->outstanding() > 0) {
+      ++i;
+      continue;
+    }
+    std::unique_ptr<WorkerQueuePair> owned = std::move(draining_[i]);
+    draining_.erase(draining_.begin() + static_cast<std::ptrdiff_t>(i));
+    SetWakeFd(owned.get(), false);
+    if (owned->drained) owned->drained();
+    ++work;
+  }
+  return work;
+}
+
+void Worker::ResumeQueuePair(uint32_t controller_id) {
+  WorkerQueuePair* q = FindQueuePair(controller_id);
+  if (q == nullptr || !q->quiesced) return;
+  q->quiesced = false;
+  q->gone = false;
+  SetWakeFd(q, true);
 }
 
 void Worker::AddSource(IoSource* source) {
@@ -242,7 +322,7 @@ void Worker::Loop() {
     }
     // Commands outstanding on a queue pair that cannot wake us: keep polling, but
     // let the other thread of this core run.
-    if (outstanding() > 0 && !all_qps_wakeable_) {
+    if (polled_outstanding() > 0 && !all_qps_wakeable_) {
       if (++idle > kIdleSpins) sched_yield();
       continue;
     }
@@ -255,7 +335,7 @@ void Worker::Loop() {
     }
     // Commands outstanding: wake now and then even without a completion, so a queue
     // pair can notice a command past its deadline (a controller that stopped answering).
-    if (outstanding() > 0) {
+    if (polled_outstanding() > 0) {
       const int64_t tick = Now() + kOutstandingTickNs;
       if (next == 0 || tick < next) next = tick;
     }

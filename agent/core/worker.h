@@ -22,6 +22,13 @@ struct WorkerQueuePair {
   QueuePair* qp = nullptr;
   bool dirty = false;  // commands placed since the last doorbell
   bool gone = false;   // refused a command as gone, or is being removed
+  // Out of service while its controller is fenced: neither submitted to nor polled;
+  // the commands it holds stay with it until they are handed back.
+  bool quiesced = false;
+  // Handed back and being removed, but a layer below (the kernel) still holds commands:
+  // polled, never submitted to, until it has returned them all; then `drained` runs.
+  bool draining = false;
+  absl::AnyInvocable<void()> drained;
 };
 
 // Told by a worker that a controller's ANA log should be read again (an I/O failed with
@@ -70,9 +77,21 @@ class Worker final : public CompletionSink {
 
   // Control messages (the control side posts these).
   void AddQueuePair(uint32_t controller_id, QueuePair* qp);
-  // Fails over everything outstanding on the queue pair, then forgets it; `released`
-  // runs after the worker holds no reference to it.
-  void RemoveQueuePair(uint32_t controller_id, absl::AnyInvocable<void()> released);
+  // The one way a queue pair leaves service (SEMANTICS "Fencing"):
+  //   Quiesce  - no command is placed on it and it is not polled: from then on the
+  //              backend may disable, reset or release its controller; what it holds
+  //              stays held (nothing is failed over).
+  //   HandBack - once the controller is fenced and its CQT has passed: every command
+  //              the queue pair may give up (QueuePair::AbortAll) goes back to its
+  //              channel for failover; `done` gets how many. With kRemove the worker
+  //              then lets go of the queue pair, after the layer below has returned
+  //              whatever it still holds (polled meanwhile), and `done` runs after that.
+  //   Resume   - a quiesced queue pair (its controller reset) serves again.
+  enum class HandBackThen : uint8_t { kKeepQuiesced, kRemove };
+  void QuiesceQueuePair(uint32_t controller_id);
+  void HandBackQueuePair(uint32_t controller_id, HandBackThen then,
+                         absl::AnyInvocable<void(uint32_t handed_back)> done);
+  void ResumeQueuePair(uint32_t controller_id);
   void AdoptSnapshot(std::shared_ptr<const HeadSnapshot> snapshot);
   void KickHead(uint64_t head_uid);
   void DropHead(uint64_t head_uid, IoError why);
@@ -116,6 +135,11 @@ class Worker final : public CompletionSink {
   explicit Worker(Options options, int event_fd, int epoll_fd);
   uint32_t DrainInbox();
   void ReapDeadChannels();
+  uint32_t PollDraining();  // returns completions reaped and queue pairs let go
+  // Watches (or stops watching) the queue pair's wake fd; keeps all_qps_wakeable_.
+  void SetWakeFd(WorkerQueuePair* q, bool watch);
+  // Outstanding on the queue pairs this worker polls (not quiesced ones).
+  uint32_t polled_outstanding() const;
   void Sleep(int64_t until);
   void Loop();
 
@@ -132,6 +156,7 @@ class Worker final : public CompletionSink {
   std::thread thread_;
 
   std::vector<std::unique_ptr<WorkerQueuePair>> qps_;
+  std::vector<std::unique_ptr<WorkerQueuePair>> draining_;
   std::vector<WorkerQueuePair*> dirty_;
   std::vector<IoSource*> sources_;
   absl::flat_hash_map<uint64_t, std::unique_ptr<Channel>> channels_;

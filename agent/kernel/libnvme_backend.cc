@@ -109,6 +109,10 @@ struct LibnvmeBackend::Ctrl final : ControllerBackend {
     reset_requested = true;
     be->Wake();
   }
+  // The kernel owns what it was given: nothing to fence. The workers hand back only
+  // what the kernel has returned and keep polling for the rest before they let go.
+  void OnQuiesced() override { (void)be->mp_->ControllerFenced(name); }
+  void OnHandedBack() override {}  // never quiesced but to be removed
   void OnQueuePairsReleased() override {
     released = true;
     be->Wake();
@@ -502,20 +506,11 @@ absl::StatusOr<std::string> LibnvmeBackend::Attach(const std::string& transport,
   return absl::NotFoundError(absl::StrCat("no kernel NVMe controller ", name, " (see /sys/class/nvme)"));
 }
 
-void LibnvmeBackend::ReleaseLocked(Ctrl* c, const std::string& reason, bool drain) {
+void LibnvmeBackend::ReleaseLocked(Ctrl* c, const std::string& reason) {
   c->signals->draining.store(true, std::memory_order_relaxed);
-  if (drain) {
-    // The kernel still holds the commands it was given: let them finish (or fail) before
-    // the paths go, so none of their buffers is reused while the kernel writes it.
-    const int64_t until = NowNs() + int64_t{options_.drain_timeout_ms} * 1'000'000;
-    auto busy = [c] {
-      return std::any_of(c->qps.begin(), c->qps.end(),
-                         [](const auto& qp) { return qp->outstanding_shared() > 0; });
-    };
-    while (busy() && NowNs() < until) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    if (busy()) Log(absl::StrCat(c->name, ": commands still in the kernel after ", options_.drain_timeout_ms, " ms"));
-  }
   Log(absl::StrCat(c->name, ": let go: ", reason));
+  // Its paths go now; the commands the kernel holds come back through the workers, who
+  // let go of the rings (OnQueuePairsReleased) only after the last one.
   (void)mp_->RemoveController(c->name, reason);
   auto it = std::find_if(ctrls_.begin(), ctrls_.end(), [c](const auto& p) { return p.get() == c; });
   retiring_.push_back(std::move(*it));
@@ -534,7 +529,8 @@ absl::Status LibnvmeBackend::Detach(const std::string& name, absl::string_view r
     }
   }
   if (fabrics) {
-    // Deleting the kernel's controller ends the commands it holds (they fail over).
+    // Deleting the kernel's controller ends the commands it holds: the kernel fails them
+    // and they fail over as they come back.
     // libnvme's view of this one controller only (it talks to no other device).
     nvme_root_t r = nvme_create_root(stderr, LOG_ERR);
     nvme_ctrl_t k = r != nullptr ? nvme_scan_ctrl(r, name.c_str()) : nullptr;
@@ -543,7 +539,7 @@ absl::Status LibnvmeBackend::Detach(const std::string& name, absl::string_view r
     }
     if (r != nullptr) nvme_free_tree(r);
   }
-  ReleaseLocked(c, std::string(reason), /*drain=*/true);
+  ReleaseLocked(c, std::string(reason));
   if (!fabrics) released_.insert(name);
   return absl::OkStatus();
 }
@@ -602,8 +598,7 @@ void LibnvmeBackend::PollLocked(bool read_ana) {
   }
   for (Ctrl* c : lost) {
     ReleaseLocked(c, absl::StrCat("the kernel removed controller ", c->name,
-                                  " (connection lost past ctrl_loss_tmo, or deleted)"),
-                  /*drain=*/false);
+                                  " (connection lost past ctrl_loss_tmo, or deleted)"));
   }
 }
 
@@ -709,16 +704,31 @@ void LibnvmeBackend::Stop() {
     Wake();
     if (thread_.joinable()) thread_.join();
   }
-  MutexLock l(&mu_);
-  while (!ctrls_.empty()) ReleaseLocked(ctrls_.back().get(), "agent stopping", /*drain=*/true);
-  // The workers let go of the rings (they are still running), then the files close.
-  const int64_t until = NowNs() + 3'000'000'000LL;
-  while (NowNs() < until &&
-         std::any_of(retiring_.begin(), retiring_.end(), [](const auto& c) { return !c->released.load(); })) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  std::vector<Ctrl*> waiting;
+  {
+    MutexLock l(&mu_);
+    while (!ctrls_.empty()) ReleaseLocked(ctrls_.back().get(), "agent stopping");
+    for (const auto& c : retiring_) waiting.push_back(c.get());
   }
+  // The workers let go of the rings once the kernel has returned what it holds (they
+  // are still running); only then do the files close. No lock is held meanwhile: the
+  // event thread is gone and nothing else touches retiring_.
+  const int64_t until = NowNs() + int64_t{options_.drain_timeout_ms} * 1'000'000;
+  auto busy = [&] {
+    return std::any_of(waiting.begin(), waiting.end(), [](Ctrl* c) { return !c->released.load(); });
+  };
+  while (busy() && NowNs() < until) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  MutexLock l(&mu_);
   for (auto it = retiring_.begin(); it != retiring_.end();) {
     it = (*it)->released ? retiring_.erase(it) : std::next(it);
+  }
+  if (!retiring_.empty()) {
+    // The kernel still holds commands of theirs: the rings stay (a worker polls them)
+    // and are left to the process's exit rather than freed under it.
+    Log(absl::StrCat(retiring_.size(), " controller(s) still have commands in the kernel after ",
+                     options_.drain_timeout_ms, " ms; left as they are"));
+    for (auto& c : retiring_) (void)c.release();
+    retiring_.clear();
   }
 }
 

@@ -54,7 +54,9 @@ struct LibnvmeBackendOptions {
   std::string host_id;
   uint32_t queue_depth = 128;  // commands per ring
   int poll_ms = 1000;          // controller state and ANA log
-  int drain_timeout_ms = 5000;  // a detach waits this long for the kernel's commands
+  // Stop waits this long for the kernel to return the commands it holds (it never
+  // completes them itself: SEMANTICS "Fencing"); its own I/O timeout bounds them.
+  int drain_timeout_ms = 35000;
   int ctrl_loss_tmo_secs = 600;  // for fabrics controllers this agent connects
   int reconnect_delay_secs = 10;
   int reconnect_secs = 5;
@@ -100,7 +102,7 @@ class LibnvmeBackend {
   absl::StatusOr<std::string> ClaimLocked(const Scanned& sc) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::string> ConnectLocked(ConnectSpec spec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AddNamespacesLocked(Ctrl* c, const Scanned& sc) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ReleaseLocked(Ctrl* c, const std::string& reason, bool drain)
+  void ReleaseLocked(Ctrl* c, const std::string& reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PollLocked(bool read_ana) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReadAnaLog(Ctrl* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -15,11 +15,6 @@ namespace {
 using nvme::IoOpcode;
 namespace sc = nvme::status_code;
 
-// How long AbortAll waits for commands the kernel still holds: past it their buffers
-// may still be written by the kernel after the I/O failed over, so the backend drains
-// a queue pair before it removes it and this bound is only the last resort.
-constexpr int64_t kAbortWaitNs = 1'000'000'000;
-
 }  // namespace
 
 void ControllerSignals::Notify() const {
@@ -112,7 +107,10 @@ absl::StatusOr<std::unique_ptr<UringQueuePair>> UringQueuePair::Create(UringQueu
 }
 
 UringQueuePair::UringQueuePair(UringQueueOptions options, int event_fd)
-    : options_(std::move(options)), event_fd_(event_fd), slots_(options_.depth, nullptr) {
+    : options_(std::move(options)),
+      event_fd_(event_fd),
+      slots_(options_.depth, nullptr),
+      gens_(options_.depth, 0) {
   free_tags_.reserve(options_.depth);
   for (uint32_t i = options_.depth; i > 0; --i) free_tags_.push_back(i - 1);
 }
@@ -158,12 +156,13 @@ SubmitResult UringQueuePair::Submit(IoRequest* req) {
   const uint32_t tag = free_tags_.back();
   free_tags_.pop_back();
   slots_[tag] = req;
-  req->backend_tag = tag;
+  const uint64_t user_data = tag | uint64_t{++gens_[tag]} << 32;
+  req->backend_tag = user_data;
   std::memset(sqe, 0, 2 * sizeof(io_uring_sqe));  // SQE128: two slots' worth
   sqe->opcode = IORING_OP_URING_CMD;
   sqe->fd = fd;
   sqe->cmd_op = NVME_URING_CMD_IO;
-  sqe->user_data = tag;
+  sqe->user_data = user_data;
   static_assert(sizeof(nvme_uring_cmd) <= 80, "fits the SQE128 command area");
   std::memcpy(sqe->cmd, &cmd, sizeof cmd);
   SetInFlight(in_flight_ + 1);
@@ -204,10 +203,14 @@ uint32_t UringQueuePair::Reap(CompletionSink& sink, uint32_t max) {
   while (n < max) {
     io_uring_cqe* cqe = nullptr;
     if (io_uring_peek_cqe(&ring_, &cqe) != 0 || cqe == nullptr) break;
-    const uint64_t tag = cqe->user_data;
+    const uint64_t tag = cqe->user_data & 0xffffffffu;
+    const uint32_t gen = static_cast<uint32_t>(cqe->user_data >> 32);
     const int32_t res = cqe->res;
     io_uring_cqe_seen(&ring_, cqe);
-    if (tag >= slots_.size() || slots_[tag] == nullptr) continue;  // not ours
+    if (tag >= slots_.size() || slots_[tag] == nullptr || gens_[tag] != gen) {
+      stray_.fetch_add(1, std::memory_order_relaxed);  // a duplicate, or a late one
+      continue;
+    }
     ++n;
     Complete(sink, static_cast<uint32_t>(tag), StatusFromResult(res));
   }
@@ -231,32 +234,20 @@ uint32_t UringQueuePair::Poll(CompletionSink& sink, uint32_t max) {
   return n;
 }
 
+bool UringQueuePair::PostNop(uint64_t user_data) {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  if (sqe == nullptr) return false;
+  std::memset(sqe, 0, 2 * sizeof(io_uring_sqe));
+  io_uring_prep_nop(sqe);
+  sqe->user_data = user_data;
+  return io_uring_submit(&ring_) >= 0;
+}
+
 void UringQueuePair::AbortAll(CompletionSink& sink) {
+  // Placed but not yet submitted: the kernel takes them now and fails or runs them; a
+  // command is never taken back from the ring behind the kernel's back.
   Ring();
-  timespec start{};
-  clock_gettime(CLOCK_MONOTONIC, &start);
-  const int64_t t0 = start.tv_sec * 1'000'000'000LL + start.tv_nsec;
-  while (in_flight_ > refused_count_) {
-    Reap(sink, UINT32_MAX);
-    if (in_flight_ <= refused_count_) break;
-    timespec now{};
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    const int64_t left = kAbortWaitNs - (now.tv_sec * 1'000'000'000LL + now.tv_nsec - t0);
-    if (left <= 0) break;
-    __kernel_timespec ts{0, left < 10'000'000 ? left : 10'000'000};
-    io_uring_cqe* cqe = nullptr;
-    (void)io_uring_wait_cqe_timeout(&ring_, &cqe, &ts);
-  }
   Reap(sink, UINT32_MAX);
-  const nvme::Status aborted = nvme::Status::Make(sc::kHostAbortedCommand);
-  for (uint32_t tag = 0; tag < slots_.size(); ++tag) {
-    if (slots_[tag] == nullptr) continue;
-    IoRequest* req = slots_[tag];
-    slots_[tag] = nullptr;
-    free_tags_.push_back(tag);
-    SetInFlight(in_flight_ - 1);
-    sink.OnCompletion(req, aborted);
-  }
 }
 
 }  // namespace umpath::kernel

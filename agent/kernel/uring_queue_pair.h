@@ -68,9 +68,13 @@ class UringQueuePair final : public QueuePair {
   SubmitResult Submit(IoRequest* req) override;
   void Ring() override;
   uint32_t Poll(CompletionSink& sink, uint32_t max) override;
-  // Reaps what the kernel has finished, waits a little (at most 1 s) for the rest,
-  // then completes whatever is left with host-aborted.
+  // Submits what was placed and reaps what the kernel has finished; whatever the kernel
+  // still holds stays outstanding (the kernel owns it until it returns it: SEMANTICS
+  // "Fencing") and comes back through Poll.
   void AbortAll(CompletionSink& sink) override;
+  uint64_t stray_completions() const override {
+    return stray_.load(std::memory_order_relaxed);
+  }
   uint32_t outstanding() const override { return in_flight_; }
   int wake_fd() const override { return event_fd_; }
 
@@ -79,6 +83,9 @@ class UringQueuePair final : public QueuePair {
   // Any thread: commands the kernel holds, for a drain before removal.
   uint32_t outstanding_shared() const { return in_flight_shared_.load(std::memory_order_relaxed); }
   uint64_t ring_errors() const { return ring_errors_; }
+  // Worker thread. Has the kernel post a completion carrying `user_data` (a no-op):
+  // how tests play a duplicated or late completion.
+  bool PostNop(uint64_t user_data);
 
  private:
   UringQueuePair(UringQueueOptions options, int event_fd);
@@ -94,8 +101,13 @@ class UringQueuePair final : public QueuePair {
   io_uring ring_{};
   bool ring_ready_ = false;
   const int event_fd_;
-  std::vector<IoRequest*> slots_;  // by tag (the SQE's user_data)
+  // The SQE's user_data is a slot (low 32 bits) and that slot's generation (high 32),
+  // bumped on every use: a CQE for a slot not in flight or of an earlier use is dropped
+  // and counted, never taken for the command that holds the slot now.
+  std::vector<IoRequest*> slots_;
+  std::vector<uint32_t> gens_;  // by slot: the generation in flight (or last used)
   std::vector<uint32_t> free_tags_;
+  std::atomic<uint64_t> stray_{0};
   uint32_t in_flight_ = 0;
   std::atomic<uint32_t> in_flight_shared_{0};
   // Refused before reaching the kernel (no such namespace, malformed): completed on the

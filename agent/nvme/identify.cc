@@ -141,6 +141,8 @@ absl::StatusOr<ControllerIdentity> ParseIdentifyController(absl::Span<const uint
   c.anagrpmax = le32toh(id.anagrpmax);
   c.nanagrpid = le32toh(id.nanagrpid);
   c.crdt = {le16toh(id.crdt1), le16toh(id.crdt2), le16toh(id.crdt3)};
+  // libnvme 1.3 still calls bytes 384..511 reserved: CQT is read from the raw data.
+  c.cqt_ms = static_cast<uint16_t>(data[386] | data[387] << 8);
   c.nn = le32toh(id.nn);
   c.oncs = le16toh(id.oncs);
   c.volatile_write_cache = id.vwc & 1;

@@ -52,6 +52,9 @@ struct ControllerIdentity {
   uint32_t anagrpmax = 0;
   uint32_t nanagrpid = 0;
   std::array<uint16_t, 3> crdt{};  // 100 ms units
+  // Command Quiesce Time (NVMe 2.1, bytes 387:386), ms: how long after a controller is
+  // fenced a command it held may still be executing; 0 when not reported.
+  uint16_t cqt_ms = 0;
   uint32_t nn = 0;                 // number of namespaces
   uint16_t oncs = 0;
   bool volatile_write_cache = false;

@@ -61,6 +61,15 @@ TEST(IdentifyControllerTest, ReadsWhatTheAgentNeeds) {
   EXPECT_EQ(c.crdt, (std::array<uint16_t, 3>{1, 2, 3}));
   EXPECT_EQ(c.nn, 256u);
   EXPECT_TRUE(c.volatile_write_cache);
+  EXPECT_EQ(c.cqt_ms, 0) << "a controller that reports no CQT";
+}
+
+TEST(IdentifyControllerTest, ReadsCommandQuiesceTime) {
+  std::vector<uint8_t> b = Bytes(GoodController());
+  b[386] = 0xd0;  // 2000 ms, little endian (NVMe 2.1 CQT, bytes 387:386)
+  b[387] = 0x07;
+  ASSERT_OK_AND_ASSIGN(ControllerIdentity c, ParseIdentifyController(b));
+  EXPECT_EQ(c.cqt_ms, 2000);
 }
 
 TEST(IdentifyControllerTest, RejectsMalformedData) {

@@ -124,6 +124,8 @@ class WorkloadTest : public ::testing::Test {
   struct NullBackend final : ControllerBackend {
     void RequestAnaLog() override {}
     void Reset() override {}
+    void OnQuiesced() override {}
+    void OnHandedBack() override {}
     void OnQueuePairsReleased() override {}
   } backend_;
   std::vector<uint8_t> disk_;

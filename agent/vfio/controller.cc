@@ -56,6 +56,7 @@ absl::StatusOr<std::unique_ptr<VfioController>> VfioController::Open(VfioContain
   absl::StatusOr<std::unique_ptr<VfioDevice>> dev = VfioDevice::Open(container, bdf);
   if (!dev.ok()) return dev.status();
   c->device_ = std::move(*dev);
+  c->bdf_ = c->device_->bdf();
   c->cap_ = regs::Cap{c->device_->Read64(regs::kCap)};
   if (c->cap_.raw == ~uint64_t{0}) return DeviceGone(bdf);
   if (!c->cap_.nvm_command_set() || c->cap_.mps_min() > kPage) {
@@ -163,11 +164,15 @@ AsyncEvent DecodeAsyncEvent(uint32_t dw0) {
   return e;
 }
 
+void VfioController::ReleaseDevice() {
+  if (!device_) return;
+  if (!vector_fds_.empty()) (void)device_->DisableIrqs(VFIO_PCI_MSIX_IRQ_INDEX);
+  if (release_fd_ >= 0) (void)device_->DisableIrqs(VFIO_PCI_REQ_IRQ_INDEX);
+  device_.reset();  // unmaps BAR0, closes the device and its group
+}
+
 VfioController::~VfioController() {
-  if (device_) {
-    if (!vector_fds_.empty()) (void)device_->DisableIrqs(VFIO_PCI_MSIX_IRQ_INDEX);
-    if (release_fd_ >= 0) (void)device_->DisableIrqs(VFIO_PCI_REQ_IRQ_INDEX);
-  }
+  ReleaseDevice();
   for (int fd : vector_fds_) {
     if (fd >= 0) close(fd);
   }

@@ -106,10 +106,17 @@ class VfioController {
   // Get Log Page into up to 8 KiB; `rae` keeps the asynchronous event retained.
   absl::StatusOr<std::vector<uint8_t>> GetLogPage(uint8_t lid, uint32_t len, bool rae);
 
+  // Lets the function go (interrupts off, registers unmapped, the device file closed):
+  // vfio-pci then clears its bus master and resets it, and the kernel may remove it.
+  // The I/O queue pairs and their memory stay until the controller is destroyed; nothing
+  // may touch their doorbells any more. Only bdf() and the destructor after this.
+  void ReleaseDevice();
+  bool released() const { return device_ == nullptr; }
+
   uint32_t ReadCsts() const { return device_->Read32(regs::kCsts); }
   const regs::Cap& cap() const { return cap_; }
   VfioDevice& device() { return *device_; }
-  const std::string& bdf() const { return device_->bdf(); }
+  const std::string& bdf() const { return bdf_; }
 
  private:
   VfioController() = default;
@@ -129,6 +136,7 @@ class VfioController {
   };
 
   VfioContainer* container_ = nullptr;
+  std::string bdf_;
   std::unique_ptr<VfioDevice> device_;
   regs::Cap cap_;
   static constexpr uint16_t kAdminDepth = 32;

@@ -26,9 +26,13 @@ VfioQueuePair::VfioQueuePair(IoQueueOptions options, IoQueueMemory memory)
       memory_(memory),
       sq_(memory.sq, options_.depth, memory.sq_doorbell),
       cq_(memory.cq, options_.depth, memory.cq_doorbell),
-      commands_(options_.depth) {
-  // The CQ must never overflow: at most depth - 1 commands outstanding, CIDs below that.
-  for (uint16_t i = options_.depth - 1; i > 0; --i) free_cids_.push_back(i - 1);
+      commands_(options_.depth),
+      free_slots_(options_.depth) {
+  // The CQ must never overflow: at most depth - 1 commands outstanding, slots below that.
+  for (uint16_t i = 0; i + 1 < options_.depth; ++i) FreeSlot(i);
+  while ((1u << slot_bits_) < options_.depth) ++slot_bits_;
+  slot_mask_ = static_cast<uint16_t>((1u << slot_bits_) - 1);
+  gen_mask_ = static_cast<uint16_t>((1u << (16 - slot_bits_)) - 1);
 }
 
 VfioQueuePair::~VfioQueuePair() = default;
@@ -39,7 +43,8 @@ void VfioQueuePair::FailAtSubmit(IoRequest* req, nvme::Status status) {
   ++in_flight_;
 }
 
-bool VfioQueuePair::BuildCommand(IoRequest* req, uint16_t cid, nvme::SubmissionEntry* sqe) {
+bool VfioQueuePair::BuildCommand(IoRequest* req, uint16_t slot, uint16_t cid,
+                                 nvme::SubmissionEntry* sqe) {
   *sqe = nvme::SubmissionEntry{};
   sqe->opcode = static_cast<uint8_t>(req->opcode);
   sqe->cid = cid;
@@ -83,12 +88,12 @@ bool VfioQueuePair::BuildCommand(IoRequest* req, uint16_t cid, nvme::SubmissionE
       sqe->cdw10 = static_cast<uint32_t>(req->slba);
       sqe->cdw11 = static_cast<uint32_t>(req->slba >> 32);
       sqe->cdw12 = (req->blocks - 1) | ((req->flags & kIoFua) ? 1u << 30 : 0);
-      // This command's own list pages, contiguous after the CID's slot.
+      // This command's own list pages, contiguous after its slot's.
       PrpListPage pages[8];
       const uint32_t n = options_.list_pages_per_command < 8 ? options_.list_pages_per_command : 8;
       for (uint32_t i = 0; i < n; ++i) {
         const uint64_t off =
-            (static_cast<uint64_t>(cid) * options_.list_pages_per_command + i) * options_.page_size;
+            (static_cast<uint64_t>(slot) * options_.list_pages_per_command + i) * options_.page_size;
         pages[i].iova = memory_.prp_lists_iova + off;
         pages[i].host = reinterpret_cast<uint64_t*>(memory_.prp_lists + off);
       }
@@ -108,16 +113,22 @@ bool VfioQueuePair::BuildCommand(IoRequest* req, uint16_t cid, nvme::SubmissionE
 
 SubmitResult VfioQueuePair::Submit(IoRequest* req) {
   if (gone_.load(std::memory_order_relaxed)) return SubmitResult::kGone;
-  if (!accepting_ || free_cids_.empty() || sq_.full()) return SubmitResult::kBusy;
-  const uint16_t cid = free_cids_.back();
+  if (!accepting_ || free_count_ == 0 || sq_.full()) return SubmitResult::kBusy;
+  const uint16_t slot = free_slots_[free_head_];
+  Command& c = commands_[slot];
+  const uint16_t gen = static_cast<uint16_t>((c.gen + 1) & gen_mask_);
+  const uint16_t cid = MakeCid(slot, gen);
   nvme::SubmissionEntry sqe;
-  if (!BuildCommand(req, cid, &sqe)) {
+  if (!BuildCommand(req, slot, cid, &sqe)) {
     FailAtSubmit(req, req->last_status);
     return SubmitResult::kOk;
   }
-  free_cids_.pop_back();
-  commands_[cid].req = req;
-  commands_[cid].deadline = options_.clock->MonotonicNanos() + options_.timeout_ns;
+  free_head_ = (free_head_ + 1) % free_slots_.size();
+  --free_count_;
+  c.req = req;
+  c.gen = gen;
+  c.cid = cid;
+  c.deadline = options_.clock->MonotonicNanos() + options_.timeout_ns;
   req->backend_tag = cid;
   sq_.Push(sqe);
   ++in_flight_;
@@ -132,11 +143,15 @@ uint32_t VfioQueuePair::Reap(CompletionSink& sink, uint32_t max) {
   while (n < max && cq_.Peek(&cqe)) {
     cq_.Pop();
     sq_.SetHead(cqe.sq_head);
-    const uint16_t cid = cqe.cid;
-    if (cid >= commands_.size() || commands_[cid].req == nullptr) continue;  // not ours
-    IoRequest* req = commands_[cid].req;
-    commands_[cid].req = nullptr;
-    free_cids_.push_back(cid);
+    const uint16_t slot = cqe.cid & slot_mask_;
+    if (slot >= commands_.size() || commands_[slot].req == nullptr ||
+        commands_[slot].cid != cqe.cid) {
+      stray_.fetch_add(1, std::memory_order_relaxed);  // a duplicate, or a late one
+      continue;
+    }
+    IoRequest* req = commands_[slot].req;
+    commands_[slot].req = nullptr;
+    FreeSlot(slot);
     --in_flight_;
     ++completions_;
     ++n;
@@ -199,11 +214,11 @@ void VfioQueuePair::AbortAll(CompletionSink& sink) {
     --in_flight_;
     sink.OnCompletion(req, req->last_status);
   }
-  for (size_t cid = 0; cid < commands_.size(); ++cid) {
-    IoRequest* req = commands_[cid].req;
+  for (size_t slot = 0; slot < commands_.size(); ++slot) {
+    IoRequest* req = commands_[slot].req;
     if (req == nullptr) continue;
-    commands_[cid].req = nullptr;
-    free_cids_.push_back(static_cast<uint16_t>(cid));
+    commands_[slot].req = nullptr;
+    FreeSlot(static_cast<uint16_t>(slot));
     --in_flight_;
     sink.OnCompletion(req, aborted);
   }

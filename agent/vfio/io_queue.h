@@ -82,16 +82,35 @@ class VfioQueuePair final : public QueuePair {
   // Any thread: a command passed its deadline since the last reset.
   bool timed_out() const { return timed_out_.load(std::memory_order_relaxed); }
 
+  uint64_t stray_completions() const override {
+    return stray_.load(std::memory_order_relaxed);
+  }
+  // The command identifier of slot `slot` at generation `gen` (tests play the device).
+  uint16_t MakeCid(uint16_t slot, uint16_t gen) const {
+    return static_cast<uint16_t>(slot | (gen & gen_mask_) << slot_bits_);
+  }
+
   uint16_t qid() const { return options_.qid; }
   uint64_t doorbell_writes() const { return sq_.doorbell_writes(); }
   uint64_t completions() const { return completions_; }
 
  private:
+  // A command identifier is a slot (low bits) and that slot's generation (the bits
+  // above), bumped on every use: a completion for a slot not in flight, or of an
+  // earlier use of it, is dropped and counted (SEMANTICS "Fencing"), never taken for the
+  // command that holds the slot now. Slots are reused oldest first, so a late
+  // completion meets a wrong generation as late as possible (as the kernel's genctr).
   struct Command {
     IoRequest* req = nullptr;
     int64_t deadline = 0;
+    uint16_t cid = 0;  // slot | generation << slot_bits_, while in flight
+    uint16_t gen = 0;  // the last generation used
   };
-  bool BuildCommand(IoRequest* req, uint16_t cid, nvme::SubmissionEntry* sqe);
+  bool BuildCommand(IoRequest* req, uint16_t slot, uint16_t cid, nvme::SubmissionEntry* sqe);
+  void FreeSlot(uint16_t slot) {
+    free_slots_[(free_head_ + free_count_) % free_slots_.size()] = slot;
+    ++free_count_;
+  }
   void FailAtSubmit(IoRequest* req, nvme::Status status);
   void CheckDeadlines();
   uint32_t Reap(CompletionSink& sink, uint32_t max);
@@ -100,8 +119,11 @@ class VfioQueuePair final : public QueuePair {
   const IoQueueMemory memory_;
   SubmissionRing sq_;
   CompletionRing cq_;
-  std::vector<Command> commands_;  // by CID
-  std::vector<uint16_t> free_cids_;
+  std::vector<Command> commands_;  // by slot
+  std::vector<uint16_t> free_slots_;  // a ring: free_count_ slots from free_head_
+  size_t free_head_ = 0, free_count_ = 0;
+  uint16_t slot_bits_ = 0, slot_mask_ = 0, gen_mask_ = 0;
+  std::atomic<uint64_t> stray_{0};
   uint32_t in_flight_ = 0;
   // Commands refused before reaching the device (bad buffer, too large): completed with
   // their status on the next poll, so Submit never calls back into the channel.

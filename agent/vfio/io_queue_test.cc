@@ -335,6 +335,54 @@ TEST_F(VfioQueuePairTest, UnknownAndStaleCidsAreIgnored) {
   EXPECT_EQ(qp_->Poll(sink_, 64), 1u);
   ASSERT_EQ(sink_.done.size(), 1u);
   EXPECT_EQ(sink_.done[0].first, &r);
+  EXPECT_EQ(qp_->stray_completions(), 2u);
+}
+
+// SEMANTICS acceptance 14: a completion for an identifier not in flight, or of an
+// earlier use of it, is dropped and counted; the command now holding that identifier
+// completes only with its own.
+TEST_F(VfioQueuePairTest, Acceptance14DuplicateAndLateCompletionsAreDroppedAndCounted) {
+  Make(4);  // three slots
+  IoRequest first = Req(IoOpcode::kWrite, 0, 512, buf_.data());
+  ASSERT_EQ(qp_->Submit(&first), SubmitResult::kOk);
+  qp_->Ring();
+  const uint16_t first_cid = dev_->sq[0].cid;
+  dev_->Run();
+  dev_->Post(first_cid, 0);  // the device completes it twice
+  EXPECT_EQ(qp_->Poll(sink_, 64), 1u);
+  ASSERT_EQ(sink_.done.size(), 1u);
+  EXPECT_EQ(sink_.done[0].first, &first);
+  EXPECT_EQ(qp_->stray_completions(), 1u);
+
+  // Use every slot once more, so the first command's slot is taken again.
+  IoRequest a = Req(IoOpcode::kRead, 8, 512, buf_.data() + 4096);
+  IoRequest b = Req(IoOpcode::kRead, 16, 512, buf_.data() + 8192);
+  ASSERT_EQ(qp_->Submit(&a), SubmitResult::kOk);
+  ASSERT_EQ(qp_->Submit(&b), SubmitResult::kOk);
+  qp_->Ring();
+  dev_->Run();
+  EXPECT_EQ(qp_->Poll(sink_, 64), 2u);
+  IoRequest now = Req(IoOpcode::kRead, 24, 512, buf_.data() + 12288);
+  ASSERT_EQ(qp_->Submit(&now), SubmitResult::kOk);
+  const uint16_t now_cid = dev_->sq[3].cid;
+  EXPECT_EQ(now_cid & 3, first_cid & 3) << "the same slot";
+  EXPECT_NE(now_cid, first_cid) << "a new generation";
+
+  // A late completion of the first use: it must not complete the command now in the slot.
+  dev_->Post(first_cid, sc::kDataTransferError);
+  EXPECT_EQ(qp_->Poll(sink_, 64), 0u);
+  EXPECT_EQ(sink_.done.size(), 3u);
+  EXPECT_EQ(qp_->outstanding(), 1u);
+  EXPECT_EQ(qp_->stray_completions(), 2u);
+
+  // Its own completion does.
+  qp_->Ring();
+  dev_->Run();
+  EXPECT_EQ(qp_->Poll(sink_, 64), 1u);
+  ASSERT_EQ(sink_.done.size(), 4u);
+  EXPECT_EQ(sink_.done[3].first, &now);
+  EXPECT_TRUE(sink_.done[3].second.ok());
+  EXPECT_EQ(qp_->stray_completions(), 2u);
 }
 
 TEST_F(VfioQueuePairTest, ErrorStatusIsDelivered) {

@@ -196,6 +196,23 @@ absl::Status VfioDevice::EnableBusMaster() {
   return absl::OkStatus();
 }
 
+absl::Status VfioDevice::ClearBusMaster() {
+  uint16_t command = 0;
+  if (pread(device_fd_, &command, sizeof command, command_at_) != sizeof command) {
+    return Errno("read PCI_COMMAND");
+  }
+  command &= static_cast<uint16_t>(~0x0004);  // bus master
+  if (pwrite(device_fd_, &command, sizeof command, command_at_) != sizeof command) {
+    return Errno("write PCI_COMMAND");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status VfioDevice::ResetFunction() {
+  if (ioctl(device_fd_, VFIO_DEVICE_RESET) != 0) return Errno("VFIO_DEVICE_RESET");
+  return absl::OkStatus();
+}
+
 uint32_t VfioDevice::IrqCount(uint32_t index) const {
   vfio_irq_info info{};
   info.argsz = sizeof info;

@@ -73,6 +73,11 @@ class VfioDevice {
   // Memory space and bus mastering on in PCI_COMMAND (at open, and again by a reset:
   // a function whose bus mastering was turned off cannot reach its queues).
   absl::Status EnableBusMaster();
+  // Clears Bus Master Enable in PCI COMMAND: the function can no longer DMA.
+  absl::Status ClearBusMaster();
+  // A function-level (or bus) reset through vfio (VFIO_DEVICE_RESET); vfio-pci saves
+  // and restores the config space around it.
+  absl::Status ResetFunction();
   absl::Status SetIrqEventfds(uint32_t index, const std::vector<int>& fds);
   absl::Status DisableIrqs(uint32_t index);
 

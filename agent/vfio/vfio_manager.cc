@@ -11,10 +11,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "agent/vfio/fence.h"
 #include "agent/vfio/regs.h"
 
 namespace umpath::vfio {
@@ -90,7 +92,11 @@ absl::Status BindToVfio(const std::string& bdf) {
 
 // One claimed controller: its device, its queue pairs (one per worker), and what the
 // core asks of it.
-struct VfioManager::Ctrl final : ControllerBackend {
+//
+// Threading: the atomics are set by the core's timer thread (ControllerBackend calls)
+// and worker threads (command timeouts), and read on the event thread; everything else
+// is the event thread's, under the manager's lock.
+struct VfioManager::Ctrl final : ControllerBackend, FenceOps {
   VfioManager* mgr = nullptr;
   std::string bdf;
   std::unique_ptr<VfioController> dev;
@@ -100,11 +106,15 @@ struct VfioManager::Ctrl final : ControllerBackend {
   std::vector<nvme::NamespaceIds> ns_ids;  // parallel to nsids
   int admin_fd = -1;
   int release_fd = -1;
-  bool resetting = false;
-  std::shared_ptr<std::atomic<int>> abort_left;
+  bool resetting = false;     // quiesced for a reset; serves again after FinishReset
+  bool removing = false;      // removed from the core; in retiring_
+  bool release_wanted = false;  // the function goes as soon as it is fenced
+  bool stopping = false;      // the agent stops: a normal shutdown notification first
   std::atomic<bool> reset_requested{false};
   std::atomic<bool> ana_requested{false};
-  std::atomic<bool> released{false};
+  std::atomic<bool> quiesced{false};     // the core: fence it now
+  std::atomic<bool> handed_back{false};  // the core: its commands went back
+  std::atomic<bool> released{false};     // the core: the workers let go
 
   void RequestAnaLog() override {
     ana_requested = true;
@@ -114,10 +124,28 @@ struct VfioManager::Ctrl final : ControllerBackend {
     reset_requested = true;
     mgr->Wake();
   }
+  void OnQuiesced() override {
+    quiesced = true;
+    mgr->Wake();
+  }
+  void OnHandedBack() override {
+    handed_back = true;
+    mgr->Wake();
+  }
   void OnQueuePairsReleased() override {
     released = true;
     mgr->Wake();
   }
+
+  // FenceOps, over the device (the event thread).
+  bool Gone() override { return dev->released() || dev->ReadCsts() == regs::kCstsGone; }
+  bool Fatal() override { return (dev->ReadCsts() & regs::kCstsCfs) != 0; }
+  absl::Status DeleteIoQueues() override { return dev->DeleteIoQueues(kQuiesceTimeoutMs); }
+  absl::Status ShutdownNotify() override { return dev->ShutdownNotify(2000); }
+  absl::Status Disable() override { return dev->Disable(); }
+  absl::Status ClearBusMaster() override { return dev->device().ClearBusMaster(); }
+  absl::Status ResetFunction() override { return dev->device().ResetFunction(); }
+  void Release() override { dev->ReleaseDevice(); }
 };
 
 absl::StatusOr<std::unique_ptr<VfioManager>> VfioManager::Create(Multipath* mp,
@@ -347,6 +375,7 @@ absl::Status VfioManager::AttachLocked(const std::string& bdf) {
   cs.anagrpmax = c->id.anagrpmax;
   cs.anatt_secs = c->id.anatt_secs;
   cs.crdt = c->id.crdt;
+  cs.cqt_ms = c->id.cqt_ms;
   cs.state = ControllerState::kLive;
   std::vector<QueuePair*> qps(c->qps.begin(), c->qps.end());
   if (absl::Status s = mp_->AddController(cs, c.get(), qps); !s.ok()) return fail("add", s);
@@ -396,17 +425,16 @@ absl::Status VfioManager::RequestReset(const std::string& bdf) {
   return absl::NotFoundError(absl::StrCat(bdf, " is not attached through vfio"));
 }
 
+// The core takes the controller's queue pairs out of service; OnQuiesced, Fence and
+// the rest follow on this thread (SEMANTICS "Fencing").
 void VfioManager::DetachLocked(Ctrl* c, std::string reason, bool device_gone) {
+  c->release_wanted |= device_gone;
+  if (c->removing) return;
   Log(absl::StrCat(c->bdf, ": detaching: ", reason));
   for (int fd : {c->admin_fd, c->release_fd}) {
     if (fd >= 0) epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
   }
-  // The device stops first, so nothing it still holds can land in a buffer that is
-  // reused once its I/O failed over.
-  if (!device_gone) {
-    (void)c->dev->DeleteIoQueues(kQuiesceTimeoutMs);
-    (void)c->dev->Disable();
-  }
+  c->removing = true;
   for (VfioQueuePair* qp : c->qps) qp->MarkGone();
   (void)mp_->RemoveController(c->bdf, reason);
   auto it = std::find_if(ctrls_.begin(), ctrls_.end(), [c](const auto& p) { return p.get() == c; });
@@ -415,46 +443,56 @@ void VfioManager::DetachLocked(Ctrl* c, std::string reason, bool device_gone) {
 }
 
 void VfioManager::StartReset(Ctrl* c, std::string why) {
-  if (c->resetting) return;
+  if (c->resetting || c->removing) return;
   Log(absl::StrCat(c->bdf, ": resetting: ", why));
   c->resetting = true;
   (void)mp_->SetControllerState(c->bdf, ControllerState::kResetting, why);
-  // A controller that still answers gets its I/O queues deleted first (what was in
-  // flight is aborted by the device itself); one that does not is simply disabled.
-  if (c->dev->ReadCsts() != regs::kCstsGone && !(c->dev->ReadCsts() & regs::kCstsCfs)) {
-    (void)c->dev->DeleteIoQueues(kQuiesceTimeoutMs);
-  }
-  if (absl::Status s = c->dev->Disable(); !s.ok() && s.code() == absl::StatusCode::kUnavailable) {
-    DetachLocked(c, absl::StrCat("controller lost during reset: ", s.message()), true);
-    return;
-  }
-  // The controller is disabled: its commands will not complete. Each worker hands them
-  // back for failover and rewinds its rings.
-  c->abort_left = std::make_shared<std::atomic<int>>(static_cast<int>(workers_.size()));
-  for (size_t i = 0; i < workers_.size(); ++i) {
-    Worker* w = workers_[i];
-    VfioQueuePair* qp = c->qps[i];
-    w->Post([this, w, qp, left = c->abort_left] {
-      qp->set_accepting(false);
-      qp->AbortAll(*w);
-      qp->ResetRings();
-      if (left->fetch_sub(1) == 1) Wake();
-    });
+  if (absl::Status s = mp_->QuiesceController(c->bdf); !s.ok()) {
+    Log(absl::StrCat(c->bdf, ": reset: ", s.message()));
   }
 }
 
+// The core has the controller's queue pairs out of service: fence it, so that nothing
+// it was given can still run once its commands are handed back.
+void VfioManager::Fence(Ctrl* c) {
+  FenceRequest r;
+  r.release = c->release_wanted;
+  r.shutdown_notify = c->stopping;
+  std::string detail;
+  const FenceOutcome o = FenceAndReport(*mp_, c->bdf, *c, r, &detail);
+  Log(absl::StrCat(c->bdf, ": fenced (", FenceOutcomeName(o), "): ", detail,
+                   c->id.cqt_ms ? absl::StrCat("; CQT ", c->id.cqt_ms, " ms") : ""));
+  if (o == FenceOutcome::kReleased && !c->removing) {
+    DetachLocked(c, absl::StrCat("controller lost during reset: ", detail), true);
+  }
+}
+
+// The controller's commands went back to their heads: bring it up again.
 void VfioManager::FinishReset(Ctrl* c) {
   auto fail = [&](absl::string_view step, const absl::Status& s) {
     mu_.AssertHeld();  // called only below, under the lock
     DetachLocked(c, absl::StrCat("reset failed: ", step, ": ", s.message()),
                  s.code() == absl::StatusCode::kUnavailable);
   };
+  // No worker touches the queues while they are out of service.
+  for (VfioQueuePair* qp : c->qps) qp->ResetRings();
   if (absl::Status s = c->dev->device().EnableBusMaster(); !s.ok()) return fail("PCI command", s);
   if (absl::Status s = c->dev->Enable(); !s.ok()) return fail("enable", s);
   absl::StatusOr<uint16_t> granted = c->dev->SetNumberOfQueues(static_cast<uint16_t>(workers_.size()));
   if (!granted.ok()) return fail("set number of queues", granted.status());
   if (absl::Status s = c->dev->RecreateIoQueues(); !s.ok()) return fail("I/O queues", s);
-  // The namespaces must still be the ones the paths were made for.
+  CheckNamespacesAfterReset(c);
+  (void)c->dev->ConfigureAsyncEvents(c->id.ana_supported);
+  (void)c->dev->PostAsyncEventRequests(1);
+  c->resetting = false;
+  (void)mp_->ResumeController(c->bdf);
+  (void)mp_->SetControllerState(c->bdf, ControllerState::kLive, "reset done");
+  if (c->id.ana_supported) ReadAnaLog(c);
+  Log(absl::StrCat(c->bdf, ": reset done"));
+}
+
+// The namespaces must still be the ones the paths were made for.
+void VfioManager::CheckNamespacesAfterReset(Ctrl* c) {
   for (size_t i = 0; i < c->nsids.size(); ++i) {
     absl::StatusOr<nvme::NamespaceIds> ids = c->dev->NamespaceIdDescriptors(c->nsids[i]);
     absl::StatusOr<nvme::NamespaceIdentity> ns = c->dev->IdentifyNamespace(c->nsids[i]);
@@ -471,16 +509,6 @@ void VfioManager::FinishReset(Ctrl* c) {
                                          c->ns_ids[i].ToString(), ", now ", merged.ToString()));
     }
   }
-  (void)c->dev->ConfigureAsyncEvents(c->id.ana_supported);
-  (void)c->dev->PostAsyncEventRequests(1);
-  for (size_t i = 0; i < workers_.size(); ++i) {
-    VfioQueuePair* qp = c->qps[i];
-    workers_[i]->Post([qp] { qp->set_accepting(true); });
-  }
-  c->resetting = false;
-  (void)mp_->SetControllerState(c->bdf, ControllerState::kLive, "reset done");
-  if (c->id.ana_supported) ReadAnaLog(c);
-  Log(absl::StrCat(c->bdf, ": reset done"));
 }
 
 void VfioManager::ReadAnaLog(Ctrl* c) {
@@ -505,7 +533,7 @@ void VfioManager::CheckHealth() {
   std::vector<Ctrl*> all;
   for (const auto& c : ctrls_) all.push_back(c.get());
   for (Ctrl* c : all) {
-    if (c->resetting) continue;
+    if (c->resetting || c->removing) continue;
     const uint32_t csts = c->dev->ReadCsts();
     if (csts == regs::kCstsGone) {
       DetachLocked(c, "the device is gone (registers read all ones)", true);
@@ -516,20 +544,22 @@ void VfioManager::CheckHealth() {
 }
 
 void VfioManager::Service() {
-  // Queue pairs released after a detach: the device can go.
+  // Fence steps first, for every controller, the removed ones too.
+  std::vector<Ctrl*> all;
+  for (const auto& c : ctrls_) all.push_back(c.get());
+  for (const auto& c : retiring_) all.push_back(c.get());
+  for (Ctrl* c : all) {
+    if (c->quiesced.exchange(false)) Fence(c);
+    if (c->handed_back.exchange(false) && !c->removing) FinishReset(c);
+  }
+  // Queue pairs released after a detach: the controller can go.
   retiring_.erase(std::remove_if(retiring_.begin(), retiring_.end(),
                                  [](const auto& c) { return c->released.load(); }),
                   retiring_.end());
-  std::vector<Ctrl*> all;
+  all.clear();
   for (const auto& c : ctrls_) all.push_back(c.get());
   for (Ctrl* c : all) {
-    if (c->resetting) {
-      if (c->abort_left && c->abort_left->load() == 0) {
-        c->abort_left.reset();
-        FinishReset(c);
-      }
-      continue;
-    }
+    if (c->resetting) continue;
     if (c->reset_requested.exchange(false)) {
       bool timed_out = false;
       for (VfioQueuePair* qp : c->qps) timed_out |= qp->timed_out();
@@ -539,7 +569,8 @@ void VfioManager::Service() {
     if (c->release_fd >= 0) {
       uint64_t v = 0;
       if (read(c->release_fd, &v, sizeof v) == sizeof v && v > 0) {
-        DetachLocked(c, "hot-unplug: the kernel asked for the device back", false);
+        // Fenced, then released, before anything it held runs elsewhere.
+        DetachLocked(c, "hot-unplug: the kernel asked for the device back", true);
         continue;
       }
     }
@@ -554,12 +585,30 @@ void VfioManager::Service() {
 
 void VfioManager::Loop() {
   auto next_health = std::chrono::steady_clock::now();
+  std::optional<std::chrono::steady_clock::time_point> stop_deadline;
   bool uevents = false;
-  while (!stop_.load()) {
+  for (;;) {
+    if (stop_.load() && !stop_deadline) {
+      // One shutdown path: every controller is detached and fenced like any other
+      // (a normal shutdown notification first), then the loop ends.
+      MutexLock l(&mu_);
+      uint16_t cqt_ms = 0;
+      for (const auto& c : ctrls_) cqt_ms = std::max(cqt_ms, c->id.cqt_ms);
+      stop_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10) +
+                      std::chrono::milliseconds(cqt_ms);
+      while (!ctrls_.empty()) {
+        ctrls_.front()->stopping = true;
+        DetachLocked(ctrls_.front().get(), "agent stopping", false);
+      }
+    }
+    if (stop_deadline) {
+      MutexLock l(&mu_);
+      if (retiring_.empty() || std::chrono::steady_clock::now() > *stop_deadline) break;
+    }
     epoll_event evs[16];
-    const bool health = options_.health_interval_ms > 0;
-    const int n = epoll_wait(epoll_fd_, evs, 16, health ? options_.health_interval_ms : -1);
-    if (stop_.load()) break;
+    const bool health = options_.health_interval_ms > 0 && !stop_deadline;
+    const int timeout = stop_deadline ? 10 : health ? options_.health_interval_ms : -1;
+    const int n = epoll_wait(epoll_fd_, evs, 16, timeout);
     for (int i = 0; i < n; ++i) {
       if (evs[i].data.ptr == nullptr) {
         uint64_t v;
@@ -574,7 +623,7 @@ void VfioManager::Loop() {
       uevents = false;
     }
     Service();
-    if (rescan_) {
+    if (rescan_ && !stop_deadline) {
       // A new function's driver settles in steps (add, then bind): look again on each.
       rescan_ = false;
       Rescan();
@@ -594,30 +643,18 @@ void VfioManager::Start() {
 void VfioManager::Stop() {
   if (stop_.exchange(true)) return;
   Wake();
-  if (thread_.joinable()) thread_.join();
-  MutexLock l(&mu_);
-  while (!ctrls_.empty()) {
-    Ctrl* c = ctrls_.front().get();
-    for (int fd : {c->admin_fd, c->release_fd}) {
-      if (fd >= 0) epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
-    }
-    (void)c->dev->DeleteIoQueues(kQuiesceTimeoutMs);
-    (void)c->dev->ShutdownNotify(2000);
-    (void)c->dev->Disable();
-    for (VfioQueuePair* qp : c->qps) qp->MarkGone();
-    (void)mp_->RemoveController(c->bdf, "agent stopping");
-    retiring_.push_back(std::move(ctrls_.front()));
-    ctrls_.erase(ctrls_.begin());
+  if (thread_.joinable()) {
+    thread_.join();
+  } else {
+    Loop();  // never started: the same shutdown, on this thread
   }
-  // The workers still run and let go of the queue pairs; wait for them, bounded.
-  for (int i = 0; i < 500 && !retiring_.empty(); ++i) {
-    retiring_.erase(std::remove_if(retiring_.begin(), retiring_.end(),
-                                   [](const auto& c) { return c->released.load(); }),
-                    retiring_.end());
-    if (retiring_.empty()) break;
-    mu_.Unlock();
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    mu_.Lock();
+  MutexLock l(&mu_);
+  if (!retiring_.empty()) {
+    // A worker may still hold their queue pairs: they are left to the process's exit
+    // rather than freed under it.
+    Log(absl::StrCat(retiring_.size(), " controller(s) not let go in time; left as they are"));
+    for (auto& c : retiring_) (void)c.release();
+    retiring_.clear();
   }
 }
 

@@ -80,7 +80,9 @@ class VfioManager {
   absl::Status AttachLocked(const std::string& bdf) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DetachLocked(Ctrl* c, std::string reason, bool device_gone) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartReset(Ctrl* c, std::string why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Fence(Ctrl* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishReset(Ctrl* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CheckNamespacesAfterReset(Ctrl* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReadAnaLog(Ctrl* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleEvents(Ctrl* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CheckHealth() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -17,13 +17,28 @@
 
 namespace umpath::testing {
 
-// Records what the core asked of a controller.
+// Records what the core asked of a controller. A quiesced controller counts as fenced
+// at once (as a kernel controller does), unless a test fences it by hand.
 class FakeBackend final : public ControllerBackend {
  public:
+  explicit FakeBackend(Multipath* mp = nullptr, std::string name = "")
+      : mp_(mp), name_(std::move(name)) {}
   void RequestAnaLog() override { ++ana_requests; }
   void Reset() override { ++resets; }
+  void OnQuiesced() override {
+    ++quiesced;
+    if (mp_ != nullptr && auto_fence.load()) {
+      EXPECT_OK(mp_->ControllerFenced(name_));
+    }
+  }
+  void OnHandedBack() override { ++handed_back; }
   void OnQueuePairsReleased() override { ++released; }
-  std::atomic<int> ana_requests{0}, resets{0}, released{0};
+  std::atomic<int> ana_requests{0}, resets{0}, released{0}, quiesced{0}, handed_back{0};
+  std::atomic<bool> auto_fence{true};
+
+ private:
+  Multipath* mp_;
+  std::string name_;
 };
 
 // One request and what became of it.
@@ -84,8 +99,10 @@ class CoreFixture : public ::testing::Test {
 
   // Adds a controller with one fake queue pair per worker.
   void AddController(const std::string& name, int numa_node = -1, bool ana = false,
-                     const std::string& nqn = "nqn.2026-01.io.umpath:subsys0") {
+                     const std::string& nqn = "nqn.2026-01.io.umpath:subsys0",
+                     uint16_t cqt_ms = 0) {
     ControllerSpec spec;
+    spec.cqt_ms = cqt_ms;
     spec.name = name;
     spec.subsys_nqn = nqn;
     spec.transport = "fake";
@@ -99,7 +116,7 @@ class CoreFixture : public ::testing::Test {
       qps.push_back(qp.get());
       qps_[name].push_back(std::move(qp));
     }
-    backends_[name] = std::make_unique<FakeBackend>();
+    backends_[name] = std::make_unique<FakeBackend>(mp_.get(), name);
     ASSERT_OK(mp_->AddController(spec, backends_[name].get(), qps));
   }
 

@@ -24,6 +24,9 @@ class FakeQueuePair final : public QueuePair {
   void set_hold(bool hold) { hold_ = hold; }
   void set_capacity(uint32_t capacity) { capacity_ = capacity; }
   void set_gone(bool gone) { gone_ = gone; }
+  // As io_uring passthrough: a command given to the layer below is never completed by
+  // AbortAll; it stays outstanding until Poll reaps it.
+  void set_lower_layer_owns(bool owns) { lower_layer_owns_ = owns; }
 
   SubmitResult Submit(IoRequest* req) override {
     if (gone_) return SubmitResult::kGone;
@@ -57,6 +60,8 @@ class FakeQueuePair final : public QueuePair {
   void AbortAll(CompletionSink& sink) override {
     gone_ = true;
     Ring();
+    ++abort_calls_;
+    if (lower_layer_owns_) return;
     while (!rung_.empty()) {
       IoRequest* r = rung_.front();
       rung_.pop_front();
@@ -73,6 +78,7 @@ class FakeQueuePair final : public QueuePair {
   uint64_t completions() const { return completions_; }
   uint64_t rings() const { return rings_; }
   uint64_t aborted() const { return aborted_; }
+  uint64_t abort_calls() const { return abort_calls_; }
 
  private:
   std::string name_;
@@ -81,8 +87,9 @@ class FakeQueuePair final : public QueuePair {
   std::deque<IoRequest*> rung_;
   bool hold_ = false;
   bool gone_ = false;
+  bool lower_layer_owns_ = false;
   uint32_t capacity_ = 1024;
-  uint64_t submits_ = 0, completions_ = 0, rings_ = 0, aborted_ = 0;
+  uint64_t submits_ = 0, completions_ = 0, rings_ = 0, aborted_ = 0, abort_calls_ = 0;
 };
 
 }  // namespace umpath::testing
