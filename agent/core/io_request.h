@@ -2,6 +2,7 @@
 
 #include <cstdint>
 
+#include "agent/nvme/io_command.h"
 #include "agent/nvme/wire.h"
 
 namespace umpath {
@@ -61,6 +62,13 @@ struct IoRequest {
   uint32_t nsid = 0;                 // the namespace on the chosen path's controller
   uint64_t backend_tag = 0;          // free for the queue pair (command id, etc.)
 };
+
+// The NVMe command a request is (agent/nvme/io_command.h): what every queue pair encodes.
+inline nvme::IoCommand IoCommandOf(const IoRequest& r) {
+  return nvme::IoCommand{.opcode = r.opcode, .nsid = r.nsid, .slba = r.slba, .blocks = r.blocks,
+                         .data_len = r.data_len, .has_data = r.data != nullptr,
+                         .fua = (r.flags & kIoFua) != 0};
+}
 
 // Intrusive FIFO of requests: O(1) push and pop, no allocation.
 class IoList {

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "agent/nvme/io_command.h"
 
 namespace umpath::kernel {
 
@@ -47,41 +48,18 @@ bool IsHostPathStatus(nvme::Status s) {
 
 bool BuildUringCommand(const IoRequest& req, uint32_t max_transfer, nvme_uring_cmd* cmd) {
   std::memset(cmd, 0, sizeof *cmd);
-  cmd->opcode = static_cast<uint8_t>(req.opcode);
-  cmd->nsid = req.nsid;
-  switch (req.opcode) {
-    case IoOpcode::kFlush:
-      return true;
-    case IoOpcode::kWriteZeroes:
-      if (req.blocks == 0 || req.blocks > 0x10000) return false;
-      cmd->cdw10 = static_cast<uint32_t>(req.slba);
-      cmd->cdw11 = static_cast<uint32_t>(req.slba >> 32);
-      cmd->cdw12 = req.blocks - 1;
-      return true;
-    case IoOpcode::kDatasetManagement:
-      if (req.blocks == 0 || req.blocks > 256 || req.data == nullptr ||
-          req.data_len != req.blocks * 16u) {
-        return false;
-      }
-      cmd->addr = reinterpret_cast<uintptr_t>(req.data);
-      cmd->data_len = req.data_len;
-      cmd->cdw10 = req.blocks - 1;  // NR, 0-based
-      cmd->cdw11 = 1u << 2;         // AD: deallocate
-      return true;
-    case IoOpcode::kRead:
-    case IoOpcode::kWrite:
-      if (req.blocks == 0 || req.blocks > 0x10000 || req.data == nullptr || req.data_len == 0 ||
-          (max_transfer != 0 && req.data_len > max_transfer)) {
-        return false;
-      }
-      cmd->addr = reinterpret_cast<uintptr_t>(req.data);
-      cmd->data_len = req.data_len;
-      cmd->cdw10 = static_cast<uint32_t>(req.slba);
-      cmd->cdw11 = static_cast<uint32_t>(req.slba >> 32);
-      cmd->cdw12 = (req.blocks - 1) | ((req.flags & kIoFua) ? 1u << 30 : 0);
-      return true;
+  nvme::IoCommandWords w;
+  if (!nvme::EncodeIo(IoCommandOf(req), max_transfer, &w).ok()) return false;
+  cmd->opcode = w.opcode;
+  cmd->nsid = w.nsid;
+  cmd->cdw10 = w.cdw10;
+  cmd->cdw11 = w.cdw11;
+  cmd->cdw12 = w.cdw12;
+  if (req.opcode != IoOpcode::kFlush && req.opcode != IoOpcode::kWriteZeroes) {
+    cmd->addr = reinterpret_cast<uintptr_t>(req.data);
+    cmd->data_len = req.data_len;
   }
-  return false;
+  return true;
 }
 
 absl::StatusOr<std::unique_ptr<UringQueuePair>> UringQueuePair::Create(UringQueueOptions options) {

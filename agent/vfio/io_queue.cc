@@ -4,6 +4,8 @@
 
 #include <cstring>
 
+#include "agent/nvme/io_command.h"
+
 namespace umpath::vfio {
 
 namespace {
@@ -45,70 +47,48 @@ void VfioQueuePair::FailAtSubmit(IoRequest* req, nvme::Status status) {
 
 bool VfioQueuePair::BuildCommand(IoRequest* req, uint16_t slot, uint16_t cid,
                                  nvme::SubmissionEntry* sqe) {
-  *sqe = nvme::SubmissionEntry{};
-  sqe->opcode = static_cast<uint8_t>(req->opcode);
-  sqe->cid = cid;
-  sqe->nsid = req->nsid;
-  const nvme::Status invalid = nvme::Status::Make(sc::kInvalidField, /*dnr=*/true);
-  switch (req->opcode) {
-    case IoOpcode::kFlush:
-      return true;
-    case IoOpcode::kWriteZeroes:
-      if (req->blocks == 0 || req->blocks > 0x10000) break;
-      sqe->cdw10 = static_cast<uint32_t>(req->slba);
-      sqe->cdw11 = static_cast<uint32_t>(req->slba >> 32);
-      sqe->cdw12 = req->blocks - 1;
-      return true;
-    case IoOpcode::kDatasetManagement: {
-      // One page of ranges at most (256 of them), deallocate: PRP1 alone carries it.
-      if (req->blocks == 0 || req->blocks > 256 || req->data_len != req->blocks * 16u) break;
-      uint64_t iova;
-      if (options_.registry == nullptr ||
-          !options_.registry->Translate(req->data, req->data_len, &iova) ||
-          (iova & (options_.page_size - 1)) + req->data_len > options_.page_size) {
-        break;
-      }
-      sqe->cdw10 = req->blocks - 1;  // NR, 0-based
-      sqe->cdw11 = 1u << 2;          // AD: deallocate
-      sqe->prp1 = iova;
-      return true;
-    }
-    case IoOpcode::kRead:
-    case IoOpcode::kWrite: {
-      if (req->blocks == 0 || req->blocks > 0x10000 || req->data_len == 0 ||
-          (options_.max_transfer != 0 && req->data_len > options_.max_transfer) ||
-          (reinterpret_cast<uintptr_t>(req->data) & 3) != 0) {
-        break;
-      }
-      uint64_t iova;
-      if (options_.registry == nullptr ||
-          !options_.registry->Translate(req->data, req->data_len, &iova)) {
-        break;  // not DMA memory this agent registered: never handed to a device
-      }
-      sqe->cdw10 = static_cast<uint32_t>(req->slba);
-      sqe->cdw11 = static_cast<uint32_t>(req->slba >> 32);
-      sqe->cdw12 = (req->blocks - 1) | ((req->flags & kIoFua) ? 1u << 30 : 0);
-      // This command's own list pages, contiguous after its slot's.
-      PrpListPage pages[8];
-      const uint32_t n = options_.list_pages_per_command < 8 ? options_.list_pages_per_command : 8;
-      for (uint32_t i = 0; i < n; ++i) {
-        const uint64_t off =
-            (static_cast<uint64_t>(slot) * options_.list_pages_per_command + i) * options_.page_size;
-        pages[i].iova = memory_.prp_lists_iova + off;
-        pages[i].host = reinterpret_cast<uint64_t*>(memory_.prp_lists + off);
-      }
-      const Prps prps = BuildPrps(iova, req->data_len, options_.page_size, pages, n);
-      if (prps.error != PrpError::kNone) break;
-      sqe->prp1 = prps.prp1;
-      sqe->prp2 = prps.prp2;
-      return true;
-    }
-    default:
-      req->last_status = nvme::Status::Make(sc::kInvalidOpcode, /*dnr=*/true);
-      return false;
+  nvme::IoCommandWords w;
+  const nvme::Status encoded =
+      nvme::EncodeIo(IoCommandOf(*req), options_.max_transfer, &w);
+  if (!encoded.ok()) {
+    req->last_status = encoded;
+    return false;
   }
-  req->last_status = invalid;
-  return false;
+  *sqe = nvme::SubmissionEntry{};
+  sqe->opcode = w.opcode;
+  sqe->cid = cid;
+  sqe->nsid = w.nsid;
+  sqe->cdw10 = w.cdw10;
+  sqe->cdw11 = w.cdw11;
+  sqe->cdw12 = w.cdw12;
+  if (req->opcode == IoOpcode::kFlush || req->opcode == IoOpcode::kWriteZeroes) return true;
+  req->last_status = nvme::Status::Make(sc::kInvalidField, /*dnr=*/true);
+  uint64_t iova;
+  if (options_.registry == nullptr ||
+      !options_.registry->Translate(req->data, req->data_len, &iova)) {
+    return false;  // not DMA memory this agent registered: never handed to a device
+  }
+  if (req->opcode == IoOpcode::kDatasetManagement) {
+    // One page of ranges at most (256 of them): PRP1 alone carries it.
+    if ((iova & (options_.page_size - 1)) + req->data_len > options_.page_size) return false;
+    sqe->prp1 = iova;
+    return true;
+  }
+  if ((reinterpret_cast<uintptr_t>(req->data) & 3) != 0) return false;  // PRPs: dword aligned
+  // This command's own list pages, contiguous after its slot's.
+  PrpListPage pages[8];
+  const uint32_t n = options_.list_pages_per_command < 8 ? options_.list_pages_per_command : 8;
+  for (uint32_t i = 0; i < n; ++i) {
+    const uint64_t off =
+        (static_cast<uint64_t>(slot) * options_.list_pages_per_command + i) * options_.page_size;
+    pages[i].iova = memory_.prp_lists_iova + off;
+    pages[i].host = reinterpret_cast<uint64_t*>(memory_.prp_lists + off);
+  }
+  const Prps prps = BuildPrps(iova, req->data_len, options_.page_size, pages, n);
+  if (prps.error != PrpError::kNone) return false;
+  sqe->prp1 = prps.prp1;
+  sqe->prp2 = prps.prp2;
+  return true;
 }
 
 SubmitResult VfioQueuePair::Submit(IoRequest* req) {
