@@ -12,6 +12,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 lab="$root/deploy/lab"
 umpathd="$(readlink -f "$1")"
+perf="$(dirname "$umpathd")/umpath-perf"  # the workload side: the same agent (umpath-perf)
 ctl="$(readlink -f "$2")"
 secs="${3:-12}"
 cut_at=$((secs / 3))
@@ -51,7 +52,7 @@ back \$A
 sleep 1
 bind vfio-pci \$A \$B
 
-$umpathd --socket=/run/umpath/umpathd.sock --state_file=/tmp/heads --bind_vfio --vfio_devices=\$A,\$B \
+$perf --socket=/run/umpath/umpathd.sock --state_file=/tmp/heads --bind_vfio --vfio_devices=\$A,\$B \
   --workload=randread --workload_qd=32 --workload_secs=$secs 2>/dev/null > /tmp/u.out &
 u=\$!
 for i in \$(seq 1 150); do \$C heads 2>/dev/null | grep -q '^nguid-' && break; sleep 0.1; done
@@ -62,7 +63,7 @@ cat /tmp/u.out
 gone \$A
 
 # A path's return: round-robin, so the returning path gets I/O as soon as it is there.
-$umpathd --socket=/run/umpath/umpathd.sock --state_file=/tmp/heads2 --bind_vfio --vfio_devices=\$A,\$B \
+$perf --socket=/run/umpath/umpathd.sock --state_file=/tmp/heads2 --bind_vfio --vfio_devices=\$A,\$B \
   --default_io_policy=round-robin --workload=randread --workload_qd=32 --workload_secs=600 2>/dev/null > /tmp/r.out &
 u=\$!
 for i in \$(seq 1 150); do \$C heads 2>/dev/null | grep -q '^nguid-' && break; sleep 0.1; done
@@ -79,7 +80,7 @@ echo "bench: return requested at \$t0, first completion seen at \$first"
 kill \$u; wait \$u
 AFTER
 UMPATH_LAB_AFTER="$work/after" bash "$lab/mkinitramfs.sh" "$work/initramfs.gz" \
-  "$lab/smoke_init.sh" "$umpathd" "$ctl" "$fio"
+  "$lab/smoke_init.sh" "$perf" "$ctl" "$fio"
 log="$work/serial.log"
 UMPATH_LAB_MULTIPATH=Y UMPATH_LAB_TCG_THREAD=single timeout 900 \
   bash "$lab/boot.sh" "$work/initramfs.gz" 2 "$log" 0 "$work/qmp.sock" &
@@ -92,7 +93,7 @@ python3 - "$work/s.log" <<'PY'
 import json, re, sys
 text = open(sys.argv[1]).read()
 k = re.search(r"bench: fio-json-begin\n(.*?)bench: fio-json-end", text, re.S)
-u = re.search(r"umpathd-workload: result (.*)", text)
+u = re.search(r"umpath-perf: result (.*)", text)
 ret = re.search(r"bench: return requested at ([\d.]+), first completion seen at ([\d.]+)", text)
 if not k or not u:
     print(text[-3000:]); sys.exit("bench: missing results")

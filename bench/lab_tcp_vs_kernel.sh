@@ -21,6 +21,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 lab="$root/deploy/lab"
 umpathd="$(readlink -f "$1")"
+perf="$(dirname "$umpathd")/umpath-perf"  # the workload side: the same agent (umpath-perf)
 secs="${2:-10}"
 runs="${3:-1}"
 # UMPATHCTL: given, or the build tree's (build/PRESET/umpathd, build/PRESET/client/umpathctl).
@@ -41,7 +42,7 @@ bash "$lab/fetch.sh" >/dev/null
 # One guest script for both boots; it tells them apart by nvme_core.multipath.
 cat > "$work/after" <<AFTER
 #!/bin/sh
-FIO=$fio; U=$umpathd; C=$ctl; SECS=$secs; RUNS=$runs; SETTLE=$settle; WINDOW=$window
+FIO=$fio; U=$umpathd; P=$perf; C=$ctl; SECS=$secs; RUNS=$runs; SETTLE=$settle; WINDOW=$window
 AFTER
 cat >> "$work/after" <<'AFTER'
 . /lab/lib.sh
@@ -143,13 +144,13 @@ else
   # umpathd_end RC [RC_OF_OUR_KILL]: an unexpected exit status and umpathd's last words.
   umpathd_end() { [ $1 = 0 ] || [ $1 = "${2:-0}" ] || { echo "bench: umpathd exited $1"; tail -5 /tmp/u.err; }; }
   for run in $(seq 1 $RUNS); do
-    $U --socket=/run/umpath/umpathd.sock --state_file=/tmp/heads --node=lab --kernel_connect=$KC \
+    $P --socket=/run/umpath/umpathd.sock --state_file=/tmp/heads --node=lab --kernel_connect=$KC \
       --workload=randread --workload_bs=4096 --workload_qd=32 --workload_secs=$SECS 2>/tmp/u.err
     umpathd_end $?
     disconnect "after run $run"
   done
   # ANA: the workload runs long enough for both flips; the control API serves meanwhile.
-  $U --socket=/run/umpath/umpathd.sock --state_file=/tmp/heads --node=lab --kernel_connect=$KC \
+  $P --socket=/run/umpath/umpathd.sock --state_file=/tmp/heads --node=lab --kernel_connect=$KC \
     --workload=randread --workload_bs=4096 --workload_qd=32 --workload_secs=60 \
     --workload_then=serve --metrics_address=127.0.0.1:9810 > /tmp/ana-u.out 2>/tmp/u.err &
   u=$!
@@ -195,7 +196,7 @@ else
     show ana-umpathd /tmp/ana.txt
     # The workload's own result (errors, max latency across the flips) when it ends.
     for i in $(seq 1 450); do
-      grep -q '^umpathd-workload: result' /tmp/ana-u.out && break
+      grep -q '^umpath-perf: result' /tmp/ana-u.out && break
       alive $u || break
       sleep 0.2
     done
@@ -220,7 +221,7 @@ else
 fi
 AFTER
 UMPATH_LAB_AFTER="$work/after" bash "$lab/mkinitramfs.sh" "$work/initramfs.gz" \
-  "$lab/smoke_init.sh" "$umpathd" "$ctl" "$fio"
+  "$lab/smoke_init.sh" "$umpathd" "$perf" "$ctl" "$fio"
 # boot MULTIPATH LOG TIMEOUT: the node with no QEMU NVMe; the paths are nvmet's.
 boot() {
   UMPATH_LAB_MULTIPATH=$1 timeout "$3" bash "$lab/boot.sh" "$work/initramfs.gz" 0 "$work/serial-$1.log" || true
@@ -298,7 +299,7 @@ def line(who, i, r):
     print(f"run {i + 1}: {who} iops={r['iops']:.0f} p99_us={r['p99']:.1f} max_us={r['max']:.1f} errors={r['errors']}")
 
 kern = [fio_res(d) for d in re.findall(r"bench: fio-json-begin\n(.*?)bench: fio-json-end", a, re.S)]
-ours = [ump_res(l) for l in re.findall(r"^umpathd-workload: result (.*)", b, re.M)]
+ours = [ump_res(l) for l in re.findall(r"^umpath-perf: result (.*)", b, re.M)]
 for m in re.findall(r"^bench: kernel head (.*)", a, re.M):
     print("kernel multipath:", m)
 for m in re.findall(r"^bench: umpathd paths (.*)", b, re.M):
@@ -322,7 +323,7 @@ if only != "umpath":
         print(f"kernel during the flips: iops={r['iops']:.0f} p99_us={r['p99']:.1f} max_us={r['max']:.1f} errors={r['errors']}")
 if only != "kernel":
     ana(block(b, "ana-umpathd"), "umpathd ANA")
-    m = re.search(r"^bench: ana-run umpathd-workload: result (.*)", b, re.M)
+    m = re.search(r"^bench: ana-run umpath-perf: result (.*)", b, re.M)
     if m:
         r = ump_res(m.group(1))
         print(f"umpathd during the flips (60 s workload): iops={r['iops']:.0f} p99_us={r['p99']:.1f} max_us={r['max']:.1f} errors={r['errors']}")

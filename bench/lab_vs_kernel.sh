@@ -11,6 +11,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 lab="$root/deploy/lab"
 umpathd="$(readlink -f "$1")"
+perf="$(dirname "$umpathd")/umpath-perf"  # the workload side: the same agent (umpath-perf)
 secs="${2:-10}"
 runs="${3:-1}"
 . "$lab/lib.sh"
@@ -35,7 +36,7 @@ for run in \$(seq 1 $runs); do
     --output=/tmp/fio.json >/dev/null 2>&1
   echo "bench: fio-json-begin"; cat /tmp/fio.json; echo "bench: fio-json-end"
   bind vfio-pci "\$@"
-  $umpathd --socket=/run/umpath/umpathd.sock --state_file=/tmp/heads --vfio_devices=all \
+  $perf --socket=/run/umpath/umpathd.sock --state_file=/tmp/heads --vfio_devices=all \
     --workload=randread --workload_bs=4096 --workload_qd=32 --workload_secs=$secs 2>/dev/null
 done
 # Idle: two live paths, no I/O, 10 s.
@@ -46,7 +47,7 @@ idle_sample \$pid
 kill \$pid; wait \$pid
 AFTER
 UMPATH_LAB_AFTER="$work/after" bash "$lab/mkinitramfs.sh" "$work/initramfs.gz" \
-  "$lab/smoke_init.sh" "$umpathd" "$fio"
+  "$lab/smoke_init.sh" "$umpathd" "$perf" "$fio"
 UMPATH_LAB_MULTIPATH=Y timeout $((300 + runs * secs * 6)) \
   bash "$lab/boot.sh" "$work/initramfs.gz" 2 "$work/serial.log" || true
 tr -d '\r' < "$work/serial.log" > "$work/s.log"
@@ -54,7 +55,7 @@ python3 - "$work/s.log" <<'PY'
 import json, re, sys
 text = open(sys.argv[1]).read()
 kern = [json.loads(m) for m in re.findall(r"bench: fio-json-begin\n(.*?)bench: fio-json-end", text, re.S)]
-ours = re.findall(r"umpathd-workload: result (.*)", text)
+ours = re.findall(r"umpath-perf: result (.*)", text)
 paths = re.findall(r"bench: kernel paths: (.*)", text)
 if not kern or not ours:
     print(text[-3000:]); sys.exit("bench: missing results")

@@ -23,6 +23,7 @@ extern "C" {
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "agent/base/uevent.h"
 #include "agent/kernel/uring_queue_pair.h"
 #include "agent/nvme/identify.h"
 #include "agent/nvme/status.h"
@@ -185,20 +186,15 @@ absl::StatusOr<std::unique_ptr<LibnvmeBackend>> LibnvmeBackend::Create(
   std::unique_ptr<LibnvmeBackend> b(
       new LibnvmeBackend(mp, std::move(workers), std::move(options), wake, ep));
   // Kernel uevents: controllers and namespaces that come and go.
-  const int ue = socket(AF_NETLINK, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_KOBJECT_UEVENT);
-  sockaddr_nl addr{};
-  addr.nl_family = AF_NETLINK;
-  addr.nl_groups = 1;
-  if (ue >= 0 && bind(ue, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-    b->uevent_fd_ = ue;
+  if (absl::StatusOr<int> ue = OpenUeventSocket(); ue.ok()) {
+    b->uevent_fd_ = *ue;
     epoll_event uev{};
     uev.events = EPOLLIN;
-    uev.data.fd = ue;
-    epoll_ctl(ep, EPOLL_CTL_ADD, ue, &uev);
+    uev.data.fd = *ue;
+    epoll_ctl(ep, EPOLL_CTL_ADD, *ue, &uev);
   } else {
-    b->Log(absl::StrCat("no kernel uevents (", std::strerror(errno),
+    b->Log(absl::StrCat("no kernel uevents (", ue.status().message(),
                         "): new controllers are found by the periodic rescan only"));
-    if (ue >= 0) close(ue);
   }
   return b;
 }
@@ -678,13 +674,13 @@ void LibnvmeBackend::Loop() {
         uint64_t v;
         [[maybe_unused]] ssize_t r = read(wake_fd_, &v, sizeof v);
       } else if (evs[i].data.fd == uevent_fd_) {
-        char buf[4096];
-        ssize_t len;
-        while ((len = recv(uevent_fd_, buf, sizeof buf - 1, 0)) > 0) {
-          buf[len] = 0;
-          // "ACTION@DEVPATH": controllers (nvme), namespaces (block, nvme-generic).
-          if (std::strstr(buf, "/nvme") != nullptr || std::strstr(buf, "/ng") != nullptr) rescan_ = true;
-        }
+        // Controllers (nvme) and namespaces (block, nvme-generic), by DEVPATH.
+        umpath::ReadUevents(uevent_fd_, [this](const Uevent& e) {
+          mu_.AssertHeld();
+          if (absl::StrContains(e.header, "/nvme") || absl::StrContains(e.header, "/ng")) {
+            rescan_ = true;
+          }
+        });
       }
     }
     bool polled = false;

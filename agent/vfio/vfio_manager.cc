@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "agent/base/uevent.h"
 #include "agent/vfio/fence.h"
 #include "agent/vfio/regs.h"
 
@@ -168,21 +169,15 @@ absl::StatusOr<std::unique_ptr<VfioManager>> VfioManager::Create(Multipath* mp,
   std::unique_ptr<VfioManager> m(new VfioManager(mp, std::move(workers), std::move(options),
                                                  std::move(*container), wake, ep));
   // Kernel uevents: a function that appears (hot-add) is claimed without a restart.
-  const int ue = socket(AF_NETLINK, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                        NETLINK_KOBJECT_UEVENT);
-  sockaddr_nl addr{};
-  addr.nl_family = AF_NETLINK;
-  addr.nl_groups = 1;  // the kernel's broadcast
-  if (ue >= 0 && bind(ue, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-    m->uevent_fd_ = ue;
+  if (absl::StatusOr<int> ue = OpenUeventSocket(); ue.ok()) {
+    m->uevent_fd_ = *ue;
     epoll_event uev{};
     uev.events = EPOLLIN;
     uev.data.ptr = &m->uevent_fd_;
-    epoll_ctl(ep, EPOLL_CTL_ADD, ue, &uev);
+    epoll_ctl(ep, EPOLL_CTL_ADD, *ue, &uev);
   } else {
-    Log(absl::StrCat("no kernel uevents (", std::strerror(errno),
+    Log(absl::StrCat("no kernel uevents (", ue.status().message(),
                      "): functions that appear later are not claimed"));
-    if (ue >= 0) close(ue);
   }
   return m;
 }
@@ -255,20 +250,11 @@ void VfioManager::Rescan() {
 }
 
 void VfioManager::ReadUevents() {
-  char buf[8192];
-  for (;;) {
-    const ssize_t n = recv(uevent_fd_, buf, sizeof buf - 1, MSG_DONTWAIT);
-    if (n <= 0) return;
-    buf[n] = 0;
-    // "ACTION@DEVPATH\0KEY=VALUE\0...": PCI functions that appear or change driver.
-    bool pci = false, interesting = false;
-    for (const char* p = buf; p < buf + n; p += std::strlen(p) + 1) {
-      const absl::string_view kv(p);
-      if (kv == "SUBSYSTEM=pci") pci = true;
-      if (kv == "ACTION=add" || kv == "ACTION=bind") interesting = true;
-    }
-    if (pci && interesting) rescan_ = true;
-  }
+  // PCI functions that appear or change driver.
+  umpath::ReadUevents(uevent_fd_, [this](const Uevent& e) {
+    mu_.AssertHeld();
+    if (e.Has("SUBSYSTEM=pci") && (e.Has("ACTION=add") || e.Has("ACTION=bind"))) rescan_ = true;
+  });
 }
 
 absl::Status VfioManager::Attach(const std::string& bdf) {

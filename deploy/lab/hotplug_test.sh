@@ -20,7 +20,7 @@ lab_init hotplug "$1" "$2"
 
 cat > "$work/after" <<AFTER
 #!/bin/sh
-U=$umpathd
+U=$perf
 C=$ctl
 H=nguid-ab000000000000000000000000000001
 A=0000:01:00.0
@@ -150,7 +150,7 @@ echo "umpath-lab: t6 after cycle 1: fds \$f1 rss_kb \$r1; after cycle 11: fds \$
 finish t6
 AFTER
 UMPATH_LAB_AFTER="$work/after" bash "$here/mkinitramfs.sh" "$work/initramfs.gz" \
-  "$here/smoke_init.sh" "$umpathd" "$ctl"
+  "$here/smoke_init.sh" "$perf" "$ctl"
 lab_show="umpath|event|nguid|  0000"
 lab_boot_qmp 1200
 clean() { chk "$1" "result .* errors=0 mismatches=0" "zero errors and mismatches"; chk "$1" "$1 exited 0" "exit status"; }

@@ -11,7 +11,7 @@ lab_init hotunplug "$1" "$2"
 
 cat > "$work/after" <<AFTER
 #!/bin/sh
-U=$umpathd
+U=$perf
 C=$ctl
 H=nguid-ab000000000000000000000000000001
 \$U --socket=/run/umpath/umpathd.sock --state_file=/tmp/heads --node=lab \
@@ -32,7 +32,7 @@ cat /tmp/hp.out
 grep -E "type=(path|controller)-|umpath-vfio: 0000:01" /tmp/hp.err
 AFTER
 UMPATH_LAB_AFTER="$work/after" bash "$here/mkinitramfs.sh" "$work/initramfs.gz" \
-  "$here/smoke_init.sh" "$umpathd" "$ctl"
+  "$here/smoke_init.sh" "$perf" "$ctl"
 log="$work/serial.log"
 timeout 600 bash "$here/boot.sh" "$work/initramfs.gz" 2 "$log" 0 "$work/qmp.sock" &
 qemu=$!
@@ -56,5 +56,5 @@ has "^nguid-ab000000000000000000000000000001|^  0000:02:00.0 +live" "the head se
 grep -qE "^  0000:01:00.0 " "$log" && fail "the removed path is still listed"
 has "result .* errors=0 mismatches=0" "zero errors and mismatches through the unplug"
 has "hot-unplug workload exited 0" "workload exit status"
-grep "umpathd-workload: result" "$log"
+grep "umpath-perf: result" "$log"
 echo "lab: hot-unplug test passed"

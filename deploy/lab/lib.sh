@@ -1,10 +1,13 @@
 # Sourced by the lab tests and benchmarks: the host side's common start.
-# lab_init NAME UMPATHD [UMPATHCTL]: sets $here (deploy/lab), $umpathd, $ctl, $work (a
+# lab_init NAME UMPATHD [UMPATHCTL]: sets $here (deploy/lab), $umpathd, $perf (umpath-perf,
+# built beside umpathd), $ctl, $work (a
 # fresh directory, kept with UMPATH_LAB_KEEP=1), a trap that stops QEMU (its pid in
 # $qemu) and cleans up, and makes sure the guest kernel and QEMU are fetched.
 lab_init() {
   here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
   umpathd="$(readlink -f "$2")"
+  perf="$(dirname "$umpathd")/umpath-perf"
+  [ -x "$perf" ] || { echo "no umpath-perf beside $umpathd (build the umpath-perf target)"; exit 1; }
   ctl="$(readlink -f "${3:-$2}")"
   work="$(mktemp -d "/tmp/umpath-lab-$1-XXXXXX")"
   qemu=""

@@ -17,6 +17,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 umpathd="$(readlink -f "$1")"
+perf="$(dirname "$umpathd")/umpath-perf"  # the workloads: the same agent (umpath-perf)
 ctl="$(readlink -f "$2")"
 work="$(mktemp -d /tmp/umpath-lab-mp-XXXXXX)"
 [ -n "${UMPATH_LAB_KEEP:-}" ] || trap 'rm -rf "$work"' EXIT
@@ -25,6 +26,7 @@ bash "$here/fetch.sh" >/dev/null
 cat > "$work/after" <<AFTER
 #!/bin/sh
 U=$umpathd
+P=$perf
 C=$ctl
 common="--socket=/run/umpath/umpathd.sock --state_file=/tmp/heads --node=lab"
 wait_head() {
@@ -50,13 +52,13 @@ cat /tmp/serve.log
 
 for p in numa round-robin queue-depth; do
   echo "umpath-lab: == 2 policy \$p"
-  \$U \$common --vfio_devices=0000:01:00.0,0000:02:00.0 --default_io_policy=\$p \
+  \$P \$common --vfio_devices=0000:01:00.0,0000:02:00.0 --default_io_policy=\$p \
     --workload=verify --workload_secs=3 --workload_qd=16 2>/dev/null
   echo "umpath-lab: workload \$p exited \$?"
 done
 
 echo "umpath-lab: == 3 fail-path under I/O"
-\$U \$common --vfio_devices=0000:01:00.0,0000:02:00.0 --default_io_policy=round-robin \
+\$P \$common --vfio_devices=0000:01:00.0,0000:02:00.0 --default_io_policy=round-robin \
   --workload=verify --workload_secs=600 --workload_qd=16 > /tmp/fp.out 2>/tmp/fp.err &
 pid=\$!
 wait_head || echo "umpath-lab: no head"
@@ -78,7 +80,7 @@ cat /tmp/fp.out
 grep -E "path-state-changed" /tmp/fp.err
 
 echo "umpath-lab: == 3b reset, detach and attach under I/O"
-\$U \$common --vfio_devices=0000:01:00.0,0000:02:00.0 --default_io_policy=round-robin \
+\$P \$common --vfio_devices=0000:01:00.0,0000:02:00.0 --default_io_policy=round-robin \
   --workload=verify --workload_secs=600 --workload_qd=16 > /tmp/rs.out 2>/tmp/rs.err &
 pid=\$!
 wait_head || echo "umpath-lab: no head"
@@ -107,13 +109,13 @@ cat /tmp/rs.out
 grep -E "type=controller-|umpath-vfio: 0000:0[12]:00.0: (resetting|reset done|detaching|attached)" /tmp/rs.err
 
 echo "umpath-lab: == 4 bad input"
-\$U \$common --workers=2 --vfio_devices=0000:00:00.0,0000:09:00.0,0000:01:00.0,0000:02:00.0,0000:03:00.0,0000:04:00.0 \
+\$P \$common --workers=2 --vfio_devices=0000:00:00.0,0000:09:00.0,0000:01:00.0,0000:02:00.0,0000:03:00.0,0000:04:00.0 \
   --workload=verify --workload_secs=3 --workload_qd=8 > /tmp/bad.out 2> /tmp/bad.err
 echo "umpath-lab: bad-input workload exited \$?"
 cat /tmp/bad.out
 grep -E "umpath-vfio|path-rejected" /tmp/bad.err
 echo 0000:02:00.0 > /sys/bus/pci/drivers/vfio-pci/unbind
-\$U \$common --vfio_devices=0000:02:00.0,0000:01:00.0 --workload=verify --workload_secs=2 \
+\$P \$common --vfio_devices=0000:02:00.0,0000:01:00.0 --workload=verify --workload_secs=2 \
   > /tmp/unbound.out 2> /tmp/unbound.err
 echo "umpath-lab: unbound workload exited \$?"
 cat /tmp/unbound.out
@@ -122,14 +124,14 @@ echo "umpath-lab: == 5 binding"
 echo nvme > /sys/bus/pci/devices/0000:02:00.0/driver_override
 echo 0000:02:00.0 > /sys/bus/pci/drivers_probe
 echo "umpath-lab: 0000:02:00.0 driver \$(basename \$(readlink /sys/bus/pci/devices/0000:02:00.0/driver))"
-\$U \$common --bind_vfio --vfio_devices=0000:02:00.0,0000:01:00.0 --default_io_policy=round-robin \
+\$P \$common --bind_vfio --vfio_devices=0000:02:00.0,0000:01:00.0 --default_io_policy=round-robin \
   --workload=verify --workload_secs=2 > /tmp/bind.out 2> /tmp/bind.err
 echo "umpath-lab: bind workload exited \$?"
 cat /tmp/bind.out
 echo "umpath-lab: 0000:02:00.0 driver now \$(basename \$(readlink /sys/bus/pci/devices/0000:02:00.0/driver))"
 AFTER
 UMPATH_LAB_AFTER="$work/after" bash "$here/mkinitramfs.sh" "$work/initramfs.gz" \
-  "$here/smoke_init.sh" "$umpathd" "$ctl"
+  "$here/smoke_init.sh" "$umpathd" "$perf" "$ctl"
 truncate -s 64M "$work/other-subsys.img"
 export UMPATH_LAB_EXTRA="-device pcie-root-port,id=rp2,chassis=3,slot=3
   -device pcie-root-port,id=rp3,chassis=4,slot=4
@@ -160,7 +162,7 @@ for p in numa round-robin queue-depth; do
   grep -q "workload $p exited 0" "$work/$p" || fail "$p: exit status"
   grep -qE "result .* flushes=[1-9][0-9]* write_zeroes=[1-9]" "$work/$p" \
     || fail "$p: Flush and Write Zeroes went to the devices"
-  used=$(grep -cE "umpathd-workload: path 0000:0[12]:00.0 completed=[1-9]" "$work/$p" || true)
+  used=$(grep -cE "umpath-perf: path 0000:0[12]:00.0 completed=[1-9]" "$work/$p" || true)
   if [ "$p" = numa ]; then
     [ "$used" -eq 1 ] || fail "numa uses one path ($used used)"
   else
@@ -218,6 +220,6 @@ chk "unbound workload exited 0" "the bound path serves alone"
 sed -n '/== 5 binding/,$p' "$log" > "$work/bind"
 grep -q "0000:02:00.0 driver nvme" "$work/bind" || fail "the function starts on the nvme driver"
 grep -q "bind workload exited 0" "$work/bind" || fail "bind workload"
-grep -qE "umpathd-workload: path 0000:02:00.0 completed=[1-9]" "$work/bind" || fail "the bound path carried I/O"
+grep -qE "umpath-perf: path 0000:02:00.0 completed=[1-9]" "$work/bind" || fail "the bound path carried I/O"
 grep -q "0000:02:00.0 driver now vfio-pci" "$work/bind" || fail "bound to vfio-pci"
 echo "lab: multipath test passed"

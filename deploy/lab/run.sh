@@ -20,10 +20,11 @@ build="${UMPATH_BUILD_DIR:-}"
 if [ -z "$build" ]; then
   bash "$root/deploy/dev/install-deps.sh"
   (cd "$root" && cmake --preset release >/dev/null && \
-     cmake --build build/release -j2 --target umpathd umpathctl)
+     cmake --build build/release -j2 --target umpathd umpath-perf umpathctl)
   build="$root/build/release"
 fi
 umpathd="$(readlink -f "$build/umpathd")"
+perf="$(readlink -f "$build/umpath-perf")"
 ctl="$(readlink -f "$build/client/umpathctl")"
 bash "$lab/fetch.sh" >/dev/null
 
@@ -56,15 +57,18 @@ fi
 port="${UMPATH_LAB_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
 . "$lab/lib.sh"
 fio="$(lab_fio)"
-# In the node: umpathd runs a verified workload through the multipath path, then serves
-# and exports the head as /dev/ublkb0, which a node application (fio here) uses.
+# In the node: umpath-perf runs a verified workload through the multipath path on both
+# controllers; then umpathd takes them, serves, and exports the head as /dev/ublkb0,
+# which a node application (fio here) uses.
 cat > "$work/after" <<AFTER
 #!/bin/sh
+$perf --socket=/run/umpath/perf.sock --state_file=/tmp/perf-heads --node=umpath-lab \
+  --vfio_devices=all --default_io_policy=round-robin --workers=2 --ublk=false \
+  --workload=verify --workload_secs=5 --workload_qd=16
 $umpathd --socket=/run/umpath/umpathd.sock --state_file=/var/lib/umpath/heads --node=umpath-lab \
   --vfio_devices=all --default_io_policy=round-robin --workers=2 --export_all \
   --tcp_address=0.0.0.0:50051 --tls_cert_file=/lab/tls/server.pem --tls_key_file=/lab/tls/server.key \
-  --tls_client_ca_file=/lab/tls/ca.pem --admin_names=lab-admin \
-  --workload=verify --workload_secs=5 --workload_qd=16 --workload_then=serve &
+  --tls_client_ca_file=/lab/tls/ca.pem --admin_names=lab-admin &
 for i in \$(seq 1 600); do [ -b /dev/ublkb0 ] && break; sleep 0.5; done
 echo "umpath-lab: block device \$(ls /dev | grep ublkb | tr '\n' ' ')"
 $fio --name=node-app --filename=/dev/ublkb0 --ioengine=io_uring --direct=1 --rw=randrw --bs=4k \
@@ -75,7 +79,7 @@ AFTER
 mkdir -p "$work/files/lab/tls"
 cp "$tls"/{ca.pem,server.pem,server.key} "$work/files/lab/tls/"
 UMPATH_LAB_AFTER="$work/after" UMPATH_LAB_FILES="$work/files" \
-  bash "$lab/mkinitramfs.sh" "$work/initramfs.gz" "$lab/smoke_init.sh" "$umpathd" "$fio"
+  bash "$lab/mkinitramfs.sh" "$work/initramfs.gz" "$lab/smoke_init.sh" "$umpathd" "$perf" "$fio"
 echo "umpath lab: booting QEMU (TCG) with two NVMe controllers; serial log $state/serial.log"
 bash "$lab/boot.sh" "$work/initramfs.gz" 2 "$state/serial.log" "$port" "$state/qmp.sock" &
 qemu_pid=$!
@@ -83,13 +87,13 @@ qemu_pid=$!
 ctl_host=("$ctl" --address="127.0.0.1:$port" --tls_cert_file="$tls/admin.pem"
           --tls_key_file="$tls/admin.key" --tls_ca_file="$tls/ca.pem" --tls_server_name=localhost)
 deadline=$((SECONDS + 240))
-until grep -q "umpathd-workload: failed\|fio on /dev/ublkb0: .*err=" "$state/serial.log" 2>/dev/null; do
+until grep -q "umpath-perf: failed\|fio on /dev/ublkb0: .*err=" "$state/serial.log" 2>/dev/null; do
   if [ $SECONDS -gt $deadline ] || ! kill -0 "$qemu_pid" 2>/dev/null; then
     tail -30 "$state/serial.log"; echo "umpath lab: the workload or fio did not finish"; exit 1
   fi
   sleep 1
 done
-grep -E "umpath-lab:|umpath-vfio:|umpathd-workload:" "$state/serial.log" | tr -d '\r' \
+grep -E "umpath-lab:|umpath-vfio:|umpath-perf:" "$state/serial.log" | tr -d '\r' \
   | sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g; s/^\x1bc//'
 echo
 echo "\$ umpathctl --address=127.0.0.1:$port ... heads"

@@ -11,9 +11,9 @@ trap 'rm -rf "$state"' EXIT
 out="$state/out"
 UMPATH_BUILD_DIR="$1" UMPATH_LAB_STATE="$state" bash "$here/run.sh" --once | tee "$out"
 fail() { echo "FAIL: $*"; exit 1; }
-grep -qE "umpathd-workload: result .* errors=0 mismatches=0" "$out" || fail "verified workload"
-grep -qE "umpathd-workload: path 0000:01:00.0 completed=[1-9]" "$out" || fail "path 1 used"
-grep -qE "umpathd-workload: path 0000:02:00.0 completed=[1-9]" "$out" || fail "path 2 used"
+grep -qE "umpath-perf: result .* errors=0 mismatches=0" "$out" || fail "verified workload"
+grep -qE "umpath-perf: path 0000:01:00.0 completed=[1-9]" "$out" || fail "path 1 used"
+grep -qE "umpath-perf: path 0000:02:00.0 completed=[1-9]" "$out" || fail "path 2 used"
 grep -qE "fio on /dev/ublkb0: .*err= *0" "$out" || fail "fio with verify on the exported block device"
 grep -qE "^nguid-ab000000000000000000000000000001 +2 +2 +round-robin .*/dev/ublkb0" "$out" \
   || fail "umpathctl heads over mTLS from the host"

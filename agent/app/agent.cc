@@ -1,0 +1,195 @@
+#include "agent/app/agent.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "agent/base/status_macros.h"
+
+namespace umpath::app {
+
+namespace {
+
+void Log(const std::string& line) { std::fprintf(stderr, "umpathd: %s\n", line.c_str()); }
+
+absl::Status Prefixed(absl::string_view what, const absl::Status& s) {
+  return absl::Status(s.code(), absl::StrCat(what, ": ", s.message()));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentConfig config, AgentMode mode) {
+  std::unique_ptr<Agent> a(new Agent(std::move(config)));
+  // Every step below may fail; returning destroys `a`, which stops what had started.
+  RETURN_IF_ERROR(a->StartCore());
+  if (mode.start_workers) {
+    for (Worker* w : a->worker_ptrs_) w->Start();
+    a->workers_started_ = true;
+  }
+  RETURN_IF_ERROR(a->StartBackends());
+  if (a->config_.ublk) {
+    a->export_ops_ = std::make_unique<UblkExportOps>(
+        "block devices are offered once the workload ends");
+    a->config_.server.service.exports = a->export_ops_.get();
+    if (a->workers_started_) {
+      RETURN_IF_ERROR(a->StartExporter());
+    } else if (access(a->config_.ublk->control_path.c_str(), F_OK) == 0) {
+      a->config_.server.service.backends.push_back("ublk");  // once the workload ends
+    }
+  } else {
+    a->config_.server.service.no_export_reason = "started with --ublk=false";
+  }
+  RETURN_IF_ERROR(a->StartServer());
+  return a;
+}
+
+absl::Status Agent::StartCore() {
+  absl::StatusOr<std::unique_ptr<server::SettingsStore>> store =
+      server::SettingsStore::Open(config_.state_file);
+  if (!store.ok()) return Prefixed("state file", store.status());
+  store_ = std::move(*store);
+  if (!store_->problem().empty()) Log(absl::StrCat("state file: ", store_->problem()));
+  MultipathOptions mo;
+  mo.initial_settings = [s = store_.get()](absl::string_view head) { return s->Lookup(head); };
+  mo.default_policy = config_.default_policy;
+  mo.default_delayed_removal_secs = config_.default_delayed_removal_secs;
+  for (int i = 0; i < config_.workers; ++i) {
+    Worker::Options wo;
+    wo.index = i;
+    workers_.push_back(Worker::Create(wo));
+    if (!workers_.back()) return absl::ResourceExhaustedError("a worker's eventfd or epoll");
+    worker_ptrs_.push_back(workers_.back().get());
+  }
+  mo.workers = worker_ptrs_;
+  ASSIGN_OR_RETURN(mp_, Multipath::Create(mo));
+  mp_->Start();
+  ASSIGN_OR_RETURN(logger_, EventLogger::Start(mp_.get()));
+  return absl::OkStatus();
+}
+
+absl::Status Agent::StartBackends() {
+  server::ServiceOptions& svc = config_.server.service;
+  if (config_.vfio) {
+    absl::StatusOr<std::unique_ptr<vfio::VfioManager>> vm =
+        vfio::VfioManager::Create(mp_.get(), worker_ptrs_, *config_.vfio);
+    if (!vm.ok()) return Prefixed("vfio", vm.status());
+    vfio_ = std::move(*vm);
+    int attached = 0;
+    for (const auto& [bdf, st] : vfio_->AttachConfigured()) attached += st.ok();
+    Log(absl::StrCat("vfio: ", attached, " controller(s) attached"));
+    vfio_->Start();
+    svc.backends.push_back("vfio");
+  }
+  // The kernel's NVMe controllers: claimed by the configuration, or attached through
+  // the API (a CSI sidecar connecting a volume's fabrics paths).
+  if (config_.kernel) {
+    absl::StatusOr<std::unique_ptr<kernel::LibnvmeBackend>> kb =
+        kernel::LibnvmeBackend::Create(mp_.get(), worker_ptrs_, *config_.kernel);
+    if (!kb.ok()) return Prefixed("kernel backend", kb.status());
+    kernel_ = std::move(*kb);
+    if (!config_.kernel->claims.empty() || !config_.kernel->connect.empty()) {
+      int attached = 0;
+      for (const auto& [what, st] : kernel_->AttachConfigured()) attached += st.ok();
+      Log(absl::StrCat("kernel: ", attached, " controller(s) claimed"));
+    }
+    kernel_->Start();
+    if (!kernel::KernelMultipathEnabled()) svc.backends.push_back("kernel");
+  }
+  if (vfio_ || kernel_) {
+    controller_ops_ = std::make_unique<BackendControllerOps>(vfio_.get(), kernel_.get());
+    svc.controllers = controller_ops_.get();
+  }
+  return absl::OkStatus();
+}
+
+IoMemoryAllocator Agent::io_allocator() const {
+  return [vm = vfio_.get()](uint64_t bytes) -> absl::StatusOr<IoMemory> {
+    if (vm != nullptr) {
+      absl::StatusOr<std::unique_ptr<vfio::DmaBuffer>> b = vm->AllocateIoBuffer(bytes);
+      if (!b.ok()) return b.status();
+      std::shared_ptr<vfio::DmaBuffer> owner = std::move(*b);
+      return IoMemory{owner->host(), owner};
+    }
+    void* p = std::aligned_alloc(4096, (bytes + 4095) & ~uint64_t{4095});
+    if (p == nullptr) return absl::ResourceExhaustedError("no memory for I/O buffers");
+    return IoMemory{p, std::shared_ptr<void>(p, std::free)};
+  };
+}
+
+// Bad options are an error; a kernel without ublk is not: the agent serves without
+// block devices, and says why to whoever asks for one.
+absl::Status Agent::StartExporter() {
+  ublk::ExporterOptions eo = *config_.ublk;
+  eo.workers = worker_ptrs_;
+  eo.alloc = io_allocator();
+  absl::StatusOr<std::unique_ptr<ublk::Exporter>> ex = ublk::Exporter::Create(mp_.get(), eo);
+  if (!ex.ok()) {
+    if (absl::IsInvalidArgument(ex.status())) return Prefixed("ublk", ex.status());
+    Log(absl::StrCat("no block devices: ", ex.status().message()));
+    export_ops_->Unavailable(absl::StrCat("this agent has no block devices: ", ex.status().message()));
+    return absl::OkStatus();
+  }
+  exporter_ = std::move(*ex);
+  exporter_->Start();
+  export_ops_->Set(exporter_.get());
+  if (!server_) config_.server.service.backends.push_back("ublk");
+  return absl::OkStatus();
+}
+
+absl::Status Agent::StartServer() {
+  rpc_stats_ = std::make_unique<server::RpcStats>(Log);
+  config_.server.rpc_stats = rpc_stats_.get();
+  absl::StatusOr<std::unique_ptr<server::ControlServer>> srv =
+      server::ControlServer::Create(mp_.get(), config_.server, store_.get());
+  if (!srv.ok()) return Prefixed("control server", srv.status());
+  server_ = std::move(*srv);
+  Log(absl::StrCat("serving umpath.v1.MultipathControl on unix:", config_.server.socket_path,
+                   " (node ", config_.server.service.node, ")"));
+  if (config_.metrics_address.empty()) return absl::OkStatus();
+  server::MetricsOptions mo;
+  mo.address = config_.metrics_address;
+  mo.mp = mp_.get();
+  mo.rpcs = rpc_stats_.get();
+  mo.version = config_.server.service.version;
+  server::ControlService* svc = &server_->service();
+  mo.watchers = [svc] { return static_cast<uint64_t>(svc->watchers()); };
+  mo.watcher_ends = [svc] { return svc->watcher_ends(); };
+  absl::StatusOr<std::unique_ptr<server::MetricsEndpoint>> m = server::MetricsEndpoint::Create(mo);
+  if (!m.ok()) return Prefixed("metrics", m.status());
+  metrics_ = std::move(*m);
+  const std::string& addr = config_.metrics_address;
+  Log(absl::StrCat("serving metrics on http://", addr.substr(0, addr.rfind(':')), ":",
+                   metrics_->port(), "/metrics"));
+  return absl::OkStatus();
+}
+
+absl::Status Agent::StartServing(bool block_devices) {
+  if (workers_started_) return absl::OkStatus();
+  for (Worker* w : worker_ptrs_) w->Start();
+  workers_started_ = true;
+  if (block_devices && config_.ublk) return StartExporter();
+  return absl::OkStatus();
+}
+
+Agent::~Agent() {
+  // Letting controllers go takes the workers (they take the queue pairs out of
+  // service): a start that failed before they ran starts them now.
+  if (!workers_started_) {
+    for (Worker* w : worker_ptrs_) w->Start();
+  }
+  metrics_.reset();
+  if (server_) server_->Shutdown();
+  if (exporter_) exporter_->StopFollowing();
+  // The backends let go of their controllers while the workers still run.
+  if (vfio_) vfio_->Stop();
+  if (kernel_) kernel_->Stop();
+  // Fails what still waits, so stopping the block devices never waits on it.
+  if (mp_) mp_->Shutdown();
+  if (exporter_) exporter_->Shutdown();
+  logger_.reset();  // its journal is closed: it ends
+  for (Worker* w : worker_ptrs_) w->Stop();
+}
+
+}  // namespace umpath::app

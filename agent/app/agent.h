@@ -1,0 +1,81 @@
+#pragma once
+
+// The agent as one object: its components are members, made in start order by
+// Create and stopped in reverse by the destructor, the one shutdown path (Envoy's
+// main is a few lines that hand over to such an object).
+//
+//   settings store -> workers -> multipath core (its timer) -> event log -> vfio backend
+//   -> kernel backend -> block devices (ublk) -> control server -> metrics endpoint
+//
+// Stopping: metrics and the server first (no new calls), the exporter stops following
+// heads, the backends let go of their controllers (fenced, their I/O failed over) while
+// the workers still run, the core fails what still waits, the block devices go, the
+// event log ends, and the workers last.
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "agent/app/config.h"
+#include "agent/app/event_logger.h"
+#include "agent/app/ops.h"
+#include "agent/core/io_memory.h"
+#include "agent/core/multipath.h"
+#include "agent/core/worker.h"
+#include "server/control_server.h"
+#include "server/metrics.h"
+#include "server/settings_store.h"
+
+namespace umpath::app {
+
+struct AgentMode {
+  // False: the caller drives the workers by hand first (a workload, umpath-perf), and
+  // calls StartServing when it is done; block devices are offered from then on.
+  bool start_workers = true;
+};
+
+// Threading: Create, StartServing and the destructor on one thread; the rest is the
+// components' own.
+class Agent {
+ public:
+  // INVALID_ARGUMENT for a configuration that cannot work (exit status 2); anything
+  // else is a failure to start (1). What was started is stopped again.
+  static absl::StatusOr<std::unique_ptr<Agent>> Create(AgentConfig config, AgentMode mode = {});
+  ~Agent();
+
+  Multipath& core() { return *mp_; }
+  const std::vector<Worker*>& workers() const { return worker_ptrs_; }
+  // Buffers I/O may use on every path: DMA memory registered with vfio where there is a
+  // vfio backend (the kernel's paths take it too), page-aligned memory otherwise.
+  IoMemoryAllocator io_allocator() const;
+  // After a hand-driven start: the workers run on their own threads from now on, and
+  // (with `block_devices`) block devices are offered.
+  absl::Status StartServing(bool block_devices = true);
+
+ private:
+  explicit Agent(AgentConfig config) : config_(std::move(config)) {}
+  absl::Status StartCore();
+  absl::Status StartBackends();
+  absl::Status StartExporter();
+  absl::Status StartServer();
+
+  AgentConfig config_;
+  std::unique_ptr<server::SettingsStore> store_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<Worker*> worker_ptrs_;
+  bool workers_started_ = false;
+  std::unique_ptr<Multipath> mp_;
+  std::unique_ptr<EventLogger> logger_;
+  std::unique_ptr<vfio::VfioManager> vfio_;
+  std::unique_ptr<kernel::LibnvmeBackend> kernel_;
+  std::unique_ptr<BackendControllerOps> controller_ops_;
+  std::unique_ptr<UblkExportOps> export_ops_;
+  std::unique_ptr<ublk::Exporter> exporter_;
+  std::unique_ptr<server::RpcStats> rpc_stats_;
+  std::unique_ptr<server::ControlServer> server_;
+  std::unique_ptr<server::MetricsEndpoint> metrics_;
+};
+
+}  // namespace umpath::app

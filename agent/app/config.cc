@@ -1,0 +1,235 @@
+#include "agent/app/config.h"
+
+#include <grp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "agent/base/status_macros.h"
+
+ABSL_FLAG(std::string, socket, "/run/umpath/umpathd.sock", "the control API's Unix socket");
+ABSL_FLAG(std::string, socket_mode, "0660", "its mode, octal");
+ABSL_FLAG(std::string, socket_group, "", "its group (name or gid); empty: the agent's own");
+ABSL_FLAG(std::vector<std::string>, admin_uids, {"0"}, "uids with the admin role");
+ABSL_FLAG(std::vector<std::string>, admin_groups, {}, "groups (names or gids) with the admin role");
+ABSL_FLAG(std::vector<std::string>, viewer_uids, {}, "uids with the viewer role");
+ABSL_FLAG(std::vector<std::string>, viewer_groups, {}, "groups (names or gids) with the viewer role");
+ABSL_FLAG(std::string, node, "", "this node's name, as reported by GetAgentInfo (default: hostname)");
+ABSL_FLAG(std::string, default_io_policy, "numa", "numa, round-robin or queue-depth");
+ABSL_FLAG(std::string, default_delayed_removal_secs, "0", "0..86400, for new heads");
+ABSL_FLAG(int, workers, 1, "I/O worker threads");
+ABSL_FLAG(int, max_watchers, 1024, "WatchEvents streams in total");
+ABSL_FLAG(int, max_watchers_per_caller, 128, "WatchEvents streams per caller identity");
+ABSL_FLAG(int, watch_queue_limit, 4096, "events a watcher may fall behind by before it is ended");
+ABSL_FLAG(int, progress_interval_ms, 10000, "progress marker interval on idle streams");
+ABSL_FLAG(std::string, tcp_address, "", "optional mTLS listener, e.g. 0.0.0.0:7443");
+ABSL_FLAG(std::string, tls_cert_file, "", "the server certificate (PEM) for --tcp_address");
+ABSL_FLAG(std::string, tls_key_file, "", "its private key (PEM)");
+ABSL_FLAG(std::string, tls_client_ca_file, "", "CA (PEM) that client certificates must chain to");
+ABSL_FLAG(std::vector<std::string>, admin_names, {}, "certificate SANs or CNs with the admin role");
+ABSL_FLAG(std::vector<std::string>, viewer_names, {}, "certificate SANs or CNs with the viewer role");
+ABSL_FLAG(std::string, health_address, "", "optional plaintext health-only listener, e.g. 0.0.0.0:7444");
+ABSL_FLAG(std::string, metrics_address, "",
+          "Prometheus metrics (text exposition at /metrics) on this HOST:PORT, e.g. "
+          "127.0.0.1:9810; empty: off");
+ABSL_FLAG(std::string, state_file, "/var/lib/umpath/heads",
+          "per-head settings made through the API, kept across restarts");
+
+ABSL_FLAG(std::vector<std::string>, vfio_devices, {},
+          "NVMe functions to drive through vfio-pci: PCI addresses, or \"all\" for every NVMe "
+          "function bound to vfio-pci (every NVMe function with --bind_vfio)");
+ABSL_FLAG(bool, bind_vfio, false, "bind the --vfio_devices to vfio-pci first");
+ABSL_FLAG(int, queue_depth, 256,
+          "entries per I/O queue (a vfio queue pair, a kernel path's io_uring), 2..4096");
+ABSL_FLAG(int, io_timeout_ms, 30000, "I/O command timeout; a controller past it is reset");
+ABSL_FLAG(int, health_check_ms, 1000,
+          "how often each vfio controller's status is read (fatal status: reset; all ones: "
+          "lost); 0: never");
+ABSL_FLAG(bool, kernel, true,
+          "offer the kernel's NVMe controllers as paths (libnvme, io_uring passthrough on "
+          "/dev/ngXnY); needs nvme_core.multipath=N");
+ABSL_FLAG(std::vector<std::string>, kernel_controllers, {},
+          "kernel NVMe controllers to claim: subsystem NQNs (every controller of it) or "
+          "controller names (nvme3)");
+ABSL_FLAG(std::vector<std::string>, kernel_connect, {},
+          "fabrics controllers to connect and claim, TRANSPORT:ADDRESS:SERVICE:NQN (an IPv6 "
+          "address in brackets); one that goes away is connected again");
+ABSL_FLAG(int, kernel_poll_ms, 1000,
+          "how often each kernel controller's state and ANA log are read (the kernel keeps "
+          "its ANA events to itself when its multipath is off)");
+ABSL_FLAG(std::string, host_nqn, "", "host NQN for fabrics connects (default: /etc/nvme/hostnqn)");
+ABSL_FLAG(std::string, host_id, "", "host ID for fabrics connects (default: /etc/nvme/hostid)");
+ABSL_FLAG(int, fabrics_ctrl_loss_tmo_secs, 600,
+          "how long the kernel keeps reconnecting a fabrics controller this agent connected "
+          "before it gives it up (its paths then go; delayed removal applies); -1: forever");
+ABSL_FLAG(int, fabrics_reconnect_delay_secs, 10, "the kernel's delay between reconnect attempts");
+ABSL_FLAG(bool, ublk, true, "offer heads as block devices through ublk (where the kernel has it)");
+ABSL_FLAG(bool, export_all, false, "export every head as /dev/ublkbN as it appears");
+ABSL_FLAG(int, ublk_queue_depth, 64, "requests per ublk queue (one queue per worker), 1..4096");
+ABSL_FLAG(int, ublk_max_io_kib, 128, "largest I/O of a ublk device, KiB (also capped by MDTS)");
+ABSL_FLAG(bool, ublk_user_recovery, true,
+          "make devices that outlive the agent: I/O waits while it restarts (kernel permitting)");
+ABSL_FLAG(std::string, ublk_state_dir, "/run/umpath/ublk", "where each device's head is recorded");
+ABSL_FLAG(int, ublk_recover_wait_secs, 30,
+          "how long a device left by the last run waits for its head before it is removed");
+
+namespace umpath::app {
+namespace {
+
+absl::StatusOr<gid_t> ParseGroup(const std::string& text) {
+  unsigned v;
+  if (absl::SimpleAtoi(text, &v)) return static_cast<gid_t>(v);
+  if (group* g = getgrnam(text.c_str())) return g->gr_gid;
+  return absl::InvalidArgumentError(absl::StrCat("\"", text, "\" is not a group"));
+}
+
+template <typename T>
+absl::Status ParseIds(const std::vector<std::string>& in, bool groups, std::vector<T>* out) {
+  for (const std::string& s : in) {
+    if (groups) {
+      ASSIGN_OR_RETURN(gid_t id, ParseGroup(s));
+      out->push_back(static_cast<T>(id));
+      continue;
+    }
+    unsigned id;
+    if (!absl::SimpleAtoi(s, &id)) {
+      return absl::InvalidArgumentError(absl::StrCat("\"", s, "\" is not a uid"));
+    }
+    out->push_back(static_cast<T>(id));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ServerFromFlags(server::ServerOptions& so) {
+  so.socket_path = absl::GetFlag(FLAGS_socket);
+  unsigned mode;
+  if (!absl::numbers_internal::safe_strtou32_base(absl::GetFlag(FLAGS_socket_mode), &mode, 8) ||
+      mode > 0777) {
+    return absl::InvalidArgumentError("--socket_mode must be octal 0..0777");
+  }
+  so.socket_mode = mode;
+  if (!absl::GetFlag(FLAGS_socket_group).empty()) {
+    absl::StatusOr<gid_t> g = ParseGroup(absl::GetFlag(FLAGS_socket_group));
+    if (!g.ok()) return absl::InvalidArgumentError("unknown --socket_group");
+    so.socket_gid = *g;
+  }
+  so.access.admin_uids.clear();
+  RETURN_IF_ERROR(ParseIds(absl::GetFlag(FLAGS_admin_uids), false, &so.access.admin_uids));
+  RETURN_IF_ERROR(ParseIds(absl::GetFlag(FLAGS_admin_groups), true, &so.access.admin_gids));
+  RETURN_IF_ERROR(ParseIds(absl::GetFlag(FLAGS_viewer_uids), false, &so.access.viewer_uids));
+  RETURN_IF_ERROR(ParseIds(absl::GetFlag(FLAGS_viewer_groups), true, &so.access.viewer_gids));
+  const int max_watchers = absl::GetFlag(FLAGS_max_watchers);
+  const int per_caller = absl::GetFlag(FLAGS_max_watchers_per_caller);
+  const int queue_limit = absl::GetFlag(FLAGS_watch_queue_limit);
+  const int progress_ms = absl::GetFlag(FLAGS_progress_interval_ms);
+  if (max_watchers < 1 || per_caller < 1 || queue_limit < 1 || progress_ms < 10) {
+    return absl::InvalidArgumentError(
+        "watcher limits must be positive (progress at least 10 ms)");
+  }
+  so.service.watch.max_watchers = static_cast<size_t>(max_watchers);
+  so.service.watch.max_watchers_per_caller = static_cast<size_t>(per_caller);
+  so.service.watch.queue_limit = static_cast<size_t>(queue_limit);
+  so.service.watch.progress_interval = std::chrono::milliseconds(progress_ms);
+  so.tcp_address = absl::GetFlag(FLAGS_tcp_address);
+  so.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  so.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
+  so.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
+  so.access.admin_names = absl::GetFlag(FLAGS_admin_names);
+  so.access.viewer_names = absl::GetFlag(FLAGS_viewer_names);
+  so.health_address = absl::GetFlag(FLAGS_health_address);
+  so.service.node = absl::GetFlag(FLAGS_node);
+  if (so.service.node.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof host - 1);
+    so.service.node = host;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<vfio::VfioManagerOptions> VfioFromFlags() {
+  vfio::VfioManagerOptions vo;
+  vo.devices = absl::GetFlag(FLAGS_vfio_devices);
+  vo.bind = absl::GetFlag(FLAGS_bind_vfio);
+  const int qd = absl::GetFlag(FLAGS_queue_depth);
+  const int timeout = absl::GetFlag(FLAGS_io_timeout_ms);
+  if (qd < 2 || qd > 4096 || timeout < 100) {
+    return absl::InvalidArgumentError(
+        "--queue_depth must be 2..4096, --io_timeout_ms at least 100");
+  }
+  vo.queue_depth = static_cast<uint16_t>(qd);
+  vo.io_timeout_ms = timeout;
+  vo.health_interval_ms = absl::GetFlag(FLAGS_health_check_ms);
+  if (vo.health_interval_ms < 0) {
+    return absl::InvalidArgumentError("--health_check_ms must be 0 or more");
+  }
+  return vo;
+}
+
+absl::StatusOr<kernel::LibnvmeBackendOptions> KernelFromFlags() {
+  kernel::LibnvmeBackendOptions ko;
+  ko.claims = absl::GetFlag(FLAGS_kernel_controllers);
+  for (const std::string& c : absl::GetFlag(FLAGS_kernel_connect)) {
+    absl::StatusOr<kernel::ConnectSpec> spec = kernel::ParseConnectFlag(c);
+    if (!spec.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--kernel_connect: ", spec.status().message()));
+    }
+    ko.connect.push_back(*spec);
+  }
+  ko.queue_depth = static_cast<uint32_t>(std::clamp(absl::GetFlag(FLAGS_queue_depth), 0, 1 << 20));
+  ko.poll_ms = absl::GetFlag(FLAGS_kernel_poll_ms);
+  ko.host_nqn = absl::GetFlag(FLAGS_host_nqn);
+  ko.host_id = absl::GetFlag(FLAGS_host_id);
+  ko.ctrl_loss_tmo_secs = absl::GetFlag(FLAGS_fabrics_ctrl_loss_tmo_secs);
+  ko.reconnect_delay_secs = absl::GetFlag(FLAGS_fabrics_reconnect_delay_secs);
+  ko.log = [](const std::string& line) { std::fprintf(stderr, "umpath-kernel: %s\n", line.c_str()); };
+  if (ko.ctrl_loss_tmo_secs < -1 || ko.reconnect_delay_secs < 1) {
+    return absl::InvalidArgumentError(
+        "--fabrics_ctrl_loss_tmo_secs must be -1 or more, --fabrics_reconnect_delay_secs at "
+        "least 1");
+  }
+  return ko;
+}
+
+ublk::ExporterOptions UblkFromFlags() {
+  ublk::ExporterOptions eo;
+  eo.queue_depth = static_cast<uint16_t>(std::clamp(absl::GetFlag(FLAGS_ublk_queue_depth), 0, 65535));
+  eo.max_io_bytes =
+      static_cast<uint32_t>(std::clamp(absl::GetFlag(FLAGS_ublk_max_io_kib), 0, 1 << 20)) * 1024u;
+  eo.export_all = absl::GetFlag(FLAGS_export_all);
+  eo.user_recovery = absl::GetFlag(FLAGS_ublk_user_recovery);
+  eo.state_dir = absl::GetFlag(FLAGS_ublk_state_dir);
+  eo.recover_wait_secs = absl::GetFlag(FLAGS_ublk_recover_wait_secs);
+  eo.log = [](const std::string& line) { std::fprintf(stderr, "umpathd: %s\n", line.c_str()); };
+  return eo;
+}
+
+}  // namespace
+
+absl::StatusOr<AgentConfig> AgentConfigFromFlags() {
+  AgentConfig c;
+  RETURN_IF_ERROR(ServerFromFlags(c.server));
+  ASSIGN_OR_RETURN(c.default_policy, ParseIoPolicy(absl::GetFlag(FLAGS_default_io_policy)));
+  ASSIGN_OR_RETURN(c.default_delayed_removal_secs,
+                   ParseDelayedRemovalSecs(absl::GetFlag(FLAGS_default_delayed_removal_secs)));
+  c.workers = absl::GetFlag(FLAGS_workers);
+  if (c.workers < 1 || c.workers > 256) {
+    return absl::InvalidArgumentError("--workers must be 1..256");
+  }
+  c.state_file = absl::GetFlag(FLAGS_state_file);
+  c.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  if (!absl::GetFlag(FLAGS_vfio_devices).empty()) {
+    ASSIGN_OR_RETURN(c.vfio, VfioFromFlags());
+  }
+  if (absl::GetFlag(FLAGS_kernel)) {
+    ASSIGN_OR_RETURN(c.kernel, KernelFromFlags());
+  }
+  if (absl::GetFlag(FLAGS_ublk)) c.ublk = UblkFromFlags();
+  return c;
+}
+
+}  // namespace umpath::app

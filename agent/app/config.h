@@ -1,0 +1,35 @@
+#pragma once
+
+// umpathd's configuration: every flag of the agent (or a --flagfile of them), read and
+// checked once into one value. umpathd and umpath-perf share it.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "agent/core/types.h"
+#include "agent/export/exporter.h"
+#include "agent/kernel/libnvme_backend.h"
+#include "agent/vfio/vfio_manager.h"
+#include "server/control_server.h"
+
+namespace umpath::app {
+
+struct AgentConfig {
+  server::ServerOptions server;
+  std::string state_file;
+  std::string metrics_address;  // empty: no metrics endpoint
+  IoPolicy default_policy = IoPolicy::kNuma;
+  uint32_t default_delayed_removal_secs = 0;
+  int workers = 1;
+  std::optional<vfio::VfioManagerOptions> vfio;         // --vfio_devices
+  std::optional<kernel::LibnvmeBackendOptions> kernel;  // --kernel
+  // --ublk: the block-device frontend (workers, alloc and log are the agent's).
+  std::optional<ublk::ExporterOptions> ublk;
+};
+
+// From the flags. INVALID_ARGUMENT names the flag and what it takes.
+absl::StatusOr<AgentConfig> AgentConfigFromFlags();
+
+}  // namespace umpath::app
