@@ -48,9 +48,15 @@ kill \$pid; wait \$pid
 AFTER
 UMPATH_LAB_AFTER="$work/after" bash "$lab/mkinitramfs.sh" "$work/initramfs.gz" \
   "$lab/smoke_init.sh" "$umpathd" "$perf" "$fio"
+rc=0
 UMPATH_LAB_MULTIPATH=Y timeout $((300 + runs * secs * 6)) \
-  bash "$lab/boot.sh" "$work/initramfs.gz" 2 "$work/serial.log" || true
+  bash "$lab/boot.sh" "$work/initramfs.gz" 2 "$work/serial.log" || rc=$?
 tr -d '\r' < "$work/serial.log" > "$work/s.log"
+if [ "$rc" = 124 ]; then
+  # The node did not finish: say where it stood, not just which figures are missing.
+  echo "bench: the lab node timed out; the last of its log:"
+  grep -E "umpath|bench: (kernel|idle)|BUG|Oops|panic" "$work/s.log" | grep -v '^event' | tail -25
+fi
 python3 - "$work/s.log" <<'PY'
 import json, re, sys
 text = open(sys.argv[1]).read()
