@@ -275,19 +275,28 @@ TEST_F(ServerTest, PolicyAndMaintenanceCalls) {
 }
 
 // What the backends were asked, and what they answer.
+// Answers from a thread of its own, as the control thread does.
 struct FakeControllerOps final : ControllerOps {
-  absl::StatusOr<std::string> Attach(const AttachSpec& spec) override {
+  void Attach(const AttachSpec& spec, OpDone<absl::StatusOr<std::string>> done) override {
     attached.push_back(spec.transport + " " + spec.address);
-    if (spec.address == "0000:09:00.0") return absl::NotFoundError("no PCI device 0000:09:00.0");
-    return std::string("c1");
+    Later([a = spec.address, done = std::move(done)]() mutable {
+      if (a == "0000:09:00.0") return std::move(done)(absl::NotFoundError("no PCI device 0000:09:00.0"));
+      std::move(done)(std::string("c1"));
+    });
   }
-  absl::Status Detach(const std::string& c) override {
+  void Detach(const std::string& c, OpDone<absl::Status> done) override {
     detached.push_back(c);
-    return absl::OkStatus();
+    Later([done = std::move(done)]() mutable { std::move(done)(absl::OkStatus()); });
   }
-  absl::Status Reset(const std::string& c) override {
+  void Reset(const std::string& c, OpDone<absl::Status> done) override {
     reset.push_back(c);
-    return c == "c1" ? absl::FailedPreconditionError("c1 is already resetting") : absl::OkStatus();
+    Later([c, done = std::move(done)]() mutable {
+      std::move(done)(c == "c1" ? absl::FailedPreconditionError("c1 is already resetting")
+                                : absl::OkStatus());
+    });
+  }
+  static void Later(absl::AnyInvocable<void() &&> fn) {
+    std::thread([fn = std::move(fn)]() mutable { std::move(fn)(); }).detach();
   }
   std::vector<std::string> attached, detached, reset;
 };
@@ -333,15 +342,15 @@ TEST_F(ServerTest, AttachDetachAndResetReachTheBackend) {
 
 // The ublk frontend as the service sees it.
 struct FakeExportOps final : ExportOps {
-  absl::StatusOr<std::string> Export(const std::string& head) override {
+  void Export(const std::string& head, OpDone<absl::StatusOr<std::string>> done) override {
     exported.push_back(head);
-    if (head == "nothere") return absl::NotFoundError("head nothere not found");
-    return std::string("/dev/ublkb0");
+    if (head == "nothere") return std::move(done)(absl::NotFoundError("head nothere not found"));
+    std::move(done)(std::string("/dev/ublkb0"));
   }
-  absl::Status Unexport(const std::string& head) override {
+  void Unexport(const std::string& head, OpDone<absl::Status> done) override {
     unexported.push_back(head);
-    return absl::FailedPreconditionError("/dev/ublkb0 of head " + head +
-                                         " is in use (pid 812 (fio)); close or unmount it first");
+    std::move(done)(absl::FailedPreconditionError(
+        "/dev/ublkb0 of head " + head + " is in use (pid 812 (fio)); close or unmount it first"));
   }
   std::vector<std::string> exported, unexported;
 };

@@ -266,14 +266,22 @@ ControlService::Unary* ControlService::AttachController(Ctx* ctx,
           "attaching a controller (transport \"", req->transport(),
           "\") needs the vfio or kernel backend, and this agent has none"));
     }
-    ASSIGN_OR_RETURN(std::string name,
-                     options_.controllers->Attach({req->transport(), req->address(),
-                                                   req->service(), req->subsystem_nqn()}));
-    ASSIGN_OR_RETURN(ControllerInfo info, mp_->GetController(name));
-    ToProto(info, resp->mutable_controller());
     return absl::OkStatus();
   }();
-  return Done(ctx, s);
+  if (!s.ok()) return Done(ctx, s);
+  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  options_.controllers->Attach(
+      {req->transport(), req->address(), req->service(), req->subsystem_nqn()},
+      [this, r, resp](absl::StatusOr<std::string> name) {
+        absl::Status st = name.status();
+        if (st.ok()) {
+          absl::StatusOr<ControllerInfo> info = mp_->GetController(*name);
+          if (info.ok()) ToProto(*info, resp->mutable_controller());
+          st = info.status();
+        }
+        r->Finish(ToGrpc(st));
+      });
+  return r;
 }
 
 // An existing controller named in a request, for an admin caller, with a backend to act.
@@ -292,24 +300,28 @@ absl::StatusOr<std::string> ControlService::BackendController(Ctx* ctx, const st
 ControlService::Unary* ControlService::DetachController(Ctx* ctx,
                                                         const v1::DetachControllerRequest* req,
                                                         v1::DetachControllerResponse*) {
-  absl::Status s = [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(std::string name, BackendController(ctx, req->name(), "detaching"));
-    return options_.controllers->Detach(name);
-  }();
-  return Done(ctx, s);
+  absl::StatusOr<std::string> name = BackendController(ctx, req->name(), "detaching");
+  if (!name.ok()) return Done(ctx, name.status());
+  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  options_.controllers->Detach(*name, [r](absl::Status st) { r->Finish(ToGrpc(st)); });
+  return r;
 }
 
 ControlService::Unary* ControlService::ResetController(Ctx* ctx,
                                                        const v1::ResetControllerRequest* req,
                                                        v1::ResetControllerResponse* resp) {
-  absl::Status s = [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(std::string name, BackendController(ctx, req->name(), "resetting"));
-    RETURN_IF_ERROR(options_.controllers->Reset(name));
-    ASSIGN_OR_RETURN(ControllerInfo info, mp_->GetController(name));
-    ToProto(info, resp->mutable_controller());
-    return absl::OkStatus();
-  }();
-  return Done(ctx, s);
+  absl::StatusOr<std::string> name = BackendController(ctx, req->name(), "resetting");
+  if (!name.ok()) return Done(ctx, name.status());
+  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  options_.controllers->Reset(*name, [this, r, resp, id = *name](absl::Status st) {
+    if (st.ok()) {
+      absl::StatusOr<ControllerInfo> info = mp_->GetController(id);
+      if (info.ok()) ToProto(*info, resp->mutable_controller());
+      st = info.status();
+    }
+    r->Finish(ToGrpc(st));
+  });
+  return r;
 }
 
 absl::StatusOr<std::string> ControlService::ExportTarget(Ctx* ctx, const std::string& name,
@@ -327,22 +339,23 @@ absl::StatusOr<std::string> ControlService::ExportTarget(Ctx* ctx, const std::st
 
 ControlService::Unary* ControlService::ExportHead(Ctx* ctx, const v1::ExportHeadRequest* req,
                                                   v1::ExportHeadResponse* resp) {
-  absl::Status s = [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(std::string head, ExportTarget(ctx, req->name(), "exporting"));
-    ASSIGN_OR_RETURN(std::string device, options_.exports->Export(head));
-    resp->set_device(device);
-    return absl::OkStatus();
-  }();
-  return Done(ctx, s);
+  absl::StatusOr<std::string> head = ExportTarget(ctx, req->name(), "exporting");
+  if (!head.ok()) return Done(ctx, head.status());
+  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  options_.exports->Export(*head, [r, resp](absl::StatusOr<std::string> device) {
+    if (device.ok()) resp->set_device(*device);
+    r->Finish(ToGrpc(device.status()));
+  });
+  return r;
 }
 
 ControlService::Unary* ControlService::UnexportHead(Ctx* ctx, const v1::UnexportHeadRequest* req,
                                                     v1::UnexportHeadResponse*) {
-  absl::Status s = [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(std::string head, ExportTarget(ctx, req->name(), "unexporting"));
-    return options_.exports->Unexport(head);
-  }();
-  return Done(ctx, s);
+  absl::StatusOr<std::string> head = ExportTarget(ctx, req->name(), "unexporting");
+  if (!head.ok()) return Done(ctx, head.status());
+  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  options_.exports->Unexport(*head, [r](absl::Status st) { r->Finish(ToGrpc(st)); });
+  return r;
 }
 
 grpc::ServerWriteReactor<v1::WatchEventsResponse>* ControlService::WatchEvents(

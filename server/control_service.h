@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/any_invocable.h"
 #include "agent/core/multipath.h"
 #include "server/access.h"
 #include "server/watch.h"
@@ -13,8 +14,13 @@
 
 namespace umpath::server {
 
-// The backends' side of attach, detach and reset (vfio: PCI addresses). Threading:
-// called from gRPC threads; implementations serialize themselves.
+// The backends' side of attach, detach and reset (vfio: PCI addresses), and the block
+// device frontend's export. Asynchronous: a handler hands the call over and finishes
+// its reactor when `done` runs (on any thread, exactly once), so no gRPC thread waits
+// on a reset, a connect or a block device.
+template <typename T>
+using OpDone = absl::AnyInvocable<void(T) &&>;
+
 class ControllerOps {
  public:
   virtual ~ControllerOps() = default;
@@ -22,9 +28,9 @@ class ControllerOps {
     std::string transport, address, service, subsystem_nqn;
   };
   // The attached controller's name.
-  virtual absl::StatusOr<std::string> Attach(const AttachSpec& spec) = 0;
-  virtual absl::Status Detach(const std::string& controller) = 0;
-  virtual absl::Status Reset(const std::string& controller) = 0;
+  virtual void Attach(const AttachSpec& spec, OpDone<absl::StatusOr<std::string>> done) = 0;
+  virtual void Detach(const std::string& controller, OpDone<absl::Status> done) = 0;
+  virtual void Reset(const std::string& controller, OpDone<absl::Status> done) = 0;
 };
 
 // The block-device frontend (ublk), as the service sees it.
@@ -32,8 +38,8 @@ class ExportOps {
  public:
   virtual ~ExportOps() = default;
   // The device path; idempotent.
-  virtual absl::StatusOr<std::string> Export(const std::string& head) = 0;
-  virtual absl::Status Unexport(const std::string& head) = 0;
+  virtual void Export(const std::string& head, OpDone<absl::StatusOr<std::string>> done) = 0;
+  virtual void Unexport(const std::string& head, OpDone<absl::Status> done) = 0;
 };
 
 struct ServiceOptions {

@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
@@ -28,10 +30,11 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentConfig config, AgentMo
     for (Worker* w : a->worker_ptrs_) w->Start();
     a->workers_started_ = true;
   }
+  RETURN_IF_ERROR(a->StartControl());
   RETURN_IF_ERROR(a->StartBackends());
   if (a->config_.ublk) {
     a->export_ops_ = std::make_unique<UblkExportOps>(
-        "block devices are offered once the workload ends");
+        a->plane_.get(), "block devices are offered once the workload ends");
     a->config_.server.service.exports = a->export_ops_.get();
     if (a->workers_started_) {
       RETURN_IF_ERROR(a->StartExporter());
@@ -69,39 +72,78 @@ absl::Status Agent::StartCore() {
   return absl::OkStatus();
 }
 
+absl::Status Agent::StartControl() {
+  ASSIGN_OR_RETURN(plane_, ControlPlane::Create());
+  plane_->Start();
+  SupervisorOptions so;
+  so.health_interval_ms = config_.vfio ? config_.vfio->health_interval_ms : 0;
+  supervisor_ = std::make_unique<ControllerSupervisor>(mp_.get(), plane_.get(), so);
+  return absl::OkStatus();
+}
+
 absl::Status Agent::StartBackends() {
   server::ServiceOptions& svc = config_.server.service;
   if (config_.vfio) {
-    absl::StatusOr<std::unique_ptr<vfio::VfioManager>> vm =
-        vfio::VfioManager::Create(mp_.get(), worker_ptrs_, *config_.vfio);
+    absl::StatusOr<std::unique_ptr<vfio::VfioManager>> vm = vfio::VfioManager::Create(
+        mp_.get(), plane_.get(), supervisor_.get(), worker_ptrs_, *config_.vfio);
     if (!vm.ok()) return Prefixed("vfio", vm.status());
     vfio_ = std::move(*vm);
     int attached = 0;
-    for (const auto& [bdf, st] : vfio_->AttachConfigured()) attached += st.ok();
+    plane_->Run([&] {
+      for (const auto& [bdf, st] : vfio_->AttachConfigured()) attached += st.ok();
+      vfio_->Start();
+    });
     Log(absl::StrCat("vfio: ", attached, " controller(s) attached"));
-    vfio_->Start();
     svc.backends.push_back("vfio");
   }
   // The kernel's NVMe controllers: claimed by the configuration, or attached through
   // the API (a CSI sidecar connecting a volume's fabrics paths).
   if (config_.kernel) {
-    absl::StatusOr<std::unique_ptr<kernel::LibnvmeBackend>> kb =
-        kernel::LibnvmeBackend::Create(mp_.get(), worker_ptrs_, *config_.kernel);
+    absl::StatusOr<std::unique_ptr<kernel::LibnvmeBackend>> kb = kernel::LibnvmeBackend::Create(
+        mp_.get(), plane_.get(), supervisor_.get(), worker_ptrs_, *config_.kernel);
     if (!kb.ok()) return Prefixed("kernel backend", kb.status());
     kernel_ = std::move(*kb);
     if (!config_.kernel->claims.empty() || !config_.kernel->connect.empty()) {
+      // Connects are offloaded: wait here, not on the control thread.
       int attached = 0;
-      for (const auto& [what, st] : kernel_->AttachConfigured()) attached += st.ok();
+      Notification done;
+      plane_->Post([&] {
+        kernel_->AttachConfigured([&](kernel::LibnvmeBackend::Outcomes out) {
+          for (const auto& [what, st] : out) attached += st.ok();
+          done.Notify();
+        });
+      });
+      done.WaitFor(std::chrono::hours(24));
       Log(absl::StrCat("kernel: ", attached, " controller(s) claimed"));
     }
-    kernel_->Start();
+    plane_->Run([&] { kernel_->Start(); });
     if (!kernel::KernelMultipathEnabled()) svc.backends.push_back("kernel");
   }
   if (vfio_ || kernel_) {
-    controller_ops_ = std::make_unique<BackendControllerOps>(vfio_.get(), kernel_.get());
+    controller_ops_ = std::make_unique<BackendControllerOps>(plane_.get(), supervisor_.get(),
+                                                             vfio_.get(), kernel_.get());
     svc.controllers = controller_ops_.get();
   }
   return absl::OkStatus();
+}
+
+// The one shutdown path of controllers: the supervisor detaches and fences each, on the
+// control thread, while the workers still run; then the control thread ends.
+void Agent::StopControllers() {
+  if (!plane_) return;
+  if (supervisor_) {
+    // vfio: 10 s for a controller to be fenced (CQT on top); the kernel: its own I/O
+    // timeout bounds what it holds.
+    int64_t grace_ms = 10'000;
+    if (config_.kernel) grace_ms = std::max<int64_t>(grace_ms, config_.kernel->drain_timeout_ms);
+    Notification done;
+    plane_->Run([&] { supervisor_->StopAll(grace_ms * 1'000'000, [&](size_t) { done.Notify(); }); });
+    done.WaitFor(std::chrono::hours(24));
+  }
+  plane_->Stop();
+  kernel_.reset();
+  vfio_.reset();
+  supervisor_.reset();
 }
 
 IoMemoryAllocator Agent::io_allocator() const {
@@ -182,9 +224,7 @@ Agent::~Agent() {
   metrics_.reset();
   if (server_) server_->Shutdown();
   if (exporter_) exporter_->StopFollowing();
-  // The backends let go of their controllers while the workers still run.
-  if (vfio_) vfio_->Stop();
-  if (kernel_) kernel_->Stop();
+  StopControllers();
   // Fails what still waits, so stopping the block devices never waits on it.
   if (mp_) mp_->Shutdown();
   if (exporter_) exporter_->Shutdown();

@@ -4,13 +4,15 @@
 // Create and stopped in reverse by the destructor, the one shutdown path (Envoy's
 // main is a few lines that hand over to such an object).
 //
-//   settings store -> workers -> multipath core (its timer) -> event log -> vfio backend
-//   -> kernel backend -> block devices (ublk) -> control server -> metrics endpoint
+//   settings store -> workers -> multipath core (its timer) -> event log -> control
+//   plane (the control thread) and the controller supervisor -> vfio backend -> kernel
+//   backend -> block devices (ublk) -> control server -> metrics endpoint
 //
 // Stopping: metrics and the server first (no new calls), the exporter stops following
-// heads, the backends let go of their controllers (fenced, their I/O failed over) while
-// the workers still run, the core fails what still waits, the block devices go, the
-// event log ends, and the workers last.
+// heads, the supervisor lets go of every controller (fenced, their I/O failed over)
+// while the workers still run, the control thread ends, the backends go, the core
+// fails what still waits, the block devices go, the event log ends, and the workers
+// last.
 
 #include <memory>
 #include <optional>
@@ -21,6 +23,8 @@
 #include "agent/app/config.h"
 #include "agent/app/event_logger.h"
 #include "agent/app/ops.h"
+#include "agent/control/control_plane.h"
+#include "agent/control/supervisor.h"
 #include "agent/core/io_memory.h"
 #include "agent/core/multipath.h"
 #include "agent/core/worker.h"
@@ -57,17 +61,23 @@ class Agent {
  private:
   explicit Agent(AgentConfig config) : config_(std::move(config)) {}
   absl::Status StartCore();
+  absl::Status StartControl();
   absl::Status StartBackends();
+  void StopControllers();
   absl::Status StartExporter();
   absl::Status StartServer();
 
   AgentConfig config_;
+  // First, so it is destroyed last: controllers left to the process's exit still post
+  // to it (it drops what comes once it has stopped).
+  std::unique_ptr<ControlPlane> plane_;
   std::unique_ptr<server::SettingsStore> store_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<Worker*> worker_ptrs_;
   bool workers_started_ = false;
   std::unique_ptr<Multipath> mp_;
   std::unique_ptr<EventLogger> logger_;
+  std::unique_ptr<ControllerSupervisor> supervisor_;
   std::unique_ptr<vfio::VfioManager> vfio_;
   std::unique_ptr<kernel::LibnvmeBackend> kernel_;
   std::unique_ptr<BackendControllerOps> controller_ops_;

@@ -1,35 +1,64 @@
 #include "agent/app/ops.h"
 
+#include <memory>
+
 #include "absl/strings/str_cat.h"
 
 namespace umpath::app {
 
-absl::StatusOr<std::string> BackendControllerOps::Attach(const AttachSpec& spec) {
+namespace {
+
+constexpr absl::string_view kStopping = "the agent is stopping";
+
+// `done` is called exactly once: by the task, or here when the plane no longer runs
+// tasks.
+template <typename T, typename Fn>
+void OnPlane(ControlPlane* plane, server::OpDone<T> done, Fn fn) {
+  auto shared = std::make_shared<server::OpDone<T>>(std::move(done));
+  if (!plane->Post([shared, fn = std::move(fn)]() mutable { fn(std::move(*shared)); })) {
+    std::move (*shared)(absl::UnavailableError(kStopping));
+  }
+}
+
+}  // namespace
+
+void BackendControllerOps::Attach(const AttachSpec& spec,
+                                  server::OpDone<absl::StatusOr<std::string>> done) {
+  OnPlane(plane_, std::move(done), [this, spec](server::OpDone<absl::StatusOr<std::string>> d) {
+    AttachOnPlane(spec, std::move(d));
+  });
+}
+
+void BackendControllerOps::AttachOnPlane(const AttachSpec& spec,
+                                         server::OpDone<absl::StatusOr<std::string>> done) {
   if (spec.transport == "pcie") {
     if (vm_ == nullptr) {
-      return absl::FailedPreconditionError(
-          "this agent has no vfio backend (start it with --vfio_devices)");
+      return std::move(done)(absl::FailedPreconditionError(
+          "this agent has no vfio backend (start it with --vfio_devices)"));
     }
-    if (absl::Status s = vm_->Attach(spec.address); !s.ok()) return s;
-    return spec.address;
+    if (absl::Status s = vm_->Attach(spec.address); !s.ok()) return std::move(done)(s);
+    return std::move(done)(spec.address);
   }
   if (kb_ == nullptr) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "transport \"", spec.transport, "\" needs the kernel backend, off here (--kernel=false)"));
+    return std::move(done)(absl::FailedPreconditionError(absl::StrCat(
+        "transport \"", spec.transport, "\" needs the kernel backend, off here (--kernel=false)")));
   }
-  return kb_->Attach(spec.transport, spec.address, spec.service, spec.subsystem_nqn);
+  kb_->Attach(spec.transport, spec.address, spec.service, spec.subsystem_nqn, std::move(done));
 }
 
-absl::Status BackendControllerOps::Detach(const std::string& controller) {
-  if (kb_ != nullptr && kb_->Owns(controller)) return kb_->Detach(controller, "detached through the API");
-  if (vm_ != nullptr) return vm_->Detach(controller, "detached through the API");
-  return absl::NotFoundError(absl::StrCat("controller ", controller, " not found"));
+void BackendControllerOps::Detach(const std::string& controller, server::OpDone<absl::Status> done) {
+  OnPlane(plane_, std::move(done), [this, controller](server::OpDone<absl::Status> d) {
+    if (kb_ != nullptr && kb_->Owns(controller)) {
+      return kb_->Detach(controller, "detached through the API", std::move(d));
+    }
+    std::move(d)(sup_->Detach(controller, "detached through the API"));
+  });
 }
 
-absl::Status BackendControllerOps::Reset(const std::string& controller) {
-  if (kb_ != nullptr && kb_->Owns(controller)) return kb_->RequestReset(controller);
-  if (vm_ != nullptr) return vm_->RequestReset(controller);
-  return absl::NotFoundError(absl::StrCat("controller ", controller, " not found"));
+void BackendControllerOps::Reset(const std::string& controller, server::OpDone<absl::Status> done) {
+  OnPlane(plane_, std::move(done), [this, controller](server::OpDone<absl::Status> d) {
+    std::move(d)(sup_->Reset(controller, "reset requested through the API"));
+  });
 }
 
 void UblkExportOps::Set(ublk::Exporter* e) {
@@ -48,18 +77,31 @@ ublk::Exporter* UblkExportOps::Get(std::string* why_not) {
   return e_;
 }
 
-absl::StatusOr<std::string> UblkExportOps::Export(const std::string& head) {
+void UblkExportOps::Export(const std::string& head,
+                           server::OpDone<absl::StatusOr<std::string>> done) {
   std::string why_not;
   ublk::Exporter* e = Get(&why_not);
-  if (e == nullptr) return absl::FailedPreconditionError(why_not);
-  return e->Export(head);
+  if (e == nullptr) return std::move(done)(absl::FailedPreconditionError(why_not));
+  auto shared = std::make_shared<server::OpDone<absl::StatusOr<std::string>>>(std::move(done));
+  if (!plane_->Offload([e, head, shared]() -> ControlPlane::Task {
+        std::move(*shared)(e->Export(head));
+        return nullptr;
+      })) {
+    std::move(*shared)(absl::UnavailableError(kStopping));
+  }
 }
 
-absl::Status UblkExportOps::Unexport(const std::string& head) {
+void UblkExportOps::Unexport(const std::string& head, server::OpDone<absl::Status> done) {
   std::string why_not;
   ublk::Exporter* e = Get(&why_not);
-  if (e == nullptr) return absl::FailedPreconditionError(why_not);
-  return e->Unexport(head);
+  if (e == nullptr) return std::move(done)(absl::FailedPreconditionError(why_not));
+  auto shared = std::make_shared<server::OpDone<absl::Status>>(std::move(done));
+  if (!plane_->Offload([e, head, shared]() -> ControlPlane::Task {
+        std::move(*shared)(e->Unexport(head));
+        return nullptr;
+      })) {
+    std::move(*shared)(absl::UnavailableError(kStopping));
+  }
 }
 
 }  // namespace umpath::app

@@ -1,11 +1,15 @@
 #pragma once
 
 // What the control API calls for attach, detach, reset, export and unexport, routed to
-// the backend or frontend that owns the thing.
+// the backend or frontend that owns the thing. Each call is handed over (controllers:
+// to the control thread; block devices: to a thread of its own) and answers through
+// its `done`.
 
 #include <string>
 
 #include "agent/base/mutex.h"
+#include "agent/control/control_plane.h"
+#include "agent/control/supervisor.h"
 #include "agent/export/exporter.h"
 #include "agent/kernel/libnvme_backend.h"
 #include "agent/vfio/vfio_manager.h"
@@ -14,33 +18,42 @@
 namespace umpath::app {
 
 // PCIe functions go to the vfio backend, kernel and fabrics controllers to the kernel
-// backend. Either may be absent.
+// backend (either may be absent); a reset to the supervisor.
+//
+// Threading: any thread; the work runs on the control thread.
 class BackendControllerOps final : public server::ControllerOps {
  public:
-  BackendControllerOps(vfio::VfioManager* vm, kernel::LibnvmeBackend* kb) : vm_(vm), kb_(kb) {}
-  absl::StatusOr<std::string> Attach(const AttachSpec& spec) override;
-  absl::Status Detach(const std::string& controller) override;
-  absl::Status Reset(const std::string& controller) override;
+  BackendControllerOps(ControlPlane* plane, ControllerSupervisor* sup, vfio::VfioManager* vm,
+                       kernel::LibnvmeBackend* kb)
+      : plane_(plane), sup_(sup), vm_(vm), kb_(kb) {}
+  void Attach(const AttachSpec& spec, server::OpDone<absl::StatusOr<std::string>> done) override;
+  void Detach(const std::string& controller, server::OpDone<absl::Status> done) override;
+  void Reset(const std::string& controller, server::OpDone<absl::Status> done) override;
 
  private:
+  void AttachOnPlane(const AttachSpec& spec, server::OpDone<absl::StatusOr<std::string>> done);
+  ControlPlane* const plane_;
+  ControllerSupervisor* const sup_;
   vfio::VfioManager* const vm_;
   kernel::LibnvmeBackend* const kb_;
 };
 
 // The exporter may come later than the server (after a workload that drives the
-// workers itself); until then calls say why not.
+// workers itself); until then calls say why not. Creating or removing a block device
+// waits on the kernel: it runs on a thread of its own.
 //
 // Threading: any thread; the exporter is set once.
 class UblkExportOps final : public server::ExportOps {
  public:
-  explicit UblkExportOps(std::string why_not) : why_not_(std::move(why_not)) {}
+  UblkExportOps(ControlPlane* plane, std::string why_not) : plane_(plane), why_not_(std::move(why_not)) {}
   void Set(ublk::Exporter* e);
   void Unavailable(std::string why);
-  absl::StatusOr<std::string> Export(const std::string& head) override;
-  absl::Status Unexport(const std::string& head) override;
+  void Export(const std::string& head, server::OpDone<absl::StatusOr<std::string>> done) override;
+  void Unexport(const std::string& head, server::OpDone<absl::Status> done) override;
 
  private:
   ublk::Exporter* Get(std::string* why_not);
+  ControlPlane* const plane_;
   Mutex mu_;
   std::string why_not_ ABSL_GUARDED_BY(mu_);
   ublk::Exporter* e_ ABSL_GUARDED_BY(mu_) = nullptr;

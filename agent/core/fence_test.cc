@@ -10,6 +10,7 @@ namespace {
 
 using ::umpath::testing::CoreFixture;
 using ::umpath::testing::StatusIs;
+using ::umpath::testing::CountDone;
 using ::umpath::testing::TestIo;
 
 class FenceTest : public CoreFixture {
@@ -27,11 +28,7 @@ class FenceTest : public CoreFixture {
     Qp("c0").set_hold(true);
     return *h0;
   }
-  static int Done(const std::vector<TestIo>& ios) {
-    int n = 0;
-    for (const auto& io : ios) n += io.done;
-    return n;
-  }
+  static int Done(const std::vector<TestIo>& ios) { return CountDone(ios); }
 };
 
 TEST_F(FenceTest, RemovedControllerHandsBackNothingUntilFenced) {

@@ -85,6 +85,15 @@ struct NamespaceSpec {
   bool volatile_write_cache = false;
 };
 
+// A path's spec from what its controller says of the namespace, the same for every
+// backend: each identifier from the descriptor list (Identify CNS 03h) where it has one,
+// from Identify Namespace otherwise; the commands it can do from ONCS.
+NamespaceSpec PathSpecFromIdentify(std::string controller, uint32_t nsid,
+                                   const nvme::NamespaceIdentity& ns,
+                                   const std::optional<nvme::NamespaceIds>& descriptors,
+                                   const nvme::ControllerIdentity& ctrl,
+                                   uint32_t max_transfer_bytes);
+
 struct MultipathOptions {
   const Clock* clock = SystemClock::Get();
   std::vector<Worker*> workers;

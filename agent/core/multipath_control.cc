@@ -9,6 +9,30 @@
 
 namespace umpath {
 
+NamespaceSpec PathSpecFromIdentify(std::string controller, uint32_t nsid,
+                                   const nvme::NamespaceIdentity& ns,
+                                   const std::optional<nvme::NamespaceIds>& descriptors,
+                                   const nvme::ControllerIdentity& ctrl,
+                                   uint32_t max_transfer_bytes) {
+  NamespaceSpec spec;
+  spec.controller = std::move(controller);
+  spec.nsid = nsid;
+  spec.ids = ns.ids;
+  if (descriptors) {
+    if (descriptors->nguid) spec.ids.nguid = descriptors->nguid;
+    if (descriptors->eui64) spec.ids.eui64 = descriptors->eui64;
+    if (descriptors->uuid) spec.ids.uuid = descriptors->uuid;
+  }
+  spec.ana_group_id = ns.ana_group_id;
+  spec.size_blocks = ns.size_blocks;
+  spec.block_size = ns.block_size;
+  spec.max_transfer_bytes = max_transfer_bytes;
+  spec.write_zeroes = (ctrl.oncs & (1u << 3)) != 0;
+  spec.deallocate = (ctrl.oncs & (1u << 2)) != 0;
+  spec.volatile_write_cache = ctrl.volatile_write_cache;
+  return spec;
+}
+
 // --- Control API. ---
 
 absl::Status Multipath::SetDelayedRemoval(absl::string_view name, int64_t secs) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "agent/base/status_matchers.h"
+#include "agent/core/multipath.h"
 
 namespace umpath {
 namespace {
@@ -68,6 +69,38 @@ TEST(ControllerStateTest, Names) {
   EXPECT_EQ(ControllerStateName(ControllerState::kLive), "live");
   EXPECT_EQ(ControllerStateName(ControllerState::kConnecting), "connecting");
   EXPECT_EQ(ControllerStateName(ControllerState::kDead), "dead");
+}
+
+// Both backends build a path's spec here: identifiers from the descriptor list win,
+// Identify Namespace fills what it lacks, ONCS says what the path can do.
+TEST(PathSpecFromIdentifyTest, DescriptorsWinAndOncsSaysWhatThePathCanDo) {
+  nvme::NamespaceIdentity ns;
+  ns.ids.nguid = std::array<uint8_t, 16>{0x11};
+  ns.ids.eui64 = std::array<uint8_t, 8>{0x22};
+  ns.ana_group_id = 3;
+  ns.size_blocks = 1000;
+  ns.block_size = 4096;
+  nvme::NamespaceIds desc;
+  desc.nguid = std::array<uint8_t, 16>{0x33};
+  desc.uuid = std::array<uint8_t, 16>{0x44};
+  nvme::ControllerIdentity ctrl;
+  ctrl.oncs = (1u << 3);  // write zeroes, no dataset management
+  ctrl.volatile_write_cache = true;
+  const NamespaceSpec s = PathSpecFromIdentify("c0", 7, ns, desc, ctrl, 131072);
+  EXPECT_EQ(s.controller, "c0");
+  EXPECT_EQ(s.nsid, 7u);
+  EXPECT_EQ(s.ids.nguid, desc.nguid);
+  EXPECT_EQ(s.ids.eui64, ns.ids.eui64);
+  EXPECT_EQ(s.ids.uuid, desc.uuid);
+  EXPECT_EQ(s.ana_group_id, 3u);
+  EXPECT_EQ(s.size_blocks, 1000u);
+  EXPECT_EQ(s.block_size, 4096u);
+  EXPECT_EQ(s.max_transfer_bytes, 131072u);
+  EXPECT_TRUE(s.write_zeroes);
+  EXPECT_FALSE(s.deallocate);
+  EXPECT_TRUE(s.volatile_write_cache);
+  // No descriptor list: Identify Namespace's identifiers as they are.
+  EXPECT_EQ(PathSpecFromIdentify("c0", 7, ns, std::nullopt, ctrl, 0).ids, ns.ids);
 }
 
 }  // namespace

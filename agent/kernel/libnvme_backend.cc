@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 
@@ -69,6 +70,53 @@ constexpr const char* kMultipathOn =
     "the kernel's native NVMe multipath is on (nvme_core.multipath=Y): its namespaces are "
     "the kernel's heads, not paths; boot with nvme_core.multipath=N";
 
+namespace {
+
+// Connects a fabrics controller; its name. Blocks; touches only a libnvme tree of its own.
+absl::StatusOr<std::string> ConnectFabrics(const ConnectSpec& spec, const std::string& host_nqn,
+                                           const std::string& host_id, int ctrl_loss_tmo,
+                                           int reconnect_delay) {
+  nvme_root_t r = nvme_create_root(stderr, LOG_ERR);
+  if (r == nullptr) return absl::InternalError("libnvme: no root");
+  nvme_host_t h = host_nqn.empty()
+                      ? nvme_default_host(r)
+                      : nvme_lookup_host(r, host_nqn.c_str(), host_id.empty() ? nullptr : host_id.c_str());
+  nvme_ctrl_t c = nvme_create_ctrl(r, spec.nqn.c_str(), spec.transport.c_str(),
+                                   spec.address.empty() ? nullptr : spec.address.c_str(), nullptr,
+                                   nullptr, spec.service.empty() ? nullptr : spec.service.c_str());
+  if (h == nullptr || c == nullptr) {
+    nvme_free_tree(r);
+    return absl::InternalError(absl::StrCat("libnvme could not describe ", spec.ToString()));
+  }
+  nvme_fabrics_config cfg;
+  nvmf_default_config(&cfg);
+  cfg.ctrl_loss_tmo = ctrl_loss_tmo;
+  cfg.reconnect_delay = reconnect_delay;
+  if (nvmf_add_ctrl(h, c, &cfg) != 0) {
+    const int e = errno;
+    nvme_free_ctrl(c);
+    nvme_free_tree(r);
+    return absl::UnavailableError(absl::StrCat("could not connect to ", spec.ToString(), ": ",
+                                               nvme_errno_to_string(e)));
+  }
+  const std::string name = S(nvme_ctrl_get_name(c));
+  nvme_free_tree(r);
+  return name;
+}
+
+// Deletes the kernel's fabrics controller `name`. Blocks; libnvme's view of this one
+// controller only (it talks to no other device).
+absl::Status DisconnectFabrics(const std::string& name) {
+  nvme_root_t r = nvme_create_root(stderr, LOG_ERR);
+  nvme_ctrl_t k = r != nullptr ? nvme_scan_ctrl(r, name.c_str()) : nullptr;
+  absl::Status s;
+  if (k == nullptr || nvme_disconnect_ctrl(k) != 0) s = absl::ErrnoToStatus(errno, "disconnect");
+  if (r != nullptr) nvme_free_tree(r);
+  return s;
+}
+
+}  // namespace
+
 // One controller as the kernel's topology shows it.
 struct LibnvmeBackend::Scanned {
   std::string name, transport, address, subsys_nqn, state;
@@ -76,13 +124,14 @@ struct LibnvmeBackend::Scanned {
   std::vector<std::pair<uint32_t, std::string>> namespaces;  // nsid, nvmeXnY
 };
 
-// One claimed controller: its admin fd, its namespaces' generic devices, one ring per
-// worker, and what the core asks of it.
-struct LibnvmeBackend::Ctrl final : ControllerBackend {
+// One claimed controller, as a driver below the supervisor: its admin fd, its
+// namespaces' generic devices, one ring per worker. Control thread only.
+struct LibnvmeBackend::Ctrl final : ControllerDriver {
   LibnvmeBackend* be = nullptr;
   std::string name, transport, address, subsys_nqn;
   int admin_fd = -1;
   nvme::ControllerIdentity id;
+  // The kernel's state as last read from sysfs.
   ControllerState state = ControllerState::kLive;
   std::shared_ptr<ControllerSignals> signals = std::make_shared<ControllerSignals>();
   struct Ns {
@@ -92,9 +141,6 @@ struct LibnvmeBackend::Ctrl final : ControllerBackend {
   };
   std::vector<Ns> namespaces;
   std::vector<std::unique_ptr<UringQueuePair>> qps;  // by worker
-  std::atomic<bool> ana_requested{false};
-  std::atomic<bool> reset_requested{false};
-  std::atomic<bool> released{false};
 
   ~Ctrl() override {
     qps.clear();  // the rings go before the files they name
@@ -102,21 +148,42 @@ struct LibnvmeBackend::Ctrl final : ControllerBackend {
     if (admin_fd >= 0) close(admin_fd);
   }
   bool fabrics() const { return transport != "pcie"; }
-  void RequestAnaLog() override {
-    ana_requested = true;
-    be->Wake();
+
+  ResetKind reset_kind() const override { return ResetKind::kBelow; }
+  std::string ResetRefused() const override {
+    if (state == ControllerState::kLive) return "";
+    return absl::StrCat(name, " is ", ControllerStateName(state),
+                        "; the kernel is already recovering it");
   }
-  void Reset() override {
-    reset_requested = true;
-    be->Wake();
+  // The kernel owns what it was given: it completes or fails each command itself, and
+  // the workers hand back only what it returned (SEMANTICS "Fencing").
+  FenceResult Fence(const FenceAsk&) override {
+    return {.released = false, .detail = "the kernel returns what it holds"};
   }
-  // The kernel owns what it was given: nothing to fence. The workers hand back only
-  // what the kernel has returned and keep polling for the rest before they let go.
-  void OnQuiesced() override { (void)be->mp_->ControllerFenced(name); }
-  void OnHandedBack() override {}  // never quiesced but to be removed
-  void OnQueuePairsReleased() override {
-    released = true;
-    be->Wake();
+  absl::Status Recover() override {
+    return absl::UnimplementedError("the kernel recovers its own controllers");
+  }
+  absl::AnyInvocable<absl::Status() &&> ResetBelow() override {
+    // The next poll that reads "live" reports it live again.
+    state = ControllerState::kResetting;
+    be->Log(absl::StrCat(name, ": resetting"));
+    // Synchronous in the kernel: it returns once the controller is live again or the
+    // transport is reconnecting. A file of its own: the controller may go meanwhile.
+    const int fd = dup(admin_fd);
+    return [fd, name = name]() -> absl::Status {
+      if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat(name, ": reset"));
+      const int r = nvme_ctrl_reset(fd);
+      const int e = errno;
+      close(fd);
+      return r == 0 ? absl::OkStatus() : absl::ErrnoToStatus(e, absl::StrCat(name, ": reset"));
+    };
+  }
+  void ReadAnaLog() override {
+    if (state == ControllerState::kLive && id.ana_supported) be->ReadAnaLog(this);
+  }
+  void OnDetach(bool) override {
+    signals->draining.store(true, std::memory_order_relaxed);
+    be->ctrls_.erase(name);
   }
 };
 
@@ -161,7 +228,8 @@ std::vector<LibnvmeBackend::Scanned> LibnvmeBackend::ScanTopology() {
 }
 
 absl::StatusOr<std::unique_ptr<LibnvmeBackend>> LibnvmeBackend::Create(
-    Multipath* mp, std::vector<Worker*> workers, LibnvmeBackendOptions options) {
+    Multipath* mp, ControlPlane* plane, ControllerSupervisor* sup, std::vector<Worker*> workers,
+    LibnvmeBackendOptions options) {
   if (workers.empty()) return absl::InvalidArgumentError("no workers");
   if (options.queue_depth < 2 || options.queue_depth > 4096) {
     return absl::InvalidArgumentError("queue depth must be 2..4096");
@@ -176,39 +244,26 @@ absl::StatusOr<std::unique_ptr<LibnvmeBackend>> LibnvmeBackend::Create(
   if ((!options.claims.empty() || !options.connect.empty()) && KernelMultipathEnabled()) {
     return absl::FailedPreconditionError(kMultipathOn);
   }
-  const int wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  const int ep = epoll_create1(EPOLL_CLOEXEC);
-  if (wake < 0 || ep < 0) return absl::ErrnoToStatus(errno, "eventfd/epoll");
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = wake;
-  epoll_ctl(ep, EPOLL_CTL_ADD, wake, &ev);
-  std::unique_ptr<LibnvmeBackend> b(
-      new LibnvmeBackend(mp, std::move(workers), std::move(options), wake, ep));
-  // Kernel uevents: controllers and namespaces that come and go.
-  if (absl::StatusOr<int> ue = OpenUeventSocket(); ue.ok()) {
-    b->uevent_fd_ = *ue;
-    epoll_event uev{};
-    uev.events = EPOLLIN;
-    uev.data.fd = *ue;
-    epoll_ctl(ep, EPOLL_CTL_ADD, *ue, &uev);
-  } else {
-    b->Log(absl::StrCat("no kernel uevents (", ue.status().message(),
-                        "): new controllers are found by the periodic rescan only"));
-  }
-  return b;
+  const int notify = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (notify < 0) return absl::ErrnoToStatus(errno, "eventfd");
+  return std::unique_ptr<LibnvmeBackend>(
+      new LibnvmeBackend(mp, plane, sup, std::move(workers), std::move(options), notify));
 }
 
-LibnvmeBackend::LibnvmeBackend(Multipath* mp, std::vector<Worker*> workers,
-                               LibnvmeBackendOptions options, int wake_fd, int epoll_fd)
-    : mp_(mp), workers_(std::move(workers)), options_(std::move(options)), wake_fd_(wake_fd),
-      epoll_fd_(epoll_fd) {}
+LibnvmeBackend::LibnvmeBackend(Multipath* mp, ControlPlane* plane, ControllerSupervisor* sup,
+                               std::vector<Worker*> workers, LibnvmeBackendOptions options,
+                               int notify_fd)
+    : mp_(mp), plane_(plane), sup_(sup), workers_(std::move(workers)), options_(std::move(options)),
+      notify_fd_(notify_fd) {}
 
 LibnvmeBackend::~LibnvmeBackend() {
-  Stop();
-  if (uevent_fd_ >= 0) close(uevent_fd_);
-  close(epoll_fd_);
-  close(wake_fd_);
+  plane_->Cancel(tick_);
+  plane_->Unwatch(notify_fd_);
+  if (uevent_fd_ >= 0) {
+    plane_->Unwatch(uevent_fd_);
+    close(uevent_fd_);
+  }
+  // The controllers' rings may still name it (the supervisor keeps them): left open.
 }
 
 void LibnvmeBackend::Log(const std::string& line) const {
@@ -226,22 +281,12 @@ bool LibnvmeBackend::Changed(const std::string& key, const std::string& outcome)
   return true;
 }
 
-void LibnvmeBackend::Wake() {
-  const uint64_t one = 1;
-  [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof one);
-}
-
 LibnvmeBackend::Ctrl* LibnvmeBackend::Find(absl::string_view name) const {
-  for (const auto& c : ctrls_) {
-    if (c->name == name) return c.get();
-  }
-  return nullptr;
+  auto it = ctrls_.find(std::string(name));
+  return it == ctrls_.end() ? nullptr : it->second;
 }
 
-bool LibnvmeBackend::Owns(const std::string& name) const {
-  MutexLock l(&mu_);
-  return Find(name) != nullptr;
-}
+bool LibnvmeBackend::Owns(const std::string& name) const { return Find(name) != nullptr; }
 
 bool LibnvmeBackend::Wanted(const Scanned& sc) const {
   for (const std::string& c : options_.claims) {
@@ -253,13 +298,38 @@ bool LibnvmeBackend::Wanted(const Scanned& sc) const {
   return false;
 }
 
-absl::StatusOr<std::string> LibnvmeBackend::ClaimLocked(const Scanned& sc) {
+absl::StatusOr<std::string> LibnvmeBackend::Claim(const Scanned& sc) {
   if (Find(sc.name) != nullptr) return sc.name;
-  for (const auto& r : retiring_) {
-    if (r->name == sc.name) {
-      return absl::UnavailableError(absl::StrCat(sc.name, " is still being let go; try again"));
-    }
+  if (sup_->Known(sc.name)) {
+    return absl::UnavailableError(absl::StrCat(sc.name, " is still being let go; try again"));
   }
+  absl::StatusOr<std::unique_ptr<Ctrl>> made = Open(sc);
+  if (!made.ok()) return made.status();
+  Ctrl* c = made->get();
+  ControllerSpec spec;
+  spec.name = sc.name;
+  spec.subsys_nqn = sc.subsys_nqn;
+  spec.transport = sc.transport;
+  spec.address = sc.address;
+  spec.numa_node = sc.numa;
+  spec.ana_supported = c->id.ana_supported;
+  spec.anagrpmax = c->id.anagrpmax;
+  spec.anatt_secs = c->id.anatt_secs;
+  spec.crdt = c->id.crdt;
+  spec.state = ControllerState::kLive;
+  std::vector<QueuePair*> raw;
+  for (auto& qp : c->qps) raw.push_back(qp.get());
+  if (absl::Status s = sup_->Add(std::move(*made), spec, raw); !s.ok()) return s;
+  ctrls_[sc.name] = c;
+  Log(absl::StrCat(sc.name, ": claimed (", sc.transport, " ", sc.address, ", ", sc.subsys_nqn,
+                   c->id.ana_supported ? absl::StrCat(", ANA, ANATT ", c->id.anatt_secs, " s") : "",
+                   ")"));
+  AddNamespaces(c, sc);
+  return sc.name;
+}
+
+// Its admin file, Identify Controller and one ring per worker.
+absl::StatusOr<std::unique_ptr<LibnvmeBackend::Ctrl>> LibnvmeBackend::Open(const Scanned& sc) {
   const std::optional<ControllerState> state = ParseControllerState(sc.state);
   if (state != ControllerState::kLive) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -272,7 +342,7 @@ absl::StatusOr<std::string> LibnvmeBackend::ClaimLocked(const Scanned& sc) {
   c->transport = sc.transport;
   c->address = sc.address;
   c->subsys_nqn = sc.subsys_nqn;
-  c->signals->notify_fd = wake_fd_;
+  c->signals->notify_fd = notify_fd_;
   c->admin_fd = open(absl::StrCat("/dev/", sc.name).c_str(), O_RDWR | O_CLOEXEC);
   if (c->admin_fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("open /dev/", sc.name));
   std::vector<uint8_t> buf(4096);
@@ -287,18 +357,6 @@ absl::StatusOr<std::string> LibnvmeBackend::ClaimLocked(const Scanned& sc) {
   if (!c->id.subsys_nqn.empty() && c->id.subsys_nqn != sc.subsys_nqn) {
     Log(absl::StrCat(sc.name, ": Identify says subsystem ", c->id.subsys_nqn, ", sysfs ", sc.subsys_nqn));
   }
-  ControllerSpec spec;
-  spec.name = sc.name;
-  spec.subsys_nqn = sc.subsys_nqn;
-  spec.transport = sc.transport;
-  spec.address = sc.address;
-  spec.numa_node = sc.numa;
-  spec.ana_supported = c->id.ana_supported;
-  spec.anagrpmax = c->id.anagrpmax;
-  spec.anatt_secs = c->id.anatt_secs;
-  spec.crdt = c->id.crdt;
-  spec.state = ControllerState::kLive;
-  c->state = ControllerState::kLive;
   for (size_t i = 0; i < workers_.size(); ++i) {
     UringQueueOptions qo;
     qo.depth = options_.queue_depth;
@@ -307,51 +365,50 @@ absl::StatusOr<std::string> LibnvmeBackend::ClaimLocked(const Scanned& sc) {
     if (!qp.ok()) return qp.status();
     c->qps.push_back(std::move(*qp));
   }
-  std::vector<QueuePair*> raw;
-  for (auto& qp : c->qps) raw.push_back(qp.get());
-  if (absl::Status s = mp_->AddController(spec, c.get(), raw); !s.ok()) return s;
-  Ctrl* ctrl = c.get();
-  ctrls_.push_back(std::move(c));
-  Log(absl::StrCat(sc.name, ": claimed (", sc.transport, " ", sc.address, ", ", sc.subsys_nqn,
-                   ctrl->id.ana_supported ? absl::StrCat(", ANA, ANATT ", ctrl->id.anatt_secs, " s") : "",
-                   ")"));
-  AddNamespacesLocked(ctrl, sc);
-  return sc.name;
+  return c;
 }
 
-void LibnvmeBackend::AddNamespacesLocked(Ctrl* c, const Scanned& sc) {
-  for (const auto& entry : sc.namespaces) {
-    const uint32_t nsid = entry.first;
-    const std::string& nsname = entry.second;
+// Identify Namespace and its identifiers, through the controller's admin file.
+absl::StatusOr<NamespaceSpec> LibnvmeBackend::IdentifyPath(Ctrl* c, uint32_t nsid,
+                                                           const std::string& nsname) {
+  std::vector<uint8_t> idns(4096), descs(4096);
+  if (int r = nvme_identify_ns(c->admin_fd, nsid, reinterpret_cast<nvme_id_ns*>(idns.data())); r != 0) {
+    return absl::UnavailableError(absl::StrCat("Identify Namespace: ", AdminError(r)));
+  }
+  absl::StatusOr<nvme::NamespaceIdentity> ns = nvme::ParseIdentifyNamespace(idns);
+  if (!ns.ok()) return absl::InvalidArgumentError(absl::StrCat("Identify Namespace: ", ns.status().message()));
+  std::optional<nvme::NamespaceIds> ids;
+  if (nvme_identify_ns_descs(c->admin_fd, nsid, reinterpret_cast<nvme_ns_id_desc*>(descs.data())) == 0) {
+    absl::StatusOr<nvme::NamespaceIds> d = nvme::ParseNamespaceIdDescriptors(descs);
+    if (!d.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("namespace identifiers: ", d.status().message()));
+    }
+    ids = *d;
+  }
+  std::string kib;
+  uint32_t max_kib = 0;
+  if (!ReadFirstLine(absl::StrCat("/sys/block/", nsname, "/queue/max_hw_sectors_kb"), &kib) ||
+      !absl::SimpleAtoi(kib, &max_kib)) {
+    max_kib = 0;
+  }
+  return PathSpecFromIdentify(c->name, nsid, *ns, ids, c->id, max_kib * 1024u);
+}
+
+void LibnvmeBackend::AddNamespaces(Ctrl* c, const Scanned& sc) {
+  for (const auto& [nsid, nsname] : sc.namespaces) {
     if (std::any_of(c->namespaces.begin(), c->namespaces.end(),
-                    [nsid](const Ctrl::Ns& n) { return n.nsid == nsid; })) {
+                    [nsid = nsid](const Ctrl::Ns& n) { return n.nsid == nsid; })) {
       continue;
     }
-    auto fail = [this, c, nsid](const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto fail = [this, c, nsid = nsid](const std::string& why) {
       if (Changed(absl::StrCat(c->name, "/", nsid), why)) {
         Log(absl::StrCat(c->name, " nsid ", nsid, ": ", why));
       }
     };
-    std::vector<uint8_t> idns(4096), descs(4096);
-    if (int r = nvme_identify_ns(c->admin_fd, nsid, reinterpret_cast<nvme_id_ns*>(idns.data())); r != 0) {
-      fail(absl::StrCat("Identify Namespace: ", AdminError(r)));
+    absl::StatusOr<NamespaceSpec> spec = IdentifyPath(c, nsid, nsname);
+    if (!spec.ok()) {
+      fail(std::string(spec.status().message()));
       continue;
-    }
-    absl::StatusOr<nvme::NamespaceIdentity> ns = nvme::ParseIdentifyNamespace(idns);
-    if (!ns.ok()) {
-      fail(absl::StrCat("Identify Namespace: ", ns.status().message()));
-      continue;
-    }
-    nvme::NamespaceIds ids = ns->ids;
-    if (nvme_identify_ns_descs(c->admin_fd, nsid, reinterpret_cast<nvme_ns_id_desc*>(descs.data())) == 0) {
-      absl::StatusOr<nvme::NamespaceIds> d = nvme::ParseNamespaceIdDescriptors(descs);
-      if (!d.ok()) {
-        fail(absl::StrCat("namespace identifiers: ", d.status().message()));
-        continue;
-      }
-      if (d->nguid) ids.nguid = d->nguid;
-      if (d->eui64) ids.eui64 = d->eui64;
-      if (d->uuid) ids.uuid = d->uuid;
     }
     // The generic char device of nvmeXnY is ngXnY: the kernel names both after the
     // controller's and the namespace head's instances.
@@ -364,193 +421,157 @@ void LibnvmeBackend::AddNamespacesLocked(Ctrl* c, const Scanned& sc) {
     c->namespaces.push_back({nsid, nsname, fd});
     for (size_t i = 0; i < workers_.size(); ++i) {
       UringQueuePair* qp = c->qps[i].get();
-      workers_[i]->Post([qp, nsid, fd] { qp->AddNamespace(nsid, fd); });
+      workers_[i]->Post([qp, nsid = nsid, fd] { qp->AddNamespace(nsid, fd); });
     }
-    NamespaceSpec spec;
-    spec.controller = c->name;
-    spec.nsid = nsid;
-    spec.ids = ids;
-    spec.ana_group_id = ns->ana_group_id;
-    spec.size_blocks = ns->size_blocks;
-    spec.block_size = ns->block_size;
-    std::string kib;
-    uint32_t max_kib = 0;
-    if (ReadFirstLine(absl::StrCat("/sys/block/", nsname, "/queue/max_hw_sectors_kb"), &kib) &&
-        absl::SimpleAtoi(kib, &max_kib)) {
-      spec.max_transfer_bytes = max_kib * 1024u;
-    }
-    spec.write_zeroes = c->id.oncs & (1u << 3);
-    spec.deallocate = c->id.oncs & (1u << 2);
-    spec.volatile_write_cache = c->id.volatile_write_cache;
-    absl::StatusOr<std::string> head = mp_->AddPath(spec);
+    absl::StatusOr<std::string> head = mp_->AddPath(*spec);
     if (!head.ok()) {
       fail(absl::StrCat("not a path: ", head.status().message()));
       continue;
     }
     Log(absl::StrCat(c->name, " nsid ", nsid, " (", ng, ") joined head ", *head));
   }
-  // Namespaces the controller no longer shows.
-  for (auto it = c->namespaces.begin(); it != c->namespaces.end();) {
-    const uint32_t nsid = it->nsid;
-    if (std::any_of(sc.namespaces.begin(), sc.namespaces.end(),
-                    [nsid](const auto& n) { return n.first == nsid; })) {
-      ++it;
-      continue;
+  // Namespaces the controller no longer shows; a file stays open until the controller
+  // goes: a worker may still name it.
+  for (const Ctrl::Ns& n : c->namespaces) {
+    if (std::none_of(sc.namespaces.begin(), sc.namespaces.end(),
+                     [&n](const auto& s) { return s.first == n.nsid; })) {
+      (void)mp_->RemovePath(c->name, n.nsid, "the kernel removed the namespace");
     }
-    (void)mp_->RemovePath(c->name, nsid, "the kernel removed the namespace");
-    ++it;  // its fd stays open until the controller goes: a worker may still name it
   }
 }
 
-absl::StatusOr<std::string> LibnvmeBackend::ConnectLocked(ConnectSpec spec) {
-  if (absl::Status s = ValidateConnectSpec(spec); !s.ok()) return s;
-  if (KernelMultipathEnabled()) return absl::FailedPreconditionError(kMultipathOn);
+// nvmf_add_ctrl blocks (a TCP connect, the fabrics handshake): it runs off the control
+// thread; its libnvme tree is its own.
+void LibnvmeBackend::Connect(ConnectSpec spec, NameDone done) {
+  if (absl::Status s = ValidateConnectSpec(spec); !s.ok()) return std::move(done)(s);
+  if (KernelMultipathEnabled()) return std::move(done)(absl::FailedPreconditionError(kMultipathOn));
   // Already connected (by an earlier run, this one, or nvme-cli): claim it.
   for (const Scanned& sc : ScanTopology()) {
     if (MatchesConnectSpec(sc.transport, sc.address, sc.subsys_nqn, spec)) {
       released_.erase(sc.name);
-      return ClaimLocked(sc);
+      return std::move(done)(Claim(sc));
     }
   }
-  nvme_root_t r = nvme_create_root(stderr, LOG_ERR);
-  if (r == nullptr) return absl::InternalError("libnvme: no root");
-  nvme_host_t h = options_.host_nqn.empty()
-                      ? nvme_default_host(r)
-                      : nvme_lookup_host(r, options_.host_nqn.c_str(),
-                                         options_.host_id.empty() ? nullptr : options_.host_id.c_str());
-  nvme_ctrl_t c = nvme_create_ctrl(r, spec.nqn.c_str(), spec.transport.c_str(),
-                                   spec.address.empty() ? nullptr : spec.address.c_str(), nullptr,
-                                   nullptr, spec.service.empty() ? nullptr : spec.service.c_str());
-  if (h == nullptr || c == nullptr) {
-    nvme_free_tree(r);
-    return absl::InternalError(absl::StrCat("libnvme could not describe ", spec.ToString()));
+  const std::string what = spec.ToString();
+  if (!connecting_.insert(what).second) {
+    return std::move(done)(absl::UnavailableError(absl::StrCat(what, ": a connect is under way")));
   }
-  nvme_fabrics_config cfg;
-  nvmf_default_config(&cfg);
-  cfg.ctrl_loss_tmo = options_.ctrl_loss_tmo_secs;
-  cfg.reconnect_delay = options_.reconnect_delay_secs;
-  if (nvmf_add_ctrl(h, c, &cfg) != 0) {
-    const int e = errno;
-    nvme_free_ctrl(c);
-    nvme_free_tree(r);
-    return absl::UnavailableError(absl::StrCat("could not connect to ", spec.ToString(), ": ",
-                                               nvme_errno_to_string(e)));
-  }
-  const std::string name = S(nvme_ctrl_get_name(c));
-  nvme_free_tree(r);
-  Log(absl::StrCat("connected ", spec.ToString(), " as ", name));
-  // The kernel scans the namespaces after the connect returns: give it a moment.
-  Scanned found;
-  for (int i = 0; i < 50; ++i) {
-    for (Scanned& sc : ScanTopology()) {
-      if (sc.name == name) found = std::move(sc);
-    }
-    if (found.state == "live" && !found.namespaces.empty()) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  if (found.name.empty()) {
-    return absl::UnavailableError(absl::StrCat("connected ", spec.ToString(), " as ", name,
-                                               ", but the kernel no longer shows it"));
-  }
-  released_.erase(name);
-  return ClaimLocked(found);
+  plane_->Offload([this, alive = std::weak_ptr<bool>(alive_), spec = std::move(spec),
+                   host_nqn = options_.host_nqn, host_id = options_.host_id,
+                   loss = options_.ctrl_loss_tmo_secs, delay = options_.reconnect_delay_secs,
+                   done = std::move(done)]() mutable -> ControlPlane::Task {
+    absl::StatusOr<std::string> name = ConnectFabrics(spec, host_nqn, host_id, loss, delay);
+    return [this, alive, what = spec.ToString(), name = std::move(name), done = std::move(done)]() mutable {
+      if (alive.expired()) return;
+      connecting_.erase(what);
+      if (!name.ok()) return std::move(done)(name.status());
+      Log(absl::StrCat("connected ", what, " as ", *name));
+      // The kernel scans the namespaces after the connect returns: look for them a few
+      // times (50 x 100 ms), on the timer.
+      ClaimWhenLive(*name, what, 50, std::move(done));
+    };
+  });
 }
 
-std::vector<std::pair<std::string, absl::Status>> LibnvmeBackend::AttachConfigured() {
-  MutexLock l(&mu_);
-  std::vector<std::pair<std::string, absl::Status>> out;
-  for (const ConnectSpec& spec : options_.connect) {
-    absl::StatusOr<std::string> name = ConnectLocked(spec);
-    out.emplace_back(spec.ToString(), name.status());
-    last_attempt_[spec.ToString()] = std::string(name.status().message());
-    if (!name.ok()) Log(std::string(name.status().message()));
+void LibnvmeBackend::ClaimWhenLive(std::string name, std::string what, int tries_left, NameDone done) {
+  Scanned found;
+  for (Scanned& sc : ScanTopology()) {
+    if (sc.name == name) found = std::move(sc);
+  }
+  const bool ready = found.state == "live" && !found.namespaces.empty();
+  if (!ready && tries_left > 0) {
+    plane_->After(100'000'000, [this, alive = std::weak_ptr<bool>(alive_), name = std::move(name),
+                                what = std::move(what), tries_left, done = std::move(done)]() mutable {
+      if (!alive.expired()) ClaimWhenLive(std::move(name), std::move(what), tries_left - 1, std::move(done));
+    });
+    return;
+  }
+  if (found.name.empty()) {
+    return std::move(done)(absl::UnavailableError(absl::StrCat(
+        "connected ", what, " as ", name, ", but the kernel no longer shows it")));
+  }
+  released_.erase(name);
+  std::move(done)(Claim(found));
+}
+
+void LibnvmeBackend::AttachConfigured(absl::AnyInvocable<void(Outcomes) &&> done) {
+  ConnectConfigured(0, {}, std::move(done));
+}
+
+// One configured connect after the other, then the configured controllers present.
+void LibnvmeBackend::ConnectConfigured(size_t i, Outcomes out,
+                                       absl::AnyInvocable<void(Outcomes) &&> done) {
+  if (i < options_.connect.size()) {
+    const ConnectSpec spec = options_.connect[i];
+    Connect(spec, [this, i, spec, out = std::move(out),
+                   done = std::move(done)](absl::StatusOr<std::string> name) mutable {
+      out.emplace_back(spec.ToString(), name.status());
+      last_attempt_[spec.ToString()] = std::string(name.status().message());
+      if (!name.ok()) Log(std::string(name.status().message()));
+      ConnectConfigured(i + 1, std::move(out), std::move(done));
+    });
+    return;
   }
   for (const Scanned& sc : ScanTopology()) {
     if (Find(sc.name) != nullptr || !Wanted(sc)) continue;
-    absl::Status s = ClaimLocked(sc).status();
+    absl::Status s = Claim(sc).status();
     out.emplace_back(sc.name, s);
     last_attempt_[sc.name] = std::string(s.message());
     if (!s.ok()) Log(absl::StrCat(sc.name, ": not claimed: ", s.message()));
   }
   next_reconnect_ns_ = NowNs() + int64_t{options_.reconnect_secs} * 1'000'000'000;
-  return out;
+  std::move(done)(std::move(out));
 }
 
-absl::StatusOr<std::string> LibnvmeBackend::Attach(const std::string& transport,
-                                                   const std::string& address,
-                                                   const std::string& service,
-                                                   const std::string& nqn) {
-  MutexLock l(&mu_);
+void LibnvmeBackend::Attach(const std::string& transport, const std::string& address,
+                            const std::string& service, const std::string& nqn, NameDone done) {
   if (transport != "kernel") {
     ConnectSpec spec{transport, address, service, nqn};
-    if (absl::Status s = ValidateConnectSpec(spec); !s.ok()) return s;
+    if (absl::Status s = ValidateConnectSpec(spec); !s.ok()) return std::move(done)(s);
     detached_connects_.erase(spec.ToString());
-    return ConnectLocked(spec);
+    return Connect(spec, std::move(done));
   }
   const std::string name(absl::StripPrefix(address, "/dev/"));
   if (!IsControllerName(name)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "address \"", address, "\" is not a kernel NVMe controller (nvme3 or /dev/nvme3)"));
+    return std::move(done)(absl::InvalidArgumentError(absl::StrCat(
+        "address \"", address, "\" is not a kernel NVMe controller (nvme3 or /dev/nvme3)")));
   }
-  if (KernelMultipathEnabled()) return absl::FailedPreconditionError(kMultipathOn);
+  if (KernelMultipathEnabled()) return std::move(done)(absl::FailedPreconditionError(kMultipathOn));
   for (const Scanned& sc : ScanTopology()) {
     if (sc.name == name) {
       released_.erase(name);
-      return ClaimLocked(sc);
+      return std::move(done)(Claim(sc));
     }
   }
-  return absl::NotFoundError(absl::StrCat("no kernel NVMe controller ", name, " (see /sys/class/nvme)"));
+  std::move(done)(absl::NotFoundError(absl::StrCat("no kernel NVMe controller ", name, " (see /sys/class/nvme)")));
 }
 
-void LibnvmeBackend::ReleaseLocked(Ctrl* c, const std::string& reason) {
-  c->signals->draining.store(true, std::memory_order_relaxed);
-  Log(absl::StrCat(c->name, ": let go: ", reason));
-  // Its paths go now; the commands the kernel holds come back through the workers, who
-  // let go of the rings (OnQueuePairsReleased) only after the last one.
-  (void)mp_->RemoveController(c->name, reason);
-  auto it = std::find_if(ctrls_.begin(), ctrls_.end(), [c](const auto& p) { return p.get() == c; });
-  retiring_.push_back(std::move(*it));
-  ctrls_.erase(it);
-}
-
-absl::Status LibnvmeBackend::Detach(const std::string& name, absl::string_view reason) {
-  MutexLock l(&mu_);
+void LibnvmeBackend::Detach(const std::string& name, absl::string_view reason,
+                            absl::AnyInvocable<void(absl::Status) &&> done) {
   Ctrl* c = Find(name);
-  if (c == nullptr) return absl::NotFoundError(absl::StrCat("controller ", name, " not found"));
-  c->signals->draining.store(true, std::memory_order_relaxed);
+  if (c == nullptr) return std::move(done)(absl::NotFoundError(absl::StrCat("controller ", name, " not found")));
   const bool fabrics = c->fabrics();
   for (const ConnectSpec& spec : options_.connect) {
     if (MatchesConnectSpec(c->transport, c->address, c->subsys_nqn, spec)) {
       detached_connects_.insert(spec.ToString());
     }
   }
-  if (fabrics) {
-    // Deleting the kernel's controller ends the commands it holds: the kernel fails them
-    // and they fail over as they come back.
-    // libnvme's view of this one controller only (it talks to no other device).
-    nvme_root_t r = nvme_create_root(stderr, LOG_ERR);
-    nvme_ctrl_t k = r != nullptr ? nvme_scan_ctrl(r, name.c_str()) : nullptr;
-    if (k == nullptr || nvme_disconnect_ctrl(k) != 0) {
-      Log(absl::StrCat(name, ": disconnect: ", std::strerror(errno)));
-    }
-    if (r != nullptr) nvme_free_tree(r);
+  // Its paths go now; the commands the kernel holds come back through the workers, who
+  // let go of the rings only after the last one.
+  if (absl::Status s = sup_->Detach(name, std::string(reason)); !s.ok()) return std::move(done)(s);
+  if (!fabrics) {
+    released_.insert(name);
+    return std::move(done)(absl::OkStatus());
   }
-  ReleaseLocked(c, std::string(reason));
-  if (!fabrics) released_.insert(name);
-  return absl::OkStatus();
-}
-
-absl::Status LibnvmeBackend::RequestReset(const std::string& name) {
-  MutexLock l(&mu_);
-  Ctrl* c = Find(name);
-  if (c == nullptr) return absl::NotFoundError(absl::StrCat("controller ", name, " not found"));
-  if (c->state != ControllerState::kLive) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        name, " is ", ControllerStateName(c->state), "; the kernel is already recovering it"));
-  }
-  c->reset_requested = true;
-  Wake();
-  return absl::OkStatus();
+  // Deleting the kernel's controller ends the commands it holds: the kernel fails them
+  // and they fail over as they come back. It blocks: off the control thread.
+  plane_->Offload([this, name, done = std::move(done)]() mutable -> ControlPlane::Task {
+    absl::Status s = DisconnectFabrics(name);
+    return [this, name, s, done = std::move(done)]() mutable {
+      if (!s.ok()) Log(absl::StrCat(name, ": disconnect: ", s.message()));
+      std::move(done)(absl::OkStatus());
+    };
+  });
 }
 
 void LibnvmeBackend::ReadAnaLog(Ctrl* c) {
@@ -572,10 +593,9 @@ void LibnvmeBackend::ReadAnaLog(Ctrl* c) {
   }
 }
 
-void LibnvmeBackend::PollLocked(bool read_ana) {
+void LibnvmeBackend::Poll(bool read_ana) {
   std::vector<Ctrl*> lost;
-  for (const auto& cp : ctrls_) {
-    Ctrl* c = cp.get();
+  for (const auto& [name, c] : ctrls_) {
     std::string text;
     if (!ReadFirstLine(absl::StrCat("/sys/class/nvme/", c->name, "/state"), &text)) {
       lost.push_back(c);
@@ -589,16 +609,16 @@ void LibnvmeBackend::PollLocked(bool read_ana) {
     }
     // The state the queue pairs' host path errors were about is now known to the core.
     c->signals->suspect.store(false, std::memory_order_relaxed);
-    const bool ana = c->ana_requested.exchange(false) || read_ana;
-    if (ana && c->state == ControllerState::kLive && c->id.ana_supported) ReadAnaLog(c);
+    if (read_ana) c->ReadAnaLog();
   }
   for (Ctrl* c : lost) {
-    ReleaseLocked(c, absl::StrCat("the kernel removed controller ", c->name,
-                                  " (connection lost past ctrl_loss_tmo, or deleted)"));
+    const std::string name = c->name;
+    (void)sup_->Detach(name, absl::StrCat("the kernel removed controller ", name,
+                                          " (connection lost past ctrl_loss_tmo, or deleted)"));
   }
 }
 
-void LibnvmeBackend::RescanLocked() {
+void LibnvmeBackend::Rescan() {
   const std::vector<Scanned> all = ScanTopology();
   for (auto it = released_.begin(); it != released_.end();) {
     const bool present = std::any_of(all.begin(), all.end(), [&](const Scanned& s) { return s.name == *it; });
@@ -607,125 +627,76 @@ void LibnvmeBackend::RescanLocked() {
   for (const Scanned& sc : all) {
     if (Ctrl* c = Find(sc.name)) {
       if (c->state == ControllerState::kLive && ParseControllerState(sc.state) == ControllerState::kLive) {
-        AddNamespacesLocked(c, sc);
+        AddNamespaces(c, sc);
       }
       continue;
     }
     if (!Wanted(sc) || released_.contains(sc.name)) continue;
-    const absl::Status s = ClaimLocked(sc).status();
+    const absl::Status s = Claim(sc).status();
     if (Changed(sc.name, std::string(s.message())) && !s.ok()) {
       Log(absl::StrCat(sc.name, ": not claimed: ", s.message()));
     }
   }
 }
 
-void LibnvmeBackend::ServiceLocked(bool polled) {
-  for (const auto& cp : ctrls_) {
-    Ctrl* c = cp.get();
-    if (!c->reset_requested.exchange(false)) continue;
-    Log(absl::StrCat(c->name, ": resetting"));
-    c->state = ControllerState::kResetting;
-    (void)mp_->SetControllerState(c->name, ControllerState::kResetting, "reset requested");
-    // Synchronous in the kernel: it returns once the controller is live again or the
-    // transport is reconnecting; what it held has failed over meanwhile.
-    if (nvme_ctrl_reset(c->admin_fd) != 0) Log(absl::StrCat(c->name, ": reset: ", std::strerror(errno)));
+void LibnvmeBackend::Reconnect() {
+  if (options_.connect.empty() || NowNs() < next_reconnect_ns_) return;
+  next_reconnect_ns_ = NowNs() + int64_t{options_.reconnect_secs} * 1'000'000'000;
+  for (const ConnectSpec& spec : options_.connect) {
+    const bool have = std::any_of(ctrls_.begin(), ctrls_.end(), [&](const auto& c) {
+      return MatchesConnectSpec(c.second->transport, c.second->address, c.second->subsys_nqn, spec);
+    });
+    if (have || detached_connects_.contains(spec.ToString()) ||
+        connecting_.contains(spec.ToString())) {
+      continue;
+    }
+    Connect(spec, [this, what = spec.ToString()](absl::StatusOr<std::string> name) {
+      if (Changed(what, std::string(name.status().message()))) {
+        Log(name.ok() ? absl::StrCat(what, ": connected again") : std::string(name.status().message()));
+      }
+    });
   }
-  if (!polled) PollLocked(false);  // a queue pair's host path error, a request of the core
-  for (auto it = retiring_.begin(); it != retiring_.end();) {
-    it = (*it)->released ? retiring_.erase(it) : std::next(it);
-  }
+}
+
+// Every poll_ms: the controllers' state and ANA logs, a slow rescan for what uevents
+// missed (none in a container, say), the configured connects that are absent.
+void LibnvmeBackend::Tick() {
+  Poll(/*read_ana=*/true);
+  if (++ticks_ % 30 == 0) rescan_ = true;
   // Nothing configured and nothing claimed: nothing a rescan could find (an attach
   // through the API scans for itself).
   if (rescan_ && (!options_.claims.empty() || !options_.connect.empty() || !ctrls_.empty())) {
-    RescanLocked();
+    Rescan();
   }
   rescan_ = false;
-  if (!options_.connect.empty() && NowNs() >= next_reconnect_ns_) {
-    next_reconnect_ns_ = NowNs() + int64_t{options_.reconnect_secs} * 1'000'000'000;
-    for (const ConnectSpec& spec : options_.connect) {
-      const bool have = std::any_of(ctrls_.begin(), ctrls_.end(), [&](const auto& c) {
-        return MatchesConnectSpec(c->transport, c->address, c->subsys_nqn, spec);
-      });
-      if (have || detached_connects_.contains(spec.ToString())) continue;
-      const absl::Status s = ConnectLocked(spec).status();
-      if (Changed(spec.ToString(), std::string(s.message()))) {
-        Log(s.ok() ? absl::StrCat(spec.ToString(), ": connected again") : std::string(s.message()));
-      }
-    }
-  }
+  Reconnect();
+  tick_ = plane_->After(int64_t{options_.poll_ms} * 1'000'000, [this] { Tick(); });
 }
 
 void LibnvmeBackend::Start() {
-  thread_ = std::thread([this] { Loop(); });
-}
-
-void LibnvmeBackend::Loop() {
-  int64_t next_poll = NowNs() + int64_t{options_.poll_ms} * 1'000'000;
-  int polls = 0;
-  while (!stop_.load()) {
-    const int64_t now = NowNs();
-    const int timeout = now >= next_poll ? 0 : static_cast<int>((next_poll - now) / 1'000'000 + 1);
-    epoll_event evs[4];
-    const int n = epoll_wait(epoll_fd_, evs, 4, timeout);
-    if (stop_.load()) break;
-    MutexLock l(&mu_);
-    for (int i = 0; i < n; ++i) {
-      if (evs[i].data.fd == wake_fd_) {
-        uint64_t v;
-        [[maybe_unused]] ssize_t r = read(wake_fd_, &v, sizeof v);
-      } else if (evs[i].data.fd == uevent_fd_) {
-        // Controllers (nvme) and namespaces (block, nvme-generic), by DEVPATH.
-        umpath::ReadUevents(uevent_fd_, [this](const Uevent& e) {
-          mu_.AssertHeld();
-          if (absl::StrContains(e.header, "/nvme") || absl::StrContains(e.header, "/ng")) {
-            rescan_ = true;
-          }
-        });
+  // A queue pair's host path error, a request of the core: poll now.
+  (void)plane_->Watch(notify_fd_, [this] {
+    uint64_t v;
+    [[maybe_unused]] ssize_t r = read(notify_fd_, &v, sizeof v);
+    Poll(/*read_ana=*/false);
+  });
+  // Kernel uevents: controllers (nvme) and namespaces (block, nvme-generic), by DEVPATH.
+  if (absl::StatusOr<int> ue = OpenUeventSocket(); ue.ok()) {
+    uevent_fd_ = *ue;
+    (void)plane_->Watch(uevent_fd_, [this] {
+      umpath::ReadUevents(uevent_fd_, [this](const Uevent& e) {
+        if (absl::StrContains(e.header, "/nvme") || absl::StrContains(e.header, "/ng")) rescan_ = true;
+      });
+      if (rescan_ && (!options_.claims.empty() || !options_.connect.empty() || !ctrls_.empty())) {
+        Rescan();
       }
-    }
-    bool polled = false;
-    if (NowNs() >= next_poll) {
-      next_poll = NowNs() + int64_t{options_.poll_ms} * 1'000'000;
-      PollLocked(/*read_ana=*/true);
-      polled = true;
-      // A slow rescan as well, for what uevents missed (none in a container, say).
-      if (++polls % 30 == 0) rescan_ = true;
-    }
-    ServiceLocked(polled);
+      rescan_ = false;
+    });
+  } else {
+    Log(absl::StrCat("no kernel uevents (", ue.status().message(),
+                     "): new controllers are found by the periodic rescan only"));
   }
-}
-
-void LibnvmeBackend::Stop() {
-  if (!stop_.exchange(true)) {
-    Wake();
-    if (thread_.joinable()) thread_.join();
-  }
-  std::vector<Ctrl*> waiting;
-  {
-    MutexLock l(&mu_);
-    while (!ctrls_.empty()) ReleaseLocked(ctrls_.back().get(), "agent stopping");
-    for (const auto& c : retiring_) waiting.push_back(c.get());
-  }
-  // The workers let go of the rings once the kernel has returned what it holds (they
-  // are still running); only then do the files close. No lock is held meanwhile: the
-  // event thread is gone and nothing else touches retiring_.
-  const int64_t until = NowNs() + int64_t{options_.drain_timeout_ms} * 1'000'000;
-  auto busy = [&] {
-    return std::any_of(waiting.begin(), waiting.end(), [](Ctrl* c) { return !c->released.load(); });
-  };
-  while (busy() && NowNs() < until) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  MutexLock l(&mu_);
-  for (auto it = retiring_.begin(); it != retiring_.end();) {
-    it = (*it)->released ? retiring_.erase(it) : std::next(it);
-  }
-  if (!retiring_.empty()) {
-    // The kernel still holds commands of theirs: the rings stay (a worker polls them)
-    // and are left to the process's exit rather than freed under it.
-    Log(absl::StrCat(retiring_.size(), " controller(s) still have commands in the kernel after ",
-                     options_.drain_timeout_ms, " ms; left as they are"));
-    for (auto& c : retiring_) (void)c.release();
-    retiring_.clear();
-  }
+  tick_ = plane_->After(int64_t{options_.poll_ms} * 1'000'000, [this] { Tick(); });
 }
 
 }  // namespace umpath::kernel

@@ -21,10 +21,12 @@
 // - Attach (connect by transport, address, service, NQN; or claim an existing
 //   controller) and detach (fabrics: disconnect) through the API.
 //
-// Threading: Attach/Detach/RequestReset/Owns from any thread, serialized by mu_. The
-// event thread Start() makes polls the controllers every poll_ms, reacts at once to
-// queue pairs' host path errors and the core's requests (an eventfd), and rescans on
-// kernel uevents; it sleeps in epoll_wait otherwise.
+// Each controller is a driver below the ControllerSupervisor: a reset is the kernel's
+// (NVME_IOCTL_RESET, run off the control thread), a detach the supervisor's.
+//
+// Threading: everything on the control plane's thread: a poll every poll_ms, at once
+// on queue pairs' host path errors and the core's requests (an eventfd it watches),
+// rescans on kernel uevents. Blocking calls (connect, disconnect, reset) are offloaded.
 
 #include <atomic>
 #include <functional>
@@ -32,12 +34,13 @@
 #include <memory>
 #include <set>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "agent/base/mutex.h"
+#include "absl/functional/any_invocable.h"
+#include "agent/control/control_plane.h"
+#include "agent/control/supervisor.h"
 #include "agent/core/multipath.h"
 #include "agent/core/worker.h"
 #include "agent/kernel/fabrics.h"
@@ -69,75 +72,85 @@ bool KernelMultipathEnabled();
 
 class LibnvmeBackend {
  public:
-  static absl::StatusOr<std::unique_ptr<LibnvmeBackend>> Create(Multipath* mp,
+  using Outcomes = std::vector<std::pair<std::string, absl::Status>>;
+  // `plane` and `sup` outlive the backend; so do the controllers the supervisor has.
+  static absl::StatusOr<std::unique_ptr<LibnvmeBackend>> Create(Multipath* mp, ControlPlane* plane,
+                                                                ControllerSupervisor* sup,
                                                                 std::vector<Worker*> workers,
                                                                 LibnvmeBackendOptions options);
   ~LibnvmeBackend();
 
+  // Everything below on the control thread. Results come as calls of `done` there.
+  //
   // Connects the configured fabrics controllers and claims every configured controller
   // present. Each outcome is reported; one failing does not stop the others.
-  std::vector<std::pair<std::string, absl::Status>> AttachConfigured();
+  void AttachConfigured(absl::AnyInvocable<void(Outcomes) &&> done);
   // transport "kernel": address is an existing controller (nvme3 or /dev/nvme3);
   // tcp/rdma/fc/loop: connect (or find the controller already connected) and claim it.
-  // Returns the controller's name. Idempotent.
-  absl::StatusOr<std::string> Attach(const std::string& transport, const std::string& address,
-                                     const std::string& service, const std::string& nqn);
+  // Answers the controller's name. Idempotent.
+  void Attach(const std::string& transport, const std::string& address, const std::string& service,
+              const std::string& nqn, absl::AnyInvocable<void(absl::StatusOr<std::string>) &&> done);
   // Its paths fail over, then it is let go; a fabrics controller is disconnected.
-  absl::Status Detach(const std::string& name, absl::string_view reason);
-  // Resets the kernel's controller (NVME_IOCTL_RESET); its I/O fails over meanwhile.
-  absl::Status RequestReset(const std::string& name);
+  void Detach(const std::string& name, absl::string_view reason,
+              absl::AnyInvocable<void(absl::Status) &&> done);
   bool Owns(const std::string& name) const;
-
+  // Polls, rescans on uevents and reconnects from now on.
   void Start();
-  // Lets every controller go (fabrics ones stay connected for the next agent).
-  void Stop();
 
  private:
   struct Ctrl;
   struct Scanned;
+  using NameDone = absl::AnyInvocable<void(absl::StatusOr<std::string>) &&>;
   // Every controller of every subsystem, from sysfs through libnvme.
   static std::vector<Scanned> ScanTopology();
-  LibnvmeBackend(Multipath* mp, std::vector<Worker*> workers, LibnvmeBackendOptions options,
-                 int wake_fd, int epoll_fd);
-  absl::StatusOr<std::string> ClaimLocked(const Scanned& sc) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<std::string> ConnectLocked(ConnectSpec spec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void AddNamespacesLocked(Ctrl* c, const Scanned& sc) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ReleaseLocked(Ctrl* c, const std::string& reason)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void PollLocked(bool read_ana) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ReadAnaLog(Ctrl* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RescanLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ServiceLocked(bool polled) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Ctrl* Find(absl::string_view name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  LibnvmeBackend(Multipath* mp, ControlPlane* plane, ControllerSupervisor* sup,
+                 std::vector<Worker*> workers, LibnvmeBackendOptions options, int notify_fd);
+  absl::StatusOr<std::string> Claim(const Scanned& sc);
+  absl::StatusOr<std::unique_ptr<Ctrl>> Open(const Scanned& sc);
+  // Connects (off the control thread), then claims once the kernel shows it live.
+  void Connect(ConnectSpec spec, NameDone done);
+  void ClaimWhenLive(std::string name, std::string what, int tries_left, NameDone done);
+  void ConnectConfigured(size_t i, Outcomes out, absl::AnyInvocable<void(Outcomes) &&> done);
+  void AddNamespaces(Ctrl* c, const Scanned& sc);
+  absl::StatusOr<NamespaceSpec> IdentifyPath(Ctrl* c, uint32_t nsid, const std::string& nsname);
+  void ReadAnaLog(Ctrl* c);
+  void Poll(bool read_ana);
+  void Rescan();
+  void Reconnect();
+  void Tick();
+  Ctrl* Find(absl::string_view name) const;
   bool Wanted(const Scanned& sc) const;
   // Records the outcome of an attempt; true when it differs from the last one (log it).
-  bool Changed(const std::string& key, const std::string& outcome) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool Changed(const std::string& key, const std::string& outcome);
   void Log(const std::string& line) const;
-  void Wake();
-  void Loop();
 
   Multipath* const mp_;
+  ControlPlane* const plane_;
+  ControllerSupervisor* const sup_;
   const std::vector<Worker*> workers_;
   const LibnvmeBackendOptions options_;
-  const int wake_fd_, epoll_fd_;
+  // Queue pairs' host path errors and the core's requests: poll now.
+  const int notify_fd_;
   int uevent_fd_ = -1;
+  ControlPlane::TimerId tick_ = 0;
+  int ticks_ = 0;
 
-  mutable Mutex mu_;
-  std::vector<std::unique_ptr<Ctrl>> ctrls_ ABSL_GUARDED_BY(mu_);
-  // Removed from the core; destroyed once every worker let go of their queue pairs.
-  std::vector<std::unique_ptr<Ctrl>> retiring_ ABSL_GUARDED_BY(mu_);
+  // The controllers in the core (the supervisor owns them); one leaves this map as it
+  // leaves the core.
+  std::map<std::string, Ctrl*> ctrls_;
   // Detached through the API while the kernel keeps them: not claimed again by a rescan
   // until they are gone or attached again.
-  std::set<std::string> released_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> released_;
   // Configured connects (ConnectSpec::ToString) whose controller was detached through
   // the API: not connected again until an attach through the API asks for them.
-  std::set<std::string> detached_connects_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> detached_connects_;
+  // Connects under way, so a reconnect does not start a second.
+  std::set<std::string> connecting_;
   // The last outcome of claiming or connecting each thing, so retries log only changes.
-  std::map<std::string, std::string> last_attempt_ ABSL_GUARDED_BY(mu_);
-  bool rescan_ ABSL_GUARDED_BY(mu_) = false;
-  int64_t next_reconnect_ns_ ABSL_GUARDED_BY(mu_) = 0;
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
+  std::map<std::string, std::string> last_attempt_;
+  bool rescan_ = false;
+  int64_t next_reconnect_ns_ = 0;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 }  // namespace umpath::kernel

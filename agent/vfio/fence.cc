@@ -55,13 +55,15 @@ FenceOutcome FenceController(FenceOps& ops, const FenceRequest& request, std::st
   return FenceOutcome::kReleased;
 }
 
-FenceOutcome FenceAndReport(Multipath& mp, absl::string_view controller, FenceOps& ops,
-                            const FenceRequest& request, std::string* detail) {
-  const FenceOutcome o = FenceController(ops, request, detail);
-  if (absl::Status s = mp.ControllerFenced(controller); !s.ok()) {
-    absl::StrAppend(detail, "; ", s.message());
-  }
-  return o;
+FenceResult FenceForSupervisor(FenceOps& ops, const FenceAsk& ask) {
+  FenceRequest r;
+  r.release = ask.release;
+  r.shutdown_notify = ask.shutdown_notify;
+  FenceResult out;
+  const FenceOutcome o = FenceController(ops, r, &out.detail);
+  out.released = o == FenceOutcome::kReleased;
+  out.detail = absl::StrCat(FenceOutcomeName(o), ": ", out.detail);
+  return out;
 }
 
 }  // namespace umpath::vfio

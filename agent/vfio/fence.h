@@ -8,7 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
-#include "agent/core/multipath.h"
+#include "agent/control/supervisor.h"
 
 namespace umpath::vfio {
 
@@ -49,9 +49,9 @@ absl::string_view FenceOutcomeName(FenceOutcome o);
 // disable nor a function reset could be had. `detail` says what happened.
 FenceOutcome FenceController(FenceOps& ops, const FenceRequest& request, std::string* detail);
 
-// The backend's half of a fence: FenceController, then the core is told (it hands the
-// commands back once the controller's CQT has passed).
-FenceOutcome FenceAndReport(Multipath& mp, absl::string_view controller, FenceOps& ops,
-                            const FenceRequest& request, std::string* detail);
+// A vfio controller's ControllerDriver::Fence: FenceController for what the supervisor
+// asks. The supervisor then tells the core (it hands the commands back once the
+// controller's CQT has passed).
+FenceResult FenceForSupervisor(FenceOps& ops, const FenceAsk& ask);
 
 }  // namespace umpath::vfio

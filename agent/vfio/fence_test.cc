@@ -8,13 +8,13 @@
 #include <string>
 #include <vector>
 
-#include "agent/core/testing/core_fixture.h"
+#include "agent/control/testing/supervised_fixture.h"
 
 namespace umpath::vfio {
 namespace {
 
 using ::testing::ElementsAre;
-using ::umpath::testing::CoreFixture;
+using ::umpath::testing::SupervisedFixture;
 using ::umpath::testing::TestIo;
 
 // A controller as the test wants it: RDY may stay 1 after CC.EN=0, the reset may fail,
@@ -61,17 +61,29 @@ class PlayedController final : public FenceOps {
   }
 };
 
-class VfioFenceTest : public CoreFixture {
+// c0 as the vfio backend drives it, below the real supervisor.
+class PlayedDriver final : public ControllerDriver {
+ public:
+  explicit PlayedDriver(PlayedController* dev) : dev_(dev) {}
+  ResetKind reset_kind() const override { return ResetKind::kFenceAndRecover; }
+  FenceResult Fence(const FenceAsk& ask) override { return FenceForSupervisor(*dev_, ask); }
+  absl::Status Recover() override { return absl::UnavailableError("the test does not bring it up"); }
+  void ReadAnaLog() override {}
+
+ private:
+  PlayedController* dev_;
+};
+
+class VfioFenceTest : public SupervisedFixture {
  protected:
   std::string TwoPaths(uint16_t c0_cqt_ms) {
-    AddController("c0", -1, false, "nqn.2026-01.io.umpath:subsys0", c0_cqt_ms);
+    Supervise("c0", std::make_unique<PlayedDriver>(&dev_), c0_cqt_ms);
     AddController("c1");
     auto h0 = AddPath("c0");
     EXPECT_OK(h0);
     EXPECT_OK(AddPath("c1"));
-    Run();
-    backends_["c0"]->auto_fence = false;  // the vfio backend fences: FenceAndReport
-    Qp("c0").set_hold(true);              // c0 stops answering
+    Pump();
+    Qp("c0").set_hold(true);  // c0 stops answering
     ios_.resize(4);
     for (auto& io : ios_) {
       io.req.opcode = nvme::IoOpcode::kWrite;
@@ -85,13 +97,7 @@ class VfioFenceTest : public CoreFixture {
     for (const auto& io : ios_) n += io.done;
     return n;
   }
-  // As VfioManager::StartReset: RESETTING, queue pairs out of service.
-  void StartReset() {
-    ASSERT_OK(mp_->SetControllerState("c0", ControllerState::kResetting, "I/O command timeout"));
-    ASSERT_OK(mp_->QuiesceController("c0"));
-    Run();
-    ASSERT_EQ(backends_["c0"]->quiesced, 1);
-  }
+  SupervisedState State() { return SupervisedFixture::State("c0"); }
   std::vector<TestIo> ios_;
   PlayedController dev_;
 };
@@ -100,81 +106,77 @@ class VfioFenceTest : public CoreFixture {
 // resubmitted before Bus Master is cleared and the function reset, and then CQT passed.
 TEST_F(VfioFenceTest, Acceptance13ControllerThatIgnoresDisableIsResetBeforeFailover) {
   TwoPaths(/*c0_cqt_ms=*/500);
-  StartReset();
   dev_.rdy_stuck = true;
-  std::string detail;
-  EXPECT_EQ(FenceAndReport(*mp_, "c0", dev_, FenceRequest{}, &detail),
-            FenceOutcome::kFunctionReset);
+  ASSERT_OK(sup_->Reset("c0", "I/O command timeout"));
+  Pump();
   EXPECT_THAT(dev_.calls,
               ElementsAre("delete-queues", "disable", "clear-bus-master", "reset-function"));
   EXPECT_THAT(dev_.done_at_call, ElementsAre(0, 0, 0, 0));
+  EXPECT_EQ(State(), SupervisedState::kResetFenced);
   EXPECT_EQ(Qp("c1").submits(), 0u);
-  Run();
   clock_.Advance(499'000'000);
-  Run();
+  Pump();
   EXPECT_EQ(Done(), 0) << "resubmitted before CQT passed";
   EXPECT_EQ(Qp("c1").submits(), 0u);
   clock_.Advance(1'000'000);
-  Run();
+  Pump();
   EXPECT_EQ(Done(), 4);
   for (const auto& io : ios_) EXPECT_TRUE(io.result.ok());
   EXPECT_EQ(Qp("c1").submits(), 4u);
-  EXPECT_EQ(backends_["c0"]->handed_back, 1);
-  ASSERT_OK_AND_ASSIGN(ControllerInfo info, mp_->GetController("c0"));
-  EXPECT_EQ(info.fenced_ios, 4u);
+  // (the test's controller does not come up again: it is removed)
+  EXPECT_EQ(State(), SupervisedState::kGone);
 }
 
 TEST_F(VfioFenceTest, ADisableThatTakesIsTheFence) {
   TwoPaths(0);
-  StartReset();
-  std::string detail;
-  EXPECT_EQ(FenceAndReport(*mp_, "c0", dev_, FenceRequest{}, &detail), FenceOutcome::kDisabled);
+  ASSERT_OK(sup_->Reset("c0", "I/O command timeout"));
+  Pump();
   EXPECT_THAT(dev_.calls, ElementsAre("delete-queues", "disable"));
-  Run();
   EXPECT_EQ(Done(), 4);
 }
 
 TEST_F(VfioFenceTest, AFunctionThatCannotBeResetIsReleasedFirst) {
   TwoPaths(0);
-  StartReset();
   dev_.rdy_stuck = true;
   dev_.reset_fails = true;
-  std::string detail;
-  EXPECT_EQ(FenceAndReport(*mp_, "c0", dev_, FenceRequest{}, &detail), FenceOutcome::kReleased);
+  ASSERT_OK(sup_->Reset("c0", "I/O command timeout"));
+  Pump();
   EXPECT_THAT(dev_.calls, ElementsAre("delete-queues", "disable", "clear-bus-master",
                                       "reset-function", "release"));
   EXPECT_THAT(dev_.done_at_call, ElementsAre(0, 0, 0, 0, 0));
-  Run();
   EXPECT_EQ(Done(), 4);
+  EXPECT_EQ(State(), SupervisedState::kGone);
 }
 
 TEST_F(VfioFenceTest, AGoneDeviceIsReleasedBeforeAnythingIsHandedBack) {
   TwoPaths(0);
-  ASSERT_OK(mp_->RemoveController("c0", "the device is gone (registers read all ones)"));
-  Run();
   dev_.gone = true;
-  std::string detail;
-  EXPECT_EQ(FenceAndReport(*mp_, "c0", dev_, FenceRequest{}, &detail), FenceOutcome::kReleased);
+  ASSERT_OK(sup_->Detach("c0", "the device is gone (registers read all ones)", true));
+  Pump();
   EXPECT_THAT(dev_.calls, ElementsAre("release"));
   EXPECT_THAT(dev_.done_at_call, ElementsAre(0));
-  Run();
   EXPECT_EQ(Done(), 4);
-  EXPECT_EQ(backends_["c0"]->released, 1);
+  EXPECT_EQ(State(), SupervisedState::kGone);
 }
 
 TEST_F(VfioFenceTest, HotUnplugDisablesThenReleasesThenHandsBack) {
   TwoPaths(0);
-  ASSERT_OK(mp_->RemoveController("c0", "hot-unplug"));
-  Run();
-  FenceRequest r;
-  r.release = true;
-  r.shutdown_notify = true;
-  std::string detail;
-  EXPECT_EQ(FenceAndReport(*mp_, "c0", dev_, r, &detail), FenceOutcome::kDisabled);
-  EXPECT_THAT(dev_.calls, ElementsAre("delete-queues", "shutdown-notify", "disable", "release"));
-  EXPECT_THAT(dev_.done_at_call, ElementsAre(0, 0, 0, 0));
-  Run();
+  ASSERT_OK(sup_->Detach("c0", "hot-unplug", /*device_gone=*/true));
+  Pump();
+  EXPECT_THAT(dev_.calls, ElementsAre("delete-queues", "disable", "release"));
+  EXPECT_THAT(dev_.done_at_call, ElementsAre(0, 0, 0));
   EXPECT_EQ(Done(), 4);
+}
+
+TEST_F(VfioFenceTest, StoppingShutsDownCleanlyFirst) {
+  TwoPaths(0);
+  std::optional<size_t> left;
+  sup_->StopAll(10'000'000'000, [&](size_t n) { left = n; });
+  Pump();
+  EXPECT_THAT(dev_.calls, ElementsAre("delete-queues", "shutdown-notify", "disable"));
+  EXPECT_THAT(dev_.done_at_call, ElementsAre(0, 0, 0));
+  EXPECT_EQ(Done(), 4);
+  EXPECT_EQ(left, std::optional<size_t>(0));
 }
 
 }  // namespace

@@ -7,21 +7,25 @@
 // fatal status (the controller is reset and its I/O fails over), and the kernel's
 // release request on hot-unplug (the paths fail over and the device is let go).
 //
-// Threading: Attach/Detach/AllocateIoBuffer from any thread (serialized by a lock). The
-// event thread Start() makes handles interrupts of the admin queues, release requests,
-// resets, kernel uevents (a configured function that appears is claimed: hot-add) and a
-// health check once a second; it sleeps in epoll_wait otherwise.
+// Each controller is a driver below the ControllerSupervisor, which resets, detaches and
+// fences it (SEMANTICS "Fencing"); a reset, a timeout, CSTS.CFS or a release request
+// become the supervisor's events.
+//
+// Threading: everything on the control plane's thread (admin queue interrupts, release
+// requests and kernel uevents are files it watches) but AllocateIoBuffer, from any
+// thread.
 
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "agent/base/mutex.h"
+#include "agent/control/control_plane.h"
+#include "agent/control/supervisor.h"
 #include "agent/core/multipath.h"
 #include "agent/core/worker.h"
 #include "agent/vfio/controller.h"
@@ -49,68 +53,55 @@ absl::Status BindToVfio(const std::string& bdf);
 
 class VfioManager {
  public:
-  static absl::StatusOr<std::unique_ptr<VfioManager>> Create(Multipath* mp,
+  // `plane` and `sup` outlive the manager; so do the controllers the supervisor has.
+  static absl::StatusOr<std::unique_ptr<VfioManager>> Create(Multipath* mp, ControlPlane* plane,
+                                                             ControllerSupervisor* sup,
                                                              std::vector<Worker*> workers,
                                                              VfioManagerOptions options);
   ~VfioManager();
 
-  // Claims every configured device. A device that fails (not NVMe, not bound, bring-up
-  // error) is reported in the result and the others still come up.
+  // Control thread. Claims every configured device. A device that fails (not NVMe, not
+  // bound, bring-up error) is reported in the result and the others still come up.
   std::vector<std::pair<std::string, absl::Status>> AttachConfigured();
+  // Control thread. Brings the function up and hands it to the supervisor (which
+  // resets, detaches and fences it from then on).
   absl::Status Attach(const std::string& bdf);
-  // Lets a controller go: its paths fail over, then the device is released.
-  absl::Status Detach(const std::string& bdf, absl::string_view reason);
-
-  // Starts a reset (the rest runs on the event thread). FAILED_PRECONDITION while one
-  // is under way.
-  absl::Status RequestReset(const std::string& bdf);
-
-  // DMA memory for a frontend's buffers, mapped and registered for I/O on every queue.
-  absl::StatusOr<std::unique_ptr<DmaBuffer>> AllocateIoBuffer(uint64_t len);
-
+  // Control thread: whether `name` is a function this backend drives (or still fences).
+  bool Owns(const std::string& name) const;
+  // Control thread: functions that appear later are claimed (kernel uevents).
   void Start();
-  // Detaches everything (paths removed, controllers shut down) and joins the thread.
-  void Stop();
 
+  // Any thread. DMA memory for a frontend's buffers, mapped and registered for I/O on
+  // every queue.
+  absl::StatusOr<std::unique_ptr<DmaBuffer>> AllocateIoBuffer(uint64_t len);
 
  private:
   struct Ctrl;
-  VfioManager(Multipath* mp, std::vector<Worker*> workers, VfioManagerOptions options,
-              std::unique_ptr<VfioContainer> container, int wake_fd, int epoll_fd);
-  absl::Status AttachLocked(const std::string& bdf) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void DetachLocked(Ctrl* c, std::string reason, bool device_gone) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void StartReset(Ctrl* c, std::string why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Fence(Ctrl* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void FinishReset(Ctrl* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void CheckNamespacesAfterReset(Ctrl* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ReadAnaLog(Ctrl* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void HandleEvents(Ctrl* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void CheckHealth() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Service() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Wake();
-  void Loop();
+  VfioManager(Multipath* mp, ControlPlane* plane, ControllerSupervisor* sup,
+              std::vector<Worker*> workers, VfioManagerOptions options,
+              std::unique_ptr<VfioContainer> container);
+  absl::StatusOr<std::unique_ptr<Ctrl>> BringUp(const std::string& bdf);
+  absl::Status CreateQueues(Ctrl* c, uint32_t max_transfer);
+  absl::StatusOr<std::vector<NamespaceSpec>> Namespaces(Ctrl* c);
+  absl::StatusOr<NamespaceSpec> IdentifyPath(Ctrl* c, uint32_t nsid);
+  ControllerSpec SpecOf(const Ctrl& c) const;
+  void Watch(Ctrl* c);
   std::vector<std::string> ConfiguredDevices() const;
   // Claims configured functions that appeared since (uevents say when to look).
-  void Rescan() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ReadUevents() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Rescan();
 
   Multipath* const mp_;
+  ControlPlane* const plane_;
+  ControllerSupervisor* const sup_;
   const std::vector<Worker*> workers_;
   const VfioManagerOptions options_;
-  std::unique_ptr<VfioContainer> container_;
+  // The container and the registry are shared with AllocateIoBuffer's callers.
+  Mutex dma_mu_;
+  std::unique_ptr<VfioContainer> container_ ABSL_PT_GUARDED_BY(dma_mu_);
   DmaRegistry registry_;
-  const int wake_fd_, epoll_fd_;
-
-  mutable Mutex mu_;
-  std::vector<std::unique_ptr<Ctrl>> ctrls_ ABSL_GUARDED_BY(mu_);
-  // Removed from the core; destroyed once every worker let go of their queue pairs.
-  std::vector<std::unique_ptr<Ctrl>> retiring_ ABSL_GUARDED_BY(mu_);
   int uevent_fd_ = -1;
-  bool rescan_ ABSL_GUARDED_BY(mu_) = false;
   // The last outcome of attaching each function, so a retry logs only what changed.
-  std::map<std::string, std::string> last_attempt_ ABSL_GUARDED_BY(mu_);
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
+  std::map<std::string, std::string> last_attempt_;
 };
 
 }  // namespace umpath::vfio

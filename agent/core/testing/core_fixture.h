@@ -62,6 +62,12 @@ struct TestIo {
   }
 };
 
+inline int CountDone(const std::vector<TestIo>& ios) {
+  int n = 0;
+  for (const auto& io : ios) n += io.done;
+  return n;
+}
+
 // A core with hand-driven workers and a manual clock: no test sleeps through a window.
 class CoreFixture : public ::testing::Test {
  protected:
