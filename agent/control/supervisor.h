@@ -124,7 +124,7 @@ class ControllerSupervisor {
   ~ControllerSupervisor();
 
   // A controller its driver brought up joins the core (its paths are the backend's to
-  // add). ALREADY_EXISTS when one of that name is live.
+  // add). ALREADY_EXISTS when one of that name is live. Refused, the driver goes with it.
   absl::Status Add(std::unique_ptr<ControllerDriver> driver, const ControllerSpec& spec,
                    const std::vector<QueuePair*>& qps);
   // FAILED_PRECONDITION unless live and the driver can; NOT_FOUND.

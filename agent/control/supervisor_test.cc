@@ -18,44 +18,50 @@ using ::umpath::testing::CountDone;
 using ::umpath::testing::TestIo;
 using S = SupervisedState;
 
-// What the supervisor asked of one controller's driver.
-struct FakeDriver final : ControllerDriver {
+// How one controller's driver behaves, and what the supervisor asked of it. Owned by
+// the test: the driver itself goes with its controller.
+struct Played {
   ResetKind kind = ResetKind::kFenceAndRecover;
-  ResetKind reset_kind() const override { return kind; }
   std::string refuse;
-  std::string ResetRefused() const override { return refuse; }
-  FenceResult Fence(const FenceAsk& ask) override {
-    ++fences;
-    last_ask = ask;
-    if (on_fence) on_fence();
-    return {.released = release_on_fence || ask.release, .detail = "fake fence"};
-  }
-  absl::Status Recover() override {
-    ++recoveries;
-    if (on_recover && recover_result.ok()) on_recover();
-    return recover_result;
-  }
-  absl::AnyInvocable<absl::Status() &&> ResetBelow() override {
-    return [this] {
-      ++below_resets;
-      return absl::OkStatus();
-    };
-  }
-  void ReadAnaLog() override { ++ana_reads; }
-  HealthCheck CheckHealth() override { return health; }
-  void OnDetach(bool gone) override {
-    ++detaches;
-    detached_gone = gone;
-  }
+  bool release_on_fence = false;
+  absl::Status recover_result;
+  HealthCheck health;
+  std::function<void()> on_fence, on_recover;
 
   int fences = 0, recoveries = 0, ana_reads = 0, detaches = 0;
   std::atomic<int> below_resets{0};
   bool detached_gone = false;
-  bool release_on_fence = false;
   FenceAsk last_ask;
-  absl::Status recover_result;
-  HealthCheck health;
-  std::function<void()> on_fence, on_recover;
+};
+
+struct FakeDriver final : ControllerDriver {
+  explicit FakeDriver(std::shared_ptr<Played> p) : p(std::move(p)) {}
+  ResetKind reset_kind() const override { return p->kind; }
+  std::string ResetRefused() const override { return p->refuse; }
+  FenceResult Fence(const FenceAsk& ask) override {
+    ++p->fences;
+    p->last_ask = ask;
+    if (p->on_fence) p->on_fence();
+    return {.released = p->release_on_fence || ask.release, .detail = "fake fence"};
+  }
+  absl::Status Recover() override {
+    ++p->recoveries;
+    if (p->on_recover && p->recover_result.ok()) p->on_recover();
+    return p->recover_result;
+  }
+  absl::AnyInvocable<absl::Status() &&> ResetBelow() override {
+    return [p = p] {
+      ++p->below_resets;
+      return absl::OkStatus();
+    };
+  }
+  void ReadAnaLog() override { ++p->ana_reads; }
+  HealthCheck CheckHealth() override { return p->health; }
+  void OnDetach(bool gone) override {
+    ++p->detaches;
+    p->detached_gone = gone;
+  }
+  std::shared_ptr<Played> p;
 };
 
 class SupervisorTest : public SupervisedFixture {
@@ -63,9 +69,9 @@ class SupervisorTest : public SupervisedFixture {
   // c0 (preferred: first) and c1 behind one head, through the supervisor.
   std::string TwoPaths(uint16_t c0_cqt_ms = 0) {
     for (const char* name : {"c0", "c1"}) {
-      auto d = std::make_unique<FakeDriver>();
-      drivers_[name] = d.get();
-      Supervise(name, std::move(d), name == std::string("c0") ? c0_cqt_ms : 0);
+      drivers_[name] = std::make_shared<Played>();
+      Supervise(name, std::make_unique<FakeDriver>(drivers_[name]),
+                name == std::string("c0") ? c0_cqt_ms : 0);
     }
     auto h0 = AddPath("c0");
     EXPECT_OK(AddPath("c1"));
@@ -75,7 +81,7 @@ class SupervisorTest : public SupervisedFixture {
   }
   static int Done(const std::vector<TestIo>& ios) { return CountDone(ios); }
 
-  std::map<std::string, FakeDriver*> drivers_;
+  std::map<std::string, std::shared_ptr<Played>> drivers_;
 };
 
 TEST(SupervisorTableTest, EveryStateAnswersOnlyItsEvents) {
@@ -154,7 +160,7 @@ TEST_F(SupervisorTest, DetachDuringAResetFencesOnceAndLetsGo) {
   const std::string head = TwoPaths();
   std::vector<TestIo> held(2);
   for (auto& io : held) Submit(head, io);
-  FakeDriver* d = drivers_["c0"];
+  Played* d = drivers_["c0"].get();
   int fences_seen = 0;
   d->on_fence = [&] { fences_seen = d->fences; };
   ASSERT_OK(sup_->Reset("c0", "test"));
@@ -173,7 +179,7 @@ TEST_F(SupervisorTest, HotUnplugFencesByReleasingBeforeAnythingIsHandedBack) {
   const std::string head = TwoPaths();
   std::vector<TestIo> held(2);
   for (auto& io : held) Submit(head, io);
-  FakeDriver* d = drivers_["c0"];
+  Played* d = drivers_["c0"].get();
   int done_at_fence = -1;
   d->on_fence = [&] { done_at_fence = Done(held); };
   ASSERT_OK(sup_->Detach("c0", "hot-unplug", /*device_gone=*/true));
@@ -201,7 +207,7 @@ TEST_F(SupervisorTest, AFenceThatHadToReleaseTheDeviceEndsTheReset) {
 // kernel holds is never completed by the agent (SEMANTICS "Fencing").
 TEST_F(SupervisorTest, AResetBelowRunsOffTheControlThread) {
   const std::string head = TwoPaths();
-  FakeDriver* d = drivers_["c0"];
+  Played* d = drivers_["c0"].get();
   d->kind = ResetKind::kBelow;
   ASSERT_OK(sup_->Reset("c0", "requested"));
   EXPECT_EQ(State("c0"), S::kResetBelow);
@@ -262,7 +268,7 @@ TEST_F(SupervisorTest, StopAllDetachesEveryControllerWithAShutdownFirst) {
   ASSERT_TRUE(left.has_value());
   EXPECT_EQ(*left, 0u);
   EXPECT_TRUE(drivers_["c0"]->last_ask.shutdown_notify);
-  EXPECT_THAT(sup_->Add(std::make_unique<FakeDriver>(), ControllerSpec{.name = "c2"}, {}),
+  EXPECT_THAT(sup_->Add(std::make_unique<FakeDriver>(std::make_shared<Played>()), ControllerSpec{.name = "c2"}, {}),
               StatusIs(absl::StatusCode::kFailedPrecondition));
 }
 

@@ -110,7 +110,11 @@ absl::Status DisconnectFabrics(const std::string& name) {
   nvme_root_t r = nvme_create_root(stderr, LOG_ERR);
   nvme_ctrl_t k = r != nullptr ? nvme_scan_ctrl(r, name.c_str()) : nullptr;
   absl::Status s;
-  if (k == nullptr || nvme_disconnect_ctrl(k) != 0) s = absl::ErrnoToStatus(errno, "disconnect");
+  if (k == nullptr) {
+    s = absl::NotFoundError("the kernel shows no such controller");
+  } else if (nvme_disconnect_ctrl(k) != 0) {
+    s = absl::ErrnoToStatus(errno, "disconnect");
+  }
   if (r != nullptr) nvme_free_tree(r);
   return s;
 }

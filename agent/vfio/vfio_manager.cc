@@ -105,9 +105,13 @@ struct VfioManager::Ctrl final : ControllerDriver, FenceOps {
   int release_fd = -1;
   uint32_t max_transfer = 0;  // bytes: MDTS, capped
   bool watched = false;
+  bool fenced = false;
 
   ~Ctrl() override {
     Unwatch();
+    // One that never reached the supervisor's fence (a bring-up that failed half way)
+    // runs nothing once it goes.
+    if (!fenced && dev && !dev->released()) (void)dev->Disable();
     MutexLock l(&mgr->dma_mu_);  // its DMA memory is unmapped from the shared container
     dev.reset();
   }
@@ -123,6 +127,7 @@ struct VfioManager::Ctrl final : ControllerDriver, FenceOps {
   ResetKind reset_kind() const override { return ResetKind::kFenceAndRecover; }
   FenceResult Fence(const FenceAsk& ask) override {
     FenceResult r = FenceForSupervisor(*this, ask);
+    fenced = true;
     Log(absl::StrCat(bdf, ": fenced (", r.detail, ")"));
     return r;
   }
@@ -335,8 +340,8 @@ absl::Status VfioManager::Attach(const std::string& bdf) {
   const ControllerSpec cs = SpecOf(*c);
   std::vector<QueuePair*> qps(c->qps.begin(), c->qps.end());
   Ctrl* raw = c.get();
+  // Refused, the controller goes with it (disabled).
   if (absl::Status s = sup_->Add(std::move(c), cs, qps); !s.ok()) {
-    (void)raw->dev->Disable();
     return absl::Status(s.code(), absl::StrCat(bdf, ": add: ", s.message()));
   }
   for (const NamespaceSpec& spec : *specs) {
