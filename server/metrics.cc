@@ -119,6 +119,100 @@ constexpr std::pair<ControllerState, const char*> kControllerStates[] = {
     {ControllerState::kDeleting, "deleting"}, {ControllerState::kDead, "dead"},
 };
 
+constexpr MetricType kGauge = MetricType::Gauge, kCounter = MetricType::Counter;
+
+// Up front, so the exposition keeps one order even with no heads.
+void DeclareFamilies(Families& f) {
+  f.Get("umpath_path_ana_state", kGauge, "ANA state of a path: 1 for the current state, 0 for the others");
+  f.Get("umpath_path_selectable", kGauge, "1 while I/O may be sent down the path (usable and ANA optimized or non-optimized)");
+  f.Get("umpath_path_bytes_total", kCounter, "Bytes of successfully completed I/O on the path");
+  f.Get("umpath_path_errors_total", kCounter, "Completions with an error on the path (failed over, retried or failed)");
+  f.Get("umpath_path_failovers_total", kCounter, "I/Os moved off the path by a path error");
+  f.Get("umpath_path_in_flight", kGauge, "Commands outstanding on the path");
+  f.Get("umpath_path_io_latency_seconds", MetricType::Histogram,
+        "Time from submit to completion of successful I/O on the path");
+  f.Get("umpath_controller_state", kGauge, "Controller state: 1 for the current state, 0 for the others");
+  f.Get("umpath_controller_fenced_ios_total", kCounter,
+        "Commands of the controller handed back for failover after it was fenced and its CQT passed");
+  f.Get("umpath_controller_stray_completions_total", kCounter,
+        "Completions dropped: identifier not in flight, or of an earlier use of it");
+  f.Get("umpath_head_paths", kGauge, "Paths of the head");
+  f.Get("umpath_head_live_paths", kGauge, "Paths of the head whose controller is live");
+  f.Get("umpath_head_selectable_paths", kGauge, "Paths of the head I/O may be sent to");
+  f.Get("umpath_head_waiting_ios", kGauge, "I/Os of the head waiting for a path");
+  f.Get("umpath_head_delayed_removal_seconds", kGauge, "How long the head waits for a path once the last one is gone");
+  f.Get("umpath_head_removal_deadline_timestamp_seconds", kGauge,
+        "When a pending removal of the head takes effect (present only while one is pending)");
+}
+
+void AddPathSeries(Families& f, const std::string& head, const PathInfo& p) {
+  const std::vector<ClientMetric::Label> l = {{"head", head}, {"path", p.name}};
+  MetricFamily& ana = f.Get("umpath_path_ana_state", kGauge, "");
+  for (const auto& [state, name] : kAnaStates) {
+    std::vector<ClientMetric::Label> ls = l;
+    ls.push_back({"state", name});
+    ana.metric.push_back(Gauge(std::move(ls), p.ana_state == state ? 1 : 0));
+  }
+  f.Get("umpath_path_selectable", kGauge, "").metric.push_back(Gauge(l, p.selectable ? 1 : 0));
+  f.Get("umpath_path_bytes_total", kCounter, "").metric.push_back(Counter(l, static_cast<double>(p.counters.bytes)));
+  f.Get("umpath_path_errors_total", kCounter, "").metric.push_back(Counter(l, static_cast<double>(p.counters.errors)));
+  f.Get("umpath_path_failovers_total", kCounter, "")
+      .metric.push_back(Counter(l, static_cast<double>(p.counters.failovers)));
+  f.Get("umpath_path_in_flight", kGauge, "").metric.push_back(Gauge(l, static_cast<double>(p.counters.in_flight)));
+  ClientMetric lat = Metric(l);
+  lat.histogram.sample_count = p.counters.completed;
+  lat.histogram.sample_sum = static_cast<double>(p.counters.latency_ns_sum) / 1e9;
+  lat.histogram.bucket = {{p.counters.latency_le_1ms, 0.001},
+                          {p.counters.latency_le_10ms, 0.01},
+                          {p.counters.completed, std::numeric_limits<double>::infinity()}};
+  f.Get("umpath_path_io_latency_seconds", MetricType::Histogram, "").metric.push_back(std::move(lat));
+}
+
+void AddHeadSeries(Families& f, const HeadInfo& h) {
+  const std::vector<ClientMetric::Label> l = {{"head", h.name}};
+  f.Get("umpath_head_paths", kGauge, "").metric.push_back(Gauge(l, static_cast<double>(h.paths.size())));
+  f.Get("umpath_head_live_paths", kGauge, "").metric.push_back(Gauge(l, h.live_paths));
+  f.Get("umpath_head_selectable_paths", kGauge, "").metric.push_back(Gauge(l, h.selectable_paths));
+  f.Get("umpath_head_waiting_ios", kGauge, "").metric.push_back(Gauge(l, static_cast<double>(h.waiting_ios)));
+  f.Get("umpath_head_delayed_removal_seconds", kGauge, "").metric.push_back(Gauge(l, h.delayed_removal_secs));
+  if (h.removal_pending) {
+    f.Get("umpath_head_removal_deadline_timestamp_seconds", kGauge, "")
+        .metric.push_back(Gauge(l, static_cast<double>(h.removal_deadline_wall_nanos) / 1e9));
+  }
+}
+
+void AddControllerSeries(Families& f, const ControllerInfo& c) {
+  MetricFamily& st = f.Get("umpath_controller_state", kGauge, "");
+  for (const auto& [state, name] : kControllerStates) {
+    st.metric.push_back(Gauge({{"controller", c.name}, {"state", name}}, c.state == state ? 1 : 0));
+  }
+  const std::vector<ClientMetric::Label> l = {{"controller", c.name}};
+  f.Get("umpath_controller_fenced_ios_total", kCounter, "")
+      .metric.push_back(Counter(l, static_cast<double>(c.fenced_ios)));
+  f.Get("umpath_controller_stray_completions_total", kCounter, "")
+      .metric.push_back(Counter(l, static_cast<double>(c.stray_completions)));
+}
+
+void AddAgentSeries(Families& f, const AgentStats& agent) {
+  f.Get("umpath_fenced_ios_total", kCounter,
+        "Commands handed back for failover after their controller was fenced, removed controllers included")
+      .metric.push_back(Counter({}, static_cast<double>(agent.fenced_ios)));
+  f.Get("umpath_events_total", kCounter, "Events the agent emitted (state changes)")
+      .metric.push_back(Counter({}, static_cast<double>(agent.events)));
+  f.Get("umpath_watchers", kGauge, "WatchEvents streams open")
+      .metric.push_back(Gauge({}, static_cast<double>(agent.watchers)));
+  MetricFamily& ends = f.Get("umpath_watcher_terminations_total", kCounter, "WatchEvents streams ended, by reason");
+  for (size_t i = 0; i < kWatchEndCount; ++i) {
+    ends.metric.push_back(Counter({{"reason", WatchEndName(static_cast<WatchEnd>(i))}},
+                                  static_cast<double>(agent.watcher_ends[i])));
+  }
+  MetricFamily& rpcs = f.Get("umpath_rpcs_total", kCounter, "Finished RPCs by method and status code");
+  for (const RpcStats::Row& r : agent.rpcs) {
+    rpcs.metric.push_back(Counter({{"method", r.method}, {"code", r.code}}, static_cast<double>(r.count)));
+  }
+  f.Get("umpath_build_info", kGauge, "The agent's version").metric.push_back(Gauge({{"version", agent.version}}, 1));
+}
+
 }  // namespace
 
 void RpcStats::Count(const std::string& method, int code, const std::string& message) {
@@ -163,91 +257,13 @@ std::vector<MetricFamily> BuildMetricFamilies(const std::vector<HeadInfo>& heads
                                               const std::vector<ControllerInfo>& controllers,
                                               const AgentStats& agent) {
   Families f;
-  const MetricType G = MetricType::Gauge, C = MetricType::Counter;
-  // Declared up front so the exposition keeps one order even with no heads.
-  f.Get("umpath_path_ana_state", G, "ANA state of a path: 1 for the current state, 0 for the others");
-  f.Get("umpath_path_selectable", G, "1 while I/O may be sent down the path (usable and ANA optimized or non-optimized)");
-  f.Get("umpath_path_bytes_total", C, "Bytes of successfully completed I/O on the path");
-  f.Get("umpath_path_errors_total", C, "Completions with an error on the path (failed over, retried or failed)");
-  f.Get("umpath_path_failovers_total", C, "I/Os moved off the path by a path error");
-  f.Get("umpath_path_in_flight", G, "Commands outstanding on the path");
-  f.Get("umpath_path_io_latency_seconds", MetricType::Histogram,
-        "Time from submit to completion of successful I/O on the path");
-  f.Get("umpath_controller_state", G, "Controller state: 1 for the current state, 0 for the others");
-  f.Get("umpath_controller_fenced_ios_total", C,
-        "Commands of the controller handed back for failover after it was fenced and its CQT passed");
-  f.Get("umpath_controller_stray_completions_total", C,
-        "Completions dropped: identifier not in flight, or of an earlier use of it");
-  f.Get("umpath_head_paths", G, "Paths of the head");
-  f.Get("umpath_head_live_paths", G, "Paths of the head whose controller is live");
-  f.Get("umpath_head_selectable_paths", G, "Paths of the head I/O may be sent to");
-  f.Get("umpath_head_waiting_ios", G, "I/Os of the head waiting for a path");
-  f.Get("umpath_head_delayed_removal_seconds", G, "How long the head waits for a path once the last one is gone");
-  f.Get("umpath_head_removal_deadline_timestamp_seconds", G,
-        "When a pending removal of the head takes effect (present only while one is pending)");
-
+  DeclareFamilies(f);
   for (const HeadInfo& h : heads) {
-    for (const PathInfo& p : h.paths) {
-      const std::vector<ClientMetric::Label> l = {{"head", h.name}, {"path", p.name}};
-      MetricFamily& ana = f.Get("umpath_path_ana_state", G, "");
-      for (const auto& [state, name] : kAnaStates) {
-        std::vector<ClientMetric::Label> ls = l;
-        ls.push_back({"state", name});
-        ana.metric.push_back(Gauge(std::move(ls), p.ana_state == state ? 1 : 0));
-      }
-      f.Get("umpath_path_selectable", G, "").metric.push_back(Gauge(l, p.selectable ? 1 : 0));
-      f.Get("umpath_path_bytes_total", C, "").metric.push_back(Counter(l, static_cast<double>(p.counters.bytes)));
-      f.Get("umpath_path_errors_total", C, "").metric.push_back(Counter(l, static_cast<double>(p.counters.errors)));
-      f.Get("umpath_path_failovers_total", C, "")
-          .metric.push_back(Counter(l, static_cast<double>(p.counters.failovers)));
-      f.Get("umpath_path_in_flight", G, "").metric.push_back(Gauge(l, static_cast<double>(p.counters.in_flight)));
-      ClientMetric lat = Metric(l);
-      lat.histogram.sample_count = p.counters.completed;
-      lat.histogram.sample_sum = static_cast<double>(p.counters.latency_ns_sum) / 1e9;
-      lat.histogram.bucket = {{p.counters.latency_le_1ms, 0.001},
-                              {p.counters.latency_le_10ms, 0.01},
-                              {p.counters.completed, std::numeric_limits<double>::infinity()}};
-      f.Get("umpath_path_io_latency_seconds", MetricType::Histogram, "").metric.push_back(std::move(lat));
-    }
-    const std::vector<ClientMetric::Label> l = {{"head", h.name}};
-    f.Get("umpath_head_paths", G, "").metric.push_back(Gauge(l, static_cast<double>(h.paths.size())));
-    f.Get("umpath_head_live_paths", G, "").metric.push_back(Gauge(l, h.live_paths));
-    f.Get("umpath_head_selectable_paths", G, "").metric.push_back(Gauge(l, h.selectable_paths));
-    f.Get("umpath_head_waiting_ios", G, "").metric.push_back(Gauge(l, static_cast<double>(h.waiting_ios)));
-    f.Get("umpath_head_delayed_removal_seconds", G, "").metric.push_back(Gauge(l, h.delayed_removal_secs));
-    if (h.removal_pending) {
-      f.Get("umpath_head_removal_deadline_timestamp_seconds", G, "")
-          .metric.push_back(Gauge(l, static_cast<double>(h.removal_deadline_wall_nanos) / 1e9));
-    }
+    for (const PathInfo& p : h.paths) AddPathSeries(f, h.name, p);
+    AddHeadSeries(f, h);
   }
-  for (const ControllerInfo& c : controllers) {
-    MetricFamily& st = f.Get("umpath_controller_state", G, "");
-    for (const auto& [state, name] : kControllerStates) {
-      st.metric.push_back(Gauge({{"controller", c.name}, {"state", name}}, c.state == state ? 1 : 0));
-    }
-    const std::vector<ClientMetric::Label> l = {{"controller", c.name}};
-    f.Get("umpath_controller_fenced_ios_total", C, "")
-        .metric.push_back(Counter(l, static_cast<double>(c.fenced_ios)));
-    f.Get("umpath_controller_stray_completions_total", C, "")
-        .metric.push_back(Counter(l, static_cast<double>(c.stray_completions)));
-  }
-  f.Get("umpath_fenced_ios_total", C,
-        "Commands handed back for failover after their controller was fenced, removed controllers included")
-      .metric.push_back(Counter({}, static_cast<double>(agent.fenced_ios)));
-  f.Get("umpath_events_total", C, "Events the agent emitted (state changes)")
-      .metric.push_back(Counter({}, static_cast<double>(agent.events)));
-  f.Get("umpath_watchers", G, "WatchEvents streams open")
-      .metric.push_back(Gauge({}, static_cast<double>(agent.watchers)));
-  MetricFamily& ends = f.Get("umpath_watcher_terminations_total", C, "WatchEvents streams ended, by reason");
-  for (size_t i = 0; i < kWatchEndCount; ++i) {
-    ends.metric.push_back(Counter({{"reason", WatchEndName(static_cast<WatchEnd>(i))}},
-                                  static_cast<double>(agent.watcher_ends[i])));
-  }
-  MetricFamily& rpcs = f.Get("umpath_rpcs_total", C, "Finished RPCs by method and status code");
-  for (const RpcStats::Row& r : agent.rpcs) {
-    rpcs.metric.push_back(Counter({{"method", r.method}, {"code", r.code}}, static_cast<double>(r.count)));
-  }
-  f.Get("umpath_build_info", G, "The agent's version").metric.push_back(Gauge({{"version", agent.version}}, 1));
+  for (const ControllerInfo& c : controllers) AddControllerSeries(f, c);
+  AddAgentSeries(f, agent);
   return f.Take();
 }
 
