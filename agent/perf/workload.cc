@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "agent/base/status_macros.h"
 
 namespace umpath::perf {
 
@@ -221,11 +222,7 @@ void OnDone(IoRequest* r, IoResult res) {
   t->ready.push_back(s);
 }
 
-}  // namespace
-
-absl::StatusOr<WorkloadResult> RunWorkload(Multipath* mp, const std::vector<Worker*>& workers,
-                                           const IoMemoryAllocator& alloc,
-                                           const WorkloadOptions& o) {
+absl::Status CheckOptions(const std::vector<Worker*>& workers, const WorkloadOptions& o) {
   if (workers.empty()) return absl::InvalidArgumentError("no workers");
   if (o.queue_depth < 1 || o.queue_depth > 1024) {
     return absl::InvalidArgumentError("queue depth must be 1..1024");
@@ -234,7 +231,12 @@ absl::StatusOr<WorkloadResult> RunWorkload(Multipath* mp, const std::vector<Work
     return absl::InvalidArgumentError("block size must be 1 B..1 MiB");
   }
   if (!(o.seconds > 0)) return absl::InvalidArgumentError("the run time must be positive");
-  // The head, once it has appeared; meanwhile the workers take their messages.
+  return absl::OkStatus();
+}
+
+// The head, once it has appeared; meanwhile the workers take their messages.
+absl::StatusOr<HeadInfo> WaitForHead(Multipath* mp, const std::vector<Worker*>& workers,
+                                     const WorkloadOptions& o) {
   std::atomic<bool> waiting{true};
   std::vector<std::thread> pumps;
   for (Worker* w : workers) {
@@ -265,30 +267,45 @@ absl::StatusOr<WorkloadResult> RunWorkload(Multipath* mp, const std::vector<Work
         o.head.empty() ? "no head appeared" : absl::StrCat("head ", o.head, " did not appear"),
         " within ", o.head_wait_seconds, " s"));
   }
-  if (head->block_size == 0 || o.block_size % head->block_size != 0) {
+  return head;
+}
+
+// Every slot has a stripe of the head to itself: what verify reads back, no other slot
+// wrote.
+struct Stripes {
+  uint32_t blocks_per_io = 0;
+  uint64_t count = 0;
+  uint64_t blocks = 0;  // each, a whole number of I/Os
+};
+
+absl::StatusOr<Stripes> Layout(const HeadInfo& head, size_t workers,
+                               const WorkloadOptions& o) {
+  if (head.block_size == 0 || o.block_size % head.block_size != 0) {
     return absl::InvalidArgumentError(absl::StrCat("block size ", o.block_size,
                                                    " is not a multiple of the head's ",
-                                                   head->block_size));
+                                                   head.block_size));
   }
-  const uint32_t blocks_per_io = o.block_size / head->block_size;
-  const uint64_t stripes = uint64_t{workers.size()} * o.queue_depth;
-  const uint64_t stripe_blocks = head->size_blocks / stripes / blocks_per_io * blocks_per_io;
-  if (stripe_blocks < blocks_per_io) {
+  Stripes st;
+  st.blocks_per_io = o.block_size / head.block_size;
+  st.count = uint64_t{workers} * o.queue_depth;
+  st.blocks = head.size_blocks / st.count / st.blocks_per_io * st.blocks_per_io;
+  if (st.blocks < st.blocks_per_io) {
     return absl::InvalidArgumentError("the head is too small for this queue depth and block size");
   }
-  std::vector<PathCounters> before;
-  for (const PathInfo& p : head->paths) before.push_back(p.counters);
+  return st;
+}
 
-  absl::StatusOr<IoMemory> mem = alloc(stripes * 2 * o.block_size);
-  if (!mem.ok()) return mem.status();
-  auto* base = static_cast<uint8_t*>(mem->host);
+// `base` holds a write and a read buffer for every stripe.
+std::vector<std::unique_ptr<ThreadState>> MakeThreadStates(
+    const std::vector<Worker*>& workers, const WorkloadOptions& o, const Stripes& st,
+    uint8_t* base) {
   std::vector<std::unique_ptr<ThreadState>> states;
   uint64_t stripe = 0;
   for (size_t i = 0; i < workers.size(); ++i) {
     auto t = std::make_unique<ThreadState>();
     t->worker = workers[i];
     t->pattern = o.pattern;
-    t->blocks_per_io = blocks_per_io;
+    t->blocks_per_io = st.blocks_per_io;
     t->bytes_per_io = o.block_size;
     t->rng = o.seed * 0x9e3779b97f4a7c15ull + i + 1;
     t->slots.resize(o.queue_depth);
@@ -296,56 +313,53 @@ absl::StatusOr<WorkloadResult> RunWorkload(Multipath* mp, const std::vector<Work
       s.t = t.get();
       s.wbuf = base + stripe * 2 * o.block_size;
       s.rbuf = s.wbuf + o.block_size;
-      s.stripe_start = stripe * stripe_blocks;
-      s.stripe_blocks = stripe_blocks;
+      s.stripe_start = stripe * st.blocks;
+      s.stripe_blocks = st.blocks;
       ++stripe;
     }
     states.push_back(std::move(t));
   }
+  return states;
+}
 
-  const int64_t start = NowNs();
-  const int64_t end = start + static_cast<int64_t>(o.seconds * 1e9);
-  std::vector<std::thread> threads;
-  for (auto& ts : states) {
-    threads.emplace_back([t = ts.get(), uid = head->uid, end, stop = o.stop] {
-      Worker* w = t->worker;
-      t->ready.reserve(t->slots.size());
-      std::vector<Slot*> batch;
-      batch.reserve(t->slots.size());
-      for (Slot& s : t->slots) t->ready.push_back(&s);
-      bool submitting = true;
-      uint32_t loops = 0;
-      for (;;) {
-        if (submitting && (++loops & 63) == 0 &&
-            (NowNs() >= end || (stop && stop->load(std::memory_order_relaxed)))) {
-          submitting = false;
-        }
-        // Looked up every round: a head that is removed takes its channel with it.
-        t->channel = w->FindChannel(uid);
-        if (submitting && t->channel) {
-          // A request can complete inside Submit (no path, head gone): it lands in
-          // `ready` for the next round, not this one.
-          batch.swap(t->ready);
-          for (Slot* s : batch) {
-            if (s->step == Slot::kFresh) Prepare(s);
-            s->started = NowNs();
-            ++t->in_flight;
-            t->channel->Submit(&s->req);
-          }
-          batch.clear();
-          w->Flush();
-        }
-        if (!submitting && t->in_flight == 0) break;
-        w->RunOnce();
+// One worker's thread: submits until `end` (or `stop`), then polls until nothing of its
+// own is in flight.
+void RunThread(ThreadState* t, uint64_t head_uid, int64_t end,
+               const std::atomic<bool>* stop) {
+  Worker* w = t->worker;
+  t->ready.reserve(t->slots.size());
+  std::vector<Slot*> batch;
+  batch.reserve(t->slots.size());
+  for (Slot& s : t->slots) t->ready.push_back(&s);
+  bool submitting = true;
+  uint32_t loops = 0;
+  for (;;) {
+    if (submitting && (++loops & 63) == 0 &&
+        (NowNs() >= end || (stop && stop->load(std::memory_order_relaxed)))) {
+      submitting = false;
+    }
+    // Looked up every round: a head that is removed takes its channel with it.
+    t->channel = w->FindChannel(head_uid);
+    if (submitting && t->channel) {
+      // A request can complete inside Submit (no path, head gone): it lands in
+      // `ready` for the next round, not this one.
+      batch.swap(t->ready);
+      for (Slot* s : batch) {
+        if (s->step == Slot::kFresh) Prepare(s);
+        s->started = NowNs();
+        ++t->in_flight;
+        t->channel->Submit(&s->req);
       }
-    });
+      batch.clear();
+      w->Flush();
+    }
+    if (!submitting && t->in_flight == 0) break;
+    w->RunOnce();
   }
-  for (auto& th : threads) th.join();
-  const int64_t stop = NowNs();
+}
 
+WorkloadResult Total(const std::vector<std::unique_ptr<ThreadState>>& states) {
   WorkloadResult r;
-  r.head = head->name;
-  r.seconds = static_cast<double>(stop - start) / 1e9;
   LatencyHistogram all;
   for (auto& t : states) {
     r.ios += t->ios;
@@ -360,25 +374,57 @@ absl::StatusOr<WorkloadResult> RunWorkload(Multipath* mp, const std::vector<Work
   r.p50_ns = all.Percentile(50);
   r.p99_ns = all.Percentile(99);
   r.max_ns = all.max();
-  absl::StatusOr<HeadInfo> after = mp->GetHead(head->name);
-  if (after.ok()) {
-    for (const PathInfo& p : after->paths) {
-      PathResult pr;
-      pr.name = p.name;
-      pr.completed = p.counters.completed;
-      pr.bytes = p.counters.bytes;
-      pr.errors = p.counters.errors;
-      pr.failovers = p.counters.failovers;
-      for (size_t i = 0; i < head->paths.size(); ++i) {
-        if (head->paths[i].name == p.name) {
-          pr.completed -= std::min(pr.completed, before[i].completed);
-          pr.bytes -= std::min(pr.bytes, before[i].bytes);
-          pr.errors -= std::min(pr.errors, before[i].errors);
-          pr.failovers -= std::min(pr.failovers, before[i].failovers);
-        }
+  return r;
+}
+
+// What each path's counters grew by from `before` to `after` (never below zero).
+std::vector<PathResult> PathDeltas(const HeadInfo& before, const HeadInfo& after) {
+  std::vector<PathResult> paths;
+  for (const PathInfo& p : after.paths) {
+    PathResult pr;
+    pr.name = p.name;
+    pr.completed = p.counters.completed;
+    pr.bytes = p.counters.bytes;
+    pr.errors = p.counters.errors;
+    pr.failovers = p.counters.failovers;
+    for (const PathInfo& b : before.paths) {
+      if (b.name == p.name) {
+        pr.completed -= std::min(pr.completed, b.counters.completed);
+        pr.bytes -= std::min(pr.bytes, b.counters.bytes);
+        pr.errors -= std::min(pr.errors, b.counters.errors);
+        pr.failovers -= std::min(pr.failovers, b.counters.failovers);
       }
-      r.paths.push_back(pr);
     }
+    paths.push_back(pr);
+  }
+  return paths;
+}
+
+}  // namespace
+
+absl::StatusOr<WorkloadResult> RunWorkload(Multipath* mp, const std::vector<Worker*>& workers,
+                                           const IoMemoryAllocator& alloc,
+                                           const WorkloadOptions& o) {
+  RETURN_IF_ERROR(CheckOptions(workers, o));
+  ASSIGN_OR_RETURN(const HeadInfo head, WaitForHead(mp, workers, o));
+  ASSIGN_OR_RETURN(const Stripes stripes, Layout(head, workers.size(), o));
+  absl::StatusOr<IoMemory> mem = alloc(stripes.count * 2 * o.block_size);
+  if (!mem.ok()) return mem.status();
+  std::vector<std::unique_ptr<ThreadState>> states =
+      MakeThreadStates(workers, o, stripes, static_cast<uint8_t*>(mem->host));
+
+  const int64_t start = NowNs();
+  const int64_t end = start + static_cast<int64_t>(o.seconds * 1e9);
+  std::vector<std::thread> threads;
+  for (auto& t : states) threads.emplace_back(RunThread, t.get(), head.uid, end, o.stop);
+  for (auto& th : threads) th.join();
+  const int64_t stop = NowNs();
+
+  WorkloadResult r = Total(states);
+  r.head = head.name;
+  r.seconds = static_cast<double>(stop - start) / 1e9;
+  if (absl::StatusOr<HeadInfo> after = mp->GetHead(head.name); after.ok()) {
+    r.paths = PathDeltas(head, *after);
   }
   return r;
 }
