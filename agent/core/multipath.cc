@@ -285,31 +285,42 @@ absl::StatusOr<std::string> Multipath::AddPath(const NamespaceSpec& ns) {
                                                    " already has a path to NSID ", ns.nsid));
     }
   }
-  const std::string path_name = c->name;
+  ASSIGN_OR_RETURN(Head* head, HeadForPath(ns, *c));
+  AttachPath(ns, c, head);
+  return head->name;
+}
+
+absl::StatusOr<Multipath::Head*> Multipath::HeadForPath(const NamespaceSpec& ns,
+                                                        const Controller& c) {
   Head* head = nullptr;
   for (auto& h : heads_) {
-    if (h->subsys_nqn == c->spec.subsys_nqn && h->nsid == ns.nsid) head = h.get();
+    if (h->subsys_nqn == c.spec.subsys_nqn && h->nsid == ns.nsid) head = h.get();
   }
-  auto reject = [&](std::string head_name, std::string why) {
-    mu_.AssertHeld();  // called only below, under the lock
-    Emit(Event{.type = EventType::kPathRejected, .head = head_name, .path = path_name,
-               .controller = c->name, .reason = why});
-    return absl::FailedPreconditionError(why);
-  };
   if (head && !(head->ids == ns.ids)) {
     // The kernel's "IDs don't match": never joins.
-    return reject(head->name, absl::StrCat("namespace identifiers do not match head ",
-                                           head->name, ": head has ", head->ids.ToString(),
-                                           ", path has ", ns.ids.ToString()));
+    return RejectPath(c, head->name,
+                      absl::StrCat("namespace identifiers do not match head ", head->name,
+                                   ": head has ", head->ids.ToString(), ", path has ",
+                                   ns.ids.ToString()));
   }
-  if (!head) {
-    const std::string name = HeadNameFor(c->spec.subsys_nqn, ns.nsid, ns.ids);
-    if (FindHead(name)) {
-      return reject(name, absl::StrCat("identifier ", name, " is already used by head ",
-                                       name, " of another subsystem or NSID"));
-    }
-    head = CreateHead(ns, *c);
+  if (head) return head;
+  const std::string name = HeadNameFor(c.spec.subsys_nqn, ns.nsid, ns.ids);
+  if (FindHead(name)) {
+    return RejectPath(c, name,
+                      absl::StrCat("identifier ", name, " is already used by head ", name,
+                                   " of another subsystem or NSID"));
   }
+  return CreateHead(ns, c);
+}
+
+absl::Status Multipath::RejectPath(const Controller& c, std::string head,
+                                   std::string why) {
+  Emit(Event{.type = EventType::kPathRejected, .head = std::move(head), .path = c.name,
+             .controller = c.name, .reason = why});
+  return absl::FailedPreconditionError(why);
+}
+
+void Multipath::AttachPath(const NamespaceSpec& ns, Controller* c, Head* head) {
   auto p = std::make_unique<Path>();
   p->controller = c;
   p->head = head;
@@ -327,20 +338,7 @@ absl::StatusOr<std::string> Multipath::AddPath(const NamespaceSpec& ns) {
   head->limits.write_zeroes = head->limits.write_zeroes && ns.write_zeroes;
   head->limits.deallocate = head->limits.deallocate && ns.deallocate;
   head->limits.volatile_write_cache = head->limits.volatile_write_cache || ns.volatile_write_cache;
-  if (c->spec.ana_supported) {
-    std::optional<nvme::AnaState> st;
-    if (c->last_ana_log) {
-      st = c->last_ana_log->StateOfNamespace(ns.nsid);
-      const nvme::AnaGroupDescriptor* g = c->last_ana_log->FindGroup(ns.ana_group_id);
-      if (!st && g != nullptr && g->nsids.empty()) st = g->state;  // an RGO log
-    }
-    if (st) {
-      p->ana = *st;
-    } else {
-      p->ana_pending = true;  // until the controller's ANA log says
-      if (ControllerBackend* b = c->backend) AfterUnlock([b] { b->RequestAnaLog(); });
-    }
-  }
+  if (c->spec.ana_supported) SetInitialAna(p.get(), *c);
   p->shared.state = std::make_shared<PathShared>();
   p->shared.controller = c->shared;
   p->shared.counters = std::shared_ptr<PathWorkerCounters[]>(
@@ -351,16 +349,30 @@ absl::StatusOr<std::string> Multipath::AddPath(const NamespaceSpec& ns) {
   c->paths.push_back(std::move(p));
   head->paths.push_back(raw);
   StorePathState(raw);
-  Emit(Event{.type = EventType::kPathAdded, .head = head->name, .path = path_name,
+  Emit(Event{.type = EventType::kPathAdded, .head = head->name, .path = c->name,
              .controller = c->name, .to = AnaText(raw->Word())});
   if (head->removal_deadline != 0) {
     head->removal_deadline = 0;
     head->lost_at = 0;
-    Emit(Event{.type = EventType::kRemovalCancelled, .head = head->name, .path = path_name,
+    Emit(Event{.type = EventType::kRemovalCancelled, .head = head->name, .path = c->name,
                .reason = "a path returned before the deadline"});
   }
   Publish(head);  // workers adopt it and resubmit what waits
-  return head->name;
+}
+
+void Multipath::SetInitialAna(Path* p, const Controller& c) {
+  std::optional<nvme::AnaState> st;
+  if (c.last_ana_log) {
+    st = c.last_ana_log->StateOfNamespace(p->nsid);
+    const nvme::AnaGroupDescriptor* g = c.last_ana_log->FindGroup(p->ana_group_id);
+    if (!st && g != nullptr && g->nsids.empty()) st = g->state;  // an RGO log
+  }
+  if (st) {
+    p->ana = *st;
+  } else {
+    p->ana_pending = true;  // until the controller's ANA log says
+    if (ControllerBackend* b = c.backend) AfterUnlock([b] { b->RequestAnaLog(); });
+  }
 }
 
 Multipath::Head* Multipath::CreateHead(const NamespaceSpec& ns, const Controller& c) {

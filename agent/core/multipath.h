@@ -273,7 +273,17 @@ class Multipath final : public AnaReadRequester {
   Controller* FindController(absl::string_view name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Head* FindHead(absl::string_view name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Path* FindHeadPath(Head* head, absl::string_view path) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The head a path joins, made for the first one; FAILED_PRECONDITION (and an event)
+  // when the path's identifiers conflict with a head's.
+  absl::StatusOr<Head*> HeadForPath(const NamespaceSpec& ns, const Controller& c)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status RejectPath(const Controller& c, std::string head, std::string why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Head* CreateHead(const NamespaceSpec& ns, const Controller& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AttachPath(const NamespaceSpec& ns, Controller* c, Head* head)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // From the controller's last ANA log; without one, ANA_PENDING until one is read.
+  void SetInitialAna(Path* p, const Controller& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Publish(Head* head) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void KickHead(Head* head) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StorePathState(Path* p, bool clear_ana_pending = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
