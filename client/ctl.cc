@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 #include <ostream>
 #include <thread>
+#include <type_traits>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -69,6 +71,15 @@ std::string Json(const google::protobuf::Message& m) {
 std::string Lower(absl::string_view enum_name, absl::string_view prefix) {
   std::string s(absl::StripPrefix(enum_name, prefix));
   std::transform(s.begin(), s.end(), s.begin(), [](char c) { return c == '_' ? '-' : std::tolower(c); });
+  return s;
+}
+
+// Lower's inverse, for parsing: ("no-live-path", "HEAD_FILTER_") gives
+// "HEAD_FILTER_NO_LIVE_PATH".
+std::string Upper(absl::string_view text, absl::string_view prefix) {
+  std::string s = absl::StrCat(prefix, text);
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](char c) { return c == '-' ? '_' : std::toupper(c); });
   return s;
 }
 
@@ -187,51 +198,244 @@ bool ParsePolicy(absl::string_view text, v1::IoPolicy* out) {
   return true;
 }
 
-int Watch(v1::MultipathControl::StubInterface* stub, const Args& args, const CtlOptions& o,
-          std::ostream& out, std::ostream& err) {
-  v1::WatchEventsRequest req;
-  for (size_t i = 1; i < args.size(); ++i) {
-    absl::string_view a = args[i];
-    uint64_t since;
-    if (absl::ConsumePrefix(&a, "--since=") && absl::SimpleAtoi(a, &since)) {
-      req.set_since_revision(since);
-    } else if (absl::ConsumePrefix(&a, "--head=")) {
-      req.add_heads(Full("heads/", a));
-    } else if (absl::ConsumePrefix(&a, "--type=")) {
-      std::string name = absl::StrCat("EVENT_TYPE_", a);
-      std::transform(name.begin(), name.end(), name.begin(),
-                     [](char c) { return c == '-' ? '_' : std::toupper(c); });
-      v1::EventType t;
-      if (!v1::EventType_Parse(name, &t)) return Usage(err, absl::StrCat("unknown event type ", a));
-      req.add_types(t);
-    } else {
-      return Usage(err, absl::StrCat("watch: unexpected argument ", args[i]));
+using Stub = v1::MultipathControl::StubInterface;
+
+// What every command is given: one run of umpathctl.
+struct Invocation {
+  Stub* stub;
+  const Args& args;  // args[0] is the command
+  const CtlOptions& o;
+  std::ostream& out;
+  std::ostream& err;
+};
+
+// `table` is not deduced, so a generic lambda or a printer template can be passed.
+template <typename Resp>
+using Printer = void (*)(std::ostream&, const std::type_identity_t<Resp>&);
+
+template <typename Req, typename Resp>
+int Call(const Invocation& ctl,
+         grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Req&, Resp*), const Req& req,
+         Printer<Resp> table) {
+  Resp r;
+  grpc::Status s = (ctl.stub->*rpc)(Ctx().get(), req, &r);
+  return Show(ctl.out, ctl.err, s, r, ctl.o.json, table);
+}
+
+// Every page of a List call, shown as one answer.
+template <typename Req, typename Resp>
+int ListAll(const Invocation& ctl,
+            grpc::Status (Stub::*list)(grpc::ClientContext*, const Req&, Resp*), Req req,
+            Printer<Resp> table) {
+  Resp all;
+  do {
+    Resp page;
+    grpc::Status s = (ctl.stub->*list)(Ctx().get(), req, &page);
+    if (!s.ok()) return Fail(ctl.err, s);
+    req.set_page_token(page.next_page_token());
+    page.clear_next_page_token();  // MergeFrom would keep it: the whole list has no next page
+    all.MergeFrom(page);
+  } while (!req.page_token().empty());
+  return Show(ctl.out, ctl.err, grpc::Status::OK, all, ctl.o.json, table);
+}
+
+// For the answers that carry the head a call changed.
+template <typename Resp>
+void PrintHeadOf(std::ostream& out, const Resp& r) {
+  PrintHead(out, r.head());
+}
+
+template <typename Resp>
+void PrintDefaults(std::ostream& out, const Resp& r) {
+  out << "io_policy " << Policy(r.defaults().io_policy()) << "\ndelayed_removal_secs "
+      << r.defaults().delayed_removal_secs() << "\n";
+}
+
+int Help(const Invocation& ctl) {
+  ctl.out << kUsage;
+  return 0;
+}
+
+int Info(const Invocation& ctl) {
+  return Call(ctl, &Stub::GetAgentInfo, {}, [](std::ostream& out, const auto& r) {
+    const v1::AgentInfo& a = r.agent_info();
+    out << "version " << a.version() << "\nnode " << a.node() << "\nbackends "
+        << (a.backends().empty() ? "none" : absl::StrJoin(a.backends(), ",")) << "\nyour role "
+        << a.caller_role() << "\nmax delayed_removal_secs " << a.max_delayed_removal_secs() << "\n";
+  });
+}
+
+int Heads(const Invocation& ctl) {
+  v1::ListHeadsRequest req;
+  if (ctl.args.size() == 2) {
+    v1::HeadFilter filter;
+    if (!v1::HeadFilter_Parse(Upper(ctl.args[1], "HEAD_FILTER_"), &filter)) {
+      return Usage(ctl.err, absl::StrCat("unknown filter ", ctl.args[1]));
     }
+    req.set_filter(filter);
   }
+  return ListAll(ctl, &Stub::ListHeads, req,
+                 [](std::ostream& out, const auto& r) { PrintHeads(out, r.heads()); });
+}
+
+int Head(const Invocation& ctl) {
+  v1::GetHeadRequest req;
+  req.set_name(Full("heads/", ctl.args[1]));
+  return Call(ctl, &Stub::GetHead, req, PrintHeadOf);
+}
+
+int Controllers(const Invocation& ctl) {
+  return ListAll(ctl, &Stub::ListControllers, {}, [](std::ostream& out, const auto& r) {
+    std::vector<std::vector<std::string>> rows = {{"CONTROLLER", "STATE", "TRANSPORT", "ADDRESS", "SUBSYSTEM", "HEADS"}};
+    for (const v1::Controller& c : r.controllers()) {
+      rows.push_back({Id(c.name()), State(c.state()), c.transport(), c.address(),
+                      c.subsystem_nqn(), absl::StrCat(c.heads_size())});
+    }
+    Table(out, rows);
+  });
+}
+
+int Controller(const Invocation& ctl) {
+  v1::GetControllerRequest req;
+  req.set_name(Full("controllers/", ctl.args[1]));
+  return Call(ctl, &Stub::GetController, req, [](std::ostream& out, const auto& r) {
+    const v1::Controller& c = r.controller();
+    out << "controller " << Id(c.name()) << " " << State(c.state()) << " " << c.transport() << " "
+        << c.address() << "\n  subsystem " << c.subsystem_nqn() << "\n  ana "
+        << (c.ana_supported() ? "yes" : "no") << "\n  heads";
+    for (const auto& h : c.heads()) out << " " << Id(h);
+    out << "\n";
+  });
+}
+
+int Defaults(const Invocation& ctl) {
+  return Call(ctl, &Stub::GetDefaults, {}, PrintDefaults);
+}
+
+int SetDelayedRemoval(const Invocation& ctl) {
+  v1::SetDelayedRemovalRequest req;
+  int64_t secs;
+  if (!absl::SimpleAtoi(ctl.args[2], &secs)) {
+    return Usage(ctl.err, absl::StrCat("not a number: ", ctl.args[2]));
+  }
+  req.set_name(Full("heads/", ctl.args[1]));
+  req.set_delayed_removal_secs(secs);
+  return Call(ctl, &Stub::SetDelayedRemoval, req, PrintHeadOf);
+}
+
+int SetDefaultDelayedRemoval(const Invocation& ctl) {
+  v1::SetDefaultDelayedRemovalRequest req;
+  int64_t secs;
+  if (!absl::SimpleAtoi(ctl.args[1], &secs)) {
+    return Usage(ctl.err, absl::StrCat("not a number: ", ctl.args[1]));
+  }
+  req.set_delayed_removal_secs(secs);
+  return Call(ctl, &Stub::SetDefaultDelayedRemoval, req, PrintDefaults);
+}
+
+int SetPolicy(const Invocation& ctl) {
+  v1::SetIoPolicyRequest req;
+  v1::IoPolicy p;
+  if (!ParsePolicy(ctl.args[2], &p)) {
+    return Usage(ctl.err, absl::StrCat("unknown policy ", ctl.args[2]));
+  }
+  req.set_name(Full("heads/", ctl.args[1]));
+  req.set_io_policy(p);
+  return Call(ctl, &Stub::SetIoPolicy, req, PrintHeadOf);
+}
+
+int SetDefaultPolicy(const Invocation& ctl) {
+  v1::SetDefaultIoPolicyRequest req;
+  v1::IoPolicy p;
+  if (!ParsePolicy(ctl.args[1], &p)) {
+    return Usage(ctl.err, absl::StrCat("unknown policy ", ctl.args[1]));
+  }
+  req.set_io_policy(p);
+  return Call(ctl, &Stub::SetDefaultIoPolicy, req, PrintDefaults);
+}
+
+int FailPath(const Invocation& ctl) {
+  v1::FailPathRequest req;
+  req.set_name(absl::StrCat(Full("heads/", ctl.args[1]), "/paths/", ctl.args[2]));
+  if (ctl.args.size() == 4) req.set_reason(ctl.args[3]);
+  return Call(ctl, &Stub::FailPath, req, PrintHeadOf);
+}
+
+int ReinstatePath(const Invocation& ctl) {
+  v1::ReinstatePathRequest req;
+  req.set_name(absl::StrCat(Full("heads/", ctl.args[1]), "/paths/", ctl.args[2]));
+  return Call(ctl, &Stub::ReinstatePath, req, PrintHeadOf);
+}
+
+int Attach(const Invocation& ctl) {
+  v1::AttachControllerRequest req;
+  req.set_transport(ctl.args[1]);
+  req.set_address(ctl.args[2]);
+  if (ctl.args.size() == 5) {
+    req.set_service(ctl.args[3]);
+    req.set_subsystem_nqn(ctl.args[4]);
+  }
+  return Call(ctl, &Stub::AttachController, req, [](std::ostream& out, const auto& r) {
+    out << "attached " << Id(r.controller().name()) << "\n";
+  });
+}
+
+int Detach(const Invocation& ctl) {
+  v1::DetachControllerRequest req;
+  req.set_name(Full("controllers/", ctl.args[1]));
+  return Call(ctl, &Stub::DetachController, req,
+              [](std::ostream& out, const auto&) { out << "detached\n"; });
+}
+
+int Reset(const Invocation& ctl) {
+  v1::ResetControllerRequest req;
+  req.set_name(Full("controllers/", ctl.args[1]));
+  return Call(ctl, &Stub::ResetController, req, [](std::ostream& out, const auto& r) {
+    out << "resetting " << Id(r.controller().name()) << "\n";
+  });
+}
+
+int Export(const Invocation& ctl) {
+  v1::ExportHeadRequest req;
+  req.set_name(Full("heads/", ctl.args[1]));
+  return Call(ctl, &Stub::ExportHead, req,
+              [](std::ostream& out, const auto& r) { out << r.device() << "\n"; });
+}
+
+int Unexport(const Invocation& ctl) {
+  v1::UnexportHeadRequest req;
+  req.set_name(Full("heads/", ctl.args[1]));
+  return Call(ctl, &Stub::UnexportHead, req,
+              [](std::ostream& out, const auto&) { out << "unexported\n"; });
+}
+
+// After a dropped connection, resumes from the last revision seen.
+int StreamEvents(const Invocation& ctl, v1::WatchEventsRequest req) {
   int events = 0;
   for (int attempt = 0;; ++attempt) {
     grpc::ClientContext ctx;
-    auto reader = stub->WatchEvents(&ctx, req);
+    auto reader = ctl.stub->WatchEvents(&ctx, req);
     v1::WatchEventsResponse msg;
     while (reader->Read(&msg)) {
       if (msg.has_snapshot()) {
-        if (o.json) {
-          out << Json(msg) << std::flush;
+        if (ctl.o.json) {
+          ctl.out << Json(msg) << std::flush;
         } else {
-          out << "# snapshot at revision " << msg.snapshot().revision() << ": "
-              << msg.snapshot().heads_size() << " heads, " << msg.snapshot().controllers_size()
-              << " controllers\n" << std::flush;
+          ctl.out << "# snapshot at revision " << msg.snapshot().revision() << ": "
+                  << msg.snapshot().heads_size() << " heads, "
+                  << msg.snapshot().controllers_size() << " controllers\n"
+                  << std::flush;
         }
         req.set_since_revision(msg.snapshot().revision());
       } else if (msg.has_event()) {
-        if (o.json) {
-          out << Json(msg) << std::flush;
+        if (ctl.o.json) {
+          ctl.out << Json(msg) << std::flush;
         } else {
-          PrintEvent(out, msg.event());
-          out << std::flush;
+          PrintEvent(ctl.out, msg.event());
+          ctl.out << std::flush;
         }
         req.set_since_revision(msg.event().revision());
-        if (o.watch_max_events > 0 && ++events >= o.watch_max_events) {
+        if (ctl.o.watch_max_events > 0 && ++events >= ctl.o.watch_max_events) {
           ctx.TryCancel();
           while (reader->Read(&msg)) {
           }
@@ -244,20 +448,73 @@ int Watch(v1::MultipathControl::StubInterface* stub, const Args& args, const Ctl
     }
     grpc::Status s = reader->Finish();
     if (s.error_code() == grpc::StatusCode::OUT_OF_RANGE) {
-      err << "umpathctl: revision " << req.since_revision()
-          << " is no longer retained; starting again from a snapshot\n";
+      ctl.err << "umpathctl: revision " << req.since_revision()
+              << " is no longer retained; starting again from a snapshot\n";
       req.set_since_revision(0);
     } else if (s.error_code() != grpc::StatusCode::UNAVAILABLE &&
                s.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) {
-      return Fail(err, s);
+      return Fail(ctl.err, s);
     } else {
-      err << "umpathctl: stream ended (" << s.error_message() << "); resuming after revision "
-          << req.since_revision() << "\n";
+      ctl.err << "umpathctl: stream ended (" << s.error_message()
+              << "); resuming after revision " << req.since_revision() << "\n";
     }
-    if (attempt >= o.watch_reconnects) return Fail(err, s);
+    if (attempt >= ctl.o.watch_reconnects) return Fail(ctl.err, s);
     std::this_thread::sleep_for(std::chrono::milliseconds(std::min(100 << std::min(attempt, 5), 2000)));
   }
 }
+
+int Watch(const Invocation& ctl) {
+  v1::WatchEventsRequest req;
+  for (size_t i = 1; i < ctl.args.size(); ++i) {
+    absl::string_view a = ctl.args[i];
+    uint64_t since;
+    if (absl::ConsumePrefix(&a, "--since=") && absl::SimpleAtoi(a, &since)) {
+      req.set_since_revision(since);
+    } else if (absl::ConsumePrefix(&a, "--head=")) {
+      req.add_heads(Full("heads/", a));
+    } else if (absl::ConsumePrefix(&a, "--type=")) {
+      v1::EventType t;
+      if (!v1::EventType_Parse(Upper(a, "EVENT_TYPE_"), &t)) {
+        return Usage(ctl.err, absl::StrCat("unknown event type ", a));
+      }
+      req.add_types(t);
+    } else {
+      return Usage(ctl.err, absl::StrCat("watch: unexpected argument ", ctl.args[i]));
+    }
+  }
+  return StreamEvents(ctl, std::move(req));
+}
+
+// How many arguments a command takes after its name. A command with more than one form
+// (attach) is listed once for each.
+struct Command {
+  absl::string_view name;
+  size_t min_args, max_args;
+  int (*run)(const Invocation&);
+};
+constexpr size_t kAnyNumber = std::numeric_limits<size_t>::max();
+constexpr Command kCommands[] = {
+    {"help", 0, kAnyNumber, Help},
+    {"info", 0, 0, Info},
+    {"heads", 0, 1, Heads},
+    {"head", 1, 1, Head},
+    {"controllers", 0, 0, Controllers},
+    {"controller", 1, 1, Controller},
+    {"defaults", 0, 0, Defaults},
+    {"set-delayed-removal", 2, 2, SetDelayedRemoval},
+    {"set-default-delayed-removal", 1, 1, SetDefaultDelayedRemoval},
+    {"set-policy", 2, 2, SetPolicy},
+    {"set-default-policy", 1, 1, SetDefaultPolicy},
+    {"fail-path", 2, 3, FailPath},
+    {"reinstate-path", 2, 2, ReinstatePath},
+    {"attach", 2, 2, Attach},
+    {"attach", 4, 4, Attach},
+    {"detach", 1, 1, Detach},
+    {"reset", 1, 1, Reset},
+    {"export", 1, 1, Export},
+    {"unexport", 1, 1, Unexport},
+    {"watch", 0, kAnyNumber, Watch},
+};
 
 }  // namespace
 
@@ -266,199 +523,11 @@ std::string Usage() { return kUsage; }
 int RunCommand(v1::MultipathControl::StubInterface* stub, const Args& args,
                const CtlOptions& o, std::ostream& out, std::ostream& err) {
   if (args.empty()) return Usage(err, "no command");
-  const std::string& cmd = args[0];
-  auto need = [&](size_t min, size_t max) { return args.size() - 1 >= min && args.size() - 1 <= max; };
-
-  if (cmd == "help") {
-    out << kUsage;
-    return 0;
+  const Invocation ctl{stub, args, o, out, err};
+  const size_t n = args.size() - 1;
+  for (const Command& c : kCommands) {
+    if (c.name == args[0] && n >= c.min_args && n <= c.max_args) return c.run(ctl);
   }
-  if (cmd == "info" && need(0, 0)) {
-    v1::GetAgentInfoResponse r;
-    grpc::Status s = stub->GetAgentInfo(Ctx().get(), {}, &r);
-    return Show<v1::GetAgentInfoResponse>(out, err, s, r, o.json, [](std::ostream& out, const auto& r) {
-      const v1::AgentInfo& a = r.agent_info();
-      out << "version " << a.version() << "\nnode " << a.node() << "\nbackends "
-          << (a.backends().empty() ? "none" : absl::StrJoin(a.backends(), ",")) << "\nyour role "
-          << a.caller_role() << "\nmax delayed_removal_secs " << a.max_delayed_removal_secs() << "\n";
-    });
-  }
-  if (cmd == "heads" && need(0, 1)) {
-    v1::ListHeadsRequest req;
-    if (args.size() == 2) {
-      std::string f = absl::StrCat("HEAD_FILTER_", args[1]);
-      std::transform(f.begin(), f.end(), f.begin(), [](char c) { return c == '-' ? '_' : std::toupper(c); });
-      v1::HeadFilter filter;
-      if (!v1::HeadFilter_Parse(f, &filter)) return Usage(err, absl::StrCat("unknown filter ", args[1]));
-      req.set_filter(filter);
-    }
-    v1::ListHeadsResponse all;
-    do {
-      v1::ListHeadsResponse page;
-      grpc::Status s = stub->ListHeads(Ctx().get(), req, &page);
-      if (!s.ok()) return Fail(err, s);
-      for (auto& h : *page.mutable_heads()) *all.add_heads() = std::move(h);
-      req.set_page_token(page.next_page_token());
-    } while (!req.page_token().empty());
-    return Show<v1::ListHeadsResponse>(out, err, grpc::Status::OK, all, o.json,
-                                       [](std::ostream& out, const auto& r) { PrintHeads(out, r.heads()); });
-  }
-  if (cmd == "head" && need(1, 1)) {
-    v1::GetHeadRequest req;
-    req.set_name(Full("heads/", args[1]));
-    v1::GetHeadResponse r;
-    grpc::Status s = stub->GetHead(Ctx().get(), req, &r);
-    return Show<v1::GetHeadResponse>(out, err, s, r, o.json,
-                                     [](std::ostream& out, const auto& r) { PrintHead(out, r.head()); });
-  }
-  if (cmd == "controllers" && need(0, 0)) {
-    v1::ListControllersRequest req;
-    v1::ListControllersResponse all;
-    do {
-      v1::ListControllersResponse page;
-      grpc::Status s = stub->ListControllers(Ctx().get(), req, &page);
-      if (!s.ok()) return Fail(err, s);
-      for (auto& c : *page.mutable_controllers()) *all.add_controllers() = std::move(c);
-      req.set_page_token(page.next_page_token());
-    } while (!req.page_token().empty());
-    return Show<v1::ListControllersResponse>(out, err, grpc::Status::OK, all, o.json,
-                                             [](std::ostream& out, const auto& r) {
-      std::vector<std::vector<std::string>> rows = {{"CONTROLLER", "STATE", "TRANSPORT", "ADDRESS", "SUBSYSTEM", "HEADS"}};
-      for (const v1::Controller& c : r.controllers()) {
-        rows.push_back({Id(c.name()), State(c.state()), c.transport(), c.address(),
-                        c.subsystem_nqn(), absl::StrCat(c.heads_size())});
-      }
-      Table(out, rows);
-    });
-  }
-  if (cmd == "controller" && need(1, 1)) {
-    v1::GetControllerRequest req;
-    req.set_name(Full("controllers/", args[1]));
-    v1::GetControllerResponse r;
-    grpc::Status s = stub->GetController(Ctx().get(), req, &r);
-    return Show<v1::GetControllerResponse>(out, err, s, r, o.json, [](std::ostream& out, const auto& r) {
-      const v1::Controller& c = r.controller();
-      out << "controller " << Id(c.name()) << " " << State(c.state()) << " " << c.transport() << " "
-          << c.address() << "\n  subsystem " << c.subsystem_nqn() << "\n  ana "
-          << (c.ana_supported() ? "yes" : "no") << "\n  heads";
-      for (const auto& h : c.heads()) out << " " << Id(h);
-      out << "\n";
-    });
-  }
-  auto defaults_table = [](std::ostream& out, const auto& r) {
-    out << "io_policy " << Policy(r.defaults().io_policy()) << "\ndelayed_removal_secs "
-        << r.defaults().delayed_removal_secs() << "\n";
-  };
-  if (cmd == "defaults" && need(0, 0)) {
-    v1::GetDefaultsResponse r;
-    grpc::Status s = stub->GetDefaults(Ctx().get(), {}, &r);
-    return Show<v1::GetDefaultsResponse>(out, err, s, r, o.json, defaults_table);
-  }
-  if (cmd == "set-delayed-removal" && need(2, 2)) {
-    v1::SetDelayedRemovalRequest req;
-    int64_t secs;
-    if (!absl::SimpleAtoi(args[2], &secs)) return Usage(err, absl::StrCat("not a number: ", args[2]));
-    req.set_name(Full("heads/", args[1]));
-    req.set_delayed_removal_secs(secs);
-    v1::SetDelayedRemovalResponse r;
-    grpc::Status s = stub->SetDelayedRemoval(Ctx().get(), req, &r);
-    return Show<v1::SetDelayedRemovalResponse>(out, err, s, r, o.json,
-                                               [](std::ostream& out, const auto& r) { PrintHead(out, r.head()); });
-  }
-  if (cmd == "set-default-delayed-removal" && need(1, 1)) {
-    v1::SetDefaultDelayedRemovalRequest req;
-    int64_t secs;
-    if (!absl::SimpleAtoi(args[1], &secs)) return Usage(err, absl::StrCat("not a number: ", args[1]));
-    req.set_delayed_removal_secs(secs);
-    v1::SetDefaultDelayedRemovalResponse r;
-    grpc::Status s = stub->SetDefaultDelayedRemoval(Ctx().get(), req, &r);
-    return Show<v1::SetDefaultDelayedRemovalResponse>(out, err, s, r, o.json, defaults_table);
-  }
-  if (cmd == "set-policy" && need(2, 2)) {
-    v1::SetIoPolicyRequest req;
-    v1::IoPolicy p;
-    if (!ParsePolicy(args[2], &p)) return Usage(err, absl::StrCat("unknown policy ", args[2]));
-    req.set_name(Full("heads/", args[1]));
-    req.set_io_policy(p);
-    v1::SetIoPolicyResponse r;
-    grpc::Status s = stub->SetIoPolicy(Ctx().get(), req, &r);
-    return Show<v1::SetIoPolicyResponse>(out, err, s, r, o.json,
-                                         [](std::ostream& out, const auto& r) { PrintHead(out, r.head()); });
-  }
-  if (cmd == "set-default-policy" && need(1, 1)) {
-    v1::SetDefaultIoPolicyRequest req;
-    v1::IoPolicy p;
-    if (!ParsePolicy(args[1], &p)) return Usage(err, absl::StrCat("unknown policy ", args[1]));
-    req.set_io_policy(p);
-    v1::SetDefaultIoPolicyResponse r;
-    grpc::Status s = stub->SetDefaultIoPolicy(Ctx().get(), req, &r);
-    return Show<v1::SetDefaultIoPolicyResponse>(out, err, s, r, o.json, defaults_table);
-  }
-  if (cmd == "fail-path" && need(2, 3)) {
-    v1::FailPathRequest req;
-    req.set_name(absl::StrCat(Full("heads/", args[1]), "/paths/", args[2]));
-    if (args.size() == 4) req.set_reason(args[3]);
-    v1::FailPathResponse r;
-    grpc::Status s = stub->FailPath(Ctx().get(), req, &r);
-    return Show<v1::FailPathResponse>(out, err, s, r, o.json,
-                                      [](std::ostream& out, const auto& r) { PrintHead(out, r.head()); });
-  }
-  if (cmd == "reinstate-path" && need(2, 2)) {
-    v1::ReinstatePathRequest req;
-    req.set_name(absl::StrCat(Full("heads/", args[1]), "/paths/", args[2]));
-    v1::ReinstatePathResponse r;
-    grpc::Status s = stub->ReinstatePath(Ctx().get(), req, &r);
-    return Show<v1::ReinstatePathResponse>(out, err, s, r, o.json,
-                                           [](std::ostream& out, const auto& r) { PrintHead(out, r.head()); });
-  }
-  if (cmd == "attach" && (need(2, 2) || need(4, 4))) {
-    v1::AttachControllerRequest req;
-    req.set_transport(args[1]);
-    req.set_address(args[2]);
-    if (args.size() == 5) {
-      req.set_service(args[3]);
-      req.set_subsystem_nqn(args[4]);
-    }
-    v1::AttachControllerResponse r;
-    grpc::Status s = stub->AttachController(Ctx().get(), req, &r);
-    return Show<v1::AttachControllerResponse>(out, err, s, r, o.json, [](std::ostream& out, const auto& r) {
-      out << "attached " << Id(r.controller().name()) << "\n";
-    });
-  }
-  if (cmd == "detach" && need(1, 1)) {
-    v1::DetachControllerRequest req;
-    req.set_name(Full("controllers/", args[1]));
-    v1::DetachControllerResponse r;
-    grpc::Status s = stub->DetachController(Ctx().get(), req, &r);
-    return Show<v1::DetachControllerResponse>(out, err, s, r, o.json,
-                                              [](std::ostream& out, const auto&) { out << "detached\n"; });
-  }
-  if (cmd == "reset" && need(1, 1)) {
-    v1::ResetControllerRequest req;
-    req.set_name(Full("controllers/", args[1]));
-    v1::ResetControllerResponse r;
-    grpc::Status s = stub->ResetController(Ctx().get(), req, &r);
-    return Show<v1::ResetControllerResponse>(out, err, s, r, o.json, [](std::ostream& out, const auto& r) {
-      out << "resetting " << Id(r.controller().name()) << "\n";
-    });
-  }
-  if ((cmd == "export" || cmd == "unexport") && need(1, 1)) {
-    if (cmd == "export") {
-      v1::ExportHeadRequest req;
-      req.set_name(Full("heads/", args[1]));
-      v1::ExportHeadResponse r;
-      grpc::Status s = stub->ExportHead(Ctx().get(), req, &r);
-      return Show<v1::ExportHeadResponse>(out, err, s, r, o.json,
-                                          [](std::ostream& out, const auto& r) { out << r.device() << "\n"; });
-    }
-    v1::UnexportHeadRequest req;
-    req.set_name(Full("heads/", args[1]));
-    v1::UnexportHeadResponse r;
-    grpc::Status s = stub->UnexportHead(Ctx().get(), req, &r);
-    return Show<v1::UnexportHeadResponse>(out, err, s, r, o.json,
-                                          [](std::ostream& out, const auto&) { out << "unexported\n"; });
-  }
-  if (cmd == "watch") return Watch(stub, args, o, out, err);
   return Usage(err, absl::StrCat("unknown command or wrong arguments: ", absl::StrJoin(args, " ")));
 }
 
