@@ -39,36 +39,53 @@ Multipath::Controller* Multipath::FindFencing(absl::string_view name) {
   return nullptr;
 }
 
-void Multipath::StartQuiesce(Controller* c) {
-  c->fence = Fence::kQuiescing;
-  c->step_left = std::make_shared<std::atomic<int>>(static_cast<int>(options_.workers.size()));
-  for (Worker* w : options_.workers) {
-    w->Post([w, id = c->shared->id, left = c->step_left, notice = fence_notice_] {
-      w->QuiesceQueuePair(id);
-      if (left->fetch_sub(1, std::memory_order_acq_rel) == 1) notice->Notify();
+namespace {
+
+// Posts one fence step to every worker: `step(worker, done)` runs on the worker, which
+// calls `done` once it has done it (maybe later); the notice fires after the last one.
+// Returns the count of workers still to do it.
+template <typename Notice, typename Step>
+std::shared_ptr<std::atomic<int>> PostToEveryWorker(const std::vector<Worker*>& workers,
+                                                    const std::shared_ptr<Notice>& notice,
+                                                    Step step) {
+  auto left = std::make_shared<std::atomic<int>>(static_cast<int>(workers.size()));
+  for (Worker* w : workers) {
+    w->Post([w, step, left, notice] {
+      step(w, [left, notice] {
+        if (left->fetch_sub(1, std::memory_order_acq_rel) == 1) notice->Notify();
+      });
     });
   }
-  if (options_.workers.empty()) fence_notice_->Notify();
+  if (workers.empty()) notice->Notify();
+  return left;
+}
+
+}  // namespace
+
+void Multipath::StartQuiesce(Controller* c) {
+  c->fence = Fence::kQuiescing;
+  c->step_left = PostToEveryWorker(options_.workers, fence_notice_,
+                                   [id = c->shared->id](Worker* w, auto done) {
+                                     w->QuiesceQueuePair(id);
+                                     done();
+                                   });
 }
 
 void Multipath::StartHandBack(Controller* c) {
   c->fence = Fence::kHandingBack;
   c->fence_at = 0;
-  c->step_left = std::make_shared<std::atomic<int>>(static_cast<int>(options_.workers.size()));
   c->step_handed_back = std::make_shared<std::atomic<uint64_t>>(0);
   c->handback_removes = c->removing;
   const Worker::HandBackThen then =
       c->removing ? Worker::HandBackThen::kRemove : Worker::HandBackThen::kKeepQuiesced;
-  for (Worker* w : options_.workers) {
-    w->Post([w, id = c->shared->id, then, left = c->step_left, handed = c->step_handed_back,
-             notice = fence_notice_] {
-      w->HandBackQueuePair(id, then, [left, handed, notice](uint32_t n) {
-        handed->fetch_add(n, std::memory_order_relaxed);
-        if (left->fetch_sub(1, std::memory_order_acq_rel) == 1) notice->Notify();
+  c->step_left = PostToEveryWorker(
+      options_.workers, fence_notice_,
+      [id = c->shared->id, then, handed = c->step_handed_back](Worker* w, auto done) {
+        w->HandBackQueuePair(id, then, [handed, done](uint32_t n) {
+          handed->fetch_add(n, std::memory_order_relaxed);
+          done();
+        });
       });
-    });
-  }
-  if (options_.workers.empty()) fence_notice_->Notify();
 }
 
 absl::Status Multipath::QuiesceController(absl::string_view name) {
