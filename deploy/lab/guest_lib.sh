@@ -13,7 +13,7 @@ now() { cut -d' ' -f1 /proc/uptime; }
 # --- PCI functions and QEMU. ---
 # bind DRIVER BDF...: binds functions to a driver through driver_override.
 bind() {
-  drv=$1; shift
+  local drv=$1 b; shift
   for b in "$@"; do
     [ -e /sys/bus/pci/devices/$b/driver ] && echo $b > /sys/bus/pci/devices/$b/driver/unbind
     echo $drv > /sys/bus/pci/devices/$b/driver_override
@@ -21,19 +21,21 @@ bind() {
   done
 }
 # gone BDF / back BDF: wait (30 s at most) for a function to leave or join the bus.
-gone() { for i in $(seq 1 300); do [ -e /sys/bus/pci/devices/$1 ] || return 0; sleep 0.1; done; echo "umpath-lab: $1 did not go"; }
-back() { for i in $(seq 1 300); do [ -e /sys/bus/pci/devices/$1 ] && return 0; sleep 0.1; done; echo "umpath-lab: $1 did not come"; }
+gone() { local i; for i in $(seq 1 300); do [ -e /sys/bus/pci/devices/$1 ] || return 0; sleep 0.1; done; echo "umpath-lab: $1 did not go"; }
+back() { local i; for i in $(seq 1 300); do [ -e /sys/bus/pci/devices/$1 ] && return 0; sleep 0.1; done; echo "umpath-lab: $1 did not come"; }
 # qmp COMMAND JSON: asks the host (deploy/lab/qmp_relay.sh) to send it to QEMU.
 qmp() { echo "umpath-lab: qmp $*"; }
 # ctrl_bdf N: the PCI address of boot.sh's controller cN (behind root port rpN).
 ctrl_bdf() { echo 0000:0$(($1 + 1)):00.0; }
 # unplug N...: QMP device_del of each cN, then each function waited out of the bus.
 unplug() {
+  local i
   for i in "$@"; do qmp device_del "{\"id\": \"c$i\"}"; done
   for i in "$@"; do gone $(ctrl_bdf $i); done
 }
 # replug N...: QMP device_add of each cN as boot.sh made it, each waited onto the bus.
 replug() {
+  local i
   for i in "$@"; do
     qmp device_add "{\"driver\": \"nvme\", \"id\": \"c$i\", \"serial\": \"S0\", \"subsys\": \"s0\", \"bus\": \"rp$i\"}"
     back $(ctrl_bdf $i)
@@ -42,9 +44,10 @@ replug() {
 # kernel_head BDF...: the functions bound to the kernel's nvme driver, then waits (20 s at
 # most) for its multipath head /dev/nvme0n1 with every one of them a path.
 kernel_head() {
+  local i
   bind nvme "$@"
   for i in $(seq 1 100); do
-    [ -b /dev/nvme0n1 ] && [ "$(ls -d /sys/class/nvme-subsystem/nvme-subsys0/nvme[0-9]* 2>/dev/null | wc -l)" -ge $# ] && return 0
+    [ -b /dev/nvme0n1 ] && [ "$(ls /sys/class/nvme-subsystem/nvme-subsys0 2>/dev/null | grep -cE '^nvme[0-9]+$')" -ge $# ] && return 0
     sleep 0.2
   done
   echo "umpath-lab: no kernel head over $*"
@@ -55,7 +58,7 @@ kernel_head() {
 # $SOCK as node "lab", its settings in /tmp/heads.NAME (/tmp/heads.$LAB_STATE when set),
 # stdout appended to /tmp/NAME.out and stderr to /tmp/NAME.err; $pid is its pid.
 agent() {
-  n=$1; p=$2; shift 2
+  local n=$1 p=$2; shift 2
   $p --socket=$SOCK --state_file=/tmp/heads.${LAB_STATE:-$n} --node=lab "$@" >> /tmp/$n.out 2>> /tmp/$n.err &
   pid=$!
 }
@@ -80,7 +83,7 @@ onejson() { awk '{ top = ($0 == "}"); sub(/^[ \t]+/, ""); b = b $0; if (top) { p
 # jshow TAG ARGS...: `umpathctl -o json ARGS` as one "umpath-json TAG {...}" line (none when
 # it fails: its error is on stderr); returns umpathctl's exit status.
 jshow() {
-  t=$1; shift
+  local t=$1 rc; shift
   $C -o json "$@" > /tmp/jshow.$$
   rc=$?
   onejson < /tmp/jshow.$$ | sed "s/^/umpath-json $t /"
@@ -89,6 +92,7 @@ jshow() {
 # watch_start FILE / watch_show FILE: `umpathctl -o json watch` into FILE (its pid in $w,
 # returned once its snapshot came), and what it saw, as "umpath-json watch" lines.
 watch_start() {
+  local i
   $C -o json watch > $1 2>&1 &
   w=$!
   for i in $(seq 1 100); do grep -q '"snapshot"' $1 && return 0; sleep 0.1; done
@@ -99,6 +103,7 @@ watch_show() { onejson < $1 | sed 's/^/umpath-json watch /'; }
 has_head() { $C head $H > /dev/null 2>&1 && echo yes || echo no; }
 # wait_head: until the agent has a head (30 s at most).
 wait_head() {
+  local i
   for i in $(seq 1 150); do $C -o json heads 2>/dev/null | grep -q '"name": "heads/' && return 0; sleep 0.2; done
   echo "umpath-lab: no head"
   return 1
@@ -106,7 +111,7 @@ wait_head() {
 # npaths: how many paths head $H has.
 npaths() { $C -o json head $H 2>/dev/null | grep -c '"name": "heads/.*/paths/'; }
 # wait_paths N: until head $H has N paths (30 s at most).
-wait_paths() { for i in $(seq 1 300); do [ "$(npaths)" = "$1" ] && return 0; sleep 0.1; done; echo "umpath-lab: $1 paths never seen"; }
+wait_paths() { local i; for i in $(seq 1 300); do [ "$(npaths)" = "$1" ] && return 0; sleep 0.1; done; echo "umpath-lab: $1 paths never seen"; }
 # pfield PATH FIELD: a field of path PATH of head $H (ana_state, controller_state,
 # selectable, completed, ...), as JSON has it without quotes; empty when there is none.
 pfield() {
@@ -116,6 +121,7 @@ pfield() {
 }
 # wait_pfield PATH FIELD REGEX: until pfield matches (20 s at most).
 wait_pfield() {
+  local i
   for i in $(seq 1 200); do pfield $1 $2 | grep -qE "$3" && return 0; sleep 0.1; done
   echo "umpath-lab: $1 $2 never matched $3 (is $(pfield $1 $2))"
 }
@@ -124,11 +130,11 @@ wait_pfield() {
 # dev: present or gone, for the block device $D.
 dev() { [ -b $D ] && echo present || echo gone; }
 # wait_dev: until $D is there (30 s at most).
-wait_dev() { for i in $(seq 1 300); do [ -b $D ] && return 0; sleep 0.1; done; echo "umpath-lab: $D never appeared"; }
+wait_dev() { local i; for i in $(seq 1 300); do [ -b $D ] && return 0; sleep 0.1; done; echo "umpath-lab: $D never appeared"; }
 # verify NAME SIZE [FIO_ARGS...]: fio ($F) writes SIZE of $D with crc32c checksums and
 # reads it back; one "NAME fio exit RC err=N" line.
 verify() {
-  n=$1; s=$2; shift 2
+  local n=$1 s=$2; shift 2
   $F --name=$n --filename=$D --ioengine=io_uring --direct=1 --rw=randwrite --bs=4k \
     --iodepth=16 --size=$s --verify=crc32c --do_verify=1 --verify_fatal=1 "$@" > /tmp/$n.fio 2>&1
   echo "umpath-lab: $n fio exit $? $(grep -oE 'err= *[0-9]+' /tmp/$n.fio | head -1) $(grep -oE 'error=[^,]*' /tmp/$n.fio | head -1)"
@@ -137,6 +143,7 @@ verify() {
 # idle_sample PID: the process's CPU ticks over 10 s with nothing to do, its resident
 # memory and threads, as one "bench: idle ticks T0 T1 hz HZ rss_kb R threads N" line.
 idle_sample() {
+  local t0 t1
   t0=$(awk '{print $14 + $15}' /proc/$1/stat)
   sleep 10
   t1=$(awk '{print $14 + $15}' /proc/$1/stat)

@@ -3,135 +3,128 @@
 # lab node:
 #  1. two controllers of one subsystem with two shared namespaces: a head per namespace,
 #     each with two live optimized paths named by their PCI addresses, as the control
-#     API (umpathctl, table and JSON) shows them;
+#     API (umpathctl -o json) shows them;
 #  2. a verified workload (writes, write zeroes, flushes, read-back) under each policy:
 #     zero errors, zero mismatches; round-robin
 #     and queue-depth use both paths, numa one;
 #  3. fail-path and reinstate-path under a verified workload: zero errors, I/O leaves
-#     the failed path and comes back to it;
+#     the failed path and comes back to it; reset, detach and attach through the API;
 #  4. bad input: a function that is not NVMe, an address with no device, a controller
 #     whose namespace has another identity under the same NSID and subsystem NQN, a
 #     controller whose bring-up fails (too few I/O queues), a function not bound to
-#     vfio-pci: each a clear error, and the agent serves its other paths.
+#     vfio-pci: none attached at start, each a clear error when attached through the
+#     API, and the agent serves its other paths.
 # Usage: multipath_test.sh UMPATHD UMPATHCTL
 set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-umpathd="$(readlink -f "$1")"
-perf="$(dirname "$umpathd")/umpath-perf"  # the workloads: the same agent (umpath-perf)
-ctl="$(readlink -f "$2")"
-work="$(mktemp -d /tmp/umpath-lab-mp-XXXXXX)"
-[ -n "${UMPATH_LAB_KEEP:-}" ] || trap 'rm -rf "$work"' EXIT
-bash "$here/fetch.sh" >/dev/null
+. "$(dirname "$0")/lib.sh"
+lab_init mp "$1" "$2"
+H=nguid-ab000000000000000000000000000001
+A=0000:01:00.0
+B=0000:02:00.0
 
 cat > "$work/after" <<AFTER
 #!/bin/sh
 U=$umpathd
 P=$perf
 C=$ctl
-common="--socket=/run/umpath/umpathd.sock --state_file=/tmp/heads --node=lab"
-wait_head() {
-  for i in \$(seq 1 150); do \$C heads 2>/dev/null | grep -q '^nguid-' && return 0; sleep 0.2; done
-  return 1
-}
-col() {  # col PATH COLUMN: a column of the path's row in "umpathctl head"
-  \$C head \$H | awk -v p="\$1" -v c="\$2" '\$1 == p {print \$c}'
-}
-H=nguid-ab000000000000000000000000000001
+H=$H
+. /lab/lib.sh
+A=\$(ctrl_bdf 0); B=\$(ctrl_bdf 1)
+# vfio NAME PROGRAM FLAGS...: an agent on both controllers.
+vfio() { local n=\$1 prog=\$2; shift 2; agent \$n \$prog --vfio_devices=\$A,\$B "\$@"; }
+# workload NAME: a verified round-robin workload on both until stop NAME.
+workload() { vfio \$1 \$P --default_io_policy=round-robin --workload=verify --workload_secs=600 --workload_qd=16; }
 
-echo "umpath-lab: == 1 topology"
-\$U \$common --vfio_devices=0000:01:00.0,0000:02:00.0 > /tmp/serve.log 2>&1 &
-pid=\$!
-wait_head || echo "umpath-lab: no head"
-\$C heads
-\$C controllers
-\$C head \$H
-\$C -o json head \$H | grep -E '"(name|controller_state|ana_state|selectable|address)"'
-kill \$pid; wait \$pid
-echo "umpath-lab: serve exited \$?"
-cat /tmp/serve.log
+begin topology
+vfio serve \$U
+wait_head
+jshow heads heads
+jshow controllers controllers
+jshow head head \$H
+stop serve
+end topology
 
 for p in numa round-robin queue-depth; do
-  echo "umpath-lab: == 2 policy \$p"
-  \$P \$common --vfio_devices=0000:01:00.0,0000:02:00.0 --default_io_policy=\$p \
-    --workload=verify --workload_secs=3 --workload_qd=16 2>/dev/null
+  begin policy-\$p
+  vfio policy-\$p \$P --default_io_policy=\$p --workload=verify --workload_secs=3 --workload_qd=16
+  wait \$pid
   echo "umpath-lab: workload \$p exited \$?"
+  cat /tmp/policy-\$p.out
+  end policy-\$p
 done
 
-echo "umpath-lab: == 3 fail-path under I/O"
-\$P \$common --vfio_devices=0000:01:00.0,0000:02:00.0 --default_io_policy=round-robin \
-  --workload=verify --workload_secs=600 --workload_qd=16 > /tmp/fp.out 2>/tmp/fp.err &
-pid=\$!
-wait_head || echo "umpath-lab: no head"
+begin fail-path "under I/O"
+workload fp
+wait_head
 sleep 2
-\$C fail-path \$H 0000:01:00.0 maintenance
-a=\$(col 0000:01:00.0 6); b0=\$(col 0000:02:00.0 6)
+jshow failed fail-path \$H \$A maintenance
 sleep 2
-b=\$(col 0000:01:00.0 6); b1=\$(col 0000:02:00.0 6)
-echo "umpath-lab: failed path completed \$a then \$b; other path \$b0 then \$b1"
-echo "umpath-lab: failed path selectable \$(col 0000:01:00.0 4)"
-\$C reinstate-path \$H 0000:01:00.0
+jshow failed-later head \$H
+jshow reinstated reinstate-path \$H \$A
 sleep 2
-c=\$(col 0000:01:00.0 6)
-echo "umpath-lab: reinstated path completed \$b then \$c"
-kill \$pid  # ends the workload early; its result is still printed
-wait \$pid
-echo "umpath-lab: fail-path workload exited \$?"
-cat /tmp/fp.out
-grep -E "path-state-changed" /tmp/fp.err
+jshow reinstated-later head \$H
+stop fp
+end fail-path
 
-echo "umpath-lab: == 3b reset, detach and attach under I/O"
-\$P \$common --vfio_devices=0000:01:00.0,0000:02:00.0 --default_io_policy=round-robin \
-  --workload=verify --workload_secs=600 --workload_qd=16 > /tmp/rs.out 2>/tmp/rs.err &
-pid=\$!
-wait_head || echo "umpath-lab: no head"
+begin reset "detach and attach under I/O"
+workload rs
+wait_head
 sleep 1
-\$C reset 0000:01:00.0
+\$C reset \$A
 sleep 2
-\$C reset 0000:01:00.0
+\$C reset \$A
 sleep 2
-\$C detach 0000:02:00.0
+\$C detach \$B
 sleep 1
-echo "umpath-lab: paths after detach: \$(\$C head \$H | grep -c '^  0000:0')"
-\$C attach pcie 0000:02:00.0
+jshow detached head \$H
+jshow attach attach pcie \$B
 sleep 1
-c=\$(col 0000:02:00.0 6)
+jshow attached head \$H
 sleep 2
-d=\$(col 0000:02:00.0 6)
-echo "umpath-lab: re-attached path completed \$c then \$d"
+jshow attached-later head \$H
 \$C reset 0000:09:00.0
 echo "umpath-lab: reset of an unknown controller exited \$?"
 \$C attach pcie 0000:00:00.0
 echo "umpath-lab: attach of a non-NVMe function exited \$?"
-kill \$pid
-wait \$pid
-echo "umpath-lab: reset workload exited \$?"
-cat /tmp/rs.out
-grep -E "type=controller-|umpath-vfio: 0000:0[12]:00.0: (resetting|reset done|detaching|attached)" /tmp/rs.err
+stop rs
+end reset
 
-echo "umpath-lab: == 4 bad input"
-\$P \$common --workers=2 --vfio_devices=0000:00:00.0,0000:09:00.0,0000:01:00.0,0000:02:00.0,0000:03:00.0,0000:04:00.0 \
-  --workload=verify --workload_secs=3 --workload_qd=8 > /tmp/bad.out 2> /tmp/bad.err
-echo "umpath-lab: bad-input workload exited \$?"
-cat /tmp/bad.out
-grep -E "umpath-vfio|path-rejected" /tmp/bad.err
-echo 0000:02:00.0 > /sys/bus/pci/drivers/vfio-pci/unbind
-\$P \$common --vfio_devices=0000:02:00.0,0000:01:00.0 --workload=verify --workload_secs=2 \
-  > /tmp/unbound.out 2> /tmp/unbound.err
-echo "umpath-lab: unbound workload exited \$?"
-cat /tmp/unbound.out
-grep -E "umpath-vfio" /tmp/unbound.err
-echo "umpath-lab: == 5 binding"
-echo nvme > /sys/bus/pci/devices/0000:02:00.0/driver_override
-echo 0000:02:00.0 > /sys/bus/pci/drivers_probe
-echo "umpath-lab: 0000:02:00.0 driver \$(basename \$(readlink /sys/bus/pci/devices/0000:02:00.0/driver))"
-\$P \$common --bind_vfio --vfio_devices=0000:02:00.0,0000:01:00.0 --default_io_policy=round-robin \
-  --workload=verify --workload_secs=2 > /tmp/bind.out 2> /tmp/bind.err
+begin bad-input
+agent bad \$P --workers=2 --vfio_devices=0000:00:00.0,0000:09:00.0,\$A,\$B,0000:03:00.0,0000:04:00.0 \
+  --workload=verify --workload_secs=600 --workload_qd=8
+wait_head
+jshow controllers controllers
+for d in 0000:00:00.0 0000:09:00.0 0000:04:00.0; do
+  \$C attach pcie \$d
+  echo "umpath-lab: attach \$d exited \$?"
+done
+sleep 2
+stop bad
+end bad-input
+
+begin unbound
+echo \$B > /sys/bus/pci/drivers/vfio-pci/unbind
+agent unbound \$P --vfio_devices=\$B,\$A --workload=verify --workload_secs=600
+wait_head
+jshow controllers controllers
+\$C attach pcie \$B
+echo "umpath-lab: attach \$B exited \$?"
+sleep 1
+stop unbound
+end unbound
+
+begin binding
+echo nvme > /sys/bus/pci/devices/\$B/driver_override
+echo \$B > /sys/bus/pci/drivers_probe
+echo "umpath-lab: \$B driver \$(basename \$(readlink /sys/bus/pci/devices/\$B/driver))"
+agent bind \$P --bind_vfio --vfio_devices=\$B,\$A --default_io_policy=round-robin --workload=verify --workload_secs=2
+wait \$pid
 echo "umpath-lab: bind workload exited \$?"
 cat /tmp/bind.out
-echo "umpath-lab: 0000:02:00.0 driver now \$(basename \$(readlink /sys/bus/pci/devices/0000:02:00.0/driver))"
+echo "umpath-lab: \$B driver now \$(basename \$(readlink /sys/bus/pci/devices/\$B/driver))"
+end binding
 AFTER
-UMPATH_LAB_AFTER="$work/after" bash "$here/mkinitramfs.sh" "$work/initramfs.gz" \
-  "$here/smoke_init.sh" "$umpathd" "$perf" "$ctl"
+lab_initramfs "$umpathd" "$perf" "$ctl"
 truncate -s 64M "$work/other-subsys.img"
 export UMPATH_LAB_EXTRA="-device pcie-root-port,id=rp2,chassis=3,slot=3
   -device pcie-root-port,id=rp3,chassis=4,slot=4
@@ -140,86 +133,90 @@ export UMPATH_LAB_EXTRA="-device pcie-root-port,id=rp2,chassis=3,slot=3
   -device nvme,id=c3,serial=S1,subsys=s1,bus=rp3,max_ioqpairs=1
   -drive file=$work/other-subsys.img,if=none,id=dother,format=raw
   -device nvme-ns,drive=dother,nsid=1,shared=on,bus=c2,nguid=ab000000-0000-0000-0000-000000000002"
-UMPATH_LAB_NAMESPACES=2 timeout 600 bash "$here/boot.sh" "$work/initramfs.gz" 2 "$work/serial.log" || true
-log="$work/serial.log"
-tr -d '\r' < "$log" > "$work/s.log"; log="$work/s.log"
-fail() { grep -E "umpath|event" "$log" | tail -80; echo "FAIL: $*"; exit 1; }
-has() { grep -qE -- "$1" "$log" || fail "$2"; }
+lab_show="umpath|event"
+UMPATH_LAB_NAMESPACES=2 UMPATH_LAB_TCG_THREAD=multi lab_boot 600 2
+clean() { chk "$1" "result .* errors=0 mismatches=0" "zero errors and mismatches"; chk "$1" "$2 exited 0" "exit status"; }
 
 # 1. One head per namespace, each with both controllers' paths, live and optimized,
 #    named by PCI address.
-has "^nguid-ab000000000000000000000000000001 +2 +2 " "one head, two paths, two live"
-has "^nguid-ab000000000000000000000000000102 +2 +2 " "the second namespace: its own head, two paths"
-has "^  0000:01:00.0 +live +optimized +yes " "path 0000:01:00.0 live, optimized, selectable"
-has "^  0000:02:00.0 +live +optimized +yes " "path 0000:02:00.0 live, optimized, selectable"
-has "0000:01:00.0 .*pcie .*0000:01:00.0" "controller listed with its PCI address"
-has "umpath-lab: serve exited 0" "clean shutdown"
+section topology
+for h in $H nguid-ab000000000000000000000000000102; do
+  jchk topology "sorted(paths(head(J['heads'], '$h'))) == ['$A', '$B'] and head(J['heads'], '$h')['live_paths'] == 2" \
+    "head $h: two paths, two live"
+done
+for p in $A $B; do
+  jchk topology "[path(head(J['head']), '$p')[k] for k in ('controller_state', 'ana_state', 'selectable')] == ['CONTROLLER_STATE_LIVE', 'ANA_STATE_OPTIMIZED', True]" \
+    "path $p live, optimized, selectable"
+  jchk topology "[ctrl(J['controllers'], '$p')[k] for k in ('transport', 'address')] == ['pcie', '$p']" \
+    "controller $p listed with its PCI address"
+done
+chk topology "umpath-lab: serve exited 0" "clean shutdown"
 
 # 2. Each policy: a verified workload with no error and no mismatch.
 for p in numa round-robin queue-depth; do
-  sed -n "/== 2 policy $p\$/,/workload $p exited/p" "$log" > "$work/$p"
-  grep -qE "result .* errors=0 mismatches=0" "$work/$p" || fail "$p: verified workload clean"
-  grep -q "workload $p exited 0" "$work/$p" || fail "$p: exit status"
-  grep -qE "result .* flushes=[1-9][0-9]* write_zeroes=[1-9]" "$work/$p" \
-    || fail "$p: Flush and Write Zeroes went to the devices"
-  used=$(grep -cE "umpath-perf: path 0000:0[12]:00.0 completed=[1-9]" "$work/$p" || true)
+  section "policy-$p"
+  chk "policy-$p" "result .* errors=0 mismatches=0" "verified workload clean"
+  chk "policy-$p" "workload $p exited 0" "exit status"
+  chk "policy-$p" "result .* flushes=[1-9][0-9]* write_zeroes=[1-9]" "Flush and Write Zeroes went to the devices"
+  used=$(grep -cE "umpath-perf: path 0000:0[12]:00.0 completed=[1-9]" "$work/policy-$p" || true)
   if [ "$p" = numa ]; then
     [ "$used" -eq 1 ] || fail "numa uses one path ($used used)"
   else
     [ "$used" -eq 2 ] || fail "$p uses both paths ($used used)"
   fi
-  echo "lab: $p: $(grep -o 'iops=[0-9]*.*mismatches=[0-9]*' "$work/$p")"
+  echo "lab: $p: $(grep -o 'iops=[0-9]*.*mismatches=[0-9]*' "$work/policy-$p")"
 done
 
 # 3. fail-path and reinstate-path under I/O.
-line="$(grep "umpath-lab: failed path completed" "$log")" || fail "fail-path samples"
-set -- $(echo "$line" | grep -oE '[0-9]+')
-[ "$1" = "$2" ] || fail "the failed path took I/O while failed: $line"
-[ "$4" -gt "$3" ] || fail "the other path carried the I/O: $line"
-line="$(grep "umpath-lab: reinstated path completed" "$log")" || fail "reinstate samples"
-set -- $(echo "$line" | grep -oE '[0-9]+')
-[ "$2" -gt "$1" ] || fail "I/O came back to the reinstated path: $line"
-has "umpath-lab: failed path selectable no" "the failed path is not selectable"
-sed -n '/== 3 fail-path/,/== 4 bad input/p' "$log" > "$work/fp"
-grep -qE "result .* errors=0 mismatches=0" "$work/fp" || fail "fail-path: zero errors"
-grep -q "fail-path workload exited 0" "$work/fp" || fail "fail-path exit status"
+section fail-path
+clean fail-path fp
+jchk fail-path "done(head(J['failed']), '$A') == done(head(J['failed-later']), '$A')" "the failed path took no I/O while failed"
+jchk fail-path "grew(J['failed'], J['failed-later'], '$B')" "the other path carried the I/O"
+jchk fail-path "not path(head(J['failed-later']), '$A')['selectable'] and path(head(J['failed-later']), '$A')['admin_failed']" \
+  "the failed path is not selectable"
+jchk fail-path "ev('path-state-changed', head='$H', path='$A', reason='^maintenance$')" "the failure is an event with its reason"
+jchk fail-path "path(head(J['reinstated']), '$A')['selectable']" "the reinstated path is selectable"
+jchk fail-path "ev('path-state-changed', head='$H', path='$A', reason='^reinstated$')" "the reinstatement is an event"
+jchk fail-path "grew(J['failed-later'], J['reinstated-later'], '$A')" "I/O came back to the reinstated path"
 
 # 3b. Reset twice, detach and attach through the API, all under verified I/O.
-sed -n '/== 3b reset/,/== 4 bad input/p' "$log" > "$work/rs"
-grep -qE "result .* errors=0 mismatches=0" "$work/rs" || fail "reset/detach/attach: zero errors"
-grep -q "reset workload exited 0" "$work/rs" || fail "reset workload exit status"
-[ "$(grep -c "umpath-vfio: 0000:01:00.0: reset done" "$work/rs")" -eq 2 ] || fail "two resets done"
-grep -qE 'type=controller-state-changed controller="0000:01:00.0" from="live" to="resetting"' "$work/rs" \
-  || fail "resetting event"
-grep -qE 'type=controller-state-changed controller="0000:01:00.0" from="resetting" to="live"' "$work/rs" \
-  || fail "live again event"
-grep -qE 'type=controller-removed controller="0000:02:00.0" reason="detached through the API"' "$work/rs" \
-  || fail "detach event"
-grep -q "umpath-lab: paths after detach: 1" "$work/rs" || fail "one path after detach"
-grep -q "attached 0000:02:00.0" "$work/rs" || fail "attach through the API"
-line="$(grep "umpath-lab: re-attached path completed" "$work/rs")" || fail "re-attach samples"
-set -- $(echo "$line" | grep -oE '[0-9]+' | tail -2)
-[ "$2" -gt "$1" ] || fail "I/O reached the re-attached path: $line"
-grep -q "controller 0000:09:00.0 not found" "$work/rs" || fail "reset of an unknown controller"
-grep -q "reset of an unknown controller exited [1-9]" "$work/rs" || fail "its exit status"
-grep -q "0000:00:00.0 is not an NVMe controller" "$work/rs" || fail "attach of a non-NVMe function"
+section reset
+clean reset rs
+jchk reset "len(ev('controller-state-changed', controller='$A', frm='live', to='resetting')) == 2" "two resets started, each an event"
+jchk reset "len(ev('controller-state-changed', controller='$A', frm='resetting', to='live', reason='^reset done$')) == 2" "two resets done"
+jchk reset "ev('controller-removed', controller='$B', reason='^detached through the API$')" "detach event"
+jchk reset "paths(head(J['detached'])) == ['$A']" "one path after detach"
+jchk reset "J['attach']['controller']['name'] == 'controllers/$B'" "attach through the API answers the controller"
+jchk reset "[e for e in ev('controller-added', controller='$B') if e['rev'] > ev('controller-removed', controller='$B')[0]['rev']]" \
+  "the attached controller is an event"
+jchk reset "grew(J['attached'], J['attached-later'], '$B')" "I/O reached the re-attached path"
+chk reset "NOT_FOUND: controller 0000:09:00.0 not found" "reset of an unknown controller"
+chk reset "reset of an unknown controller exited 5" "its exit status"
+chk reset "FAILED_PRECONDITION: 0000:00:00.0 is not an NVMe controller" "attach of a non-NVMe function"
+chk reset "attach of a non-NVMe function exited 9" "its exit status"
 
-# 4. Bad input: clear errors, and the good paths serve.
-sed -n '/== 4 bad input/,$p' "$log" > "$work/bad"
-chk() { grep -qE -- "$1" "$work/bad" || fail "$2"; }
-chk "0000:00:00.0: not attached: FAILED_PRECONDITION: 0000:00:00.0 is not an NVMe controller \(PCI class 0x060000" "a non-NVMe function is refused"
-chk "0000:09:00.0: not attached: NOT_FOUND: no PCI device 0000:09:00.0" "an absent address is refused"
-chk "0000:04:00.0: not attached: RESOURCE_EXHAUSTED: 0000:04:00.0: set number of queues: granted 1 I/O queues, 2 workers need one each" "a failed bring-up is reported"
-chk "type=path-rejected .*controller=\"0000:03:00.0\"" "a namespace with another identity is rejected"
-chk "bad-input workload exited 0" "the agent served its good paths"
-chk "result .* errors=0 mismatches=0" "no error on the good paths"
-chk "0000:02:00.0: not attached: FAILED_PRECONDITION: 0000:02:00.0 is bound to no driver, not vfio-pci" "an unbound function is refused"
-chk "unbound workload exited 0" "the bound path serves alone"
+# 4. Bad input: nothing bad attached, clear errors, and the good paths serve.
+section bad-input
+clean bad-input bad
+jchk bad-input "{'$A', '$B'} <= set(ctrls(J['controllers'])) and not {'0000:00:00.0', '0000:09:00.0', '0000:04:00.0'} & set(ctrls(J['controllers']))" \
+  "the good controllers attached, the bad ones not"
+jchk bad-input "ev('path-rejected', controller='0000:03:00.0')" "a namespace with another identity is rejected"
+chk bad-input "FAILED_PRECONDITION: 0000:00:00.0 is not an NVMe controller \(PCI class 0x060000" "a non-NVMe function is refused"
+chk bad-input "attach 0000:00:00.0 exited 9" "FAILED_PRECONDITION's exit status"
+chk bad-input "NOT_FOUND: no PCI device 0000:09:00.0" "an absent address is refused"
+chk bad-input "attach 0000:09:00.0 exited 5" "NOT_FOUND's exit status"
+chk bad-input "RESOURCE_EXHAUSTED: 0000:04:00.0: set number of queues: granted 1 I/O queues, 2 workers need one each" "a failed bring-up is reported"
+chk bad-input "attach 0000:04:00.0 exited 8" "RESOURCE_EXHAUSTED's exit status"
+section unbound
+clean unbound unbound
+jchk unbound "ctrls(J['controllers']) == ['$A']" "the bound path serves alone"
+chk unbound "FAILED_PRECONDITION: $B is bound to no driver, not vfio-pci" "an unbound function is refused"
+chk unbound "attach $B exited 9" "FAILED_PRECONDITION's exit status"
 
 # 5. --bind_vfio takes a function from the kernel's nvme driver.
-sed -n '/== 5 binding/,$p' "$log" > "$work/bind"
-grep -q "0000:02:00.0 driver nvme" "$work/bind" || fail "the function starts on the nvme driver"
-grep -q "bind workload exited 0" "$work/bind" || fail "bind workload"
-grep -qE "umpath-perf: path 0000:02:00.0 completed=[1-9]" "$work/bind" || fail "the bound path carried I/O"
-grep -q "0000:02:00.0 driver now vfio-pci" "$work/bind" || fail "bound to vfio-pci"
+section binding
+chk binding "$B driver nvme" "the function starts on the nvme driver"
+chk binding "bind workload exited 0" "bind workload"
+chk binding "umpath-perf: path $B completed=[1-9]" "the bound path carried I/O"
+chk binding "$B driver now vfio-pci" "bound to vfio-pci"
 echo "lab: multipath test passed"
