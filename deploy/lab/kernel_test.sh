@@ -24,6 +24,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 lab_init kernel "$1" "$2"
+H=nguid-ab0000000000000000000000000000f1
 fio="$(lab_fio)"
 buf="$(readlink -f "${3:-$here/../../build/tools/node_modules/@bufbuild/buf-linux-x64/bin/buf}")"
 [ -x "$buf" ] || { echo "FAIL: no buf at $buf (deploy/dev/install-deps.sh installs it)"; exit 1; }
@@ -33,142 +34,134 @@ cat > "$work/after" <<AFTER
 U=$umpathd
 C=$ctl
 F=$fio
-B=$buf
-H=nguid-ab0000000000000000000000000000f1
+BUF=$buf
+H=$H
 D=/dev/ublkb0
 . /lab/lib.sh
 . /lab/nvmet.sh
-S=/run/umpath/umpathd.sock
-bcurl() {  # bcurl METHOD JSON
-  \$B curl --protocol grpc --unix-socket \$S -d "\$2" http://localhost/umpath.v1.MultipathControl/\$1
+bcurl() {  # bcurl METHOD JSON: the call's answer as one "umpath-json bcurl-METHOD" line
+  \$BUF curl --protocol grpc --unix-socket \$SOCK -d "\$2" http://localhost/umpath.v1.MultipathControl/\$1 > /tmp/bcurl.json
+  rc=\$?
+  onejson < /tmp/bcurl.json | sed "s/^/umpath-json bcurl-\$1 /"
+  return \$rc
 }
-ctrl_of() { for c in /sys/class/nvme/nvme*; do grep -q "trsvcid=\$1" \$c/address 2>/dev/null && basename \$c; done | head -1; }
-npaths() { \$C head \$H 2>/dev/null | grep -c '^  nvme'; }
-wait_paths() { for i in \$(seq 1 300); do [ "\$(npaths)" = "\$1" ] && return 0; sleep 0.1; done; echo "umpath-lab: \$1 paths never seen"; }
-wait_dev() { for i in \$(seq 1 300); do [ -b \$D ] && return 0; sleep 0.1; done; echo "umpath-lab: \$D never appeared"; }
-col() { \$C head \$H | awk -v p="\$1" -v c="\$2" '\$1 == p {print \$c}'; }
-wait_col() {  # wait_col PATH COLUMN REGEX: 20 s at most
-  for i in \$(seq 1 200); do col \$1 \$2 | grep -qE "\$3" && return 0; sleep 0.1; done
-  echo "umpath-lab: \$1 column \$2 never matched \$3 (is \$(col \$1 \$2))"
-}
-verify() {  # verify NAME SIZE [EXTRA...]
-  n=\$1; s=\$2; shift 2
-  \$F --name=\$n --filename=\$D --ioengine=io_uring --direct=1 --rw=randwrite --bs=4k \
-    --iodepth=16 --size=\$s --verify=crc32c --do_verify=1 --verify_fatal=1 "\$@" > /tmp/\$n.fio 2>&1
-  echo "umpath-lab: \$n fio exit \$? \$(grep -oE 'err= *[0-9]+' /tmp/\$n.fio | head -1) \$(grep -oE 'error=[^,]*' /tmp/\$n.fio | head -1)"
-}
-counts() { echo "P1 \$(col \$P1 6) P2 \$(col \$P2 6)"; }
+attach_port2() { bcurl AttachController "{\"transport\": \"tcp\", \"address\": \"127.0.0.1\", \"service\": \"4421\", \"subsystem_nqn\": \"\$NVMET_NQN\"}"; }
+# ports: P1 and P2, the kernel controllers of port 1 and port 2, as a marker for the host.
+ports() { P1=\$(nvmet_ctrl 1); P2=\$(nvmet_ctrl 2); echo "umpath-lab: ports P1=\$P1 P2=\$P2"; }
 
 nvmet_setup 128
 echo "umpath-lab: kernel multipath \$(cat /sys/module/nvme_core/parameters/multipath)"
 # An agent that dies says how at once (and fio fails rather than waiting for it: no
 # user recovery here).
-( \$U --socket=\$S --state_file=/tmp/heads --node=lab --workers=2 --export_all \
+( agent umpathd \$U --workers=2 --export_all \
     --kernel_connect=tcp:127.0.0.1:4420:\$NVMET_NQN --kernel_controllers=\$NVMET_NQN \
     --kernel_poll_ms=500 --fabrics_ctrl_loss_tmo_secs=6 --fabrics_reconnect_delay_secs=1 \
-    --ublk_user_recovery=false > /tmp/umpathd.out 2> /tmp/umpathd.err &
-  echo \$! > /tmp/umpathd.pid
-  wait \$!
+    --ublk_user_recovery=false
+  echo \$pid > /tmp/umpathd.pid
+  wait \$pid
   rc=\$?
   [ -e /tmp/stopping ] || { echo "umpath-lab: umpathd died, exit status \$rc"; tail -40 /tmp/umpathd.err; dmesg | grep -vE 'nvme|I/O error' | tail -20; }
   echo "umpath-lab: umpathd exit \$rc" ) &
 for i in \$(seq 1 50); do [ -s /tmp/umpathd.pid ] && break; sleep 0.1; done
 pid=\$(cat /tmp/umpathd.pid)
-\$C watch > /tmp/watch.log 2>&1 &
+watch_start /tmp/watch.json
 wait_paths 1
 
-echo "umpath-lab: == k0"
-bcurl AttachController "{\"transport\": \"tcp\", \"address\": \"127.0.0.1\", \"service\": \"4421\", \"subsystem_nqn\": \"\$NVMET_NQN\"}"
+begin k0
+attach_port2
 echo "umpath-lab: k0 buf curl attach exit \$?"
 wait_paths 2; wait_dev
-P1=\$(ctrl_of 4420); P2=\$(ctrl_of 4421)
-echo "umpath-lab: k0 port 1 is \$P1, port 2 is \$P2; ng devices \$(ls /dev | grep '^ng' | tr '\n' ' ')"
-\$C controllers
-\$C head \$H
-echo "umpath-lab: end k0"
+ports
+echo "umpath-lab: k0 ng devices \$(ls /dev | grep '^ng' | tr '\n' ' ')"
+jshow controllers controllers
+jshow head head \$H
+end k0
 
-echo "umpath-lab: == k1"
+begin k1
 for p in numa round-robin queue-depth; do
   \$C set-policy \$H \$p >/dev/null
-  before=\$(counts)
+  jshow \$p-before head \$H
   verify k1-\$p 16M
-  echo "umpath-lab: k1 \$p before \$before after \$(counts)"
+  jshow \$p-after head \$H
 done
 \$C set-policy \$H numa >/dev/null
-echo "umpath-lab: end k1"
+end k1
 
-echo "umpath-lab: == k2"
+begin k2
 verify k2 64M &
 f=\$!
 sleep 3
-a=\$(counts)
+jshow before head \$H
 nvmet_ana 1 inaccessible
-wait_col \$P1 3 '^inaccessible'
+wait_pfield \$P1 ana_state '^ANA_STATE_INACCESSIBLE\$'
 sleep 2
-echo "umpath-lab: k2 inaccessible: \$a -> \$(counts); P1 \$(col \$P1 3) P2 \$(col \$P2 3)"
+jshow inaccessible head \$H
 wait \$f
 nvmet_ana 1 optimized
-wait_col \$P1 3 '^optimized\$'
-b=\$(counts)
+wait_pfield \$P1 ana_state '^ANA_STATE_OPTIMIZED\$'
+wait_pfield \$P1 selectable '^true\$'
+jshow optimized head \$H
 verify k2-back 8M
-echo "umpath-lab: k2 failback: \$b -> \$(counts)"
-echo "umpath-lab: end k2"
+jshow failback head \$H
+end k2
 
-echo "umpath-lab: == k3"
+begin k3
 nvmet_ana 2 inaccessible
 nvmet_ana 1 change
-wait_col \$P1 3 '^change'
-wait_col \$P2 3 '^inaccessible'
+wait_pfield \$P1 ana_state '^ANA_STATE_CHANGE\$'
+wait_pfield \$P2 ana_state '^ANA_STATE_INACCESSIBLE\$'
 verify k3 4M &
 f=\$!
 sleep 3
-echo "umpath-lab: k3 during CHANGE: \$(\$C head \$H | grep -oE 'waiting I/O [0-9]+'), fio running \$(kill -0 \$f 2>/dev/null && echo yes || echo no)"
+jshow change head \$H
+echo "umpath-lab: k3 during CHANGE: fio running \$(kill -0 \$f 2>/dev/null && echo yes || echo no)"
 t0=\$(now)
 nvmet_ana 1 optimized
 wait \$f
 echo "umpath-lab: k3 settled at \$t0, fio done at \$(now)"
 nvmet_ana 2 non-optimized
-echo "umpath-lab: end k3"
+end k3
 
-echo "umpath-lab: == k4"
-echo "umpath-lab: k4 \$(\$C -o json controller \$P1 | grep -oE '"anatt_secs": *[0-9]+')"
+begin k4
+jshow p1 controller \$P1
 t0=\$(now)
 nvmet_ana 1 change
-for i in \$(seq 1 600); do grep -q "reset-requested" /tmp/watch.log && break; sleep 0.1; done
+for i in \$(seq 1 600); do grep -q '"to": "reset-requested"' /tmp/watch.json && break; sleep 0.1; done
 t1=\$(now)
 echo "umpath-lab: k4 CHANGE at \$t0, reset requested at \$t1"
 nvmet_ana 1 optimized
-wait_col \$P1 2 '^live\$'
-wait_col \$P1 3 '^optimized\$'
+wait_pfield \$P1 controller_state '^CONTROLLER_STATE_LIVE\$'
+wait_pfield \$P1 ana_state '^ANA_STATE_OPTIMIZED\$'
 verify k4 8M
-echo "umpath-lab: end k4"
+end k4
 
-echo "umpath-lab: == k5"
+begin k5
 \$C set-delayed-removal \$H 40 >/dev/null
 verify k5 48M &
 f=\$!
 sleep 3
 nvmet_port_down 1
-wait_col \$P1 2 '^(resetting|connecting)\$'
-echo "umpath-lab: k5 port 1 down: P1 \$(col \$P1 2)"
+wait_pfield \$P1 controller_state '^CONTROLLER_STATE_(RESETTING|CONNECTING)\$'
+jshow port1-down head \$H
 nvmet_port_down 2
-wait_col \$P2 2 '^(resetting|connecting)\$'
-echo "umpath-lab: k5 port 2 down: P2 \$(col \$P2 2), fio running \$(kill -0 \$f 2>/dev/null && echo yes || echo no)"
-\$C head \$H
+wait_pfield \$P2 controller_state '^CONTROLLER_STATE_(RESETTING|CONNECTING)\$'
+jshow port2-down head \$H
+echo "umpath-lab: k5 port 2 down: fio running \$(kill -0 \$f 2>/dev/null && echo yes || echo no)"
 wait_paths 0
-echo "umpath-lab: k5 every controller lost: paths \$(npaths), controllers \$(ls /sys/class/nvme | wc -l), device \$( [ -b \$D ] && echo present || echo missing), fio running \$(kill -0 \$f 2>/dev/null && echo yes || echo no)"
-\$C heads
+jshow lost heads
+echo "umpath-lab: k5 every controller lost: controllers \$(ls /sys/class/nvme | wc -l), device \$(dev), fio running \$(kill -0 \$f 2>/dev/null && echo yes || echo no)"
 sleep 2
 nvmet_port_up 1; nvmet_port_up 2
 \$C attach tcp 127.0.0.1 4421 \$NVMET_NQN
 echo "umpath-lab: k5 umpathctl attach exit \$?"
 wait_paths 2
 wait \$f
-P1=\$(ctrl_of 4420); P2=\$(ctrl_of 4421)
-echo "umpath-lab: k5 after: paths \$(npaths), device \$( [ -b \$D ] && echo present || echo missing), \$(\$C heads | grep '^nguid' | awk '{print \$1, \$6}')"
-echo "umpath-lab: end k5"
+ports
+echo "umpath-lab: k5 after: device \$(dev)"
+jshow after heads
+end k5
 
-echo "umpath-lab: == k6"
+begin k6
 \$C set-delayed-removal \$H 3 >/dev/null
 \$F --name=k6 --filename=\$D --ioengine=io_uring --direct=1 --rw=randread --bs=4k --iodepth=8 \
   --time_based --runtime=90 > /tmp/k6.fio 2>&1 &
@@ -177,28 +170,31 @@ sleep 2
 nvmet_port_down 1; nvmet_port_down 2
 wait \$f; fe=\$?
 for i in \$(seq 1 100); do [ -b \$D ] || break; sleep 0.1; done
-echo "umpath-lab: k6 fio exit \$fe \$(grep -oE 'err= *[0-9]+' /tmp/k6.fio | head -1); device \$( [ -b \$D ] && echo present || echo gone)"
+echo "umpath-lab: k6 fio exit \$fe \$(grep -oE 'err= *[0-9]+' /tmp/k6.fio | head -1); device \$(dev)"
 nvmet_port_up 1; nvmet_port_up 2
 wait_paths 1; wait_dev
 \$C attach tcp 127.0.0.1 4421 \$NVMET_NQN >/dev/null
 wait_paths 2
-P1=\$(ctrl_of 4420); P2=\$(ctrl_of 4421)
+ports
 verify k6-new 8M
-echo "umpath-lab: end k6"
+end k6
 
-echo "umpath-lab: == k7"
+begin k7
 verify k7 96M &
 f=\$!
 sleep 2
-\$C detach \$P2; echo "umpath-lab: k7 umpathctl detach exit \$? paths \$(npaths) P2 in sysfs \$( [ -e /sys/class/nvme/\$P2 ] && echo yes || echo no)"
-bcurl AttachController "{\"transport\": \"tcp\", \"address\": \"127.0.0.1\", \"service\": \"4421\", \"subsystem_nqn\": \"\$NVMET_NQN\"}" > /tmp/k7.attach
-echo "umpath-lab: k7 buf curl attach exit \$? \$(grep -oE '"name": *"[^"]*"' /tmp/k7.attach | head -1)"
+\$C detach \$P2; echo "umpath-lab: k7 umpathctl detach exit \$? P2 in sysfs \$( [ -e /sys/class/nvme/\$P2 ] && echo yes || echo no)"
+jshow detached head \$H
+attach_port2
+echo "umpath-lab: k7 buf curl attach exit \$?"
 wait_paths 2
-P2=\$(ctrl_of 4421)
+P2=\$(nvmet_ctrl 2)
 bcurl DetachController "{\"name\": \"controllers/\$P2\"}"
-echo "umpath-lab: k7 buf curl detach exit \$? paths \$(npaths)"
+echo "umpath-lab: k7 buf curl detach exit \$?"
+jshow bcurl-detached head \$H
 \$C attach tcp 127.0.0.1 4421 \$NVMET_NQN; echo "umpath-lab: k7 umpathctl attach exit \$?"
-\$C attach tcp 127.0.0.1 4421 \$NVMET_NQN; echo "umpath-lab: k7 attach again exit \$? paths \$(npaths)"
+\$C attach tcp 127.0.0.1 4421 \$NVMET_NQN; echo "umpath-lab: k7 attach again exit \$?"
+jshow attached-again head \$H
 \$C attach tcp 127.0.0.1 4999 \$NVMET_NQN; echo "umpath-lab: k7 unreachable exit \$?"
 \$C attach tcp 127.0.0.1 4420 nqn.2026-01.io.umpath:nothere; echo "umpath-lab: k7 unknown-nqn exit \$?"
 \$C attach tcp 300.1.1.1 4420 \$NVMET_NQN; echo "umpath-lab: k7 malformed exit \$?"
@@ -209,89 +205,104 @@ echo "umpath-lab: k7 buf curl detach exit \$? paths \$(npaths)"
 # API, it stays detached (no reconnect after 5 s) until attached through the API again.
 \$C detach \$P1 >/dev/null
 sleep 8
-echo "umpath-lab: k7 configured detach: paths \$(npaths), P1 in sysfs \$( [ -e /sys/class/nvme/\$P1 ] && echo yes || echo no), port 1 controller \$(ctrl_of 4420)"
+echo "umpath-lab: k7 configured detach: P1 in sysfs \$( [ -e /sys/class/nvme/\$P1 ] && echo yes || echo no), port 1 controller \$(nvmet_ctrl 1)"
+jshow configured-detached head \$H
 \$C attach tcp 127.0.0.1 4420 \$NVMET_NQN >/dev/null; echo "umpath-lab: k7 configured attach again exit \$?"
 wait_paths 2
 wait \$f
-echo "umpath-lab: k7 after: paths \$(npaths), controllers \$(ls /sys/class/nvme | tr '\n' ' ')"
-echo "umpath-lab: end k7"
+echo "umpath-lab: k7 after: controllers \$(ls /sys/class/nvme | tr '\n' ' ')"
+jshow after head \$H
+end k7
 
 touch /tmp/stopping
 kill \$pid
 while kill -0 \$pid 2>/dev/null; do sleep 0.1; done
 sleep 0.5
-sed 's/^/watch: /' /tmp/watch.log | grep -vE 'progress' | tail -80
-grep -E "^umpath-kernel:|^umpathd:" /tmp/umpathd.err | sed 's/^/log: /' | tail -60
+watch_show /tmp/watch.json
+events /tmp/umpathd.err
+logs /tmp/umpathd.err
 AFTER
-UMPATH_LAB_AFTER="$work/after" bash "$here/mkinitramfs.sh" "$work/initramfs.gz" \
-  "$here/smoke_init.sh" "$umpathd" "$ctl" "$fio" "$buf"
-lab_show="umpath|log:|watch:|fio|nvme|error|Error"
-log="$work/serial.log"
-UMPATH_LAB_TCG_THREAD=single timeout 1500 bash "$here/boot.sh" "$work/initramfs.gz" 0 "$log" || true
-tr -d '\r' < "$log" > "$work/s.log"
-log="$work/s.log"
+lab_initramfs "$umpathd" "$ctl" "$fio" "$buf"
+lab_show="umpath|log:|fio|nvme|error|Error"
+lab_boot 1500 0
 clean_fio() { chk "$1" "$2 fio exit 0 err= *0" "$2: fio verified with zero errors"; }
 grep -q "umpath-lab: umpathd died" "$log" && fail "umpathd died"
+# ports SECTION: P1 and P2 as the section's last ports marker names them.
+ports() {
+  local line; line="$(grep -oE "ports P1=nvme[0-9]+ P2=nvme[0-9]+" "$work/$1" | tail -1)" || fail "$1: no ports marker"
+  P1="${line#*P1=}"; P1="${P1%% *}"; P2="${line##*P2=}"
+}
+# state DOC PATH: the check's expression for a path's controller state, ANA state, selectable.
+state() { echo "[path(head(J['$1']), '$2')[k] for k in ('controller_state', 'ana_state', 'selectable')]"; }
 
 section k0
+ports k0
 grep -q "umpath-lab: nvmet ready" "$log" || fail "the NVMe/TCP target is up"
 grep -q "kernel multipath N" "$log" || fail "the guest's native multipath is off"
 chk k0 "buf curl attach exit 0" "buf curl attaches a fabrics controller"
-chk k0 "port 1 is nvme[0-9]+, port 2 is nvme[0-9]+; ng devices ng[0-9]+n1 ng[0-9]+n1" "two controllers, each with its own ng device"
-chk k0 "^  nvme[0-9]+ +live +optimized +yes" "port 1's path is live and optimized"
-chk k0 "^  nvme[0-9]+ +live +non-optimized +yes" "port 2's path is live and non-optimized"
+jchk k0 "J['bcurl-AttachController']['controller']['name'] == 'controllers/$P2'" "buf curl attach answers port 2's controller"
+chk k0 "ng devices ng[0-9]+n1 ng[0-9]+n1" "two controllers, each with its own ng device"
+jchk k0 "sorted(ctrls(J['controllers'])) == sorted(['$P1', '$P2']) and 'trsvcid=4420' in ctrl(J['controllers'], '$P1')['address']" \
+  "both ports' controllers, named by the kernel"
+jchk k0 "$(state head "$P1") == ['CONTROLLER_STATE_LIVE', 'ANA_STATE_OPTIMIZED', True]" "port 1's path is live and optimized"
+jchk k0 "$(state head "$P2") == ['CONTROLLER_STATE_LIVE', 'ANA_STATE_NON_OPTIMIZED', True]" "port 2's path is live and non-optimized"
 
 section k1
 for p in numa round-robin queue-depth; do
   clean_fio k1 "k1-$p"
-  line="$(grep "k1 $p before" "$work/k1")" || fail "k1 $p counters"
-  set -- $(echo "$line" | grep -oE 'P[12] [0-9]+' | awk '{print $2}')
-  [ "$3" -gt "$1" ] && [ "$4" = "$2" ] || fail "k1: $p uses port 1 only: $line"
+  jchk k1 "grew(J['$p-before'], J['$p-after'], '$P1') and not grew(J['$p-before'], J['$p-after'], '$P2')" "$p uses port 1 only"
 done
 
 section k2
 clean_fio k2 k2
-line="$(grep "k2 inaccessible:" "$work/k2")" || fail "k2 counters"
-set -- $(echo "$line" | grep -oE 'P[12] [0-9]+' | awk '{print $2}')
-[ "$4" -gt "$2" ] || fail "k2: I/O moved to port 2: $line"
-chk k2 "P1 inaccessible" "port 1's path is inaccessible"
+jchk k2 "grew(J['before'], J['inaccessible'], '$P2')" "I/O moved to port 2"
+jchk k2 "path(head(J['inaccessible']), '$P1')['ana_state'] == 'ANA_STATE_INACCESSIBLE'" "port 1's path is inaccessible"
 clean_fio k2 k2-back
-line="$(grep "k2 failback:" "$work/k2")" || fail "k2 failback counters"
-set -- $(echo "$line" | grep -oE 'P[12] [0-9]+' | awk '{print $2}')
-[ "$3" -gt "$1" ] && [ "$4" = "$2" ] || fail "k2: I/O failed back to port 1: $line"
+jchk k2 "grew(J['optimized'], J['failback'], '$P1') and not grew(J['optimized'], J['failback'], '$P2')" "I/O failed back to port 1"
 
 section k3
-chk k3 "during CHANGE: waiting I/O [1-9][0-9]*, fio running yes" "I/O waits while the group is in CHANGE"
+jchk k3 "n(head(J['change'])['waiting_ios']) >= 1" "I/O waits while the group is in CHANGE"
+chk k3 "during CHANGE: fio running yes" "fio waits too"
 clean_fio k3 k3
 
 section k4
-chk k4 '"anatt_secs": *[1-9]' "the target's ANATT"
-grep -qE 'watch: .*controller-state-changed.*reset-requested.*2 x ANATT' "$log" || fail "k4: the reset was requested after 2 x ANATT"
-grep -qE 'log: umpath-kernel: nvme[0-9]+: resetting' "$log" || fail "k4: the kernel controller was reset"
+jchk k4 "J['p1']['controller']['anatt_secs'] >= 1" "the target's ANATT"
+jchk s.log "wev('controller-state-changed', controller='$P1', to='reset-requested', reason='2 x ANATT')" "k4: the reset was requested after 2 x ANATT"
+jchk s.log "wev('controller-state-changed', controller='$P1', to='resetting', reason='^reset requested$')" "k4: the kernel controller was reset"
 clean_fio k4 k4
 
 section k5
-chk k5 "port 1 down: P1 (resetting|connecting)" "port 1's controller reconnects"
-chk k5 "port 2 down: P2 (resetting|connecting), fio running yes" "I/O waits while every controller reconnects"
-chk k5 "every controller lost: paths 0, controllers 0, device present, fio running yes" \
+jchk k5 "path(head(J['port1-down']), '$P1')['controller_state'] in ('CONTROLLER_STATE_RESETTING', 'CONTROLLER_STATE_CONNECTING')" \
+  "port 1's controller reconnects"
+jchk k5 "path(head(J['port2-down']), '$P2')['controller_state'] in ('CONTROLLER_STATE_RESETTING', 'CONTROLLER_STATE_CONNECTING')" \
+  "port 2's controller reconnects"
+chk k5 "port 2 down: fio running yes" "I/O waits while every controller reconnects"
+chk k5 "every controller lost: controllers 0, device present, fio running yes" \
   "lost controllers: the head waits out its window with its device"
-chk k5 "^nguid-ab0+f1 +0 +0 .*40s +[0-9][^ ]* +[0-9]+ +/dev/ublkb0" "removal pending, still exported"
+jchk k5 "[head(J['lost'], '$H').get(k) for k in ('live_paths', 'delayed_removal_secs', 'removal_pending', 'export_device')] == [0, 40, True, '/dev/ublkb0'] and paths(head(J['lost'], '$H')) == []" \
+  "removal pending, still exported"
 chk k5 "umpathctl attach exit 0" "umpathctl attaches a fabrics controller"
 clean_fio k5 k5
-chk k5 "k5 after: paths 2, device present, nguid-ab0+f1 -" "the same head, its removal cancelled"
-grep -qE "watch: .*removal-cancelled" "$log" || fail "k5: the removal was cancelled"
+jchk k5 "len(paths(head(J['after'], '$H'))) == 2 and not head(J['after'], '$H')['removal_pending']" "the same head, its removal cancelled"
+chk k5 "k5 after: device present" "and its device"
+jchk s.log "wev('removal-cancelled', head='$H')" "k5: the removal was cancelled"
 
 section k6
 chk k6 "k6 fio exit [1-9] err= *[1-9][0-9]*; device gone" "past the window fio fails and the device goes"
-grep -qE "watch: .*head-removed.*delayed removal expired" "$log" || fail "k6: the head was removed when its window expired"
+jchk s.log "wev('head-removed', head='$H', reason='delayed removal expired')" "k6: the head was removed when its window expired"
 clean_fio k6 k6-new
 
 section k7
-chk k7 "umpathctl detach exit 0 paths 1 P2 in sysfs no" "umpathctl detach disconnects the controller"
-chk k7 'buf curl attach exit 0 "name": *"controllers/nvme' "buf curl attach answers the controller"
-chk k7 "buf curl detach exit 0 paths 1" "buf curl detach"
+ports k6
+chk k7 "umpathctl detach exit 0 P2 in sysfs no" "umpathctl detach disconnects the controller"
+jchk k7 "paths(head(J['detached'])) == ['$P1']" "one path after umpathctl detach"
+chk k7 "buf curl attach exit 0" "buf curl attach"
+jchk k7 "J['bcurl-AttachController']['controller']['name'].startswith('controllers/nvme')" "buf curl attach answers the controller"
+chk k7 "buf curl detach exit 0" "buf curl detach"
+jchk k7 "paths(head(J['bcurl-detached'])) == ['$P1']" "one path after buf curl detach"
 chk k7 "umpathctl attach exit 0" "attach again"
-chk k7 "attach again exit 0 paths 2" "attaching what is attached succeeds"
+chk k7 "attach again exit 0" "attaching what is attached succeeds"
+jchk k7 "len(paths(head(J['attached-again']))) == 2" "two paths after attaching twice"
 chk k7 "UNAVAILABLE: could not connect to tcp 127.0.0.1:4999" "an unreachable address says so"
 chk k7 "unreachable exit 14" "UNAVAILABLE's exit status"
 chk k7 "could not connect to tcp 127.0.0.1:4420 nqn.2026-01.io.umpath:nothere" "an unknown NQN says so"
@@ -301,10 +312,12 @@ chk k7 "malformed exit 3" "INVALID_ARGUMENT's exit status"
 chk k7 "service \"http\" is not a port" "a malformed port"
 chk k7 "NOT_FOUND: no kernel NVMe controller nvme99" "an unknown controller"
 chk k7 "unknown-detach exit 5" "detaching an unknown controller"
-chk k7 "configured detach: paths 1, P1 in sysfs no, port 1 controller \$" "a configured controller detached through the API stays detached"
+chk k7 "configured detach: P1 in sysfs no, port 1 controller \$" "a configured controller detached through the API stays detached"
+jchk k7 "len(paths(head(J['configured-detached']))) == 1 and '$P1' not in paths(head(J['configured-detached']))" \
+  "its path stays gone"
 chk k7 "configured attach again exit 0" "and comes back by an attach"
 clean_fio k7 k7
-chk k7 "k7 after: paths 2" "nothing else disturbed"
+jchk k7 "len(paths(head(J['after']))) == 2" "nothing else disturbed"
 grep -q "umpath-lab: umpathd exit 0" "$log" || fail "umpathd stopped cleanly"
-grep -E "umpath-lab: k[0-9] " "$log" | grep -E "fio exit|settled|reset requested|inaccessible:|failback" | sed 's/^/lab: /'
+grep -E "umpath-lab: k[0-9] " "$log" | grep -E "fio exit|settled|reset requested" | sed 's/^/lab: /'
 echo "lab: kernel test passed"

@@ -66,6 +66,14 @@ nvmet_port_up() {
     { echo "umpath-lab: nvmet: port $1 did not come up"; return 1; }
 }
 
+# nvmet_ctrl PORT: the kernel controller (nvmeX) connected to the port, if any.
+nvmet_ctrl() {
+  for c in /sys/class/nvme/nvme*; do
+    [ "$(cat $c/subsysnqn 2>/dev/null)" = $NVMET_NQN ] &&
+      grep -qE "trsvcid=$(nvmet_svc $1)(,|\$)" $c/address 2>/dev/null && basename $c
+  done | head -1
+}
+
 # nvmet_connect PORT [EXTRA_OPTS]: the kernel host connects to the port (the kernel
 # baseline; umpathd connects through libnvme itself), as our fixed host. The kernel
 # answers on the same file with the new controller's instance and cntlid.
