@@ -29,21 +29,17 @@ F=$fio
 H=$H
 . /lab/lib.sh
 . /lab/nvmet.sh
-ctrl_of() { for c in /sys/class/nvme/nvme*; do grep -q "trsvcid=\$1" \$c/address 2>/dev/null && basename \$c; done | head -1; }
-npaths() { \$C head \$H 2>/dev/null | grep -c '^  nvme'; }
-wait_paths() { for i in \$(seq 1 300); do [ "\$(npaths)" = "\$1" ] && return 0; sleep 0.1; done; echo "umpath-lab: \$1 paths never seen"; }
 nvmet_setup 64
-\$U --socket=/run/umpath/umpathd.sock --state_file=/tmp/heads --node=lab --workers=2 --export_all \
+agent umpathd \$U --workers=2 --export_all \
   --kernel_connect=tcp:127.0.0.1:4420:\$NVMET_NQN,tcp:127.0.0.1:4421:\$NVMET_NQN --kernel_poll_ms=500 \
-  --metrics_address=0.0.0.0:9810 > /tmp/umpathd.out 2> /tmp/umpathd.err &
-pid=\$!
+  --metrics_address=0.0.0.0:9810
 wait_paths 2
 for i in \$(seq 1 300); do [ -b /dev/ublkb0 ] && break; sleep 0.1; done
 \$F --name=load --filename=/dev/ublkb0 --ioengine=io_uring --direct=1 --rw=randrw --bs=4k \
   --iodepth=4 --rate_iops=100 --time_based --runtime=900 > /tmp/load.fio 2>&1 &
 f=\$!
 sleep 3
-P1=\$(ctrl_of 4420); P2=\$(ctrl_of 4421)
+P1=\$(nvmet_ctrl 1); P2=\$(nvmet_ctrl 2)
 echo "umpath-lab: metrics ready P1=\$P1 P2=\$P2"
 nc -l -p 7000 > /tmp/cmd1
 echo "umpath-lab: host says \$(cat /tmp/cmd1)"
@@ -57,12 +53,8 @@ kill \$pid; wait \$pid
 echo "umpath-lab: umpathd exit \$?"
 grep -E "^umpathd: (serving metrics|rpc-error|io-errors)" /tmp/umpathd.err | sed 's/^/log: /'
 AFTER
-UMPATH_LAB_AFTER="$work/after" bash "$here/mkinitramfs.sh" "$work/initramfs.gz" \
-  "$here/smoke_init.sh" "$umpathd" "$ctl" "$fio"
-log="$work/serial.log"
-UMPATH_LAB_TCG_THREAD=single UMPATH_LAB_HOSTFWD="hostfwd=tcp:127.0.0.1:$hp-:9810,hostfwd=tcp:127.0.0.1:$hc-:7000" \
-  timeout 900 bash "$here/boot.sh" "$work/initramfs.gz" 0 "$log" "$hg" &
-qemu=$!
+lab_initramfs "$umpathd" "$ctl" "$fio"
+UMPATH_LAB_HOSTFWD="hostfwd=tcp:127.0.0.1:$hp-:9810,hostfwd=tcp:127.0.0.1:$hc-:7000" lab_start 900 0 "$hg"
 lab_show="umpath|log:|metrics"
 until_log() {  # until_log REGEX SECONDS
   for _ in $(seq 1 $(($2 * 2))); do
@@ -125,10 +117,7 @@ grep -qE "^umpath_head_paths\{head=\"$H\"\} 1$" "$work/m3.txt" || fail "m3: one 
 grep -qE '^umpath_rpcs_total\{method="DetachController",code="OK"\} 1$' "$work/m3.txt" || fail "m3: the RPC is counted"
 echo "lab: m3: $P2 detached: 0 series of it left, $(grep -E '^umpath_rpcs_total\{method="DetachController"' "$work/m3.txt")"
 tell done
-wait "$qemu" || true
-qemu=""
-tr -d '\r' < "$log" > "$work/s.log"
-log="$work/s.log"
+lab_wait
 grep -q "umpath-lab: umpathd exit 0" "$log" || fail "umpathd stopped cleanly"
 grep -E "^log: " "$log" | sed 's/^/lab: /' || true
 echo "lab: metrics test passed"
