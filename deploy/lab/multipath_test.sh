@@ -57,7 +57,8 @@ begin fail-path "under I/O"
 workload fp
 wait_head
 sleep 2
-jshow failed fail-path \$H \$A maintenance
+jshow fail-path fail-path \$H \$A maintenance
+jshow failed head \$H
 sleep 2
 jshow failed-later head \$H
 jshow reinstated reinstate-path \$H \$A
@@ -134,7 +135,7 @@ export UMPATH_LAB_EXTRA="-device pcie-root-port,id=rp2,chassis=3,slot=3
   -drive file=$work/other-subsys.img,if=none,id=dother,format=raw
   -device nvme-ns,drive=dother,nsid=1,shared=on,bus=c2,nguid=ab000000-0000-0000-0000-000000000002"
 lab_show="umpath|event"
-UMPATH_LAB_NAMESPACES=2 UMPATH_LAB_TCG_THREAD=multi lab_boot 600 2
+UMPATH_LAB_NAMESPACES=2 lab_boot 600 2
 clean() { chk "$1" "result .* errors=0 mismatches=0" "zero errors and mismatches"; chk "$1" "$2 exited 0" "exit status"; }
 
 # 1. One head per namespace, each with both controllers' paths, live and optimized,
@@ -174,6 +175,7 @@ jchk fail-path "done(head(J['failed']), '$A') == done(head(J['failed-later']), '
 jchk fail-path "grew(J['failed'], J['failed-later'], '$B')" "the other path carried the I/O"
 jchk fail-path "not path(head(J['failed-later']), '$A')['selectable'] and path(head(J['failed-later']), '$A')['admin_failed']" \
   "the failed path is not selectable"
+jchk fail-path "path(head(J['fail-path']), '$A')['admin_failed']" "fail-path answers the head with the path failed"
 jchk fail-path "ev('path-state-changed', head='$H', path='$A', reason='^maintenance$')" "the failure is an event with its reason"
 jchk fail-path "path(head(J['reinstated']), '$A')['selectable']" "the reinstated path is selectable"
 jchk fail-path "ev('path-state-changed', head='$H', path='$A', reason='^reinstated$')" "the reinstatement is an event"

@@ -6,7 +6,7 @@ set -euo pipefail
 lab_init smoke
 lab_initramfs
 start=$(date +%s)
-UMPATH_LAB_TCG_THREAD=multi lab_boot 300 2
+lab_boot 300 2
 line="$(grep "umpath-lab: .* nvme functions bound" "$log" || true)"
 echo "${line:-no summary line} ($(( $(date +%s) - start )) s)"
 grep "umpath-lab:" "$log" || { tail -40 "$log"; exit 1; }

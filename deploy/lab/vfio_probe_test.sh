@@ -17,7 +17,7 @@ echo "umpath-lab: unknown device exited \$?"
 exit \$rc
 AFTER
 lab_initramfs "$probe"
-UMPATH_LAB_TCG_THREAD=multi lab_boot 300 2
+lab_boot 300 2
 grep "umpath-" "$log" || { tail -40 "$log"; exit 1; }
 lab_show="umpath-"
 [ "$(grep -c "umpath-vfio-probe: 0000:0[12]:00.0 bar0=" "$log")" -eq 2 ] \
