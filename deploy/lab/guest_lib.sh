@@ -110,6 +110,9 @@ wait_head() {
 }
 # npaths: how many paths head $H has.
 npaths() { $C -o json head $H 2>/dev/null | grep -c '"name": "heads/.*/paths/'; }
+# hfield FIELD: a field of head $H itself (live_paths, waiting_ios, export_device, ...),
+# as JSON has it without quotes; empty when there is no such head.
+hfield() { $C -o json head $H 2>/dev/null | awk -v f="\"$1\":" '$1 == f { v = $2; gsub(/[",]/, "", v); print v; exit }'; }
 # wait_paths N: until head $H has N paths (30 s at most).
 wait_paths() { local i; for i in $(seq 1 300); do [ "$(npaths)" = "$1" ] && return 0; sleep 0.1; done; echo "umpath-lab: $1 paths never seen"; }
 # pfield PATH FIELD: a field of path PATH of head $H (ana_state, controller_state,
@@ -138,6 +141,20 @@ verify() {
   $F --name=$n --filename=$D --ioengine=io_uring --direct=1 --rw=randwrite --bs=4k \
     --iodepth=16 --size=$s --verify=crc32c --do_verify=1 --verify_fatal=1 "$@" > /tmp/$n.fio 2>&1
   echo "umpath-lab: $n fio exit $? $(grep -oE 'err= *[0-9]+' /tmp/$n.fio | head -1) $(grep -oE 'error=[^,]*' /tmp/$n.fio | head -1)"
+}
+
+# verify_bg NAME SIZE: verify in the background ($f is its pid), 3 s under way.
+verify_bg() { verify "$@" & f=$!; sleep 3; }
+# policies NAME SIZE: for each policy, head $H set to it and verify NAME-POLICY SIZE, with
+# the head's JSON before and after ("POLICY-before", "POLICY-after").
+policies() {
+  local p
+  for p in numa round-robin queue-depth; do
+    $C set-policy $H $p > /dev/null
+    jshow $p-before head $H
+    verify $1-$p $2
+    jshow $p-after head $H
+  done
 }
 
 # idle_sample PID: the process's CPU ticks over 10 s with nothing to do, its resident

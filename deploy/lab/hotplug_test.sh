@@ -20,18 +20,12 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 lab_init hotplug "$1" "$2"
 H=nguid-ab000000000000000000000000000001
-A=0000:01:00.0
 
-cat > "$work/after" <<AFTER
-#!/bin/sh
-U=$perf
-C=$ctl
-H=$H
-. /lab/lib.sh
-A=\$(ctrl_bdf 0); B=\$(ctrl_bdf 1)
+lab_after
+cat >> "$work/after" <<AFTER
 start() {  # start NAME DELAY
   begin \$1 "(delayed_removal_secs \$2)"
-  agent \$1 \$U --bind_vfio --vfio_devices=\$A,\$B --default_io_policy=round-robin \
+  agent \$1 \$P --bind_vfio --vfio_devices=\$A,\$B --default_io_policy=round-robin \
     --default_delayed_removal_secs=\$2 --workload=verify --workload_secs=600 --workload_qd=16
   wait_paths 2
   sleep 2
@@ -102,7 +96,7 @@ nomaster() { printf '\\002\\000' | dd of=/sys/bus/pci/devices/\$A/config bs=1 se
 for t in t7 t8; do
   hc=1000; [ \$t = t8 ] && hc=0
   begin \$t "(health check \$hc ms)"
-  agent \$t \$U --vfio_devices=\$A,\$B --default_io_policy=round-robin --io_timeout_ms=2000 --health_check_ms=\$hc \
+  agent \$t \$P --vfio_devices=\$A,\$B --default_io_policy=round-robin --io_timeout_ms=2000 --health_check_ms=\$hc \
     --workload=verify --workload_secs=600 --workload_qd=16
   wait_paths 2
   sleep 2

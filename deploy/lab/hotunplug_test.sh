@@ -10,13 +10,9 @@ set -euo pipefail
 lab_init hotunplug "$1" "$2"
 H=nguid-ab000000000000000000000000000001
 
-cat > "$work/after" <<AFTER
-#!/bin/sh
-C=$ctl
-H=$H
-. /lab/lib.sh
-A=\$(ctrl_bdf 0); B=\$(ctrl_bdf 1)
-agent hp $perf --vfio_devices=\$A,\$B --default_io_policy=round-robin \
+lab_after
+cat >> "$work/after" <<AFTER
+agent hp \$P --vfio_devices=\$A,\$B --default_io_policy=round-robin \
   --workload=verify --workload_secs=600 --workload_qd=16
 wait_head
 sleep 2

@@ -29,15 +29,10 @@ fio="$(lab_fio)"
 buf="$(readlink -f "${3:-$here/../../build/tools/node_modules/@bufbuild/buf-linux-x64/bin/buf}")"
 [ -x "$buf" ] || { echo "FAIL: no buf at $buf (deploy/dev/install-deps.sh installs it)"; exit 1; }
 
-cat > "$work/after" <<AFTER
-#!/bin/sh
-U=$umpathd
-C=$ctl
-F=$fio
+lab_after
+cat >> "$work/after" <<AFTER
 BUF=$buf
-H=$H
 D=/dev/ublkb0
-. /lab/lib.sh
 . /lab/nvmet.sh
 bcurl() {  # bcurl METHOD JSON: the call's answer as one "umpath-json bcurl-METHOD" line
   \$BUF curl --protocol grpc --unix-socket \$SOCK -d "\$2" http://localhost/umpath.v1.MultipathControl/\$1 > /tmp/bcurl.json
@@ -78,19 +73,12 @@ jshow head head \$H
 end k0
 
 begin k1
-for p in numa round-robin queue-depth; do
-  \$C set-policy \$H \$p >/dev/null
-  jshow \$p-before head \$H
-  verify k1-\$p 16M
-  jshow \$p-after head \$H
-done
+policies k1 16M
 \$C set-policy \$H numa >/dev/null
 end k1
 
 begin k2
-verify k2 64M &
-f=\$!
-sleep 3
+verify_bg k2 64M
 jshow before head \$H
 nvmet_ana 1 inaccessible
 wait_pfield \$P1 ana_state '^ANA_STATE_INACCESSIBLE\$'
@@ -110,9 +98,7 @@ nvmet_ana 2 inaccessible
 nvmet_ana 1 change
 wait_pfield \$P1 ana_state '^ANA_STATE_CHANGE\$'
 wait_pfield \$P2 ana_state '^ANA_STATE_INACCESSIBLE\$'
-verify k3 4M &
-f=\$!
-sleep 3
+verify_bg k3 4M
 jshow change head \$H
 echo "umpath-lab: k3 during CHANGE: fio running \$(kill -0 \$f 2>/dev/null && echo yes || echo no)"
 t0=\$(now)
@@ -137,9 +123,7 @@ end k4
 
 begin k5
 \$C set-delayed-removal \$H 40 >/dev/null
-verify k5 48M &
-f=\$!
-sleep 3
+verify_bg k5 48M
 nvmet_port_down 1
 wait_pfield \$P1 controller_state '^CONTROLLER_STATE_(RESETTING|CONNECTING)\$'
 jshow port1-down head \$H
@@ -180,9 +164,7 @@ verify k6-new 8M
 end k6
 
 begin k7
-verify k7 96M &
-f=\$!
-sleep 2
+verify_bg k7 96M
 \$C detach \$P2; echo "umpath-lab: k7 umpathctl detach exit \$? P2 in sysfs \$( [ -e /sys/class/nvme/\$P2 ] && echo yes || echo no)"
 jshow detached head \$H
 attach_port2

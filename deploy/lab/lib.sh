@@ -16,6 +16,19 @@ lab_init() {
   trap '[ -n "$qemu" ] && kill "$qemu" 2>/dev/null; [ -n "${UMPATH_LAB_KEEP:-}" ] && echo "lab: kept $work" || rm -rf "$work"' EXIT
   bash "$here/fetch.sh" >/dev/null
 }
+# The PCI addresses of boot.sh's controllers c0 and c1 in the node.
+A=0000:01:00.0
+B=0000:02:00.0
+# lab_after: starts $work/after, the test's step in the node (the test appends to it):
+# a busybox sh script with U (umpathd), P (umpath-perf), C (umpathctl), F (fio, when the
+# test set $fio), H (the test's $H), A and B set and /lab/lib.sh sourced.
+lab_after() {
+  cat > "$work/after" <<AFTER
+#!/bin/sh
+U=${umpathd:-} P=${perf:-} C=${ctl:-} F=${fio:-} H=${H:-} A=$A B=$B
+. /lab/lib.sh
+AFTER
+}
 # lab_fio: prints fio's path, installing Debian's fio first if it is missing.
 lab_fio() {
   command -v fio >/dev/null || {
@@ -34,8 +47,8 @@ lab_initramfs() {
 # lab_start TIMEOUT CONTROLLERS [HOSTPORT]: boots $work/initramfs.gz in the background
 # (boot.sh; one TCG thread unless UMPATH_LAB_TCG_THREAD says otherwise) with a QMP socket
 # the guest's requests are relayed to; $log is its serial log. lab_wait: until the node
-# powered off; then $log is the log without carriage returns, and fail/section/chk/jchk
-# check it.
+# powered off (or the timeout ended it: $lab_rc is 124); then $log is the log without
+# carriage returns, and fail/section/chk/jchk check it.
 lab_start() {
   log="$work/serial.log"
   UMPATH_LAB_TCG_THREAD="${UMPATH_LAB_TCG_THREAD:-single}" timeout "$1" \
@@ -45,7 +58,8 @@ lab_start() {
   relay=$!
 }
 lab_wait() {
-  wait "$qemu" || true
+  lab_rc=0
+  wait "$qemu" || lab_rc=$?
   qemu=""
   wait "$relay" || true
   tr -d '\r' < "$log" > "$work/s.log"
@@ -73,7 +87,3 @@ jchk() {
   local f="$1" e="$2" what="$3"; shift 3
   python3 "$here/check.py" "$work/$f" "$e" "$@" || fail "$f: $what"
 }
-# jval NAME EXPR [VAR=VALUE...]: EXPR's value on $work/NAME.
-jval() { local f="$1" e="$2"; shift 2; python3 "$here/check.py" -p "$work/$f" "$e" "$@"; }
-# lab_boot_qmp TIMEOUT: lab_boot with two controllers (the tests not yet on lab_boot).
-lab_boot_qmp() { lab_boot "$1" 2; }

@@ -21,13 +21,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 hp="$(free_port)"; hc="$(free_port)"; hg="$(free_port)"
 H=nguid-ab0000000000000000000000000000f1
 
-cat > "$work/after" <<AFTER
-#!/bin/sh
-U=$umpathd
-C=$ctl
-F=$fio
-H=$H
-. /lab/lib.sh
+lab_after
+cat >> "$work/after" <<AFTER
 . /lab/nvmet.sh
 nvmet_setup 64
 agent umpathd \$U --workers=2 --export_all \

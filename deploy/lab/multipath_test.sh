@@ -19,17 +19,9 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 lab_init mp "$1" "$2"
 H=nguid-ab000000000000000000000000000001
-A=0000:01:00.0
-B=0000:02:00.0
 
-cat > "$work/after" <<AFTER
-#!/bin/sh
-U=$umpathd
-P=$perf
-C=$ctl
-H=$H
-. /lab/lib.sh
-A=\$(ctrl_bdf 0); B=\$(ctrl_bdf 1)
+lab_after
+cat >> "$work/after" <<AFTER
 # vfio NAME PROGRAM FLAGS...: an agent on both controllers.
 vfio() { local n=\$1 prog=\$2; shift 2; agent \$n \$prog --vfio_devices=\$A,\$B "\$@"; }
 # workload NAME: a verified round-robin workload on both until stop NAME.

@@ -20,21 +20,13 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 lab_init ublk "$1" "$2"
 H=nguid-ab000000000000000000000000000001
-A=0000:01:00.0
-B=0000:02:00.0
 fio="$(lab_fio)"
 blkdiscard="$(command -v blkdiscard || echo /usr/sbin/blkdiscard)"
 
-cat > "$work/after" <<AFTER
-#!/bin/sh
-U=$umpathd
-C=$ctl
-F=$fio
-H=$H
+lab_after
+cat >> "$work/after" <<AFTER
 D=/dev/ublkb0
 LAB_STATE=ublk
-. /lab/lib.sh
-A=\$(ctrl_bdf 0); B=\$(ctrl_bdf 1)
 start() {  # start NAME [FLAGS...]
   n=\$1; shift
   agent \$n \$U --bind_vfio --vfio_devices=\$A,\$B --workers=2 --export_all "\$@"
@@ -46,12 +38,7 @@ begin u1
 start u1 --default_io_policy=numa
 wait_paths 2; wait_dev
 echo "umpath-lab: u1 limits lbs \$(cat /sys/block/ublkb0/queue/logical_block_size) max_hw_kb \$(cat /sys/block/ublkb0/queue/max_hw_sectors_kb) cache \$(cat /sys/block/ublkb0/queue/write_cache | tr ' ' _) discard \$(cat /sys/block/ublkb0/queue/discard_max_hw_bytes) zeroes \$(cat /sys/block/ublkb0/queue/write_zeroes_max_bytes) sectors \$(cat /sys/block/ublkb0/size)"
-for p in numa round-robin queue-depth; do
-  \$C set-policy \$H \$p >/dev/null
-  jshow \$p-before head \$H
-  verify u1-\$p 24M
-  jshow \$p-after head \$H
-done
+policies u1 24M
 # Write zeroes and discard: a pattern, zeroed through BLKZEROOUT, read back.
 dd if=/dev/urandom of=/tmp/pat bs=64k count=16 2>/dev/null
 dd if=/tmp/pat of=\$D bs=64k count=16 oflag=direct 2>/dev/null
@@ -62,9 +49,7 @@ echo "umpath-lab: u1 write-zeroes exit \$z nonzero-lines \$nz discard exit \$d"
 end u1
 
 begin u2
-verify u2 64M &
-f=\$!
-sleep 3
+verify_bg u2 64M
 unplug 0; wait_paths 1
 jshow during head \$H
 wait \$f
@@ -74,9 +59,7 @@ end u2
 
 begin u3
 \$C set-delayed-removal \$H 20 >/dev/null
-verify u3 48M &
-f=\$!
-sleep 3
+verify_bg u3 48M
 unplug 0 1
 sleep 1
 echo "umpath-lab: u3 during the outage: device \$(dev)"
@@ -128,9 +111,7 @@ end u5
 
 begin u6
 \$C set-delayed-removal \$H 0 >/dev/null
-verify u6 64M &
-f=\$!
-sleep 3
+verify_bg u6 64M
 kill -9 \$pid; wait \$pid 2>/dev/null
 echo "umpath-lab: u6 killed; device \$(dev); state \$(ls /run/umpath/ublk)"
 sleep 2
@@ -144,9 +125,7 @@ begin u7
 echo "umpath-lab: u7 clean stop: \$(ublk_state)"
 start u7 --ublk_user_recovery=false
 wait_paths 2; wait_dev
-verify u7 64M &
-f=\$!
-sleep 3
+verify_bg u7 64M
 kill -9 \$pid; wait \$pid 2>/dev/null
 t0=\$(now)
 wait \$f
