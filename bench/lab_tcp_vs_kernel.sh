@@ -18,36 +18,28 @@
 # UMPATHCTL defaults to the umpathctl of UMPATHD's build tree. UMPATH_BENCH_ONLY=kernel
 # boots only A, =umpath only B.
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
-lab="$root/deploy/lab"
-umpathd="$(readlink -f "$1")"
-perf="$(dirname "$umpathd")/umpath-perf"  # the workload side: the same agent (umpath-perf)
+. "$(dirname "$0")/../deploy/lab/lib.sh"
+# UMPATHCTL: given, or the build tree's (build/PRESET/umpathd, build/PRESET/client/umpathctl).
+ctl="${4:-$(dirname "$1")/client/umpathctl}"
+[ -x "$ctl" ] || ctl="$1"
+# UMPATH_LAB_KEEP=1 keeps $work (both serial logs).
+lab_init bench-tcp "$1" "$ctl"
 secs="${2:-10}"
 runs="${3:-1}"
-# UMPATHCTL: given, or the build tree's (build/PRESET/umpathd, build/PRESET/client/umpathctl).
-ctl="${4:-$(dirname "$umpathd")/client/umpathctl}"
-[ -x "$ctl" ] || ctl="$umpathd"
-ctl="$(readlink -f "$ctl")"
 only="${UMPATH_BENCH_ONLY:-}"
 # The ANA runs: SETTLE s of steady reads, each flip then WINDOW s of samples.
 settle=3
 window=6
-. "$lab/lib.sh"
 fio="$(lab_fio)"
-work="$(mktemp -d /tmp/umpath-bench-tcp-XXXXXX)"
-# UMPATH_LAB_KEEP=1 keeps $work (both serial logs).
-trap '[ -n "${UMPATH_LAB_KEEP:-}" ] && echo "logs in $work" || rm -rf "$work"' EXIT
-bash "$lab/fetch.sh" >/dev/null
+H=nguid-ab0000000000000000000000000000f1
 
 # One guest script for both boots; it tells them apart by nvme_core.multipath.
-cat > "$work/after" <<AFTER
-#!/bin/sh
-FIO=$fio; U=$umpathd; P=$perf; C=$ctl; SECS=$secs; RUNS=$runs; SETTLE=$settle; WINDOW=$window
+lab_after
+cat >> "$work/after" <<AFTER
+SECS=$secs; RUNS=$runs; SETTLE=$settle; WINDOW=$window
 AFTER
 cat >> "$work/after" <<'AFTER'
-. /lab/lib.sh
 . /lab/nvmet.sh
-H=nguid-ab0000000000000000000000000000f1
 # Guest uptime without a fork: $up (seconds, two decimals) and $up_cs (centiseconds).
 tick() { read -r up idle < /proc/uptime; up_cs=${up%.*}${up#*.}; }
 # ana_run OUT: calls probe (which sets c1 c2, each port's completed reads, and a1 a2,
@@ -101,13 +93,13 @@ if [ "$(cat /sys/module/nvme_core/parameters/multipath)" = Y ]; then
   P1=$(path 1); P2=$(path 2)
   echo "bench: kernel head /dev/$head of $(basename $sub), controllers $(ls $sub | grep -E '^nvme[0-9]+$' | tr '\n' ' ')policy $(cat $sub/iopolicy), paths port 1 $(basename $P1) port 2 $(basename $P2)"
   for run in $(seq 1 $RUNS); do
-    $FIO --name=kernel --filename=/dev/$head --ioengine=io_uring --direct=1 --rw=randread \
+    $F --name=kernel --filename=/dev/$head --ioengine=io_uring --direct=1 --rw=randread \
       --bs=4k --iodepth=32 --numjobs=1 --time_based --runtime=$SECS --output-format=json \
       --output=/tmp/fio.json >/dev/null 2>&1
     show fio-json /tmp/fio.json
   done
   probe() { read -r c1 x < $P1/stat; read -r c2 x < $P2/stat; read -r a1 < $P1/ana_state; read -r a2 < $P2/ana_state; }
-  $FIO --name=kernel-ana --filename=/dev/$head --ioengine=io_uring --direct=1 --rw=randread \
+  $F --name=kernel-ana --filename=/dev/$head --ioengine=io_uring --direct=1 --rw=randread \
     --bs=4k --iodepth=32 --numjobs=1 --time_based --runtime=$((SETTLE + 2 * WINDOW + 3)) \
     --output-format=json --output=/tmp/fio-ana.json >/dev/null 2>&1 &
   f=$!
@@ -129,14 +121,12 @@ else
     done
     echo "bench: umpathd left $n controllers connected $1 (deleted)"
   }
-  # live_paths: LIVE of our head in umpathctl heads (empty until it is there).
-  live_paths() { $C heads 2>/dev/null | awk -v h=$H '$1 == h {print $3}'; }
   # wait_live PID: until the head has both paths live (60 s at most) while PID runs.
   alive() { read -r pid comm st rest 2>/dev/null < /proc/$1/stat && [ "$st" != Z ]; }
   wait_live() {
     for i in $(seq 1 300); do
       alive $1 || return 1
-      [ "$(live_paths)" = 2 ] && return 0
+      [ "$(hfield live_paths)" = 2 ] && return 0
       sleep 0.2
     done
     return 1
@@ -155,23 +145,24 @@ else
     --workload_then=serve --metrics_address=127.0.0.1:9810 > /tmp/ana-u.out 2>/tmp/u.err &
   u=$!
   if wait_live $u; then
-    # Path names are kernel controller names; the port is in the controller's address.
-    port_path() {
-      for c in /sys/class/nvme/nvme*; do
-        [ "$(cat $c/subsysnqn 2>/dev/null)" = $NVMET_NQN ] &&
-          grep -qE "trsvcid=$(nvmet_svc $1)(,|\$)" $c/address && basename $c
-      done | head -1
+    # Path names are kernel controller names; the port is in the controller's address
+    # (sysfs, else the agent's controller address).
+    has_path() { [ -n "$1" ] && [ -n "$(pfield $1 name)" ]; }
+    ctrl_at() {
+      $C -o json controllers | awk -v svc="trsvcid=$(nvmet_svc $1)" '$1 == "\"name\":" {n = $2; gsub(/.*\/|[",]/, "", n)}
+        $1 == "\"address\":" && (index($0, svc ",") || index($0, svc "\"")) {print n; exit}'
     }
-    # Else the controller whose ADDRESS in umpathctl controllers has the port.
-    has_path() { [ -n "$1" ] && $C head $H | grep -qE "^ +$1 "; }
-    P1=$(port_path 1); P2=$(port_path 2)
-    has_path "$P1" || P1=$($C controllers | awk '/[:=]4420([^0-9]|$)/ {print $1; exit}')
-    has_path "$P2" || P2=$($C controllers | awk '/[:=]4421([^0-9]|$)/ {print $1; exit}')
+    P1=$(nvmet_ctrl 1); P2=$(nvmet_ctrl 2)
+    has_path "$P1" || P1=$(ctrl_at 1)
+    has_path "$P2" || P2=$(ctrl_at 2)
     echo "bench: umpathd paths port 1 $P1 port 2 $P2"
     $C controllers; $C head $H
     cprobe() {
-      set -- $($C head $H 2>/dev/null | awk -v p1=$P1 -v p2=$P2 '$1 == p1 {c1 = $6; a1 = $3} $1 == p2 {c2 = $6; a2 = $3}
-        END {print c1 + 0, c2 + 0, (a1 == "" ? "-" : a1), (a2 == "" ? "-" : a2)}')
+      set -- $($C -o json head $H 2>/dev/null | awk -v p1="/paths/$P1\"" -v p2="/paths/$P2\"" '
+        $1 == "\"name\":" && index($2, "/paths/") {cur = index($0, p1) ? 1 : index($0, p2) ? 2 : 0}
+        cur && $1 == "\"ana_state\":" {v = $2; gsub(/[",]/, "", v); sub(/^ANA_STATE_/, "", v); a[cur] = tolower(v)}
+        cur && $1 == "\"completed\":" {v = $2; gsub(/[",]/, "", v); c[cur] = v}
+        END {print c[1] + 0, c[2] + 0, (a[1] == "" ? "-" : a[1]), (a[2] == "" ? "-" : a[2])}')
       c1=$1; c2=$2; a1=$3; a2=$4
     }
     # The same from umpathd's metrics (completions are the latency histogram's count):
@@ -220,12 +211,12 @@ else
   umpathd_end $? 143
 fi
 AFTER
-UMPATH_LAB_AFTER="$work/after" bash "$lab/mkinitramfs.sh" "$work/initramfs.gz" \
-  "$lab/smoke_init.sh" "$umpathd" "$perf" "$ctl" "$fio"
+lab_initramfs "$umpathd" "$perf" "$ctl" "$fio"
 # boot MULTIPATH LOG TIMEOUT: the node with no QEMU NVMe; the paths are nvmet's.
 boot() {
-  UMPATH_LAB_MULTIPATH=$1 timeout "$3" bash "$lab/boot.sh" "$work/initramfs.gz" 0 "$work/serial-$1.log" || true
-  tr -d '\r' < "$work/serial-$1.log" > "$2"
+  UMPATH_LAB_MULTIPATH=$1 UMPATH_LAB_TCG_THREAD=multi lab_boot "$3" 0
+  cp "$log" "$2"
+  mv "$work/serial.log" "$work/serial-$1.log"
 }
 : > "$work/a.log"; : > "$work/b.log"
 [ "$only" = umpath ] || boot Y "$work/a.log" $((300 + runs * secs * 3))

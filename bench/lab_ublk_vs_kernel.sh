@@ -8,47 +8,36 @@
 # MB/s, p99 and the ratio umpath/kernel. Figures are printed, never asserted.
 # Usage: bench/lab_ublk_vs_kernel.sh UMPATHD [SECONDS] [RUNS] [WORKERS]
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
-lab="$root/deploy/lab"
-umpathd="$(readlink -f "$1")"
+. "$(dirname "$0")/../deploy/lab/lib.sh"
+lab_init bench "$1"
 secs="${2:-10}"
 runs="${3:-1}"
 workers="${4:-2}"
-. "$lab/lib.sh"
 fio="$(lab_fio)"
-work="$(mktemp -d /tmp/umpath-bench-XXXXXX)"
-trap 'rm -rf "$work"' EXIT
-bash "$lab/fetch.sh" >/dev/null
 
-cat > "$work/after" <<AFTER
-#!/bin/sh
-. /lab/lib.sh
+lab_after
+cat >> "$work/after" <<AFTER
 # job NAME DEVICE: both shapes, one JSON document each.
 job() {
-  $fio --name=\$1-rand4k --filename=\$2 --ioengine=io_uring --direct=1 --rw=randread \
+  \$F --name=\$1-rand4k --filename=\$2 --ioengine=io_uring --direct=1 --rw=randread \
     --bs=4k --iodepth=32 --numjobs=1 --time_based --runtime=$secs --output-format=json \
     --output=/tmp/fio.json >/dev/null 2>&1
   echo "bench: fio-json-begin"; cat /tmp/fio.json; echo "bench: fio-json-end"
-  $fio --name=\$1-seq128k --filename=\$2 --ioengine=io_uring --direct=1 --rw=read \
+  \$F --name=\$1-seq128k --filename=\$2 --ioengine=io_uring --direct=1 --rw=read \
     --bs=128k --iodepth=8 --numjobs=1 --time_based --runtime=$secs --output-format=json \
     --output=/tmp/fio.json >/dev/null 2>&1
   echo "bench: fio-json-begin"; cat /tmp/fio.json; echo "bench: fio-json-end"
 }
+D=/dev/ublkb0
 for run in \$(seq 1 $runs); do
-  bind nvme "\$@"
-  for i in \$(seq 1 100); do
-    [ -b /dev/nvme0n1 ] && [ "\$(ls -d /sys/class/nvme-subsystem/nvme-subsys0/nvme[0-9]* 2>/dev/null | wc -l)" -ge 2 ] && break
-    sleep 0.2
-  done
+  kernel_head "\$@"
   echo "bench: kernel paths: \$(ls /sys/block | grep nvme | tr '\n' ' ') policy \$(cat /sys/class/nvme-subsystem/nvme-subsys0/iopolicy)"
   job kernel /dev/nvme0n1
   bind vfio-pci "\$@"
-  $umpathd --socket=/run/umpath/umpathd.sock --state_file=/tmp/heads --vfio_devices=all \
-    --workers=$workers --export_all 2>/tmp/umpathd.err &
-  pid=\$!
-  for i in \$(seq 1 300); do [ -b /dev/ublkb0 ] && break; sleep 0.1; done
+  agent umpathd-\$run \$U --vfio_devices=all --workers=$workers --export_all
+  wait_dev
   echo "bench: umpath device: \$(ls /dev | grep ublkb) queues \$(ls /sys/block/ublkb0/mq | wc -l)"
-  job umpath /dev/ublkb0
+  job umpath \$D
   if [ \$run = 1 ]; then
     # Idle with the device exported and both paths live: no I/O for 10 s.
     sleep 2
@@ -57,11 +46,8 @@ for run in \$(seq 1 $runs); do
   kill \$pid; wait \$pid
 done
 AFTER
-UMPATH_LAB_AFTER="$work/after" bash "$lab/mkinitramfs.sh" "$work/initramfs.gz" \
-  "$lab/smoke_init.sh" "$umpathd" "$fio"
-UMPATH_LAB_MULTIPATH=Y timeout $((300 + runs * secs * 10)) \
-  bash "$lab/boot.sh" "$work/initramfs.gz" 2 "$work/serial.log" || true
-tr -d '\r' < "$work/serial.log" > "$work/s.log"
+lab_initramfs "$umpathd" "$fio"
+UMPATH_LAB_MULTIPATH=Y UMPATH_LAB_TCG_THREAD=multi lab_boot $((300 + runs * secs * 10)) 2
 python3 - "$work/s.log" <<'PY'
 import json, re, sys
 text = open(sys.argv[1]).read()

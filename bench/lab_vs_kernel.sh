@@ -8,51 +8,34 @@
 # Prints both results and the ratios. Figures are printed, never asserted.
 # Usage: bench/lab_vs_kernel.sh UMPATHD [SECONDS] [RUNS]
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
-lab="$root/deploy/lab"
-umpathd="$(readlink -f "$1")"
-perf="$(dirname "$umpathd")/umpath-perf"  # the workload side: the same agent (umpath-perf)
+. "$(dirname "$0")/../deploy/lab/lib.sh"
+lab_init bench "$1"
 secs="${2:-10}"
 runs="${3:-1}"
-. "$lab/lib.sh"
 fio="$(lab_fio)"
-work="$(mktemp -d /tmp/umpath-bench-XXXXXX)"
-trap 'rm -rf "$work"' EXIT
-bash "$lab/fetch.sh" >/dev/null
 
-cat > "$work/after" <<AFTER
-#!/bin/sh
-. /lab/lib.sh
+lab_after
+cat >> "$work/after" <<AFTER
 for run in \$(seq 1 $runs); do
-  bind nvme "\$@"
-  # Both controllers in the kernel's subsystem, and its head block device.
-  for i in \$(seq 1 100); do
-    [ -b /dev/nvme0n1 ] && [ "\$(ls -d /sys/class/nvme-subsystem/nvme-subsys0/nvme[0-9]* 2>/dev/null | wc -l)" -ge 2 ] && break
-    sleep 0.2
-  done
+  kernel_head "\$@"
   echo "bench: kernel paths: \$(ls /sys/block | grep nvme | tr '\n' ' ') controllers \$(ls /sys/class/nvme-subsystem/nvme-subsys0 | grep -E '^nvme[0-9]+$' | tr '\n' ' ') policy \$(cat /sys/class/nvme-subsystem/nvme-subsys0/iopolicy)"
-  $fio --name=kernel --filename=/dev/nvme0n1 --ioengine=io_uring --direct=1 --rw=randread \
+  \$F --name=kernel --filename=/dev/nvme0n1 --ioengine=io_uring --direct=1 --rw=randread \
     --bs=4k --iodepth=32 --numjobs=1 --time_based --runtime=$secs --output-format=json \
     --output=/tmp/fio.json >/dev/null 2>&1
   echo "bench: fio-json-begin"; cat /tmp/fio.json; echo "bench: fio-json-end"
   bind vfio-pci "\$@"
-  $perf --socket=/run/umpath/umpathd.sock --state_file=/tmp/heads --vfio_devices=all \
+  \$P --socket=\$SOCK --state_file=/tmp/heads --vfio_devices=all \
     --workload=randread --workload_bs=4096 --workload_qd=32 --workload_secs=$secs 2>/dev/null
 done
 # Idle: two live paths, no I/O, 10 s.
-$umpathd --socket=/run/umpath/umpathd.sock --state_file=/tmp/heads --vfio_devices=all 2>/dev/null &
-pid=\$!
+agent idle \$U --vfio_devices=all
 sleep 3
 idle_sample \$pid
 kill \$pid; wait \$pid
 AFTER
-UMPATH_LAB_AFTER="$work/after" bash "$lab/mkinitramfs.sh" "$work/initramfs.gz" \
-  "$lab/smoke_init.sh" "$umpathd" "$perf" "$fio"
-rc=0
-UMPATH_LAB_MULTIPATH=Y timeout $((300 + runs * secs * 6)) \
-  bash "$lab/boot.sh" "$work/initramfs.gz" 2 "$work/serial.log" || rc=$?
-tr -d '\r' < "$work/serial.log" > "$work/s.log"
-if [ "$rc" = 124 ]; then
+lab_initramfs "$umpathd" "$perf" "$fio"
+UMPATH_LAB_MULTIPATH=Y UMPATH_LAB_TCG_THREAD=multi lab_boot $((300 + runs * secs * 6)) 2
+if [ "$lab_rc" = 124 ]; then
   # The node did not finish: say where it stood, not just which figures are missing.
   echo "bench: the lab node timed out; the last of its log:"
   grep -E "umpath|bench: (kernel|idle)|BUG|Oops|panic" "$work/s.log" | grep -v '^event' | tail -25
