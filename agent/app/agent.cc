@@ -140,10 +140,9 @@ void Agent::StopControllers() {
     plane_->Run([&] { supervisor_->StopAll(grace_ms * 1'000'000, [&](size_t) { done.Notify(); }); });
     done.WaitFor(std::chrono::hours(24));
   }
+  // The backends and the supervisor stay until the members go: the block devices'
+  // buffers are DMA memory of the vfio container, freed after them.
   plane_->Stop();
-  kernel_.reset();
-  vfio_.reset();
-  supervisor_.reset();
 }
 
 IoMemoryAllocator Agent::io_allocator() const {
