@@ -77,9 +77,11 @@ class Agent {
   bool workers_started_ = false;
   std::unique_ptr<Multipath> mp_;
   std::unique_ptr<EventLogger> logger_;
-  std::unique_ptr<ControllerSupervisor> supervisor_;
   std::unique_ptr<vfio::VfioManager> vfio_;
   std::unique_ptr<kernel::LibnvmeBackend> kernel_;
+  // After the backends, so it goes before them: controllers left by StopAll go with it
+  // (the workers have stopped by then), while their backend is still there.
+  std::unique_ptr<ControllerSupervisor> supervisor_;
   std::unique_ptr<BackendControllerOps> controller_ops_;
   std::unique_ptr<UblkExportOps> export_ops_;
   std::unique_ptr<ublk::Exporter> exporter_;

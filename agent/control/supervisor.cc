@@ -149,9 +149,7 @@ ControllerSupervisor::~ControllerSupervisor() {
   plane_->Cancel(health_timer_);
   plane_->Cancel(stop_timer_);
   alive_.reset();
-  // The core may still name these (a worker holds their queue pairs): left to the
-  // process's exit rather than freed under it.
-  for (auto& [id, e] : entries_) (void)e.release();
+  entries_.clear();
 }
 
 void ControllerSupervisor::Log(const std::string& line) const {

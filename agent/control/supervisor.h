@@ -119,8 +119,9 @@ struct SupervisorOptions {
 class ControllerSupervisor {
  public:
   ControllerSupervisor(Multipath* mp, ControlPlane* plane, SupervisorOptions options);
-  // On the control thread, or once the plane has stopped. Controllers still here are
-  // left as they are (StopAll says how many).
+  // On the control thread, or once the plane has stopped; and only once no worker runs
+  // and the core calls no controller any more: controllers still here (StopAll said
+  // how many) go with it, their queue pairs too.
   ~ControllerSupervisor();
 
   // A controller its driver brought up joins the core (its paths are the backend's to
@@ -144,7 +145,8 @@ class ControllerSupervisor {
 
   // The one shutdown path: every controller is detached (a clean shutdown first);
   // `done` runs once all are gone, or after `grace_ns` (plus the largest CQT) with the
-  // number left, which stay as they are: a worker may still hold their queue pairs.
+  // number left, which stay until the supervisor goes: a worker may still hold their
+  // queue pairs.
   void StopAll(int64_t grace_ns, absl::AnyInvocable<void(size_t left) &&> done);
 
   // A core callback or a driver's own event, from any thread.

@@ -24,9 +24,11 @@ class SupervisedFixture : public CoreFixture {
     so.log = [this](const std::string& line) { log_.push_back(line); };
     sup_ = std::make_unique<ControllerSupervisor>(mp_.get(), plane_.get(), so);
   }
+  // The supervisor goes once the core has (its controllers may still be named there).
   void TearDown() override {
-    sup_.reset();
     CoreFixture::TearDown();
+    mp_.reset();
+    sup_.reset();
   }
   // A controller below the supervisor, with one fake queue pair per worker.
   void Supervise(const std::string& name, std::unique_ptr<ControllerDriver> driver,
