@@ -3,6 +3,10 @@
 # `event type=...` lines, never its log prose or umpathctl's tables: the node prints both
 # to the serial log (jshow, events, watch_show) and the host checks them there
 # (deploy/lab/check.py). A script sets C (umpathctl) and H (the head) before using them.
+# An ASan build's agent keeps what it frees in quarantine (256 MiB by default), so its
+# resident memory grows with what it frees, not with what it keeps: a small quarantine
+# keeps the memory checks (hotplug t6) about leaks. A release build ignores it.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=1:thread_local_quarantine_size_kb=64"
 SOCK=/run/umpath/umpathd.sock
 
 # --- Sections and markers the host cuts the log by (lib.sh `section`). ---
