@@ -137,12 +137,7 @@ struct ControllerSupervisor::Entry final : ControllerBackend {
 ControllerSupervisor::ControllerSupervisor(Multipath* mp, ControlPlane* plane,
                                            SupervisorOptions options)
     : mp_(mp), plane_(plane), options_(std::move(options)) {
-  if (options_.health_interval_ms > 0) {
-    health_timer_ = plane_->After(int64_t{options_.health_interval_ms} * 1'000'000,
-                                  [this, alive = std::weak_ptr<bool>(alive_)] {
-                                    if (!alive.expired()) CheckHealth();
-                                  });
-  }
+  if (options_.health_interval_ms > 0) ArmHealthCheck();
 }
 
 ControllerSupervisor::~ControllerSupervisor() {
@@ -229,27 +224,7 @@ std::optional<SupervisedState> ControllerSupervisor::StateOf(absl::string_view n
   return std::nullopt;
 }
 
-std::vector<std::string> ControllerSupervisor::Names() const {
-  std::vector<std::string> out;
-  for (const auto& [id, e] : entries_) {
-    if (InCore(e->state)) out.push_back(e->name);
-  }
-  return out;
-}
-
 bool ControllerSupervisor::Known(absl::string_view name) const { return StateOf(name).has_value(); }
-
-size_t ControllerSupervisor::retiring() const {
-  return static_cast<size_t>(std::count_if(entries_.begin(), entries_.end(),
-                                           [](const auto& p) { return !InCore(p.second->state); }));
-}
-
-void ControllerSupervisor::PostEvent(uint64_t id, SupervisorEvent event, std::string why) {
-  plane_->Post([this, alive = std::weak_ptr<bool>(alive_), id, event, why = std::move(why)]() mutable {
-    if (alive.expired()) return;
-    if (Entry* e = ById(id)) On(e, event, std::move(why));
-  });
-}
 
 void ControllerSupervisor::On(Entry* e, SupervisorEvent event, std::string why) {
   if (event == SupervisorEvent::kDeviceGone) e->release = true;
@@ -348,6 +323,13 @@ void ControllerSupervisor::Erase(Entry* e) {
   MaybeStopped();
 }
 
+void ControllerSupervisor::ArmHealthCheck() {
+    health_timer_ = plane_->After(int64_t{options_.health_interval_ms} * 1'000'000,
+                                  [this, alive = std::weak_ptr<bool>(alive_)] {
+                                    if (!alive.expired()) CheckHealth();
+                                  });
+}
+
 void ControllerSupervisor::CheckHealth() {
   std::vector<uint64_t> ids;
   for (const auto& [id, e] : entries_) {
@@ -360,12 +342,7 @@ void ControllerSupervisor::CheckHealth() {
     if (h.verdict == HealthCheck::kGone) On(e, SupervisorEvent::kDeviceGone, h.why);
     if (h.verdict == HealthCheck::kFatal) On(e, SupervisorEvent::kResetRequested, h.why);
   }
-  if (!stopping_) {
-    health_timer_ = plane_->After(int64_t{options_.health_interval_ms} * 1'000'000,
-                                  [this, alive = std::weak_ptr<bool>(alive_)] {
-                                    if (!alive.expired()) CheckHealth();
-                                  });
-  }
+  if (!stopping_) ArmHealthCheck();
 }
 
 void ControllerSupervisor::StopAll(int64_t grace_ns, absl::AnyInvocable<void(size_t) &&> done) {

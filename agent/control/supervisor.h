@@ -137,20 +137,14 @@ class ControllerSupervisor {
   ControllerDriver* Find(absl::string_view name) const;
   // Where the controller of that name is (the one not retiring first).
   std::optional<SupervisedState> StateOf(absl::string_view name) const;
-  // Every controller not leaving, by name.
-  std::vector<std::string> Names() const;
   // Any controller of that name, leaving or not.
   bool Known(absl::string_view name) const;
-  size_t retiring() const;
 
   // The one shutdown path: every controller is detached (a clean shutdown first);
   // `done` runs once all are gone, or after `grace_ns` (plus the largest CQT) with the
   // number left, which stay until the supervisor goes: a worker may still hold their
   // queue pairs.
   void StopAll(int64_t grace_ns, absl::AnyInvocable<void(size_t left) &&> done);
-
-  // A core callback or a driver's own event, from any thread.
-  void PostEvent(uint64_t id, SupervisorEvent event, std::string why);
 
  private:
   struct Entry;
@@ -163,6 +157,7 @@ class ControllerSupervisor {
   void DoRecover(Entry* e);
   void DoResetBelow(Entry* e);
   void Erase(Entry* e);
+  void ArmHealthCheck();
   void CheckHealth();
   void MaybeStopped();
   void Log(const std::string& line) const;
