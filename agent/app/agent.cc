@@ -34,7 +34,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentConfig config, AgentMo
   RETURN_IF_ERROR(a->StartBackends());
   if (a->config_.ublk) {
     a->export_ops_ = std::make_unique<UblkExportOps>(
-        a->plane_.get(), "block devices are offered once the workload ends");
+        "block devices are offered once the workload ends");
     a->config_.server.service.exports = a->export_ops_.get();
     if (a->workers_started_) {
       RETURN_IF_ERROR(a->StartExporter());
@@ -165,7 +165,7 @@ absl::Status Agent::StartExporter() {
   ublk::ExporterOptions eo = *config_.ublk;
   eo.workers = worker_ptrs_;
   eo.alloc = io_allocator();
-  absl::StatusOr<std::unique_ptr<ublk::Exporter>> ex = ublk::Exporter::Create(mp_.get(), eo);
+  absl::StatusOr<std::unique_ptr<ublk::Exporter>> ex = ublk::Exporter::Create(mp_.get(), plane_.get(), eo);
   if (!ex.ok()) {
     if (absl::IsInvalidArgument(ex.status())) return Prefixed("ublk", ex.status());
     Log(absl::StrCat("no block devices: ", ex.status().message()));
@@ -222,7 +222,7 @@ Agent::~Agent() {
   }
   metrics_.reset();
   if (server_) server_->Shutdown();
-  if (exporter_) exporter_->StopFollowing();
+  if (exporter_) plane_->Run([this] { exporter_->StopFollowing(); });
   StopControllers();
   // Fails what still waits, so stopping the block devices never waits on it.
   if (mp_) mp_->Shutdown();

@@ -82,26 +82,14 @@ void UblkExportOps::Export(const std::string& head,
   std::string why_not;
   ublk::Exporter* e = Get(&why_not);
   if (e == nullptr) return std::move(done)(absl::FailedPreconditionError(why_not));
-  auto shared = std::make_shared<server::OpDone<absl::StatusOr<std::string>>>(std::move(done));
-  if (!plane_->Offload([e, head, shared]() -> ControlPlane::Task {
-        std::move(*shared)(e->Export(head));
-        return nullptr;
-      })) {
-    std::move(*shared)(absl::UnavailableError(kStopping));
-  }
+  e->Export(head, std::move(done));
 }
 
 void UblkExportOps::Unexport(const std::string& head, server::OpDone<absl::Status> done) {
   std::string why_not;
   ublk::Exporter* e = Get(&why_not);
   if (e == nullptr) return std::move(done)(absl::FailedPreconditionError(why_not));
-  auto shared = std::make_shared<server::OpDone<absl::Status>>(std::move(done));
-  if (!plane_->Offload([e, head, shared]() -> ControlPlane::Task {
-        std::move(*shared)(e->Unexport(head));
-        return nullptr;
-      })) {
-    std::move(*shared)(absl::UnavailableError(kStopping));
-  }
+  e->Unexport(head, std::move(done));
 }
 
 }  // namespace umpath::app

@@ -39,13 +39,13 @@ class BackendControllerOps final : public server::ControllerOps {
 };
 
 // The exporter may come later than the server (after a workload that drives the
-// workers itself); until then calls say why not. Creating or removing a block device
-// waits on the kernel: it runs on a thread of its own.
+// workers itself); until then calls say why not. The exporter hands the work to the
+// control thread, and what blocks on the kernel to a thread of its own.
 //
 // Threading: any thread; the exporter is set once.
 class UblkExportOps final : public server::ExportOps {
  public:
-  UblkExportOps(ControlPlane* plane, std::string why_not) : plane_(plane), why_not_(std::move(why_not)) {}
+  explicit UblkExportOps(std::string why_not) : why_not_(std::move(why_not)) {}
   void Set(ublk::Exporter* e);
   void Unavailable(std::string why);
   void Export(const std::string& head, server::OpDone<absl::StatusOr<std::string>> done) override;
@@ -53,7 +53,6 @@ class UblkExportOps final : public server::ExportOps {
 
  private:
   ublk::Exporter* Get(std::string* why_not);
-  ControlPlane* const plane_;
   Mutex mu_;
   std::string why_not_ ABSL_GUARDED_BY(mu_);
   ublk::Exporter* e_ ABSL_GUARDED_BY(mu_) = nullptr;

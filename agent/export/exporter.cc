@@ -1,24 +1,14 @@
 #include "agent/export/exporter.h"
 
-#include <dirent.h>
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
-#include "agent/base/status_macros.h"
 #include "absl/strings/strip.h"
 
 namespace umpath::ublk {
@@ -27,24 +17,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr auto kReconcileEvery = std::chrono::seconds(1);
-constexpr int kDrainTries = 2000;  // x 5 ms: how long a stopped queue may take to end
+// While a device left by an earlier run waits for its head, or export-all could not
+// export a head, the exporter looks again this often (the core's events wake it too).
+constexpr int64_t kRetryNanos = kNanosPerSecond;
 
-int64_t MonoNow() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-// Runs `fn` on the worker's thread and waits for it.
-void OnWorker(Worker* w, absl::AnyInvocable<void()> fn) {
-  auto done = std::make_shared<Notification>();
-  w->Post([fn = std::move(fn), done]() mutable {
-    fn();
-    done->Notify();
-  });
-  done->WaitFor(std::chrono::hours(1));
-}
+constexpr absl::string_view kStopping = "the agent is stopping";
 
 std::string ReadFirstLine(const std::string& path) {
   std::ifstream in(path);
@@ -53,42 +30,11 @@ std::string ReadFirstLine(const std::string& path) {
   return line;
 }
 
-}  // namespace
-
-std::vector<std::string> BlockDeviceUsers(uint32_t major_num, uint32_t minor_num,
-                                          const std::string& sysname) {
-  std::vector<std::string> users;
-  const dev_t want = makedev(major_num, minor_num);
-  // Processes with it open (what fuser shows).
-  std::error_code ec;
-  for (const auto& proc : fs::directory_iterator("/proc", ec)) {
-    const std::string pid = proc.path().filename();
-    if (pid.empty() || !std::isdigit(static_cast<unsigned char>(pid[0]))) continue;
-    if (pid == std::to_string(getpid())) continue;
-    std::error_code ec2;
-    for (const auto& fd : fs::directory_iterator(proc.path() / "fd", ec2)) {
-      struct stat st;
-      if (stat(fd.path().c_str(), &st) == 0 && S_ISBLK(st.st_mode) && st.st_rdev == want) {
-        users.push_back(absl::StrCat("pid ", pid, " (", ReadFirstLine(proc.path() / "comm"), ")"));
-        break;
-      }
-    }
-  }
-  // Mounts.
-  std::ifstream mi("/proc/self/mountinfo");
-  const std::string majmin = absl::StrCat(major_num, ":", minor_num);
-  for (std::string line; std::getline(mi, line);) {
-    std::vector<std::string> f = absl::StrSplit(line, ' ');
-    if (f.size() > 4 && f[2] == majmin) users.push_back(absl::StrCat("mounted at ", f[4]));
-  }
-  // Stacked devices (device-mapper, md).
-  for (const auto& h : fs::directory_iterator(fs::path("/sys/block") / sysname / "holders", ec)) {
-    users.push_back(absl::StrCat("held by ", h.path().filename().string()));
-  }
-  return users;
+absl::Status Prefixed(absl::string_view what, const absl::Status& s) {
+  return absl::Status(s.code(), absl::StrCat(what, ": ", s.message()));
 }
 
-absl::StatusOr<std::unique_ptr<Exporter>> Exporter::Create(Multipath* mp, ExporterOptions options) {
+absl::Status CheckOptions(const ExporterOptions& options) {
   if (options.workers.empty()) return absl::InvalidArgumentError("ublk: no workers");
   if (options.queue_depth < 1 || options.queue_depth > kMaxQueueDepth) {
     return absl::InvalidArgumentError(
@@ -99,173 +45,337 @@ absl::StatusOr<std::unique_ptr<Exporter>> Exporter::Create(Multipath* mp, Export
     return absl::InvalidArgumentError(absl::StrCat(
         "ublk largest I/O ", options.max_io_bytes, " bytes: must be 4 KiB..1 MiB, in 4 KiB steps"));
   }
-  absl::StatusOr<std::unique_ptr<Control>> control = Control::Open(options.control_path);
-  if (!control.ok()) return control.status();
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// A caller's `done`, answered exactly once: by the exporter, or UNAVAILABLE when the
+// work is dropped because the agent stops.
+template <typename T>
+class Exporter::Answer {
+ public:
+  explicit Answer(Done<T> done) : done_(std::move(done)) {}
+  ~Answer() {
+    if (done_) std::move(done_)(absl::UnavailableError(kStopping));
+  }
+  void operator()(T value) {
+    Done<T> d = std::move(done_);
+    done_ = nullptr;
+    if (d) std::move(d)(std::move(value));
+  }
+
+ private:
+  Done<T> done_;
+};
+
+absl::StatusOr<std::unique_ptr<Exporter>> Exporter::Create(Multipath* mp, ControlPlane* plane,
+                                                           ExporterOptions options) {
+  if (absl::Status s = CheckOptions(options); !s.ok()) return s;
+  KernelUblkOptions ko;
+  ko.control_path = options.control_path;
+  ko.workers = options.workers;
+  ko.alloc = options.alloc;
+  ko.log = options.log;
+  absl::StatusOr<std::unique_ptr<UblkDriver>> driver = OpenKernelUblk(std::move(ko));
+  if (!driver.ok()) return driver.status();
+  return CreateWithDriver(mp, plane, std::move(options), std::move(*driver));
+}
+
+absl::StatusOr<std::unique_ptr<Exporter>> Exporter::CreateWithDriver(
+    Multipath* mp, ControlPlane* plane, ExporterOptions options, std::unique_ptr<UblkDriver> driver) {
+  if (absl::Status s = CheckOptions(options); !s.ok()) return s;
   std::error_code ec;
   fs::create_directories(options.state_dir, ec);
   if (ec) {
     return absl::FailedPreconditionError(
         absl::StrCat("ublk state directory ", options.state_dir, ": ", ec.message()));
   }
-  auto e = std::unique_ptr<Exporter>(new Exporter(mp, std::move(options), std::move(*control)));
-  MutexLock l(&e->ops_mu_);
+  auto e = std::unique_ptr<Exporter>(new Exporter(mp, plane, std::move(options), std::move(driver)));
   e->FindLeftovers();
   return e;
 }
 
-Exporter::Exporter(Multipath* mp, ExporterOptions options, std::unique_ptr<Control> control)
-    : mp_(mp), options_(std::move(options)), control_(std::move(control)) {
-  const uint64_t features = control_->Features();
+Exporter::Exporter(Multipath* mp, ControlPlane* plane, ExporterOptions options,
+                   std::unique_ptr<UblkDriver> driver)
+    : mp_(mp), plane_(plane), options_(std::move(options)), driver_(std::move(driver)) {
+  const uint64_t features = driver_->Features();
   recovery_ = options_.user_recovery && (features & kFlagUserRecovery) &&
               (features & kFlagUserRecoveryReissue);
   Log(absl::StrCat("ublk: features 0x", absl::Hex(features), "; user recovery ",
                    recovery_ ? "on" : (options_.user_recovery ? "not offered by this kernel" : "off")));
 }
 
-Exporter::~Exporter() { Shutdown(); }
+Exporter::~Exporter() {
+  if (sub_) sub_->Close();
+}
 
 void Exporter::Log(const std::string& line) const {
   if (options_.log) options_.log(line);
 }
 
-size_t Exporter::devices() const {
-  MutexLock l(&ops_mu_);
-  return devices_.size();
-}
+// ---- Following the core. ----
 
 void Exporter::Start() {
-  sub_ = [this]() -> std::shared_ptr<EventSubscription> {
-    auto s = mp_->journal().Subscribe(mp_->journal().current_revision(), 1 << 14, [this] {
-      MutexLock l(&wake_mu_);
-      wake_ = true;
-      wake_cv_.Signal();
-    });
-    return s.ok() ? *s : nullptr;
-  }();
-  thread_ = std::thread([this] { Loop(); });
+  plane_->Post([this] {
+    if (shut_down_) return;
+    following_ = true;
+    Subscribe();
+    Reconcile();
+  });
 }
 
-void Exporter::Loop() {
-  for (;;) {
-    {
-      MutexLock l(&wake_mu_);
-      if (!wake_ && !stop_) wake_cv_.WaitFor(&wake_mu_, kReconcileEvery);
-      if (stop_) return;
-      wake_ = false;
-    }
-    if (sub_) {
-      // Only a wake-up: what changed is read from the core itself.
-      absl::StatusOr<std::vector<Event>> ev = sub_->Take(1 << 14);
-      if (!ev.ok()) {
-        sub_->Close();
-        auto s = mp_->journal().Subscribe(mp_->journal().current_revision(), 1 << 14, [this] {
-          MutexLock l(&wake_mu_);
-          wake_ = true;
-          wake_cv_.Signal();
-        });
-        sub_ = s.ok() ? *s : nullptr;
-      }
-    }
-    Reconcile();
-  }
+void Exporter::Subscribe() {
+  if (sub_) sub_->Close();
+  // Only a wake-up: what changed is read from the core itself. The flag keeps a burst
+  // of events to one task.
+  absl::StatusOr<std::shared_ptr<EventSubscription>> s = mp_->journal().Subscribe(
+      mp_->journal().current_revision(), 1 << 14, [this] {
+        if (!wake_posted_.exchange(true)) plane_->Post([this] { OnCoreChanged(); });
+      });
+  sub_ = s.ok() ? *s : nullptr;
+}
+
+void Exporter::OnCoreChanged() {
+  wake_posted_.store(false);
+  if (!following_ || !sub_) return;
+  if (!sub_->Take(1 << 14).ok()) Subscribe();  // fell behind: the core is read whole anyway
+  Reconcile();
+}
+
+void Exporter::StopFollowing() {
+  following_ = false;
+  plan_.clear();
+  if (retry_timer_ != 0) plane_->Cancel(retry_timer_);
+  retry_timer_ = 0;
+  if (sub_) sub_->Close();
 }
 
 void Exporter::Reconcile() {
-  MutexLock l(&ops_mu_);
-  if (shut_down_) return;
+  dirty_ = true;
+  if (!busy_) Next();
+}
+
+// The lane is free: API calls first, then the plan, then a new plan if the core
+// changed meanwhile. Each step either answers at once or takes the lane (busy_).
+void Exporter::Next() {
+  while (!busy_) {
+    if (!calls_.empty()) {
+      ControlPlane::Task call = std::move(calls_.front());
+      calls_.pop_front();
+      std::move(call)();
+    } else if (!plan_.empty()) {
+      const Action a = plan_.front();
+      plan_.pop_front();
+      StartAction(a);
+    } else if (dirty_ && following_ && !shut_down_) {
+      dirty_ = false;
+      plan_ = Plan();
+    } else {
+      ArmRetry();
+      return;
+    }
+  }
+}
+
+void Exporter::Enqueue(ControlPlane::Task call) {
+  calls_.push_back(std::move(call));
+  if (!busy_) Next();
+}
+
+void Exporter::Offload(absl::AnyInvocable<Then() &&> work) {
+  busy_ = true;
+  (void)plane_->Offload([this, work = std::move(work)]() mutable -> Then {
+    Then then = std::move(work)();
+    return [this, then = std::move(then)]() mutable {
+      std::move(then)();
+      busy_ = false;
+      Next();
+    };
+  });
+  // When the plane has stopped the lane stays taken: Shutdown cleans up what it held.
+}
+
+void Exporter::ArmRetry() {
+  if (!following_ || shut_down_ || retry_timer_ != 0) return;
+  if (leftovers_.empty() && export_all_failed_.empty()) return;
+  retry_timer_ = plane_->After(kRetryNanos, [this] {
+    retry_timer_ = 0;
+    Reconcile();
+  });
+}
+
+std::deque<Exporter::Action> Exporter::Plan() {
+  std::deque<Action> plan;
   // Devices whose head went away (delayed removal expired, or removed at once).
-  std::vector<std::string> gone;
   for (const auto& [name, d] : devices_) {
     absl::StatusOr<HeadInfo> h = mp_->GetHead(name);
-    if (!h.ok() || h->uid != d->head_uid) gone.push_back(name);
+    if (!h.ok() || h->uid != d->head_uid) plan.push_back({Action::kTeardown, name});
   }
-  for (const std::string& name : gone) {
-    auto it = devices_.find(name);
-    std::unique_ptr<Device> d = std::move(it->second);
-    devices_.erase(it);
-    Teardown(std::move(d), "the head was removed");
-  }
-  // Devices an earlier run left: take them over once their head is back.
-  for (size_t i = 0; i < leftovers_.size();) {
-    Leftover& lo = leftovers_[i];
-    absl::StatusOr<HeadInfo> h = mp_->GetHead(lo.head);
-    if (h.ok() && !devices_.contains(lo.head)) {
-      absl::Status s = Recover(lo, *h);
-      if (s.ok()) {
-        leftovers_.erase(leftovers_.begin() + i);
-        continue;
-      }
-      if (std::string(s.message()) != lo.last_problem) {
-        lo.last_problem = std::string(s.message());
-        Log(absl::StrCat("ublk: device ", lo.dev_id, " of head ", lo.head, ": recovery: ", s.message()));
-      }
+  // Devices an earlier run left: taken over once their head is back, removed when it
+  // did not come in time.
+  for (const Leftover& lo : leftovers_) {
+    if (Now() >= lo.deadline) {
+      plan.push_back({Action::kRemoveLeftover, lo.head});
+    } else if (mp_->GetHead(lo.head).ok() && !devices_.contains(lo.head)) {
+      plan.push_back({Action::kRecover, lo.head});
     }
-    if (MonoNow() >= lo.deadline) {
-      RemoveLeftover(lo, lo.deadline == 0
-                             ? absl::StrCat("its head came back as another disk: ", lo.last_problem)
-                             : absl::StrCat("its head did not come back within ",
-                                            options_.recover_wait_secs, " s"));
-      leftovers_.erase(leftovers_.begin() + i);
-      continue;
-    }
-    ++i;
   }
   if (options_.export_all) {
     for (const HeadInfo& h : mp_->ListHeads()) {
-      // Once per head: a head an admin unexported stays unexported; a new head of the
-      // same identity (after a removal) is exported again.
-      if (devices_.contains(h.name) || auto_exported_.contains(h.uid)) continue;
-      bool waiting = false;
-      for (const Leftover& lo : leftovers_) waiting |= lo.head == h.name;
-      if (waiting) continue;  // its old device is taken over instead
-      absl::StatusOr<std::string> dev = ExportLocked(h);
-      if (!dev.ok()) {
-        std::string& last = export_all_failed_[h.name];
-        if (last != dev.status().message()) {
-          last = std::string(dev.status().message());
-          Log(absl::StrCat("ublk: export ", h.name, ": ", dev.status().ToString()));
-        }
-      } else {
-        export_all_failed_.erase(h.name);
-        auto_exported_.insert(h.uid);
-      }
+      if (NeedsAutoExport(h)) plan.push_back({Action::kExportAll, h.name});
     }
   }
+  return plan;
 }
 
-absl::StatusOr<std::string> Exporter::Export(absl::string_view head) {
-  absl::StatusOr<HeadInfo> h = mp_->GetHead(head);
-  if (!h.ok()) return h.status();
-  MutexLock l(&ops_mu_);
-  if (shut_down_) return absl::UnavailableError("the agent is shutting down");
-  return ExportLocked(*h);
-}
-
-absl::StatusOr<std::string> Exporter::ExportLocked(const HeadInfo& head) {
-  if (auto it = devices_.find(head.name); it != devices_.end()) {
-    if (it->second->head_uid == head.uid) return it->second->bdev;
-  }
+// Once per head: a head an admin unexported stays unexported; a new head of the same
+// identity (after a removal) is exported again; a head whose old device waits to be
+// taken over is not exported anew.
+bool Exporter::NeedsAutoExport(const HeadInfo& h) const {
+  if (devices_.contains(h.name) || auto_exported_.contains(h.uid)) return false;
   for (const Leftover& lo : leftovers_) {
-    if (lo.head == head.name) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "head ", head.name, " still has device /dev/ublkb", lo.dev_id,
-          " from the agent's last run; it is taken over once it can be (", lo.last_problem, ")"));
+    if (lo.head == h.name) return false;
+  }
+  return true;
+}
+
+// Checked again at its turn: an API call may have come first.
+void Exporter::StartAction(const Action& a) {
+  const absl::StatusOr<HeadInfo> h = mp_->GetHead(a.head);
+  switch (a.kind) {
+    case Action::kTeardown: {
+      auto it = devices_.find(a.head);
+      if (it == devices_.end() || (h.ok() && h->uid == it->second->head_uid)) return;
+      std::unique_ptr<Device> d = std::move(it->second);
+      devices_.erase(it);
+      return BeginTeardown(std::move(d), "the head was removed", nullptr);
     }
+    case Action::kRecover: {
+      const size_t i = FindLeftover(a.head);
+      if (i == leftovers_.size() || !h.ok() || devices_.contains(a.head)) return;
+      return BeginRecover(i, *h);
+    }
+    case Action::kRemoveLeftover: {
+      const size_t i = FindLeftover(a.head);
+      if (i == leftovers_.size() || Now() < leftovers_[i].deadline) return;
+      const Leftover& lo = leftovers_[i];
+      return BeginRemoveLeftover(
+          i, lo.deadline == 0
+                 ? absl::StrCat("its head came back as another disk: ", lo.last_problem)
+                 : absl::StrCat("its head did not come back within ", options_.recover_wait_secs, " s"));
+    }
+    case Action::kExportAll: {
+      if (!h.ok() || !NeedsAutoExport(*h)) return;
+      const std::string name = h->name;
+      const uint64_t uid = h->uid;
+      auto answer = std::make_shared<Answer<absl::StatusOr<std::string>>>(
+          [this, name, uid](absl::StatusOr<std::string> dev) {
+            if (dev.ok()) {
+              export_all_failed_.erase(name);
+              auto_exported_.insert(uid);
+              return;
+            }
+            if (!following_) return;
+            std::string& last = export_all_failed_[name];
+            if (last != dev.status().message()) {
+              last = std::string(dev.status().message());
+              Log(absl::StrCat("ublk: export ", name, ": ", dev.status().ToString()));
+            }
+          });
+      return BeginExport(*h, answer);
+    }
+  }
+}
+
+size_t Exporter::FindLeftover(absl::string_view head) const {
+  size_t i = 0;
+  while (i < leftovers_.size() && leftovers_[i].head != head) ++i;
+  return i;
+}
+
+// ---- Export and unexport. ----
+
+void Exporter::Export(std::string head, Done<absl::StatusOr<std::string>> done) {
+  auto answer = std::make_shared<Answer<absl::StatusOr<std::string>>>(std::move(done));
+  plane_->Post([this, head = std::move(head), answer] {
+    Enqueue([this, head, answer] {
+      if (shut_down_) return (*answer)(absl::UnavailableError(kStopping));
+      absl::StatusOr<HeadInfo> h = mp_->GetHead(head);
+      if (!h.ok()) return (*answer)(h.status());
+      BeginExport(*h, answer);
+    });
+  });
+}
+
+void Exporter::Unexport(std::string head, Done<absl::Status> done) {
+  auto answer = std::make_shared<Answer<absl::Status>>(std::move(done));
+  plane_->Post([this, head = std::move(head), answer] {
+    Enqueue([this, head, answer] {
+      if (shut_down_) return (*answer)(absl::UnavailableError(kStopping));
+      BeginUnexport(head, answer);
+    });
+  });
+}
+
+absl::Status Exporter::CheckExportable(const HeadInfo& head, uint32_t* max_io) const {
+  if (auto it = devices_.find(head.name); it != devices_.end()) {
+    return absl::UnavailableError(absl::StrCat(
+        "head ", head.name, "'s earlier device ", it->second->bdev, " is still being removed"));
+  }
+  if (const size_t i = FindLeftover(head.name); i < leftovers_.size()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "head ", head.name, " still has device /dev/ublkb", leftovers_[i].dev_id,
+        " from the agent's last run; it is taken over once it can be (", leftovers_[i].last_problem,
+        ")"));
   }
   if (head.block_size < 512 || head.block_size > 4096 || (head.block_size & (head.block_size - 1))) {
     return absl::FailedPreconditionError(absl::StrCat(
         "head ", head.name, " has ", head.block_size,
         "-byte blocks; a block device takes 512..4096 (a power of two)"));
   }
-  uint32_t max_io = options_.max_io_bytes;
-  if (head.limits.max_transfer_bytes != 0 && head.limits.max_transfer_bytes < max_io) {
-    max_io = head.limits.max_transfer_bytes & ~uint32_t{4095};
+  *max_io = options_.max_io_bytes;
+  if (head.limits.max_transfer_bytes != 0 && head.limits.max_transfer_bytes < *max_io) {
+    *max_io = head.limits.max_transfer_bytes & ~uint32_t{4095};
   }
-  if (max_io < head.block_size || max_io < 4096) {
+  if (*max_io < head.block_size || *max_io < 4096) {
     return absl::FailedPreconditionError(
         absl::StrCat("head ", head.name, ": its paths move at most ",
                      head.limits.max_transfer_bytes, " bytes per command"));
   }
+  return absl::OkStatus();
+}
+
+void Exporter::BeginExport(const HeadInfo& head,
+                           std::shared_ptr<Answer<absl::StatusOr<std::string>>> answer) {
+  if (auto it = devices_.find(head.name);
+      it != devices_.end() && it->second->head_uid == head.uid) {
+    return (*answer)(it->second->bdev);  // idempotent
+  }
+  uint32_t max_io = 0;
+  if (absl::Status s = CheckExportable(head, &max_io); !s.ok()) return (*answer)(s);
+  busy_dev_ = std::make_unique<Device>();
+  busy_dev_->head = head.name;
+  busy_dev_->head_uid = head.uid;
+  Offload([this, d = busy_dev_.get(), head, max_io, answer]() -> Then {
+    absl::Status s = MakeDevice(d, head, max_io);
+    return [this, s, answer] {
+      std::unique_ptr<Device> dev = std::move(busy_dev_);
+      if (!s.ok()) return (*answer)(s);
+      const std::string bdev = dev->bdev;
+      const std::string name = dev->head;
+      const uint64_t uid = dev->head_uid;
+      devices_[name] = std::move(dev);
+      if (absl::Status e = mp_->SetHeadExport(name, uid, bdev, "exported"); !e.ok()) {
+        Log(absl::StrCat("ublk: ", e.message()));
+      }
+      (*answer)(bdev);
+    };
+  });
+}
+
+// Offload thread.
+absl::Status Exporter::MakeDevice(Device* d, const HeadInfo& head, uint32_t max_io) {
   ublksrv_ctrl_dev_info want;
   std::memset(&want, 0, sizeof want);
   want.nr_hw_queues = static_cast<uint16_t>(options_.workers.size());
@@ -273,20 +383,11 @@ absl::StatusOr<std::string> Exporter::ExportLocked(const HeadInfo& head) {
   want.max_io_buf_bytes = max_io;
   want.dev_id = static_cast<uint32_t>(-1);
   want.flags = kFlagCmdIoctlEncode | (recovery_ ? kFlagUserRecovery | kFlagUserRecoveryReissue : 0);
-  absl::StatusOr<ublksrv_ctrl_dev_info> info = control_->Add(want);
-  if (!info.ok()) return info.status();
-  auto d = std::make_unique<Device>();
+  absl::StatusOr<ublksrv_ctrl_dev_info> info = driver_->Add(want);
+  if (!info.ok()) return Prefixed(absl::StrCat("export ", head.name), info.status());
   d->dev_id = info->dev_id;
-  d->head = head.name;
-  d->head_uid = head.uid;
+  d->added = true;
   d->bdev = absl::StrCat("/dev/ublkb", d->dev_id);
-  d->queues = info->nr_hw_queues;
-  auto fail = [&](const absl::Status& s) {
-    ops_mu_.AssertHeld();  // called only below, under the lock
-    CloseQueues(d.get());
-    if (absl::Status del = control_->Delete(d->dev_id); !del.ok()) Log(std::string(del.message()));
-    return absl::Status(s.code(), absl::StrCat("export ", head.name, ": ", s.message()));
-  };
   DeviceShape shape;
   shape.size_blocks = head.size_blocks;
   shape.block_size = head.block_size;
@@ -294,176 +395,120 @@ absl::StatusOr<std::string> Exporter::ExportLocked(const HeadInfo& head) {
   shape.write_zeroes = head.limits.write_zeroes;
   shape.deallocate = head.limits.deallocate;
   shape.volatile_write_cache = head.limits.volatile_write_cache;
-  if (absl::Status s = control_->SetParams(d->dev_id, ParamsFor(shape)); !s.ok()) return fail(s);
-  if (absl::Status s = OpenQueues(d.get(), head, info->queue_depth, info->max_io_buf_bytes); !s.ok()) {
-    return fail(s);
-  }
+  absl::Status s = driver_->SetParams(d->dev_id, ParamsFor(shape));
+  if (s.ok()) s = driver_->OpenQueues(d->dev_id, SetupFor(head, *info));
   // Blocks until every queue fetched, then adds the disk (whose partition scan is I/O
   // the workers already serve).
-  if (absl::Status s = control_->Start(d->dev_id, getpid()); !s.ok()) return fail(s);
+  if (s.ok()) s = driver_->Start(d->dev_id);
+  if (!s.ok()) {
+    driver_->CloseQueues(d->dev_id);
+    if (absl::Status del = driver_->Delete(d->dev_id); !del.ok()) Log(std::string(del.message()));
+    d->added = false;
+    return Prefixed(absl::StrCat("export ", head.name), s);
+  }
   WriteRecord(*d);
-  const std::string bdev = d->bdev;
-  Log(absl::StrCat("ublk: head ", head.name, " exported as ", bdev, " (", d->queues, " queue(s) of ",
-                   info->queue_depth, ", largest I/O ", info->max_io_buf_bytes, " bytes",
-                   recovery_ ? ", user recovery" : "", ")"));
-  devices_[head.name] = std::move(d);
-  if (absl::Status s = mp_->SetHeadExport(head.name, head.uid, bdev, "exported"); !s.ok()) {
-    Log(absl::StrCat("ublk: ", s.message()));
-  }
-  return bdev;
-}
-
-absl::Status Exporter::OpenQueues(Device* d, const HeadInfo& head, uint16_t depth,
-                                  uint32_t buffer_bytes) {
-  if (d->queues > options_.workers.size()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the device has ", d->queues, " queues and this agent ", options_.workers.size(),
-        " workers; start it with --workers=", d->queues, " or more"));
-  }
-  const std::string cdev = absl::StrCat("/dev/ublkc", d->dev_id);
-  // devtmpfs makes the node as the driver adds the device; udev may still be chowning.
-  for (int i = 0; i < 200 && d->cdev_fd < 0; ++i) {
-    d->cdev_fd = open(cdev.c_str(), O_RDWR | O_CLOEXEC);
-    if (d->cdev_fd < 0 && errno != ENOENT) break;
-    if (d->cdev_fd < 0) usleep(10'000);
-  }
-  if (d->cdev_fd < 0) {
-    return absl::FailedPreconditionError(absl::StrCat("open ", cdev, ": ", std::strerror(errno)));
-  }
-  absl::StatusOr<IoMemory> mem = options_.alloc(uint64_t{d->queues} * depth * buffer_bytes);
-  if (!mem.ok()) return mem.status();
-  d->memory = std::move(*mem);
-  IoShape shape;
-  shape.block_size = head.block_size;
-  shape.buffer_bytes = buffer_bytes;
-  shape.write_zeroes = head.limits.write_zeroes;
-  shape.deallocate = head.limits.deallocate;
-  for (uint16_t q = 0; q < d->queues; ++q) {
-    Queue::Options qo;
-    qo.cdev_fd = d->cdev_fd;
-    qo.q_id = q;
-    qo.depth = depth;
-    qo.head_uid = head.uid;
-    qo.shape = shape;
-    qo.buffers = static_cast<uint8_t*>(d->memory.host) + size_t{q} * depth * buffer_bytes;
-    d->q.push_back(std::make_unique<Queue>(qo));
-  }
-  absl::Status result;
-  for (uint16_t q = 0; q < d->queues; ++q) {
-    Worker* w = options_.workers[q];
-    Queue* queue = d->q[q].get();
-    absl::Status s;
-    OnWorker(w, [&s, queue, w] {
-      s = queue->Open();
-      if (s.ok()) w->AddSource(queue);
-    });
-    if (!s.ok() && result.ok()) result = s;
-  }
-  return result;
-}
-
-void Exporter::CloseQueues(Device* d) {
-  for (size_t q = 0; q < d->q.size(); ++q) {
-    Worker* w = options_.workers[q];
-    Queue* queue = d->q[q].get();
-    // A stopped device cancels what its queues fetched; wait until every tag ended and
-    // nothing is left in the core (which calls back into the queue).
-    bool drained = false, in_core = false;
-    for (int i = 0; i < kDrainTries && !drained; ++i) {
-      OnWorker(w, [&] {
-        queue->Drain(*w);
-        drained = queue->drained();
-        in_core = queue->in_core() > 0;
-      });
-      if (!drained) usleep(5'000);
-      // Tags only fetched are cancelled when the ring goes; tags in the core are not.
-      if (!in_core && i >= 20) break;
-    }
-    if (in_core) {
-      Log(absl::StrCat("ublk: device ", d->dev_id, " queue ", q,
-                       ": requests still in the core after the device stopped; keeping the queue"));
-      continue;
-    }
-    OnWorker(w, [&] {
-      w->RemoveSource(queue, nullptr);
-      queue->Close();
-    });
-  }
-  if (d->cdev_fd >= 0) {
-    close(d->cdev_fd);
-    d->cdev_fd = -1;
-  }
-}
-
-void Exporter::Teardown(std::unique_ptr<Device> d, const std::string& reason) {
-  // STOP_DEV removes the disk; what the kernel still has queued fails, what the core
-  // holds completes first (the head is gone, or the device is idle).
-  if (absl::Status s = control_->Stop(d->dev_id); !s.ok()) Log(std::string(s.message()));
-  CloseQueues(d.get());
-  if (absl::Status s = control_->Delete(d->dev_id); !s.ok()) Log(std::string(s.message()));
-  EraseRecord(d->dev_id);
-  Log(absl::StrCat("ublk: ", d->bdev, " of head ", d->head, " removed: ", reason));
-  if (absl::Status s = mp_->SetHeadExport(d->head, d->head_uid, "",
-                                          absl::StrCat(d->bdev, " removed: ", reason));
-      !s.ok() && !absl::IsNotFound(s)) {
-    Log(absl::StrCat("ublk: ", s.message()));
-  }
-  // Queues still holding requests must outlive them (logged above): kept, not freed.
-  for (auto& q : d->q) {
-    if (q && q->in_core() > 0) {
-      zombies_.push_back(std::move(d));
-      break;
-    }
-  }
-}
-
-absl::Status Exporter::Unexport(absl::string_view head) {
-  absl::StatusOr<HeadInfo> h = mp_->GetHead(head);
-  MutexLock l(&ops_mu_);
-  auto it = devices_.find(head);
-  if (it == devices_.end()) {
-    if (!h.ok()) return h.status();
-    return absl::OkStatus();  // not exported: nothing to do
-  }
-  Device* d = it->second.get();
-  struct stat st;
-  if (stat(d->bdev.c_str(), &st) == 0) {
-    std::vector<std::string> users =
-        BlockDeviceUsers(major(st.st_rdev), minor(st.st_rdev), absl::StrCat("ublkb", d->dev_id));
-    if (!users.empty()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          d->bdev, " of head ", d->head, " is in use (", absl::StrJoin(users, ", "),
-          "); close or unmount it first"));
-    }
-  }
-  std::unique_ptr<Device> owned = std::move(it->second);
-  devices_.erase(it);
-  Teardown(std::move(owned), "unexported");
+  Log(absl::StrCat("ublk: head ", head.name, " exported as ", d->bdev, " (", info->nr_hw_queues,
+                   " queue(s) of ", info->queue_depth, ", largest I/O ", info->max_io_buf_bytes,
+                   " bytes", recovery_ ? ", user recovery" : "", ")"));
   return absl::OkStatus();
 }
 
-void Exporter::StopFollowing() {
-  {
-    MutexLock l(&wake_mu_);
-    stop_ = true;
-    wake_cv_.Signal();
+QueueSetup Exporter::SetupFor(const HeadInfo& head, const ublksrv_ctrl_dev_info& info) {
+  QueueSetup setup;
+  setup.queues = info.nr_hw_queues;
+  setup.depth = info.queue_depth;
+  setup.head_uid = head.uid;
+  setup.shape.block_size = head.block_size;
+  setup.shape.buffer_bytes = info.max_io_buf_bytes;
+  setup.shape.write_zeroes = head.limits.write_zeroes;
+  setup.shape.deallocate = head.limits.deallocate;
+  return setup;
+}
+
+void Exporter::BeginUnexport(const std::string& head, std::shared_ptr<Answer<absl::Status>> answer) {
+  auto it = devices_.find(head);
+  if (it == devices_.end()) {
+    absl::StatusOr<HeadInfo> h = mp_->GetHead(head);
+    return (*answer)(h.ok() ? absl::OkStatus() : h.status());  // not exported: nothing to do
   }
-  if (thread_.joinable()) thread_.join();
-  if (sub_) sub_->Close();
+  busy_dev_ = std::move(it->second);
+  devices_.erase(it);
+  Offload([this, d = busy_dev_.get(), answer]() -> Then {
+    std::vector<std::string> users = driver_->Users(d->dev_id);
+    if (!users.empty()) {
+      return [this, answer, users = std::move(users)] {
+        const std::string bdev = busy_dev_->bdev;
+        const std::string name = busy_dev_->head;
+        devices_[name] = std::move(busy_dev_);
+        (*answer)(absl::FailedPreconditionError(absl::StrCat(
+            bdev, " of head ", name, " is in use (", absl::StrJoin(users, ", "),
+            "); close or unmount it first")));
+      };
+    }
+    RemoveDevice(*d);
+    return [this, answer] {
+      std::unique_ptr<Device> dev = std::move(busy_dev_);
+      FinishTeardown(*dev, "unexported");
+      (*answer)(absl::OkStatus());
+    };
+  });
+}
+
+void Exporter::BeginTeardown(std::unique_ptr<Device> d, std::string reason,
+                             std::shared_ptr<Answer<absl::Status>> answer) {
+  busy_dev_ = std::move(d);
+  Offload([this, d = busy_dev_.get(), reason = std::move(reason), answer]() -> Then {
+    RemoveDevice(*d);
+    return [this, reason, answer] {
+      std::unique_ptr<Device> dev = std::move(busy_dev_);
+      FinishTeardown(*dev, reason);
+      if (answer) (*answer)(absl::OkStatus());
+    };
+  });
+}
+
+// Offload thread (or Shutdown's). STOP_DEV removes the disk; what the kernel still has
+// queued fails, what the core holds completes first (the head is gone, or the device
+// is idle).
+void Exporter::RemoveDevice(const Device& d) {
+  if (absl::Status s = driver_->Stop(d.dev_id); !s.ok()) Log(std::string(s.message()));
+  driver_->CloseQueues(d.dev_id);
+  if (absl::Status s = driver_->Delete(d.dev_id); !s.ok()) Log(std::string(s.message()));
+  EraseRecord(d.dev_id);
+}
+
+void Exporter::FinishTeardown(const Device& d, const std::string& reason) {
+  Log(absl::StrCat("ublk: ", d.bdev, " of head ", d.head, " removed: ", reason));
+  if (absl::Status s = mp_->SetHeadExport(d.head, d.head_uid, "",
+                                          absl::StrCat(d.bdev, " removed: ", reason));
+      !s.ok() && !absl::IsNotFound(s)) {
+    Log(absl::StrCat("ublk: ", s.message()));
+  }
 }
 
 void Exporter::Shutdown() {
-  StopFollowing();
-  MutexLock l(&ops_mu_);
   if (shut_down_) return;
   shut_down_ = true;
+  StopFollowing();
+  // Calls that never got the lane, and a job whose result never came back (the plane
+  // stopped under it).
+  calls_.clear();
+  if (busy_dev_ && busy_dev_->added) {
+    RemoveDevice(*busy_dev_);
+    FinishTeardown(*busy_dev_, "the agent is shutting down");
+  }
+  busy_dev_.reset();
   while (!devices_.empty()) {
     auto it = devices_.begin();
     std::unique_ptr<Device> d = std::move(it->second);
     devices_.erase(it);
-    Teardown(std::move(d), "the agent is shutting down");
+    RemoveDevice(*d);
+    FinishTeardown(*d, "the agent is shutting down");
   }
-  for (const Leftover& lo : leftovers_) RemoveLeftover(lo, "the agent is shutting down");
+  for (const Leftover& lo : leftovers_) {
+    RemoveLeftoverDevice(lo.dev_id);
+    LeftoverRemoved(lo, "the agent is shutting down");
+  }
   leftovers_.clear();
 }
 
@@ -491,6 +536,7 @@ void Exporter::EraseRecord(uint32_t dev_id) const {
   fs::remove(fs::path(options_.state_dir) / std::to_string(dev_id), ec);
 }
 
+// At Create, on the caller's thread.
 void Exporter::FindLeftovers() {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(options_.state_dir, ec)) {
@@ -503,22 +549,22 @@ void Exporter::FindLeftovers() {
       continue;
     }
     const std::string head(head_view);
-    absl::StatusOr<ublksrv_ctrl_dev_info> info = control_->Info(dev_id);
+    absl::StatusOr<ublksrv_ctrl_dev_info> info = driver_->Info(dev_id);
     if (!info.ok()) {
       // Gone already (the kernel removed it, or a reboot): forget it.
       EraseRecord(dev_id);
       continue;
     }
-    if (info->ublksrv_pid > 0 && info->ublksrv_pid != getpid() && kill(info->ublksrv_pid, 0) == 0 &&
-        info->state == kStateLive) {
+    if (driver_->ServedByAnother(*info)) {
       Log(absl::StrCat("ublk: device ", dev_id, " of head ", head, " is served by running pid ",
                        info->ublksrv_pid, "; left alone"));
       continue;
     }
-    Leftover lo{dev_id, head, MonoNow() + options_.recover_wait_secs * 1'000'000'000, ""};
+    Leftover lo{dev_id, head, Now() + options_.recover_wait_secs * kNanosPerSecond, ""};
     if (!(info->flags & kFlagUserRecovery)) {
       // No recovery: the kernel stopped it when its agent went; only removal is left.
-      RemoveLeftover(lo, "it was made without user recovery");
+      RemoveLeftoverDevice(dev_id);
+      LeftoverRemoved(lo, "it was made without user recovery");
       continue;
     }
     Log(absl::StrCat("ublk: device ", dev_id, " of head ", head, " left by pid ", info->ublksrv_pid,
@@ -528,20 +574,88 @@ void Exporter::FindLeftovers() {
   }
 }
 
-void Exporter::RemoveLeftover(const Leftover& l, const std::string& why) {
-  if (absl::Status s = control_->Stop(l.dev_id); !s.ok() && !absl::IsNotFound(s)) {
-    Log(std::string(s.message()));
-  }
-  if (absl::Status s = control_->Delete(l.dev_id); !s.ok() && !absl::IsNotFound(s)) {
-    Log(std::string(s.message()));
-  }
-  EraseRecord(l.dev_id);
-  Log(absl::StrCat("ublk: /dev/ublkb", l.dev_id, " of head ", l.head, " removed: ", why));
+void Exporter::BeginRemoveLeftover(size_t i, std::string why) {
+  const uint32_t dev_id = leftovers_[i].dev_id;
+  Offload([this, dev_id, why = std::move(why)]() -> Then {
+    RemoveLeftoverDevice(dev_id);
+    return [this, dev_id, why] {
+      for (size_t j = 0; j < leftovers_.size(); ++j) {
+        if (leftovers_[j].dev_id != dev_id) continue;
+        LeftoverRemoved(leftovers_[j], why);
+        leftovers_.erase(leftovers_.begin() + j);
+        return;
+      }
+    };
+  });
 }
 
-absl::Status Exporter::Recover(Leftover& l, const HeadInfo& head) {
-  absl::StatusOr<ublksrv_ctrl_dev_info> info = control_->Info(l.dev_id);
+// Offload thread (or Create's, or Shutdown's).
+void Exporter::RemoveLeftoverDevice(uint32_t dev_id) {
+  if (absl::Status s = driver_->Stop(dev_id); !s.ok() && !absl::IsNotFound(s)) {
+    Log(std::string(s.message()));
+  }
+  if (absl::Status s = driver_->Delete(dev_id); !s.ok() && !absl::IsNotFound(s)) {
+    Log(std::string(s.message()));
+  }
+  EraseRecord(dev_id);
+}
+
+// The end of a device the core never knew as exported is news too: an event on its
+// head's name (the head may not exist).
+void Exporter::LeftoverRemoved(const Leftover& l, const std::string& why) {
+  const std::string what = absl::StrCat("/dev/ublkb", l.dev_id, " removed: ", why);
+  Log(absl::StrCat("ublk: ", what, " (head ", l.head, ")"));
+  if (absl::Status s = mp_->SetHeadExport(l.head, 0, "", what); !s.ok() && !absl::IsNotFound(s)) {
+    Log(absl::StrCat("ublk: ", s.message()));
+  }
+}
+
+void Exporter::BeginRecover(size_t i, const HeadInfo& head) {
+  const Leftover l = leftovers_[i];
+  busy_dev_ = std::make_unique<Device>();
+  busy_dev_->dev_id = l.dev_id;
+  busy_dev_->head = head.name;
+  busy_dev_->head_uid = head.uid;
+  busy_dev_->bdev = absl::StrCat("/dev/ublkb", l.dev_id);
+  Offload([this, d = busy_dev_.get(), head]() -> Then {
+    bool other_disk = false;
+    pid_t old_pid = 0;
+    absl::Status s = TakeOver(d, head, &other_disk, &old_pid);
+    return [this, s, other_disk, old_pid] {
+      std::unique_ptr<Device> dev = std::move(busy_dev_);
+      const size_t j = FindLeftover(dev->head);
+      if (s.ok()) {
+        if (j < leftovers_.size()) leftovers_.erase(leftovers_.begin() + j);
+        Log(absl::StrCat("ublk: ", dev->bdev, " of head ", dev->head, " taken over from pid ", old_pid));
+        const std::string name = dev->head, bdev = dev->bdev;
+        const uint64_t uid = dev->head_uid;
+        devices_[name] = std::move(dev);
+        auto_exported_.insert(uid);
+        if (absl::Status e = mp_->SetHeadExport(name, uid, bdev, "taken over from the agent's last run");
+            !e.ok()) {
+          Log(absl::StrCat("ublk: ", e.message()));
+        }
+        return;
+      }
+      if (j == leftovers_.size()) return;
+      Leftover& lo = leftovers_[j];
+      if (std::string(s.message()) != lo.last_problem) {
+        lo.last_problem = std::string(s.message());
+        Log(absl::StrCat("ublk: device ", lo.dev_id, " of head ", lo.head, ": recovery: ", s.message()));
+      }
+      if (other_disk) {
+        lo.deadline = 0;  // removed at once
+        plan_.push_front({Action::kRemoveLeftover, lo.head});
+      }
+    };
+  });
+}
+
+// Offload thread.
+absl::Status Exporter::TakeOver(Device* d, const HeadInfo& head, bool* other_disk, pid_t* old_pid) {
+  absl::StatusOr<ublksrv_ctrl_dev_info> info = driver_->Info(d->dev_id);
   if (!info.ok()) return info.status();
+  *old_pid = info->ublksrv_pid;
   if (info->state != kStateQuiesced) {
     return absl::UnavailableError(absl::StrCat("the device is in state ", info->state,
                                                ", not yet quiesced after its agent left"));
@@ -553,45 +667,27 @@ absl::Status Exporter::Recover(Leftover& l, const HeadInfo& head) {
   }
   // The device keeps the capacity and block size it was made with: a head that came
   // back different is not the same disk, and the device cannot be taken over.
-  absl::StatusOr<ublk_params> params = control_->GetParams(l.dev_id);
+  absl::StatusOr<ublk_params> params = driver_->GetParams(d->dev_id);
   if (!params.ok()) return params.status();
   const uint64_t sectors = head.size_blocks * (head.block_size / 512);
   if (params->basic.dev_sectors != sectors ||
       (1u << params->basic.logical_bs_shift) != head.block_size) {
-    l.deadline = 0;  // removed by the caller's next check
+    *other_disk = true;
     return absl::FailedPreconditionError(absl::StrCat(
         "the device has ", params->basic.dev_sectors, " sectors of ",
         1u << params->basic.logical_bs_shift, " B and the head ", sectors, " of ",
         head.block_size, " B"));
   }
   // The old agent's files must be closed (EBUSY until its exit completes).
-  RETURN_IF_ERROR(control_->StartRecovery(l.dev_id));
-  auto d = std::make_unique<Device>();
-  d->dev_id = l.dev_id;
-  d->head = head.name;
-  d->head_uid = head.uid;
-  d->bdev = absl::StrCat("/dev/ublkb", l.dev_id);
-  d->queues = info->nr_hw_queues;
-  if (absl::Status s = OpenQueues(d.get(), head, info->queue_depth, info->max_io_buf_bytes); !s.ok()) {
-    CloseQueues(d.get());
-    return s;
-  }
+  if (absl::Status s = driver_->StartRecovery(d->dev_id); !s.ok()) return s;
+  if (absl::Status s = driver_->OpenQueues(d->dev_id, SetupFor(head, *info)); !s.ok()) return s;
   // Unquiesces the disk: what waited in the kernel (and what the old agent had taken,
   // reissued) now reaches this agent's queues.
-  if (absl::Status s = control_->EndRecovery(l.dev_id, getpid()); !s.ok()) {
-    CloseQueues(d.get());
+  if (absl::Status s = driver_->EndRecovery(d->dev_id); !s.ok()) {
+    driver_->CloseQueues(d->dev_id);
     return s;
   }
-  const std::string bdev = d->bdev;
-  Log(absl::StrCat("ublk: ", bdev, " of head ", head.name, " taken over from pid ",
-                   info->ublksrv_pid));
-  devices_[head.name] = std::move(d);
-  auto_exported_.insert(head.uid);
-  if (absl::Status s = mp_->SetHeadExport(head.name, head.uid, bdev,
-                                          "taken over from the agent's last run");
-      !s.ok()) {
-    Log(absl::StrCat("ublk: ", s.message()));
-  }
+  d->added = true;
   return absl::OkStatus();
 }
 

@@ -2,23 +2,23 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "agent/base/mutex.h"
+#include "agent/control/control_plane.h"
 #include "agent/core/io_memory.h"
 #include "agent/core/multipath.h"
 #include "agent/core/worker.h"
-#include "agent/export/ublk_control.h"
-#include "agent/export/ublk_queue.h"
+#include "agent/export/ublk_driver.h"
 
 namespace umpath::ublk {
 
@@ -37,12 +37,6 @@ struct ExporterOptions {
   std::function<void(const std::string&)> log;
 };
 
-// Who has a block device open or in use: "pid 812 (fio)", "mounted at /mnt",
-// "held by dm-0". Empty when nobody does. `major`/`minor` name the device, `sysname`
-// its /sys/block entry.
-std::vector<std::string> BlockDeviceUsers(uint32_t major, uint32_t minor,
-                                          const std::string& sysname);
-
 // The ublk frontend: each exported head is /dev/ublkbN with one queue per worker.
 //
 // A device lives as long as its head: it stays (and its I/O waits in the core) through a
@@ -50,86 +44,136 @@ std::vector<std::string> BlockDeviceUsers(uint32_t major, uint32_t minor,
 // device outlives the agent: I/O waits in the kernel while no agent runs, and the next
 // agent takes the device over when its head appears again.
 //
-// Threading: Export, Unexport and Shutdown may be called from any thread; they and the
-// exporter's own thread (head removals, export-all, recovery) are serialized. Control
-// commands block, but never with a lock the workers take.
+// Threading: what the exporter knows is the control thread's. It follows the core's
+// events there (a head removed, a head for export-all, a head a leftover device waits
+// for) and decides there; the commands that block (the driver's) run one device at a
+// time on a thread of the plane's Offload, and their result is applied back on the
+// control thread. Export and Unexport may be called from any thread and answer through
+// `done`, in the order they were asked, between the exporter's own work.
 class Exporter {
  public:
-  static absl::StatusOr<std::unique_ptr<Exporter>> Create(Multipath* mp, ExporterOptions options);
+  template <typename T>
+  using Done = absl::AnyInvocable<void(T) &&>;
+
+  // Opens /dev/ublk-control and the state directory, and finds what an earlier run
+  // left (removing at once what cannot be taken over).
+  static absl::StatusOr<std::unique_ptr<Exporter>> Create(Multipath* mp, ControlPlane* plane,
+                                                          ExporterOptions options);
+  // The same, on a given driver (tests).
+  static absl::StatusOr<std::unique_ptr<Exporter>> CreateWithDriver(
+      Multipath* mp, ControlPlane* plane, ExporterOptions options, std::unique_ptr<UblkDriver> driver);
   ~Exporter();
 
+  // Any thread: starts following the core.
   void Start();
-  // Stops following the core (head removals, export-all, recovery): the first step of a
-  // shutdown, before the core fails what waits.
+  // Control thread: stops following the core (head removals, export-all, recovery): the
+  // first step of a shutdown, before the core fails what waits. Work already begun
+  // finishes.
   void StopFollowing();
-  // Removes every device this agent made or took over, and those it never recovered.
+  // Once the control plane has stopped, on the caller's thread: removes every device
+  // this agent made or took over, and those it never recovered.
   void Shutdown();
 
   // The device path; idempotent. NOT_FOUND for an unknown head.
-  absl::StatusOr<std::string> Export(absl::string_view head);
+  void Export(std::string head, Done<absl::StatusOr<std::string>> done);
   // FAILED_PRECONDITION while the device is open or mounted; OK when not exported.
-  absl::Status Unexport(absl::string_view head);
+  void Unexport(std::string head, Done<absl::Status> done);
 
   bool user_recovery() const { return recovery_; }
-  size_t devices() const;
 
  private:
   struct Device {
     uint32_t dev_id = 0;
+    bool added = false;  // the kernel has it (ADD_DEV or a take-over)
     std::string head;
     uint64_t head_uid = 0;
     std::string bdev;  // /dev/ublkbN
-    int cdev_fd = -1;
-    uint16_t queues = 0;
-    std::vector<std::unique_ptr<Queue>> q;
-    IoMemory memory;
   };
   struct Leftover {
     uint32_t dev_id = 0;
     std::string head;
-    int64_t deadline = 0;  // monotonic ns
+    int64_t deadline = 0;  // the plane's monotonic clock, ns
     std::string last_problem;
   };
+  // One thing the exporter does on its own, decided by Reconcile and started when the
+  // lane is free (checked again then: an API call may have come first).
+  struct Action {
+    enum Kind { kTeardown, kRecover, kRemoveLeftover, kExportAll } kind;
+    std::string head;
+  };
+  // What an offloaded job brings back to the control thread.
+  using Then = ControlPlane::Task;
+  template <typename T>
+  class Answer;
 
-  Exporter(Multipath* mp, ExporterOptions options, std::unique_ptr<Control> control);
+  Exporter(Multipath* mp, ControlPlane* plane, ExporterOptions options,
+           std::unique_ptr<UblkDriver> driver);
   void Log(const std::string& line) const;
-  absl::StatusOr<std::string> ExportLocked(const HeadInfo& head) ABSL_EXCLUSIVE_LOCKS_REQUIRED(ops_mu_);
-  // Makes the queues on their workers and opens the character device.
-  absl::Status OpenQueues(Device* d, const HeadInfo& head, uint16_t depth, uint32_t buffer_bytes)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(ops_mu_);
-  // Takes every queue off its worker and closes it (the device stopped, or never ran).
-  void CloseQueues(Device* d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(ops_mu_);
-  void Teardown(std::unique_ptr<Device> d, const std::string& reason)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(ops_mu_);
-  absl::Status Recover(Leftover& l, const HeadInfo& head) ABSL_EXCLUSIVE_LOCKS_REQUIRED(ops_mu_);
-  void RemoveLeftover(const Leftover& l, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(ops_mu_);
-  void FindLeftovers() ABSL_EXCLUSIVE_LOCKS_REQUIRED(ops_mu_);
+  int64_t Now() const { return plane_->clock().MonotonicNanos(); }
+
+  // Following the core: its events only wake the exporter, which reads the core whole.
+  void Subscribe();
+  void OnCoreChanged();
   void Reconcile();
-  void Loop();
+  std::deque<Action> Plan();
+  bool NeedsAutoExport(const HeadInfo& h) const;
+  size_t FindLeftover(absl::string_view head) const;  // leftovers_.size() if none
+  void ArmRetry();
+
+  // The lane: one job (an API call or an Action) at a time.
+  void Enqueue(ControlPlane::Task call);
+  void Next();
+  void StartAction(const Action& a);
+  // Takes the lane and runs `work` on a thread of its own; what it returns runs back
+  // on the control thread, and the lane is free again.
+  void Offload(absl::AnyInvocable<Then() &&> work);
+
+  // Control thread. Each either answers at once or takes the lane.
+  void BeginExport(const HeadInfo& head, std::shared_ptr<Answer<absl::StatusOr<std::string>>> answer);
+  void BeginUnexport(const std::string& head, std::shared_ptr<Answer<absl::Status>> answer);
+  void BeginTeardown(std::unique_ptr<Device> d, std::string reason,
+                     std::shared_ptr<Answer<absl::Status>> answer);
+  void BeginRecover(size_t leftover, const HeadInfo& head);
+  void BeginRemoveLeftover(size_t leftover, std::string why);
+  absl::Status CheckExportable(const HeadInfo& head, uint32_t* max_io) const;
+  void FinishTeardown(const Device& d, const std::string& reason);
+  void LeftoverRemoved(const Leftover& l, const std::string& why);
+
+  // Blocking work, on the offload's thread, on the device the lane holds.
+  absl::Status MakeDevice(Device* d, const HeadInfo& head, uint32_t max_io);
+  static QueueSetup SetupFor(const HeadInfo& head, const ublksrv_ctrl_dev_info& info);
+  void RemoveDevice(const Device& d);
+  absl::Status TakeOver(Device* d, const HeadInfo& head, bool* other_disk, pid_t* old_pid);
+  void RemoveLeftoverDevice(uint32_t dev_id);
+
+  void FindLeftovers();
   void WriteRecord(const Device& d) const;
   void EraseRecord(uint32_t dev_id) const;
 
   Multipath* const mp_;
+  ControlPlane* const plane_;
   const ExporterOptions options_;
-  const std::unique_ptr<Control> control_;
+  const std::unique_ptr<UblkDriver> driver_;
   bool recovery_ = false;
 
-  mutable Mutex ops_mu_;
-  absl::flat_hash_map<std::string, std::unique_ptr<Device>> devices_ ABSL_GUARDED_BY(ops_mu_);
-  std::vector<Leftover> leftovers_ ABSL_GUARDED_BY(ops_mu_);
-  absl::flat_hash_map<std::string, std::string> export_all_failed_ ABSL_GUARDED_BY(ops_mu_);
+  // Control thread (and Shutdown, once the plane has stopped).
+  absl::flat_hash_map<std::string, std::unique_ptr<Device>> devices_;
+  std::vector<Leftover> leftovers_;
+  absl::flat_hash_map<std::string, std::string> export_all_failed_;
   // Heads (by uid) export-all has exported, or an earlier run had: not again.
-  absl::flat_hash_set<uint64_t> auto_exported_ ABSL_GUARDED_BY(ops_mu_);
-  bool shut_down_ ABSL_GUARDED_BY(ops_mu_) = false;
-  // Torn-down devices whose queues still had requests in the core: never freed.
-  std::vector<std::unique_ptr<Device>> zombies_ ABSL_GUARDED_BY(ops_mu_);
-
-  Mutex wake_mu_;
-  CondVar wake_cv_;
-  bool wake_ ABSL_GUARDED_BY(wake_mu_) = false;
-  bool stop_ ABSL_GUARDED_BY(wake_mu_) = false;
+  absl::flat_hash_set<uint64_t> auto_exported_;
+  bool following_ = false;
+  bool shut_down_ = false;
+  // The lane. `busy_dev_` is the device the running job works on, owned here so that
+  // a job whose result never came back (the plane stopped) is still cleaned up.
+  bool busy_ = false;
+  std::unique_ptr<Device> busy_dev_;
+  std::deque<ControlPlane::Task> calls_;  // API calls waiting for the lane
+  std::deque<Action> plan_;
+  bool dirty_ = false;  // the core changed while the plan ran: plan again
+  ControlPlane::TimerId retry_timer_ = 0;
   std::shared_ptr<EventSubscription> sub_;
-  std::thread thread_;
+  std::atomic<bool> wake_posted_{false};  // an OnCoreChanged is queued
 };
 
 }  // namespace umpath::ublk

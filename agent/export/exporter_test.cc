@@ -1,0 +1,558 @@
+// The exporter's orchestration without a VM: the real core and control plane, a fake
+// ublk driver beneath. Export, removal with the head, unexport of a device in use,
+// export-all, the take-over of a device an earlier agent left (and its removal when
+// the head never comes, or comes back as another disk), shutdown, and the rule that the
+// control thread never waits on the kernel.
+
+#include "agent/export/exporter.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "agent/base/mutex.h"
+#include "agent/core/testing/core_fixture.h"
+
+namespace umpath::ublk {
+namespace {
+
+using ::testing::HasSubstr;
+
+// The kernel's ublk driver as the exporter sees it: devices by id, every call recorded.
+class FakeUblk final : public UblkDriver {
+ public:
+  struct Dev {
+    ublksrv_ctrl_dev_info info{};
+    ublk_params params{};
+  };
+
+  uint64_t Features() override { return kFlagUserRecovery | kFlagUserRecoveryReissue; }
+  absl::StatusOr<ublksrv_ctrl_dev_info> Add(const ublksrv_ctrl_dev_info& want) override {
+    MutexLock l(&mu_);
+    calls_.push_back("add");
+    Dev d;
+    d.info = want;
+    d.info.dev_id = next_id_++;
+    d.info.state = kStateDead;
+    devs_[d.info.dev_id] = d;
+    return d.info;
+  }
+  absl::Status SetParams(uint32_t id, const ublk_params& p) override {
+    MutexLock l(&mu_);
+    Record("set-params", id);
+    devs_[id].params = p;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<ublk_params> GetParams(uint32_t id) override {
+    MutexLock l(&mu_);
+    return devs_.at(id).params;
+  }
+  absl::Status Start(uint32_t id) override {
+    {
+      MutexLock l(&mu_);
+      Record("start", id);
+      if (!start_error.ok()) return start_error;
+    }
+    if (block_start) {
+      start_entered.Notify();
+      release_start.WaitFor(std::chrono::hours(1));
+    }
+    MutexLock l(&mu_);
+    devs_[id].info.state = kStateLive;
+    return absl::OkStatus();
+  }
+  absl::Status EndRecovery(uint32_t id) override {
+    MutexLock l(&mu_);
+    Record("end-recovery", id);
+    devs_[id].info.state = kStateLive;
+    return absl::OkStatus();
+  }
+  absl::Status StartRecovery(uint32_t id) override {
+    MutexLock l(&mu_);
+    Record("start-recovery", id);
+    return absl::OkStatus();
+  }
+  absl::Status Stop(uint32_t id) override {
+    MutexLock l(&mu_);
+    Record("stop", id);
+    if (!devs_.contains(id)) return absl::NotFoundError("no device");
+    devs_[id].info.state = kStateDead;
+    return absl::OkStatus();
+  }
+  absl::Status Delete(uint32_t id) override {
+    MutexLock l(&mu_);
+    Record("delete", id);
+    return devs_.erase(id) ? absl::OkStatus() : absl::NotFoundError("no device");
+  }
+  absl::StatusOr<ublksrv_ctrl_dev_info> Info(uint32_t id) override {
+    MutexLock l(&mu_);
+    auto it = devs_.find(id);
+    if (it == devs_.end()) return absl::NotFoundError("no device");
+    return it->second.info;
+  }
+  bool ServedByAnother(const ublksrv_ctrl_dev_info& info) override {
+    return info.ublksrv_pid == another_agent;
+  }
+  absl::Status OpenQueues(uint32_t id, const QueueSetup& setup) override {
+    MutexLock l(&mu_);
+    Record("open-queues", id);
+    EXPECT_GT(setup.queues, 0);
+    EXPECT_GT(setup.shape.buffer_bytes, 0u);
+    return absl::OkStatus();
+  }
+  bool CloseQueues(uint32_t id) override {
+    MutexLock l(&mu_);
+    Record("close-queues", id);
+    return true;
+  }
+  std::vector<std::string> Users(uint32_t) override {
+    MutexLock l(&mu_);
+    return users;
+  }
+
+  // A device an earlier agent (pid) left, quiesced, with its capacity.
+  void Leave(uint32_t id, pid_t pid, uint64_t sectors, bool recovery = true,
+             uint16_t state = kStateQuiesced) {
+    MutexLock l(&mu_);
+    Dev d;
+    d.info.dev_id = id;
+    d.info.nr_hw_queues = 1;
+    d.info.queue_depth = 8;
+    d.info.max_io_buf_bytes = 65536;
+    d.info.ublksrv_pid = pid;
+    d.info.state = state;
+    d.info.flags = recovery ? kFlagUserRecovery | kFlagUserRecoveryReissue : 0;
+    d.params.basic.dev_sectors = sectors;
+    d.params.basic.logical_bs_shift = 9;
+    devs_[id] = d;
+    next_id_ = std::max(next_id_, id + 1);
+  }
+  void SetState(uint32_t id, uint16_t state) {
+    MutexLock l(&mu_);
+    devs_[id].info.state = state;
+  }
+  std::string Calls() {
+    MutexLock l(&mu_);
+    return absl::StrJoin(calls_, " ");
+  }
+  bool Called(const std::string& what) {
+    MutexLock l(&mu_);
+    return std::find(calls_.begin(), calls_.end(), what) != calls_.end();
+  }
+  bool Has(uint32_t id) {
+    MutexLock l(&mu_);
+    return devs_.contains(id);
+  }
+  void SetUsers(std::vector<std::string> u) {
+    MutexLock l(&mu_);
+    users = std::move(u);
+  }
+
+  void SetStartError(absl::Status s) {
+    MutexLock l(&mu_);
+    start_error = std::move(s);
+  }
+  std::atomic<bool> block_start{false};
+  Notification start_entered, release_start;
+  pid_t another_agent = -1;
+
+ private:
+  void Record(const char* what, uint32_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    calls_.push_back(absl::StrCat(what, " ", id));
+  }
+  Mutex mu_;
+  std::map<uint32_t, Dev> devs_ ABSL_GUARDED_BY(mu_);
+  uint32_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<std::string> calls_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> users ABSL_GUARDED_BY(mu_);
+  absl::Status start_error ABSL_GUARDED_BY(mu_);
+};
+
+class ExporterTest : public testing::CoreFixture {
+ protected:
+  void SetUp() override {
+    CoreFixture::SetUp();
+    state_dir_ = ::testing::TempDir() + "/exporter_test." + std::to_string(getpid()) + "." +
+                 ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::filesystem::remove_all(state_dir_);
+    auto plane = ControlPlane::Create(&clock_);
+    ASSERT_OK(plane);
+    plane_ = std::move(*plane);
+    plane_->Start();
+  }
+  void TearDown() override {
+    plane_->Stop();
+    if (ex_) ex_->Shutdown();
+    ex_.reset();
+    CoreFixture::TearDown();
+    std::filesystem::remove_all(state_dir_);
+  }
+
+  void Make(bool export_all = false) {
+    ExporterOptions o;
+    for (auto& w : workers_) o.workers.push_back(w.get());
+    o.queue_depth = 8;
+    o.max_io_bytes = 65536;
+    o.export_all = export_all;
+    o.state_dir = state_dir_;
+    o.recover_wait_secs = 30;
+    o.log = [this](const std::string& line) {
+      MutexLock l(&log_mu_);
+      log_.push_back(line);
+    };
+    auto driver = std::make_unique<FakeUblk>();
+    ublk_ = driver.get();
+    if (before_create_) before_create_(*ublk_);
+    auto ex = Exporter::CreateWithDriver(mp_.get(), plane_.get(), o, std::move(driver));
+    ASSERT_OK(ex);
+    ex_ = std::move(*ex);
+    ex_->Start();
+  }
+
+  // Waits (on the state, not on time) until `pred` holds, driving the workers.
+  template <typename Pred>
+  bool Await(Pred pred) {
+    for (int i = 0; i < 10'000; ++i) {
+      Run();
+      if (pred()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return pred();
+  }
+
+  absl::StatusOr<std::string> Export(const std::string& head) {
+    Notification done;
+    absl::StatusOr<std::string> out;
+    ex_->Export(head, [&](absl::StatusOr<std::string> r) {
+      out = std::move(r);
+      done.Notify();
+    });
+    EXPECT_TRUE(Await([&] { return done.HasBeenNotified(); }));
+    return out;
+  }
+  absl::Status Unexport(const std::string& head) {
+    Notification done;
+    absl::Status out;
+    ex_->Unexport(head, [&](absl::Status r) {
+      out = std::move(r);
+      done.Notify();
+    });
+    EXPECT_TRUE(Await([&] { return done.HasBeenNotified(); }));
+    return out;
+  }
+
+  std::string Head(const std::string& controller = "c0", uint8_t tag = 1) {
+    if (!backends_.contains(controller)) AddController(controller);
+    auto head = AddPath(controller, tag, tag);
+    EXPECT_OK(head);
+    return head.ok() ? *head : "";
+  }
+
+  // Export events (exported or unexported) on `head`, as "type to reason".
+  std::vector<std::string> ExportEvents(const std::string& head) {
+    std::vector<std::string> out;
+    for (const Event& e : EventsSince(0)) {
+      if ((e.type == EventType::kHeadExported || e.type == EventType::kHeadUnexported) &&
+          e.head == head) {
+        out.push_back(absl::StrCat(EventTypeName(e.type), " ", e.to, " ", e.reason));
+      }
+    }
+    return out;
+  }
+  bool HasExportEvent(const std::string& head, const std::string& part) {
+    for (const std::string& e : ExportEvents(head)) {
+      if (e.find(part) != std::string::npos) return true;
+    }
+    return false;
+  }
+  std::string Record(uint32_t id) {
+    std::ifstream in(state_dir_ + "/" + std::to_string(id));
+    std::string line;
+    std::getline(in, line);
+    return line;
+  }
+  void WriteRecord(uint32_t id, const std::string& head) {
+    std::filesystem::create_directories(state_dir_);
+    std::ofstream(state_dir_ + "/" + std::to_string(id)) << "head=" << head << "\n";
+  }
+  bool Logged(const std::string& what) {
+    MutexLock l(&log_mu_);
+    for (const auto& line : log_) {
+      if (line.find(what) != std::string::npos) return true;
+    }
+    return false;
+  }
+  // Moves the clock and lets the control thread see it.
+  void AdvanceSeconds(int s) {
+    clock_.AdvanceSeconds(s);
+    plane_->Wake();
+  }
+
+  std::string state_dir_;
+  std::unique_ptr<ControlPlane> plane_;
+  std::unique_ptr<Exporter> ex_;
+  FakeUblk* ublk_ = nullptr;
+  std::function<void(FakeUblk&)> before_create_;
+  Mutex log_mu_;
+  std::vector<std::string> log_ ABSL_GUARDED_BY(log_mu_);
+};
+
+// The sectors of a fixture head (kBlocks of 512 bytes).
+constexpr uint64_t kSectors = uint64_t{1} << 20;  // CoreFixture::kBlocks of 512 bytes
+
+TEST_F(ExporterTest, ExportMakesOneDeviceRecordsItAndSaysSo) {
+  Make();
+  const std::string h = Head();
+  auto dev = Export(h);
+  ASSERT_OK(dev);
+  EXPECT_EQ(*dev, "/dev/ublkb0");
+  EXPECT_EQ(ublk_->Calls(), "add set-params 0 open-queues 0 start 0");
+  EXPECT_EQ(Record(0), "head=" + h);
+  EXPECT_TRUE(HasExportEvent(h, "head-exported /dev/ublkb0 exported"));
+  // Again: the same device, nothing new asked of the kernel.
+  auto again = Export(h);
+  ASSERT_OK(again);
+  EXPECT_EQ(*again, "/dev/ublkb0");
+  EXPECT_EQ(ublk_->Calls(), "add set-params 0 open-queues 0 start 0");
+}
+
+TEST_F(ExporterTest, ExportOfAnUnknownHeadIsNotFound) {
+  Make();
+  auto dev = Export("no-such-head");
+  EXPECT_TRUE(absl::IsNotFound(dev.status())) << dev.status();
+  EXPECT_EQ(ublk_->Calls(), "");
+}
+
+TEST_F(ExporterTest, AFailedStartLeavesNothingBehind) {
+  Make();
+  ublk_->SetStartError(absl::InternalError("START_DEV: EIO"));
+  const std::string h = Head();
+  auto dev = Export(h);
+  ASSERT_FALSE(dev.ok());
+  EXPECT_THAT(dev.status().message(), HasSubstr("export " + h + ": START_DEV: EIO"));
+  EXPECT_EQ(ublk_->Calls(), "add set-params 0 open-queues 0 start 0 close-queues 0 delete 0");
+  EXPECT_FALSE(ublk_->Has(0));
+  EXPECT_EQ(Record(0), "");
+  EXPECT_TRUE(ExportEvents(h).empty());
+  // The next try is a new device.
+  ublk_->SetStartError(absl::OkStatus());
+  auto retry = Export(h);
+  ASSERT_OK(retry);
+  EXPECT_EQ(*retry, "/dev/ublkb1");
+}
+
+TEST_F(ExporterTest, ADeviceGoesWithItsHead) {
+  Make();
+  const std::string h = Head();
+  ASSERT_OK(Export(h));
+  ASSERT_OK(mp_->RemoveController("c0", "test"));
+  ASSERT_TRUE(Await([&] { return ublk_->Called("delete 0"); })) << ublk_->Calls();
+  EXPECT_EQ(ublk_->Calls(), "add set-params 0 open-queues 0 start 0 stop 0 close-queues 0 delete 0");
+  ASSERT_TRUE(Await([&] { return HasExportEvent(h, "/dev/ublkb0 removed: the head was removed"); }));
+  EXPECT_EQ(Record(0), "");
+}
+
+TEST_F(ExporterTest, UnexportRefusesADeviceInUseAndKeepsIt) {
+  Make();
+  const std::string h = Head();
+  ASSERT_OK(Export(h));
+  ublk_->SetUsers({"pid 812 (fio)", "mounted at /mnt"});
+  absl::Status s = Unexport(h);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(s.message(), HasSubstr("is in use (pid 812 (fio), mounted at /mnt)"));
+  EXPECT_FALSE(ublk_->Called("stop 0"));
+  auto still = Export(h);  // still the same device
+  ASSERT_OK(still);
+  EXPECT_EQ(*still, "/dev/ublkb0");
+  ublk_->SetUsers({});
+  ASSERT_OK(Unexport(h));
+  EXPECT_TRUE(ublk_->Called("delete 0"));
+  EXPECT_TRUE(HasExportEvent(h, "removed: unexported"));
+  EXPECT_OK(Unexport(h));  // not exported: nothing to do
+  EXPECT_TRUE(absl::IsNotFound(Unexport("no-such-head")));
+}
+
+TEST_F(ExporterTest, ExportAllExportsEachHeadOnceAndRespectsAnUnexport) {
+  Make(/*export_all=*/true);
+  const std::string h1 = Head("c0", 1);
+  ASSERT_TRUE(Await([&] { return HasExportEvent(h1, "head-exported /dev/ublkb0"); }));
+  ASSERT_OK(Unexport(h1));
+  // Another head appears: it is exported, the unexported one stays as the admin left it.
+  const std::string h2 = Head("c0", 2);
+  ASSERT_TRUE(Await([&] { return HasExportEvent(h2, "head-exported /dev/ublkb1"); }));
+  auto dev = Export(h1);  // an explicit export still works
+  ASSERT_OK(dev);
+  EXPECT_EQ(*dev, "/dev/ublkb2");
+  EXPECT_EQ(ExportEvents(h1).size(), 3u) << absl::StrJoin(ExportEvents(h1), "; ");
+}
+
+TEST_F(ExporterTest, ALeftDeviceIsTakenOverWhenItsHeadAppears) {
+  WriteRecord(5, "");  // filled below, once the head's name is known
+  const std::string h = Head();
+  ASSERT_OK(mp_->RemoveController("c0", "gone for now"));
+  Run();
+  WriteRecord(5, h);
+  before_create_ = [](FakeUblk& u) { u.Leave(5, /*pid=*/4242, kSectors); };
+  Make();
+  EXPECT_TRUE(Logged("device 5 of head " + h + " left by pid 4242"));
+  auto early = Export(h);  // the head is not back yet
+  EXPECT_TRUE(absl::IsNotFound(early.status())) << early.status();
+  backends_.erase("c0");
+  Head();
+  ASSERT_TRUE(Await([&] { return ublk_->Called("end-recovery 5"); })) << ublk_->Calls();
+  EXPECT_EQ(ublk_->Calls(), "start-recovery 5 open-queues 5 end-recovery 5");
+  ASSERT_TRUE(Await([&] { return HasExportEvent(h, "/dev/ublkb5 taken over from the agent's last run"); }));
+  auto dev = Export(h);
+  ASSERT_OK(dev);
+  EXPECT_EQ(*dev, "/dev/ublkb5");
+  EXPECT_FALSE(ublk_->Called("add"));
+}
+
+TEST_F(ExporterTest, ATakeOverNotYetPossibleIsTriedAgain) {
+  const std::string h = Head();
+  WriteRecord(3, h);
+  // Its agent is gone but the kernel has not quiesced the device yet.
+  before_create_ = [](FakeUblk& u) { u.Leave(3, 4242, kSectors, true, kStateLive); };
+  Make();
+  ASSERT_TRUE(Await([&] { return Logged("recovery: the device is in state 1, not yet quiesced"); }));
+  EXPECT_FALSE(ublk_->Called("start-recovery 3"));
+  ublk_->SetState(3, kStateQuiesced);
+  AdvanceSeconds(1);
+  ASSERT_TRUE(Await([&] { return ublk_->Called("end-recovery 3"); })) << ublk_->Calls();
+}
+
+TEST_F(ExporterTest, ALeftDeviceWhoseHeadNeverComesIsRemovedAfterTheWait) {
+  WriteRecord(7, "nguid.gone");
+  before_create_ = [](FakeUblk& u) { u.Leave(7, 4242, kSectors); };
+  Make();
+  AdvanceSeconds(29);
+  // The control thread has looked (a task after the timer's) and kept it.
+  plane_->Run([] {});
+  plane_->Run([] {});
+  EXPECT_TRUE(ublk_->Has(7));
+  EXPECT_EQ(Record(7), "head=nguid.gone");
+  AdvanceSeconds(2);
+  ASSERT_TRUE(Await([&] { return !ublk_->Has(7); })) << ublk_->Calls();
+  EXPECT_EQ(ublk_->Calls(), "stop 7 delete 7");
+  EXPECT_EQ(Record(7), "");
+  ASSERT_TRUE(Await([&] {
+    return HasExportEvent("nguid.gone",
+                          "head-unexported  /dev/ublkb7 removed: its head did not come back within 30 s");
+  })) << absl::StrJoin(ExportEvents("nguid.gone"), "; ");
+}
+
+TEST_F(ExporterTest, ALeftDeviceWithoutUserRecoveryIsRemovedAtOnce) {
+  WriteRecord(2, "nguid.x");
+  before_create_ = [](FakeUblk& u) { u.Leave(2, 4242, kSectors, /*recovery=*/false); };
+  Make();
+  EXPECT_EQ(ublk_->Calls(), "stop 2 delete 2");
+  EXPECT_TRUE(HasExportEvent("nguid.x", "/dev/ublkb2 removed: it was made without user recovery"));
+  EXPECT_EQ(Record(2), "");
+}
+
+TEST_F(ExporterTest, ADeviceServedByAnotherAgentIsLeftAlone) {
+  WriteRecord(4, "nguid.y");
+  before_create_ = [](FakeUblk& u) {
+    u.Leave(4, 777, kSectors, true, kStateLive);
+    u.another_agent = 777;
+  };
+  Make();
+  EXPECT_TRUE(Logged("served by running pid 777; left alone"));
+  AdvanceSeconds(60);
+  plane_->Run([] {});
+  EXPECT_EQ(ublk_->Calls(), "");
+  EXPECT_EQ(Record(4), "head=nguid.y");
+}
+
+TEST_F(ExporterTest, AHeadThatCameBackAsAnotherDiskDoesNotGetTheOldDevice) {
+  const std::string h = Head();
+  WriteRecord(6, h);
+  before_create_ = [](FakeUblk& u) { u.Leave(6, 4242, kSectors * 2); };
+  Make();
+  ASSERT_TRUE(Await([&] { return !ublk_->Has(6); })) << ublk_->Calls();
+  EXPECT_FALSE(ublk_->Called("start-recovery 6"));
+  ASSERT_TRUE(Await([&] { return HasExportEvent(h, "/dev/ublkb6 removed: its head came back as another disk"); }));
+  auto dev = Export(h);  // and it can be exported anew
+  ASSERT_OK(dev);
+  EXPECT_EQ(*dev, "/dev/ublkb7");
+}
+
+TEST_F(ExporterTest, TheControlThreadNeverWaitsOnTheKernelAndCallsAreAnsweredInOrder) {
+  Make();
+  const std::string h1 = Head("c0", 1), h2 = Head("c0", 2);
+  ublk_->block_start = true;
+  std::vector<std::string> order;
+  Mutex order_mu;
+  auto note = [&](std::string what) {
+    MutexLock l(&order_mu);
+    order.push_back(std::move(what));
+  };
+  ex_->Export(h1, [&](absl::StatusOr<std::string> r) { note("export1 " + r.value_or("error")); });
+  ASSERT_TRUE(ublk_->start_entered.WaitFor(std::chrono::seconds(10)));
+  ex_->Export(h2, [&](absl::StatusOr<std::string> r) { note("export2 " + r.value_or("error")); });
+  ex_->Unexport(h1, [&](absl::Status s) { note("unexport1 " + s.ToString()); });
+  // START_DEV blocks in the kernel; the control thread still runs.
+  Notification ran;
+  plane_->Post([&ran] { ran.Notify(); });
+  EXPECT_TRUE(ran.WaitFor(std::chrono::seconds(10)));
+  {
+    MutexLock l(&order_mu);
+    EXPECT_TRUE(order.empty());
+  }
+  ublk_->block_start = false;
+  ublk_->release_start.Notify();
+  ASSERT_TRUE(Await([&] {
+    MutexLock l(&order_mu);
+    return order.size() == 3;
+  }));
+  MutexLock l(&order_mu);
+  EXPECT_EQ(absl::StrJoin(order, ", "), "export1 /dev/ublkb0, export2 /dev/ublkb1, unexport1 OK");
+}
+
+TEST_F(ExporterTest, ShutdownRemovesWhatWasMadeAndWhatWasLeft) {
+  WriteRecord(9, "nguid.z");
+  before_create_ = [](FakeUblk& u) { u.Leave(9, 4242, kSectors); };
+  Make();
+  const std::string h = Head();
+  ASSERT_OK(Export(h));  // dev 10
+  plane_->Run([this] { ex_->StopFollowing(); });
+  plane_->Stop();
+  ex_->Shutdown();
+  EXPECT_FALSE(ublk_->Has(9));
+  EXPECT_FALSE(ublk_->Has(10));
+  EXPECT_EQ(Record(9), "");
+  EXPECT_EQ(Record(10), "");
+  EXPECT_TRUE(Logged("/dev/ublkb10 of head " + h + " removed: the agent is shutting down"));
+}
+
+TEST_F(ExporterTest, AnExportCutShortByTheStopIsRemovedAndAnswered) {
+  Make();
+  const std::string h = Head();
+  ublk_->block_start = true;
+  Notification answered;
+  absl::Status answer;
+  ex_->Export(h, [&](absl::StatusOr<std::string> r) {
+    answer = r.status();
+    answered.Notify();
+  });
+  ASSERT_TRUE(ublk_->start_entered.WaitFor(std::chrono::seconds(10)));
+  std::thread stopper([this] { plane_->Stop(); });
+  // Once the plane refuses tasks it is stopping: the export's result will be dropped.
+  ASSERT_TRUE(Await([&] { return !plane_->Post([] {}); }));
+  ublk_->release_start.Notify();
+  stopper.join();
+  ex_->Shutdown();
+  ASSERT_TRUE(answered.HasBeenNotified());
+  EXPECT_TRUE(absl::IsUnavailable(answer)) << answer;
+  EXPECT_FALSE(ublk_->Has(0)) << ublk_->Calls();
+  EXPECT_EQ(Record(0), "");
+}
+
+}  // namespace
+}  // namespace umpath::ublk

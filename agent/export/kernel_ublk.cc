@@ -1,0 +1,237 @@
+// The real UblkDriver: /dev/ublk-control for the commands, /dev/ublkcN served by the
+// workers for each device's queues.
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "agent/base/mutex.h"
+#include "agent/export/ublk_control.h"
+#include "agent/export/ublk_driver.h"
+#include "agent/export/ublk_queue.h"
+
+namespace umpath::ublk {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr int kDrainTries = 2000;  // x 5 ms: how long a stopped queue may take to end
+
+// Runs `fn` on the worker's thread and waits for it.
+void OnWorker(Worker* w, absl::AnyInvocable<void()> fn) {
+  auto done = std::make_shared<Notification>();
+  w->Post([fn = std::move(fn), done]() mutable {
+    fn();
+    done->Notify();
+  });
+  done->WaitFor(std::chrono::hours(1));
+}
+
+std::string ReadFirstLine(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+class KernelUblk final : public UblkDriver {
+ public:
+  KernelUblk(KernelUblkOptions options, std::unique_ptr<Control> control)
+      : options_(std::move(options)), control_(std::move(control)) {}
+  ~KernelUblk() override {
+    for (auto& [id, s] : served_) {
+      if (s.cdev_fd >= 0) close(s.cdev_fd);
+    }
+  }
+
+  uint64_t Features() override { return control_->Features(); }
+  absl::StatusOr<ublksrv_ctrl_dev_info> Add(const ublksrv_ctrl_dev_info& want) override {
+    return control_->Add(want);
+  }
+  absl::Status SetParams(uint32_t dev_id, const ublk_params& params) override {
+    return control_->SetParams(dev_id, params);
+  }
+  absl::StatusOr<ublk_params> GetParams(uint32_t dev_id) override { return control_->GetParams(dev_id); }
+  absl::Status Start(uint32_t dev_id) override { return control_->Start(dev_id, getpid()); }
+  absl::Status EndRecovery(uint32_t dev_id) override { return control_->EndRecovery(dev_id, getpid()); }
+  absl::Status StartRecovery(uint32_t dev_id) override { return control_->StartRecovery(dev_id); }
+  absl::Status Stop(uint32_t dev_id) override { return control_->Stop(dev_id); }
+  absl::Status Delete(uint32_t dev_id) override { return control_->Delete(dev_id); }
+  absl::StatusOr<ublksrv_ctrl_dev_info> Info(uint32_t dev_id) override { return control_->Info(dev_id); }
+  bool ServedByAnother(const ublksrv_ctrl_dev_info& info) override {
+    return info.ublksrv_pid > 0 && info.ublksrv_pid != getpid() && kill(info.ublksrv_pid, 0) == 0 &&
+           info.state == kStateLive;
+  }
+
+  absl::Status OpenQueues(uint32_t dev_id, const QueueSetup& setup) override;
+  bool CloseQueues(uint32_t dev_id) override;
+  std::vector<std::string> Users(uint32_t dev_id) override {
+    struct stat st;
+    if (stat(absl::StrCat("/dev/ublkb", dev_id).c_str(), &st) != 0) return {};
+    return BlockDeviceUsers(major(st.st_rdev), minor(st.st_rdev), absl::StrCat("ublkb", dev_id));
+  }
+
+ private:
+  struct Served {
+    int cdev_fd = -1;
+    std::vector<std::unique_ptr<Queue>> q;
+    IoMemory memory;
+  };
+  void Log(const std::string& line) const {
+    if (options_.log) options_.log(line);
+  }
+  absl::Status OpenCdev(uint32_t dev_id, Served* s);
+
+  const KernelUblkOptions options_;
+  const std::unique_ptr<Control> control_;
+  std::map<uint32_t, Served> served_;
+  // Queues whose requests were still in the core when their device stopped: kept.
+  std::vector<Served> kept_;
+};
+
+absl::Status KernelUblk::OpenCdev(uint32_t dev_id, Served* s) {
+  const std::string cdev = absl::StrCat("/dev/ublkc", dev_id);
+  // devtmpfs makes the node as the driver adds the device; udev may still be chowning.
+  for (int i = 0; i < 200 && s->cdev_fd < 0; ++i) {
+    s->cdev_fd = open(cdev.c_str(), O_RDWR | O_CLOEXEC);
+    if (s->cdev_fd < 0 && errno != ENOENT) break;
+    if (s->cdev_fd < 0) usleep(10'000);
+  }
+  if (s->cdev_fd < 0) {
+    return absl::FailedPreconditionError(absl::StrCat("open ", cdev, ": ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KernelUblk::OpenQueues(uint32_t dev_id, const QueueSetup& setup) {
+  if (setup.queues > options_.workers.size()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the device has ", setup.queues, " queues and this agent ", options_.workers.size(),
+        " workers; start it with --workers=", setup.queues, " or more"));
+  }
+  Served& s = served_[dev_id];
+  absl::Status result = OpenCdev(dev_id, &s);
+  const uint32_t buffer_bytes = setup.shape.buffer_bytes;
+  if (result.ok()) {
+    absl::StatusOr<IoMemory> mem = options_.alloc(uint64_t{setup.queues} * setup.depth * buffer_bytes);
+    if (mem.ok()) s.memory = std::move(*mem);
+    result = mem.status();
+  }
+  for (uint16_t q = 0; result.ok() && q < setup.queues; ++q) {
+    Queue::Options qo;
+    qo.cdev_fd = s.cdev_fd;
+    qo.q_id = q;
+    qo.depth = setup.depth;
+    qo.head_uid = setup.head_uid;
+    qo.shape = setup.shape;
+    qo.buffers = static_cast<uint8_t*>(s.memory.host) + size_t{q} * setup.depth * buffer_bytes;
+    s.q.push_back(std::make_unique<Queue>(qo));
+  }
+  for (size_t q = 0; q < s.q.size(); ++q) {
+    Worker* w = options_.workers[q];
+    Queue* queue = s.q[q].get();
+    absl::Status st;
+    OnWorker(w, [&st, queue, w] {
+      st = queue->Open();
+      if (st.ok()) w->AddSource(queue);
+    });
+    if (!st.ok() && result.ok()) result = st;
+  }
+  if (!result.ok()) CloseQueues(dev_id);
+  return result;
+}
+
+bool KernelUblk::CloseQueues(uint32_t dev_id) {
+  auto it = served_.find(dev_id);
+  if (it == served_.end()) return true;
+  Served& s = it->second;
+  bool all_closed = true;
+  for (size_t q = 0; q < s.q.size(); ++q) {
+    Worker* w = options_.workers[q];
+    Queue* queue = s.q[q].get();
+    // A stopped device cancels what its queues fetched; wait until every tag ended and
+    // nothing is left in the core (which calls back into the queue).
+    bool drained = false, in_core = false;
+    for (int i = 0; i < kDrainTries && !drained; ++i) {
+      OnWorker(w, [&] {
+        queue->Drain(*w);
+        drained = queue->drained();
+        in_core = queue->in_core() > 0;
+      });
+      if (!drained) usleep(5'000);
+      // Tags only fetched are cancelled when the ring goes; tags in the core are not.
+      if (!in_core && i >= 20) break;
+    }
+    if (in_core) {
+      Log(absl::StrCat("ublk: device ", dev_id, " queue ", q,
+                       ": requests still in the core after the device stopped; keeping the queue"));
+      all_closed = false;
+      continue;
+    }
+    OnWorker(w, [&] {
+      w->RemoveSource(queue, nullptr);
+      queue->Close();
+    });
+  }
+  if (s.cdev_fd >= 0) {
+    close(s.cdev_fd);
+    s.cdev_fd = -1;
+  }
+  if (!all_closed) kept_.push_back(std::move(s));
+  served_.erase(it);
+  return all_closed;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<UblkDriver>> OpenKernelUblk(KernelUblkOptions options) {
+  absl::StatusOr<std::unique_ptr<Control>> control = Control::Open(options.control_path);
+  if (!control.ok()) return control.status();
+  return std::make_unique<KernelUblk>(std::move(options), std::move(*control));
+}
+
+std::vector<std::string> BlockDeviceUsers(uint32_t major_num, uint32_t minor_num,
+                                          const std::string& sysname) {
+  std::vector<std::string> users;
+  const dev_t want = makedev(major_num, minor_num);
+  // Processes with it open (what fuser shows).
+  std::error_code ec;
+  for (const auto& proc : fs::directory_iterator("/proc", ec)) {
+    const std::string pid = proc.path().filename();
+    if (pid.empty() || !std::isdigit(static_cast<unsigned char>(pid[0]))) continue;
+    if (pid == std::to_string(getpid())) continue;
+    std::error_code ec2;
+    for (const auto& fd : fs::directory_iterator(proc.path() / "fd", ec2)) {
+      struct stat st;
+      if (stat(fd.path().c_str(), &st) == 0 && S_ISBLK(st.st_mode) && st.st_rdev == want) {
+        users.push_back(absl::StrCat("pid ", pid, " (", ReadFirstLine(proc.path() / "comm"), ")"));
+        break;
+      }
+    }
+  }
+  // Mounts.
+  std::ifstream mi("/proc/self/mountinfo");
+  const std::string majmin = absl::StrCat(major_num, ":", minor_num);
+  for (std::string line; std::getline(mi, line);) {
+    std::vector<std::string> f = absl::StrSplit(line, ' ');
+    if (f.size() > 4 && f[2] == majmin) users.push_back(absl::StrCat("mounted at ", f[4]));
+  }
+  // Stacked devices (device-mapper, md).
+  for (const auto& h : fs::directory_iterator(fs::path("/sys/block") / sysname / "holders", ec)) {
+    users.push_back(absl::StrCat("held by ", h.path().filename().string()));
+  }
+  return users;
+}
+
+}  // namespace umpath::ublk

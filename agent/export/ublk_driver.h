@@ -1,0 +1,85 @@
+#pragma once
+
+// What the exporter asks of the kernel's ublk driver: its control commands, and a
+// device's queues served by the workers. KernelUblk is the real one; the exporter's
+// tests give a fake, so export, removal, export-all and the take-over of devices an
+// earlier agent left are tested without a VM.
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "agent/core/io_memory.h"
+#include "agent/core/worker.h"
+#include "agent/export/ublk_abi.h"
+#include "agent/export/ublk_io.h"
+
+namespace umpath::ublk {
+
+// How a device's queues are served: queue i on worker i, `depth` tags each with a
+// buffer of `shape.buffer_bytes`.
+struct QueueSetup {
+  uint16_t queues = 0;
+  uint16_t depth = 0;
+  uint64_t head_uid = 0;
+  IoShape shape;
+};
+
+// Threading: the exporter calls one method at a time (from a thread of its own, as
+// each may block), and never two devices' work at once.
+class UblkDriver {
+ public:
+  virtual ~UblkDriver() = default;
+
+  // UBLK_F_* the driver offers; 0 where GET_FEATURES is unknown (before 6.5).
+  virtual uint64_t Features() = 0;
+  virtual absl::StatusOr<ublksrv_ctrl_dev_info> Add(const ublksrv_ctrl_dev_info& want) = 0;
+  virtual absl::Status SetParams(uint32_t dev_id, const ublk_params& params) = 0;
+  virtual absl::StatusOr<ublk_params> GetParams(uint32_t dev_id) = 0;
+  // START_DEV and END_USER_RECOVERY, with this process as the device's server. They
+  // return once every queue has fetched its tags.
+  virtual absl::Status Start(uint32_t dev_id) = 0;
+  virtual absl::Status EndRecovery(uint32_t dev_id) = 0;
+  virtual absl::Status StartRecovery(uint32_t dev_id) = 0;
+  // STOP_DEV (the disk goes) and DEL_DEV.
+  virtual absl::Status Stop(uint32_t dev_id) = 0;
+  virtual absl::Status Delete(uint32_t dev_id) = 0;
+  // NOT_FOUND when there is no such device.
+  virtual absl::StatusOr<ublksrv_ctrl_dev_info> Info(uint32_t dev_id) = 0;
+  // Whether the device's server is another process that still runs (a second agent
+  // on the node): such a device is left alone.
+  virtual bool ServedByAnother(const ublksrv_ctrl_dev_info& info) = 0;
+
+  // Serves the device's queues on the workers. On error, what was opened is closed.
+  virtual absl::Status OpenQueues(uint32_t dev_id, const QueueSetup& setup) = 0;
+  // After STOP_DEV (or a start that failed): waits until every tag ended and stops
+  // serving. False when requests were still in the core: those queues are kept for
+  // good (they must outlive the requests), and the reason is logged.
+  virtual bool CloseQueues(uint32_t dev_id) = 0;
+  // Who has /dev/ublkbN open, mounted or stacked: "pid 812 (fio)", "mounted at /mnt",
+  // "held by dm-0". Empty when nobody does.
+  virtual std::vector<std::string> Users(uint32_t dev_id) = 0;
+};
+
+struct KernelUblkOptions {
+  std::string control_path = "/dev/ublk-control";
+  std::vector<Worker*> workers;  // started
+  IoMemoryAllocator alloc;       // DMA-able memory for the tags' buffers
+  std::function<void(const std::string&)> log;
+};
+
+// /dev/ublk-control and /dev/ublkcN, served by the workers.
+absl::StatusOr<std::unique_ptr<UblkDriver>> OpenKernelUblk(KernelUblkOptions options);
+
+// Who has a block device open or in use (see UblkDriver::Users). `major`/`minor` name
+// the device, `sysname` its /sys/block entry.
+std::vector<std::string> BlockDeviceUsers(uint32_t major, uint32_t minor,
+                                          const std::string& sysname);
+
+}  // namespace umpath::ublk
