@@ -685,7 +685,7 @@ void LibnvmeBackend::Start() {
     Poll(/*read_ana=*/false);
   });
   // Kernel uevents: controllers (nvme) and namespaces (block, nvme-generic), by DEVPATH.
-  if (absl::StatusOr<int> ue = OpenUeventSocket(); ue.ok()) {
+  if (absl::StatusOr<int> ue = options_.uevents ? options_.uevents() : OpenUeventSocket(); ue.ok()) {
     uevent_fd_ = *ue;
     (void)plane_->Watch(uevent_fd_, [this] {
       umpath::ReadUevents(uevent_fd_, [this](const Uevent& e) {

@@ -64,6 +64,8 @@ struct LibnvmeBackendOptions {
   int reconnect_delay_secs = 10;
   int reconnect_secs = 5;
   std::function<void(const std::string&)> log;
+  // Opens the kernel's uevent socket (OpenUeventSocket when empty; tests give a pipe).
+  std::function<absl::StatusOr<int>()> uevents;
 };
 
 // Whether the kernel's native multipath is on (/sys/module/nvme_core/parameters/

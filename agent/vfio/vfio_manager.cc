@@ -26,8 +26,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr const char* kPciDevices = "/sys/bus/pci/devices";
-
 std::string ReadLine(const fs::path& p) {
   std::ifstream in(p);
   std::string s;
@@ -50,20 +48,47 @@ void Log(const std::string& line) { std::fprintf(stderr, "umpath-vfio: %s\n", li
 
 }  // namespace
 
-std::vector<std::string> ListNvmeFunctions() {
+bool IsPciAddress(absl::string_view bdf) {
+  // DDDD:BB:DD.F in hex: domain, bus, device (0..1f), function (0..7).
+  if (bdf.size() != 12 || bdf[4] != ':' || bdf[7] != ':' || bdf[10] != '.') return false;
+  for (size_t i : {0, 1, 2, 3, 5, 6, 8, 9, 11}) {
+    if (!std::isxdigit(static_cast<unsigned char>(bdf[i]))) return false;
+  }
+  return bdf[8] <= '1' && bdf[11] <= '7';
+}
+
+std::vector<std::string> ListNvmeFunctions(const std::string& sysfs_root) {
   std::vector<std::string> out;
   std::error_code ec;
-  for (const auto& e : fs::directory_iterator(kPciDevices, ec)) {
-    if (ReadLine(e.path() / "class") == "0x010802") out.push_back(e.path().filename().string());
+  for (const auto& e : fs::directory_iterator(fs::path(sysfs_root) / "bus/pci/devices", ec)) {
+    if (ReadLine(e.path() / "class") == kNvmeClass) out.push_back(e.path().filename().string());
   }
   std::sort(out.begin(), out.end());
   return out;
 }
 
-absl::Status BindToVfio(const std::string& bdf) {
-  const fs::path dev = fs::path(kPciDevices) / bdf;
+absl::Status CheckNvmeFunction(const std::string& bdf, const std::string& sysfs_root) {
+  if (!IsPciAddress(bdf)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", bdf, "\" is not a PCI address (DDDD:BB:DD.F, hexadecimal)"));
+  }
+  const fs::path dev = fs::path(sysfs_root) / "bus/pci/devices" / bdf;
   std::error_code ec;
   if (!fs::exists(dev, ec)) return absl::NotFoundError(absl::StrCat("no PCI device ", bdf));
+  const std::string cls = ReadLine(dev / "class");
+  if (cls != kNvmeClass) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        bdf, " is not an NVMe controller (PCI class ", cls.empty() ? "unknown" : cls,
+        ", not ", kNvmeClass, "); it is left with its driver"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BindToVfio(const std::string& bdf, const std::string& sysfs_root) {
+  // Nothing is unbound before the address is known to name an NVMe function.
+  if (absl::Status s = CheckNvmeFunction(bdf, sysfs_root); !s.ok()) return s;
+  const fs::path dev = fs::path(sysfs_root) / "bus/pci/devices" / bdf;
+  std::error_code ec;
   std::string had = "no driver";
   // A function that just appeared may still be probed by its default driver (nvme
   // probes asynchronously): try a few times, letting go of whatever bound meanwhile.
@@ -79,7 +104,7 @@ absl::Status BindToVfio(const std::string& bdf) {
     if (!WriteSysfs(dev / "driver_override", "vfio-pci")) {
       return absl::InternalError(absl::StrCat("could not set driver_override of ", bdf));
     }
-    (void)WriteSysfs("/sys/bus/pci/drivers_probe", bdf);  // fails while a probe is running
+    (void)WriteSysfs(fs::path(sysfs_root) / "bus/pci/drivers_probe", bdf);  // fails while a probe is running
     for (int i = 0; i < 10; ++i) {
       const fs::path now = fs::read_symlink(dev / "driver", ec);
       if (!ec && now.filename() == "vfio-pci") return absl::OkStatus();
@@ -253,7 +278,7 @@ VfioManager::~VfioManager() {
 
 void VfioManager::Start() {
   // Kernel uevents: a function that appears (hot-add) is claimed without a restart.
-  absl::StatusOr<int> ue = OpenUeventSocket();
+  absl::StatusOr<int> ue = options_.uevents ? options_.uevents() : OpenUeventSocket();
   if (!ue.ok()) {
     Log(absl::StrCat("no kernel uevents (", ue.status().message(),
                      "): functions that appear later are not claimed"));
@@ -275,9 +300,9 @@ std::vector<std::string> VfioManager::ConfiguredDevices() const {
   std::vector<std::string> bdfs;
   for (const std::string& d : options_.devices) {
     if (d == "all") {
-      for (const std::string& f : ListNvmeFunctions()) {
+      for (const std::string& f : ListNvmeFunctions(options_.sysfs_root)) {
         std::error_code ec;
-        const fs::path drv = fs::read_symlink(fs::path(kPciDevices) / f / "driver", ec);
+        const fs::path drv = fs::read_symlink(fs::path(PciDir(f)) / "driver", ec);
         if (options_.bind || (!ec && drv.filename() == "vfio-pci")) bdfs.push_back(f);
       }
     } else {
@@ -301,7 +326,7 @@ std::vector<std::pair<std::string, absl::Status>> VfioManager::AttachConfigured(
 void VfioManager::Rescan() {
   for (const std::string& bdf : ConfiguredDevices()) {
     std::error_code ec;
-    if (sup_->Known(bdf) || !fs::exists(fs::path(kPciDevices) / bdf, ec)) continue;
+    if (sup_->Known(bdf) || !fs::exists(fs::path(PciDir(bdf)), ec)) continue;
     absl::Status s = Attach(bdf);
     std::string& last = last_attempt_[bdf];
     if (s.ok()) {
@@ -321,8 +346,11 @@ absl::Status VfioManager::Attach(const std::string& bdf) {
   if (sup_->Find(bdf) != nullptr) {
     return absl::AlreadyExistsError(absl::StrCat(bdf, " is already attached"));
   }
+  // An address from a caller: a PCI address of an NVMe function, whatever else it is.
   if (options_.bind) {
-    if (absl::Status s = BindToVfio(bdf); !s.ok()) return s;
+    if (absl::Status s = BindToVfio(bdf, options_.sysfs_root); !s.ok()) return s;
+  } else if (absl::Status s = CheckNvmeFunction(bdf, options_.sysfs_root); !s.ok()) {
+    return s;
   }
   absl::StatusOr<std::unique_ptr<Ctrl>> made = BringUp(bdf);
   if (!made.ok()) return made.status();
@@ -454,7 +482,7 @@ ControllerSpec VfioManager::SpecOf(const Ctrl& c) const {
   cs.subsys_nqn = c.id.subsys_nqn;
   cs.transport = "pcie";
   cs.address = c.bdf;
-  const std::string numa = ReadLine(fs::path(kPciDevices) / c.bdf / "numa_node");
+  const std::string numa = ReadLine(fs::path(PciDir(c.bdf)) / "numa_node");
   cs.numa_node = numa.empty() ? -1 : std::atoi(numa.c_str());
   cs.ana_supported = c.id.ana_supported;
   cs.anagrpmax = c.id.anagrpmax;

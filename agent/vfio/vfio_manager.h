@@ -16,6 +16,7 @@
 // thread.
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -44,12 +45,24 @@ struct VfioManagerOptions {
   // How often controller status is read (CSTS: fatal status, a device that is gone);
   // 0: never (command timeouts still catch a controller that stops answering).
   int health_interval_ms = 1000;
+  // Where sysfs is (tests give a tree of their own).
+  std::string sysfs_root = "/sys";
+  // Opens the kernel's uevent socket (OpenUeventSocket when empty; tests give a pipe).
+  std::function<absl::StatusOr<int>()> uevents;
 };
 
+inline constexpr const char* kNvmeClass = "0x010802";  // mass storage, NVM, NVMe
+
+// DDDD:BB:DD.F, hexadecimal: nothing else names a PCI function (no "/" or "..").
+bool IsPciAddress(absl::string_view bdf);
 // Every NVMe function (class 0x010802) on the PCI bus, bound or not.
-std::vector<std::string> ListNvmeFunctions();
-// Binds `bdf` to vfio-pci through driver_override (its current driver let go first).
-absl::Status BindToVfio(const std::string& bdf);
+std::vector<std::string> ListNvmeFunctions(const std::string& sysfs_root = "/sys");
+// OK when `bdf` is a PCI address naming an NVMe function: INVALID_ARGUMENT for what is
+// not an address, NOT_FOUND for no such function, FAILED_PRECONDITION for another class.
+absl::Status CheckNvmeFunction(const std::string& bdf, const std::string& sysfs_root = "/sys");
+// Binds `bdf` to vfio-pci through driver_override (its current driver let go first),
+// once CheckNvmeFunction has passed.
+absl::Status BindToVfio(const std::string& bdf, const std::string& sysfs_root = "/sys");
 
 class VfioManager {
  public:
@@ -77,6 +90,9 @@ class VfioManager {
 
  private:
   struct Ctrl;
+  std::string PciDir(const std::string& bdf) const {
+    return options_.sysfs_root + "/bus/pci/devices/" + bdf;
+  }
   VfioManager(Multipath* mp, ControlPlane* plane, ControllerSupervisor* sup,
               std::vector<Worker*> workers, VfioManagerOptions options,
               std::unique_ptr<VfioContainer> container);
