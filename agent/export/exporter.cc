@@ -1,5 +1,6 @@
 #include "agent/export/exporter.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -397,16 +398,19 @@ absl::Status Exporter::MakeDevice(Device* d, const HeadInfo& head, uint32_t max_
   shape.volatile_write_cache = head.limits.volatile_write_cache;
   absl::Status s = driver_->SetParams(d->dev_id, ParamsFor(shape));
   if (s.ok()) s = driver_->OpenQueues(d->dev_id, SetupFor(head, *info));
+  // On disk before the disk exists: an agent killed from here on leaves a device the
+  // next one finds (and takes over, or removes), never one whose I/O waits for nobody.
+  if (s.ok()) s = WriteRecord(*d);
   // Blocks until every queue fetched, then adds the disk (whose partition scan is I/O
   // the workers already serve).
   if (s.ok()) s = driver_->Start(d->dev_id);
   if (!s.ok()) {
     driver_->CloseQueues(d->dev_id);
     if (absl::Status del = driver_->Delete(d->dev_id); !del.ok()) Log(std::string(del.message()));
+    EraseRecord(d->dev_id);
     d->added = false;
     return Prefixed(absl::StrCat("export ", head.name), s);
   }
-  WriteRecord(*d);
   Log(absl::StrCat("ublk: head ", head.name, " exported as ", d->bdev, " (", info->nr_hw_queues,
                    " queue(s) of ", info->queue_depth, ", largest I/O ", info->max_io_buf_bytes,
                    " bytes", recovery_ ? ", user recovery" : "", ")"));
@@ -514,21 +518,30 @@ void Exporter::Shutdown() {
 
 // ---- Devices that outlive the agent. ----
 
-void Exporter::WriteRecord(const Device& d) const {
-  const fs::path dir(options_.state_dir);
-  const fs::path tmp = dir / absl::StrCat(".", d.dev_id, ".tmp");
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << "head=" << d.head << "\n";
-    out.flush();
-    if (!out) {
-      Log(absl::StrCat("ublk: cannot record device ", d.dev_id, " in ", options_.state_dir));
-      return;
-    }
+// Written whole (a temporary file, fsynced, renamed) and the directory fsynced: after
+// a crash or a power cut the record is there, or it is not; never half of it.
+absl::Status Exporter::WriteRecord(const Device& d) const {
+  const std::string dir = options_.state_dir;
+  const std::string tmp = absl::StrCat(dir, "/.", d.dev_id, ".tmp");
+  const std::string text = absl::StrCat("head=", d.head, "\n");
+  auto fail = [&](absl::string_view step) {
+    const int e = errno;
+    unlink(tmp.c_str());
+    return absl::ErrnoToStatus(e, absl::StrCat("recording device ", d.dev_id, " in ", dir, ": ", step));
+  };
+  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return fail("open");
+  const bool written = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
+                       fsync(fd) == 0;
+  close(fd);
+  if (!written) return fail("write");
+  if (rename(tmp.c_str(), absl::StrCat(dir, "/", d.dev_id).c_str()) != 0) return fail("rename");
+  const int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    fsync(dfd);
+    close(dfd);
   }
-  std::error_code ec;
-  fs::rename(tmp, dir / std::to_string(d.dev_id), ec);
-  if (ec) Log(absl::StrCat("ublk: record device ", d.dev_id, ": ", ec.message()));
+  return absl::OkStatus();
 }
 
 void Exporter::EraseRecord(uint32_t dev_id) const {
@@ -565,6 +578,12 @@ void Exporter::FindLeftovers() {
       // No recovery: the kernel stopped it when its agent went; only removal is left.
       RemoveLeftoverDevice(dev_id);
       LeftoverRemoved(lo, "it was made without user recovery");
+      continue;
+    }
+    if (info->state == kStateDead) {
+      // Its agent went between recording it and starting it: no disk, nothing waits.
+      RemoveLeftoverDevice(dev_id);
+      LeftoverRemoved(lo, "it was never started");
       continue;
     }
     Log(absl::StrCat("ublk: device ", dev_id, " of head ", head, " left by pid ", info->ublksrv_pid,

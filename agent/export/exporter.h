@@ -147,7 +147,7 @@ class Exporter {
   void RemoveLeftoverDevice(uint32_t dev_id);
 
   void FindLeftovers();
-  void WriteRecord(const Device& d) const;
+  absl::Status WriteRecord(const Device& d) const;
   void EraseRecord(uint32_t dev_id) const;
 
   Multipath* const mp_;

@@ -57,6 +57,7 @@ class FakeUblk final : public UblkDriver {
     {
       MutexLock l(&mu_);
       Record("start", id);
+      recorded_at_start_ = std::filesystem::exists(record_dir + "/" + std::to_string(id));
       if (!start_error.ok()) return start_error;
     }
     if (block_start) {
@@ -158,6 +159,11 @@ class FakeUblk final : public UblkDriver {
     MutexLock l(&mu_);
     start_error = std::move(s);
   }
+  bool RecordedAtStart() {
+    MutexLock l(&mu_);
+    return recorded_at_start_;
+  }
+  std::string record_dir;  // set before use
   std::atomic<bool> block_start{false};
   Notification start_entered, release_start;
   pid_t another_agent = -1;
@@ -172,6 +178,7 @@ class FakeUblk final : public UblkDriver {
   std::vector<std::string> calls_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> users ABSL_GUARDED_BY(mu_);
   absl::Status start_error ABSL_GUARDED_BY(mu_);
+  bool recorded_at_start_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 class ExporterTest : public testing::CoreFixture {
@@ -208,6 +215,7 @@ class ExporterTest : public testing::CoreFixture {
     };
     auto driver = std::make_unique<FakeUblk>();
     ublk_ = driver.get();
+    ublk_->record_dir = state_dir_;
     if (before_create_) before_create_(*ublk_);
     auto ex = Exporter::CreateWithDriver(mp_.get(), plane_.get(), o, std::move(driver));
     ASSERT_OK(ex);
@@ -314,6 +322,9 @@ TEST_F(ExporterTest, ExportMakesOneDeviceRecordsItAndSaysSo) {
   EXPECT_EQ(*dev, "/dev/ublkb0");
   EXPECT_EQ(ublk_->Calls(), "add set-params 0 open-queues 0 start 0");
   EXPECT_EQ(Record(0), "head=" + h);
+  // Recorded before the disk existed: an agent killed at START_DEV leaves a device the
+  // next one finds.
+  EXPECT_TRUE(ublk_->RecordedAtStart());
   EXPECT_TRUE(HasExportEvent(h, "head-exported /dev/ublkb0 exported"));
   // Again: the same device, nothing new asked of the kernel.
   auto again = Export(h);
@@ -552,6 +563,29 @@ TEST_F(ExporterTest, AnExportCutShortByTheStopIsRemovedAndAnswered) {
   EXPECT_TRUE(absl::IsUnavailable(answer)) << answer;
   EXPECT_FALSE(ublk_->Has(0)) << ublk_->Calls();
   EXPECT_EQ(Record(0), "");
+}
+
+TEST_F(ExporterTest, ADeviceThatCannotBeRecordedIsNotStarted) {
+  Make();
+  const std::string h = Head();
+  // The state directory is gone and a file is in its place.
+  std::filesystem::remove_all(state_dir_);
+  std::ofstream(state_dir_) << "not a directory";
+  auto dev = Export(h);
+  ASSERT_FALSE(dev.ok());
+  EXPECT_THAT(dev.status().message(), HasSubstr("export " + h + ": recording device 0 in"));
+  EXPECT_EQ(ublk_->Calls(), "add set-params 0 open-queues 0 close-queues 0 delete 0");
+  EXPECT_TRUE(ExportEvents(h).empty());
+  std::filesystem::remove(state_dir_);
+}
+
+TEST_F(ExporterTest, ALeftDeviceThatWasNeverStartedIsRemovedAtOnce) {
+  WriteRecord(8, "nguid.w");
+  before_create_ = [](FakeUblk& u) { u.Leave(8, 4242, kSectors, true, kStateDead); };
+  Make();
+  EXPECT_EQ(ublk_->Calls(), "stop 8 delete 8");
+  EXPECT_TRUE(HasExportEvent("nguid.w", "/dev/ublkb8 removed: it was never started"));
+  EXPECT_EQ(Record(8), "");
 }
 
 }  // namespace

@@ -141,7 +141,8 @@ begin u8
 kill -9 \$pid; wait \$pid 2>/dev/null
 echo "umpath-lab: u8 left behind: \$(ublk_state)"
 agent u8 \$U --workers=2 --ublk_recover_wait_secs=2
-for i in \$(seq 1 300); do [ -b \$D ] || break; sleep 0.1; done
+# Removed: the device, then its record.
+for i in \$(seq 1 300); do [ -b \$D ] || [ -n "\$(ls /run/umpath/ublk)" ] || break; sleep 0.1; done
 echo "umpath-lab: u8 without its head: device \$(dev), records \$(ls /run/umpath/ublk | wc -l)"
 stop u8
 start u8-last
