@@ -417,6 +417,9 @@ int StreamEvents(const Invocation& ctl, v1::WatchEventsRequest req) {
     auto reader = ctl.stub->WatchEvents(&ctx, req);
     v1::WatchEventsResponse msg;
     while (reader->Read(&msg)) {
+      // Revisions are the agent's run's: a resume names it, and a restarted agent
+      // refuses it (OUT_OF_RANGE) rather than serve another journal.
+      req.set_incarnation(msg.incarnation());
       if (msg.has_snapshot()) {
         if (ctl.o.json) {
           ctl.out << Json(msg) << std::flush;
@@ -448,9 +451,10 @@ int StreamEvents(const Invocation& ctl, v1::WatchEventsRequest req) {
     }
     grpc::Status s = reader->Finish();
     if (s.error_code() == grpc::StatusCode::OUT_OF_RANGE) {
-      ctl.err << "umpathctl: revision " << req.since_revision()
-              << " is no longer retained; starting again from a snapshot\n";
+      ctl.err << "umpathctl: cannot resume after revision " << req.since_revision() << " ("
+              << s.error_message() << "); starting again from a snapshot\n";
       req.set_since_revision(0);
+      req.clear_incarnation();
     } else if (s.error_code() != grpc::StatusCode::UNAVAILABLE &&
                s.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) {
       return Fail(ctl.err, s);

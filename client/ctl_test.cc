@@ -151,39 +151,86 @@ TEST_F(CtlTest, ErrorsPrintTheGrpcMessageAndExitNonZero) {
   EXPECT_EQ(Run({}), 2);
 }
 
-TEST_F(CtlTest, WatchPrintsEventsAndResumesAfterTheServerRestarts) {
-  CtlOptions o;
-  o.watch_max_events = 2;
-  SharedOutput out_buf, err_buf;
-  std::ostream out(&out_buf), err(&err_buf);
-  // Its own channel, as umpathctl has: it outlives the server it first talked to.
-  auto wstub = v1::MultipathControl::NewStub(grpc::CreateChannel(
-      "unix:" + server_->socket_path(), grpc::InsecureChannelCredentials()));
-  std::thread watcher([&] {
-    EXPECT_EQ(RunCommand(wstub.get(), {"watch", "--head=" + head_}, o, out, err), 0)
-        << err_buf.text();
-  });
-  auto wait_for = [&](const std::string& what) {
+// `umpathctl watch --head=HEAD` on a thread, with its own channel as umpathctl has (it
+// outlives the server it first talked to), until it has printed two events.
+class Watcher {
+ public:
+  Watcher(const std::string& socket, const std::string& head)
+      : stub_(v1::MultipathControl::NewStub(
+            grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials()))),
+        thread_([this, head] {
+          CtlOptions o;
+          o.watch_max_events = 2;
+          EXPECT_EQ(RunCommand(stub_.get(), {"watch", "--head=" + head}, o, out_, err_), 0)
+              << err_buf_.text();
+        }) {}
+  ~Watcher() { Join(); }
+  void Join() {
+    if (thread_.joinable()) thread_.join();
+  }
+  // Waits (on the output, up to 20 s) until `what` was printed.
+  static bool WaitFor(const SharedOutput& buf, const std::string& what) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (out_buf.text().find(what) == std::string::npos &&
+    while (buf.text().find(what) == std::string::npos &&
            std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    return out_buf.text().find(what) != std::string::npos;
-  };
-  ASSERT_TRUE(wait_for("# snapshot at revision"));
+    return buf.text().find(what) != std::string::npos;
+  }
+  bool Printed(const std::string& what) { return WaitFor(out_buf_, what); }
+  bool Said(const std::string& what) { return WaitFor(err_buf_, what); }
+  std::string out() const { return out_buf_.text(); }
+  std::string err() const { return err_buf_.text(); }
+
+ private:
+  SharedOutput out_buf_, err_buf_;
+  std::ostream out_{&out_buf_}, err_{&err_buf_};
+  std::unique_ptr<v1::MultipathControl::Stub> stub_;
+  std::thread thread_;
+};
+
+TEST_F(CtlTest, WatchPrintsEventsAndResumesAfterTheServerRestarts) {
+  Watcher w(server_->socket_path(), head_);
+  ASSERT_TRUE(w.Printed("# snapshot at revision"));
   ASSERT_OK(mp_->SetDelayedRemoval(head_, 5));
-  ASSERT_TRUE(wait_for(" 0 -> 5"));
+  ASSERT_TRUE(w.Printed(" 0 -> 5"));
   // The agent restarts (same core, new server): the stream drops, and the watcher
   // resumes after the last revision it saw, so the change made meanwhile is not lost.
   server_->Shutdown();
   server_.reset();
   ASSERT_OK(mp_->SetDelayedRemoval(head_, 6));
   StartServer();
-  watcher.join();
-  EXPECT_THAT(out_buf.text(), HasSubstr("delayed-removal-changed head=" + head_ + " 0 -> 5"));
-  EXPECT_THAT(out_buf.text(), HasSubstr("delayed-removal-changed head=" + head_ + " 5 -> 6"));
-  EXPECT_THAT(err_buf.text(), HasSubstr("resuming after revision"));
+  w.Join();
+  EXPECT_THAT(w.out(), HasSubstr("delayed-removal-changed head=" + head_ + " 0 -> 5"));
+  EXPECT_THAT(w.out(), HasSubstr("delayed-removal-changed head=" + head_ + " 5 -> 6"));
+  EXPECT_THAT(w.err(), HasSubstr("resuming after revision"));
+}
+
+// A real restart: a new core (a new incarnation, its revisions past the old ones). The
+// watcher that held the old run's revision is told and starts from a fresh snapshot:
+// what the new agent has is printed, nothing is skipped silently.
+TEST_F(CtlTest, WatchAcrossAnAgentRestartStartsAgainFromASnapshotAndSaysSo) {
+  Watcher w(server_->socket_path(), head_);
+  ASSERT_TRUE(w.Printed("# snapshot at revision"));
+  ASSERT_OK(mp_->SetDelayedRemoval(head_, 5));
+  ASSERT_TRUE(w.Printed(" 0 -> 5"));
+  // The agent goes; another starts, on the same socket, with its own journal.
+  server_->Shutdown();
+  server_.reset();
+  mp_.reset();
+  MultipathOptions mo;
+  mo.incarnation = "00000000000000bb";
+  mo.first_revision = 1'000'000;
+  mo.first_head_uid = 1'000'000;
+  ASSERT_OK_AND_ASSIGN(mp_, Multipath::Create(mo));
+  ASSERT_OK(umpath::testing::AddTestTopology(mp_.get(), 2, 2));
+  StartServer();
+  ASSERT_TRUE(w.Said("starting again from a snapshot"));
+  ASSERT_TRUE(w.Printed("# snapshot at revision 1000"));  // the new run's
+  ASSERT_OK(mp_->SetDelayedRemoval(head_, 7));
+  w.Join();
+  EXPECT_THAT(w.err(), HasSubstr("incarnation 00000000000000bb"));
+  EXPECT_THAT(w.out(), HasSubstr("delayed-removal-changed head=" + head_ + " 0 -> 7"));
 }
 
 }  // namespace

@@ -30,6 +30,7 @@ class ServerTest : public ::testing::Test {
     dir_ = tmpl;
     MultipathOptions mo;
     mo.journal_capacity = 64;
+    mo.incarnation = "00000000000000aa";
     ASSERT_OK_AND_ASSIGN(mp_, Multipath::Create(mo));
     ASSERT_OK(testing::AddTestTopology(mp_.get(), 2, 3));
     head_ = "heads/nguid-ab000000000000000000000000000001";
@@ -489,6 +490,45 @@ TEST_F(ServerTest, WatchRejectsBadRequests) {
   req.Clear();
   req.add_types(static_cast<v1::EventType>(99));
   EXPECT_EQ(watch_status(req).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+// Every response names the agent's run; a resume naming another run is refused.
+TEST_F(ServerTest, WatchNamesTheIncarnationAndRefusesAnotherOnesRevisions) {
+  Start();
+  {
+    grpc::ClientContext ctx;
+    v1::GetAgentInfoResponse info;
+    ASSERT_TRUE(stub_->GetAgentInfo(&ctx, v1::GetAgentInfoRequest(), &info).ok());
+    EXPECT_EQ(info.agent_info().incarnation(), "00000000000000aa");
+  }
+  auto first_message = [&](const v1::WatchEventsRequest& req, v1::WatchEventsResponse* msg) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    auto reader = stub_->WatchEvents(&ctx, req);
+    if (!reader->Read(msg)) return reader->Finish();
+    ctx.TryCancel();
+    v1::WatchEventsResponse rest;
+    while (reader->Read(&rest)) {
+    }
+    reader->Finish();
+    return grpc::Status::OK;
+  };
+  v1::WatchEventsResponse msg;
+  ASSERT_TRUE(first_message(v1::WatchEventsRequest(), &msg).ok());
+  ASSERT_TRUE(msg.has_snapshot());
+  EXPECT_EQ(msg.incarnation(), "00000000000000aa");
+  v1::WatchEventsRequest req;
+  req.set_since_revision(msg.snapshot().revision());
+  req.set_incarnation("00000000000000aa");  // this run's: served
+  ASSERT_TRUE(SetDelay(head_, 10).ok());
+  ASSERT_TRUE(first_message(req, &msg).ok());
+  EXPECT_TRUE(msg.has_event());
+  EXPECT_EQ(msg.incarnation(), "00000000000000aa");
+  req.set_incarnation("0000000000000099");  // an earlier run's: refused, whatever the revision
+  grpc::Status s = first_message(req, &msg);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::OUT_OF_RANGE);
+  EXPECT_THAT(s.error_message(), HasSubstr("is of incarnation 0000000000000099; this agent is "
+                                           "incarnation 00000000000000aa (it restarted)"));
 }
 
 TEST_F(ServerTest, IdleWatchGetsProgressMarkers) {

@@ -91,6 +91,7 @@ ControlService::Unary* ControlService::GetAgentInfo(Ctx* ctx, const v1::GetAgent
   info->set_max_watchers_per_caller(static_cast<uint32_t>(options_.watch.max_watchers_per_caller));
   info->set_max_message_bytes(options_.max_message_bytes);
   info->set_caller_role(std::string(RoleName(caller.role)));
+  info->set_incarnation(mp_->journal().incarnation());
   return Done(ctx, absl::OkStatus());
 }
 

@@ -54,7 +54,14 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsRespons
     auto notify = [weak, hub] {
       if (auto s = weak.lock()) hub->Wake(std::move(s));
     };
+    const std::string& incarnation = mp->journal().incarnation();
+    if (!req.incarnation().empty() && req.incarnation() != incarnation) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "revision ", req.since_revision(), " is of incarnation ", req.incarnation(),
+          "; this agent is incarnation ", incarnation, " (it restarted): start again from a snapshot"));
+    }
     MutexLock lock(&mu_);
+    incarnation_ = incarnation;
     if (req.since_revision() == 0) {
       absl::StatusOr<Multipath::WatchStart> start = mp->WatchState(opt.queue_limit, notify);
       if (!start.ok()) return start.status();
@@ -179,6 +186,7 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsRespons
   void WriteLocked(v1::WatchEventsResponse msg, std::chrono::steady_clock::time_point now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     out_ = std::move(msg);  // must live until OnWriteDone
+    out_.set_incarnation(incarnation_);
     writing_ = true;
     last_write_ = now;
     StartWrite(&out_);
@@ -224,6 +232,7 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsRespons
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   std::string closing_why_ ABSL_GUARDED_BY(mu_);
+  std::string incarnation_ ABSL_GUARDED_BY(mu_);  // the agent's, sent in every response
 };
 
 WatchHub::WatchHub(Multipath* mp, WatchOptions options) : mp_(mp), options_(options) {

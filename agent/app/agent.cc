@@ -66,6 +66,12 @@ absl::Status Agent::StartCore() {
     worker_ptrs_.push_back(workers_.back().get());
   }
   mo.workers = worker_ptrs_;
+  // Events and head uids of this run never repeat an earlier run's (a watcher resuming
+  // across a restart is told, not served the wrong journal).
+  const Incarnation inc = MakeIncarnation(*SystemClock::Get());
+  mo.incarnation = inc.name;
+  mo.first_revision = inc.first;
+  mo.first_head_uid = inc.first;
   ASSIGN_OR_RETURN(mp_, Multipath::Create(mo));
   mp_->Start();
   ASSIGN_OR_RETURN(logger_, EventLogger::Start(mp_.get()));

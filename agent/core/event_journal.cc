@@ -67,14 +67,18 @@ struct EventSubscription::Sub {
 };
 
 struct EventJournal::State {
-  State(size_t capacity, const Clock* clock) : capacity(capacity), clock(clock) {}
+  State(size_t capacity, const Clock* clock, uint64_t first, std::string incarnation)
+      : capacity(capacity), clock(clock), first(first), incarnation(std::move(incarnation)),
+        current(first - 1) {}
 
   const size_t capacity;
   const Clock* const clock;
+  const uint64_t first;
+  const std::string incarnation;
   mutable Mutex mu;
   CondVar cv;
   std::deque<Event> events ABSL_GUARDED_BY(mu);
-  uint64_t current ABSL_GUARDED_BY(mu) = 0;
+  uint64_t current ABSL_GUARDED_BY(mu);
   bool closed ABSL_GUARDED_BY(mu) = false;
   std::vector<std::shared_ptr<EventSubscription::Sub>> subs ABSL_GUARDED_BY(mu);
 
@@ -82,7 +86,16 @@ struct EventJournal::State {
     return events.empty() ? current + 1 : events.front().revision;
   }
 
+  // 0 is "from the first event".
+  uint64_t Normalized(uint64_t since) const { return since == 0 ? first - 1 : since; }
+
   absl::Status CheckSince(uint64_t since) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (since + 1 < first) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "revision ", since, " is from before this agent started (incarnation ",
+          incarnation.empty() ? "unnamed" : incarnation, " began at revision ", first,
+          "); start again from a snapshot"));
+    }
     if (since > current) {
       return absl::InvalidArgumentError(absl::StrCat(
           "revision ", since, " is ahead of the current revision ", current));
@@ -118,8 +131,13 @@ struct EventJournal::State {
   }
 };
 
-EventJournal::EventJournal(size_t capacity, const Clock* clock)
-    : state_(std::make_shared<State>(std::max<size_t>(capacity, 1), clock)) {}
+EventJournal::EventJournal(size_t capacity, const Clock* clock, uint64_t first_revision,
+                           std::string incarnation)
+    : state_(std::make_shared<State>(std::max<size_t>(capacity, 1), clock,
+                                     std::max<uint64_t>(first_revision, 1), std::move(incarnation))) {}
+
+uint64_t EventJournal::first_revision() const { return state_->first; }
+const std::string& EventJournal::incarnation() const { return state_->incarnation; }
 
 EventJournal::~EventJournal() { CloseAll("the event journal was destroyed"); }
 
@@ -158,6 +176,7 @@ uint64_t EventJournal::oldest_retained_revision() const {
 size_t EventJournal::capacity() const { return state_->capacity; }
 
 absl::StatusOr<std::vector<Event>> EventJournal::ReadSince(uint64_t since, size_t max) const {
+  since = state_->Normalized(since);
   MutexLock lock(&state_->mu);
   if (absl::Status s = state_->CheckSince(since); !s.ok()) return s;
   std::vector<Event> out;
@@ -171,6 +190,7 @@ absl::StatusOr<std::vector<Event>> EventJournal::ReadSince(uint64_t since, size_
 absl::StatusOr<std::shared_ptr<EventSubscription>> EventJournal::Subscribe(
     uint64_t since, size_t queue_limit, std::function<void()> notify) {
   if (queue_limit == 0) return absl::InvalidArgumentError("queue_limit must be at least 1");
+  since = state_->Normalized(since);
   auto sub = std::make_shared<EventSubscription::Sub>();
   {
     MutexLock lock(&state_->mu);

@@ -75,7 +75,11 @@ class EventSubscription;
 // never block or call back into the journal or the agent.
 class EventJournal {
  public:
-  EventJournal(size_t capacity, const Clock* clock);
+  // Revisions start at `first_revision`: an agent starts its journal past any revision an
+  // earlier run of it could have reached (the wall clock in microseconds), so a revision
+  // from another run is never served as this one's. `incarnation` names this run.
+  EventJournal(size_t capacity, const Clock* clock, uint64_t first_revision = 1,
+               std::string incarnation = "");
   ~EventJournal();
   EventJournal(const EventJournal&) = delete;
   EventJournal& operator=(const EventJournal&) = delete;
@@ -83,14 +87,17 @@ class EventJournal {
   // Assigns the next revision and the current wall time; returns the revision.
   uint64_t Append(Event e);
 
-  uint64_t current_revision() const;  // 0 before the first event
+  uint64_t current_revision() const;  // first_revision - 1 before the first event
+  uint64_t first_revision() const;
+  const std::string& incarnation() const;
   // The oldest event still held; current_revision() + 1 when none is.
   uint64_t oldest_retained_revision() const;
   size_t capacity() const;
 
-  // The events after `since`, at most `max`. INVALID_ARGUMENT when `since` is ahead of
-  // the current revision; OUT_OF_RANGE, naming the oldest retained revision, when
-  // events after `since` were already dropped.
+  // The events after `since` (0: from the first), at most `max`. INVALID_ARGUMENT when
+  // `since` is ahead of the current revision; OUT_OF_RANGE, naming the oldest retained
+  // revision, when events after `since` were already dropped, or naming the incarnation
+  // when `since` is from before this journal began (another run of the agent).
   absl::StatusOr<std::vector<Event>> ReadSince(uint64_t since, size_t max) const;
 
   // Follows the journal from the event after `since` (the same errors as ReadSince;

@@ -1,4 +1,5 @@
 #include "agent/core/event_journal.h"
+#include "agent/core/multipath.h"
 
 #include <atomic>
 #include <thread>
@@ -52,6 +53,44 @@ TEST(EventJournalTest, RevisionsIncreaseByOneAndCarryTheClock) {
   EXPECT_EQ(all[0].wall_nanos, 1000);
   EXPECT_EQ(all[1].wall_nanos, 1005);
   EXPECT_THAT(all[1].ToString(), HasSubstr("revision=2 type=head-created head=\"b\""));
+}
+
+// A restarted agent's journal starts past the old one's revisions: a watcher resuming
+// with an old revision is told, never served this run's events as if they followed.
+TEST(EventJournalTest, AnotherRunsRevisionIsRefusedNotServed) {
+  ManualClock clock;
+  EventJournal j(8, &clock, /*first_revision=*/1000, "0123456789abcdef");
+  EXPECT_EQ(j.current_revision(), 999u);
+  EXPECT_EQ(j.first_revision(), 1000u);
+  EXPECT_EQ(j.incarnation(), "0123456789abcdef");
+  EXPECT_EQ(j.Append(Ev("a")), 1000u);
+  EXPECT_EQ(j.Append(Ev("b")), 1001u);
+  // 0 is "from the first event", as before.
+  ASSERT_OK_AND_ASSIGN(std::vector<Event> all, j.ReadSince(0, 100));
+  ASSERT_THAT(all, SizeIs(2));
+  EXPECT_EQ(all[0].revision, 1000u);
+  ASSERT_OK(j.Subscribe(0, 10, nullptr));
+  ASSERT_OK(j.Subscribe(999, 10, nullptr));
+  // Revision 6 of an earlier run: refused, naming this run.
+  for (uint64_t old : {1u, 6u, 998u}) {
+    absl::StatusOr<std::vector<Event>> r = j.ReadSince(old, 100);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kOutOfRange) << old;
+    EXPECT_THAT(r.status().message(),
+                HasSubstr("is from before this agent started (incarnation 0123456789abcdef began at "
+                          "revision 1000)"));
+    EXPECT_EQ(j.Subscribe(old, 10, nullptr).status().code(), absl::StatusCode::kOutOfRange) << old;
+  }
+}
+
+TEST(EventJournalTest, IncarnationsAreNewAtEachStartAndBeginPastEachOther) {
+  ManualClock clock;
+  const Incarnation a = MakeIncarnation(clock);
+  clock.AdvanceSeconds(1);
+  const Incarnation b = MakeIncarnation(clock);
+  EXPECT_EQ(a.name.size(), 16u);
+  EXPECT_NE(a.name, b.name);
+  // A second later, a million revisions later: past anything the first run reached.
+  EXPECT_EQ(b.first - a.first, 1'000'000u);
 }
 
 TEST(EventJournalTest, RetentionIsBoundedAndOldRevisionsAreOutOfRange) {

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "agent/base/status_macros.h"
@@ -44,12 +45,23 @@ absl::StatusOr<std::unique_ptr<Multipath>> Multipath::Create(MultipathOptions op
   return std::unique_ptr<Multipath>(new Multipath(std::move(options), fd));
 }
 
+Incarnation MakeIncarnation(const Clock& clock) {
+  Incarnation inc;
+  std::random_device rd;
+  const uint64_t r = (uint64_t{rd()} << 32) | rd();
+  inc.name = absl::StrCat(absl::Hex(r, absl::kZeroPad16));
+  inc.first = std::max<int64_t>(clock.WallNanos() / 1000, 1);
+  return inc;
+}
+
 Multipath::Multipath(MultipathOptions options, int wake_fd)
     : options_(std::move(options)),
-      journal_(options_.journal_capacity, options_.clock),
+      journal_(options_.journal_capacity, options_.clock, options_.first_revision,
+               options_.incarnation),
       default_policy_(options_.default_policy),
       default_delayed_removal_secs_(options_.default_delayed_removal_secs),
       wake_fd_(wake_fd) {
+  next_head_uid_ = std::max<uint64_t>(options_.first_head_uid, 1);
   fence_notice_ = std::make_shared<FenceNotice>();
   fence_notice_->fd = dup(wake_fd_);
 }

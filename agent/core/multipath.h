@@ -94,10 +94,24 @@ NamespaceSpec PathSpecFromIdentify(std::string controller, uint32_t nsid,
                                    const nvme::ControllerIdentity& ctrl,
                                    uint32_t max_transfer_bytes);
 
+// A run of the agent: a random name, and revisions and head uids that start at the
+// wall clock's microseconds, past anything an earlier run on this node reached (a run
+// makes far fewer than a million events or heads a second).
+struct Incarnation {
+  std::string name;  // 16 hex digits
+  uint64_t first = 1;
+};
+Incarnation MakeIncarnation(const Clock& clock);
+
 struct MultipathOptions {
   const Clock* clock = SystemClock::Get();
   std::vector<Worker*> workers;
   size_t journal_capacity = 4096;
+  // This run of the agent: its name, and where its event revisions and head uids start
+  // (an agent starts them past what an earlier run reached: see MakeIncarnation).
+  std::string incarnation;
+  uint64_t first_revision = 1;
+  uint64_t first_head_uid = 1;
   IoPolicy default_policy = IoPolicy::kNuma;
   uint32_t default_delayed_removal_secs = 0;
   // Looked up by head name when a head is created, before any I/O reaches it; what it

@@ -55,6 +55,19 @@ TEST_F(MultipathTest, HeadNameComesFromIdentity) {
   EXPECT_EQ(HeadNameFor("nqn.x:s", 3, ids), "nguid-ab000000000000000000000000000000");
 }
 
+// Head uids start where the agent says (past an earlier run's), one per head made.
+TEST_F(MultipathTest, HeadUidsStartAtTheRunsFirstUid) {
+  first_head_uid_ = 1'764'000'000'000'000;
+  Build(1, {});
+  AddController("c0");
+  auto h1 = AddPath("c0", 1, 1);
+  auto h2 = AddPath("c0", 2, 2);
+  ASSERT_OK(h1);
+  ASSERT_OK(h2);
+  EXPECT_EQ(mp_->GetHead(*h1)->uid, 1'764'000'000'000'000u);
+  EXPECT_EQ(mp_->GetHead(*h2)->uid, 1'764'000'000'000'001u);
+}
+
 TEST_F(MultipathTest, PathsOfOneNamespaceFormOneHead) {
   const std::string head = TwoPaths();
   ASSERT_OK_AND_ASSIGN(HeadInfo info, mp_->GetHead(head));

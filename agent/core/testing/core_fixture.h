@@ -92,6 +92,7 @@ class CoreFixture : public ::testing::Test {
     mo.clock = &clock_;
     for (auto& w : workers_) mo.workers.push_back(w.get());
     mo.default_delayed_removal_secs = default_delayed_removal;
+    mo.first_head_uid = first_head_uid_;
     auto mp = Multipath::Create(mo);
     ASSERT_OK(mp);
     mp_ = std::move(*mp);
@@ -211,6 +212,7 @@ class CoreFixture : public ::testing::Test {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<Multipath> mp_;
   uint64_t ana_change_count_ = 0;
+  uint64_t first_head_uid_ = 1;  // set before Build
 };
 
 }  // namespace umpath::testing
