@@ -169,6 +169,10 @@ IoMemoryAllocator Agent::io_allocator() const {
 // block devices, and says why to whoever asks for one.
 absl::Status Agent::StartExporter() {
   ublk::ExporterOptions eo = *config_.ublk;
+  eo.head_delayed_removal_secs = [store = store_.get()](const std::string& head) -> int64_t {
+    std::optional<HeadSettings> s = store->Lookup(head);
+    return s && s->delayed_removal_secs ? *s->delayed_removal_secs : 0;
+  };
   eo.workers = worker_ptrs_;
   eo.alloc = io_allocator();
   absl::StatusOr<std::unique_ptr<ublk::Exporter>> ex = ublk::Exporter::Create(mp_.get(), plane_.get(), eo);
@@ -183,6 +187,22 @@ absl::Status Agent::StartExporter() {
   export_ops_->Set(exporter_.get());
   if (!server_) config_.server.service.backends.push_back("ublk");
   return absl::OkStatus();
+}
+
+void Agent::HandOverBlockDevices() {
+  auto done = std::make_shared<Notification>();
+  auto result = std::make_shared<absl::Status>();
+  exporter_->HandOver([done, result](absl::Status s) {
+    *result = std::move(s);
+    done->Notify();
+  });
+  done->WaitFor(std::chrono::hours(24));
+  if (result->ok()) {
+    Log("stopping: the block devices stay for the next agent (--stop=remove removes them)");
+  } else {
+    Log(absl::StrCat("stopping: the block devices cannot be handed over (", result->message(),
+                     "); they are removed"));
+  }
 }
 
 absl::Status Agent::StartServer() {
@@ -228,9 +248,15 @@ Agent::~Agent() {
   }
   metrics_.reset();
   if (server_) server_->Shutdown();
-  if (exporter_) plane_->Run([this] { exporter_->StopFollowing(); });
+  if (exporter_) {
+    // The block devices' queues hold what comes from now on (and what the core fails
+    // below): the next agent gets it with the devices.
+    if (config_.stop_hands_over) HandOverBlockDevices();
+    plane_->Run([this] { exporter_->StopFollowing(); });
+  }
   StopControllers();
-  // Fails what still waits, so stopping the block devices never waits on it.
+  // Fails what still waits (a handed-over device holds it), so stopping the block
+  // devices never waits on it.
   if (mp_) mp_->Shutdown();
   if (exporter_) exporter_->Shutdown();
   logger_.reset();  // its journal is closed: it ends

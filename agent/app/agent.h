@@ -65,6 +65,7 @@ class Agent {
   absl::Status StartBackends();
   void StopControllers();
   absl::Status StartExporter();
+  void HandOverBlockDevices();
   absl::Status StartServer();
 
   AgentConfig config_;

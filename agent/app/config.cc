@@ -74,6 +74,9 @@ ABSL_FLAG(int, ublk_queue_depth, 64, "requests per ublk queue (one queue per wor
 ABSL_FLAG(int, ublk_max_io_kib, 128, "largest I/O of a ublk device, KiB (also capped by MDTS)");
 ABSL_FLAG(bool, ublk_user_recovery, true,
           "make devices that outlive the agent: I/O waits while it restarts (kernel permitting)");
+ABSL_FLAG(std::string, stop, "handover",
+          "what a stop (SIGTERM) does with the block devices: handover (they stay, their "
+          "waiting I/O held for the next agent, which takes them over) or remove");
 ABSL_FLAG(std::string, ublk_state_dir, "/run/umpath/ublk", "where each device's head is recorded");
 ABSL_FLAG(int, ublk_recover_wait_secs, 30,
           "how long a device left by the last run waits for its head before it is removed");
@@ -229,6 +232,12 @@ absl::StatusOr<AgentConfig> AgentConfigFromFlags() {
     ASSIGN_OR_RETURN(c.kernel, KernelFromFlags());
   }
   if (absl::GetFlag(FLAGS_ublk)) c.ublk = UblkFromFlags();
+  const std::string stop = absl::GetFlag(FLAGS_stop);
+  if (stop != "handover" && stop != "remove") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--stop takes handover or remove, not \"", stop, "\""));
+  }
+  c.stop_hands_over = stop == "handover";
   return c;
 }
 

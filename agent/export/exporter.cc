@@ -179,6 +179,28 @@ void Exporter::Next() {
   }
 }
 
+void Exporter::HandOver(Done<absl::Status> done) {
+  auto answer = std::make_shared<Answer<absl::Status>>(std::move(done));
+  plane_->Post([this, answer] {
+    // Before the calls still waiting: they are answered as the agent stops.
+    calls_.push_front([this, answer] {
+      if (!recovery_) {
+        return (*answer)(absl::FailedPreconditionError(
+            "this kernel's ublk has no user recovery: the devices are removed instead"));
+      }
+      StopFollowing();
+      handing_over_ = true;
+      std::vector<uint32_t> ids;
+      for (const auto& [name, d] : devices_) ids.push_back(d->dev_id);
+      Offload([this, ids, answer]() -> Then {
+        for (uint32_t id : ids) driver_->HoldQueues(id);
+        return [answer] { (*answer)(absl::OkStatus()); };
+      });
+    });
+    if (!busy_) Next();
+  });
+}
+
 void Exporter::Enqueue(ControlPlane::Task call) {
   calls_.push_back(std::move(call));
   if (!busy_) Next();
@@ -264,7 +286,7 @@ void Exporter::StartAction(const Action& a) {
       return BeginRemoveLeftover(
           i, lo.deadline == 0
                  ? absl::StrCat("its head came back as another disk: ", lo.last_problem)
-                 : absl::StrCat("its head did not come back within ", options_.recover_wait_secs, " s"));
+                 : absl::StrCat("its head did not come back within ", lo.wait_secs, " s"));
     }
     case Action::kExportAll: {
       if (!h.ok() || !NeedsAutoExport(*h)) return;
@@ -301,7 +323,7 @@ void Exporter::Export(std::string head, Done<absl::StatusOr<std::string>> done) 
   auto answer = std::make_shared<Answer<absl::StatusOr<std::string>>>(std::move(done));
   plane_->Post([this, head = std::move(head), answer] {
     Enqueue([this, head, answer] {
-      if (shut_down_) return (*answer)(absl::UnavailableError(kStopping));
+      if (shut_down_ || handing_over_) return (*answer)(absl::UnavailableError(kStopping));
       absl::StatusOr<HeadInfo> h = mp_->GetHead(head);
       if (!h.ok()) return (*answer)(h.status());
       BeginExport(*h, answer);
@@ -313,7 +335,7 @@ void Exporter::Unexport(std::string head, Done<absl::Status> done) {
   auto answer = std::make_shared<Answer<absl::Status>>(std::move(done));
   plane_->Post([this, head = std::move(head), answer] {
     Enqueue([this, head, answer] {
-      if (shut_down_) return (*answer)(absl::UnavailableError(kStopping));
+      if (shut_down_ || handing_over_) return (*answer)(absl::UnavailableError(kStopping));
       BeginUnexport(head, answer);
     });
   });
@@ -502,6 +524,7 @@ void Exporter::Shutdown() {
     FinishTeardown(*busy_dev_, "the agent is shutting down");
   }
   busy_dev_.reset();
+  if (handing_over_) return LetGo();
   while (!devices_.empty()) {
     auto it = devices_.begin();
     std::unique_ptr<Device> d = std::move(it->second);
@@ -512,6 +535,22 @@ void Exporter::Shutdown() {
   for (const Leftover& lo : leftovers_) {
     RemoveLeftoverDevice(lo.dev_id);
     LeftoverRemoved(lo, "the agent is shutting down");
+  }
+  leftovers_.clear();
+}
+
+// The hand-over's end: every device stays, with its record and what its queues held,
+// for the next agent to take over (as after a crash, without the crash).
+void Exporter::LetGo() {
+  for (auto& [name, d] : devices_) {
+    const uint32_t held = driver_->ReleaseQueues(d->dev_id);
+    Log(absl::StrCat("ublk: ", d->bdev, " of head ", d->head, " handed over to the next agent (",
+                     held, " request(s) held for it)"));
+  }
+  devices_.clear();
+  for (const Leftover& lo : leftovers_) {
+    Log(absl::StrCat("ublk: /dev/ublkb", lo.dev_id, " of head ", lo.head,
+                     " left for the next agent, as it was"));
   }
   leftovers_.clear();
 }
@@ -573,7 +612,11 @@ void Exporter::FindLeftovers() {
                        info->ublksrv_pid, "; left alone"));
       continue;
     }
-    Leftover lo{dev_id, head, Now() + options_.recover_wait_secs * kNanosPerSecond, ""};
+    int64_t wait_secs = options_.recover_wait_secs;
+    if (options_.head_delayed_removal_secs) {
+      wait_secs = std::max(wait_secs, options_.head_delayed_removal_secs(head));
+    }
+    Leftover lo{dev_id, head, Now() + wait_secs * kNanosPerSecond, wait_secs, ""};
     if (!(info->flags & kFlagUserRecovery)) {
       // No recovery: the kernel stopped it when its agent went; only removal is left.
       RemoveLeftoverDevice(dev_id);
@@ -588,7 +631,7 @@ void Exporter::FindLeftovers() {
     }
     Log(absl::StrCat("ublk: device ", dev_id, " of head ", head, " left by pid ", info->ublksrv_pid,
                      " (state ", info->state, "); taken over when the head appears, or removed in ",
-                     options_.recover_wait_secs, " s"));
+                     wait_secs, " s"));
     leftovers_.push_back(std::move(lo));
   }
 }

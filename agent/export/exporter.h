@@ -33,6 +33,10 @@ struct ExporterOptions {
   std::string state_dir = "/run/umpath/ublk";
   // How long a device left by an earlier run waits for its head before it is removed.
   int64_t recover_wait_secs = 30;
+  // The head's own delayed removal as the agent last had it (its state file): a device
+  // left waits for its head at least this long too, so a crash during an outage the head
+  // was set to ride out is ridden out. Empty: recover_wait_secs alone.
+  std::function<int64_t(const std::string& head)> head_delayed_removal_secs;
   std::string control_path = "/dev/ublk-control";
   std::function<void(const std::string&)> log;
 };
@@ -70,8 +74,15 @@ class Exporter {
   // first step of a shutdown, before the core fails what waits. Work already begun
   // finishes.
   void StopFollowing();
-  // Once the control plane has stopped, on the caller's thread: removes every device
-  // this agent made or took over, and those it never recovered.
+  // Any thread: the first step of a hand-over to the next agent (SIGTERM's default):
+  // after the work under way, every device's queues hold what comes instead of
+  // answering it. FAILED_PRECONDITION where the kernel has no user recovery (the
+  // devices are removed instead).
+  void HandOver(Done<absl::Status> done);
+  // Once the control plane has stopped, on the caller's thread. After a HandOver:
+  // lets go of every device, which stays (with its record) for the next agent.
+  // Otherwise removes every device this agent made or took over, and those it never
+  // recovered.
   void Shutdown();
 
   // The device path; idempotent. NOT_FOUND for an unknown head.
@@ -93,6 +104,7 @@ class Exporter {
     uint32_t dev_id = 0;
     std::string head;
     int64_t deadline = 0;  // the plane's monotonic clock, ns
+    int64_t wait_secs = 0;  // how long it waits for its head
     std::string last_problem;
   };
   // One thing the exporter does on its own, decided by Reconcile and started when the
@@ -137,6 +149,7 @@ class Exporter {
   void BeginRemoveLeftover(size_t leftover, std::string why);
   absl::Status CheckExportable(const HeadInfo& head, uint32_t* max_io) const;
   void FinishTeardown(const Device& d, const std::string& reason);
+  void LetGo();
   void LeftoverRemoved(const Leftover& l, const std::string& why);
 
   // Blocking work, on the offload's thread, on the device the lane holds.
@@ -164,6 +177,7 @@ class Exporter {
   absl::flat_hash_set<uint64_t> auto_exported_;
   bool following_ = false;
   bool shut_down_ = false;
+  bool handing_over_ = false;  // HandOver began: no more work, and Shutdown lets go
   // The lane. `busy_dev_` is the device the running job works on, owned here so that
   // a job whose result never came back (the plane stopped) is still cleaned up.
   bool busy_ = false;

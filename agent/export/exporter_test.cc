@@ -32,7 +32,7 @@ class FakeUblk final : public UblkDriver {
     ublk_params params{};
   };
 
-  uint64_t Features() override { return kFlagUserRecovery | kFlagUserRecoveryReissue; }
+  uint64_t Features() override { return features; }
   absl::StatusOr<ublksrv_ctrl_dev_info> Add(const ublksrv_ctrl_dev_info& want) override {
     MutexLock l(&mu_);
     calls_.push_back("add");
@@ -112,6 +112,15 @@ class FakeUblk final : public UblkDriver {
     Record("close-queues", id);
     return true;
   }
+  void HoldQueues(uint32_t id) override {
+    MutexLock l(&mu_);
+    Record("hold", id);
+  }
+  uint32_t ReleaseQueues(uint32_t id) override {
+    MutexLock l(&mu_);
+    Record("release", id);
+    return 3;
+  }
   std::vector<std::string> Users(uint32_t) override {
     MutexLock l(&mu_);
     return users;
@@ -167,6 +176,7 @@ class FakeUblk final : public UblkDriver {
   std::atomic<bool> block_start{false};
   Notification start_entered, release_start;
   pid_t another_agent = -1;
+  uint64_t features = kFlagUserRecovery | kFlagUserRecoveryReissue;
 
  private:
   void Record(const char* what, uint32_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -209,6 +219,7 @@ class ExporterTest : public testing::CoreFixture {
     o.export_all = export_all;
     o.state_dir = state_dir_;
     o.recover_wait_secs = 30;
+    o.head_delayed_removal_secs = head_delay_;
     o.log = [this](const std::string& line) {
       MutexLock l(&log_mu_);
       log_.push_back(line);
@@ -307,6 +318,17 @@ class ExporterTest : public testing::CoreFixture {
   std::unique_ptr<Exporter> ex_;
   FakeUblk* ublk_ = nullptr;
   std::function<void(FakeUblk&)> before_create_;
+  std::function<int64_t(const std::string&)> head_delay_;
+  absl::Status HandOver() {
+    Notification done;
+    absl::Status out;
+    ex_->HandOver([&](absl::Status s) {
+      out = std::move(s);
+      done.Notify();
+    });
+    EXPECT_TRUE(Await([&] { return done.HasBeenNotified(); }));
+    return out;
+  }
   Mutex log_mu_;
   std::vector<std::string> log_ ABSL_GUARDED_BY(log_mu_);
 };
@@ -586,6 +608,60 @@ TEST_F(ExporterTest, ALeftDeviceThatWasNeverStartedIsRemovedAtOnce) {
   EXPECT_EQ(ublk_->Calls(), "stop 8 delete 8");
   EXPECT_TRUE(HasExportEvent("nguid.w", "/dev/ublkb8 removed: it was never started"));
   EXPECT_EQ(Record(8), "");
+}
+
+// A stop hands the devices over: their queues hold what comes, then the agent lets go
+// of them without stopping them; the records stay for the next agent.
+TEST_F(ExporterTest, AHandOverLeavesEveryDeviceAndItsRecordForTheNextAgent) {
+  WriteRecord(9, "nguid.later");
+  before_create_ = [](FakeUblk& u) { u.Leave(9, 4242, kSectors); };
+  Make();
+  const std::string h = Head();
+  ASSERT_OK(Export(h));  // device 10
+  ASSERT_OK(HandOver());
+  EXPECT_TRUE(ublk_->Called("hold 10"));
+  // Nothing more is done through it meanwhile.
+  EXPECT_TRUE(absl::IsUnavailable(Export(h).status()));
+  plane_->Stop();
+  ex_->Shutdown();
+  EXPECT_EQ(ublk_->Calls(), "add set-params 10 open-queues 10 start 10 hold 10 release 10");
+  EXPECT_TRUE(ublk_->Has(9));
+  EXPECT_TRUE(ublk_->Has(10));
+  EXPECT_EQ(Record(10), "head=" + h);
+  EXPECT_EQ(Record(9), "head=nguid.later");
+  EXPECT_TRUE(Logged("/dev/ublkb10 of head " + h + " handed over to the next agent (3 request(s) held"));
+}
+
+TEST_F(ExporterTest, WithoutUserRecoveryAStopRemovesTheDevices) {
+  before_create_ = [](FakeUblk& u) { u.features = 0; };
+  Make();
+  const std::string h = Head();
+  ASSERT_OK(Export(h));
+  absl::Status s = HandOver();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(s.message(), HasSubstr("no user recovery"));
+  plane_->Run([this] { ex_->StopFollowing(); });
+  plane_->Stop();
+  ex_->Shutdown();
+  EXPECT_FALSE(ublk_->Has(0));
+  EXPECT_FALSE(ublk_->Called("hold 0"));
+}
+
+// A device left during an outage its head was set to ride out (120 s) waits that long
+// for its head, not only --ublk_recover_wait_secs (30 s).
+TEST_F(ExporterTest, ALeftDeviceWaitsForItsHeadsOwnDelayedRemoval) {
+  WriteRecord(7, "nguid.slow");
+  before_create_ = [](FakeUblk& u) { u.Leave(7, 4242, kSectors); };
+  head_delay_ = [](const std::string& head) -> int64_t { return head == "nguid.slow" ? 120 : 0; };
+  Make();
+  EXPECT_TRUE(Logged("or removed in 120 s"));
+  AdvanceSeconds(100);
+  plane_->Run([] {});
+  plane_->Run([] {});
+  EXPECT_TRUE(ublk_->Has(7));
+  AdvanceSeconds(21);
+  ASSERT_TRUE(Await([&] { return !ublk_->Has(7); })) << ublk_->Calls();
+  ASSERT_TRUE(Await([&] { return HasExportEvent("nguid.slow", "did not come back within 120 s"); }));
 }
 
 }  // namespace

@@ -76,6 +76,8 @@ class KernelUblk final : public UblkDriver {
 
   absl::Status OpenQueues(uint32_t dev_id, const QueueSetup& setup) override;
   bool CloseQueues(uint32_t dev_id) override;
+  void HoldQueues(uint32_t dev_id) override;
+  uint32_t ReleaseQueues(uint32_t dev_id) override;
   std::vector<std::string> Users(uint32_t dev_id) override {
     struct stat st;
     if (stat(absl::StrCat("/dev/ublkb", dev_id).c_str(), &st) != 0) return {};
@@ -191,6 +193,38 @@ bool KernelUblk::CloseQueues(uint32_t dev_id) {
   if (!all_closed) kept_.push_back(std::move(s));
   served_.erase(it);
   return all_closed;
+}
+
+void KernelUblk::HoldQueues(uint32_t dev_id) {
+  auto it = served_.find(dev_id);
+  if (it == served_.end()) return;
+  for (size_t q = 0; q < it->second.q.size(); ++q) {
+    Queue* queue = it->second.q[q].get();
+    OnWorker(options_.workers[q], [queue] { queue->Hold(); });
+  }
+}
+
+uint32_t KernelUblk::ReleaseQueues(uint32_t dev_id) {
+  auto it = served_.find(dev_id);
+  if (it == served_.end()) return 0;
+  Served& s = it->second;
+  uint32_t held = 0;
+  for (size_t q = 0; q < s.q.size(); ++q) {
+    Worker* w = options_.workers[q];
+    Queue* queue = s.q[q].get();
+    // Nothing of the device is stopped: the ring goes (the driver cancels the tags
+    // still fetching), the held requests stay with the kernel.
+    OnWorker(w, [&held, queue, w] {
+      queue->Drain(*w);
+      held += queue->held();
+      w->RemoveSource(queue, nullptr);
+      queue->Close();
+    });
+  }
+  if (s.cdev_fd >= 0) close(s.cdev_fd);
+  s.cdev_fd = -1;
+  served_.erase(it);
+  return held;
 }
 
 }  // namespace

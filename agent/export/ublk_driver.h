@@ -62,6 +62,12 @@ class UblkDriver {
   // serving. False when requests were still in the core: those queues are kept for
   // good (they must outlive the requests), and the reason is logged.
   virtual bool CloseQueues(uint32_t dev_id) = 0;
+  // The hand-over to the next agent: from now on the device's queues hold new requests
+  // (and those the core fails as the agent stops) instead of answering them.
+  virtual void HoldQueues(uint32_t dev_id) = 0;
+  // Then: stops serving the queues without stopping the device, and lets go of it; the
+  // kernel keeps what was held for the next agent. Returns how many were held.
+  virtual uint32_t ReleaseQueues(uint32_t dev_id) = 0;
   // Who has /dev/ublkbN open, mounted or stacked: "pid 812 (fio)", "mounted at /mnt",
   // "held by dm-0". Empty when nobody does.
   virtual std::vector<std::string> Users(uint32_t dev_id) = 0;

@@ -129,6 +129,11 @@ void Queue::Handle(Worker& worker, Tag& t, int res) {
     ++ended_;
     return;
   }
+  if (holding_) {
+    t.state = TagState::kHeld;
+    ++held_;
+    return;
+  }
   requests_.fetch_add(1, std::memory_order_relaxed);
   const ublksrv_io_desc& iod = iods_[t.tag];
   const int bad = Translate(iod, options_.shape, BufferOf(t.tag), &t.req);
@@ -152,6 +157,11 @@ void Queue::OnComplete(IoRequest* req, IoResult result) {
   Tag& t = *static_cast<Tag*>(req->user);
   Queue& q = *t.queue;
   --q.in_core_;
+  if (q.holding_ && result.error == IoError::kShutdown) {
+    t.state = TagState::kHeld;  // the successor does it
+    ++q.held_;
+    return;
+  }
   const int res = ResultFor(q.iods_[t.tag], result);
   if (res < 0) q.errors_.fetch_add(1, std::memory_order_relaxed);
   q.Command(t, kIoCommitAndFetchReq, res);

@@ -55,12 +55,19 @@ class Queue final : public IoSource {
   uint32_t in_core() const { return in_core_; }
   // Worker thread: runs the ring's pending work so ended tags show up, then polls.
   void Drain(Worker& worker);
+  // Worker thread: the agent hands the device over to its successor. From now on a new
+  // request, and one the core fails because the agent stops, is held: never answered,
+  // so the kernel gives it to the next agent when that one takes the device over (user
+  // recovery reissues what its old server had taken). Requests the core completes are
+  // answered as usual.
+  void Hold() { holding_ = true; }
+  uint32_t held() const { return held_; }
 
   uint64_t requests() const { return requests_.load(std::memory_order_relaxed); }
   uint64_t errors() const { return errors_.load(std::memory_order_relaxed); }
 
  private:
-  enum class TagState : uint8_t { kFetching, kInCore, kCommitting, kEnded };
+  enum class TagState : uint8_t { kFetching, kInCore, kCommitting, kHeld, kEnded };
   struct Tag {
     IoRequest req;
     Queue* queue = nullptr;
@@ -83,6 +90,8 @@ class Queue final : public IoSource {
   uint32_t unsubmitted_ = 0;
   uint32_t ended_ = 0;
   uint32_t in_core_ = 0;
+  bool holding_ = false;
+  uint32_t held_ = 0;
   std::atomic<uint64_t> requests_{0};
   std::atomic<uint64_t> errors_{0};
 };

@@ -14,7 +14,9 @@
 #      with zero errors;
 #  u7. kill -9 without user recovery: fio fails (no hang), the restart cleans up;
 #  u8. kill -9 and a restart whose head never comes: the device is removed after the
-#      wait; a clean shutdown removes every device it made.
+#      wait; a stop with --stop=remove removes every device it made;
+#  u9. hand-over (a stop's default) under fio, three times: each stop leaves the device
+#      and its record, the next agent takes it over; fio has zero errors.
 # Usage: ublk_test.sh UMPATHD UMPATHCTL
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -115,7 +117,7 @@ verify_bg u6 64M
 kill -9 \$pid; wait \$pid 2>/dev/null
 echo "umpath-lab: u6 killed; device \$(dev); state \$(ls /run/umpath/ublk)"
 sleep 2
-start u6-again
+start u6-again --stop=remove
 wait \$f
 echo "umpath-lab: u6 after restart: device \$(dev)"
 stop u6-again
@@ -145,11 +147,30 @@ agent u8 \$U --workers=2 --ublk_recover_wait_secs=2
 for i in \$(seq 1 300); do [ -b \$D ] || [ -n "\$(ls /run/umpath/ublk)" ] || break; sleep 0.1; done
 echo "umpath-lab: u8 without its head: device \$(dev), records \$(ls /run/umpath/ublk | wc -l)"
 stop u8
-start u8-last
+start u8-last --stop=remove
 wait_paths 2; wait_dev
 kill \$pid; wait \$pid
 echo "umpath-lab: u8 clean stop: exit \$?, \$(ublk_state)"
 end u8
+
+begin u9
+start u9-0
+wait_paths 2; wait_dev
+verify_bg u9 160M
+for i in 1 2 3; do
+  t0=\$(now)
+  kill \$pid; wait \$pid; rc=\$?
+  state=\$(ublk_state)
+  start u9-\$i
+  for j in \$(seq 1 600); do grep -q 'reason="taken over' /tmp/u9-\$i.err && break; sleep 0.1; done
+  echo "umpath-lab: u9 hand-over \$i: old agent exit \$rc, left \$state, taken over \$t0 -> \$(now), device \$(dev), fio running \$(kill -0 \$f 2>/dev/null && echo yes || echo no)"
+  events /tmp/u9-\$i.err
+done
+wait \$f
+grep -E '^ *(clat|lat) \(' /tmp/u9.fio | sed 's/^ */umpath-lab: u9 fio /'
+kill \$pid; wait \$pid
+echo "umpath-lab: u9 last stop: exit \$?, \$(ublk_state)"
+end u9
 AFTER
 lab_initramfs "$umpathd" "$ctl" "$fio" "$blkdiscard"
 lab_show="umpath|log:|fio|ublk"
@@ -227,6 +248,17 @@ chk u8 "u8 without its head: device gone, records 0" "a leftover whose head neve
 jchk u8 "ev('head-unexported', head='$H', reason='^/dev/ublkb0 removed: its head did not come back within 2 s$')" \
   "and says why"
 chk u8 "u8 clean stop: exit 0, devices 0, records 0" "a clean shutdown removes every device"
+section u9
+clean_fio u9 u9
+for i in 1 2 3; do
+  chk u9 "u9 hand-over $i: old agent exit 0, left devices 1, records 1, .*device present" \
+    "stop $i (SIGTERM) leaves the device and its record; the next agent takes it over"
+done
+chk u9 "u9 hand-over 2: .*fio running yes" "the hand-overs happen under fio"
+jchk u9 "len(ev('head-exported', head='$H', to='/dev/ublkb0', reason='^taken over from the agent.s last run$')) == 3" \
+  "each new agent took the same device over"
+chk u9 "u9 last stop: exit 0, devices 1, records 1" "a stop hands over by default"
+grep -hE "u9 (hand-over|fio)" "$work/u9" | sed 's/^umpath-lab: /lab: /'
 for n in u1-numa u1-round-robin u1-queue-depth u2 u3 u6; do
   echo "lab: $n: $(grep -h "$n fio exit" "$work"/u* | head -1 | cut -d' ' -f3-)"
 done
