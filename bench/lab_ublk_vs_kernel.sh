@@ -34,7 +34,7 @@ for run in \$(seq 1 $runs); do
   echo "bench: kernel paths: \$(ls /sys/block | grep nvme | tr '\n' ' ') policy \$(cat /sys/class/nvme-subsystem/nvme-subsys0/iopolicy)"
   job kernel /dev/nvme0n1
   bind vfio-pci "\$@"
-  agent umpathd-\$run \$U --vfio_devices=all --workers=$workers --export_all
+  agent umpathd-\$run \$U --vfio_devices=all --workers=$workers --export_all --stop=remove
   wait_dev
   echo "bench: umpath device: \$(ls /dev | grep ublkb) queues \$(ls /sys/block/ublkb0/mq | wc -l)"
   job umpath \$D

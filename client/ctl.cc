@@ -412,11 +412,14 @@ int Unexport(const Invocation& ctl) {
 // After a dropped connection, resumes from the last revision seen.
 int StreamEvents(const Invocation& ctl, v1::WatchEventsRequest req) {
   int events = 0;
+  std::unique_ptr<Stub> fresh;
+  Stub* stub = ctl.stub;
   for (int attempt = 0;; ++attempt) {
     grpc::ClientContext ctx;
-    auto reader = ctl.stub->WatchEvents(&ctx, req);
+    auto reader = stub->WatchEvents(&ctx, req);
     v1::WatchEventsResponse msg;
     while (reader->Read(&msg)) {
+      attempt = 0;  // it was served: the next drop starts its retries afresh
       // Revisions are the agent's run's: a resume names it, and a restarted agent
       // refuses it (OUT_OF_RANGE) rather than serve another journal.
       req.set_incarnation(msg.incarnation());
@@ -455,15 +458,26 @@ int StreamEvents(const Invocation& ctl, v1::WatchEventsRequest req) {
               << s.error_message() << "); starting again from a snapshot\n";
       req.set_since_revision(0);
       req.clear_incarnation();
+      // At once: the agent answered, only not from there (a snapshot cannot be refused
+      // so, so this does not loop).
+      continue;
     } else if (s.error_code() != grpc::StatusCode::UNAVAILABLE &&
-               s.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) {
+               s.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED &&
+               // An agent that is stopping cancels the calls that still reach it on a
+               // connection it had: the next agent is to come.
+               s.error_code() != grpc::StatusCode::CANCELLED) {
       return Fail(ctl.err, s);
     } else {
       ctl.err << "umpathctl: stream ended (" << s.error_message()
               << "); resuming after revision " << req.since_revision() << "\n";
     }
     if (attempt >= ctl.o.watch_reconnects) return Fail(ctl.err, s);
-    std::this_thread::sleep_for(std::chrono::milliseconds(std::min(100 << std::min(attempt, 5), 2000)));
+    // 0.1 s, doubling to 1 s: an agent being upgraded is back within a second of it.
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::min(100 << std::min(attempt, 4), 1000)));
+    if (ctl.o.reconnect) {
+      fresh = ctl.o.reconnect();
+      stub = fresh.get();
+    }
   }
 }
 

@@ -2,7 +2,9 @@
 
 // umpathctl's commands, as a library so tests can run them against a real server.
 
+#include <functional>
 #include <iosfwd>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -16,6 +18,8 @@ struct CtlOptions {
   int watch_reconnects = 1000;
   // watch: stop after this many events (0: never); for tests and scripts.
   int watch_max_events = 0;
+  // watch: a new connection to the agent for each reconnect (empty: the same stub).
+  std::function<std::unique_ptr<v1::MultipathControl::StubInterface>()> reconnect;
 };
 
 // Runs one command (args[0] is its name). Writes results to `out`, errors to `err` as

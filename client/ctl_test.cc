@@ -158,9 +158,14 @@ class Watcher {
   Watcher(const std::string& socket, const std::string& head)
       : stub_(v1::MultipathControl::NewStub(
             grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials()))),
-        thread_([this, head] {
+        thread_([this, head, socket] {
           CtlOptions o;
           o.watch_max_events = 2;
+          // As umpathctl does: a new connection for each reconnect.
+          o.reconnect = [socket]() -> std::unique_ptr<v1::MultipathControl::StubInterface> {
+            return v1::MultipathControl::NewStub(
+                grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials()));
+          };
           EXPECT_EQ(RunCommand(stub_.get(), {"watch", "--head=" + head}, o, out_, err_), 0)
               << err_buf_.text();
         }) {}

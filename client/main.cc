@@ -1,5 +1,6 @@
 // umpathctl: the command line for umpathd's control API. `umpathctl help` lists commands.
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -19,6 +20,15 @@ ABSL_FLAG(std::string, tls_ca_file, "", "the CA (PEM) the server's certificate c
 ABSL_FLAG(std::string, tls_server_name, "", "the name to expect in the server's certificate");
 ABSL_FLAG(std::string, o, "table", "output: table or json (protobuf's JSON mapping)");
 
+// Each channel has its own subchannels: a watch that reconnects after an agent restart
+// gets a fresh one, not one still backing off from the attempts made while no agent
+// listened (gRPC's reconnect backoff grows to seconds after a few failures).
+static grpc::ChannelArguments ChannelArgs() {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return args;
+}
+
 int main(int argc, char** argv) {
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   std::vector<std::string> args(positional.begin() + 1, positional.end());
@@ -29,8 +39,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.json = format == "json";
-  // Watch streams get a channel of their own (see ctl.h); one command, one channel.
-  std::shared_ptr<grpc::Channel> channel;
+  // One command, one channel; a watch makes a new one for each reconnect.
+  std::function<std::shared_ptr<grpc::Channel>()> make_channel;
   if (const std::string address = absl::GetFlag(FLAGS_address); !address.empty()) {
     auto slurp = [](const std::string& path, std::string* out) {
       std::ifstream in(path);
@@ -47,15 +57,23 @@ int main(int argc, char** argv) {
                    "--tls_ca_file\n";
       return 2;
     }
-    grpc::ChannelArguments args;
-    if (!absl::GetFlag(FLAGS_tls_server_name).empty()) {
-      args.SetSslTargetNameOverride(absl::GetFlag(FLAGS_tls_server_name));
-    }
-    channel = grpc::CreateCustomChannel(address, grpc::SslCredentials(tls), args);
+    make_channel = [address, tls] {
+      grpc::ChannelArguments args = ChannelArgs();
+      if (!absl::GetFlag(FLAGS_tls_server_name).empty()) {
+        args.SetSslTargetNameOverride(absl::GetFlag(FLAGS_tls_server_name));
+      }
+      return grpc::CreateCustomChannel(address, grpc::SslCredentials(tls), args);
+    };
   } else {
-    channel = grpc::CreateChannel("unix:" + absl::GetFlag(FLAGS_socket),
-                                  grpc::InsecureChannelCredentials());
+    make_channel = [socket = absl::GetFlag(FLAGS_socket)] {
+      return grpc::CreateCustomChannel("unix:" + socket, grpc::InsecureChannelCredentials(),
+                                       ChannelArgs());
+    };
   }
+  options.reconnect = [make_channel]() -> std::unique_ptr<umpath::v1::MultipathControl::StubInterface> {
+    return umpath::v1::MultipathControl::NewStub(make_channel());
+  };
+  std::shared_ptr<grpc::Channel> channel = make_channel();
   auto stub = umpath::v1::MultipathControl::NewStub(channel);
   return umpath::client::RunCommand(stub.get(), args, options, std::cout, std::cerr);
 }

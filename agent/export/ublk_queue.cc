@@ -157,8 +157,10 @@ void Queue::OnComplete(IoRequest* req, IoResult result) {
   Tag& t = *static_cast<Tag*>(req->user);
   Queue& q = *t.queue;
   --q.in_core_;
-  if (q.holding_ && result.error == IoError::kShutdown) {
-    t.state = TagState::kHeld;  // the successor does it
+  if (q.holding_ && !result.ok()) {
+    // Failed as the agent lets go of its controllers (fenced, their head gone, the
+    // core shut down): the successor does it, and answers it.
+    t.state = TagState::kHeld;
     ++q.held_;
     return;
   }

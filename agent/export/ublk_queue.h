@@ -56,10 +56,10 @@ class Queue final : public IoSource {
   // Worker thread: runs the ring's pending work so ended tags show up, then polls.
   void Drain(Worker& worker);
   // Worker thread: the agent hands the device over to its successor. From now on a new
-  // request, and one the core fails because the agent stops, is held: never answered,
-  // so the kernel gives it to the next agent when that one takes the device over (user
-  // recovery reissues what its old server had taken). Requests the core completes are
-  // answered as usual.
+  // request, and one that fails (as the agent lets go of its controllers, the head may
+  // go and the core stops), is held: never answered, so the kernel gives it to the next
+  // agent when that one takes the device over (user recovery reissues what its old
+  // server had taken). Requests that succeed are answered as usual.
   void Hold() { holding_ = true; }
   uint32_t held() const { return held_; }
 

@@ -16,7 +16,8 @@
 #  u8. kill -9 and a restart whose head never comes: the device is removed after the
 #      wait; a stop with --stop=remove removes every device it made;
 #  u9. hand-over (a stop's default) under fio, three times: each stop leaves the device
-#      and its record, the next agent takes it over; fio has zero errors.
+#      and its record, the next agent takes it over; fio has zero errors; a umpathctl
+#      watch across the restarts is told each time and starts again from a snapshot.
 # Usage: ublk_test.sh UMPATHD UMPATHCTL
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -89,6 +90,8 @@ echo "umpath-lab: u4 fio exit \$fe after \$t0 -> \$t1; device \$(dev); \$(grep -
 replug 0 1; wait_paths 2; wait_dev
 echo "umpath-lab: u4 after re-add: device \$(dev)"
 verify u4-new 8M
+grep -vE '^[ {}]' /tmp/u9.watch | sed 's/^/umpath-lab: u9 watch said: /'
+echo "umpath-lab: u9 watch running \$(kill -0 \$w 2>/dev/null && echo yes || echo no)"
 kill \$w
 watch_show /tmp/u4.watch
 end u4
@@ -156,6 +159,7 @@ end u8
 begin u9
 start u9-0
 wait_paths 2; wait_dev
+watch_start /tmp/u9.watch
 verify_bg u9 160M
 for i in 1 2 3; do
   t0=\$(now)
@@ -168,6 +172,9 @@ for i in 1 2 3; do
 done
 wait \$f
 grep -E '^ *(clat|lat) \(' /tmp/u9.fio | sed 's/^ */umpath-lab: u9 fio /'
+ns=\$(grep -c '"snapshot"' /tmp/u9.watch); nt=\$(grep -c 'starting again from a snapshot' /tmp/u9.watch)
+echo "umpath-lab: u9 watch: snapshots \$ns, told of a restart \$nt, each new snapshot told \$([ \$nt -ge 1 ] && [ \$ns = \$((nt + 1)) ] && echo yes || echo no)"
+kill \$w
 kill \$pid; wait \$pid
 echo "umpath-lab: u9 last stop: exit \$?, \$(ublk_state)"
 end u9
@@ -258,6 +265,8 @@ chk u9 "u9 hand-over 2: .*fio running yes" "the hand-overs happen under fio"
 jchk u9 "len(ev('head-exported', head='$H', to='/dev/ublkb0', reason='^taken over from the agent.s last run$')) == 3" \
   "each new agent took the same device over"
 chk u9 "u9 last stop: exit 0, devices 1, records 1" "a stop hands over by default"
+chk u9 "u9 watch: .*each new snapshot told yes" \
+  "a watch across each restart is told and starts again from a snapshot (no silent skip)"
 grep -hE "u9 (hand-over|fio)" "$work/u9" | sed 's/^umpath-lab: /lab: /'
 for n in u1-numa u1-round-robin u1-queue-depth u2 u3 u6; do
   echo "lab: $n: $(grep -h "$n fio exit" "$work"/u* | head -1 | cut -d' ' -f3-)"
