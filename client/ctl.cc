@@ -261,7 +261,8 @@ int Info(const Invocation& ctl) {
     const v1::AgentInfo& a = r.agent_info();
     out << "version " << a.version() << "\nnode " << a.node() << "\nbackends "
         << (a.backends().empty() ? "none" : absl::StrJoin(a.backends(), ",")) << "\nyour role "
-        << a.caller_role() << "\nmax delayed_removal_secs " << a.max_delayed_removal_secs() << "\n";
+        << a.caller_role() << "\nmax delayed_removal_secs " << a.max_delayed_removal_secs()
+        << "\nincarnation " << a.incarnation() << "\n";
   });
 }
 

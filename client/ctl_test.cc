@@ -55,7 +55,9 @@ class CtlTest : public ::testing::Test {
     char tmpl[] = "/tmp/umpath-ctl-test-XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
-    ASSERT_OK_AND_ASSIGN(mp_, Multipath::Create(MultipathOptions{}));
+    MultipathOptions mo;
+    mo.incarnation = "00000000000000aa";
+    ASSERT_OK_AND_ASSIGN(mp_, Multipath::Create(mo));
     ASSERT_OK(umpath::testing::AddTestTopology(mp_.get(), 2, 2));
     StartServer();
   }
@@ -110,6 +112,7 @@ TEST_F(CtlTest, HeadsAndHeadPrintTables) {
   EXPECT_THAT(out_.str(), HasSubstr("live"));
   ASSERT_EQ(Run({"info"}), 0);
   EXPECT_THAT(out_.str(), HasSubstr("your role admin"));
+  EXPECT_THAT(out_.str(), HasSubstr("incarnation 00000000000000aa"));
 }
 
 TEST_F(CtlTest, JsonIsProtobufsMapping) {
