@@ -87,6 +87,15 @@ class CtlTest : public ::testing::Test {
   std::unique_ptr<v1::MultipathControl::Stub> stub_;
   std::ostringstream out_, err_;
   const std::string head_ = "nguid-ab000000000000000000000000000001";
+
+  // A watcher (below) that has its snapshot and has printed one change (delayed
+  // removal 0 -> 5).
+  template <typename W>
+  void SeenByTheWatcher(W& w) {
+    ASSERT_TRUE(w.Printed("# snapshot at revision"));
+    ASSERT_OK(mp_->SetDelayedRemoval(head_, 5));
+    ASSERT_TRUE(w.Printed(" 0 -> 5"));
+  }
 };
 
 TEST_F(CtlTest, HeadsAndHeadPrintTables) {
@@ -199,9 +208,8 @@ class Watcher {
 
 TEST_F(CtlTest, WatchPrintsEventsAndResumesAfterTheServerRestarts) {
   Watcher w(server_->socket_path(), head_);
-  ASSERT_TRUE(w.Printed("# snapshot at revision"));
-  ASSERT_OK(mp_->SetDelayedRemoval(head_, 5));
-  ASSERT_TRUE(w.Printed(" 0 -> 5"));
+  SeenByTheWatcher(w);
+  if (HasFatalFailure()) return;
   // The agent restarts (same core, new server): the stream drops, and the watcher
   // resumes after the last revision it saw, so the change made meanwhile is not lost.
   server_->Shutdown();
@@ -219,9 +227,8 @@ TEST_F(CtlTest, WatchPrintsEventsAndResumesAfterTheServerRestarts) {
 // what the new agent has is printed, nothing is skipped silently.
 TEST_F(CtlTest, WatchAcrossAnAgentRestartStartsAgainFromASnapshotAndSaysSo) {
   Watcher w(server_->socket_path(), head_);
-  ASSERT_TRUE(w.Printed("# snapshot at revision"));
-  ASSERT_OK(mp_->SetDelayedRemoval(head_, 5));
-  ASSERT_TRUE(w.Printed(" 0 -> 5"));
+  SeenByTheWatcher(w);
+  if (HasFatalFailure()) return;
   // The agent goes; another starts, on the same socket, with its own journal.
   server_->Shutdown();
   server_.reset();

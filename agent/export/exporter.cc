@@ -9,6 +9,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "agent/base/files.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 
@@ -23,13 +24,6 @@ namespace {
 constexpr int64_t kRetryNanos = kNanosPerSecond;
 
 constexpr absl::string_view kStopping = "the agent is stopping";
-
-std::string ReadFirstLine(const std::string& path) {
-  std::ifstream in(path);
-  std::string line;
-  std::getline(in, line);
-  return line;
-}
 
 absl::Status Prefixed(absl::string_view what, const absl::Status& s) {
   return absl::Status(s.code(), absl::StrCat(what, ": ", s.message()));
@@ -594,7 +588,7 @@ void Exporter::FindLeftovers() {
   for (const auto& e : fs::directory_iterator(options_.state_dir, ec)) {
     uint32_t dev_id;
     if (!absl::SimpleAtoi(e.path().filename().string(), &dev_id)) continue;
-    const std::string line = ReadFirstLine(e.path());
+    const std::string line = FirstLine(e.path());
     absl::string_view head_view = line;
     if (!absl::ConsumePrefix(&head_view, "head=") || head_view.empty()) {
       Log(absl::StrCat("ublk: ", e.path().string(), ": not a device record; ignored"));

@@ -245,25 +245,28 @@ class ExporterTest : public testing::CoreFixture {
     return pred();
   }
 
-  absl::StatusOr<std::string> Export(const std::string& head) {
+  // Asks the exporter (`ask` gets the `done` to pass on) and waits for its answer.
+  template <typename T, typename Ask>
+  T Answered(Ask ask) {
     Notification done;
-    absl::StatusOr<std::string> out;
-    ex_->Export(head, [&](absl::StatusOr<std::string> r) {
+    T out;
+    ask([&](T r) {
       out = std::move(r);
       done.Notify();
     });
     EXPECT_TRUE(Await([&] { return done.HasBeenNotified(); }));
     return out;
   }
+  absl::StatusOr<std::string> Export(const std::string& head) {
+    using R = absl::StatusOr<std::string>;
+    return Answered<R>([&](Exporter::Done<R> d) { ex_->Export(head, std::move(d)); });
+  }
   absl::Status Unexport(const std::string& head) {
-    Notification done;
-    absl::Status out;
-    ex_->Unexport(head, [&](absl::Status r) {
-      out = std::move(r);
-      done.Notify();
-    });
-    EXPECT_TRUE(Await([&] { return done.HasBeenNotified(); }));
-    return out;
+    return Answered<absl::Status>(
+        [&](Exporter::Done<absl::Status> d) { ex_->Unexport(head, std::move(d)); });
+  }
+  absl::Status HandOver() {
+    return Answered<absl::Status>([&](Exporter::Done<absl::Status> d) { ex_->HandOver(std::move(d)); });
   }
 
   std::string Head(const std::string& controller = "c0", uint8_t tag = 1) {
@@ -319,16 +322,6 @@ class ExporterTest : public testing::CoreFixture {
   FakeUblk* ublk_ = nullptr;
   std::function<void(FakeUblk&)> before_create_;
   std::function<int64_t(const std::string&)> head_delay_;
-  absl::Status HandOver() {
-    Notification done;
-    absl::Status out;
-    ex_->HandOver([&](absl::Status s) {
-      out = std::move(s);
-      done.Notify();
-    });
-    EXPECT_TRUE(Await([&] { return done.HasBeenNotified(); }));
-    return out;
-  }
   Mutex log_mu_;
   std::vector<std::string> log_ ABSL_GUARDED_BY(log_mu_);
 };

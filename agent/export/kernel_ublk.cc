@@ -14,6 +14,7 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "agent/base/files.h"
 #include "absl/strings/str_split.h"
 #include "agent/base/mutex.h"
 #include "agent/export/ublk_control.h"
@@ -36,13 +37,6 @@ void OnWorker(Worker* w, absl::AnyInvocable<void()> fn) {
     done->Notify();
   });
   done->WaitFor(std::chrono::hours(1));
-}
-
-std::string ReadFirstLine(const std::string& path) {
-  std::ifstream in(path);
-  std::string line;
-  std::getline(in, line);
-  return line;
 }
 
 class KernelUblk final : public UblkDriver {
@@ -249,7 +243,7 @@ std::vector<std::string> BlockDeviceUsers(uint32_t major_num, uint32_t minor_num
     for (const auto& fd : fs::directory_iterator(proc.path() / "fd", ec2)) {
       struct stat st;
       if (stat(fd.path().c_str(), &st) == 0 && S_ISBLK(st.st_mode) && st.st_rdev == want) {
-        users.push_back(absl::StrCat("pid ", pid, " (", ReadFirstLine(proc.path() / "comm"), ")"));
+        users.push_back(absl::StrCat("pid ", pid, " (", FirstLine(proc.path() / "comm"), ")"));
         break;
       }
     }

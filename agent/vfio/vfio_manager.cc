@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "agent/base/files.h"
 #include "agent/base/uevent.h"
 #include "agent/vfio/fence.h"
 #include "agent/vfio/regs.h"
@@ -26,12 +27,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string ReadLine(const fs::path& p) {
-  std::ifstream in(p);
-  std::string s;
-  std::getline(in, s);
-  return s;
-}
 
 bool WriteSysfs(const fs::path& p, const std::string& value) {
   std::ofstream out(p);
@@ -61,7 +56,7 @@ std::vector<std::string> ListNvmeFunctions(const std::string& sysfs_root) {
   std::vector<std::string> out;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(fs::path(sysfs_root) / "bus/pci/devices", ec)) {
-    if (ReadLine(e.path() / "class") == kNvmeClass) out.push_back(e.path().filename().string());
+    if (FirstLine(e.path() / "class") == kNvmeClass) out.push_back(e.path().filename().string());
   }
   std::sort(out.begin(), out.end());
   return out;
@@ -75,7 +70,7 @@ absl::Status CheckNvmeFunction(const std::string& bdf, const std::string& sysfs_
   const fs::path dev = fs::path(sysfs_root) / "bus/pci/devices" / bdf;
   std::error_code ec;
   if (!fs::exists(dev, ec)) return absl::NotFoundError(absl::StrCat("no PCI device ", bdf));
-  const std::string cls = ReadLine(dev / "class");
+  const std::string cls = FirstLine(dev / "class");
   if (cls != kNvmeClass) {
     return absl::FailedPreconditionError(absl::StrCat(
         bdf, " is not an NVMe controller (PCI class ", cls.empty() ? "unknown" : cls,
@@ -482,7 +477,7 @@ ControllerSpec VfioManager::SpecOf(const Ctrl& c) const {
   cs.subsys_nqn = c.id.subsys_nqn;
   cs.transport = "pcie";
   cs.address = c.bdf;
-  const std::string numa = ReadLine(fs::path(PciDir(c.bdf)) / "numa_node");
+  const std::string numa = FirstLine(fs::path(PciDir(c.bdf)) / "numa_node");
   cs.numa_node = numa.empty() ? -1 : std::atoi(numa.c_str());
   cs.ana_supported = c.id.ana_supported;
   cs.anagrpmax = c.id.anagrpmax;
