@@ -27,7 +27,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-
 bool WriteSysfs(const fs::path& p, const std::string& value) {
   std::ofstream out(p);
   out << value;
