@@ -189,19 +189,29 @@ absl::Status Agent::StartExporter() {
   return absl::OkStatus();
 }
 
-void Agent::HandOverBlockDevices() {
+// The stop's first step for the block devices (the exporter's BeginStop), with a line
+// saying what becomes of them.
+void Agent::StopBlockDevices(ublk::StopMode mode) {
   auto done = std::make_shared<Notification>();
   auto result = std::make_shared<absl::Status>();
-  exporter_->HandOver([done, result](absl::Status s) {
+  exporter_->BeginStop(mode, [done, result](absl::Status s) {
     *result = std::move(s);
     done->Notify();
   });
   done->WaitFor(std::chrono::hours(24));
-  if (result->ok()) {
-    Log("stopping: the block devices stay for the next agent (--stop=remove removes them)");
-  } else {
+  if (!result->ok()) {
     Log(absl::StrCat("stopping: the block devices cannot be handed over (", result->message(),
                      "); they are removed"));
+    return;
+  }
+  switch (mode) {
+    case ublk::StopMode::kHandOver:
+      return Log("stopping: the block devices stay for the next agent (--stop=remove removes them)");
+    case ublk::StopMode::kRemove:
+      return Log("stopping: the block devices are removed, but those in use stay for the next "
+                 "agent (--stop=force-remove removes them too)");
+    case ublk::StopMode::kForceRemove:
+      return Log("stopping: every block device is removed, in use or not");
   }
 }
 
@@ -249,9 +259,9 @@ Agent::~Agent() {
   metrics_.reset();
   if (server_) server_->Shutdown();
   if (exporter_) {
-    // The block devices' queues hold what comes from now on (and what the core fails
-    // below): the next agent gets it with the devices.
-    if (config_.stop_hands_over) HandOverBlockDevices();
+    // The queues of the devices handed over hold what comes from now on (and what the
+    // core fails below): the next agent gets it with the devices.
+    StopBlockDevices(config_.stop);
     plane_->Run([this] { exporter_->StopFollowing(); });
   }
   StopControllers();

@@ -65,7 +65,7 @@ class Agent {
   absl::Status StartBackends();
   void StopControllers();
   absl::Status StartExporter();
-  void HandOverBlockDevices();
+  void StopBlockDevices(ublk::StopMode mode);
   absl::Status StartServer();
 
   AgentConfig config_;

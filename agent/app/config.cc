@@ -76,7 +76,9 @@ ABSL_FLAG(bool, ublk_user_recovery, true,
           "make devices that outlive the agent: I/O waits while it restarts (kernel permitting)");
 ABSL_FLAG(std::string, stop, "handover",
           "what a stop (SIGTERM) does with the block devices: handover (they stay, their "
-          "waiting I/O held for the next agent, which takes them over) or remove");
+          "waiting I/O held for the next agent, which takes them over), remove (each is "
+          "removed, but one in use (mounted, open, held) is handed over instead) or "
+          "force-remove (each is removed, in use or not)");
 ABSL_FLAG(std::string, ublk_state_dir, "/run/umpath/ublk", "where each device's head is recorded");
 ABSL_FLAG(int, ublk_recover_wait_secs, 30,
           "how long a device left by the last run waits for its head before it is removed");
@@ -198,6 +200,15 @@ absl::StatusOr<kernel::LibnvmeBackendOptions> KernelFromFlags() {
   return ko;
 }
 
+absl::StatusOr<ublk::StopMode> ParseStop(const std::string& text) {
+  for (ublk::StopMode m : {ublk::StopMode::kHandOver, ublk::StopMode::kRemove,
+                           ublk::StopMode::kForceRemove}) {
+    if (text == ublk::StopModeName(m)) return m;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("--stop takes handover, remove or force-remove, not \"", text, "\""));
+}
+
 ublk::ExporterOptions UblkFromFlags() {
   ublk::ExporterOptions eo;
   eo.queue_depth = static_cast<uint16_t>(std::clamp(absl::GetFlag(FLAGS_ublk_queue_depth), 0, 65535));
@@ -232,12 +243,7 @@ absl::StatusOr<AgentConfig> AgentConfigFromFlags() {
     ASSIGN_OR_RETURN(c.kernel, KernelFromFlags());
   }
   if (absl::GetFlag(FLAGS_ublk)) c.ublk = UblkFromFlags();
-  const std::string stop = absl::GetFlag(FLAGS_stop);
-  if (stop != "handover" && stop != "remove") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--stop takes handover or remove, not \"", stop, "\""));
-  }
-  c.stop_hands_over = stop == "handover";
+  ASSIGN_OR_RETURN(c.stop, ParseStop(absl::GetFlag(FLAGS_stop)));
   return c;
 }
 

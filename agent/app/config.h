@@ -27,9 +27,10 @@ struct AgentConfig {
   std::optional<kernel::LibnvmeBackendOptions> kernel;  // --kernel
   // --ublk: the block-device frontend (workers, alloc and log are the agent's).
   std::optional<ublk::ExporterOptions> ublk;
-  // --stop: a stop hands the block devices over to the next agent (they stay, and what
-  // waits is served by it), or removes them (decommissioning).
-  bool stop_hands_over = true;
+  // --stop: what a signal's stop does with the block devices: hand them over to the next
+  // agent (they stay, and what waits is served by it), or remove them (decommissioning;
+  // but those in use, unless forced). StopAgent brings its own.
+  ublk::StopMode stop = ublk::StopMode::kHandOver;
 };
 
 // From the flags. INVALID_ARGUMENT names the flag and what it takes.

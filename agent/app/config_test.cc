@@ -1,10 +1,12 @@
-// The agent's configuration from its flags: what a stop does with the block devices.
+// The agent's configuration from its flags: what a signal's stop does with the block
+// devices.
 #include "agent/app/config.h"
 
 #include <string>
 
 #include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
 #include "agent/base/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -17,22 +19,29 @@ namespace {
 using ::testing::HasSubstr;
 
 TEST(ConfigTest, AStopHandsOverByDefaultAndRemovesWhenAsked) {
+  EXPECT_EQ(absl::GetFlag(FLAGS_stop), "handover");
+  const std::pair<const char*, ublk::StopMode> table[] = {
+      {"handover", ublk::StopMode::kHandOver},
+      {"remove", ublk::StopMode::kRemove},
+      {"force-remove", ublk::StopMode::kForceRemove},
+  };
+  for (const auto& [text, mode] : table) {
+    absl::SetFlag(&FLAGS_stop, text);
+    absl::StatusOr<AgentConfig> c = AgentConfigFromFlags();
+    ASSERT_OK(c);
+    EXPECT_EQ(c->stop, mode) << text;
+  }
   absl::SetFlag(&FLAGS_stop, "handover");
-  absl::StatusOr<AgentConfig> c = AgentConfigFromFlags();
-  ASSERT_OK(c);
-  EXPECT_TRUE(c->stop_hands_over);
-  absl::SetFlag(&FLAGS_stop, "remove");
-  c = AgentConfigFromFlags();
-  ASSERT_OK(c);
-  EXPECT_FALSE(c->stop_hands_over);
 }
 
 TEST(ConfigTest, AnUnknownStopIsRefusedNamingWhatItTakes) {
-  for (const char* bad : {"", "Remove", "drain", "handover,remove"}) {
+  for (const char* bad : {"", "Remove", "drain", "handover,remove", "force", "remove-force"}) {
     absl::SetFlag(&FLAGS_stop, bad);
     absl::StatusOr<AgentConfig> c = AgentConfigFromFlags();
     EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << bad;
-    EXPECT_THAT(c.status().message(), HasSubstr("--stop takes handover or remove")) << bad;
+    EXPECT_THAT(c.status().message(),
+                HasSubstr(absl::StrCat("--stop takes handover, remove or force-remove, not \"",
+                                       bad, "\"")));
   }
   absl::SetFlag(&FLAGS_stop, "handover");
 }

@@ -166,28 +166,6 @@ void Exporter::Next() {
   }
 }
 
-void Exporter::HandOver(Done<absl::Status> done) {
-  auto answer = std::make_shared<Answer<absl::Status>>(std::move(done));
-  plane_->Post([this, answer] {
-    // Before the calls still waiting: they are answered as the agent stops.
-    calls_.push_front([this, answer] {
-      if (!recovery_) {
-        return (*answer)(absl::FailedPreconditionError(
-            "this kernel's ublk has no user recovery: the devices are removed instead"));
-      }
-      StopFollowing();
-      handing_over_ = true;
-      std::vector<uint32_t> ids;
-      for (const auto& [name, d] : devices_) ids.push_back(d->dev_id);
-      Offload([this, ids, answer]() -> Then {
-        for (uint32_t id : ids) driver_->HoldQueues(id);
-        return [answer] { (*answer)(absl::OkStatus()); };
-      });
-    });
-    if (!busy_) Next();
-  });
-}
-
 void Exporter::Enqueue(ControlPlane::Task call) {
   calls_.push_back(std::move(call));
   if (!busy_) Next();
@@ -310,7 +288,7 @@ void Exporter::Export(std::string head, Done<absl::StatusOr<std::string>> done) 
   auto answer = std::make_shared<Answer<absl::StatusOr<std::string>>>(std::move(done));
   plane_->Post([this, head = std::move(head), answer] {
     Enqueue([this, head, answer] {
-      if (shut_down_ || handing_over_) return (*answer)(absl::UnavailableError(kStopping));
+      if (shut_down_ || stopping_) return (*answer)(absl::UnavailableError(kStopping));
       absl::StatusOr<HeadInfo> h = mp_->GetHead(head);
       if (!h.ok()) return (*answer)(h.status());
       BeginExport(*h, answer);
@@ -322,7 +300,7 @@ void Exporter::Unexport(std::string head, Done<absl::Status> done) {
   auto answer = std::make_shared<Answer<absl::Status>>(std::move(done));
   plane_->Post([this, head = std::move(head), answer] {
     Enqueue([this, head, answer] {
-      if (shut_down_ || handing_over_) return (*answer)(absl::UnavailableError(kStopping));
+      if (shut_down_ || stopping_) return (*answer)(absl::UnavailableError(kStopping));
       BeginUnexport(head, answer);
     });
   });
@@ -499,6 +477,118 @@ void Exporter::FinishTeardown(const Device& d, const std::string& reason) {
   }
 }
 
+// ---- The stop. ----
+
+absl::string_view StopModeName(StopMode mode) {
+  switch (mode) {
+    case StopMode::kHandOver: return "handover";
+    case StopMode::kRemove: return "remove";
+    case StopMode::kForceRemove: return "force-remove";
+  }
+  return "handover";
+}
+
+std::vector<Exporter::StopTarget> Exporter::StopTargets() const {
+  std::vector<StopTarget> out;
+  for (const auto& [name, d] : devices_) {
+    out.push_back({.dev_id = d->dev_id, .served = true, .bdev = d->bdev, .head = name,
+                   .head_uid = d->head_uid});
+  }
+  for (const Leftover& lo : leftovers_) {
+    out.push_back({.dev_id = lo.dev_id, .bdev = absl::StrCat("/dev/ublkb", lo.dev_id), .head = lo.head});
+  }
+  return out;
+}
+
+void Exporter::CheckStop(StopMode mode, Done<absl::Status> done) {
+  auto answer = std::make_shared<Answer<absl::Status>>(std::move(done));
+  plane_->Post([this, mode, answer] {
+    Enqueue([this, mode, answer] {
+      if (shut_down_ || stopping_) return (*answer)(absl::UnavailableError(kStopping));
+      const bool removes = mode == StopMode::kRemove || (mode == StopMode::kHandOver && !recovery_);
+      std::vector<StopTarget> targets = StopTargets();
+      if (!removes || targets.empty()) return (*answer)(absl::OkStatus());
+      Offload([this, mode, targets = std::move(targets), answer]() -> Then {
+        std::vector<std::string> in_use;
+        for (const StopTarget& t : targets) {
+          const std::vector<std::string> users = driver_->Users(t.dev_id);
+          if (users.empty()) continue;
+          in_use.push_back(absl::StrCat(t.bdev, " of head ", t.head, " (", absl::StrJoin(users, ", "), ")"));
+        }
+        absl::Status s;
+        if (!in_use.empty()) {
+          s = absl::FailedPreconditionError(absl::StrCat(
+              "block devices in use: ", absl::StrJoin(in_use, ", "),
+              mode == StopMode::kRemove
+                  ? "; a removing stop would pull them from under their users"
+                  : "; this kernel's ublk has no user recovery, so a stop removes them",
+              ": unmount or close them first, or force it"));
+        }
+        return [answer, s] { (*answer)(s); };
+      });
+    });
+  });
+}
+
+void Exporter::BeginStop(StopMode mode, Done<absl::Status> done) {
+  auto answer = std::make_shared<Answer<absl::Status>>(std::move(done));
+  plane_->Post([this, mode, answer] {
+    // Before the calls still waiting: they are answered as the agent stops.
+    calls_.push_front([this, mode, answer] {
+      if (mode == StopMode::kHandOver && !recovery_) {
+        return (*answer)(absl::FailedPreconditionError(
+            "this kernel's ublk has no user recovery: the devices are removed instead"));
+      }
+      StopFollowing();
+      stopping_ = true;
+      Offload([this, mode, targets = StopTargets(), answer]() mutable -> Then {
+        // Who uses a device is read once, as the stop begins (a signal's stop cannot be
+        // refused): what opens it later finds it going, or held when it is handed over.
+        for (StopTarget& t : targets) {
+          if (mode != StopMode::kHandOver) t.users = driver_->Users(t.dev_id);
+          t.keep = mode == StopMode::kHandOver ||
+                   (mode == StopMode::kRemove && !t.users.empty() && recovery_);
+          if (t.keep && t.served) driver_->HoldQueues(t.dev_id);
+        }
+        return [this, mode, targets = std::move(targets), answer] {
+          FinishBeginStop(mode, targets);
+          (*answer)(absl::OkStatus());
+        };
+      });
+    });
+    if (!busy_) Next();
+  });
+}
+
+// Control thread: what BeginStop keeps, and for each device in use, what becomes of it.
+void Exporter::FinishBeginStop(StopMode mode, const std::vector<StopTarget>& targets) {
+  for (const StopTarget& t : targets) {
+    if (t.served) {
+      if (auto it = devices_.find(t.head); it != devices_.end()) it->second->hand_over = t.keep;
+    } else if (const size_t i = FindLeftover(t.head); i < leftovers_.size()) {
+      leftovers_[i].keep = t.keep;
+    }
+    if (t.users.empty()) continue;
+    const std::string users = absl::StrJoin(t.users, ", ");
+    if (!t.keep) {
+      Log(absl::StrCat("ublk: ", t.bdev, " of head ", t.head, " is in use (", users,
+                       ") and is removed all the same (",
+                       mode == StopMode::kForceRemove ? "a forced stop"
+                                                      : "this kernel's ublk has no user recovery",
+                       ")"));
+      continue;
+    }
+    const std::string what = absl::StrCat(
+        t.bdev, t.served ? " handed over to the next agent" : " left for the next agent",
+        " instead of removed: in use (", users, ")");
+    Log(absl::StrCat("ublk: ", what, " (head ", t.head, ")"));
+    if (absl::Status s = mp_->SetHeadExport(t.head, t.head_uid, "", what);
+        !s.ok() && !absl::IsNotFound(s)) {
+      Log(absl::StrCat("ublk: ", s.message()));
+    }
+  }
+}
+
 void Exporter::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
@@ -511,35 +601,35 @@ void Exporter::Shutdown() {
     FinishTeardown(*busy_dev_, "the agent is shutting down");
   }
   busy_dev_.reset();
-  if (handing_over_) return LetGo();
   while (!devices_.empty()) {
     auto it = devices_.begin();
     std::unique_ptr<Device> d = std::move(it->second);
     devices_.erase(it);
+    if (d->hand_over) {
+      LetGo(*d);
+      continue;
+    }
     RemoveDevice(*d);
     FinishTeardown(*d, "the agent is shutting down");
   }
   for (const Leftover& lo : leftovers_) {
+    if (lo.keep) {
+      Log(absl::StrCat("ublk: /dev/ublkb", lo.dev_id, " of head ", lo.head,
+                       " left for the next agent, as it was"));
+      continue;
+    }
     RemoveLeftoverDevice(lo.dev_id);
     LeftoverRemoved(lo, "the agent is shutting down");
   }
   leftovers_.clear();
 }
 
-// The hand-over's end: every device stays, with its record and what its queues held,
-// for the next agent to take over (as after a crash, without the crash).
-void Exporter::LetGo() {
-  for (auto& [name, d] : devices_) {
-    const uint32_t held = driver_->ReleaseQueues(d->dev_id);
-    Log(absl::StrCat("ublk: ", d->bdev, " of head ", d->head, " handed over to the next agent (",
-                     held, " request(s) held for it)"));
-  }
-  devices_.clear();
-  for (const Leftover& lo : leftovers_) {
-    Log(absl::StrCat("ublk: /dev/ublkb", lo.dev_id, " of head ", lo.head,
-                     " left for the next agent, as it was"));
-  }
-  leftovers_.clear();
+// A hand-over's end: the device stays, with its record and what its queues held, for
+// the next agent to take over (as after a crash, without the crash).
+void Exporter::LetGo(const Device& d) {
+  const uint32_t held = driver_->ReleaseQueues(d.dev_id);
+  Log(absl::StrCat("ublk: ", d.bdev, " of head ", d.head, " handed over to the next agent (", held,
+                   " request(s) held for it)"));
 }
 
 }  // namespace umpath::ublk

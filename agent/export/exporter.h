@@ -22,6 +22,20 @@
 
 namespace umpath::ublk {
 
+// What a stop does with the block devices (--stop, StopAgent).
+enum class StopMode : uint8_t {
+  // Every device stays, its queues holding what comes for the next agent, which takes it
+  // over (a restart, an upgrade).
+  kHandOver,
+  // Every device is removed (decommissioning), except one in use (mounted, open, or
+  // held by another device): that one is handed over instead, as it cannot be refused.
+  kRemove,
+  // Every device is removed, in use or not.
+  kForceRemove,
+};
+// "handover", "remove", "force-remove": the --stop flag's values.
+absl::string_view StopModeName(StopMode mode);
+
 struct ExporterOptions {
   std::vector<Worker*> workers;  // started; queue i is served by worker i
   IoMemoryAllocator alloc;       // DMA-able memory for the tags' buffers
@@ -52,8 +66,9 @@ struct ExporterOptions {
 // events there (a head removed, a head for export-all, a head a leftover device waits
 // for) and decides there; the commands that block (the driver's) run one device at a
 // time on a thread of the plane's Offload, and their result is applied back on the
-// control thread. Export and Unexport may be called from any thread and answer through
-// `done`, in the order they were asked, between the exporter's own work.
+// control thread. Export, Unexport and CheckStop may be called from any thread and answer
+// through `done`, in the order they were asked, between the exporter's own work;
+// BeginStop goes before the calls still waiting.
 class Exporter {
  public:
   template <typename T>
@@ -74,15 +89,22 @@ class Exporter {
   // first step of a shutdown, before the core fails what waits. Work already begun
   // finishes.
   void StopFollowing();
-  // Any thread: the first step of a hand-over to the next agent (SIGTERM's default):
-  // after the work under way, every device's queues hold what comes instead of
-  // answering it. FAILED_PRECONDITION where the kernel has no user recovery (the
-  // devices are removed instead).
-  void HandOver(Done<absl::Status> done);
-  // Once the control plane has stopped, on the caller's thread. After a HandOver:
-  // lets go of every device, which stays (with its record) for the next agent.
-  // Otherwise removes every device this agent made or took over, and those it never
-  // recovered.
+  // Any thread: whether a stop in `mode` would remove a device in use (mounted, open,
+  // or held by another device): FAILED_PRECONDITION naming each and who uses it, OK
+  // when none. Changes nothing. A hand-over removes nothing, but where the kernel has no
+  // user recovery (the devices are removed then).
+  void CheckStop(StopMode mode, Done<absl::Status> done);
+  // Any thread: the first step of a stop, after the work under way; nothing more is
+  // done from then on. The queues of each device to hand over hold what comes instead
+  // of answering it (the next agent gets it): with kHandOver every device, with kRemove
+  // those in use then (each logged, and a head-unexported event says why it stays),
+  // with kForceRemove none. FAILED_PRECONDITION for kHandOver where the kernel has no
+  // user recovery (the devices are removed instead).
+  void BeginStop(StopMode mode, Done<absl::Status> done);
+  // Once the control plane has stopped, on the caller's thread. Lets go of each device
+  // BeginStop handed over, which stays (with its record) for the next agent, and of each
+  // device an earlier run left that it kept; removes every other device this agent made
+  // or took over, and those it never recovered.
   void Shutdown();
 
   // The device path; idempotent. NOT_FOUND for an unknown head.
@@ -99,6 +121,7 @@ class Exporter {
     std::string head;
     uint64_t head_uid = 0;
     std::string bdev;  // /dev/ublkbN
+    bool hand_over = false;  // BeginStop: Shutdown lets go of it instead of removing it
   };
   struct Leftover {
     uint32_t dev_id = 0;
@@ -106,6 +129,7 @@ class Exporter {
     int64_t deadline = 0;  // the plane's monotonic clock, ns
     int64_t wait_secs = 0;  // how long it waits for its head
     std::string last_problem;
+    bool keep = false;  // BeginStop: Shutdown leaves it for the next agent
   };
   // One thing the exporter does on its own, decided by Reconcile and started when the
   // lane is free (checked again then: an API call may have come first).
@@ -149,7 +173,18 @@ class Exporter {
   void BeginRemoveLeftover(size_t leftover, std::string why);
   absl::Status CheckExportable(const HeadInfo& head, uint32_t* max_io) const;
   void FinishTeardown(const Device& d, const std::string& reason);
-  void LetGo();
+  // Every device and leftover, as the stop's offloaded work sees them.
+  struct StopTarget {
+    uint32_t dev_id = 0;
+    bool served = false;  // a device of this agent's (not a leftover)
+    std::string bdev, head;
+    uint64_t head_uid = 0;  // 0: a leftover
+    std::vector<std::string> users;
+    bool keep = false;
+  };
+  std::vector<StopTarget> StopTargets() const;
+  void FinishBeginStop(StopMode mode, const std::vector<StopTarget>& targets);
+  void LetGo(const Device& d);
   void LeftoverRemoved(const Leftover& l, const std::string& why);
 
   // Blocking work, on the offload's thread, on the device the lane holds.
@@ -177,7 +212,7 @@ class Exporter {
   absl::flat_hash_set<uint64_t> auto_exported_;
   bool following_ = false;
   bool shut_down_ = false;
-  bool handing_over_ = false;  // HandOver began: no more work, and Shutdown lets go
+  bool stopping_ = false;  // BeginStop began: no more work
   // The lane. `busy_dev_` is the device the running job works on, owned here so that
   // a job whose result never came back (the plane stopped) is still cleaned up.
   bool busy_ = false;

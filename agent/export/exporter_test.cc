@@ -1,8 +1,9 @@
 // The exporter's orchestration without a VM: the real core and control plane, a fake
 // ublk driver beneath. Export, removal with the head, unexport of a device in use,
 // export-all, the take-over of a device an earlier agent left (and its removal when
-// the head never comes, or comes back as another disk), shutdown, and the rule that the
-// control thread never waits on the kernel.
+// the head never comes, or comes back as another disk), shutdown, the stops (hand-over,
+// remove and forced remove, and the check that refuses to remove a device in use), and
+// the rule that the control thread never waits on the kernel.
 
 #include "agent/export/exporter.h"
 
@@ -18,178 +19,16 @@
 #include "absl/strings/str_join.h"
 #include "agent/base/mutex.h"
 #include "agent/core/testing/core_fixture.h"
+#include "agent/export/testing/fake_ublk.h"
 
 namespace umpath::ublk {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
-// The kernel's ublk driver as the exporter sees it: devices by id, every call recorded.
-class FakeUblk final : public UblkDriver {
- public:
-  struct Dev {
-    ublksrv_ctrl_dev_info info{};
-    ublk_params params{};
-  };
-
-  uint64_t Features() override { return features; }
-  absl::StatusOr<ublksrv_ctrl_dev_info> Add(const ublksrv_ctrl_dev_info& want) override {
-    MutexLock l(&mu_);
-    calls_.push_back("add");
-    Dev d;
-    d.info = want;
-    d.info.dev_id = next_id_++;
-    d.info.state = kStateDead;
-    devs_[d.info.dev_id] = d;
-    return d.info;
-  }
-  absl::Status SetParams(uint32_t id, const ublk_params& p) override {
-    MutexLock l(&mu_);
-    Record("set-params", id);
-    devs_[id].params = p;
-    return absl::OkStatus();
-  }
-  absl::StatusOr<ublk_params> GetParams(uint32_t id) override {
-    MutexLock l(&mu_);
-    return devs_.at(id).params;
-  }
-  absl::Status Start(uint32_t id) override {
-    {
-      MutexLock l(&mu_);
-      Record("start", id);
-      recorded_at_start_ = std::filesystem::exists(record_dir + "/" + std::to_string(id));
-      if (!start_error.ok()) return start_error;
-    }
-    if (block_start) {
-      start_entered.Notify();
-      release_start.WaitFor(std::chrono::hours(1));
-    }
-    MutexLock l(&mu_);
-    devs_[id].info.state = kStateLive;
-    return absl::OkStatus();
-  }
-  absl::Status EndRecovery(uint32_t id) override {
-    MutexLock l(&mu_);
-    Record("end-recovery", id);
-    devs_[id].info.state = kStateLive;
-    return absl::OkStatus();
-  }
-  absl::Status StartRecovery(uint32_t id) override {
-    MutexLock l(&mu_);
-    Record("start-recovery", id);
-    return absl::OkStatus();
-  }
-  absl::Status Stop(uint32_t id) override {
-    MutexLock l(&mu_);
-    Record("stop", id);
-    if (!devs_.contains(id)) return absl::NotFoundError("no device");
-    devs_[id].info.state = kStateDead;
-    return absl::OkStatus();
-  }
-  absl::Status Delete(uint32_t id) override {
-    MutexLock l(&mu_);
-    Record("delete", id);
-    return devs_.erase(id) ? absl::OkStatus() : absl::NotFoundError("no device");
-  }
-  absl::StatusOr<ublksrv_ctrl_dev_info> Info(uint32_t id) override {
-    MutexLock l(&mu_);
-    auto it = devs_.find(id);
-    if (it == devs_.end()) return absl::NotFoundError("no device");
-    return it->second.info;
-  }
-  bool ServedByAnother(const ublksrv_ctrl_dev_info& info) override {
-    return info.ublksrv_pid == another_agent;
-  }
-  absl::Status OpenQueues(uint32_t id, const QueueSetup& setup) override {
-    MutexLock l(&mu_);
-    Record("open-queues", id);
-    EXPECT_GT(setup.queues, 0);
-    EXPECT_GT(setup.shape.buffer_bytes, 0u);
-    return absl::OkStatus();
-  }
-  bool CloseQueues(uint32_t id) override {
-    MutexLock l(&mu_);
-    Record("close-queues", id);
-    return true;
-  }
-  void HoldQueues(uint32_t id) override {
-    MutexLock l(&mu_);
-    Record("hold", id);
-  }
-  uint32_t ReleaseQueues(uint32_t id) override {
-    MutexLock l(&mu_);
-    Record("release", id);
-    return 3;
-  }
-  std::vector<std::string> Users(uint32_t) override {
-    MutexLock l(&mu_);
-    return users;
-  }
-
-  // A device an earlier agent (pid) left, quiesced, with its capacity.
-  void Leave(uint32_t id, pid_t pid, uint64_t sectors, bool recovery = true,
-             uint16_t state = kStateQuiesced) {
-    MutexLock l(&mu_);
-    Dev d;
-    d.info.dev_id = id;
-    d.info.nr_hw_queues = 1;
-    d.info.queue_depth = 8;
-    d.info.max_io_buf_bytes = 65536;
-    d.info.ublksrv_pid = pid;
-    d.info.state = state;
-    d.info.flags = recovery ? kFlagUserRecovery | kFlagUserRecoveryReissue : 0;
-    d.params.basic.dev_sectors = sectors;
-    d.params.basic.logical_bs_shift = 9;
-    devs_[id] = d;
-    next_id_ = std::max(next_id_, id + 1);
-  }
-  void SetState(uint32_t id, uint16_t state) {
-    MutexLock l(&mu_);
-    devs_[id].info.state = state;
-  }
-  std::string Calls() {
-    MutexLock l(&mu_);
-    return absl::StrJoin(calls_, " ");
-  }
-  bool Called(const std::string& what) {
-    MutexLock l(&mu_);
-    return std::find(calls_.begin(), calls_.end(), what) != calls_.end();
-  }
-  bool Has(uint32_t id) {
-    MutexLock l(&mu_);
-    return devs_.contains(id);
-  }
-  void SetUsers(std::vector<std::string> u) {
-    MutexLock l(&mu_);
-    users = std::move(u);
-  }
-
-  void SetStartError(absl::Status s) {
-    MutexLock l(&mu_);
-    start_error = std::move(s);
-  }
-  bool RecordedAtStart() {
-    MutexLock l(&mu_);
-    return recorded_at_start_;
-  }
-  std::string record_dir;  // set before use
-  std::atomic<bool> block_start{false};
-  Notification start_entered, release_start;
-  pid_t another_agent = -1;
-  uint64_t features = kFlagUserRecovery | kFlagUserRecoveryReissue;
-
- private:
-  void Record(const char* what, uint32_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    calls_.push_back(absl::StrCat(what, " ", id));
-  }
-  Mutex mu_;
-  std::map<uint32_t, Dev> devs_ ABSL_GUARDED_BY(mu_);
-  uint32_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
-  std::vector<std::string> calls_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::string> users ABSL_GUARDED_BY(mu_);
-  absl::Status start_error ABSL_GUARDED_BY(mu_);
-  bool recorded_at_start_ ABSL_GUARDED_BY(mu_) = false;
-};
+// The sectors of a fixture head (kBlocks of 512 bytes).
+constexpr uint64_t kSectors = uint64_t{1} << 20;  // CoreFixture::kBlocks of 512 bytes
 
 class ExporterTest : public testing::CoreFixture {
  protected:
@@ -265,8 +104,31 @@ class ExporterTest : public testing::CoreFixture {
     return Answered<absl::Status>(
         [&](Exporter::Done<absl::Status> d) { ex_->Unexport(head, std::move(d)); });
   }
-  absl::Status HandOver() {
-    return Answered<absl::Status>([&](Exporter::Done<absl::Status> d) { ex_->HandOver(std::move(d)); });
+  absl::Status BeginStop(StopMode mode) {
+    return Answered<absl::Status>(
+        [&](Exporter::Done<absl::Status> d) { ex_->BeginStop(mode, std::move(d)); });
+  }
+  absl::Status CheckStop(StopMode mode) {
+    return Answered<absl::Status>(
+        [&](Exporter::Done<absl::Status> d) { ex_->CheckStop(mode, std::move(d)); });
+  }
+
+  // Two devices an earlier run left (8 idle, 9 held by dm-0) and two of this run's (10
+  // of the first head, mounted; 11 of the second, idle). The two heads.
+  std::pair<std::string, std::string> SomeDevicesInUse() {
+    WriteRecord(8, "nguid.idle");
+    WriteRecord(9, "nguid.mounted");
+    before_create_ = [](FakeUblk& u) {
+      u.Leave(8, 4242, kSectors);
+      u.Leave(9, 4242, kSectors);
+    };
+    Make();
+    const std::string h1 = Head("c0", 1), h2 = Head("c0", 2);
+    EXPECT_EQ(Export(h1).value_or(""), "/dev/ublkb10");
+    EXPECT_EQ(Export(h2).value_or(""), "/dev/ublkb11");
+    ublk_->SetUsers(10, {"mounted at /mnt"});
+    ublk_->SetUsers(9, {"held by dm-0"});
+    return {h1, h2};
   }
 
   std::string Head(const std::string& controller = "c0", uint8_t tag = 1) {
@@ -325,9 +187,6 @@ class ExporterTest : public testing::CoreFixture {
   Mutex log_mu_;
   std::vector<std::string> log_ ABSL_GUARDED_BY(log_mu_);
 };
-
-// The sectors of a fixture head (kBlocks of 512 bytes).
-constexpr uint64_t kSectors = uint64_t{1} << 20;  // CoreFixture::kBlocks of 512 bytes
 
 TEST_F(ExporterTest, ExportMakesOneDeviceRecordsItAndSaysSo) {
   Make();
@@ -611,7 +470,7 @@ TEST_F(ExporterTest, AHandOverLeavesEveryDeviceAndItsRecordForTheNextAgent) {
   Make();
   const std::string h = Head();
   ASSERT_OK(Export(h));  // device 10
-  ASSERT_OK(HandOver());
+  ASSERT_OK(BeginStop(StopMode::kHandOver));
   EXPECT_TRUE(ublk_->Called("hold 10"));
   // Nothing more is done through it meanwhile.
   EXPECT_TRUE(absl::IsUnavailable(Export(h).status()));
@@ -630,7 +489,7 @@ TEST_F(ExporterTest, WithoutUserRecoveryAStopRemovesTheDevices) {
   Make();
   const std::string h = Head();
   ASSERT_OK(Export(h));
-  absl::Status s = HandOver();
+  absl::Status s = BeginStop(StopMode::kHandOver);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(s.message(), HasSubstr("no user recovery"));
   plane_->Run([this] { ex_->StopFollowing(); });
@@ -638,6 +497,98 @@ TEST_F(ExporterTest, WithoutUserRecoveryAStopRemovesTheDevices) {
   ex_->Shutdown();
   EXPECT_FALSE(ublk_->Has(0));
   EXPECT_FALSE(ublk_->Called("hold 0"));
+}
+
+// StopAgent's check: a stop that would remove a device in use is refused, naming each
+// such device and its users, and nothing changes; one that removes nothing in use, or
+// is forced, or hands over, passes.
+TEST_F(ExporterTest, ARemovingStopIsRefusedWhileADeviceIsInUseAndNothingChanges) {
+  const auto [h1, h2] = SomeDevicesInUse();
+  const std::string calls = ublk_->Calls();
+  absl::Status s = CheckStop(StopMode::kRemove);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(s.message(), HasSubstr("block devices in use: /dev/ublkb10 of head " + h1 +
+                                     " (mounted at /mnt), /dev/ublkb9 of head nguid.mounted (held "
+                                     "by dm-0); a removing stop would pull them from under their "
+                                     "users: unmount or close them first, or force it"));
+  EXPECT_THAT(s.message(), Not(HasSubstr("ublkb11")));
+  EXPECT_THAT(s.message(), Not(HasSubstr("ublkb8")));
+  EXPECT_EQ(ublk_->Calls(), calls);
+  EXPECT_OK(CheckStop(StopMode::kHandOver));
+  EXPECT_OK(CheckStop(StopMode::kForceRemove));
+  // The exporter goes on as before.
+  ASSERT_OK(Unexport(h2));
+  EXPECT_TRUE(ublk_->Has(10));
+  EXPECT_EQ(Record(10), "head=" + h1);
+  ublk_->SetUsers(10, {});
+  ublk_->SetUsers(9, {});
+  EXPECT_OK(CheckStop(StopMode::kRemove));
+}
+
+// Without user recovery every stop removes the devices: a hand-over is checked too.
+TEST_F(ExporterTest, WithoutUserRecoveryEveryStopIsCheckedForDevicesInUse) {
+  before_create_ = [](FakeUblk& u) { u.features = 0; };
+  Make();
+  const std::string h = Head();
+  ASSERT_OK(Export(h));
+  ublk_->SetUsers(0, {"pid 812 (fio)"});
+  absl::Status s = CheckStop(StopMode::kHandOver);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(s.message(), HasSubstr("/dev/ublkb0 of head " + h + " (pid 812 (fio)); this kernel's "
+                                     "ublk has no user recovery, so a stop removes them"));
+  // A signal's stop cannot be refused: the device cannot be handed over, and goes.
+  ASSERT_OK(BeginStop(StopMode::kRemove));
+  EXPECT_FALSE(ublk_->Called("hold 0"));
+  plane_->Stop();
+  ex_->Shutdown();
+  EXPECT_FALSE(ublk_->Has(0));
+  EXPECT_TRUE(Logged("/dev/ublkb0 of head " + h + " is in use (pid 812 (fio)) and is removed all "
+                     "the same (this kernel's ublk has no user recovery)"));
+}
+
+TEST_F(ExporterTest, AForcedStopRemovesEveryDeviceInUseOrNot) {
+  Make();
+  const std::string h = Head();
+  ASSERT_OK(Export(h));
+  ublk_->SetUsers(0, {"mounted at /mnt"});
+  ASSERT_OK(BeginStop(StopMode::kForceRemove));
+  EXPECT_FALSE(ublk_->Called("hold 0"));
+  EXPECT_TRUE(absl::IsUnavailable(Export(h).status()));  // nothing more is done meanwhile
+  plane_->Stop();
+  ex_->Shutdown();
+  EXPECT_EQ(ublk_->Calls(), "add set-params 0 open-queues 0 start 0 stop 0 close-queues 0 delete 0");
+  EXPECT_EQ(Record(0), "");
+  EXPECT_TRUE(Logged("/dev/ublkb0 of head " + h + " is in use (mounted at /mnt) and is removed all "
+                     "the same (a forced stop)"));
+}
+
+// SIGTERM under --stop=remove: a signal cannot be refused, so each device in use is
+// handed over instead (it stays, with its record, for the next agent; an event says
+// why), and the rest are removed.
+TEST_F(ExporterTest, ARemovingStopHandsOverTheDevicesInUseAndRemovesTheRest) {
+  const auto [h1, h2] = SomeDevicesInUse();
+  ASSERT_OK(BeginStop(StopMode::kRemove));
+  EXPECT_TRUE(ublk_->Called("hold 10"));
+  EXPECT_FALSE(ublk_->Called("hold 11"));
+  EXPECT_TRUE(HasExportEvent(h1, "head-unexported  /dev/ublkb10 handed over to the next agent "
+                                 "instead of removed: in use (mounted at /mnt)"))
+      << absl::StrJoin(ExportEvents(h1), "; ");
+  EXPECT_TRUE(HasExportEvent("nguid.mounted", "/dev/ublkb9 left for the next agent "
+                                              "instead of removed: in use (held by dm-0)"));
+  plane_->Stop();
+  ex_->Shutdown();
+  EXPECT_TRUE(ublk_->Has(10));
+  EXPECT_EQ(Record(10), "head=" + h1);
+  EXPECT_TRUE(ublk_->Called("release 10"));
+  EXPECT_FALSE(ublk_->Called("stop 10"));
+  EXPECT_TRUE(ublk_->Has(9));
+  EXPECT_EQ(Record(9), "head=nguid.mounted");
+  EXPECT_FALSE(ublk_->Has(11));
+  EXPECT_EQ(Record(11), "");
+  EXPECT_FALSE(ublk_->Has(8));
+  EXPECT_EQ(Record(8), "");
+  EXPECT_TRUE(Logged("/dev/ublkb10 handed over to the next agent instead of removed: in use "
+                     "(mounted at /mnt) (head " + h1 + ")"));
 }
 
 // A device left during an outage its head was set to ride out (120 s) waits that long
