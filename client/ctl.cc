@@ -7,6 +7,7 @@
 #include <thread>
 #include <type_traits>
 
+#include "absl/flags/reflection.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -538,6 +539,21 @@ constexpr Command kCommands[] = {
 }  // namespace
 
 std::string Usage() { return kUsage; }
+
+int CommandStart(int argc, char** argv) {
+  int i = 1;
+  while (i < argc) {
+    absl::string_view a = argv[i];
+    if (a == "--") return i + 1;
+    if (!absl::ConsumePrefix(&a, "-")) break;  // the command
+    absl::ConsumePrefix(&a, "-");
+    ++i;
+    if (a.find('=') != absl::string_view::npos) continue;
+    const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(a);
+    if (flag != nullptr && !flag->IsOfType<bool>() && i < argc) ++i;  // its value
+  }
+  return i;
+}
 
 int RunCommand(v1::MultipathControl::StubInterface* stub, const Args& args,
                const CtlOptions& o, std::ostream& out, std::ostream& err) {

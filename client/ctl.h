@@ -31,4 +31,9 @@ int RunCommand(v1::MultipathControl::StubInterface* stub, const std::vector<std:
 // The text `umpathctl help` prints.
 std::string Usage();
 
+// Where the command begins in argv: after umpathctl's own flags (absl parses those),
+// each as --name=VALUE, or --name VALUE (-o json) where it is not a bool. What follows
+// is the command's, its flags too (watch --since=N), which absl would refuse.
+int CommandStart(int argc, char** argv);
+
 }  // namespace umpath::client

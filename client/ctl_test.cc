@@ -7,6 +7,8 @@
 #include <sstream>
 #include <thread>
 
+#include "absl/flags/flag.h"
+#include "absl/strings/str_join.h"
 #include "agent/base/mutex.h"
 #include "agent/base/status_matchers.h"
 #include "gmock/gmock.h"
@@ -15,6 +17,10 @@
 #include "gtest/gtest.h"
 #include "server/control_server.h"
 #include "server/testing/test_topology.h"
+
+// Flags as umpathctl's main has them: one with a value, one bool.
+ABSL_FLAG(std::string, o, "table", "output");
+ABSL_FLAG(bool, ctl_test_bool, false, "a bool flag");
 
 namespace umpath::client {
 namespace {
@@ -161,6 +167,27 @@ TEST_F(CtlTest, ErrorsPrintTheGrpcMessageAndExitNonZero) {
   EXPECT_EQ(Run({"frobnicate"}), 2);
   EXPECT_EQ(Run({"set-delayed-removal", head_, "ten"}), 2);
   EXPECT_EQ(Run({}), 2);
+}
+
+// umpathctl's own flags come before the command; those after it are the command's, and
+// never reach absl (which refuses a flag it does not know).
+TEST(CommandStartTest, TheCommandBeginsAfterUmpathctlsOwnFlags) {
+  const std::vector<std::pair<std::vector<std::string>, int>> table = {
+      {{"umpathctl", "-o", "json", "watch", "--since=5"}, 3},
+      {{"umpathctl", "--o=json", "stop", "--remove", "--force"}, 2},
+      {{"umpathctl", "stop", "--remove"}, 1},
+      {{"umpathctl", "--ctl_test_bool", "heads"}, 2},
+      {{"umpathctl", "--unknown", "heads"}, 2},  // absl then says it is unknown
+      {{"umpathctl", "--", "--odd-command"}, 2},
+      {{"umpathctl"}, 1},
+      {{"umpathctl", "-o"}, 2},
+  };
+  for (const auto& [words, want] : table) {
+    std::vector<char*> argv;
+    for (const std::string& w : words) argv.push_back(const_cast<char*>(w.c_str()));
+    EXPECT_EQ(CommandStart(static_cast<int>(argv.size()), argv.data()), want)
+        << absl::StrJoin(words, " ");
+  }
 }
 
 // `umpathctl watch --head=HEAD` on a thread, with its own channel as umpathctl has (it

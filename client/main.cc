@@ -30,8 +30,12 @@ static grpc::ChannelArguments ChannelArgs() {
 }
 
 int main(int argc, char** argv) {
-  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
-  std::vector<std::string> args(positional.begin() + 1, positional.end());
+  // umpathctl's flags come before the command; those after it are the command's.
+  const int command = umpath::client::CommandStart(argc, argv);
+  std::vector<char*> own(argv, argv + command);
+  if (command > 1 && std::string(argv[command - 1]) == "--") own.pop_back();
+  absl::ParseCommandLine(static_cast<int>(own.size()), own.data());
+  std::vector<std::string> args(argv + command, argv + argc);
   umpath::client::CtlOptions options;
   const std::string format = absl::GetFlag(FLAGS_o);
   if (format != "table" && format != "json") {
