@@ -1,9 +1,12 @@
 // umpathd: the node agent. Flags, or a config file of flags
-// (--flagfile=/etc/umpath/umpathd.flags); everything else is the Agent's.
+// (--flagfile=/etc/umpath/umpathd.flags); everything else is the Agent's. It runs until
+// SIGTERM (or SIGINT) or StopAgent, and exits 0, or 1 when it could not start, 2 on a
+// bad configuration, 3 after StopAgent removed its block devices (kExitRemovedThroughApi).
 #include <cstdio>
 #include <string>
 
 #include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
 #include "agent/app/agent.h"
 #include "agent/app/config.h"
 #include "agent/app/signals.h"
@@ -16,13 +19,17 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "umpathd: %s\n", std::string(config.status().message()).c_str());
     return 2;
   }
-  absl::StatusOr<std::unique_ptr<umpath::app::Agent>> agent =
-      umpath::app::Agent::Create(*std::move(config));
+  absl::StatusOr<std::unique_ptr<umpath::app::Agent>> agent = umpath::app::Agent::Create(
+      *std::move(config), {.on_stop_requested = [&signals] { signals.EndWait(); }});
   if (!agent.ok()) {
     std::fprintf(stderr, "umpathd: %s\n", std::string(agent.status().message()).c_str());
     return absl::IsInvalidArgument(agent.status()) ? 2 : 1;
   }
   signals.Wait();
-  std::fprintf(stderr, "umpathd: signal %d, shutting down\n", signals.received());
-  return 0;  // the Agent stops as it goes out of scope
+  const umpath::app::StopChoice::Decided stop =
+      (*agent)->DecideStop(absl::StrCat("signal ", signals.received()));
+  std::fprintf(stderr, "umpathd: %s, shutting down (block devices: %s)\n", stop.by.c_str(),
+               std::string(umpath::ublk::StopModeName(stop.mode)).c_str());
+  agent->reset();  // the Agent stops
+  return stop.exit_status();
 }

@@ -43,6 +43,9 @@ const char* const kUsage = R"(usage: umpathctl [--socket=PATH | --address=HOST:P
   detach CONTROLLER                     its paths fail over, then it is let go
   reset CONTROLLER                      disable and bring up again; I/O fails over meanwhile
   export HEAD | unexport HEAD
+  stop [--remove] [--force]             stop the agent; its block devices stay for the next
+                                        agent (hand-over), or are removed (--remove), never
+                                        one in use (mounted, open) unless --force
   watch [--since=N] [--head=HEAD ...] [--type=TYPE ...]
                                         events as they happen; resumes after a dropped
                                         connection from the last revision seen
@@ -411,6 +414,30 @@ int Unexport(const Invocation& ctl) {
               [](std::ostream& out, const auto&) { out << "unexported\n"; });
 }
 
+int Stop(const Invocation& ctl) {
+  v1::StopAgentRequest req;
+  req.set_mode(v1::STOP_MODE_HAND_OVER);
+  for (size_t i = 1; i < ctl.args.size(); ++i) {
+    if (ctl.args[i] == "--remove") {
+      req.set_mode(v1::STOP_MODE_REMOVE);
+    } else if (ctl.args[i] == "--force") {
+      req.set_force(true);
+    } else {
+      return Usage(ctl.err, absl::StrCat("stop: unexpected argument ", ctl.args[i],
+                                         " (it takes --remove and --force)"));
+    }
+  }
+  Printer<v1::StopAgentResponse> said = [](std::ostream& out, const v1::StopAgentResponse&) {
+    out << "stopping: the block devices stay for the next agent\n";
+  };
+  if (req.mode() == v1::STOP_MODE_REMOVE) {
+    said = [](std::ostream& out, const v1::StopAgentResponse&) {
+      out << "stopping: the block devices are removed\n";
+    };
+  }
+  return Call(ctl, &Stub::StopAgent, req, said);
+}
+
 // After a dropped connection, resumes from the last revision seen.
 int StreamEvents(const Invocation& ctl, v1::WatchEventsRequest req) {
   int events = 0;
@@ -533,6 +560,7 @@ constexpr Command kCommands[] = {
     {"reset", 1, 1, Reset},
     {"export", 1, 1, Export},
     {"unexport", 1, 1, Unexport},
+    {"stop", 0, 2, Stop},
     {"watch", 0, kAnyNumber, Watch},
 };
 

@@ -382,6 +382,53 @@ TEST_F(ServerTest, ExportAndUnexportReachTheFrontend) {
   EXPECT_THAT(ops.unexported, ::testing::ElementsAre(bare));
 }
 
+// The agent's stop as the service sees it.
+struct FakeStopOps final : StopOps {
+  void Stop(const Request& r, OpDone<absl::Status> done) override {
+    asked.push_back(std::string(r.remove ? "remove" : "hand-over") + (r.force ? " forced" : ""));
+    caller = r.caller;
+    std::move(done)(absl::OkStatus());
+  }
+  std::vector<std::string> asked;
+  std::string caller;
+};
+
+TEST_F(ServerTest, StopAgentTakesAModeAndNeedsAnAdminAndAStopper) {
+  FakeStopOps ops;
+  v1::StopAgentRequest req;
+  v1::StopAgentResponse resp;
+  Start();  // no stopper: this agent stops by signal only
+  req.set_mode(v1::STOP_MODE_HAND_OVER);
+  grpc::Status s = Call(&v1::MultipathControl::Stub::StopAgent, req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(s.error_message(), HasSubstr("stops by signal only"));
+  server_.reset();
+  Start(Self(Role::kAdmin), std::chrono::milliseconds(10000), 4096,
+        [&ops](ServerOptions& o) { o.service.stop = &ops; });
+  for (int bad : {0, 3, 42}) {
+    req.set_mode(static_cast<v1::StopMode>(bad));
+    s = Call(&v1::MultipathControl::Stub::StopAgent, req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
+    EXPECT_THAT(s.error_message(), HasSubstr("mode must be STOP_MODE_HAND_OVER or STOP_MODE_REMOVE"));
+  }
+  req.set_mode(v1::STOP_MODE_REMOVE);
+  req.set_force(true);
+  ASSERT_TRUE(Call(&v1::MultipathControl::Stub::StopAgent, req, &resp).ok());
+  req.set_mode(v1::STOP_MODE_HAND_OVER);
+  req.set_force(false);
+  ASSERT_TRUE(Call(&v1::MultipathControl::Stub::StopAgent, req, &resp).ok());
+  EXPECT_THAT(ops.asked, ::testing::ElementsAre("remove forced", "hand-over"));
+  EXPECT_THAT(ops.caller, HasSubstr("uid " + std::to_string(getuid())));
+  // A viewer may not: refused before it reaches the agent.
+  server_.reset();
+  Start(Self(Role::kViewer), std::chrono::milliseconds(10000), 4096,
+        [&ops](ServerOptions& o) { o.service.stop = &ops; });
+  s = Call(&v1::MultipathControl::Stub::StopAgent, req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(s.error_message(), HasSubstr("needs admin"));
+  EXPECT_EQ(ops.asked.size(), 2u);
+}
+
 TEST_F(ServerTest, ViewerReadsButMayNotChangeAnything) {
   Start(Self(Role::kViewer));
   v1::GetAgentInfoResponse info;

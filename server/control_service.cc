@@ -359,6 +359,29 @@ ControlService::Unary* ControlService::UnexportHead(Ctx* ctx, const v1::Unexport
   return r;
 }
 
+ControlService::Unary* ControlService::StopAgent(Ctx* ctx, const v1::StopAgentRequest* req,
+                                                 v1::StopAgentResponse*) {
+  Caller caller;
+  absl::Status s = [&]() -> absl::Status {
+    RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin, &caller));
+    if (req->mode() != v1::STOP_MODE_HAND_OVER && req->mode() != v1::STOP_MODE_REMOVE) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("mode must be STOP_MODE_HAND_OVER or STOP_MODE_REMOVE, not ",
+                       v1::StopMode_IsValid(req->mode()) ? v1::StopMode_Name(req->mode())
+                                                         : absl::StrCat(req->mode())));
+    }
+    if (options_.stop == nullptr) {
+      return absl::FailedPreconditionError("this agent stops by signal only (SIGTERM)");
+    }
+    return absl::OkStatus();
+  }();
+  if (!s.ok()) return Done(ctx, s);
+  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  options_.stop->Stop({req->mode() == v1::STOP_MODE_REMOVE, req->force(), caller.identity},
+                      [r](absl::Status st) { r->Finish(ToGrpc(st)); });
+  return r;
+}
+
 grpc::ServerWriteReactor<v1::WatchEventsResponse>* ControlService::WatchEvents(
     Ctx* ctx, const v1::WatchEventsRequest* req) {
   Caller caller;

@@ -42,6 +42,21 @@ class ExportOps {
   virtual void Unexport(const std::string& head, OpDone<absl::Status> done) = 0;
 };
 
+// The agent's own stop (StopAgent), as the service sees it.
+class StopOps {
+ public:
+  virtual ~StopOps() = default;
+  struct Request {
+    bool remove = false;  // remove the block devices, not hand them over
+    bool force = false;   // even those in use
+    std::string caller;   // who asked, for the log
+  };
+  // OK once the stop is decided: the agent stops right after this answer. FAILED_
+  // PRECONDITION (nothing changed) where the stop would remove a block device in use and
+  // is not forced; UNAVAILABLE where the agent is stopping already.
+  virtual void Stop(const Request& request, OpDone<absl::Status> done) = 0;
+};
+
 struct ServiceOptions {
   std::string version = "0.1.0";
   std::string node;
@@ -50,6 +65,7 @@ struct ServiceOptions {
   WatchOptions watch;
   ControllerOps* controllers = nullptr;  // none: attach/detach/reset say so
   ExportOps* exports = nullptr;          // none: export/unexport say so, and why
+  StopOps* stop = nullptr;               // none: StopAgent says this agent stops by signal only
   std::string no_export_reason;
 };
 
@@ -101,6 +117,7 @@ class ControlService final : public v1::MultipathControl::CallbackService {
                          v1::ResetControllerResponse*) override;
   Unary* ExportHead(Ctx*, const v1::ExportHeadRequest*, v1::ExportHeadResponse*) override;
   Unary* UnexportHead(Ctx*, const v1::UnexportHeadRequest*, v1::UnexportHeadResponse*) override;
+  Unary* StopAgent(Ctx*, const v1::StopAgentRequest*, v1::StopAgentResponse*) override;
   grpc::ServerWriteReactor<v1::WatchEventsResponse>* WatchEvents(
       Ctx*, const v1::WatchEventsRequest*) override;
 

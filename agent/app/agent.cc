@@ -44,6 +44,11 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentConfig config, AgentMo
   } else {
     a->config_.server.service.no_export_reason = "started with --ublk=false";
   }
+  if (mode.on_stop_requested) {
+    a->stop_ops_ = std::make_unique<AgentStopOps>(&a->stop_choice_, a->export_ops_.get(),
+                                                  std::move(mode.on_stop_requested));
+    a->config_.server.service.stop = a->stop_ops_.get();
+  }
   RETURN_IF_ERROR(a->StartServer());
   return a;
 }
@@ -256,12 +261,15 @@ Agent::~Agent() {
   if (!workers_started_) {
     for (Worker* w : worker_ptrs_) w->Start();
   }
+  const StopChoice::Decided stop = DecideStop("the agent's end");
   metrics_.reset();
+  // A StopAgent answered before it woke main: its answer is sent whole before the server
+  // goes (finished calls complete within the shutdown's deadline).
   if (server_) server_->Shutdown();
   if (exporter_) {
     // The queues of the devices handed over hold what comes from now on (and what the
     // core fails below): the next agent gets it with the devices.
-    StopBlockDevices(config_.stop);
+    StopBlockDevices(stop.mode);
     plane_->Run([this] { exporter_->StopFollowing(); });
   }
   StopControllers();

@@ -14,6 +14,7 @@
 // fails what still waits, the block devices go, the event log ends, and the workers
 // last.
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -38,6 +39,10 @@ struct AgentMode {
   // False: the caller drives the workers by hand first (a workload, umpath-perf), and
   // calls StartServing when it is done; block devices are offered from then on.
   bool start_workers = true;
+  // StopAgent was accepted (on a gRPC or the control thread, after its answer): end the
+  // caller's wait, and destroy the Agent. Empty: StopAgent is refused (FAILED_
+  // PRECONDITION), the agent stops by signal only.
+  std::function<void()> on_stop_requested;
 };
 
 // Threading: Create, StartServing and the destructor on one thread; the rest is the
@@ -57,9 +62,12 @@ class Agent {
   // After a hand-driven start: the workers run on their own threads from now on, and
   // (with `block_devices`) block devices are offered.
   absl::Status StartServing(bool block_devices = true);
+  // The stop begins: StopAgent's if one came first, else --stop's `by` (a signal). The
+  // destructor stops the agent so; a StopAgent from now on is refused.
+  StopChoice::Decided DecideStop(std::string by) { return stop_choice_.Decide(std::move(by)); }
 
  private:
-  explicit Agent(AgentConfig config) : config_(std::move(config)) {}
+  explicit Agent(AgentConfig config) : config_(std::move(config)), stop_choice_(config_.stop) {}
   absl::Status StartCore();
   absl::Status StartControl();
   absl::Status StartBackends();
@@ -69,6 +77,7 @@ class Agent {
   absl::Status StartServer();
 
   AgentConfig config_;
+  StopChoice stop_choice_;
   // First, so it is destroyed last: controllers left to the process's exit still post
   // to it (it drops what comes once it has stopped).
   std::unique_ptr<ControlPlane> plane_;
@@ -85,6 +94,7 @@ class Agent {
   std::unique_ptr<ControllerSupervisor> supervisor_;
   std::unique_ptr<BackendControllerOps> controller_ops_;
   std::unique_ptr<UblkExportOps> export_ops_;
+  std::unique_ptr<AgentStopOps> stop_ops_;
   std::unique_ptr<ublk::Exporter> exporter_;
   std::unique_ptr<server::RpcStats> rpc_stats_;
   std::unique_ptr<server::ControlServer> server_;

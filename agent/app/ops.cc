@@ -71,6 +71,11 @@ void UblkExportOps::Unavailable(std::string why) {
   why_not_ = std::move(why);
 }
 
+ublk::Exporter* UblkExportOps::exporter() {
+  MutexLock l(&mu_);
+  return e_;
+}
+
 ublk::Exporter* UblkExportOps::Get(std::string* why_not) {
   MutexLock l(&mu_);
   *why_not = why_not_;
@@ -90,6 +95,48 @@ void UblkExportOps::Unexport(const std::string& head, server::OpDone<absl::Statu
   ublk::Exporter* e = Get(&why_not);
   if (e == nullptr) return std::move(done)(absl::FailedPreconditionError(why_not));
   e->Unexport(head, std::move(done));
+}
+
+bool StopChoice::Request(ublk::StopMode mode, std::string by) {
+  MutexLock l(&mu_);
+  if (decided_) return false;
+  decided_ = Decided{mode, true, std::move(by)};
+  return true;
+}
+
+StopChoice::Decided StopChoice::Decide(std::string by) {
+  MutexLock l(&mu_);
+  if (!decided_) decided_ = Decided{configured_, false, std::move(by)};
+  return *decided_;
+}
+
+bool StopChoice::decided() const {
+  MutexLock l(&mu_);
+  return decided_.has_value();
+}
+
+void AgentStopOps::Stop(const Request& request, server::OpDone<absl::Status> done) {
+  const ublk::StopMode mode = !request.remove ? ublk::StopMode::kHandOver
+                              : request.force ? ublk::StopMode::kForceRemove
+                                              : ublk::StopMode::kRemove;
+  if (choice_->decided()) return std::move(done)(absl::UnavailableError(kStopping));
+  ublk::Exporter* e = exports_ != nullptr ? exports_->exporter() : nullptr;
+  if (e == nullptr || request.force) return Decide(mode, request.caller, std::move(done));
+  // The exporter checks again as the stop begins, and hands over a device in use by then.
+  e->CheckStop(mode, [this, mode, caller = request.caller,
+                      done = std::move(done)](absl::Status s) mutable {
+    if (!s.ok()) return std::move(done)(s);
+    Decide(mode, caller, std::move(done));
+  });
+}
+
+void AgentStopOps::Decide(ublk::StopMode mode, const std::string& caller,
+                          server::OpDone<absl::Status> done) {
+  if (!choice_->Request(mode, absl::StrCat("StopAgent from ", caller))) {
+    return std::move(done)(absl::UnavailableError(kStopping));
+  }
+  std::move(done)(absl::OkStatus());
+  wake_();
 }
 
 }  // namespace umpath::app

@@ -1,10 +1,12 @@
 #pragma once
 
 // What the control API calls for attach, detach, reset, export and unexport, routed to
-// the backend or frontend that owns the thing. Each call is handed over (controllers:
-// to the control thread; block devices: to a thread of its own) and answers through
-// its `done`.
+// the backend or frontend that owns the thing, and for the agent's own stop. Each call
+// is handed over (controllers: to the control thread; block devices: to a thread of its
+// own) and answers through its `done`.
 
+#include <functional>
+#include <optional>
 #include <string>
 
 #include "agent/base/mutex.h"
@@ -50,12 +52,67 @@ class UblkExportOps final : public server::ExportOps {
   void Unavailable(std::string why);
   void Export(const std::string& head, server::OpDone<absl::StatusOr<std::string>> done) override;
   void Unexport(const std::string& head, server::OpDone<absl::Status> done) override;
+  ublk::Exporter* exporter();  // null until Set
 
  private:
   ublk::Exporter* Get(std::string* why_not);
   Mutex mu_;
   std::string why_not_ ABSL_GUARDED_BY(mu_);
   ublk::Exporter* e_ ABSL_GUARDED_BY(mu_) = nullptr;
+};
+
+// umpathd's exit status after a stop StopAgent asked to remove the block devices
+// (decommissioning the node): a supervisor should not start it again (the systemd
+// unit's RestartPreventExitStatus=). Every other stop exits 0.
+inline constexpr int kExitRemovedThroughApi = 3;
+
+// Which stop the agent makes: a signal (SIGTERM, SIGINT) stops it as --stop says,
+// StopAgent as it asks. The first to come decides, once; a request after that is
+// refused, and the agent stops the way already decided.
+//
+// Threading: any thread (gRPC's, the control thread, main's); under mu_.
+class StopChoice {
+ public:
+  struct Decided {
+    ublk::StopMode mode = ublk::StopMode::kHandOver;
+    bool requested = false;  // by StopAgent
+    std::string by;          // "signal 15", "StopAgent from uid 0 gid 0 pid 812"
+    int exit_status() const {
+      return requested && mode != ublk::StopMode::kHandOver ? kExitRemovedThroughApi : 0;
+    }
+  };
+  explicit StopChoice(ublk::StopMode configured) : configured_(configured) {}
+  // StopAgent's: false when the stop was decided already.
+  bool Request(ublk::StopMode mode, std::string by);
+  // The stop begins: what StopAgent asked, else the configured mode `by` a signal (or the
+  // agent's end). Idempotent; requests are refused from now on.
+  Decided Decide(std::string by);
+  bool decided() const;
+
+ private:
+  const ublk::StopMode configured_;
+  mutable Mutex mu_;
+  std::optional<Decided> decided_ ABSL_GUARDED_BY(mu_);
+};
+
+// StopAgent: unless forced, asks the exporter whether the stop would remove a block
+// device in use (refused then, nothing changed); then decides it, answers, and wakes
+// the agent's main thread, which stops the agent as on SIGTERM. The answer goes first:
+// a call finished before the server's shutdown still reaches its caller.
+//
+// Threading: any thread; the check runs on the exporter's lane and answers from there.
+class AgentStopOps final : public server::StopOps {
+ public:
+  // `exports` may be null (no ublk); `wake` ends main's wait.
+  AgentStopOps(StopChoice* choice, UblkExportOps* exports, std::function<void()> wake)
+      : choice_(choice), exports_(exports), wake_(std::move(wake)) {}
+  void Stop(const Request& request, server::OpDone<absl::Status> done) override;
+
+ private:
+  void Decide(ublk::StopMode mode, const std::string& caller, server::OpDone<absl::Status> done);
+  StopChoice* const choice_;
+  UblkExportOps* const exports_;
+  const std::function<void()> wake_;
 };
 
 }  // namespace umpath::app

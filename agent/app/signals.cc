@@ -24,18 +24,24 @@ TerminationSignals::TerminationSignals(std::function<void()> on_signal)
     const sigset_t s = Terminating();
     int sig = 0;
     sigwait(&s, &sig);
-    if (!signalled_.HasBeenNotified()) {
+    if (!ended_.exchange(true)) {
       signal_ = sig;
       if (on_signal_) on_signal_();
       signalled_.Notify();
     }
+    done_.Notify();
   });
 }
 
+void TerminationSignals::EndWait() {
+  if (!ended_.exchange(true)) signalled_.Notify();
+}
+
 TerminationSignals::~TerminationSignals() {
-  if (!signalled_.HasBeenNotified()) {
-    signalled_.Notify();
-    // To the waiting thread alone: the signal is blocked there, so sigwait takes it.
+  EndWait();
+  if (!done_.HasBeenNotified()) {
+    // To the waiting thread alone: the signal is blocked there, so sigwait takes it (and
+    // one sent before it waits stays pending for it).
     pthread_kill(thread_.native_handle(), SIGTERM);
   }
   thread_.join();

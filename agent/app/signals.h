@@ -15,21 +15,28 @@
 
 namespace umpath::app {
 
+// Threading: made, waited for and destroyed on one thread; EndWait from any.
 class TerminationSignals {
  public:
   // `on_signal` runs on the signal thread when one arrives (a workload stops early).
   explicit TerminationSignals(std::function<void()> on_signal = nullptr);
   ~TerminationSignals();  // ends the wait if no signal came
+  // Until a signal comes, or EndWait.
   void Wait() {
     while (!signalled_.WaitFor(std::chrono::hours(24))) {
     }
   }
-  int received() const { return signal_.load(); }  // 0: none (yet)
+  // Any thread: Wait returns as after a signal (a stop asked through the API); a signal
+  // that comes later is taken and changes nothing.
+  void EndWait();
+  int received() const { return signal_.load(); }  // 0: none (yet, or EndWait came first)
 
  private:
   std::function<void()> on_signal_;
+  std::atomic<bool> ended_{false};  // a signal or EndWait came: the first one counts
   std::atomic<int> signal_{0};
   Notification signalled_;
+  Notification done_;  // the signal thread's sigwait returned
   std::thread thread_;
 };
 
