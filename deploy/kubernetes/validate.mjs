@@ -281,13 +281,17 @@ check(`${cl}: securityContext.privileged`, get(c, "securityContext", "privileged
 check(`${cl}: capability IPC_LOCK`, (get(c, "securityContext", "capabilities", "add") ?? []).includes("IPC_LOCK"));
 check(`${dsl}: hostPID`, pod.hostPID === true, "umpathd reads /proc for the holders of a block device");
 check(`${dsl}: priorityClassName system-node-critical`, pod.priorityClassName === "system-node-critical");
-check(`${dsl}: terminationGracePeriodSeconds > 20`, (pod.terminationGracePeriodSeconds ?? 30) > 20,
-  `is ${pod.terminationGracePeriodSeconds}; umpathd's own shutdown takes up to ~20 s`);
+check(`${dsl}: terminationGracePeriodSeconds > 45`, (pod.terminationGracePeriodSeconds ?? 30) > 45,
+  `is ${pod.terminationGracePeriodSeconds}; umpathd's own stop takes up to ~45 s (a kernel path's 35 s drain)`);
 check(`${dsl}: nodeSelector or tolerations for storage nodes`,
   Object.keys(pod.nodeSelector ?? {}).some((k) => k !== "kubernetes.io/os") || (pod.tolerations ?? []).length > 0);
 check(`${dsl}: updateStrategy RollingUpdate maxUnavailable 1`,
   get(ds.doc, "spec", "updateStrategy", "type") === "RollingUpdate" &&
   get(ds.doc, "spec", "updateStrategy", "rollingUpdate", "maxUnavailable") === 1);
+// A surge would start the new pod beside the old one: two agents for one node's devices.
+check(`${dsl}: updateStrategy maxSurge 0 (the old pod goes first)`,
+  (get(ds.doc, "spec", "updateStrategy", "rollingUpdate", "maxSurge") ?? 0) === 0,
+  `is ${get(ds.doc, "spec", "updateStrategy", "rollingUpdate", "maxSurge")}`);
 check(`${cl}: resources.requests cpu and memory`,
   get(c, "resources", "requests", "cpu") !== undefined && get(c, "resources", "requests", "memory") !== undefined);
 check(`${cl}: resources.limits.memory`, get(c, "resources", "limits", "memory") !== undefined);

@@ -106,6 +106,9 @@ mutant misspelt-flag umpathd-config.yaml 's/--health_address=/--health_adress=/'
 # Not privileged: vfio would not work.
 mutant not-privileged umpathd.yaml 's/^\( *\)privileged: true$/\1privileged: false/' \
   '^FAIL umpathd\.yaml .*container umpathd: securityContext\.privileged$'
+# A surge: the new pod beside the old one, two agents for one node's block devices.
+mutant surge umpathd.yaml 's/^\( *\)maxSurge: 0$/\1maxSurge: 1/' \
+  '^FAIL .*updateStrategy maxSurge 0 \(the old pod goes first\): is 1$'
 # The sidecar as root.
 mutant sidecar-as-root examples/csi-node-plugin.yaml 's/^\( *\)runAsUser: 65532$/\1runAsUser: 0/' \
   '^FAIL .*container umpath-sidecar: runs without root'

@@ -47,8 +47,11 @@ mkdir -p "$root/usr/lib/systemd" "$root/usr/sbin" "$root/etc/systemd/system" "$r
 units=/usr/lib/systemd/system
 [ -d "$units" ] || units=/lib/systemd/system
 cp -a "$units" "$root/usr/lib/systemd/system"
-printf '#!/bin/sh\nexit 0\n' >"$root/usr/sbin/umpathd"
-chmod 0755 "$root/usr/sbin/umpathd"
+mkdir -p "$root/usr/bin"
+for prog in usr/sbin/umpathd usr/bin/umpathctl; do
+  printf '#!/bin/sh\nexit 0\n' >"$root/$prog"
+  chmod 0755 "$root/$prog"
+done
 cp "$flagsfile" "$root/etc/umpath/umpathd.flags"
 
 verify() {  # UNIT-FILE: prints what verify said; fails if it said anything
@@ -64,11 +67,11 @@ verify "$unit"
 check "systemd-analyze verify umpathd.service: no error, no warning" $?
 
 # A unit with a misspelt key and a bad value must be refused.
-sed -e 's/^ProtectHome=yes$/ProtectHom=yes/' -e 's/^RestartSec=2s$/RestartSec=2x/' "$unit" >"$tmp/broken.service"
+sed -e 's/^ProtectHome=yes$/ProtectHom=yes/' -e 's/^RestartSec=1s$/RestartSec=1x/' "$unit" >"$tmp/broken.service"
 if cmp -s "$unit" "$tmp/broken.service"; then
   check "broken copy of umpathd.service" 1 "the sed expressions changed nothing (the test is stale)"
 else
-  echo "--- broken copy (ProtectHom=, RestartSec=2x):"
+  echo "--- broken copy (ProtectHom=, RestartSec=1x):"
   ! verify "$tmp/broken.service"
   check "systemd-analyze verify refuses the broken copy" $?
 fi
@@ -104,11 +107,20 @@ check "--ublk_state_dir $(flag ublk_state_dir) is in RuntimeDirectory= (kept: Ru
 check "--state_file $(flag state_file) is in StateDirectory=$(key StateDirectory)" $?
 [ "$(flag socket_group)" = "$(key Group)" ]
 check "--socket_group $(flag socket_group) is Group= (no CAP_CHOWN needed)" $? "Group=$(key Group)"
-for k in "KillSignal=SIGTERM" "TimeoutStopSec=60" "Restart=on-failure" "NoNewPrivileges=yes" \
-         "ProtectSystem=strict" "ProtectHome=yes" "StandardError=journal"; do
+for k in "KillSignal=SIGTERM" "TimeoutStopSec=60" "Restart=always" "RestartPreventExitStatus=3" \
+         "SuccessExitStatus=3" "NoNewPrivileges=yes" "ProtectSystem=strict" "ProtectHome=yes" \
+         "StandardError=journal"; do
   grep -qx "$k" "$unit"
   check "$k" $?
 done
+# Reload is a hand-over restart: umpathctl stop (not --remove) on the socket umpathd
+# listens on; the exit status that ends the restarts is the one umpathd gives after a
+# removing stop through the API (agent/app/ops.h kExitRemovedThroughApi).
+[ "$(key ExecReload)" = "/usr/bin/umpathctl --socket=$(flag socket) stop" ]
+check "ExecReload= is umpathctl --socket=$(flag socket) stop (a hand-over)" $? "$(key ExecReload)"
+grep -q "^inline constexpr int kExitRemovedThroughApi = $(key RestartPreventExitStatus);" \
+  "$repo/agent/app/ops.h"
+check "RestartPreventExitStatus=$(key RestartPreventExitStatus) is umpathd's exit status after stop --remove" $?
 caps="$(key CapabilityBoundingSet)"
 for c in CAP_SYS_ADMIN CAP_IPC_LOCK; do
   [[ " $caps " == *" $c "* ]]
