@@ -461,10 +461,12 @@ void Exporter::BeginTeardown(std::unique_ptr<Device> d, std::string reason,
 // Offload thread (or Shutdown's). STOP_DEV removes the disk; what the kernel still has
 // queued fails, what the core holds completes first (the head is gone, or the device
 // is idle).
-void Exporter::RemoveDevice(const Device& d) {
+void Exporter::RemoveDevice(const Device& d, Deletion deletion) {
   if (absl::Status s = driver_->Stop(d.dev_id); !s.ok()) Log(std::string(s.message()));
   driver_->CloseQueues(d.dev_id);
-  if (absl::Status s = driver_->Delete(d.dev_id); !s.ok()) Log(std::string(s.message()));
+  absl::Status s = deletion == Deletion::kWait ? driver_->Delete(d.dev_id)
+                                               : driver_->DeleteNoWait(d.dev_id);
+  if (!s.ok()) Log(std::string(s.message()));
   EraseRecord(d.dev_id);
 }
 
@@ -597,7 +599,7 @@ void Exporter::Shutdown() {
   // stopped under it).
   calls_.clear();
   if (busy_dev_ && busy_dev_->added) {
-    RemoveDevice(*busy_dev_);
+    RemoveDevice(*busy_dev_, Deletion::kNoWait);
     FinishTeardown(*busy_dev_, "the agent is shutting down");
   }
   busy_dev_.reset();
@@ -609,7 +611,7 @@ void Exporter::Shutdown() {
       LetGo(*d);
       continue;
     }
-    RemoveDevice(*d);
+    RemoveDevice(*d, Deletion::kNoWait);
     FinishTeardown(*d, "the agent is shutting down");
   }
   for (const Leftover& lo : leftovers_) {
@@ -618,7 +620,7 @@ void Exporter::Shutdown() {
                        " left for the next agent, as it was"));
       continue;
     }
-    RemoveLeftoverDevice(lo.dev_id);
+    RemoveLeftoverDevice(lo.dev_id, Deletion::kNoWait);
     LeftoverRemoved(lo, "the agent is shutting down");
   }
   leftovers_.clear();

@@ -190,9 +190,13 @@ class Exporter {
   // Blocking work, on the offload's thread, on the device the lane holds.
   absl::Status MakeDevice(Device* d, const HeadInfo& head, uint32_t max_io);
   static QueueSetup SetupFor(const HeadInfo& head, const ublksrv_ctrl_dev_info& info);
-  void RemoveDevice(const Device& d);
+  // How DEL_DEV goes: waiting until the device's last user lets go of it (its number is
+  // free for the next export then), or not: the agent is going, and a mount that
+  // outlives it (a forced stop) must not keep it from exiting.
+  enum class Deletion { kWait, kNoWait };
+  void RemoveDevice(const Device& d, Deletion deletion = Deletion::kWait);
   absl::Status TakeOver(Device* d, const HeadInfo& head, bool* other_disk, pid_t* old_pid);
-  void RemoveLeftoverDevice(uint32_t dev_id);
+  void RemoveLeftoverDevice(uint32_t dev_id, Deletion deletion = Deletion::kWait);
 
   void FindLeftovers();
   absl::Status WriteRecord(const Device& d) const;

@@ -112,11 +112,12 @@ void Exporter::BeginRemoveLeftover(size_t i, std::string why) {
 }
 
 // Offload thread (or Create's, or Shutdown's).
-void Exporter::RemoveLeftoverDevice(uint32_t dev_id) {
+void Exporter::RemoveLeftoverDevice(uint32_t dev_id, Deletion deletion) {
   if (absl::Status s = driver_->Stop(dev_id); !s.ok() && !absl::IsNotFound(s)) {
     Log(std::string(s.message()));
   }
-  if (absl::Status s = driver_->Delete(dev_id); !s.ok() && !absl::IsNotFound(s)) {
+  absl::Status s = deletion == Deletion::kWait ? driver_->Delete(dev_id) : driver_->DeleteNoWait(dev_id);
+  if (!s.ok() && !absl::IsNotFound(s)) {
     Log(std::string(s.message()));
   }
   EraseRecord(dev_id);

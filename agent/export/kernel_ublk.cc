@@ -62,6 +62,11 @@ class KernelUblk final : public UblkDriver {
   absl::Status StartRecovery(uint32_t dev_id) override { return control_->StartRecovery(dev_id); }
   absl::Status Stop(uint32_t dev_id) override { return control_->Stop(dev_id); }
   absl::Status Delete(uint32_t dev_id) override { return control_->Delete(dev_id); }
+  absl::Status DeleteNoWait(uint32_t dev_id) override {
+    absl::Status s = control_->DeleteAsync(dev_id);
+    // An older kernel does not know the command (EINVAL, EOPNOTSUPP, ENOTSUPP).
+    return s.ok() || absl::IsNotFound(s) ? s : control_->Delete(dev_id);
+  }
   absl::StatusOr<ublksrv_ctrl_dev_info> Info(uint32_t dev_id) override { return control_->Info(dev_id); }
   bool ServedByAnother(const ublksrv_ctrl_dev_info& info) override {
     return info.ublksrv_pid > 0 && info.ublksrv_pid != getpid() && kill(info.ublksrv_pid, 0) == 0 &&

@@ -23,6 +23,8 @@ inline constexpr uint32_t kCmdGetParams = _IOR('u', 0x09, struct ublksrv_ctrl_cm
 inline constexpr uint32_t kCmdStartUserRecovery = _IOWR('u', 0x10, struct ublksrv_ctrl_cmd);
 inline constexpr uint32_t kCmdEndUserRecovery = _IOWR('u', 0x11, struct ublksrv_ctrl_cmd);
 inline constexpr uint32_t kCmdGetFeatures = _IOR('u', 0x13, struct ublksrv_ctrl_cmd);
+// Linux 6.9: DEL_DEV without waiting for the device's last user to let go of it.
+inline constexpr uint32_t kCmdDelDevAsync = _IOR('u', 0x14, struct ublksrv_ctrl_cmd);
 
 // I/O commands, on /dev/ublkcN, 64-byte SQEs.
 inline constexpr uint32_t kIoFetchReq = _IOWR('u', 0x20, struct ublksrv_io_cmd);

@@ -124,6 +124,10 @@ absl::Status Control::Delete(uint32_t dev_id) {
   return Check("delete", dev_id, Run(kCmdDelDev, dev_id, nullptr, 0, 0));
 }
 
+absl::Status Control::DeleteAsync(uint32_t dev_id) {
+  return Check("delete", dev_id, Run(kCmdDelDevAsync, dev_id, nullptr, 0, 0));
+}
+
 absl::StatusOr<ublksrv_ctrl_dev_info> Control::Info(uint32_t dev_id) {
   ublksrv_ctrl_dev_info info;
   std::memset(&info, 0, sizeof info);

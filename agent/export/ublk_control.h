@@ -34,6 +34,7 @@ class Control {
   absl::Status Start(uint32_t dev_id, pid_t pid);
   absl::Status Stop(uint32_t dev_id);
   absl::Status Delete(uint32_t dev_id);
+  absl::Status DeleteAsync(uint32_t dev_id);  // INVALID_ARGUMENT or INTERNAL before 6.9
   // NOT_FOUND when there is no such device.
   absl::StatusOr<ublksrv_ctrl_dev_info> Info(uint32_t dev_id);
   absl::Status StartRecovery(uint32_t dev_id);

@@ -47,9 +47,14 @@ class UblkDriver {
   virtual absl::Status Start(uint32_t dev_id) = 0;
   virtual absl::Status EndRecovery(uint32_t dev_id) = 0;
   virtual absl::Status StartRecovery(uint32_t dev_id) = 0;
-  // STOP_DEV (the disk goes) and DEL_DEV.
+  // STOP_DEV (the disk goes) and DEL_DEV, which returns once the device's last user (a
+  // mount, an open file) has let go of it: its number is free again then.
   virtual absl::Status Stop(uint32_t dev_id) = 0;
   virtual absl::Status Delete(uint32_t dev_id) = 0;
+  // DEL_DEV that does not wait for the users (the device goes when they let go): for an
+  // agent that is going, which a mount left in place must not keep. Before Linux 6.9
+  // (no DEL_DEV_ASYNC) it waits all the same.
+  virtual absl::Status DeleteNoWait(uint32_t dev_id) = 0;
   // NOT_FOUND when there is no such device.
   virtual absl::StatusOr<ublksrv_ctrl_dev_info> Info(uint32_t dev_id) = 0;
   // Whether the device's server is another process that still runs (a second agent

@@ -82,9 +82,18 @@ class FakeUblk final : public UblkDriver {
     devs_[id].info.state = kStateDead;
     return absl::OkStatus();
   }
+  // The kernel's DEL_DEV would not return while a user holds the device: a test that
+  // gets there fails instead of hanging.
   absl::Status Delete(uint32_t id) override {
     MutexLock l(&mu_);
     Record("delete", id);
+    EXPECT_TRUE(UsersLocked(id).empty())
+        << "DEL_DEV of device " << id << " waits for its users: " << absl::StrJoin(UsersLocked(id), ", ");
+    return devs_.erase(id) ? absl::OkStatus() : absl::NotFoundError("no device");
+  }
+  absl::Status DeleteNoWait(uint32_t id) override {
+    MutexLock l(&mu_);
+    Record("delete-nowait", id);
     return devs_.erase(id) ? absl::OkStatus() : absl::NotFoundError("no device");
   }
   absl::StatusOr<ublksrv_ctrl_dev_info> Info(uint32_t id) override {
@@ -119,8 +128,7 @@ class FakeUblk final : public UblkDriver {
   }
   std::vector<std::string> Users(uint32_t id) override {
     MutexLock l(&mu_);
-    auto it = users_of_.find(id);
-    return it != users_of_.end() ? it->second : users;
+    return UsersLocked(id);
   }
 
   // A device an earlier agent (pid) left, quiesced, with its capacity.
@@ -181,6 +189,10 @@ class FakeUblk final : public UblkDriver {
   uint64_t features = kFlagUserRecovery | kFlagUserRecoveryReissue;
 
  private:
+  std::vector<std::string> UsersLocked(uint32_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = users_of_.find(id);
+    return it != users_of_.end() ? it->second : users;
+  }
   void Record(const char* what, uint32_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     calls_.push_back(absl::StrCat(what, " ", id));
   }
