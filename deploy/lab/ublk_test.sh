@@ -17,7 +17,12 @@
 #      wait; a stop with --stop=remove removes every device it made;
 #  u9. hand-over (a stop's default) under fio, three times: each stop leaves the device
 #      and its record, the next agent takes it over; fio has zero errors; a umpathctl
-#      watch across the restarts is told each time and starts again from a snapshot.
+#      watch across the restarts is told each time and starts again from a snapshot;
+# u10. a file system mounted on the device: `umpathctl stop --remove` is refused naming
+#      the mount (the agent runs on); SIGTERM under --stop=remove hands the mounted
+#      device over instead of removing it (an event says why), the next agent takes it
+#      over and the file reads back; `umpathctl stop --remove --force` removes it and
+#      umpathd exits 3.
 # Usage: ublk_test.sh UMPATHD UMPATHCTL
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -178,6 +183,34 @@ kill \$w
 kill \$pid; wait \$pid
 echo "umpath-lab: u9 last stop: exit \$?, \$(ublk_state)"
 end u9
+
+begin u10
+taken_over() { for j in \$(seq 1 600); do grep -q 'reason="taken over' /tmp/\$1.err && return; sleep 0.1; done; }
+start u10 --stop=remove
+taken_over u10
+mke2fs -F \$D > /tmp/u10.mkfs 2>&1; echo "umpath-lab: u10 mkfs exit \$?"
+mkdir -p /mnt/u10
+mount -t ext4 \$D /mnt/u10; echo "umpath-lab: u10 mount exit \$?"
+echo kept > /mnt/u10/f; sync
+\$C stop --remove; echo "umpath-lab: u10 refused exit \$?"
+sleep 1
+echo "umpath-lab: u10 after the refusal: agent running \$(kill -0 \$pid 2>/dev/null && echo yes || echo no), device \$(dev)"
+jshow refused head \$H
+kill \$pid; wait \$pid; rc=\$?
+echo "umpath-lab: u10 SIGTERM under --stop=remove: exit \$rc, left \$(ublk_state)"
+events /tmp/u10.err
+start u10-again
+taken_over u10-again
+# What the file system reads now comes from the device, through the new agent.
+echo 3 > /proc/sys/vm/drop_caches
+echo "umpath-lab: u10 the file after the hand-over: \$(cat /mnt/u10/f)"
+\$C stop --remove --force; echo "umpath-lab: u10 forced exit \$?"
+wait \$pid; rc=\$?
+for i in \$(seq 1 100); do [ -b \$D ] || break; sleep 0.1; done
+echo "umpath-lab: u10 forced stop: agent exit \$rc, \$(ublk_state)"
+umount -l /mnt/u10
+events /tmp/u10-again.err
+end u10
 AFTER
 lab_initramfs "$umpathd" "$ctl" "$fio" "$blkdiscard"
 lab_show="umpath|log:|fio|ublk"
@@ -267,6 +300,24 @@ jchk u9 "len(ev('head-exported', head='$H', to='/dev/ublkb0', reason='^taken ove
 chk u9 "u9 last stop: exit 0, devices 1, records 1" "a stop hands over by default"
 chk u9 "u9 watch: .*each new snapshot told yes" \
   "a watch across each restart is told and starts again from a snapshot (no silent skip)"
+section u10
+chk u10 "u10 mkfs exit 0" "mke2fs on the device"
+chk u10 "u10 mount exit 0" "the file system is mounted"
+chk u10 "FAILED_PRECONDITION: block devices in use: /dev/ublkb0 of head $H [(]mounted at /mnt/u10[)]" \
+  "a removing stop is refused, naming the device in use and by what"
+chk u10 "u10 refused exit 9" "FAILED_PRECONDITION's exit status"
+chk u10 "u10 after the refusal: agent running yes, device present" "the refused stop changed nothing"
+jchk u10 "head(J['refused'])['export_device'] == '/dev/ublkb0'" "the device is still exported"
+chk u10 "u10 SIGTERM under --stop=remove: exit 0, left devices 1, records 1" \
+  "a signal's removing stop leaves the mounted device and its record"
+jchk u10 "ev('head-unexported', head='$H', reason='^/dev/ublkb0 handed over to the next agent instead of removed: in use [(]mounted at /mnt/u10[)]$')" \
+  "an event says the device in use was handed over, not removed"
+jchk u10 "len(ev('head-exported', head='$H', to='/dev/ublkb0', reason='^taken over')) == 2" \
+  "each agent took the device over"
+chk u10 "u10 the file after the hand-over: kept" "the file system reads back through the next agent"
+chk u10 "u10 forced exit 0" "forced, the removing stop is accepted"
+chk u10 "u10 forced stop: agent exit 3, devices 0, records 0" \
+  "it removes the mounted device, and umpathd exits 3 (not to be started again)"
 grep -hE "u9 (hand-over|fio)" "$work/u9" | sed 's/^umpath-lab: /lab: /'
 for n in u1-numa u1-round-robin u1-queue-depth u2 u3 u6; do
   echo "lab: $n: $(grep -h "$n fio exit" "$work"/u* | head -1 | cut -d' ' -f3-)"
