@@ -223,6 +223,7 @@ absl::Status Agent::StartServer() {
   server::ControlService* svc = &server_->service();
   mo.watchers = [svc] { return static_cast<uint64_t>(svc->watchers()); };
   mo.watcher_ends = [svc] { return svc->watcher_ends(); };
+  if (export_ops_) mo.buffers = [ops = export_ops_.get()] { return ops->Budget(); };
   absl::StatusOr<std::unique_ptr<server::MetricsEndpoint>> m = server::MetricsEndpoint::Create(mo);
   if (!m.ok()) return Prefixed("metrics", m.status());
   metrics_ = std::move(*m);

@@ -85,6 +85,13 @@ void UblkExportOps::Export(const std::string& head,
   e->Export(head, std::move(done));
 }
 
+std::optional<BufferBudgetInfo> UblkExportOps::Budget() {
+  MutexLock l(&mu_);
+  if (e_ == nullptr || !e_->pooled()) return std::nullopt;
+  const ublk::PinnedMemory m = e_->Pinned();
+  return BufferBudgetInfo{m.bytes, m.budget_bytes, m.buffer_bytes, m.heads_left};
+}
+
 void UblkExportOps::Unexport(const std::string& head, server::OpDone<absl::Status> done) {
   std::string why_not;
   ublk::Exporter* e = Get(&why_not);

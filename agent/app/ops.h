@@ -50,6 +50,7 @@ class UblkExportOps final : public server::ExportOps {
   void Unavailable(std::string why);
   void Export(const std::string& head, server::OpDone<absl::StatusOr<std::string>> done) override;
   void Unexport(const std::string& head, server::OpDone<absl::Status> done) override;
+  std::optional<BufferBudgetInfo> Budget() override;
 
  private:
   ublk::Exporter* Get(std::string* why_not);

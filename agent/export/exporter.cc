@@ -1,6 +1,7 @@
 #include "agent/export/exporter.h"
 
 #include <fcntl.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -40,6 +41,13 @@ absl::Status CheckOptions(const ExporterOptions& options) {
     return absl::InvalidArgumentError(absl::StrCat(
         "ublk largest I/O ", options.max_io_bytes, " bytes: must be 4 KiB..1 MiB, in 4 KiB steps"));
   }
+  const uint64_t least = uint64_t{options.max_io_bytes} * options.workers.size();
+  if (options.max_pinned_bytes < least) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the I/O buffers' budget of ", options.max_pinned_bytes >> 10, " KiB holds no device: one takes a ",
+        options.max_io_bytes >> 10, " KiB buffer on each of ", options.workers.size(),
+        " workers; --max_pinned_mib must be at least ", (least + (1 << 20) - 1) >> 20));
+  }
   return absl::OkStatus();
 }
 
@@ -71,6 +79,8 @@ absl::StatusOr<std::unique_ptr<Exporter>> Exporter::Create(Multipath* mp, Contro
   ko.control_path = options.control_path;
   ko.workers = options.workers;
   ko.alloc = options.alloc;
+  ko.buffer_bytes = options.max_io_bytes;
+  ko.max_pinned_bytes = options.max_pinned_bytes;
   ko.log = options.log;
   absl::StatusOr<std::unique_ptr<UblkDriver>> driver = OpenKernelUblk(std::move(ko));
   if (!driver.ok()) return driver.status();
@@ -97,8 +107,19 @@ Exporter::Exporter(Multipath* mp, ControlPlane* plane, ExporterOptions options,
   const uint64_t features = driver_->Features();
   recovery_ = options_.user_recovery && (features & kFlagUserRecovery) &&
               (features & kFlagUserRecoveryReissue);
+  pooled_ = (features & kFlagNeedGetData) != 0;
+  const PinnedMemory pm = driver_->Pinned();
   Log(absl::StrCat("ublk: features 0x", absl::Hex(features), "; user recovery ",
-                   recovery_ ? "on" : (options_.user_recovery ? "not offered by this kernel" : "off")));
+                   recovery_ ? "on" : (options_.user_recovery ? "not offered by this kernel" : "off"),
+                   pooled_ ? absl::StrCat("; I/O buffers pooled, at most ", pm.budget_bytes >> 20, " MiB (",
+                                          pm.heads_left, " heads)")
+                           : "; I/O buffers per tag (the kernel does not offer NEED_GET_DATA)"));
+  if (utsname u; uname(&u) == 0 && HasUblkCancelRace(u.release)) {
+    Log(absl::StrCat("ublk: warning: Linux ", u.release,
+                     " has the ublk race of CVE-2025-37906 (fixed in 6.15, 6.14.6 and 6.12.114): "
+                     "if this agent is killed (kill -9, an OOM kill) or hands its devices over "
+                     "while they have I/O, the kernel may oops; use Linux 6.15 or later"));
+  }
 }
 
 Exporter::~Exporter() {
@@ -346,6 +367,15 @@ absl::Status Exporter::CheckExportable(const HeadInfo& head, uint32_t* max_io) c
         " from the agent's last run; it is taken over once it can be (", leftovers_[i].last_problem,
         ")"));
   }
+  if (pooled_) {
+    if (const PinnedMemory pm = driver_->Pinned(); pm.heads_left == 0) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "head ", head.name, " cannot be exported: the I/O buffers' budget (--max_pinned_mib=",
+          pm.budget_bytes >> 20, ", ", pm.buffer_bytes >> 10,
+          " KiB buffers) is taken by the heads already exported, each guaranteed one buffer per "
+          "worker; unexport one or raise --max_pinned_mib"));
+    }
+  }
   if (head.block_size < 512 || head.block_size > 4096 || (head.block_size & (head.block_size - 1))) {
     return absl::FailedPreconditionError(absl::StrCat(
         "head ", head.name, " has ", head.block_size,
@@ -399,7 +429,8 @@ absl::Status Exporter::MakeDevice(Device* d, const HeadInfo& head, uint32_t max_
   want.queue_depth = options_.queue_depth;
   want.max_io_buf_bytes = max_io;
   want.dev_id = static_cast<uint32_t>(-1);
-  want.flags = kFlagCmdIoctlEncode | (recovery_ ? kFlagUserRecovery | kFlagUserRecoveryReissue : 0);
+  want.flags = kFlagCmdIoctlEncode | (recovery_ ? kFlagUserRecovery | kFlagUserRecoveryReissue : 0) |
+               (pooled_ ? kFlagNeedGetData : 0);
   absl::StatusOr<ublksrv_ctrl_dev_info> info = driver_->Add(want);
   if (!info.ok()) return Prefixed(absl::StrCat("export ", head.name), info.status());
   d->dev_id = info->dev_id;
@@ -442,6 +473,7 @@ QueueSetup Exporter::SetupFor(const HeadInfo& head, const ublksrv_ctrl_dev_info&
   setup.shape.buffer_bytes = info.max_io_buf_bytes;
   setup.shape.write_zeroes = head.limits.write_zeroes;
   setup.shape.deallocate = head.limits.deallocate;
+  setup.pooled = (info.flags & kFlagNeedGetData) != 0;
   return setup;
 }
 
@@ -736,7 +768,9 @@ absl::Status Exporter::TakeOver(Device* d, const HeadInfo& head, bool* other_dis
   }
   // The old agent's files must be closed (EBUSY until its exit completes).
   if (absl::Status s = driver_->StartRecovery(d->dev_id); !s.ok()) return s;
-  if (absl::Status s = driver_->OpenQueues(d->dev_id, SetupFor(head, *info)); !s.ok()) return s;
+  QueueSetup setup = SetupFor(head, *info);
+  setup.beyond_budget = true;  // refusing it would fail the I/O it holds
+  if (absl::Status s = driver_->OpenQueues(d->dev_id, setup); !s.ok()) return s;
   // Unquiesces the disk: what waited in the kernel (and what the old agent had taken,
   // reissued) now reaches this agent's queues.
   if (absl::Status s = driver_->EndRecovery(d->dev_id); !s.ok()) {

@@ -27,6 +27,10 @@ struct ExporterOptions {
   IoMemoryAllocator alloc;       // DMA-able memory for the tags' buffers
   uint16_t queue_depth = 64;
   uint32_t max_io_bytes = 128 * 1024;
+  // The I/O buffers' budget: the workers' pools of max_io_bytes buffers, shared by the
+  // devices (see KernelUblkOptions). Each exported head is guaranteed one buffer per
+  // worker, which bounds how many can be exported.
+  uint64_t max_pinned_bytes = uint64_t{64} << 20;
   bool export_all = false;       // every head gets a device as it appears
   bool user_recovery = true;     // where the kernel offers it
   // Where each device's head is recorded, so a restarted agent finds what it left.
@@ -91,6 +95,10 @@ class Exporter {
   void Unexport(std::string head, Done<absl::Status> done);
 
   bool user_recovery() const { return recovery_; }
+  // Whether the devices' buffers come from the pools (the kernel offers NEED_GET_DATA).
+  bool pooled() const { return pooled_; }
+  // Any thread.
+  PinnedMemory Pinned() const { return driver_->Pinned(); }
 
  private:
   struct Device {
@@ -168,6 +176,7 @@ class Exporter {
   const ExporterOptions options_;
   const std::unique_ptr<UblkDriver> driver_;
   bool recovery_ = false;
+  bool pooled_ = false;
 
   // Control thread (and Shutdown, once the plane has stopped).
   absl::flat_hash_map<std::string, std::unique_ptr<Device>> devices_;

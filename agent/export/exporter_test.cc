@@ -105,6 +105,7 @@ class FakeUblk final : public UblkDriver {
     Record("open-queues", id);
     EXPECT_GT(setup.queues, 0);
     EXPECT_GT(setup.shape.buffer_bytes, 0u);
+    setups_.push_back(setup);
     return absl::OkStatus();
   }
   bool CloseQueues(uint32_t id) override {
@@ -124,6 +125,13 @@ class FakeUblk final : public UblkDriver {
   std::vector<std::string> Users(uint32_t) override {
     MutexLock l(&mu_);
     return users;
+  }
+  PinnedMemory Pinned() const override {
+    PinnedMemory m;
+    m.budget_bytes = uint64_t{8} << 20;
+    m.buffer_bytes = 65536;
+    m.heads_left = heads_left.load();
+    return m;
   }
 
   // A device an earlier agent (pid) left, quiesced, with its capacity.
@@ -172,11 +180,16 @@ class FakeUblk final : public UblkDriver {
     MutexLock l(&mu_);
     return recorded_at_start_;
   }
+  std::vector<QueueSetup> Setups() {
+    MutexLock l(&mu_);
+    return setups_;
+  }
   std::string record_dir;  // set before use
   std::atomic<bool> block_start{false};
   Notification start_entered, release_start;
   pid_t another_agent = -1;
-  uint64_t features = kFlagUserRecovery | kFlagUserRecoveryReissue;
+  uint64_t features = kFlagUserRecovery | kFlagUserRecoveryReissue | kFlagNeedGetData;
+  std::atomic<uint32_t> heads_left{1000};
 
  private:
   void Record(const char* what, uint32_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -189,6 +202,7 @@ class FakeUblk final : public UblkDriver {
   std::vector<std::string> users ABSL_GUARDED_BY(mu_);
   absl::Status start_error ABSL_GUARDED_BY(mu_);
   bool recorded_at_start_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<QueueSetup> setups_ ABSL_GUARDED_BY(mu_);
 };
 
 class ExporterTest : public testing::CoreFixture {
@@ -655,6 +669,78 @@ TEST_F(ExporterTest, ALeftDeviceWaitsForItsHeadsOwnDelayedRemoval) {
   AdvanceSeconds(21);
   ASSERT_TRUE(Await([&] { return !ublk_->Has(7); })) << ublk_->Calls();
   ASSERT_TRUE(Await([&] { return HasExportEvent("nguid.slow", "did not come back within 120 s"); }));
+}
+
+// ---- The I/O buffers' budget. ----
+
+TEST_F(ExporterTest, DevicesTakeTheirBuffersFromThePoolsWhereTheKernelCan) {
+  Make();
+  const std::string h = Head();
+  ASSERT_OK(Export(h));
+  auto info = ublk_->Info(0);
+  ASSERT_OK(info);
+  EXPECT_TRUE(info->flags & kFlagNeedGetData);
+  ASSERT_EQ(ublk_->Setups().size(), 1u);
+  EXPECT_TRUE(ublk_->Setups()[0].pooled);
+  EXPECT_FALSE(ublk_->Setups()[0].beyond_budget);
+}
+
+TEST_F(ExporterTest, WithoutNeedGetDataEachTagHasItsOwnBuffer) {
+  before_create_ = [](FakeUblk& u) { u.features = kFlagUserRecovery | kFlagUserRecoveryReissue; };
+  Make();
+  ASSERT_OK(Export(Head()));
+  auto info = ublk_->Info(0);
+  ASSERT_OK(info);
+  EXPECT_FALSE(info->flags & kFlagNeedGetData);
+  ASSERT_EQ(ublk_->Setups().size(), 1u);
+  EXPECT_FALSE(ublk_->Setups()[0].pooled);
+  // And the budget does not apply to it.
+  ublk_->heads_left = 0;
+  ASSERT_OK(Export(Head("c1", 2)));
+}
+
+TEST_F(ExporterTest, AnExportPastTheBudgetIsResourceExhaustedAndAsksNothingOfTheKernel) {
+  Make();
+  ublk_->heads_left = 0;
+  const std::string h = Head();
+  auto dev = Export(h);
+  ASSERT_TRUE(absl::IsResourceExhausted(dev.status())) << dev.status();
+  EXPECT_THAT(std::string(dev.status().message()),
+              ::testing::AllOf(::testing::HasSubstr(h), ::testing::HasSubstr("--max_pinned_mib=8"),
+                               ::testing::HasSubstr("unexport one or raise --max_pinned_mib")));
+  EXPECT_EQ(ublk_->Calls(), "");
+  ublk_->heads_left = 1;
+  ASSERT_OK(Export(h));
+}
+
+TEST_F(ExporterTest, ATakeOverIsNeverRefusedForTheBudget) {
+  WriteRecord(5, "");
+  const std::string h = Head();
+  ASSERT_OK(mp_->RemoveController("c0", "gone for now"));
+  Run();
+  WriteRecord(5, h);
+  before_create_ = [](FakeUblk& u) {
+    u.Leave(5, 4242, kSectors);
+    u.heads_left = 0;
+  };
+  Make();
+  backends_.erase("c0");
+  Head();
+  ASSERT_TRUE(Await([&] { return ublk_->Called("end-recovery 5"); })) << ublk_->Calls();
+  ASSERT_EQ(ublk_->Setups().size(), 1u);
+  EXPECT_TRUE(ublk_->Setups()[0].beyond_budget);
+  EXPECT_FALSE(ublk_->Setups()[0].pooled);  // left without NEED_GET_DATA: buffers of its own
+}
+
+TEST_F(ExporterTest, ABudgetThatHoldsNoDeviceIsInvalid) {
+  ExporterOptions o;
+  for (auto& w : workers_) o.workers.push_back(w.get());
+  o.max_io_bytes = 128 * 1024;
+  o.max_pinned_bytes = 128 * 1024 * o.workers.size() - 1;
+  o.state_dir = state_dir_;
+  auto ex = Exporter::CreateWithDriver(mp_.get(), plane_.get(), o, std::make_unique<FakeUblk>());
+  ASSERT_TRUE(absl::IsInvalidArgument(ex.status())) << ex.status();
+  EXPECT_THAT(std::string(ex.status().message()), ::testing::HasSubstr("--max_pinned_mib must be at least"));
 }
 
 }  // namespace
