@@ -1,7 +1,5 @@
 #include "server/settings_store.h"
 
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <ctime>
@@ -14,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "agent/base/files.h"
 #include "agent/core/types.h"
 
 namespace umpath::server {
@@ -21,18 +20,6 @@ namespace umpath::server {
 namespace {
 
 constexpr absl::string_view kHeader = "# umpath head settings v1";
-
-absl::Status WriteAll(int fd, absl::string_view data, const std::string& path) {
-  while (!data.empty()) {
-    const ssize_t n = write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return absl::ErrnoToStatus(errno, absl::StrCat("write ", path));
-    }
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  return absl::OkStatus();
-}
 
 // One line: "<head> key=value ...". Unknown keys are errors: the file is ours.
 absl::Status ParseLine(absl::string_view line, std::string* head, HeadSettings* out) {
@@ -120,27 +107,7 @@ absl::Status SettingsStore::SaveLocked() {
     if (s.policy) absl::StrAppend(&text, " io_policy=", IoPolicyName(*s.policy));
     absl::StrAppend(&text, "\n");
   }
-  const std::string tmp = path_ + ".tmp";
-  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("open ", tmp));
-  absl::Status s = WriteAll(fd, text, tmp);
-  if (s.ok() && fsync(fd) != 0) s = absl::ErrnoToStatus(errno, absl::StrCat("fsync ", tmp));
-  close(fd);
-  if (s.ok() && rename(tmp.c_str(), path_.c_str()) != 0) {
-    s = absl::ErrnoToStatus(errno, absl::StrCat("rename ", tmp, " to ", path_));
-  }
-  if (!s.ok()) {
-    unlink(tmp.c_str());
-    return s;
-  }
-  // The rename is durable only once the directory is.
-  const std::string dir = std::filesystem::path(path_).parent_path().string();
-  const int dfd = open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    fsync(dfd);
-    close(dfd);
-  }
-  return absl::OkStatus();
+  return WriteFileAtomically(path_, text);
 }
 
 absl::Status SettingsStore::last_save() const {

@@ -75,6 +75,9 @@ ABSL_FLAG(int, ublk_max_io_kib, 128, "largest I/O of a ublk device, KiB (also ca
 ABSL_FLAG(int, max_pinned_mib, 64,
           "budget of the block devices' I/O buffers (pinned for DMA), MiB: shared by every "
           "exported head, each guaranteed one --ublk_max_io_kib buffer per worker");
+ABSL_FLAG(bool, ublk_test_crash_after_add, false,
+          "a test hook: the agent kills itself (SIGKILL) right after making a device, before "
+          "starting it (the lab's crash test)");
 ABSL_FLAG(bool, ublk_user_recovery, true,
           "make devices that outlive the agent: I/O waits while it restarts (kernel permitting)");
 ABSL_FLAG(std::string, stop, "handover",
@@ -208,6 +211,7 @@ ublk::ExporterOptions UblkFromFlags() {
       static_cast<uint32_t>(std::clamp(absl::GetFlag(FLAGS_ublk_max_io_kib), 0, 1 << 20)) * 1024u;
   eo.max_pinned_bytes = static_cast<uint64_t>(std::clamp(absl::GetFlag(FLAGS_max_pinned_mib), 0, 1 << 20)) << 20;
   eo.export_all = absl::GetFlag(FLAGS_export_all);
+  eo.test_crash_after_add = absl::GetFlag(FLAGS_ublk_test_crash_after_add);
   eo.user_recovery = absl::GetFlag(FLAGS_ublk_user_recovery);
   eo.state_dir = absl::GetFlag(FLAGS_ublk_state_dir);
   eo.recover_wait_secs = absl::GetFlag(FLAGS_ublk_recover_wait_secs);

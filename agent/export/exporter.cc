@@ -1,6 +1,7 @@
 #include "agent/export/exporter.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -428,12 +429,29 @@ absl::Status Exporter::MakeDevice(Device* d, const HeadInfo& head, uint32_t max_
   want.nr_hw_queues = static_cast<uint16_t>(options_.workers.size());
   want.queue_depth = options_.queue_depth;
   want.max_io_buf_bytes = max_io;
-  want.dev_id = static_cast<uint32_t>(-1);
   want.flags = kFlagCmdIoctlEncode | (recovery_ ? kFlagUserRecovery | kFlagUserRecoveryReissue : 0) |
                (pooled_ ? kFlagNeedGetData : 0);
-  absl::StatusOr<ublksrv_ctrl_dev_info> info = driver_->Add(want);
-  if (!info.ok()) return Prefixed(absl::StrCat("export ", head.name), info.status());
-  d->dev_id = info->dev_id;
+  // The record comes first, under the number the device is then made with: an agent
+  // killed at any step from here on leaves a record the next one finds (with no device,
+  // it is forgotten; with one never started, the device is removed).
+  absl::StatusOr<ublksrv_ctrl_dev_info> info;
+  for (uint32_t id = 0, tries = 0;; ++id) {
+    if (driver_->Info(id).ok() || fs::exists(fs::path(options_.state_dir) / std::to_string(id))) continue;
+    d->dev_id = id;
+    if (absl::Status s = WriteRecord(*d); !s.ok()) return Prefixed(absl::StrCat("export ", head.name), s);
+    want.dev_id = id;
+    info = driver_->Add(want);
+    if (info.ok()) break;
+    EraseRecord(id);
+    // Another ublk server took the number meanwhile: the next one.
+    if (!absl::IsAlreadyExists(info.status()) || ++tries == 8) {
+      return Prefixed(absl::StrCat("export ", head.name), info.status());
+    }
+  }
+  if (options_.test_crash_after_add) {
+    Log(absl::StrCat("ublk: device ", d->dev_id, " added; killing this agent (the crash test hook)"));
+    raise(SIGKILL);
+  }
   d->added = true;
   d->bdev = absl::StrCat("/dev/ublkb", d->dev_id);
   DeviceShape shape;
@@ -445,9 +463,6 @@ absl::Status Exporter::MakeDevice(Device* d, const HeadInfo& head, uint32_t max_
   shape.volatile_write_cache = head.limits.volatile_write_cache;
   absl::Status s = driver_->SetParams(d->dev_id, ParamsFor(shape));
   if (s.ok()) s = driver_->OpenQueues(d->dev_id, SetupFor(head, *info));
-  // On disk before the disk exists: an agent killed from here on leaves a device the
-  // next one finds (and takes over, or removes), never one whose I/O waits for nobody.
-  if (s.ok()) s = WriteRecord(*d);
   // Blocks until every queue fetched, then adds the disk (whose partition scan is I/O
   // the workers already serve).
   if (s.ok()) s = driver_->Start(d->dev_id);
@@ -586,27 +601,11 @@ void Exporter::LetGo() {
 // Written whole (a temporary file, fsynced, renamed) and the directory fsynced: after
 // a crash or a power cut the record is there, or it is not; never half of it.
 absl::Status Exporter::WriteRecord(const Device& d) const {
-  const std::string dir = options_.state_dir;
-  const std::string tmp = absl::StrCat(dir, "/.", d.dev_id, ".tmp");
-  const std::string text = absl::StrCat("head=", d.head, "\n");
-  auto fail = [&](absl::string_view step) {
-    const int e = errno;
-    unlink(tmp.c_str());
-    return absl::ErrnoToStatus(e, absl::StrCat("recording device ", d.dev_id, " in ", dir, ": ", step));
-  };
-  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return fail("open");
-  const bool written = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
-                       fsync(fd) == 0;
-  close(fd);
-  if (!written) return fail("write");
-  if (rename(tmp.c_str(), absl::StrCat(dir, "/", d.dev_id).c_str()) != 0) return fail("rename");
-  const int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    fsync(dfd);
-    close(dfd);
-  }
-  return absl::OkStatus();
+  absl::Status s = WriteFileAtomically(absl::StrCat(options_.state_dir, "/", d.dev_id),
+                                       absl::StrCat("head=", d.head, "\n"));
+  if (s.ok()) return s;
+  return absl::Status(s.code(), absl::StrCat("recording device ", d.dev_id, " in ", options_.state_dir,
+                                             ": ", s.message()));
 }
 
 void Exporter::EraseRecord(uint32_t dev_id) const {

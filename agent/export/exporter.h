@@ -43,6 +43,9 @@ struct ExporterOptions {
   std::function<int64_t(const std::string& head)> head_delayed_removal_secs;
   std::string control_path = "/dev/ublk-control";
   std::function<void(const std::string&)> log;
+  // A test hook (the lab's): the agent kills itself (SIGKILL) right after ADD_DEV, as a
+  // crash between making a device and starting it would.
+  bool test_crash_after_add = false;
 };
 
 // The ublk frontend: each exported head is /dev/ublkbN with one queue per worker.

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -38,7 +39,15 @@ class FakeUblk final : public UblkDriver {
     calls_.push_back("add");
     Dev d;
     d.info = want;
-    d.info.dev_id = next_id_++;
+    if (want.dev_id != static_cast<uint32_t>(-1)) {
+      // Taken by another ublk server meanwhile (taken_ids), or already ours.
+      if (devs_.contains(want.dev_id) || taken_ids.erase(want.dev_id) > 0) {
+        return absl::AlreadyExistsError("ublk add: File exists");
+      }
+      recorded_at_add_ = std::filesystem::exists(record_dir + "/" + std::to_string(want.dev_id));
+    } else {
+      d.info.dev_id = next_id_++;
+    }
     d.info.state = kStateDead;
     devs_[d.info.dev_id] = d;
     return d.info;
@@ -180,6 +189,14 @@ class FakeUblk final : public UblkDriver {
     MutexLock l(&mu_);
     return recorded_at_start_;
   }
+  bool RecordedAtAdd() {
+    MutexLock l(&mu_);
+    return recorded_at_add_;
+  }
+  void TakeId(uint32_t id) {
+    MutexLock l(&mu_);
+    taken_ids.insert(id);
+  }
   std::vector<QueueSetup> Setups() {
     MutexLock l(&mu_);
     return setups_;
@@ -202,6 +219,8 @@ class FakeUblk final : public UblkDriver {
   std::vector<std::string> users ABSL_GUARDED_BY(mu_);
   absl::Status start_error ABSL_GUARDED_BY(mu_);
   bool recorded_at_start_ ABSL_GUARDED_BY(mu_) = false;
+  bool recorded_at_add_ ABSL_GUARDED_BY(mu_) = false;
+  std::set<uint32_t> taken_ids ABSL_GUARDED_BY(mu_);
   std::vector<QueueSetup> setups_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -351,8 +370,9 @@ TEST_F(ExporterTest, ExportMakesOneDeviceRecordsItAndSaysSo) {
   EXPECT_EQ(*dev, "/dev/ublkb0");
   EXPECT_EQ(ublk_->Calls(), "add set-params 0 open-queues 0 start 0");
   EXPECT_EQ(Record(0), "head=" + h);
-  // Recorded before the disk existed: an agent killed at START_DEV leaves a device the
-  // next one finds.
+  // Recorded before the device existed: an agent killed at any step leaves a device
+  // the next one finds.
+  EXPECT_TRUE(ublk_->RecordedAtAdd());
   EXPECT_TRUE(ublk_->RecordedAtStart());
   EXPECT_TRUE(HasExportEvent(h, "head-exported /dev/ublkb0 exported"));
   // Again: the same device, nothing new asked of the kernel.
@@ -384,7 +404,7 @@ TEST_F(ExporterTest, AFailedStartLeavesNothingBehind) {
   ublk_->SetStartError(absl::OkStatus());
   auto retry = Export(h);
   ASSERT_OK(retry);
-  EXPECT_EQ(*retry, "/dev/ublkb1");
+  EXPECT_EQ(*retry, "/dev/ublkb0");  // the lowest free number, as the kernel would pick
 }
 
 TEST_F(ExporterTest, ADeviceGoesWithItsHead) {
@@ -425,10 +445,10 @@ TEST_F(ExporterTest, ExportAllExportsEachHeadOnceAndRespectsAnUnexport) {
   ASSERT_OK(Unexport(h1));
   // Another head appears: it is exported, the unexported one stays as the admin left it.
   const std::string h2 = Head("c0", 2);
-  ASSERT_TRUE(Await([&] { return HasExportEvent(h2, "head-exported /dev/ublkb1"); }));
+  ASSERT_TRUE(Await([&] { return HasExportEvent(h2, "head-exported /dev/ublkb0"); }));
   auto dev = Export(h1);  // an explicit export still works
   ASSERT_OK(dev);
-  EXPECT_EQ(*dev, "/dev/ublkb2");
+  EXPECT_EQ(*dev, "/dev/ublkb1");
   EXPECT_EQ(ExportEvents(h1).size(), 3u) << absl::StrJoin(ExportEvents(h1), "; ");
 }
 
@@ -478,9 +498,9 @@ TEST_F(ExporterTest, ALeftDeviceWhoseHeadNeverComesIsRemovedAfterTheWait) {
   EXPECT_TRUE(ublk_->Has(7));
   EXPECT_EQ(Record(7), "head=nguid.gone");
   AdvanceSeconds(2);
-  ASSERT_TRUE(Await([&] { return !ublk_->Has(7); })) << ublk_->Calls();
+  // The record goes right after the device.
+  ASSERT_TRUE(Await([&] { return !ublk_->Has(7) && Record(7).empty(); })) << ublk_->Calls();
   EXPECT_EQ(ublk_->Calls(), "stop 7 delete 7");
-  EXPECT_EQ(Record(7), "");
   ASSERT_TRUE(Await([&] {
     return HasExportEvent("nguid.gone",
                           "head-unexported  /dev/ublkb7 removed: its head did not come back within 30 s");
@@ -520,7 +540,7 @@ TEST_F(ExporterTest, AHeadThatCameBackAsAnotherDiskDoesNotGetTheOldDevice) {
   ASSERT_TRUE(Await([&] { return HasExportEvent(h, "/dev/ublkb6 removed: its head came back as another disk"); }));
   auto dev = Export(h);  // and it can be exported anew
   ASSERT_OK(dev);
-  EXPECT_EQ(*dev, "/dev/ublkb7");
+  EXPECT_EQ(*dev, "/dev/ublkb0");
 }
 
 TEST_F(ExporterTest, TheControlThreadNeverWaitsOnTheKernelAndCallsAreAnsweredInOrder) {
@@ -560,15 +580,15 @@ TEST_F(ExporterTest, ShutdownRemovesWhatWasMadeAndWhatWasLeft) {
   before_create_ = [](FakeUblk& u) { u.Leave(9, 4242, kSectors); };
   Make();
   const std::string h = Head();
-  ASSERT_OK(Export(h));  // dev 10
+  ASSERT_OK(Export(h));  // device 0: the lowest number free
   plane_->Run([this] { ex_->StopFollowing(); });
   plane_->Stop();
   ex_->Shutdown();
   EXPECT_FALSE(ublk_->Has(9));
-  EXPECT_FALSE(ublk_->Has(10));
+  EXPECT_FALSE(ublk_->Has(0));
   EXPECT_EQ(Record(9), "");
-  EXPECT_EQ(Record(10), "");
-  EXPECT_TRUE(Logged("/dev/ublkb10 of head " + h + " removed: the agent is shutting down"));
+  EXPECT_EQ(Record(0), "");
+  EXPECT_TRUE(Logged("/dev/ublkb0 of head " + h + " removed: the agent is shutting down"));
 }
 
 TEST_F(ExporterTest, AnExportCutShortByTheStopIsRemovedAndAnswered) {
@@ -603,7 +623,7 @@ TEST_F(ExporterTest, ADeviceThatCannotBeRecordedIsNotStarted) {
   auto dev = Export(h);
   ASSERT_FALSE(dev.ok());
   EXPECT_THAT(dev.status().message(), HasSubstr("export " + h + ": recording device 0 in"));
-  EXPECT_EQ(ublk_->Calls(), "add set-params 0 open-queues 0 close-queues 0 delete 0");
+  EXPECT_EQ(ublk_->Calls(), "");  // the record comes before the device
   EXPECT_TRUE(ExportEvents(h).empty());
   std::filesystem::remove(state_dir_);
 }
@@ -624,19 +644,19 @@ TEST_F(ExporterTest, AHandOverLeavesEveryDeviceAndItsRecordForTheNextAgent) {
   before_create_ = [](FakeUblk& u) { u.Leave(9, 4242, kSectors); };
   Make();
   const std::string h = Head();
-  ASSERT_OK(Export(h));  // device 10
+  ASSERT_OK(Export(h));  // device 0
   ASSERT_OK(HandOver());
-  EXPECT_TRUE(ublk_->Called("hold 10"));
+  EXPECT_TRUE(ublk_->Called("hold 0"));
   // Nothing more is done through it meanwhile.
   EXPECT_TRUE(absl::IsUnavailable(Export(h).status()));
   plane_->Stop();
   ex_->Shutdown();
-  EXPECT_EQ(ublk_->Calls(), "add set-params 10 open-queues 10 start 10 hold 10 release 10");
+  EXPECT_EQ(ublk_->Calls(), "add set-params 0 open-queues 0 start 0 hold 0 release 0");
   EXPECT_TRUE(ublk_->Has(9));
-  EXPECT_TRUE(ublk_->Has(10));
-  EXPECT_EQ(Record(10), "head=" + h);
+  EXPECT_TRUE(ublk_->Has(0));
+  EXPECT_EQ(Record(0), "head=" + h);
   EXPECT_EQ(Record(9), "head=nguid.later");
-  EXPECT_TRUE(Logged("/dev/ublkb10 of head " + h + " handed over to the next agent (3 request(s) held"));
+  EXPECT_TRUE(Logged("/dev/ublkb0 of head " + h + " handed over to the next agent (3 request(s) held"));
 }
 
 TEST_F(ExporterTest, WithoutUserRecoveryAStopRemovesTheDevices) {
@@ -741,6 +761,25 @@ TEST_F(ExporterTest, ABudgetThatHoldsNoDeviceIsInvalid) {
   auto ex = Exporter::CreateWithDriver(mp_.get(), plane_.get(), o, std::make_unique<FakeUblk>());
   ASSERT_TRUE(absl::IsInvalidArgument(ex.status())) << ex.status();
   EXPECT_THAT(std::string(ex.status().message()), ::testing::HasSubstr("--max_pinned_mib must be at least"));
+}
+
+TEST_F(ExporterTest, ANumberAnotherServerTookMeanwhileIsPassedOverAndItsRecordGoes) {
+  Make();
+  ublk_->TakeId(0);  // free when looked at, taken at ADD_DEV
+  auto dev = Export(Head());
+  ASSERT_OK(dev);
+  EXPECT_EQ(*dev, "/dev/ublkb1");
+  EXPECT_FALSE(std::filesystem::exists(state_dir_ + "/0"));
+  EXPECT_TRUE(std::filesystem::exists(state_dir_ + "/1"));
+}
+
+TEST_F(ExporterTest, ARecordWhoseDeviceNeverCameIsForgotten) {
+  WriteRecord(4, "nguid-whatever");  // the agent went between the record and ADD_DEV
+  Make();
+  EXPECT_FALSE(std::filesystem::exists(state_dir_ + "/4"));
+  auto dev = Export(Head());
+  ASSERT_OK(dev);
+  EXPECT_EQ(*dev, "/dev/ublkb0");
 }
 
 }  // namespace
