@@ -14,6 +14,7 @@
 #include "absl/strings/strip.h"
 #include "agent/base/files.h"
 #include "agent/core/types.h"
+#include "server/line_file.h"
 
 namespace umpath::server {
 
@@ -47,43 +48,22 @@ absl::Status ParseLine(absl::string_view line, std::string* head, HeadSettings* 
 
 absl::StatusOr<std::unique_ptr<SettingsStore>> SettingsStore::Open(std::string path) {
   std::unique_ptr<SettingsStore> s(new SettingsStore(std::move(path)));
-  std::error_code ec;
-  std::filesystem::create_directories(std::filesystem::path(s->path_).parent_path(), ec);
-  if (ec) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot create the directory of ", s->path_, ": ", ec.message()));
-  }
-  if (absl::Status loaded = s->Load(); !loaded.ok()) {
-    // Set aside, never deleted: an operator may want to look at it.
-    const std::string aside = absl::StrCat(s->path_, ".corrupt-", std::time(nullptr));
-    std::filesystem::rename(s->path_, aside, ec);
-    s->problem_ = absl::StrCat(s->path_, ": ", loaded.message(), "; set aside as ", aside,
-                               " and starting with no saved settings");
-    MutexLock lock(&s->mu_);
-    s->heads_.clear();
-  }
-  return s;
-}
-
-absl::Status SettingsStore::Load() {
-  std::ifstream in(path_);
-  if (!in) return absl::OkStatus();  // nothing saved yet
-  std::string line;
-  if (!std::getline(in, line) || line != kHeader) {
-    return absl::InvalidArgumentError(absl::StrCat("the first line is not \"", kHeader, "\""));
-  }
-  MutexLock lock(&mu_);
-  for (int n = 2; std::getline(in, line); ++n) {
-    if (line.empty()) continue;
+  if (absl::Status d = MakeParentDirectory(s->path_); !d.ok()) return d;
+  absl::btree_map<std::string, HeadSettings> heads;
+  absl::Status loaded = ReadLineFile(s->path_, kHeader, [&heads](absl::string_view line) {
     std::string head;
     HeadSettings settings;
-    if (absl::Status s = ParseLine(line, &head, &settings); !s.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("line ", n, ": ", s.message()));
-    }
-    heads_[head] = settings;
+    absl::Status p = ParseLine(line, &head, &settings);
+    if (p.ok()) heads[head] = settings;
+    return p;
+  });
+  if (!loaded.ok()) {
+    s->problem_ = SetAside(s->path_, loaded, "no saved settings");
+    heads.clear();
   }
-  if (in.bad()) return absl::DataLossError("read error");
-  return absl::OkStatus();
+  MutexLock lock(&s->mu_);
+  s->heads_ = std::move(heads);
+  return s;
 }
 
 std::optional<HeadSettings> SettingsStore::Lookup(absl::string_view head) const {
