@@ -267,6 +267,11 @@ int Info(const Invocation& ctl) {
         << (a.backends().empty() ? "none" : absl::StrJoin(a.backends(), ",")) << "\nyour role "
         << a.caller_role() << "\nmax delayed_removal_secs " << a.max_delayed_removal_secs()
         << "\nincarnation " << a.incarnation() << "\n";
+    if (a.max_pinned_bytes() > 0) {
+      out << "I/O buffers " << (a.pinned_buffer_bytes() >> 20) << " MiB pinned of a "
+          << (a.max_pinned_bytes() >> 20) << " MiB budget; " << a.exportable_heads()
+          << " more heads can be exported\n";
+    }
   });
 }
 

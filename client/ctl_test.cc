@@ -104,6 +104,39 @@ class CtlTest : public ::testing::Test {
   }
 };
 
+// Block devices whose buffers follow a budget (the numbers GetAgentInfo reports).
+class BudgetOnlyExports final : public server::ExportOps {
+ public:
+  void Export(const std::string&, server::OpDone<absl::StatusOr<std::string>> done) override {
+    std::move(done)(absl::UnimplementedError("not in this test"));
+  }
+  void Unexport(const std::string&, server::OpDone<absl::Status> done) override {
+    std::move(done)(absl::UnimplementedError("not in this test"));
+  }
+  std::optional<BufferBudgetInfo> Budget() override {
+    return BufferBudgetInfo{uint64_t{48} << 20, uint64_t{64} << 20, 128 << 10, 192};
+  }
+};
+
+TEST_F(CtlTest, InfoShowsTheIoBuffersBudget) {
+  ASSERT_EQ(Run({"info"}), 0) << err_.str();
+  EXPECT_THAT(out_.str(), Not(HasSubstr("I/O buffers")));  // no block devices
+  BudgetOnlyExports exports;
+  server_.reset();
+  server::ServerOptions o;
+  o.socket_path = dir_ + "/umpathd.sock";
+  o.access.admin_uids = {getuid()};
+  o.service.exports = &exports;
+  ASSERT_OK_AND_ASSIGN(server_, server::ControlServer::Create(mp_.get(), o));
+  ASSERT_EQ(Run({"info"}), 0) << err_.str();
+  EXPECT_THAT(out_.str(), HasSubstr("I/O buffers 48 MiB pinned of a 64 MiB budget; 192 more heads can be exported"));
+  CtlOptions json;
+  json.json = true;
+  ASSERT_EQ(Run({"info"}, json), 0) << err_.str();
+  EXPECT_THAT(out_.str(), HasSubstr("\"exportable_heads\": 192"));
+  server_.reset();  // before `exports` goes
+}
+
 TEST_F(CtlTest, HeadsAndHeadPrintTables) {
   ASSERT_EQ(Run({"heads"}), 0) << err_.str();
   EXPECT_THAT(out_.str(), HasSubstr("HEAD"));

@@ -92,6 +92,13 @@ ControlService::Unary* ControlService::GetAgentInfo(Ctx* ctx, const v1::GetAgent
   info->set_max_message_bytes(options_.max_message_bytes);
   info->set_caller_role(std::string(RoleName(caller.role)));
   info->set_incarnation(mp_->journal().incarnation());
+  if (options_.exports != nullptr) {
+    if (std::optional<BufferBudgetInfo> b = options_.exports->Budget()) {
+      info->set_pinned_buffer_bytes(b->pinned_bytes);
+      info->set_max_pinned_bytes(b->budget_bytes);
+      info->set_exportable_heads(b->exportable_heads);
+    }
+  }
   return Done(ctx, absl::OkStatus());
 }
 

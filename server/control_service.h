@@ -3,6 +3,7 @@
 // umpath.v1.MultipathControl over the core's control API.
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,8 @@ class ExportOps {
   // The device path; idempotent.
   virtual void Export(const std::string& head, OpDone<absl::StatusOr<std::string>> done) = 0;
   virtual void Unexport(const std::string& head, OpDone<absl::Status> done) = 0;
+  // The I/O buffers' budget; none while there are no block devices. Any thread.
+  virtual std::optional<BufferBudgetInfo> Budget() { return std::nullopt; }
 };
 
 // The agent's own stop (StopAgent), as the service sees it.

@@ -211,6 +211,16 @@ void AddAgentSeries(Families& f, const AgentStats& agent) {
     rpcs.metric.push_back(Counter({{"method", r.method}, {"code", r.code}}, static_cast<double>(r.count)));
   }
   f.Get("umpath_build_info", kGauge, "The agent's version").metric.push_back(Gauge({{"version", agent.version}}, 1));
+  if (agent.buffers) {
+    f.Get("umpath_dma_pinned_bytes", kGauge,
+          "Memory the block devices' I/O buffers pin for DMA (made so far; the pools do not shrink)")
+        .metric.push_back(Gauge({{"use", "io_buffers"}}, static_cast<double>(agent.buffers->pinned_bytes)));
+    f.Get("umpath_dma_pinned_budget_bytes", kGauge, "The I/O buffers' budget (--max_pinned_mib)")
+        .metric.push_back(Gauge({}, static_cast<double>(agent.buffers->budget_bytes)));
+    f.Get("umpath_exportable_heads", kGauge,
+          "Heads that can still be exported within the I/O buffers' budget")
+        .metric.push_back(Gauge({}, static_cast<double>(agent.buffers->exportable_heads)));
+  }
 }
 
 }  // namespace
@@ -278,6 +288,7 @@ class MetricsEndpoint::Collector final : public prometheus::Collectable {
     if (o_.watchers) a.watchers = o_.watchers();
     if (o_.watcher_ends) a.watcher_ends = o_.watcher_ends();
     if (o_.rpcs) a.rpcs = o_.rpcs->Rows();
+    if (o_.buffers) a.buffers = o_.buffers();
     return BuildMetricFamilies(o_.mp->ListHeads(), o_.mp->ListControllers(), a);
   }
 

@@ -20,6 +20,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -73,6 +74,7 @@ class RpcStats {
 // What the agent-wide series come from.
 struct AgentStats {
   std::string version;
+  std::optional<BufferBudgetInfo> buffers;
   uint64_t events = 0;
   uint64_t fenced_ios = 0;
   uint64_t watchers = 0;
@@ -91,6 +93,7 @@ struct MetricsOptions {
   const RpcStats* rpcs = nullptr;
   std::function<uint64_t()> watchers;
   std::function<WatchEndCounts()> watcher_ends;
+  std::function<std::optional<BufferBudgetInfo>()> buffers;
   std::string version;
 };
 

@@ -134,6 +134,18 @@ TEST(MetricsTest, AgentSeries) {
   EXPECT_THAT(text, HasSubstr("umpath_rpcs_total{method=\"GetHead\",code=\"NOT_FOUND\"} 5"));
   EXPECT_THAT(text, HasSubstr("umpath_build_info{version=\"0.1.0\"} 1"));
   EXPECT_THAT(text, HasSubstr("# TYPE umpath_events_total counter"));
+  // No block devices: no buffer series.
+  EXPECT_THAT(text, Not(HasSubstr("umpath_dma_pinned_bytes")));
+}
+
+TEST(MetricsTest, TheIoBuffersBudget) {
+  AgentStats a;
+  a.buffers = BufferBudgetInfo{uint64_t{48} << 20, uint64_t{64} << 20, 128 << 10, 192};
+  const std::string text = Text(BuildMetricFamilies({}, {}, a));
+  EXPECT_THAT(text, HasSubstr("umpath_dma_pinned_bytes{use=\"io_buffers\"} 50331648"));
+  EXPECT_THAT(text, HasSubstr("umpath_dma_pinned_budget_bytes 67108864"));
+  EXPECT_THAT(text, HasSubstr("umpath_exportable_heads 192"));
+  EXPECT_THAT(text, HasSubstr("# TYPE umpath_dma_pinned_bytes gauge"));
 }
 
 // A plain HTTP/1.0 GET on loopback.

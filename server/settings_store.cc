@@ -1,7 +1,5 @@
 #include "server/settings_store.h"
 
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <ctime>
@@ -14,25 +12,15 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "agent/base/files.h"
 #include "agent/core/types.h"
+#include "server/line_file.h"
 
 namespace umpath::server {
 
 namespace {
 
 constexpr absl::string_view kHeader = "# umpath head settings v1";
-
-absl::Status WriteAll(int fd, absl::string_view data, const std::string& path) {
-  while (!data.empty()) {
-    const ssize_t n = write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return absl::ErrnoToStatus(errno, absl::StrCat("write ", path));
-    }
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  return absl::OkStatus();
-}
 
 // One line: "<head> key=value ...". Unknown keys are errors: the file is ours.
 absl::Status ParseLine(absl::string_view line, std::string* head, HeadSettings* out) {
@@ -60,43 +48,22 @@ absl::Status ParseLine(absl::string_view line, std::string* head, HeadSettings* 
 
 absl::StatusOr<std::unique_ptr<SettingsStore>> SettingsStore::Open(std::string path) {
   std::unique_ptr<SettingsStore> s(new SettingsStore(std::move(path)));
-  std::error_code ec;
-  std::filesystem::create_directories(std::filesystem::path(s->path_).parent_path(), ec);
-  if (ec) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot create the directory of ", s->path_, ": ", ec.message()));
-  }
-  if (absl::Status loaded = s->Load(); !loaded.ok()) {
-    // Set aside, never deleted: an operator may want to look at it.
-    const std::string aside = absl::StrCat(s->path_, ".corrupt-", std::time(nullptr));
-    std::filesystem::rename(s->path_, aside, ec);
-    s->problem_ = absl::StrCat(s->path_, ": ", loaded.message(), "; set aside as ", aside,
-                               " and starting with no saved settings");
-    MutexLock lock(&s->mu_);
-    s->heads_.clear();
-  }
-  return s;
-}
-
-absl::Status SettingsStore::Load() {
-  std::ifstream in(path_);
-  if (!in) return absl::OkStatus();  // nothing saved yet
-  std::string line;
-  if (!std::getline(in, line) || line != kHeader) {
-    return absl::InvalidArgumentError(absl::StrCat("the first line is not \"", kHeader, "\""));
-  }
-  MutexLock lock(&mu_);
-  for (int n = 2; std::getline(in, line); ++n) {
-    if (line.empty()) continue;
+  if (absl::Status d = MakeParentDirectory(s->path_); !d.ok()) return d;
+  absl::btree_map<std::string, HeadSettings> heads;
+  absl::Status loaded = ReadLineFile(s->path_, kHeader, [&heads](absl::string_view line) {
     std::string head;
     HeadSettings settings;
-    if (absl::Status s = ParseLine(line, &head, &settings); !s.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("line ", n, ": ", s.message()));
-    }
-    heads_[head] = settings;
+    absl::Status p = ParseLine(line, &head, &settings);
+    if (p.ok()) heads[head] = settings;
+    return p;
+  });
+  if (!loaded.ok()) {
+    s->problem_ = SetAside(s->path_, loaded, "no saved settings");
+    heads.clear();
   }
-  if (in.bad()) return absl::DataLossError("read error");
-  return absl::OkStatus();
+  MutexLock lock(&s->mu_);
+  s->heads_ = std::move(heads);
+  return s;
 }
 
 std::optional<HeadSettings> SettingsStore::Lookup(absl::string_view head) const {
@@ -120,27 +87,7 @@ absl::Status SettingsStore::SaveLocked() {
     if (s.policy) absl::StrAppend(&text, " io_policy=", IoPolicyName(*s.policy));
     absl::StrAppend(&text, "\n");
   }
-  const std::string tmp = path_ + ".tmp";
-  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("open ", tmp));
-  absl::Status s = WriteAll(fd, text, tmp);
-  if (s.ok() && fsync(fd) != 0) s = absl::ErrnoToStatus(errno, absl::StrCat("fsync ", tmp));
-  close(fd);
-  if (s.ok() && rename(tmp.c_str(), path_.c_str()) != 0) {
-    s = absl::ErrnoToStatus(errno, absl::StrCat("rename ", tmp, " to ", path_));
-  }
-  if (!s.ok()) {
-    unlink(tmp.c_str());
-    return s;
-  }
-  // The rename is durable only once the directory is.
-  const std::string dir = std::filesystem::path(path_).parent_path().string();
-  const int dfd = open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    fsync(dfd);
-    close(dfd);
-  }
-  return absl::OkStatus();
+  return WriteFileAtomically(path_, text);
 }
 
 absl::Status SettingsStore::last_save() const {

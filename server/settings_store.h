@@ -39,7 +39,6 @@ class SettingsStore final : public SettingsListener {
 
  private:
   explicit SettingsStore(std::string path) : path_(std::move(path)) {}
-  absl::Status Load();
   absl::Status SaveLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string path_;

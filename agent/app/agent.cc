@@ -59,6 +59,11 @@ absl::Status Agent::StartCore() {
   if (!store.ok()) return Prefixed("state file", store.status());
   store_ = std::move(*store);
   if (!store_->problem().empty()) Log(absl::StrCat("state file: ", store_->problem()));
+  absl::StatusOr<std::unique_ptr<server::AttachmentStore>> attachments =
+      server::AttachmentStore::Open(config_.state_file + ".controllers");
+  if (!attachments.ok()) return Prefixed("state file", attachments.status());
+  attachments_ = std::move(*attachments);
+  if (!attachments_->problem().empty()) Log(absl::StrCat("state file: ", attachments_->problem()));
   MultipathOptions mo;
   mo.initial_settings = [s = store_.get()](absl::string_view head) { return s->Lookup(head); };
   mo.default_policy = config_.default_policy;
@@ -131,9 +136,15 @@ absl::Status Agent::StartBackends() {
     if (!kernel::KernelMultipathEnabled()) svc.backends.push_back("kernel");
   }
   if (vfio_ || kernel_) {
-    controller_ops_ = std::make_unique<BackendControllerOps>(plane_.get(), supervisor_.get(),
-                                                             vfio_.get(), kernel_.get());
+    controller_ops_ = std::make_unique<BackendControllerOps>(
+        plane_.get(), supervisor_.get(), vfio_.get(), kernel_.get(), attachments_.get(), Log);
     svc.controllers = controller_ops_.get();
+    // Not waited for: a fabrics connect may take its time; each outcome is logged.
+    controller_ops_->ReattachRemembered([](int attached, int failed) {
+      if (attached + failed > 0) {
+        Log(absl::StrCat("remembered controllers: ", attached, " attached again, ", failed, " not"));
+      }
+    });
   }
   return absl::OkStatus();
 }
@@ -238,6 +249,7 @@ absl::Status Agent::StartServer() {
   server::ControlService* svc = &server_->service();
   mo.watchers = [svc] { return static_cast<uint64_t>(svc->watchers()); };
   mo.watcher_ends = [svc] { return svc->watcher_ends(); };
+  if (export_ops_) mo.buffers = [ops = export_ops_.get()] { return ops->Budget(); };
   absl::StatusOr<std::unique_ptr<server::MetricsEndpoint>> m = server::MetricsEndpoint::Create(mo);
   if (!m.ok()) return Prefixed("metrics", m.status());
   metrics_ = std::move(*m);

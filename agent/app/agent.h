@@ -31,6 +31,7 @@
 #include "agent/core/worker.h"
 #include "server/control_server.h"
 #include "server/metrics.h"
+#include "server/attachment_store.h"
 #include "server/settings_store.h"
 
 namespace umpath::app {
@@ -82,6 +83,7 @@ class Agent {
   // to it (it drops what comes once it has stopped).
   std::unique_ptr<ControlPlane> plane_;
   std::unique_ptr<server::SettingsStore> store_;
+  std::unique_ptr<server::AttachmentStore> attachments_;  // controllers attached through the API
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<Worker*> worker_ptrs_;
   bool workers_started_ = false;

@@ -72,6 +72,12 @@ ABSL_FLAG(bool, ublk, true, "offer heads as block devices through ublk (where th
 ABSL_FLAG(bool, export_all, false, "export every head as /dev/ublkbN as it appears");
 ABSL_FLAG(int, ublk_queue_depth, 64, "requests per ublk queue (one queue per worker), 1..4096");
 ABSL_FLAG(int, ublk_max_io_kib, 128, "largest I/O of a ublk device, KiB (also capped by MDTS)");
+ABSL_FLAG(int, max_pinned_mib, 64,
+          "budget of the block devices' I/O buffers (pinned for DMA), MiB: shared by every "
+          "exported head, each guaranteed one --ublk_max_io_kib buffer per worker");
+ABSL_FLAG(bool, ublk_test_crash_after_add, false,
+          "a test hook: the agent kills itself (SIGKILL) right after making a device, before "
+          "starting it (the lab's crash test)");
 ABSL_FLAG(bool, ublk_user_recovery, true,
           "make devices that outlive the agent: I/O waits while it restarts (kernel permitting)");
 ABSL_FLAG(std::string, stop, "handover",
@@ -214,7 +220,9 @@ ublk::ExporterOptions UblkFromFlags() {
   eo.queue_depth = static_cast<uint16_t>(std::clamp(absl::GetFlag(FLAGS_ublk_queue_depth), 0, 65535));
   eo.max_io_bytes =
       static_cast<uint32_t>(std::clamp(absl::GetFlag(FLAGS_ublk_max_io_kib), 0, 1 << 20)) * 1024u;
+  eo.max_pinned_bytes = static_cast<uint64_t>(std::clamp(absl::GetFlag(FLAGS_max_pinned_mib), 0, 1 << 20)) << 20;
   eo.export_all = absl::GetFlag(FLAGS_export_all);
+  eo.test_crash_after_add = absl::GetFlag(FLAGS_ublk_test_crash_after_add);
   eo.user_recovery = absl::GetFlag(FLAGS_ublk_user_recovery);
   eo.state_dir = absl::GetFlag(FLAGS_ublk_state_dir);
   eo.recover_wait_secs = absl::GetFlag(FLAGS_ublk_recover_wait_secs);

@@ -24,9 +24,58 @@ void OnPlane(ControlPlane* plane, server::OpDone<T> done, Fn fn) {
 
 void BackendControllerOps::Attach(const AttachSpec& spec,
                                   server::OpDone<absl::StatusOr<std::string>> done) {
-  OnPlane(plane_, std::move(done), [this, spec](server::OpDone<absl::StatusOr<std::string>> d) {
-    AttachOnPlane(spec, std::move(d));
-  });
+  auto remembering = [this, spec, done = std::move(done)](absl::StatusOr<std::string> r) mutable {
+    if (r.ok()) Remember(*r, spec);
+    std::move(done)(std::move(r));
+  };
+  OnPlane(plane_, server::OpDone<absl::StatusOr<std::string>>(std::move(remembering)),
+          [this, spec](server::OpDone<absl::StatusOr<std::string>> d) { AttachOnPlane(spec, std::move(d)); });
+}
+
+void BackendControllerOps::Remember(const std::string& name, const AttachSpec& spec) {
+  if (remembered_ == nullptr || spec.transport == "kernel") return;
+  if (absl::Status s = remembered_->Remember(name, spec); !s.ok()) {
+    Log(absl::StrCat("controller ", name, " is attached but not remembered for the next agent: ", s.message()));
+  }
+}
+
+void BackendControllerOps::ReattachRemembered(absl::AnyInvocable<void(int, int) &&> done) {
+  struct Tally {
+    int left = 0, attached = 0, failed = 0;
+    Mutex mu;
+    absl::AnyInvocable<void(int, int) &&> done;
+  };
+  std::vector<server::AttachmentStore::Entry> all =
+      remembered_ != nullptr ? remembered_->List() : std::vector<server::AttachmentStore::Entry>{};
+  if (all.empty()) return std::move(done)(0, 0);
+  auto tally = std::make_shared<Tally>();
+  tally->left = static_cast<int>(all.size());
+  tally->done = std::move(done);
+  for (const server::AttachmentStore::Entry& e : all) {
+    OnPlane(plane_, server::OpDone<absl::StatusOr<std::string>>([this, e, tally](absl::StatusOr<std::string> r) {
+              bool ok = r.ok() || absl::IsAlreadyExists(r.status());
+              if (r.ok() && *r != e.name) {
+                // Named anew (a fabrics controller's nvmeN): the entry follows.
+                (void)remembered_->Forget(e.name);
+                Remember(*r, e.spec);
+              }
+              Log(ok ? absl::StrCat("controller ", r.ok() ? *r : e.name, " (", e.spec.transport, " ",
+                                    e.spec.address, ") attached again, as the last agent had it")
+                     : absl::StrCat("controller ", e.name, " (", e.spec.transport, " ", e.spec.address,
+                                    ") not attached again: ", r.status().message(),
+                                    "; kept for the next start (detach it to forget it)"));
+              int left, attached, failed;
+              {
+                MutexLock l(&tally->mu);
+                (ok ? tally->attached : tally->failed)++;
+                left = --tally->left;
+                attached = tally->attached;
+                failed = tally->failed;
+              }
+              if (left == 0) std::move(tally->done)(attached, failed);
+            }),
+            [this, spec = e.spec](server::OpDone<absl::StatusOr<std::string>> d) { AttachOnPlane(spec, std::move(d)); });
+  }
 }
 
 void BackendControllerOps::AttachOnPlane(const AttachSpec& spec,
@@ -47,7 +96,18 @@ void BackendControllerOps::AttachOnPlane(const AttachSpec& spec,
 }
 
 void BackendControllerOps::Detach(const std::string& controller, server::OpDone<absl::Status> done) {
-  OnPlane(plane_, std::move(done), [this, controller](server::OpDone<absl::Status> d) {
+  // Detached, or not attached but remembered (the last start could not attach it): it
+  // is forgotten, and that is a success.
+  auto forgetting = [this, controller, done = std::move(done)](absl::Status s) mutable {
+    if (remembered_ != nullptr && (s.ok() || absl::IsNotFound(s)) && remembered_->Has(controller)) {
+      if (absl::Status f = remembered_->Forget(controller); !f.ok()) {
+        Log(absl::StrCat("controller ", controller, " detached, but still remembered: ", f.message()));
+      }
+      s = absl::OkStatus();
+    }
+    std::move(done)(std::move(s));
+  };
+  OnPlane(plane_, server::OpDone<absl::Status>(std::move(forgetting)), [this, controller](server::OpDone<absl::Status> d) {
     if (kb_ != nullptr && kb_->Owns(controller)) {
       return kb_->Detach(controller, "detached through the API", std::move(d));
     }
@@ -88,6 +148,13 @@ void UblkExportOps::Export(const std::string& head,
   ublk::Exporter* e = Get(&why_not);
   if (e == nullptr) return std::move(done)(absl::FailedPreconditionError(why_not));
   e->Export(head, std::move(done));
+}
+
+std::optional<BufferBudgetInfo> UblkExportOps::Budget() {
+  MutexLock l(&mu_);
+  if (e_ == nullptr || !e_->pooled()) return std::nullopt;
+  const ublk::PinnedMemory m = e_->Pinned();
+  return BufferBudgetInfo{m.bytes, m.budget_bytes, m.buffer_bytes, m.heads_left};
 }
 
 void UblkExportOps::Unexport(const std::string& head, server::OpDone<absl::Status> done) {

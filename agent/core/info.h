@@ -94,6 +94,14 @@ struct ControllerInfo {
   uint64_t stray_completions = 0;
 };
 
+// The block devices' I/O buffers, pinned for DMA (see ublk::PinnedMemory).
+struct BufferBudgetInfo {
+  uint64_t pinned_bytes = 0;   // made so far
+  uint64_t budget_bytes = 0;   // --max_pinned_mib
+  uint32_t buffer_bytes = 0;
+  uint32_t exportable_heads = 0;  // more heads that can be exported within the budget
+};
+
 // Settings a head starts with instead of the node defaults (persisted ones, say).
 struct HeadSettings {
   std::optional<IoPolicy> policy;

@@ -1,5 +1,8 @@
 #include "agent/export/exporter.h"
 
+#include <signal.h>
+#include <sys/utsname.h>
+
 #include <cstring>
 #include <filesystem>
 
@@ -33,6 +36,13 @@ absl::Status CheckOptions(const ExporterOptions& options) {
     return absl::InvalidArgumentError(absl::StrCat(
         "ublk largest I/O ", options.max_io_bytes, " bytes: must be 4 KiB..1 MiB, in 4 KiB steps"));
   }
+  const uint64_t least = uint64_t{options.max_io_bytes} * options.workers.size();
+  if (options.max_pinned_bytes < least) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the I/O buffers' budget of ", options.max_pinned_bytes >> 10, " KiB holds no device: one takes a ",
+        options.max_io_bytes >> 10, " KiB buffer on each of ", options.workers.size(),
+        " workers; --max_pinned_mib must be at least ", (least + (1 << 20) - 1) >> 20));
+  }
   return absl::OkStatus();
 }
 
@@ -64,6 +74,8 @@ absl::StatusOr<std::unique_ptr<Exporter>> Exporter::Create(Multipath* mp, Contro
   ko.control_path = options.control_path;
   ko.workers = options.workers;
   ko.alloc = options.alloc;
+  ko.buffer_bytes = options.max_io_bytes;
+  ko.max_pinned_bytes = options.max_pinned_bytes;
   ko.log = options.log;
   absl::StatusOr<std::unique_ptr<UblkDriver>> driver = OpenKernelUblk(std::move(ko));
   if (!driver.ok()) return driver.status();
@@ -90,8 +102,19 @@ Exporter::Exporter(Multipath* mp, ControlPlane* plane, ExporterOptions options,
   const uint64_t features = driver_->Features();
   recovery_ = options_.user_recovery && (features & kFlagUserRecovery) &&
               (features & kFlagUserRecoveryReissue);
+  pooled_ = (features & kFlagNeedGetData) != 0;
+  const PinnedMemory pm = driver_->Pinned();
   Log(absl::StrCat("ublk: features 0x", absl::Hex(features), "; user recovery ",
-                   recovery_ ? "on" : (options_.user_recovery ? "not offered by this kernel" : "off")));
+                   recovery_ ? "on" : (options_.user_recovery ? "not offered by this kernel" : "off"),
+                   pooled_ ? absl::StrCat("; I/O buffers pooled, at most ", pm.budget_bytes >> 20, " MiB (",
+                                          pm.heads_left, " heads)")
+                           : "; I/O buffers per tag (the kernel does not offer NEED_GET_DATA)"));
+  if (utsname u; uname(&u) == 0 && HasUblkCancelRace(u.release)) {
+    Log(absl::StrCat("ublk: warning: Linux ", u.release,
+                     " has the ublk race of CVE-2025-37906 (fixed in 6.15, 6.14.6 and 6.12.114): "
+                     "if this agent is killed (kill -9, an OOM kill) or hands its devices over "
+                     "while they have I/O, the kernel may oops; use Linux 6.15 or later"));
+  }
 }
 
 Exporter::~Exporter() {
@@ -317,6 +340,15 @@ absl::Status Exporter::CheckExportable(const HeadInfo& head, uint32_t* max_io) c
         " from the agent's last run; it is taken over once it can be (", leftovers_[i].last_problem,
         ")"));
   }
+  if (pooled_) {
+    if (const PinnedMemory pm = driver_->Pinned(); pm.heads_left == 0) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "head ", head.name, " cannot be exported: the I/O buffers' budget (--max_pinned_mib=",
+          pm.budget_bytes >> 20, ", ", pm.buffer_bytes >> 10,
+          " KiB buffers) is taken by the heads already exported, each guaranteed one buffer per "
+          "worker; unexport one or raise --max_pinned_mib"));
+    }
+  }
   if (head.block_size < 512 || head.block_size > 4096 || (head.block_size & (head.block_size - 1))) {
     return absl::FailedPreconditionError(absl::StrCat(
         "head ", head.name, " has ", head.block_size,
@@ -369,11 +401,29 @@ absl::Status Exporter::MakeDevice(Device* d, const HeadInfo& head, uint32_t max_
   want.nr_hw_queues = static_cast<uint16_t>(options_.workers.size());
   want.queue_depth = options_.queue_depth;
   want.max_io_buf_bytes = max_io;
-  want.dev_id = static_cast<uint32_t>(-1);
-  want.flags = kFlagCmdIoctlEncode | (recovery_ ? kFlagUserRecovery | kFlagUserRecoveryReissue : 0);
-  absl::StatusOr<ublksrv_ctrl_dev_info> info = driver_->Add(want);
-  if (!info.ok()) return Prefixed(absl::StrCat("export ", head.name), info.status());
-  d->dev_id = info->dev_id;
+  want.flags = kFlagCmdIoctlEncode | (recovery_ ? kFlagUserRecovery | kFlagUserRecoveryReissue : 0) |
+               (pooled_ ? kFlagNeedGetData : 0);
+  // The record comes first, under the number the device is then made with: an agent
+  // killed at any step from here on leaves a record the next one finds (with no device,
+  // it is forgotten; with one never started, the device is removed).
+  absl::StatusOr<ublksrv_ctrl_dev_info> info;
+  for (uint32_t id = 0, tries = 0;; ++id) {
+    if (driver_->Info(id).ok() || fs::exists(fs::path(options_.state_dir) / std::to_string(id))) continue;
+    d->dev_id = id;
+    if (absl::Status s = WriteRecord(*d); !s.ok()) return Prefixed(absl::StrCat("export ", head.name), s);
+    want.dev_id = id;
+    info = driver_->Add(want);
+    if (info.ok()) break;
+    EraseRecord(id);
+    // Another ublk server took the number meanwhile: the next one.
+    if (!absl::IsAlreadyExists(info.status()) || ++tries == 8) {
+      return Prefixed(absl::StrCat("export ", head.name), info.status());
+    }
+  }
+  if (options_.test_crash_after_add) {
+    Log(absl::StrCat("ublk: device ", d->dev_id, " added; killing this agent (the crash test hook)"));
+    raise(SIGKILL);
+  }
   d->added = true;
   d->bdev = absl::StrCat("/dev/ublkb", d->dev_id);
   DeviceShape shape;
@@ -385,9 +435,6 @@ absl::Status Exporter::MakeDevice(Device* d, const HeadInfo& head, uint32_t max_
   shape.volatile_write_cache = head.limits.volatile_write_cache;
   absl::Status s = driver_->SetParams(d->dev_id, ParamsFor(shape));
   if (s.ok()) s = driver_->OpenQueues(d->dev_id, SetupFor(head, *info));
-  // On disk before the disk exists: an agent killed from here on leaves a device the
-  // next one finds (and takes over, or removes), never one whose I/O waits for nobody.
-  if (s.ok()) s = WriteRecord(*d);
   // Blocks until every queue fetched, then adds the disk (whose partition scan is I/O
   // the workers already serve).
   if (s.ok()) s = driver_->Start(d->dev_id);
@@ -413,6 +460,7 @@ QueueSetup Exporter::SetupFor(const HeadInfo& head, const ublksrv_ctrl_dev_info&
   setup.shape.buffer_bytes = info.max_io_buf_bytes;
   setup.shape.write_zeroes = head.limits.write_zeroes;
   setup.shape.deallocate = head.limits.deallocate;
+  setup.pooled = (info.flags & kFlagNeedGetData) != 0;
   return setup;
 }
 

@@ -41,6 +41,10 @@ struct ExporterOptions {
   IoMemoryAllocator alloc;       // DMA-able memory for the tags' buffers
   uint16_t queue_depth = 64;
   uint32_t max_io_bytes = 128 * 1024;
+  // The I/O buffers' budget: the workers' pools of max_io_bytes buffers, shared by the
+  // devices (see KernelUblkOptions). Each exported head is guaranteed one buffer per
+  // worker, which bounds how many can be exported.
+  uint64_t max_pinned_bytes = uint64_t{64} << 20;
   bool export_all = false;       // every head gets a device as it appears
   bool user_recovery = true;     // where the kernel offers it
   // Where each device's head is recorded, so a restarted agent finds what it left.
@@ -53,6 +57,9 @@ struct ExporterOptions {
   std::function<int64_t(const std::string& head)> head_delayed_removal_secs;
   std::string control_path = "/dev/ublk-control";
   std::function<void(const std::string&)> log;
+  // A test hook (the lab's): the agent kills itself (SIGKILL) right after ADD_DEV, as a
+  // crash between making a device and starting it would.
+  bool test_crash_after_add = false;
 };
 
 // The ublk frontend: each exported head is /dev/ublkbN with one queue per worker.
@@ -113,6 +120,10 @@ class Exporter {
   void Unexport(std::string head, Done<absl::Status> done);
 
   bool user_recovery() const { return recovery_; }
+  // Whether the devices' buffers come from the pools (the kernel offers NEED_GET_DATA).
+  bool pooled() const { return pooled_; }
+  // Any thread.
+  PinnedMemory Pinned() const { return driver_->Pinned(); }
 
  private:
   struct Device {
@@ -207,6 +218,7 @@ class Exporter {
   const ExporterOptions options_;
   const std::unique_ptr<UblkDriver> driver_;
   bool recovery_ = false;
+  bool pooled_ = false;
 
   // Control thread (and Shutdown, once the plane has stopped).
   absl::flat_hash_map<std::string, std::unique_ptr<Device>> devices_;

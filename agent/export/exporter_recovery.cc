@@ -2,9 +2,6 @@
 // serves), the devices an earlier run left, and their take-over or removal.
 #include "agent/export/exporter.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <filesystem>
 
@@ -20,27 +17,11 @@ namespace fs = std::filesystem;
 // Written whole (a temporary file, fsynced, renamed) and the directory fsynced: after
 // a crash or a power cut the record is there, or it is not; never half of it.
 absl::Status Exporter::WriteRecord(const Device& d) const {
-  const std::string dir = options_.state_dir;
-  const std::string tmp = absl::StrCat(dir, "/.", d.dev_id, ".tmp");
-  const std::string text = absl::StrCat("head=", d.head, "\n");
-  auto fail = [&](absl::string_view step) {
-    const int e = errno;
-    unlink(tmp.c_str());
-    return absl::ErrnoToStatus(e, absl::StrCat("recording device ", d.dev_id, " in ", dir, ": ", step));
-  };
-  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return fail("open");
-  const bool written = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
-                       fsync(fd) == 0;
-  close(fd);
-  if (!written) return fail("write");
-  if (rename(tmp.c_str(), absl::StrCat(dir, "/", d.dev_id).c_str()) != 0) return fail("rename");
-  const int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    fsync(dfd);
-    close(dfd);
-  }
-  return absl::OkStatus();
+  absl::Status s = WriteFileAtomically(absl::StrCat(options_.state_dir, "/", d.dev_id),
+                                       absl::StrCat("head=", d.head, "\n"));
+  if (s.ok()) return s;
+  return absl::Status(s.code(), absl::StrCat("recording device ", d.dev_id, " in ", options_.state_dir,
+                                             ": ", s.message()));
 }
 
 void Exporter::EraseRecord(uint32_t dev_id) const {
@@ -203,7 +184,9 @@ absl::Status Exporter::TakeOver(Device* d, const HeadInfo& head, bool* other_dis
   }
   // The old agent's files must be closed (EBUSY until its exit completes).
   if (absl::Status s = driver_->StartRecovery(d->dev_id); !s.ok()) return s;
-  if (absl::Status s = driver_->OpenQueues(d->dev_id, SetupFor(head, *info)); !s.ok()) return s;
+  QueueSetup setup = SetupFor(head, *info);
+  setup.beyond_budget = true;  // refusing it would fail the I/O it holds
+  if (absl::Status s = driver_->OpenQueues(d->dev_id, setup); !s.ok()) return s;
   // Unquiesces the disk: what waited in the kernel (and what the old agent had taken,
   // reissued) now reaches this agent's queues.
   if (absl::Status s = driver_->EndRecovery(d->dev_id); !s.ok()) {

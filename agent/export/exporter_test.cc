@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -113,8 +114,8 @@ class ExporterTest : public testing::CoreFixture {
         [&](Exporter::Done<absl::Status> d) { ex_->CheckStop(mode, std::move(d)); });
   }
 
-  // Two devices an earlier run left (8 idle, 9 held by dm-0) and two of this run's (10
-  // of the first head, mounted; 11 of the second, idle). The two heads.
+  // Two devices an earlier run left (8 idle, 9 held by dm-0) and two of this run's (0
+  // of the first head, mounted; 1 of the second, idle). The two heads.
   std::pair<std::string, std::string> SomeDevicesInUse() {
     WriteRecord(8, "nguid.idle");
     WriteRecord(9, "nguid.mounted");
@@ -124,9 +125,9 @@ class ExporterTest : public testing::CoreFixture {
     };
     Make();
     const std::string h1 = Head("c0", 1), h2 = Head("c0", 2);
-    EXPECT_EQ(Export(h1).value_or(""), "/dev/ublkb10");
-    EXPECT_EQ(Export(h2).value_or(""), "/dev/ublkb11");
-    ublk_->SetUsers(10, {"mounted at /mnt"});
+    EXPECT_EQ(Export(h1).value_or(""), "/dev/ublkb0");
+    EXPECT_EQ(Export(h2).value_or(""), "/dev/ublkb1");
+    ublk_->SetUsers(0, {"mounted at /mnt"});
     ublk_->SetUsers(9, {"held by dm-0"});
     return {h1, h2};
   }
@@ -196,8 +197,9 @@ TEST_F(ExporterTest, ExportMakesOneDeviceRecordsItAndSaysSo) {
   EXPECT_EQ(*dev, "/dev/ublkb0");
   EXPECT_EQ(ublk_->Calls(), "add set-params 0 open-queues 0 start 0");
   EXPECT_EQ(Record(0), "head=" + h);
-  // Recorded before the disk existed: an agent killed at START_DEV leaves a device the
-  // next one finds.
+  // Recorded before the device existed: an agent killed at any step leaves a device
+  // the next one finds.
+  EXPECT_TRUE(ublk_->RecordedAtAdd());
   EXPECT_TRUE(ublk_->RecordedAtStart());
   EXPECT_TRUE(HasExportEvent(h, "head-exported /dev/ublkb0 exported"));
   // Again: the same device, nothing new asked of the kernel.
@@ -229,7 +231,7 @@ TEST_F(ExporterTest, AFailedStartLeavesNothingBehind) {
   ublk_->SetStartError(absl::OkStatus());
   auto retry = Export(h);
   ASSERT_OK(retry);
-  EXPECT_EQ(*retry, "/dev/ublkb1");
+  EXPECT_EQ(*retry, "/dev/ublkb0");  // the lowest free number, as the kernel would pick
 }
 
 TEST_F(ExporterTest, ADeviceGoesWithItsHead) {
@@ -270,10 +272,10 @@ TEST_F(ExporterTest, ExportAllExportsEachHeadOnceAndRespectsAnUnexport) {
   ASSERT_OK(Unexport(h1));
   // Another head appears: it is exported, the unexported one stays as the admin left it.
   const std::string h2 = Head("c0", 2);
-  ASSERT_TRUE(Await([&] { return HasExportEvent(h2, "head-exported /dev/ublkb1"); }));
+  ASSERT_TRUE(Await([&] { return HasExportEvent(h2, "head-exported /dev/ublkb0"); }));
   auto dev = Export(h1);  // an explicit export still works
   ASSERT_OK(dev);
-  EXPECT_EQ(*dev, "/dev/ublkb2");
+  EXPECT_EQ(*dev, "/dev/ublkb1");
   EXPECT_EQ(ExportEvents(h1).size(), 3u) << absl::StrJoin(ExportEvents(h1), "; ");
 }
 
@@ -323,9 +325,9 @@ TEST_F(ExporterTest, ALeftDeviceWhoseHeadNeverComesIsRemovedAfterTheWait) {
   EXPECT_TRUE(ublk_->Has(7));
   EXPECT_EQ(Record(7), "head=nguid.gone");
   AdvanceSeconds(2);
-  ASSERT_TRUE(Await([&] { return !ublk_->Has(7); })) << ublk_->Calls();
+  // The record goes right after the device.
+  ASSERT_TRUE(Await([&] { return !ublk_->Has(7) && Record(7).empty(); })) << ublk_->Calls();
   EXPECT_EQ(ublk_->Calls(), "stop 7 delete 7");
-  EXPECT_EQ(Record(7), "");
   ASSERT_TRUE(Await([&] {
     return HasExportEvent("nguid.gone",
                           "head-unexported  /dev/ublkb7 removed: its head did not come back within 30 s");
@@ -365,7 +367,7 @@ TEST_F(ExporterTest, AHeadThatCameBackAsAnotherDiskDoesNotGetTheOldDevice) {
   ASSERT_TRUE(Await([&] { return HasExportEvent(h, "/dev/ublkb6 removed: its head came back as another disk"); }));
   auto dev = Export(h);  // and it can be exported anew
   ASSERT_OK(dev);
-  EXPECT_EQ(*dev, "/dev/ublkb7");
+  EXPECT_EQ(*dev, "/dev/ublkb0");
 }
 
 TEST_F(ExporterTest, TheControlThreadNeverWaitsOnTheKernelAndCallsAreAnsweredInOrder) {
@@ -405,15 +407,15 @@ TEST_F(ExporterTest, ShutdownRemovesWhatWasMadeAndWhatWasLeft) {
   before_create_ = [](FakeUblk& u) { u.Leave(9, 4242, kSectors); };
   Make();
   const std::string h = Head();
-  ASSERT_OK(Export(h));  // dev 10
+  ASSERT_OK(Export(h));  // device 0: the lowest number free
   plane_->Run([this] { ex_->StopFollowing(); });
   plane_->Stop();
   ex_->Shutdown();
   EXPECT_FALSE(ublk_->Has(9));
-  EXPECT_FALSE(ublk_->Has(10));
+  EXPECT_FALSE(ublk_->Has(0));
   EXPECT_EQ(Record(9), "");
-  EXPECT_EQ(Record(10), "");
-  EXPECT_TRUE(Logged("/dev/ublkb10 of head " + h + " removed: the agent is shutting down"));
+  EXPECT_EQ(Record(0), "");
+  EXPECT_TRUE(Logged("/dev/ublkb0 of head " + h + " removed: the agent is shutting down"));
 }
 
 TEST_F(ExporterTest, AnExportCutShortByTheStopIsRemovedAndAnswered) {
@@ -448,7 +450,7 @@ TEST_F(ExporterTest, ADeviceThatCannotBeRecordedIsNotStarted) {
   auto dev = Export(h);
   ASSERT_FALSE(dev.ok());
   EXPECT_THAT(dev.status().message(), HasSubstr("export " + h + ": recording device 0 in"));
-  EXPECT_EQ(ublk_->Calls(), "add set-params 0 open-queues 0 close-queues 0 delete 0");
+  EXPECT_EQ(ublk_->Calls(), "");  // the record comes before the device
   EXPECT_TRUE(ExportEvents(h).empty());
   std::filesystem::remove(state_dir_);
 }
@@ -469,19 +471,19 @@ TEST_F(ExporterTest, AHandOverLeavesEveryDeviceAndItsRecordForTheNextAgent) {
   before_create_ = [](FakeUblk& u) { u.Leave(9, 4242, kSectors); };
   Make();
   const std::string h = Head();
-  ASSERT_OK(Export(h));  // device 10
+  ASSERT_OK(Export(h));  // device 0
   ASSERT_OK(BeginStop(StopMode::kHandOver));
-  EXPECT_TRUE(ublk_->Called("hold 10"));
+  EXPECT_TRUE(ublk_->Called("hold 0"));
   // Nothing more is done through it meanwhile.
   EXPECT_TRUE(absl::IsUnavailable(Export(h).status()));
   plane_->Stop();
   ex_->Shutdown();
-  EXPECT_EQ(ublk_->Calls(), "add set-params 10 open-queues 10 start 10 hold 10 release 10");
+  EXPECT_EQ(ublk_->Calls(), "add set-params 0 open-queues 0 start 0 hold 0 release 0");
   EXPECT_TRUE(ublk_->Has(9));
-  EXPECT_TRUE(ublk_->Has(10));
-  EXPECT_EQ(Record(10), "head=" + h);
+  EXPECT_TRUE(ublk_->Has(0));
+  EXPECT_EQ(Record(0), "head=" + h);
   EXPECT_EQ(Record(9), "head=nguid.later");
-  EXPECT_TRUE(Logged("/dev/ublkb10 of head " + h + " handed over to the next agent (3 request(s) held"));
+  EXPECT_TRUE(Logged("/dev/ublkb0 of head " + h + " handed over to the next agent (3 request(s) held"));
 }
 
 TEST_F(ExporterTest, WithoutUserRecoveryAStopRemovesTheDevices) {
@@ -507,20 +509,20 @@ TEST_F(ExporterTest, ARemovingStopIsRefusedWhileADeviceIsInUseAndNothingChanges)
   const std::string calls = ublk_->Calls();
   absl::Status s = CheckStop(StopMode::kRemove);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(s.message(), HasSubstr("block devices in use: /dev/ublkb10 of head " + h1 +
+  EXPECT_THAT(s.message(), HasSubstr("block devices in use: /dev/ublkb0 of head " + h1 +
                                      " (mounted at /mnt), /dev/ublkb9 of head nguid.mounted (held "
                                      "by dm-0); a removing stop would pull them from under their "
                                      "users: unmount or close them first, or force it"));
-  EXPECT_THAT(s.message(), Not(HasSubstr("ublkb11")));
+  EXPECT_THAT(s.message(), Not(HasSubstr("ublkb1")));
   EXPECT_THAT(s.message(), Not(HasSubstr("ublkb8")));
   EXPECT_EQ(ublk_->Calls(), calls);
   EXPECT_OK(CheckStop(StopMode::kHandOver));
   EXPECT_OK(CheckStop(StopMode::kForceRemove));
   // The exporter goes on as before.
   ASSERT_OK(Unexport(h2));
-  EXPECT_TRUE(ublk_->Has(10));
-  EXPECT_EQ(Record(10), "head=" + h1);
-  ublk_->SetUsers(10, {});
+  EXPECT_TRUE(ublk_->Has(0));
+  EXPECT_EQ(Record(0), "head=" + h1);
+  ublk_->SetUsers(0, {});
   ublk_->SetUsers(9, {});
   EXPECT_OK(CheckStop(StopMode::kRemove));
 }
@@ -571,26 +573,26 @@ TEST_F(ExporterTest, AForcedStopRemovesEveryDeviceInUseOrNot) {
 TEST_F(ExporterTest, ARemovingStopHandsOverTheDevicesInUseAndRemovesTheRest) {
   const auto [h1, h2] = SomeDevicesInUse();
   ASSERT_OK(BeginStop(StopMode::kRemove));
-  EXPECT_TRUE(ublk_->Called("hold 10"));
-  EXPECT_FALSE(ublk_->Called("hold 11"));
-  EXPECT_TRUE(HasExportEvent(h1, "head-unexported  /dev/ublkb10 handed over to the next agent "
+  EXPECT_TRUE(ublk_->Called("hold 0"));
+  EXPECT_FALSE(ublk_->Called("hold 1"));
+  EXPECT_TRUE(HasExportEvent(h1, "head-unexported  /dev/ublkb0 handed over to the next agent "
                                  "instead of removed: in use (mounted at /mnt)"))
       << absl::StrJoin(ExportEvents(h1), "; ");
   EXPECT_TRUE(HasExportEvent("nguid.mounted", "/dev/ublkb9 left for the next agent "
                                               "instead of removed: in use (held by dm-0)"));
   plane_->Stop();
   ex_->Shutdown();
-  EXPECT_TRUE(ublk_->Has(10));
-  EXPECT_EQ(Record(10), "head=" + h1);
-  EXPECT_TRUE(ublk_->Called("release 10"));
-  EXPECT_FALSE(ublk_->Called("stop 10"));
+  EXPECT_TRUE(ublk_->Has(0));
+  EXPECT_EQ(Record(0), "head=" + h1);
+  EXPECT_TRUE(ublk_->Called("release 0"));
+  EXPECT_FALSE(ublk_->Called("stop 0"));
   EXPECT_TRUE(ublk_->Has(9));
   EXPECT_EQ(Record(9), "head=nguid.mounted");
-  EXPECT_FALSE(ublk_->Has(11));
-  EXPECT_EQ(Record(11), "");
+  EXPECT_FALSE(ublk_->Has(1));
+  EXPECT_EQ(Record(1), "");
   EXPECT_FALSE(ublk_->Has(8));
   EXPECT_EQ(Record(8), "");
-  EXPECT_TRUE(Logged("/dev/ublkb10 handed over to the next agent instead of removed: in use "
+  EXPECT_TRUE(Logged("/dev/ublkb0 handed over to the next agent instead of removed: in use "
                      "(mounted at /mnt) (head " + h1 + ")"));
 }
 
@@ -609,6 +611,97 @@ TEST_F(ExporterTest, ALeftDeviceWaitsForItsHeadsOwnDelayedRemoval) {
   AdvanceSeconds(21);
   ASSERT_TRUE(Await([&] { return !ublk_->Has(7); })) << ublk_->Calls();
   ASSERT_TRUE(Await([&] { return HasExportEvent("nguid.slow", "did not come back within 120 s"); }));
+}
+
+// ---- The I/O buffers' budget. ----
+
+TEST_F(ExporterTest, DevicesTakeTheirBuffersFromThePoolsWhereTheKernelCan) {
+  Make();
+  const std::string h = Head();
+  ASSERT_OK(Export(h));
+  auto info = ublk_->Info(0);
+  ASSERT_OK(info);
+  EXPECT_TRUE(info->flags & kFlagNeedGetData);
+  ASSERT_EQ(ublk_->Setups().size(), 1u);
+  EXPECT_TRUE(ublk_->Setups()[0].pooled);
+  EXPECT_FALSE(ublk_->Setups()[0].beyond_budget);
+}
+
+TEST_F(ExporterTest, WithoutNeedGetDataEachTagHasItsOwnBuffer) {
+  before_create_ = [](FakeUblk& u) { u.features = kFlagUserRecovery | kFlagUserRecoveryReissue; };
+  Make();
+  ASSERT_OK(Export(Head()));
+  auto info = ublk_->Info(0);
+  ASSERT_OK(info);
+  EXPECT_FALSE(info->flags & kFlagNeedGetData);
+  ASSERT_EQ(ublk_->Setups().size(), 1u);
+  EXPECT_FALSE(ublk_->Setups()[0].pooled);
+  // And the budget does not apply to it.
+  ublk_->heads_left = 0;
+  ASSERT_OK(Export(Head("c1", 2)));
+}
+
+TEST_F(ExporterTest, AnExportPastTheBudgetIsResourceExhaustedAndAsksNothingOfTheKernel) {
+  Make();
+  ublk_->heads_left = 0;
+  const std::string h = Head();
+  auto dev = Export(h);
+  ASSERT_TRUE(absl::IsResourceExhausted(dev.status())) << dev.status();
+  EXPECT_THAT(std::string(dev.status().message()),
+              ::testing::AllOf(::testing::HasSubstr(h), ::testing::HasSubstr("--max_pinned_mib=8"),
+                               ::testing::HasSubstr("unexport one or raise --max_pinned_mib")));
+  EXPECT_EQ(ublk_->Calls(), "");
+  ublk_->heads_left = 1;
+  ASSERT_OK(Export(h));
+}
+
+TEST_F(ExporterTest, ATakeOverIsNeverRefusedForTheBudget) {
+  WriteRecord(5, "");
+  const std::string h = Head();
+  ASSERT_OK(mp_->RemoveController("c0", "gone for now"));
+  Run();
+  WriteRecord(5, h);
+  before_create_ = [](FakeUblk& u) {
+    u.Leave(5, 4242, kSectors);
+    u.heads_left = 0;
+  };
+  Make();
+  backends_.erase("c0");
+  Head();
+  ASSERT_TRUE(Await([&] { return ublk_->Called("end-recovery 5"); })) << ublk_->Calls();
+  ASSERT_EQ(ublk_->Setups().size(), 1u);
+  EXPECT_TRUE(ublk_->Setups()[0].beyond_budget);
+  EXPECT_FALSE(ublk_->Setups()[0].pooled);  // left without NEED_GET_DATA: buffers of its own
+}
+
+TEST_F(ExporterTest, ABudgetThatHoldsNoDeviceIsInvalid) {
+  ExporterOptions o;
+  for (auto& w : workers_) o.workers.push_back(w.get());
+  o.max_io_bytes = 128 * 1024;
+  o.max_pinned_bytes = 128 * 1024 * o.workers.size() - 1;
+  o.state_dir = state_dir_;
+  auto ex = Exporter::CreateWithDriver(mp_.get(), plane_.get(), o, std::make_unique<FakeUblk>());
+  ASSERT_TRUE(absl::IsInvalidArgument(ex.status())) << ex.status();
+  EXPECT_THAT(std::string(ex.status().message()), ::testing::HasSubstr("--max_pinned_mib must be at least"));
+}
+
+TEST_F(ExporterTest, ANumberAnotherServerTookMeanwhileIsPassedOverAndItsRecordGoes) {
+  Make();
+  ublk_->TakeId(0);  // free when looked at, taken at ADD_DEV
+  auto dev = Export(Head());
+  ASSERT_OK(dev);
+  EXPECT_EQ(*dev, "/dev/ublkb1");
+  EXPECT_FALSE(std::filesystem::exists(state_dir_ + "/0"));
+  EXPECT_TRUE(std::filesystem::exists(state_dir_ + "/1"));
+}
+
+TEST_F(ExporterTest, ARecordWhoseDeviceNeverCameIsForgotten) {
+  WriteRecord(4, "nguid-whatever");  // the agent went between the record and ADD_DEV
+  Make();
+  EXPECT_FALSE(std::filesystem::exists(state_dir_ + "/4"));
+  auto dev = Export(Head());
+  ASSERT_OK(dev);
+  EXPECT_EQ(*dev, "/dev/ublkb0");
 }
 
 }  // namespace

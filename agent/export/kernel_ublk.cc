@@ -7,6 +7,8 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -42,7 +44,18 @@ void OnWorker(Worker* w, absl::AnyInvocable<void()> fn) {
 class KernelUblk final : public UblkDriver {
  public:
   KernelUblk(KernelUblkOptions options, std::unique_ptr<Control> control)
-      : options_(std::move(options)), control_(std::move(control)) {}
+      : options_(std::move(options)),
+        control_(std::move(control)),
+        budget_per_worker_(static_cast<uint32_t>(std::min<uint64_t>(
+            options_.max_pinned_bytes / std::max<size_t>(1, options_.workers.size()) /
+                std::max<uint32_t>(1, options_.buffer_bytes),
+            kMaxQueueDepth * 1024))),
+        pool_(options_.workers.size()) {
+    for (size_t w = 0; w < options_.workers.size(); ++w) {
+      pool_[w].pool = std::make_unique<BufferPool>(options_.buffer_bytes);
+    }
+    heads_left_.store(budget_per_worker_, std::memory_order_relaxed);
+  }
   ~KernelUblk() override {
     for (auto& [id, s] : served_) {
       if (s.cdev_fd >= 0) close(s.cdev_fd);
@@ -82,13 +95,36 @@ class KernelUblk final : public UblkDriver {
     if (stat(absl::StrCat("/dev/ublkb", dev_id).c_str(), &st) != 0) return {};
     return BlockDeviceUsers(major(st.st_rdev), minor(st.st_rdev), absl::StrCat("ublkb", dev_id));
   }
+  PinnedMemory Pinned() const override {
+    PinnedMemory m;
+    m.bytes = pinned_bytes_.load(std::memory_order_relaxed);
+    m.budget_bytes = options_.max_pinned_bytes;
+    m.buffer_bytes = options_.buffer_bytes;
+    m.heads_left = heads_left_.load(std::memory_order_relaxed);
+    return m;
+  }
 
  private:
   struct Served {
     int cdev_fd = -1;
     std::vector<std::unique_ptr<Queue>> q;
-    IoMemory memory;
+    IoMemory memory;     // the tags' own buffers (a device without the pools)
+    bool pooled = false;
+    uint16_t pooled_queues = 0;  // counted in the pools' accounts
+    uint16_t depth = 0;
   };
+  // One worker's pool, and what the devices ask of it. The counts are the lane's (one
+  // device's work at a time); the pool itself is the worker's.
+  struct WorkerPool {
+    std::unique_ptr<BufferPool> pool;
+    uint32_t made = 0;      // buffers given to the pool
+    uint32_t queues = 0;    // pooled queues served: each is guaranteed a buffer
+    uint32_t demand = 0;    // their depths
+  };
+  // Grows the pools of workers [0, queues) for one more queue of `depth` each.
+  absl::Status GrowPools(uint16_t queues, uint16_t depth, bool beyond_budget);
+  void ForgetPooled(Served& s);
+  void UpdateHeadsLeft();
   void Log(const std::string& line) const {
     if (options_.log) options_.log(line);
   }
@@ -96,6 +132,11 @@ class KernelUblk final : public UblkDriver {
 
   const KernelUblkOptions options_;
   const std::unique_ptr<Control> control_;
+  const uint32_t budget_per_worker_;  // buffers
+  // Before the queues: they give buffers back as they close.
+  std::vector<WorkerPool> pool_;
+  std::atomic<uint64_t> pinned_bytes_{0};
+  std::atomic<uint32_t> heads_left_{0};
   std::map<uint32_t, Served> served_;
   // Queues whose requests were still in the core when their device stopped: kept.
   std::vector<Served> kept_;
@@ -115,18 +156,90 @@ absl::Status KernelUblk::OpenCdev(uint32_t dev_id, Served* s) {
   return absl::OkStatus();
 }
 
+absl::Status KernelUblk::GrowPools(uint16_t queues, uint16_t depth, bool beyond_budget) {
+  for (uint16_t w = 0; w < queues; ++w) {
+    if (pool_[w].queues + 1 > budget_per_worker_ && !beyond_budget) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the I/O buffers' budget (--max_pinned_mib=", options_.max_pinned_bytes >> 20, ": ",
+          budget_per_worker_, " buffers of ", options_.buffer_bytes >> 10, " KiB per worker) holds ",
+          budget_per_worker_, " exported heads, each guaranteed one buffer per worker, and all ",
+          pool_[w].queues, " are taken; unexport a head or raise --max_pinned_mib"));
+    }
+  }
+  for (uint16_t w = 0; w < queues; ++w) {
+    WorkerPool& p = pool_[w];
+    // Up to the budget, every queue brings its depth's worth; past it the queues share
+    // (and a take-over beyond it brings its one guaranteed buffer).
+    const uint32_t want = std::max(std::min(budget_per_worker_, p.demand + depth), p.queues + 1);
+    if (want <= p.made) continue;
+    const uint32_t add = want - p.made;
+    absl::StatusOr<IoMemory> mem = options_.alloc(uint64_t{add} * options_.buffer_bytes);
+    if (!mem.ok()) {
+      if (p.made >= p.queues + 1) continue;  // enough to serve, if not to serve fast
+      return absl::Status(mem.status().code(), absl::StrCat("I/O buffers: ", mem.status().message()));
+    }
+    BufferPool* pool = p.pool.get();
+    OnWorker(options_.workers[w], [pool, m = std::move(*mem), add]() mutable { pool->Add(std::move(m), add); });
+    p.made += add;
+    pinned_bytes_.fetch_add(uint64_t{add} * options_.buffer_bytes, std::memory_order_relaxed);
+  }
+  for (uint16_t w = 0; w < queues; ++w) {
+    ++pool_[w].queues;
+    pool_[w].demand += depth;
+  }
+  UpdateHeadsLeft();
+  return absl::OkStatus();
+}
+
+void KernelUblk::ForgetPooled(Served& s) {
+  for (uint16_t w = 0; w < s.pooled_queues; ++w) {
+    --pool_[w].queues;
+    pool_[w].demand -= s.depth;
+  }
+  if (s.pooled_queues > 0) UpdateHeadsLeft();
+  s.pooled_queues = 0;
+}
+
+void KernelUblk::UpdateHeadsLeft() {
+  uint32_t left = budget_per_worker_;
+  for (const WorkerPool& p : pool_) left = std::min(left, p.queues >= budget_per_worker_ ? 0 : budget_per_worker_ - p.queues);
+  heads_left_.store(left, std::memory_order_relaxed);
+}
+
 absl::Status KernelUblk::OpenQueues(uint32_t dev_id, const QueueSetup& setup) {
   if (setup.queues > options_.workers.size()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "the device has ", setup.queues, " queues and this agent ", options_.workers.size(),
         " workers; start it with --workers=", setup.queues, " or more"));
   }
+  // The pools' buffers are this agent's largest I/O; a device left by an agent that
+  // allowed larger ones keeps buffers of its own.
+  const bool pooled = setup.pooled && setup.shape.buffer_bytes <= options_.buffer_bytes;
+  if (setup.pooled && !pooled) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "its largest I/O is ", setup.shape.buffer_bytes, " bytes and this agent's ", options_.buffer_bytes,
+        " (--ublk_max_io_kib)"));
+  }
+  if (pooled) {
+    if (absl::Status s = GrowPools(setup.queues, setup.depth, setup.beyond_budget); !s.ok()) return s;
+  }
   Served& s = served_[dev_id];
+  s.pooled = pooled;
+  s.pooled_queues = pooled ? setup.queues : 0;
+  s.depth = setup.depth;
   absl::Status result = OpenCdev(dev_id, &s);
   const uint32_t buffer_bytes = setup.shape.buffer_bytes;
-  if (result.ok()) {
-    absl::StatusOr<IoMemory> mem = options_.alloc(uint64_t{setup.queues} * setup.depth * buffer_bytes);
-    if (mem.ok()) s.memory = std::move(*mem);
+  if (result.ok() && !pooled) {
+    const uint64_t bytes = uint64_t{setup.queues} * setup.depth * buffer_bytes;
+    absl::StatusOr<IoMemory> mem = options_.alloc(bytes);
+    if (mem.ok()) {
+      // Counted while the device is served.
+      auto* pinned = &pinned_bytes_;
+      pinned->fetch_add(bytes, std::memory_order_relaxed);
+      s.memory = IoMemory{mem->host, std::shared_ptr<void>(mem->host, [owner = std::move(mem->owner), pinned, bytes](void*) {
+                            pinned->fetch_sub(bytes, std::memory_order_relaxed);
+                          })};
+    }
     result = mem.status();
   }
   for (uint16_t q = 0; result.ok() && q < setup.queues; ++q) {
@@ -136,7 +249,11 @@ absl::Status KernelUblk::OpenQueues(uint32_t dev_id, const QueueSetup& setup) {
     qo.depth = setup.depth;
     qo.head_uid = setup.head_uid;
     qo.shape = setup.shape;
-    qo.buffers = static_cast<uint8_t*>(s.memory.host) + size_t{q} * setup.depth * buffer_bytes;
+    if (pooled) {
+      qo.pool = pool_[q].pool.get();
+    } else {
+      qo.buffers = static_cast<uint8_t*>(s.memory.host) + size_t{q} * setup.depth * buffer_bytes;
+    }
     s.q.push_back(std::make_unique<Queue>(qo));
   }
   for (size_t q = 0; q < s.q.size(); ++q) {
@@ -144,7 +261,7 @@ absl::Status KernelUblk::OpenQueues(uint32_t dev_id, const QueueSetup& setup) {
     Queue* queue = s.q[q].get();
     absl::Status st;
     OnWorker(w, [&st, queue, w] {
-      st = queue->Open();
+      st = queue->Open(*w);
       if (st.ok()) w->AddSource(queue);
     });
     if (!st.ok() && result.ok()) result = st;
@@ -189,7 +306,11 @@ bool KernelUblk::CloseQueues(uint32_t dev_id) {
     close(s.cdev_fd);
     s.cdev_fd = -1;
   }
-  if (!all_closed) kept_.push_back(std::move(s));
+  if (all_closed) {
+    ForgetPooled(s);
+  } else {
+    kept_.push_back(std::move(s));  // its buffers stay taken with it
+  }
   served_.erase(it);
   return all_closed;
 }
@@ -222,6 +343,7 @@ uint32_t KernelUblk::ReleaseQueues(uint32_t dev_id) {
   }
   if (s.cdev_fd >= 0) close(s.cdev_fd);
   s.cdev_fd = -1;
+  ForgetPooled(s);
   served_.erase(it);
   return held;
 }

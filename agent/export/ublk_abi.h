@@ -29,8 +29,12 @@ inline constexpr uint32_t kCmdDelDevAsync = _IOR('u', 0x14, struct ublksrv_ctrl_
 // I/O commands, on /dev/ublkcN, 64-byte SQEs.
 inline constexpr uint32_t kIoFetchReq = _IOWR('u', 0x20, struct ublksrv_io_cmd);
 inline constexpr uint32_t kIoCommitAndFetchReq = _IOWR('u', 0x21, struct ublksrv_io_cmd);
+inline constexpr uint32_t kIoNeedGetData = _IOWR('u', 0x22, struct ublksrv_io_cmd);
 
 // Device flags (ublksrv_ctrl_dev_info::flags) and features.
+// Writes' data is copied when the server asks (kIoNeedGetData), reads' at the commit:
+// a buffer is needed only while a request is served (Linux 6.0).
+inline constexpr uint64_t kFlagNeedGetData = 1ull << 2;
 inline constexpr uint64_t kFlagUserRecovery = 1ull << 3;
 inline constexpr uint64_t kFlagUserRecoveryReissue = 1ull << 4;
 inline constexpr uint64_t kFlagCmdIoctlEncode = 1ull << 6;

@@ -71,8 +71,9 @@ absl::Status Control::Check(const char* what, uint32_t dev_id, int res) {
   switch (-res) {
     case ENODEV:
       return absl::NotFoundError(msg);
-    case EBUSY:
     case EEXIST:
+      return absl::AlreadyExistsError(msg);
+    case EBUSY:
       return absl::FailedPreconditionError(msg);
     case EPERM:
     case EACCES:

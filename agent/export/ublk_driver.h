@@ -22,13 +22,28 @@
 
 namespace umpath::ublk {
 
-// How a device's queues are served: queue i on worker i, `depth` tags each with a
-// buffer of `shape.buffer_bytes`.
+// How a device's queues are served: queue i on worker i, `depth` tags, requests of up
+// to `shape.buffer_bytes`.
 struct QueueSetup {
   uint16_t queues = 0;
   uint16_t depth = 0;
   uint64_t head_uid = 0;
   IoShape shape;
+  // The device was made with kFlagNeedGetData: its requests take buffers from the
+  // workers' pools. Otherwise each tag has a buffer of its own.
+  bool pooled = false;
+  // A device taken over: it is served even past the pinned-memory budget (refusing it
+  // would fail its I/O); a new export is refused there.
+  bool beyond_budget = false;
+};
+
+// The memory the devices' I/O buffers pin, and what it still allows.
+struct PinnedMemory {
+  uint64_t bytes = 0;         // made so far (it stays made: the pools do not shrink)
+  uint64_t budget_bytes = 0;  // --max_pinned_mib
+  uint32_t buffer_bytes = 0;  // one buffer, the largest I/O
+  // Devices that can still be exported: each has a buffer of its own on every worker.
+  uint32_t heads_left = 0;
 };
 
 // Threading: the exporter calls one method at a time (from a thread of its own, as
@@ -76,12 +91,19 @@ class UblkDriver {
   // Who has /dev/ublkbN open, mounted or stacked: "pid 812 (fio)", "mounted at /mnt",
   // "held by dm-0". Empty when nobody does.
   virtual std::vector<std::string> Users(uint32_t dev_id) = 0;
+  // Any thread.
+  virtual PinnedMemory Pinned() const = 0;
 };
 
 struct KernelUblkOptions {
   std::string control_path = "/dev/ublk-control";
   std::vector<Worker*> workers;  // started
-  IoMemoryAllocator alloc;       // DMA-able memory for the tags' buffers
+  IoMemoryAllocator alloc;       // DMA-able memory for the I/O buffers
+  // The pools: buffers of `buffer_bytes`, at most `max_pinned_bytes` of them in all
+  // (split evenly between the workers). Made as devices are exported: a pool grows by a
+  // device's depth per export until the budget is reached, then its devices share.
+  uint32_t buffer_bytes = 128 * 1024;
+  uint64_t max_pinned_bytes = uint64_t{64} << 20;
   std::function<void(const std::string&)> log;
 };
 

@@ -128,4 +128,28 @@ ublk_params ParamsFor(const DeviceShape& shape) {
   return p;
 }
 
+bool HasUblkCancelRace(const std::string& release) {
+  int v[3] = {0, 0, 0};
+  size_t i = 0;
+  for (int part = 0; part < 3; ++part) {
+    if (i >= release.size() || release[i] < '0' || release[i] > '9') {
+      if (part < 2) return false;  // at least major.minor
+      break;
+    }
+    while (i < release.size() && release[i] >= '0' && release[i] <= '9' && v[part] < 100000) {
+      v[part] = v[part] * 10 + (release[i++] - '0');
+    }
+    if (i < release.size() && release[i] == '.') {
+      ++i;
+    } else {
+      break;
+    }
+  }
+  const int major = v[0], minor = v[1], patch = v[2];
+  if (major != 6 || minor < 7 || minor >= 15) return false;
+  if (minor == 14) return patch < 6;
+  if (minor == 12) return patch < 114;
+  return true;
+}
+
 }  // namespace umpath::ublk

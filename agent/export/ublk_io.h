@@ -4,6 +4,7 @@
 // functions, so the rules are tested without a kernel.
 
 #include <cstdint>
+#include <string>
 
 #include "agent/core/io_request.h"
 #include "agent/export/ublk_abi.h"
@@ -38,5 +39,13 @@ struct DeviceShape {
   bool volatile_write_cache = false;
 };
 ublk_params ParamsFor(const DeviceShape& shape);
+
+// Whether a kernel (its `uname -r`, "6.12.95+deb12-cloud-amd64") has the ublk race in
+// which a server that exits with requests on their way to it (killed, or handing its
+// devices over under I/O) gets a command completed twice and the kernel oopses in
+// io_fallback_tw (CVE-2025-37906). It came with the cancel path in 6.7 and was fixed by
+// f40139fde527 in 6.15, backported to 6.14.6 and 6.12.114; 6.8..6.11 and 6.13 ended
+// without it. False for a release that does not parse.
+bool HasUblkCancelRace(const std::string& release);
 
 }  // namespace umpath::ublk

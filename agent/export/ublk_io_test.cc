@@ -145,5 +145,24 @@ TEST(ParamsForTest, LimitsComeFromTheNamespace) {
   EXPECT_EQ(p.discard.max_discard_segments, 1);
 }
 
+TEST(HasUblkCancelRaceTest, TheKernelsWithoutTheFix) {
+  EXPECT_TRUE(HasUblkCancelRace("6.12.95+deb12-cloud-amd64"));  // the lab's
+  EXPECT_TRUE(HasUblkCancelRace("6.12.113"));
+  EXPECT_FALSE(HasUblkCancelRace("6.12.114"));
+  EXPECT_FALSE(HasUblkCancelRace("6.12.117+deb13-cloud-amd64"));
+  EXPECT_TRUE(HasUblkCancelRace("6.7.0"));
+  EXPECT_TRUE(HasUblkCancelRace("6.13.12"));
+  EXPECT_TRUE(HasUblkCancelRace("6.14.5"));
+  EXPECT_FALSE(HasUblkCancelRace("6.14.6"));
+  EXPECT_FALSE(HasUblkCancelRace("6.15-rc4"));
+  EXPECT_FALSE(HasUblkCancelRace("6.18.15+deb13-cloud-amd64"));
+  EXPECT_FALSE(HasUblkCancelRace("6.6.50"));  // before the cancel path
+  EXPECT_FALSE(HasUblkCancelRace("6.1.0-28-amd64"));
+  EXPECT_FALSE(HasUblkCancelRace("7.0.1"));
+  EXPECT_FALSE(HasUblkCancelRace(""));
+  EXPECT_FALSE(HasUblkCancelRace("garbage"));
+  EXPECT_TRUE(HasUblkCancelRace("6.10"));
+}
+
 }  // namespace
 }  // namespace umpath::ublk

@@ -21,13 +21,18 @@ Queue::Queue(Options options) : options_(options), tags_(options.depth) {
     tags_[i].tag = i;
     tags_[i].req.user = &tags_[i];
     tags_[i].req.on_complete = &Queue::OnComplete;
+    tags_[i].waiter.account = &account_;
+    tags_[i].waiter.user = &tags_[i];
+    tags_[i].waiter.ready = &Queue::OnBuffer;
   }
   ended_ = options_.depth;
+  release_.reserve(options_.depth);
 }
 
 Queue::~Queue() { Close(); }
 
-absl::Status Queue::Open() {
+absl::Status Queue::Open(Worker& worker) {
+  worker_ = &worker;
   const size_t bytes = (size_t{options_.depth} * sizeof(ublksrv_io_desc) + 4095) & ~size_t{4095};
   void* m = mmap(nullptr, bytes, PROT_READ, MAP_SHARED | MAP_POPULATE, options_.cdev_fd,
                  static_cast<off_t>(size_t{options_.q_id} * kMaxCmdBufBytes));
@@ -52,6 +57,7 @@ absl::Status Queue::Open() {
     return absl::InternalError(absl::StrCat("io_uring for queue ", options_.q_id, ": ", std::strerror(-r)));
   }
   ring_open_ = true;
+  if (options_.pool != nullptr) options_.pool->Register(&account_);
   for (Tag& t : tags_) Command(t, kIoFetchReq, 0);
   ended_ = 0;
   const int s = io_uring_submit(&ring_);
@@ -67,6 +73,13 @@ void Queue::Close() {
   if (ring_open_) {
     io_uring_queue_exit(&ring_);
     ring_open_ = false;
+    if (options_.pool != nullptr) {
+      // The ring is gone, and with it whatever the driver still had to read.
+      for (uint8_t* b : release_) options_.pool->Give(&account_, b);
+      release_.clear();
+      for (Tag& t : tags_) GiveBack(t);
+      options_.pool->Unregister(&account_);
+    }
   }
   if (iods_ != nullptr) {
     munmap(const_cast<ublksrv_io_desc*>(iods_), iods_bytes_);
@@ -79,8 +92,7 @@ void Queue::Command(Tag& t, uint32_t op, int result) {
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
   // One command per tag at a time, and the ring has a slot per tag: never full.
   if (sqe == nullptr) {
-    io_uring_submit(&ring_);
-    unsubmitted_ = 0;
+    Submit();
     sqe = io_uring_get_sqe(&ring_);
     if (sqe == nullptr) {  // cannot happen (the submit freed every slot); never hang on it
       errors_.fetch_add(1, std::memory_order_relaxed);
@@ -98,13 +110,43 @@ void Queue::Command(Tag& t, uint32_t op, int result) {
   cmd->q_id = options_.q_id;
   cmd->tag = t.tag;
   cmd->result = result;
-  cmd->addr = reinterpret_cast<uint64_t>(BufferOf(t.tag));
-  t.state = op == kIoFetchReq ? TagState::kFetching : TagState::kCommitting;
+  // With the pool: no buffer for a fetch (the driver waits for NEED_GET_DATA before it
+  // copies a write), the request's own for its data and its commit.
+  cmd->addr = reinterpret_cast<uint64_t>(op == kIoFetchReq && options_.pool != nullptr ? nullptr : BufferOf(t));
+  t.state = op == kIoNeedGetData ? TagState::kGettingData
+            : op == kIoFetchReq  ? TagState::kFetching
+                                 : TagState::kCommitting;
   ++unsubmitted_;
+}
+
+void Queue::Submit() {
+  const uint32_t n = unsubmitted_;
+  const int s = io_uring_submit(&ring_);
+  unsubmitted_ = 0;
+  // The driver handles a command as it is submitted: a commit's read data has been
+  // copied out of its buffer once the submit took it.
+  if (s < 0 || static_cast<uint32_t>(s) < n || release_.empty()) return;
+  for (uint8_t* b : release_) options_.pool->Give(&account_, b);
+  release_.clear();
+}
+
+void Queue::GiveBack(Tag& t) {
+  if (t.buffer == nullptr) return;
+  options_.pool->Give(&account_, t.buffer);
+  t.buffer = nullptr;
+}
+
+void Queue::Commit(Tag& t, int res) {
+  Command(t, kIoCommitAndFetchReq, res);
+  if (t.buffer != nullptr) {
+    release_.push_back(t.buffer);  // at most one per tag: capacity reserved
+    t.buffer = nullptr;
+  }
 }
 
 uint32_t Queue::Poll(Worker& worker) {
   if (!ring_open_) return 0;
+  uint32_t served = options_.pool != nullptr ? options_.pool->Serve() : 0;
   if (IO_URING_READ_ONCE(*ring_.sq.kflags) & IORING_SQ_TASKRUN) io_uring_get_events(&ring_);
   uint32_t n = 0;
   unsigned head;
@@ -117,36 +159,71 @@ uint32_t Queue::Poll(Worker& worker) {
     if (++n == kPollBatch) break;
   }
   if (n > 0) io_uring_cq_advance(&ring_, n);
-  return n;
+  return n + served;
 }
 
 void Queue::Handle(Worker& worker, Tag& t, int res) {
   if (t.state == TagState::kEnded) return;
-  if (res != UBLK_IO_RES_OK) {
+  const bool fetched = t.state == TagState::kFetching || t.state == TagState::kCommitting;
+  if (res != UBLK_IO_RES_OK && !(res == UBLK_IO_RES_NEED_GET_DATA && fetched)) {
     // UBLK_IO_RES_ABORT: the device is stopping; anything else: the driver refused the
     // command. Either way this tag takes no more requests.
+    GiveBack(t);
     t.state = TagState::kEnded;
     ++ended_;
     return;
   }
-  if (holding_) {
-    t.state = TagState::kHeld;
-    ++held_;
-    return;
+  if (holding_) return HoldTag(t);
+  if (t.state == TagState::kGettingData) return Serve(worker, t);  // the write's data is in
+  if (options_.pool != nullptr) {
+    const uint8_t op = iods_[t.tag].op_flags & 0xff;
+    t.get_data = res == UBLK_IO_RES_NEED_GET_DATA;
+    if (op == kOpWrite && !t.get_data) {  // its data went nowhere: never write garbage
+      errors_.fetch_add(1, std::memory_order_relaxed);
+      return Commit(t, -EIO);
+    }
+    if (t.get_data || op == kOpRead || op == kOpDiscard) {
+      t.buffer = options_.pool->Take(&account_);
+      if (t.buffer == nullptr) {
+        t.state = TagState::kWaitBuffer;
+        ++in_core_;  // ours until answered, like a request in the core
+        options_.pool->Wait(&t.waiter);
+        return;
+      }
+      if (t.get_data) return Command(t, kIoNeedGetData, 0);
+    }
   }
+  Serve(worker, t);
+}
+
+void Queue::OnBuffer(BufferPool::Waiter* w, uint8_t* buffer) {
+  Tag& t = *static_cast<Tag*>(w->user);
+  Queue& q = *t.queue;
+  --q.in_core_;
+  t.buffer = buffer;
+  if (q.holding_) return q.HoldTag(t);
+  if (t.get_data) return q.Command(t, kIoNeedGetData, 0);
+  q.Serve(*q.worker_, t);
+}
+
+void Queue::HoldTag(Tag& t) {
+  GiveBack(t);
+  t.state = TagState::kHeld;
+  ++held_;
+}
+
+void Queue::Serve(Worker& worker, Tag& t) {
   requests_.fetch_add(1, std::memory_order_relaxed);
   const ublksrv_io_desc& iod = iods_[t.tag];
-  const int bad = Translate(iod, options_.shape, BufferOf(t.tag), &t.req);
+  const int bad = Translate(iod, options_.shape, BufferOf(t), &t.req);
   if (bad != 0) {
     errors_.fetch_add(1, std::memory_order_relaxed);
-    Command(t, kIoCommitAndFetchReq, bad);
-    return;
+    return Commit(t, bad);
   }
   Channel* ch = worker.FindChannel(options_.head_uid);
   if (ch == nullptr) {  // the head is gone: the device is about to be
     errors_.fetch_add(1, std::memory_order_relaxed);
-    Command(t, kIoCommitAndFetchReq, -EIO);
-    return;
+    return Commit(t, -EIO);
   }
   t.state = TagState::kInCore;
   ++in_core_;
@@ -160,19 +237,15 @@ void Queue::OnComplete(IoRequest* req, IoResult result) {
   if (q.holding_ && !result.ok()) {
     // Failed as the agent lets go of its controllers (fenced, their head gone, the
     // core shut down): the successor does it, and answers it.
-    t.state = TagState::kHeld;
-    ++q.held_;
-    return;
+    return q.HoldTag(t);
   }
   const int res = ResultFor(q.iods_[t.tag], result);
   if (res < 0) q.errors_.fetch_add(1, std::memory_order_relaxed);
-  q.Command(t, kIoCommitAndFetchReq, res);
+  q.Commit(t, res);
 }
 
 void Queue::Flush() {
-  if (unsubmitted_ == 0) return;
-  io_uring_submit(&ring_);
-  unsubmitted_ = 0;
+  if (unsubmitted_ > 0) Submit();
 }
 
 void Queue::Drain(Worker& worker) {

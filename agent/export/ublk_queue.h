@@ -9,16 +9,22 @@
 #include "absl/status/status.h"
 #include "agent/core/io_request.h"
 #include "agent/core/io_source.h"
+#include "agent/export/buffer_pool.h"
 #include "agent/export/ublk_io.h"
 
 namespace umpath::ublk {
 
 // One hardware queue of a ublk device, served by one worker: its own io_uring on
-// /dev/ublkcN, the driver's I/O descriptors mapped read-only, and one request and one
-// buffer per tag, made up front. A request arrives as the completion of the tag's FETCH
-// (or COMMIT_AND_FETCH) command, goes straight into the head's channel on this worker,
-// and its result goes back with the tag's next COMMIT_AND_FETCH: nothing is allocated
-// and no lock is taken per I/O.
+// /dev/ublkcN, the driver's I/O descriptors mapped read-only, and one request per tag,
+// made up front. A request arrives as the completion of the tag's FETCH (or
+// COMMIT_AND_FETCH) command, goes straight into the head's channel on this worker, and
+// its result goes back with the tag's next COMMIT_AND_FETCH: nothing is allocated and no
+// lock is taken per I/O.
+//
+// Buffers: a device made with kFlagNeedGetData takes them from the worker's BufferPool
+// only while a request is served (a write's data is copied in when the queue names a
+// buffer, a read's out at its commit); one without (an earlier agent's) has a buffer per
+// tag, `buffers`, for good.
 //
 // Threading: constructed anywhere; Open, Close and everything IoSource runs on the
 // owning worker's thread (the driver binds a queue to the thread that fetched for it).
@@ -31,7 +37,10 @@ class Queue final : public IoSource {
     uint16_t depth = 0;
     uint64_t head_uid = 0;
     IoShape shape;
-    uint8_t* buffers = nullptr;  // depth x shape.buffer_bytes, DMA-able
+    // The worker's pool (the device has kFlagNeedGetData), or else the tags' own
+    // buffers: depth x shape.buffer_bytes, DMA-able.
+    BufferPool* pool = nullptr;
+    uint8_t* buffers = nullptr;
   };
   explicit Queue(Options options);
   ~Queue();
@@ -39,7 +48,7 @@ class Queue final : public IoSource {
   Queue& operator=(const Queue&) = delete;
 
   // Worker thread: sets up the ring and the descriptor mapping and fetches every tag.
-  absl::Status Open();
+  absl::Status Open(Worker& worker);
   // Worker thread: lets go of the ring (the driver cancels what is still fetched) and
   // the mapping. Idempotent.
   void Close();
@@ -67,18 +76,39 @@ class Queue final : public IoSource {
   uint64_t errors() const { return errors_.load(std::memory_order_relaxed); }
 
  private:
-  enum class TagState : uint8_t { kFetching, kInCore, kCommitting, kHeld, kEnded };
+  enum class TagState : uint8_t {
+    kFetching,     // FETCH or COMMIT_AND_FETCH with the driver
+    kWaitBuffer,   // arrived, waiting in the pool's line
+    kGettingData,  // NEED_GET_DATA with the driver (a write's data being copied in)
+    kInCore,
+    kCommitting,   // a COMMIT_AND_FETCH queued, not yet submitted
+    kHeld,
+    kEnded,
+  };
   struct Tag {
     IoRequest req;
+    BufferPool::Waiter waiter;
     Queue* queue = nullptr;
+    uint8_t* buffer = nullptr;  // from the pool, while served
     uint16_t tag = 0;
     TagState state = TagState::kEnded;
+    bool get_data = false;      // a write whose data is still with the driver
   };
   static void OnComplete(IoRequest* req, IoResult result);
+  static void OnBuffer(BufferPool::Waiter* w, uint8_t* buffer);
   void Handle(Worker& worker, Tag& t, int res);
+  // Takes the request into the core (or answers it at once).
+  void Serve(Worker& worker, Tag& t);
+  void HoldTag(Tag& t);
   void Command(Tag& t, uint32_t op, int result);
-  uint8_t* BufferOf(uint16_t tag) const {
-    return options_.buffers + size_t{tag} * options_.shape.buffer_bytes;
+  // The commit of `res`; a pool buffer goes back once the driver has the commit.
+  void Commit(Tag& t, int res);
+  // io_uring_submit, then the buffers of what it carried go back to the pool.
+  void Submit();
+  void GiveBack(Tag& t);
+  uint8_t* BufferOf(const Tag& t) const {
+    return options_.pool != nullptr ? t.buffer
+                                    : options_.buffers + size_t{t.tag} * options_.shape.buffer_bytes;
   }
 
   const Options options_;
@@ -91,6 +121,9 @@ class Queue final : public IoSource {
   uint32_t ended_ = 0;
   uint32_t in_core_ = 0;
   bool holding_ = false;
+  Worker* worker_ = nullptr;  // set by Open (a pool buffer may arrive from another queue's poll)
+  BufferPool::Account account_;
+  std::vector<uint8_t*> release_;  // given back after the next submit (capacity: depth)
   uint32_t held_ = 0;
   std::atomic<uint64_t> requests_{0};
   std::atomic<uint64_t> errors_{0};

@@ -19,7 +19,9 @@
 #      coming back makes a new head;
 #  k7. detach and attach through umpathctl and buf curl under verified I/O; bad input
 #      (an unreachable address, an unknown NQN, a malformed address, an unknown
-#      controller): clear errors, nothing disturbed.
+#      controller): clear errors, nothing disturbed;
+#  k8. a new agent without --kernel_connect: both ports come back, attached again from
+#      what the last agent had attached through the API; a detach forgets one.
 # Usage: kernel_test.sh UMPATHD UMPATHCTL [BUF]  (BUF: the buf binary itself, for the guest)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -203,6 +205,22 @@ sleep 0.5
 watch_show /tmp/watch.json
 events /tmp/umpathd.err
 logs /tmp/umpathd.err
+
+begin k8
+echo "umpath-lab: k8 remembered: \$(grep -c transport=tcp /tmp/heads.umpathd.controllers)"
+LAB_STATE=umpathd agent k8 \$U --workers=2 --ublk=false \
+  --kernel_poll_ms=500 --fabrics_ctrl_loss_tmo_secs=6 --fabrics_reconnect_delay_secs=1
+wait_paths 2
+for i in \$(seq 1 100); do grep -q 'remembered controllers:' /tmp/k8.err && break; sleep 0.1; done
+echo "umpath-lab: k8 \$(grep -o 'remembered controllers: .*' /tmp/k8.err)"
+jshow restarted head \$H
+P2=\$(nvmet_ctrl 2)
+\$C detach \$P2; echo "umpath-lab: k8 detach exit \$?, remembered \$(grep -c transport=tcp /tmp/heads.umpathd.controllers)"
+\$C detach \$P2; echo "umpath-lab: k8 detach again exit \$?"
+kill \$pid; wait \$pid
+echo "umpath-lab: k8 stop exit \$?"
+grep 'attached again' /tmp/k8.err | sed 's/^/umpath-lab: k8 log: /'
+end k8
 AFTER
 lab_initramfs "$umpathd" "$ctl" "$fio" "$buf"
 lab_show="umpath|log:|fio|nvme|error|Error"
@@ -301,5 +319,13 @@ chk k7 "configured attach again exit 0" "and comes back by an attach"
 clean_fio k7 k7
 jchk k7 "len(paths(head(J['after']))) == 2" "nothing else disturbed"
 grep -q "umpath-lab: umpathd exit 0" "$log" || fail "umpathd stopped cleanly"
+
+section k8
+chk k8 "k8 remembered: 2" "both ports, attached through the API, are remembered"
+chk k8 "k8 remembered controllers: 2 attached again, 0 not" "a new agent (no --kernel_connect, no claims) attaches them again"
+jchk k8 "len(paths(head(J['restarted']))) == 2" "the head has both paths again"
+chk k8 "k8 detach exit 0, remembered 1" "a detach forgets the controller"
+chk k8 "k8 detach again exit 5" "detaching it again is NOT_FOUND (it is neither attached nor remembered)"
+chk k8 "k8 stop exit 0" "a clean stop"
 grep -E "umpath-lab: k[0-9] " "$log" | grep -E "fio exit|settled|reset requested" | sed 's/^/lab: /'
 echo "lab: kernel test passed"

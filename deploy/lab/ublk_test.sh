@@ -15,6 +15,10 @@
 #  u7. kill -9 without user recovery: fio fails (no hang), the restart cleans up;
 #  u8. kill -9 and a restart whose head never comes: the device is removed after the
 #      wait; a stop with --stop=remove removes every device it made;
+#  urec. an agent killed (a test hook) between ADD_DEV and START_DEV: the device and its
+#      record are left; the next agent removes the device and exports the head anew;
+#  ucrash. delayed_removal_secs 120, every path gone, kill -9 of the agent, another at
+#      40 s, the paths back at 60 s: the device survives, fio has zero errors;
 #  u9. hand-over (a stop's default) under fio, three times: each stop leaves the device
 #      and its record, the next agent takes it over; fio has zero errors; a umpathctl
 #      watch across the restarts is told each time and starts again from a snapshot;
@@ -161,6 +165,41 @@ kill \$pid; wait \$pid
 echo "umpath-lab: u8 clean stop: exit \$?, \$(ublk_state)"
 end u8
 
+begin urec
+start urec --ublk_test_crash_after_add
+wait \$pid; rc=\$?
+echo "umpath-lab: urec crashed after ADD_DEV: exit \$rc, \$(ublk_state), char devices \$(ls /dev | grep -c '^ublkc')"
+start urec-again --stop=remove
+wait_paths 2; wait_dev
+verify urec 16M
+kill \$pid; wait \$pid
+echo "umpath-lab: urec clean stop: exit \$?, \$(ublk_state)"
+events /tmp/urec-again.err
+end urec
+
+begin ucrash
+start ucrash
+wait_paths 2; wait_dev
+\$C set-delayed-removal \$H 120 >/dev/null
+verify_bg ucrash 48M
+unplug 0 1; t0=\$(now)
+wait_paths 0
+kill -9 \$pid; wait \$pid 2>/dev/null
+echo "umpath-lab: ucrash killed during the outage: device \$(dev), \$(ublk_state)"
+# The scenario's clock: the agent again at 40 s, the paths back at 60 s.
+until awk -v a=\$t0 -v b=\$(now) 'BEGIN { exit !(b - a >= 40) }'; do sleep 0.5; done
+start ucrash-again --stop=remove
+until awk -v a=\$t0 -v b=\$(now) 'BEGIN { exit !(b - a >= 60) }'; do sleep 0.5; done
+echo "umpath-lab: ucrash at 60 s: device \$(dev), fio running \$(kill -0 \$f 2>/dev/null && echo yes || echo no)"
+replug 0 1; wait_paths 2
+wait \$f
+echo "umpath-lab: ucrash after: device \$(dev)"
+\$C set-delayed-removal \$H 0 >/dev/null
+kill \$pid; wait \$pid
+echo "umpath-lab: ucrash clean stop: exit \$?, \$(ublk_state)"
+events /tmp/ucrash-again.err
+end ucrash
+
 begin u9
 start u9-0
 wait_paths 2; wait_dev
@@ -288,6 +327,25 @@ chk u8 "u8 without its head: device gone, records 0" "a leftover whose head neve
 jchk u8 "ev('head-unexported', head='$H', reason='^/dev/ublkb0 removed: its head did not come back within 2 s$')" \
   "and says why"
 chk u8 "u8 clean stop: exit 0, devices 0, records 0" "a clean shutdown removes every device"
+section urec
+chk urec "urec crashed after ADD_DEV: exit 137, devices 0, records 1, char devices 1" \
+  "an agent killed between ADD_DEV and START_DEV leaves a device and its record, no disk"
+jchk urec "ev('head-unexported', head='$H', reason='^/dev/ublkb0 removed: it was never started$')" \
+  "the next agent removes the device that was never started, and says so"
+jchk urec "ev('head-exported', head='$H', to='/dev/ublkb[0-9]+', reason='^exported$')" "and exports the head anew"
+clean_fio urec urec
+chk urec "urec clean stop: exit 0, devices 0, records 0" "nothing left behind"
+
+section ucrash
+clean_fio ucrash ucrash
+chk ucrash "ucrash killed during the outage: device present, devices 1, records 1" "the device outlives the agent"
+chk ucrash "ucrash at 60 s: device present, fio running yes" \
+  "60 s into the outage, 20 s after the restart without paths, the device and its I/O wait"
+jchk ucrash "ev('head-exported', head='$H', to='/dev/ublkb0', reason='^taken over from the agent.s last run$')" \
+  "the device is taken over once the paths are back (the head's 120 s window, not the 30 s default)"
+chk ucrash "ucrash after: device present" "the same device after the outage"
+chk ucrash "ucrash clean stop: exit 0, devices 0, records 0" "nothing left behind"
+
 section u9
 clean_fio u9 u9
 for i in 1 2 3; do

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -34,7 +35,15 @@ class FakeUblk final : public UblkDriver {
     calls_.push_back("add");
     Dev d;
     d.info = want;
-    d.info.dev_id = next_id_++;
+    if (want.dev_id != static_cast<uint32_t>(-1)) {
+      // Taken by another ublk server meanwhile (taken_ids), or already ours.
+      if (devs_.contains(want.dev_id) || taken_ids_.erase(want.dev_id) > 0) {
+        return absl::AlreadyExistsError("ublk add: File exists");
+      }
+      recorded_at_add_ = std::filesystem::exists(record_dir + "/" + std::to_string(want.dev_id));
+    } else {
+      d.info.dev_id = next_id_++;
+    }
     d.info.state = kStateDead;
     devs_[d.info.dev_id] = d;
     return d.info;
@@ -110,6 +119,7 @@ class FakeUblk final : public UblkDriver {
     Record("open-queues", id);
     EXPECT_GT(setup.queues, 0);
     EXPECT_GT(setup.shape.buffer_bytes, 0u);
+    setups_.push_back(setup);
     return absl::OkStatus();
   }
   bool CloseQueues(uint32_t id) override {
@@ -129,6 +139,13 @@ class FakeUblk final : public UblkDriver {
   std::vector<std::string> Users(uint32_t id) override {
     MutexLock l(&mu_);
     return UsersLocked(id);
+  }
+  PinnedMemory Pinned() const override {
+    PinnedMemory m;
+    m.budget_bytes = uint64_t{8} << 20;
+    m.buffer_bytes = 65536;
+    m.heads_left = heads_left.load();
+    return m;
   }
 
   // A device an earlier agent (pid) left, quiesced, with its capacity.
@@ -182,11 +199,25 @@ class FakeUblk final : public UblkDriver {
     MutexLock l(&mu_);
     return recorded_at_start_;
   }
+  bool RecordedAtAdd() {
+    MutexLock l(&mu_);
+    return recorded_at_add_;
+  }
+  // The number is taken by another ublk server: the next ADD_DEV asking for it fails.
+  void TakeId(uint32_t id) {
+    MutexLock l(&mu_);
+    taken_ids_.insert(id);
+  }
+  std::vector<QueueSetup> Setups() {
+    MutexLock l(&mu_);
+    return setups_;
+  }
   std::string record_dir;  // set before use
   std::atomic<bool> block_start{false};
   Notification start_entered, release_start;
   pid_t another_agent = -1;
-  uint64_t features = kFlagUserRecovery | kFlagUserRecoveryReissue;
+  uint64_t features = kFlagUserRecovery | kFlagUserRecoveryReissue | kFlagNeedGetData;
+  std::atomic<uint32_t> heads_left{1000};
 
  private:
   std::vector<std::string> UsersLocked(uint32_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -204,6 +235,9 @@ class FakeUblk final : public UblkDriver {
   std::map<uint32_t, std::vector<std::string>> users_of_ ABSL_GUARDED_BY(mu_);
   absl::Status start_error ABSL_GUARDED_BY(mu_);
   bool recorded_at_start_ ABSL_GUARDED_BY(mu_) = false;
+  bool recorded_at_add_ ABSL_GUARDED_BY(mu_) = false;
+  std::set<uint32_t> taken_ids_ ABSL_GUARDED_BY(mu_);
+  std::vector<QueueSetup> setups_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace umpath::ublk
