@@ -295,6 +295,22 @@ check(`${dsl}: updateStrategy maxSurge 0 (the old pod goes first)`,
 check(`${cl}: resources.requests cpu and memory`,
   get(c, "resources", "requests", "cpu") !== undefined && get(c, "resources", "requests", "memory") !== undefined);
 check(`${cl}: resources.limits.memory`, get(c, "resources", "limits", "memory") !== undefined);
+// The memory limit holds the I/O buffers' budget (--max_pinned_mib, 64 by default) and
+// a 64 MiB base (the agent ~28 MiB, ~2 MiB per vfio controller): past it, the kernel's
+// OOM killer and not a RESOURCE_EXHAUSTED export would say no.
+const mebibytes = (q) => {
+  const m = /^(\d+)(Ki|Mi|Gi|k|M|G)?$/.exec(String(q ?? ""));
+  if (!m) return NaN;
+  const unit = { Ki: 1 / 1024, Mi: 1, Gi: 1024, k: 1e3 / 2 ** 20, M: 1e6 / 2 ** 20, G: 1e9 / 2 ** 20 }[m[2]] ?? 1 / 2 ** 20;
+  return Number(m[1]) * unit;
+};
+const memLimit = mebibytes(get(c, "resources", "limits", "memory"));
+const memRequest = mebibytes(get(c, "resources", "requests", "memory"));
+check(`${cl}: resources.requests.memory equals the limit (never the first evicted)`, memLimit === memRequest,
+  `request ${get(c, "resources", "requests", "memory")}, limit ${get(c, "resources", "limits", "memory")}`);
+const pinnedMib = Number(flags.get("max_pinned_mib") ?? 64);
+check(`${cl}: resources.limits.memory holds --max_pinned_mib (${pinnedMib} MiB) and a 64 MiB base`,
+  memLimit >= pinnedMib + 64, `is ${get(c, "resources", "limits", "memory")}`);
 
 // hostPaths, each at the same path in the container.
 const hostMount = (p) => {

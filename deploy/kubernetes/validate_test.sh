@@ -109,6 +109,11 @@ mutant not-privileged umpathd.yaml 's/^\( *\)privileged: true$/\1privileged: fal
 # A surge: the new pod beside the old one, two agents for one node's block devices.
 mutant surge umpathd.yaml 's/^\( *\)maxSurge: 0$/\1maxSurge: 1/' \
   '^FAIL .*updateStrategy maxSurge 0 \(the old pod goes first\): is 1$'
+# Too little memory for the I/O buffers' budget, and a budget past the limit.
+mutant small-memory umpathd.yaml 's/^\( *\)memory: 256Mi$/\1memory: 100Mi/' \
+  '^FAIL .*resources.limits.memory holds --max_pinned_mib \(64 MiB\) and a 64 MiB base: is 100Mi$'
+mutant big-budget umpathd-config.yaml 's|^\( *\)--workers=2$|\1--workers=2\n\1--max_pinned_mib=256|' \
+  '^FAIL .*resources.limits.memory holds --max_pinned_mib \(256 MiB\) and a 64 MiB base: is 256Mi$'
 # The sidecar as root.
 mutant sidecar-as-root examples/csi-node-plugin.yaml 's/^\( *\)runAsUser: 65532$/\1runAsUser: 0/' \
   '^FAIL .*container umpath-sidecar: runs without root'
