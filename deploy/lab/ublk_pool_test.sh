@@ -80,7 +80,14 @@ jchk p1 "J['info']['agent_info']['exportable_heads'] == 256 - 64" "256 heads fit
 for i in 0 1 2 3 4 5 6 7; do clean_fio p1 "p1-$i"; done
 rss="$(grep -oE 'p1 after fio: devices 64 rss_kib [0-9]+' "$work/p1" | grep -oE '[0-9]+$')" || fail "p1: no RSS"
 # The budget, and a base: the agent itself, 128 paths' queue pairs, 64 devices' rings.
-[ "$rss" -le $(((64 + 64) * 1024)) ] || fail "p1: umpathd's RSS is $rss KiB, past the 64 MiB budget and a 64 MiB base"
+# A sanitizer build's RSS is mostly the sanitizer's own (shadow memory, quarantine: CI
+# saw 175 MiB under ASan): there the bound is not checked, and the output says so.
+if [ -n "${UMPATH_SANITIZE:-}" ]; then
+  echo "lab: p1: RSS bound not checked in a $UMPATH_SANITIZE build (RSS $rss KiB)"
+else
+  [ "$rss" -le $(((64 + 64) * 1024)) ] || fail "p1: umpathd's RSS is $rss KiB, past the 64 MiB budget and a 64 MiB base"
+  echo "lab: p1: umpathd's RSS $rss KiB is within the 64 MiB budget and a 64 MiB base"
+fi
 chk p1 "p1 exited 0" "a clean stop"
 chk p1 "p1 after the stop: devices 0" "--stop=remove removed all 64 devices"
 
