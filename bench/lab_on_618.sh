@@ -4,7 +4,7 @@
 # and ublk, one boot each, one after the other. Prints each test's "lab:" result lines,
 # then a summary: the kernel, and per test passed or FAILED with its wall time. Not in
 # CI, whose 90 minutes already hold the 6.12 lab twice (ASan and release builds); these
-# three took 121, 218 and 295 s on the lab machine.
+# three took 121-166, 209-218 and 295-351 s on the lab machine.
 # Usage: bench/lab_on_618.sh [UMPATHD UMPATHCTL]  (default: build/release's; umpath-perf
 # is taken from beside UMPATHD). UMPATH_LAB_TESTS="ublk ..." runs fewer. The logs are
 # kept in the directory the summary names. Exit status 0 when every test passed.
