@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # the scripts that source this read what it sets
 # Sourced by fetch.sh, boot.sh and mkinitramfs.sh: the guest kernel UMPATH_LAB_KERNEL
 # names, 6.12 (the default and CI's) or 6.18 (LAB.md, "A second guest kernel"). Sets
 # cache, and for the kernel: kernel_suite (the Debian suite it comes from), kernel_re
