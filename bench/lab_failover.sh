@@ -19,7 +19,7 @@ H=nguid-ab000000000000000000000000000001
 lab_after
 cat >> "$work/after" <<AFTER
 kernel_head \$A \$B
-\$F --name=kernel --filename=/dev/nvme0n1 --ioengine=io_uring --direct=1 --rw=randread \
+\$F --name=kernel --filename=\$KH --ioengine=io_uring --direct=1 --rw=randread \
   --bs=4k --iodepth=32 --time_based --runtime=$secs --output-format=json --output=/tmp/fio.json >/dev/null 2>&1 &
 f=\$!
 sleep $cut_at

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark (issue 6), in ONE boot of the lab node, side by side on the same two
 # controllers sharing one namespace, fio (io_uring, direct, one job) in the guest:
-#   - the kernel's native multipath head /dev/nvme0n1 (nvme_core.multipath=Y, numa);
+#   - the kernel's native multipath head (nvme_core.multipath=Y, numa);
 #   - the same controllers rebound to vfio-pci, umpathd exporting the head as
 #     /dev/ublkb0 (numa, one ublk queue per worker);
 # with two shapes: 4k random read at QD 32 and 128k sequential read at QD 8. Prints IOPS,
@@ -31,8 +31,8 @@ job() {
 D=/dev/ublkb0
 for run in \$(seq 1 $runs); do
   kernel_head "\$@"
-  echo "bench: kernel paths: \$(ls /sys/block | grep nvme | tr '\n' ' ') policy \$(cat /sys/class/nvme-subsystem/nvme-subsys0/iopolicy)"
-  job kernel /dev/nvme0n1
+  echo "bench: kernel paths: \$(ls /sys/block | grep nvme | tr '\n' ' ') policy \$(cat \$KS/iopolicy)"
+  job kernel \$KH
   bind vfio-pci "\$@"
   agent umpathd-\$run \$U --vfio_devices=all --workers=$workers --export_all --stop=remove
   wait_dev

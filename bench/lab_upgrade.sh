@@ -30,7 +30,7 @@ show() { echo "bench: fio-json-begin \$1"; cat /tmp/\$1.json; echo "bench: fio-j
 
 kernel_head "\$@"
 for which in one both; do
-  run kernel-reset-\$which /dev/nvme0n1
+  run kernel-reset-\$which \$KH
   sleep 2
   if [ \$which = one ]; then
     echo 1 > /sys/class/nvme/nvme0/reset_controller

@@ -18,8 +18,8 @@ lab_after
 cat >> "$work/after" <<AFTER
 for run in \$(seq 1 $runs); do
   kernel_head "\$@"
-  echo "bench: kernel paths: \$(ls /sys/block | grep nvme | tr '\n' ' ') controllers \$(ls /sys/class/nvme-subsystem/nvme-subsys0 | grep -E '^nvme[0-9]+$' | tr '\n' ' ') policy \$(cat /sys/class/nvme-subsystem/nvme-subsys0/iopolicy)"
-  \$F --name=kernel --filename=/dev/nvme0n1 --ioengine=io_uring --direct=1 --rw=randread \
+  echo "bench: kernel paths: \$(ls /sys/block | grep nvme | tr '\n' ' ') controllers \$(ls \$KS | grep -E '^nvme[0-9]+$' | tr '\n' ' ') policy \$(cat \$KS/iopolicy)"
+  \$F --name=kernel --filename=\$KH --ioengine=io_uring --direct=1 --rw=randread \
     --bs=4k --iodepth=32 --numjobs=1 --time_based --runtime=$secs --output-format=json \
     --output=/tmp/fio.json >/dev/null 2>&1
   echo "bench: fio-json-begin"; cat /tmp/fio.json; echo "bench: fio-json-end"

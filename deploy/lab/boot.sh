@@ -11,8 +11,9 @@
 # iotlb_to_section when PCI functions come and go under load).
 set -euo pipefail
 initramfs="$1"; controllers="$2"; log="$3"; hostport="${4:-0}"; qmp="${5:-}"
-cache="${UMPATH_LAB_CACHE:-$HOME/.cache/umpath-lab}"
-kernel="$(ls "$cache"/kernel/boot/vmlinuz-*)"
+# The kernel UMPATH_LAB_KERNEL names (kernel.sh) and what its command line needs.
+. "$(dirname "$0")/kernel.sh"
+kernel="$(ls "$kernel_dir"/boot/vmlinuz-*)"
 work="$(dirname "$log")"
 ns="$work/ns0.img"
 [ "$controllers" = 0 ] || [ -e "$ns" ] || truncate -s 256M "$ns"
@@ -23,7 +24,7 @@ args=(
   -device intel-iommu,intremap=on,caching-mode=on
   -nographic -no-reboot -serial "file:$log" -monitor none
   -kernel "$kernel" -initrd "$initramfs"
-  -append "console=ttyS0 intel_iommu=on nvme_core.multipath=${UMPATH_LAB_MULTIPATH:-N} panic=-1 oops=panic quiet"
+  -append "console=ttyS0 intel_iommu=on nvme_core.multipath=${UMPATH_LAB_MULTIPATH:-N} panic=-1 oops=panic quiet$kernel_append"
 )
 if [ "$controllers" != 0 ]; then
   args+=(-device nvme-subsys,id=s0,nqn=nqn.2026-01.io.umpath:lab)

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Gets what the lab node needs, from Debian's registry only (../shared/LAB.md):
-# QEMU 10 from bookworm-backports (installed), the bookworm-backports 6.12 cloud kernel
-# (downloaded and unpacked into the cache, never installed), busybox, cpio, kmod, fio.
-# Idempotent; the kernel is cached in $UMPATH_LAB_CACHE (default ~/.cache/umpath-lab).
+# QEMU 10 from bookworm-backports (installed), the guest kernel UMPATH_LAB_KERNEL names
+# (kernel.sh: the bookworm-backports 6.12 cloud kernel by default, trixie-backports' 6.18
+# with 6.18; downloaded and unpacked into the cache, never installed), busybox, cpio,
+# kmod, fio. Idempotent; the kernel is cached in $UMPATH_LAB_CACHE (default
+# ~/.cache/umpath-lab).
 set -euo pipefail
-cache="${UMPATH_LAB_CACHE:-$HOME/.cache/umpath-lab}"
-kernel_pkg="linux-image-6.12.*+deb12-cloud-amd64"
+. "$(dirname "$0")/kernel.sh"
 mkdir -p "$cache"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -35,18 +36,27 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-if ! ls "$cache"/kernel/boot/vmlinuz-* >/dev/null 2>&1; then
+if ! ls "$kernel_dir"/boot/vmlinuz-* >/dev/null 2>&1; then
+  # The kernel's suite: bookworm-backports' lists are QEMU's too; another suite has its
+  # own sources file and lists beside them.
+  if [ "$kernel_suite" != bookworm-backports ]; then
+    apt_dir="$cache/apt-$kernel_suite"
+    mkdir -p "$apt_dir/lists/partial"
+    echo "deb $uri $kernel_suite main" > "$apt_dir/sources.list"
+    bpo_opts=(-o "Dir::Etc::sourcelist=$apt_dir/sources.list" -o "Dir::State::Lists=$apt_dir/lists")
+    need_update=1
+  fi
   if [ "$need_update" = 1 ]; then
     apt-get "${bpo_opts[@]}" -o Dir::Etc::sourceparts=- update -qq
   fi
   version="$(apt-cache "${bpo_opts[@]}" -o Dir::Etc::sourceparts=- search --names-only \
-    "^linux-image-6\.12\..*\+deb12-cloud-amd64$" | awk '{print $1}' | sort -V | tail -n 1)"
-  [ -n "$version" ] || { echo "no $kernel_pkg in bookworm-backports"; exit 1; }
+    "$kernel_re" | awk '{print $1}' | sort -V | tail -n 1)"
+  [ -n "$version" ] || { echo "no $kernel_re in $kernel_suite"; exit 1; }
   (cd "$cache" && apt-get "${bpo_opts[@]}" -o Dir::Etc::sourceparts=- download "$version")
-  rm -rf "$cache/kernel"
-  dpkg -x "$cache"/"$version"_*.deb "$cache/kernel"
-  kver="$(ls "$cache/kernel/lib/modules")"
-  depmod -b "$cache/kernel" "$kver"
+  rm -rf "$kernel_dir"
+  dpkg -x "$cache"/"$version"_*.deb "$kernel_dir"
+  kver="$(ls "$kernel_modroot/lib/modules")"
+  depmod -b "$kernel_modroot" "$kver"
   rm -f "$cache"/linux-image-*.deb
 fi
-ls "$cache"/kernel/boot/vmlinuz-*
+ls "$kernel_dir"/boot/vmlinuz-*

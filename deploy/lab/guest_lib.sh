@@ -46,12 +46,18 @@ replug() {
   done
 }
 # kernel_head BDF...: the functions bound to the kernel's nvme driver, then waits (20 s at
-# most) for its multipath head /dev/nvme0n1 with every one of them a path.
+# most) for its multipath head with every one of them a path: $KH is the head's device and
+# $KS its subsystem in sysfs. 6.12 names them nvme0n1 and nvme-subsys0; 6.18 after
+# whichever controller probed first (nvme0n1 or nvme1n1), so they are looked up.
 kernel_head() {
-  local i
+  local i s h
   bind nvme "$@"
   for i in $(seq 1 100); do
-    [ -b /dev/nvme0n1 ] && [ "$(ls /sys/class/nvme-subsystem/nvme-subsys0 2>/dev/null | grep -cE '^nvme[0-9]+$')" -ge $# ] && return 0
+    for s in /sys/class/nvme-subsystem/nvme-subsys*; do
+      [ "$(ls $s 2>/dev/null | grep -cE '^nvme[0-9]+$')" -ge $# ] || continue
+      h=$(ls $s | grep -E '^nvme[0-9]+n1$' | head -1)
+      [ -n "$h" ] && [ -b /dev/$h ] && { KH=/dev/$h; KS=$s; return 0; }
+    done
     sleep 0.2
   done
   echo "umpath-lab: no kernel head over $*"

@@ -7,8 +7,9 @@
 # with UMPATH_LAB_FILES=DIR, DIR's tree is copied into the root.
 set -euo pipefail
 out="$1"; init="$2"; shift 2
-cache="${UMPATH_LAB_CACHE:-$HOME/.cache/umpath-lab}"
-kdir="$cache/kernel"
+# The kernel UMPATH_LAB_KERNEL names (kernel.sh); NVMe core and PCI are built into both.
+. "$(dirname "$0")/kernel.sh"
+kdir="$kernel_modroot"
 kver="$(ls "$kdir/lib/modules")"
 modules=(vfio_pci vfio_iommu_type1 virtio_net ublk_drv nvmet_tcp nvme_tcp)
 root="$(mktemp -d)"
