@@ -1,6 +1,7 @@
 #pragma once
 
-// The agent's gRPC server: the control service, health, reflection, on the Unix socket.
+// The agent's gRPC servers: the control service, health and reflection on the Unix
+// socket (and the mTLS TCP port); grpc.health.v1 alone on the plaintext health port.
 
 #include <sys/types.h>
 
@@ -38,6 +39,10 @@ struct ServerOptions {
   std::string health_address;
   ServiceOptions service;
   int keepalive_time_ms = 30000;
+  // Threads gRPC's sync server may take (reflection, a sync bidi stream, holds one per
+  // open stream; our services are callback-based and take none): past it a call is
+  // RESOURCE_EXHAUSTED. A human's grpcurl or buf curl opens one stream at a time.
+  int max_sync_threads = 8;
   // Counts every finished RPC by method and code (the metrics); none: not counted.
   RpcStats* rpc_stats = nullptr;
 };

@@ -30,6 +30,11 @@ void SetTime(int64_t wall_nanos, google::protobuf::Timestamp* t) {
 
 }  // namespace
 
+std::string QuotePrefix(absl::string_view s, size_t max) {
+  if (s.size() <= max) return absl::StrCat("\"", absl::CHexEscape(s), "\"");
+  return absl::StrCat("\"", absl::CHexEscape(s.substr(0, max)), "\"... (", s.size(), " bytes)");
+}
+
 absl::StatusOr<std::string> ParseHeadName(absl::string_view name) {
   if (absl::StartsWith(name, kHeads)) {
     absl::string_view id = name.substr(kHeads.size());

@@ -15,6 +15,10 @@ namespace umpath::server {
 
 namespace v1 = ::umpath::v1;
 
+// At most `max` bytes of a caller's string, C-escaped and quoted, with its length when
+// cut: what an error message or a log line may repeat of it.
+std::string QuotePrefix(absl::string_view s, size_t max = 64);
+
 // "heads/{head}" -> head; INVALID_ARGUMENT naming the expected form otherwise.
 absl::StatusOr<std::string> ParseHeadName(absl::string_view name);
 // "heads/{head}/paths/{path}" -> {head, path}.

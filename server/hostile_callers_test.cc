@@ -1,0 +1,205 @@
+// Callers that mean harm, against the real servers on a real Unix socket and a real
+// TCP health port (issue 17): arbitrary method paths, bodies that are not protobuf,
+// oversized names, streams held open, a client that never goes away.
+#include <dirent.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <thread>
+
+#include "agent/base/status_matchers.h"
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/impl/client_unary_call.h"
+#include "gtest/gtest.h"
+#include "server/control_server.h"
+#include "server/metrics.h"
+#include "server/testing/test_topology.h"
+#include "umpath/v1/control.grpc.pb.h"
+
+namespace umpath::server {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kReflection[] = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo";
+
+// One unary call to any path with any body, as a client that owes the server nothing.
+grpc::Status RawCall(grpc::Channel* channel, const std::string& path, const std::string& body) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  grpc::Slice slice(body);
+  grpc::ByteBuffer request(&slice, 1);
+  grpc::ByteBuffer response;
+  return grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
+      channel, grpc::internal::RpcMethod(path.c_str(), grpc::internal::RpcMethod::NORMAL_RPC),
+      &ctx, request, &response);
+}
+
+size_t Threads() {
+  size_t n = 0;
+  DIR* d = opendir("/proc/self/task");
+  while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
+  closedir(d);
+  return n;
+}
+
+long RssKib() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
+class HostileCallerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/umpath-hostile-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    MultipathOptions mo;
+    mo.incarnation = "00000000000000bb";
+    ASSERT_OK_AND_ASSIGN(mp_, Multipath::Create(mo));
+    ASSERT_OK(testing::AddTestTopology(mp_.get(), 2, 1));
+  }
+  void TearDown() override {
+    server_.reset();
+    mp_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  void Start(int max_sync_threads = 8) {
+    ServerOptions o;
+    o.socket_path = dir_ + "/umpathd.sock";
+    o.access.admin_uids = {getuid()};
+    o.health_address = "127.0.0.1:0";
+    o.rpc_stats = &stats_;
+    o.max_sync_threads = max_sync_threads;
+    ASSERT_OK_AND_ASSIGN(server_, ControlServer::Create(mp_.get(), std::move(o)));
+    socket_ = grpc::CreateChannel("unix:" + server_->socket_path(),
+                                  grpc::InsecureChannelCredentials());
+    health_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->health_port()),
+                                  grpc::InsecureChannelCredentials());
+    stub_ = v1::MultipathControl::NewStub(socket_);
+  }
+
+  template <typename Req, typename Resp>
+  grpc::Status Call(grpc::Status (v1::MultipathControl::Stub::*m)(grpc::ClientContext*,
+                                                                   const Req&, Resp*),
+                    const Req& req) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    Resp resp;
+    return (stub_.get()->*m)(&ctx, req, &resp);
+  }
+
+  size_t Series() const { return stats_.Rows().size(); }
+
+  std::string dir_;
+  std::unique_ptr<Multipath> mp_;
+  std::vector<std::string> log_;
+  RpcStats stats_{[this](const std::string& l) { log_.push_back(l); }};
+  std::unique_ptr<ControlServer> server_;
+  std::shared_ptr<grpc::Channel> socket_;
+  std::shared_ptr<grpc::Channel> health_;
+  std::unique_ptr<v1::MultipathControl::Stub> stub_;
+};
+
+// Before the fix the health port answered reflection (OK here) and each distinct path
+// below made a series of umpath_rpcs_total and a log line: 20,000+ of each.
+TEST_F(HostileCallerTest, TenThousandRandomMethodNamesMakeOneSeriesAndNoReflectionOnHealth) {
+  Start();
+  grpc::health::v1::HealthCheckRequest check;
+  EXPECT_TRUE(RawCall(health_.get(), "/grpc.health.v1.Health/Check", check.SerializeAsString()).ok());
+  EXPECT_EQ(RawCall(health_.get(), kReflection, "").error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_EQ(RawCall(health_.get(), "/umpath.v1.MultipathControl/GetAgentInfo", "").error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
+  // Reflection stays where it belongs.
+  EXPECT_TRUE(RawCall(socket_.get(), kReflection, "").ok());
+  const size_t series_before = Series();
+  const long rss_before = RssKib();
+
+  std::mt19937 rng(17);
+  const std::string alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._";
+  auto random_name = [&](size_t n) {
+    std::string s;
+    for (size_t i = 0; i < n; ++i) s += alphabet[rng() % alphabet.size()];
+    return s;
+  };
+  for (int i = 0; i < 10000; ++i) {
+    const std::string path = "/" + random_name(1 + rng() % 60) + "/" + random_name(1 + rng() % 60);
+    grpc::Channel* ch = (i % 2 == 0) ? health_.get() : socket_.get();
+    grpc::Status s = RawCall(ch, path, random_name(rng() % 32));
+    ASSERT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED) << path;
+    ASSERT_EQ(s.error_message(), "unknown method");
+  }
+  // One series for every unknown path (and its one code), whatever was tried.
+  EXPECT_LE(Series(), series_before + 1);
+  int unknown = 0;
+  for (const RpcStats::Row& r : stats_.Rows()) {
+    if (r.method == "unknown") {
+      EXPECT_EQ(r.code, "UNIMPLEMENTED");
+      unknown += static_cast<int>(r.count);
+    }
+  }
+  EXPECT_EQ(unknown, 10000 + 2);
+  // One line, the first; the rest within 10 s are counted into the next.
+  EXPECT_LE(log_.size(), 2u);
+  for (const std::string& l : log_) EXPECT_LE(l.size(), 512u) << l;
+  std::printf("series %zu -> %zu, log lines %zu, RSS %ld -> %ld KiB\n", series_before, Series(),
+              log_.size(), rss_before, RssKib());
+}
+
+// Reflection is a sync bidi stream: each open one holds an OS thread. Before the quota,
+// 2,000 streams held open made 2,000 threads.
+TEST_F(HostileCallerTest, ReflectionStreamsHeldOpenDoNotGrowThreadsWithoutBound) {
+  constexpr int kMaxSyncThreads = 8;
+  constexpr int kStreams = 2000;
+  Start(kMaxSyncThreads);
+  EXPECT_TRUE(RawCall(socket_.get(), kReflection, "").ok());  // the pollers exist
+  const size_t threads_before = Threads();
+  grpc::GenericStub stub(socket_);
+  grpc::CompletionQueue cq;
+  std::vector<std::unique_ptr<grpc::ClientContext>> ctxs;
+  std::vector<std::unique_ptr<grpc::GenericClientAsyncReaderWriter>> streams;
+  for (int i = 0; i < kStreams; ++i) {
+    ctxs.push_back(std::make_unique<grpc::ClientContext>());
+    streams.push_back(stub.PrepareCall(ctxs.back().get(), kReflection, &cq));
+    streams.back()->StartCall(reinterpret_cast<void*>(static_cast<intptr_t>(i)));
+  }
+  void* tag;
+  bool ok;
+  for (int i = 0; i < kStreams; ++i) ASSERT_TRUE(cq.Next(&tag, &ok));
+  // Give the server time to take up what it will (threads only grow on work).
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  const size_t threads_held = Threads();
+  EXPECT_LE(threads_held, threads_before + kMaxSyncThreads + 32)
+      << "threads " << threads_before << " -> " << threads_held;
+
+  // Every stream ends: those past the quota were refused, the rest end when we do.
+  std::vector<grpc::Status> statuses(kStreams);
+  for (int i = 0; i < kStreams; ++i) {
+    streams[i]->WritesDone(reinterpret_cast<void*>(static_cast<intptr_t>(i)));
+    ASSERT_TRUE(cq.Next(&tag, &ok));
+    streams[i]->Finish(&statuses[i], reinterpret_cast<void*>(static_cast<intptr_t>(i)));
+    ASSERT_TRUE(cq.Next(&tag, &ok));
+  }
+  int exhausted = 0;
+  for (const grpc::Status& s : statuses) exhausted += s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
+  EXPECT_GE(exhausted, kStreams - kMaxSyncThreads);
+  std::printf("threads %zu -> %zu with %d streams; %d RESOURCE_EXHAUSTED\n", threads_before,
+              threads_held, kStreams, exhausted);
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+}
+
+}  // namespace
+}  // namespace umpath::server
