@@ -275,12 +275,16 @@ void ControlServer::Shutdown() {
   if (probe_health_) probe_health_->SetServing(false);
   if (listener_) listener_->Stop();
   if (service_) service_->FinishWatchers("the agent is shutting down");
+  // Past the deadline gRPC cancels what is still in flight and closes the connections,
+  // so a client that keeps its own open (or never reads) does not hold the agent.
   if (server_) {
-    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    server_->Shutdown(std::chrono::system_clock::now() + options_.shutdown_grace);
     server_->Wait();
   }
   if (health_server_) {
-    health_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    health_server_->Shutdown(std::chrono::system_clock::now() +
+                             std::min<std::chrono::milliseconds>(options_.shutdown_grace,
+                                                                 std::chrono::seconds(1)));
     health_server_->Wait();
   }
 }

@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -43,6 +44,9 @@ struct ServerOptions {
   // open stream; our services are callback-based and take none): past it a call is
   // RESOURCE_EXHAUSTED. A human's grpcurl or buf curl opens one stream at a time.
   int max_sync_threads = 8;
+  // How long Shutdown lets calls in flight finish before it cancels them and closes
+  // every connection, however a client behaves (the health port: at most 1 s of it).
+  std::chrono::milliseconds shutdown_grace{5000};
   // Counts every finished RPC by method and code (the metrics); none: not counted.
   RpcStats* rpc_stats = nullptr;
 };

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <future>
 #include <fstream>
 #include <random>
 #include <string>
@@ -26,6 +27,7 @@ namespace umpath::server {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::SizeIs;
 
 constexpr char kReflection[] = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo";
 
@@ -75,8 +77,10 @@ class HostileCallerTest : public ::testing::Test {
     std::filesystem::remove_all(dir_);
   }
 
-  void Start(int max_sync_threads = 8) {
+  void Start(int max_sync_threads = 8,
+             std::chrono::milliseconds shutdown_grace = std::chrono::milliseconds(5000)) {
     ServerOptions o;
+    o.shutdown_grace = shutdown_grace;
     o.socket_path = dir_ + "/umpathd.sock";
     o.access.admin_uids = {getuid()};
     o.health_address = "127.0.0.1:0";
@@ -199,6 +203,112 @@ TEST_F(HostileCallerTest, ReflectionStreamsHeldOpenDoNotGrowThreadsWithoutBound)
   cq.Shutdown();
   while (cq.Next(&tag, &ok)) {
   }
+}
+
+// Before the fix an 8 KB name came back RESOURCE_EXHAUSTED (the error repeated it whole,
+// over the client's 8 KiB metadata limit), and each failed mutation logged it whole.
+TEST_F(HostileCallerTest, HugeNamesAreInvalidArgumentWithABoundedMessageAndShutdownStillEnds) {
+  Start(8, std::chrono::milliseconds(2000));
+  using Stub = v1::MultipathControl::Stub;
+  for (const size_t n : {size_t{8} << 10, size_t{100} << 10, size_t{1} << 20}) {
+    const std::string id(n, 'x');
+    std::vector<grpc::Status> answers;
+    v1::GetHeadRequest get;
+    get.set_name("heads/" + id);
+    answers.push_back(Call(&Stub::GetHead, get));
+    v1::SetDelayedRemovalRequest set;
+    set.set_name("heads/" + id);
+    set.set_delayed_removal_secs(5);
+    answers.push_back(Call(&Stub::SetDelayedRemoval, set));
+    v1::FailPathRequest fail;
+    fail.set_name("heads/h/paths/" + id);
+    answers.push_back(Call(&Stub::FailPath, fail));
+    v1::DetachControllerRequest detach;
+    detach.set_name("controllers/" + id);
+    answers.push_back(Call(&Stub::DetachController, detach));
+    v1::AttachControllerRequest attach;
+    attach.set_transport("tcp");
+    attach.set_address(id);
+    answers.push_back(Call(&Stub::AttachController, attach));
+    for (const grpc::Status& s : answers) {
+      EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << n << ": " << s.error_message().substr(0, 200);
+      EXPECT_LE(s.error_message().size(), 256u) << n;
+      EXPECT_THAT(s.error_message(), HasSubstr("over the limit of")) << n;
+    }
+    v1::WatchEventsRequest watch;
+    watch.add_heads("heads/" + id);
+    grpc::ClientContext ctx;
+    auto reader = stub_->WatchEvents(&ctx, watch);
+    v1::WatchEventsResponse msg;
+    EXPECT_FALSE(reader->Read(&msg));
+    grpc::Status s = reader->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << n;
+    EXPECT_LE(s.error_message().size(), 256u) << n;
+  }
+  ASSERT_FALSE(log_.empty());  // the failed mutations, rate-limited
+  for (const std::string& l : log_) EXPECT_LE(l.size(), 512u) << l.substr(0, 200);
+
+  // The client stays: its channel, a reflection stream its server thread waits on, and
+  // a health watch. Shutdown cancels them at its deadline and returns.
+  grpc::GenericStub generic(socket_);
+  grpc::CompletionQueue cq;
+  grpc::ClientContext held;
+  auto stream = generic.PrepareCall(&held, kReflection, &cq);
+  stream->StartCall(nullptr);
+  void* tag;
+  bool ok;
+  ASSERT_TRUE(cq.Next(&tag, &ok));
+  grpc::ClientContext health_ctx;
+  auto health = grpc::health::v1::Health::NewStub(socket_);
+  auto watch = health->Watch(&health_ctx, grpc::health::v1::HealthCheckRequest());
+  grpc::health::v1::HealthCheckResponse serving;
+  ASSERT_TRUE(watch->Read(&serving));
+
+  auto returned = std::make_shared<std::promise<void>>();
+  std::future<void> done = returned->get_future();
+  std::thread stopper([this, returned] {
+    server_->Shutdown();
+    returned->set_value();
+  });
+  // Not a timing: far past the 2 s deadline, only so that a hang fails instead of
+  // waiting for ctest's timeout.
+  if (done.wait_for(std::chrono::seconds(60)) != std::future_status::ready) {
+    ADD_FAILURE() << "Shutdown did not return with the client connected";
+    std::fflush(nullptr);
+    std::_Exit(1);
+  }
+  stopper.join();
+  held.TryCancel();
+  grpc::Status ended;
+  stream->Finish(&ended, nullptr);
+  ASSERT_TRUE(cq.Next(&tag, &ok));
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+  while (watch->Read(&serving)) {
+  }
+  watch->Finish();
+}
+
+// AIP-193: the arguments first. Before the fix a malformed transport on an agent
+// without a backend was FAILED_PRECONDITION.
+TEST_F(HostileCallerTest, AttachWithAMalformedTransportIsInvalidArgumentWithoutABackend) {
+  Start();
+  using Stub = v1::MultipathControl::Stub;
+  v1::AttachControllerRequest req;
+  req.set_address("0000:00:04.0");
+  for (const std::string& transport : {std::string("bogus"), std::string("PCIE"),
+                                       std::string("pcie\n"), std::string(8 << 10, 't')}) {
+    req.set_transport(transport);
+    grpc::Status s = Call(&Stub::AttachController, req);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << transport.substr(0, 20);
+    EXPECT_LE(s.error_message().size(), 256u);
+  }
+  req.set_transport("bogus");
+  EXPECT_THAT(Call(&Stub::AttachController, req).error_message(),
+              HasSubstr("is not one of pcie, tcp, rdma, fc, loop, kernel"));
+  req.set_transport("pcie");  // well-formed: then the missing backend
+  EXPECT_EQ(Call(&Stub::AttachController, req).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
 }
 
 }  // namespace
