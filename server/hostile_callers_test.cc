@@ -20,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "server/control_server.h"
 #include "server/metrics.h"
+#include "server/protobuf_log.h"
 #include "server/testing/test_topology.h"
 #include "umpath/v1/control.grpc.pb.h"
 
@@ -288,6 +289,35 @@ TEST_F(HostileCallerTest, HugeNamesAreInvalidArgumentWithABoundedMessageAndShutd
   while (watch->Read(&serving)) {
   }
   watch->Finish();
+}
+
+// Before the fix both were UNIMPLEMENTED with no message, and each non-UTF-8 string
+// logged a libprotobuf ERROR line: 1,000 lines here.
+TEST_F(HostileCallerTest, BodiesThatAreNotProtobufAreInvalidArgumentAndTheirLogIsBounded) {
+  Mutex mu;
+  std::vector<std::string> lines;
+  LimitProtobufLog([&](const std::string& l) {
+    MutexLock lock(&mu);
+    lines.push_back(l);
+  });
+  Start();
+  const std::string not_utf8("\x0a\x04\xff\xfe\xfd\xfc", 6);  // GetHeadRequest.name = ff fe fd fc
+  const std::string not_protobuf("\xff\xff\xff\xff\xff\xff", 6);  // a tag that never ends
+  for (int i = 0; i < 1000; ++i) {
+    grpc::Status s = RawCall(socket_.get(), "/umpath.v1.MultipathControl/GetHead",
+                             i % 2 ? not_utf8 : not_protobuf);
+    ASSERT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << i << " " << s.error_message();
+    ASSERT_THAT(s.error_message(), HasSubstr("not a valid GetHead request"));
+  }
+  grpc::Status s = RawCall(health_.get(), "/grpc.health.v1.Health/Check", not_utf8);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  LimitProtobufLog([](const std::string& l) { std::fprintf(stderr, "%s\n", l.c_str()); });
+  MutexLock lock(&mu);
+  EXPECT_THAT(lines, SizeIs(1));  // the first; the next 10 s of them are counted into one
+  for (const std::string& l : lines) {
+    EXPECT_LE(l.size(), 400u);
+    EXPECT_THAT(l, HasSubstr("UTF-8"));
+  }
 }
 
 // AIP-193: the arguments first. Before the fix a malformed transport on an agent
