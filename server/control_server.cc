@@ -9,6 +9,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
+#include "server/convert.h"
 #include "server/metrics.h"
 #include "server/rpc_interceptor.h"
 
@@ -98,7 +99,7 @@ class HealthService final : public health::Health::CallbackService {
     grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
     if (!Known(req->service())) {
       r->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
-                             absl::StrCat("unknown service \"", req->service(), "\"")));
+                             absl::StrCat("unknown service ", QuotePrefix(req->service()))));
       return r;
     }
     MutexLock lock(&mu_);

@@ -326,6 +326,21 @@ TEST_F(HostileCallerTest, BodiesThatAreNotProtobufAreInvalidArgumentAndTheirLogI
   }
 }
 
+// Health's Check repeats the service it does not know: at most a prefix of it. Before,
+// a 100 KB name came back RESOURCE_EXHAUSTED (over the client's metadata limit).
+TEST_F(HostileCallerTest, HealthCheckOfAHugeUnknownServiceHasABoundedMessage) {
+  Start();
+  auto health = grpc::health::v1::Health::NewStub(socket_);
+  grpc::ClientContext ctx;
+  grpc::health::v1::HealthCheckRequest req;
+  req.set_service(std::string(100 << 10, 's'));
+  grpc::health::v1::HealthCheckResponse resp;
+  grpc::Status s = health->Check(&ctx, req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_LE(s.error_message().size(), 256u);
+  EXPECT_THAT(s.error_message(), HasSubstr("102400 bytes"));
+}
+
 // AIP-193: the arguments first. Before the fix a malformed transport on an agent
 // without a backend was FAILED_PRECONDITION.
 TEST_F(HostileCallerTest, AttachWithAMalformedTransportIsInvalidArgumentWithoutABackend) {
