@@ -10,9 +10,14 @@
 #include "agent/app/agent.h"
 #include "agent/app/config.h"
 #include "agent/app/signals.h"
+#include "server/protobuf_log.h"
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
+  // Before any thread parses a request: a caller's non-UTF-8 strings would each log a
+  // libprotobuf ERROR line otherwise.
+  umpath::server::LimitProtobufLog(
+      [](const std::string& line) { std::fprintf(stderr, "umpathd: %s\n", line.c_str()); });
   umpath::app::TerminationSignals signals;  // before any other thread
   absl::StatusOr<umpath::app::AgentConfig> config = umpath::app::AgentConfigFromFlags();
   if (!config.ok()) {

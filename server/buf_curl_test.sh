@@ -14,8 +14,10 @@ grep -q "0..86400" "$dir/bad.log" || { cat "$dir/bad.log"; echo "FAIL: no range 
 [ ! -e "$sock" ] || { echo "FAIL: a refused configuration left a socket"; exit 1; }
 
 # The configuration file is a file of flags.
+health_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 cat >"$dir/umpathd.flags" <<FLAGS
 --socket=$sock
+--health_address=127.0.0.1:$health_port
 --state_file=$dir/state/heads
 --admin_uids=$(id -u)
 --node=buf-test
@@ -53,6 +55,19 @@ set -e
 grep -q "0..86400" <<<"$out" || fail "no range in: $out"
 call umpath.v1.MultipathControl/GetDefaults '{}' | grep -q '"delayedRemovalSecs": 45' \
   || fail "the old value did not stay"
+
+# The plaintext health port serves grpc.health.v1 alone: no reflection (issue 17: it
+# listed grpc.reflection.v1alpha.ServerReflection), so buf needs the schema from us.
+health_url="http://127.0.0.1:$health_port"
+set +e
+out="$("$buf" curl --protocol grpc --http2-prior-knowledge --list-services "$health_url" 2>&1)"
+rc=$?
+set -e
+[ "$rc" -ne 0 ] && grep -q "unimplemented" <<<"$out" \
+  || fail "reflection on the health port gave exit $rc, want unimplemented: $out"
+proto="$(cd "$(dirname "$0")/../proto" && pwd)"
+"$buf" curl --protocol grpc --http2-prior-knowledge --schema "$proto/grpc/health/v1/health.proto" \
+  -d '{}' "$health_url/grpc.health.v1.Health/Check" | grep -q SERVING || fail "health port Check"
 
 set +e
 out="$(call umpath.v1.MultipathControl/GetHead '{"name": "heads/none"}' 2>&1)"

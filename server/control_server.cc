@@ -8,8 +8,10 @@
 #include "absl/strings/str_cat.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
-#include "server/metrics.h"
 #include "grpcpp/grpcpp.h"
+#include "server/convert.h"
+#include "server/metrics.h"
+#include "server/rpc_interceptor.h"
 
 namespace umpath::server {
 
@@ -28,6 +30,50 @@ absl::StatusOr<std::string> ReadPem(const std::string& path, absl::string_view w
     return absl::FailedPreconditionError(absl::StrCat("cannot read ", what, " ", path));
   }
   return text.str();
+}
+
+// libgrpc++_reflection registers its plugin for every ServerBuilder when it is loaded
+// (a static initializer calls InitProtoReflectionServerBuilderPlugin), so a server
+// gets reflection unless it takes the plugin out: this option puts exactly one in, or
+// none.
+class ReflectionOption final : public grpc::ServerBuilderOption {
+ public:
+  explicit ReflectionOption(bool on) : on_(on) {}
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    plugins->erase(std::remove_if(plugins->begin(), plugins->end(),
+                                  [](const std::unique_ptr<grpc::ServerBuilderPlugin>& p) {
+                                    return dynamic_cast<grpc::reflection::ProtoServerReflectionPlugin*>(
+                                               p.get()) != nullptr;
+                                  }),
+                   plugins->end());
+    if (on_) plugins->push_back(std::make_unique<grpc::reflection::ProtoServerReflectionPlugin>());
+  }
+
+ private:
+  const bool on_;
+};
+
+// gRPC's sync server (reflection is a sync bidi stream) holds one OS thread per open
+// call and has no limit of its own; past the quota a call is RESOURCE_EXHAUSTED. The
+// callback services (ours, health) do not take from it.
+void LimitSyncThreads(grpc::ServerBuilder& b, const std::string& name, int max_threads) {
+  grpc::ResourceQuota quota(name);
+  quota.SetMaxThreads(max_threads);
+  b.SetResourceQuota(quota);  // takes a reference of its own
+}
+
+constexpr char kReflectionMethod[] = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo";
+// The health server has no sync service: the quota is there should one ever be added.
+constexpr int kHealthSyncThreads = 2;
+// A HealthCheckRequest is a service name.
+constexpr int kHealthMaxMessageBytes = 4096;
+
+// Every server counts its calls by method; a path it does not serve is "unknown".
+void Intercept(grpc::ServerBuilder& b, RpcStats* stats, const std::vector<std::string>& methods) {
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
+  creators.push_back(MakeRpcInterceptorFactory(stats, methods));
+  b.experimental().SetInterceptorCreators(std::move(creators));
 }
 
 }  // namespace
@@ -53,7 +99,7 @@ class HealthService final : public health::Health::CallbackService {
     grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
     if (!Known(req->service())) {
       r->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
-                             absl::StrCat("unknown service \"", req->service(), "\"")));
+                             absl::StrCat("unknown service ", QuotePrefix(req->service()))));
       return r;
     }
     MutexLock lock(&mu_);
@@ -164,10 +210,11 @@ absl::StatusOr<std::unique_ptr<ControlServer>> ControlServer::Create(Multipath* 
   if (!listener.ok()) return listener.status();
   s->listener_ = std::move(*listener);
 
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.RegisterService(s->service_.get());
   builder.RegisterService(s->health_.get());
+  builder.SetOption(std::make_unique<ReflectionOption>(true));
+  LimitSyncThreads(builder, "umpathd-control", o.max_sync_threads);
   builder.SetMaxReceiveMessageSize(static_cast<int>(o.service.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(o.service.max_message_bytes));
   // Watch streams live long: keep their connections checked, and let clients do so.
@@ -175,13 +222,11 @@ absl::StatusOr<std::unique_ptr<ControlServer>> ControlServer::Create(Multipath* 
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
-  auto count_rpcs = [&o](grpc::ServerBuilder& b) {
-    if (o.rpc_stats == nullptr) return;
-    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
-    creators.push_back(o.rpc_stats->InterceptorFactory());
-    b.experimental().SetInterceptorCreators(std::move(creators));
-  };
-  count_rpcs(builder);
+  std::vector<std::string> methods = MethodPaths(v1::MultipathControl::service_full_name());
+  const std::vector<std::string> health_methods = MethodPaths(health::Health::service_full_name());
+  methods.insert(methods.end(), health_methods.begin(), health_methods.end());
+  methods.push_back(kReflectionMethod);
+  Intercept(builder, o.rpc_stats, methods);
   if (!o.tcp_address.empty()) {
     absl::StatusOr<std::string> cert = ReadPem(o.tls_cert_file, "tls_cert_file");
     if (!cert.ok()) return cert.status();
@@ -205,7 +250,10 @@ absl::StatusOr<std::unique_ptr<ControlServer>> ControlServer::Create(Multipath* 
     grpc::ServerBuilder hb;
     s->probe_health_ = std::make_unique<HealthService>();  // a service serves one server
     hb.RegisterService(s->probe_health_.get());
-    count_rpcs(hb);
+    hb.SetOption(std::make_unique<ReflectionOption>(false));
+    LimitSyncThreads(hb, "umpathd-health", kHealthSyncThreads);
+    hb.SetMaxReceiveMessageSize(kHealthMaxMessageBytes);
+    Intercept(hb, o.rpc_stats, health_methods);
     hb.AddListeningPort(o.health_address, grpc::InsecureServerCredentials(), &s->health_port_);
     s->health_server_ = hb.BuildAndStart();
     if (!s->health_server_ || s->health_port_ == 0) {
@@ -228,12 +276,16 @@ void ControlServer::Shutdown() {
   if (probe_health_) probe_health_->SetServing(false);
   if (listener_) listener_->Stop();
   if (service_) service_->FinishWatchers("the agent is shutting down");
+  // Past the deadline gRPC cancels what is still in flight and closes the connections,
+  // so a client that keeps its own open (or never reads) does not hold the agent.
   if (server_) {
-    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    server_->Shutdown(std::chrono::system_clock::now() + options_.shutdown_grace);
     server_->Wait();
   }
   if (health_server_) {
-    health_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    health_server_->Shutdown(std::chrono::system_clock::now() +
+                             std::min<std::chrono::milliseconds>(options_.shutdown_grace,
+                                                                 std::chrono::seconds(1)));
     health_server_->Wait();
   }
 }

@@ -1,10 +1,12 @@
 #pragma once
 
-// The agent's gRPC server: the control service, health, reflection, on the Unix socket.
+// The agent's gRPC servers: the control service, health and reflection on the Unix
+// socket (and the mTLS TCP port); grpc.health.v1 alone on the plaintext health port.
 
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -38,6 +40,13 @@ struct ServerOptions {
   std::string health_address;
   ServiceOptions service;
   int keepalive_time_ms = 30000;
+  // Threads gRPC's sync server may take (reflection, a sync bidi stream, holds one per
+  // open stream; our services are callback-based and take none): past it a call is
+  // RESOURCE_EXHAUSTED. A human's grpcurl or buf curl opens one stream at a time.
+  int max_sync_threads = 8;
+  // How long Shutdown lets calls in flight finish before it cancels them and closes
+  // every connection, however a client behaves (the health port: at most 1 s of it).
+  std::chrono::milliseconds shutdown_grace{5000};
   // Counts every finished RPC by method and code (the metrics); none: not counted.
   RpcStats* rpc_stats = nullptr;
 };

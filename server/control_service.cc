@@ -5,6 +5,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "agent/base/status_macros.h"
 #include "server/convert.h"
 
@@ -40,6 +41,26 @@ bool Matches(const HeadInfo& h, v1::HeadFilter f) {
     case v1::HEAD_FILTER_REMOVAL_PENDING: return h.removal_pending;
     default: return true;
   }
+}
+
+// The transports the backends know (vfio: pcie; kernel: the rest).
+constexpr absl::string_view kTransports[] = {"pcie", "tcp", "rdma", "fc", "loop", "kernel"};
+
+absl::Status ValidateAttach(const v1::AttachControllerRequest& req) {
+  RETURN_IF_ERROR(CheckLength("transport", req.transport(), kMaxFieldBytes));
+  RETURN_IF_ERROR(CheckLength("address", req.address(), kMaxFieldBytes));
+  RETURN_IF_ERROR(CheckLength("service", req.service(), kMaxFieldBytes));
+  RETURN_IF_ERROR(CheckLength("subsystem_nqn", req.subsystem_nqn(), kMaxFieldBytes));
+  if (req.transport().empty() || req.address().empty()) {
+    return absl::InvalidArgumentError("attach needs a transport and an address");
+  }
+  if (std::find(std::begin(kTransports), std::end(kTransports), req.transport()) ==
+      std::end(kTransports)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "transport ", QuotePrefix(req.transport()), " is not one of ",
+        absl::StrJoin(kTransports, ", ")));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -266,9 +287,9 @@ ControlService::Unary* ControlService::AttachController(Ctx* ctx,
                                                         v1::AttachControllerResponse* resp) {
   absl::Status s = [&]() -> absl::Status {
     RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin));
-    if (req->transport().empty() || req->address().empty()) {
-      return absl::InvalidArgumentError("attach needs a transport and an address");
-    }
+    // The arguments first (AIP-193): a malformed request is INVALID_ARGUMENT whatever
+    // this agent's backends.
+    RETURN_IF_ERROR(ValidateAttach(*req));
     if (!options_.controllers) {
       return absl::FailedPreconditionError(absl::StrCat(
           "attaching a controller (transport \"", req->transport(),

@@ -5,6 +5,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "agent/base/status_macros.h"
 #include "google/protobuf/timestamp.pb.h"
 
 namespace umpath::server {
@@ -30,32 +31,47 @@ void SetTime(int64_t wall_nanos, google::protobuf::Timestamp* t) {
 
 }  // namespace
 
+std::string QuotePrefix(absl::string_view s, size_t max) {
+  if (s.size() <= max) return absl::StrCat("\"", absl::CHexEscape(s), "\"");
+  return absl::StrCat("\"", absl::CHexEscape(s.substr(0, max)), "\"... (", s.size(), " bytes)");
+}
+
+absl::Status CheckLength(absl::string_view field, absl::string_view value, size_t max) {
+  if (value.size() <= max) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(field, " is ", value.size(),
+                                                 " bytes, over the limit of ", max, ": ",
+                                                 QuotePrefix(value)));
+}
+
 absl::StatusOr<std::string> ParseHeadName(absl::string_view name) {
+  RETURN_IF_ERROR(CheckLength("name", name, kMaxNameBytes));
   if (absl::StartsWith(name, kHeads)) {
     absl::string_view id = name.substr(kHeads.size());
     if (ValidId(id)) return std::string(id);
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("malformed head name \"", name, "\"; expected heads/{head}"));
+      absl::StrCat("malformed head name ", QuotePrefix(name), "; expected heads/{head}"));
 }
 
 absl::StatusOr<std::pair<std::string, std::string>> ParsePathName(absl::string_view name) {
+  RETURN_IF_ERROR(CheckLength("name", name, kMaxNameBytes));
   std::vector<absl::string_view> parts = absl::StrSplit(name, '/');
   if (parts.size() == 4 && parts[0] == "heads" && parts[2] == "paths" && ValidId(parts[1]) &&
       ValidId(parts[3])) {
     return std::make_pair(std::string(parts[1]), std::string(parts[3]));
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "malformed path name \"", name, "\"; expected heads/{head}/paths/{path}"));
+      "malformed path name ", QuotePrefix(name), "; expected heads/{head}/paths/{path}"));
 }
 
 absl::StatusOr<std::string> ParseControllerName(absl::string_view name) {
+  RETURN_IF_ERROR(CheckLength("name", name, kMaxNameBytes));
   if (absl::StartsWith(name, kControllers)) {
     absl::string_view id = name.substr(kControllers.size());
     if (ValidId(id)) return std::string(id);
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "malformed controller name \"", name, "\"; expected controllers/{controller}"));
+      "malformed controller name ", QuotePrefix(name), "; expected controllers/{controller}"));
 }
 
 // Page tokens are the last name returned, opaque to the client.

@@ -15,6 +15,22 @@ namespace umpath::server {
 
 namespace v1 = ::umpath::v1;
 
+// The longest resource name a request may carry ("heads/{head}/paths/{path}" and the
+// rest): a head named from a SUBNQN (ns{nsid}.{nqn}, the NQN up to 223 bytes) fits
+// with room to spare. Checked before anything else looks at the name, so a longer one
+// is INVALID_ARGUMENT with a bounded message, never repeated whole.
+inline constexpr size_t kMaxNameBytes = 512;
+// The other strings a caller sends (attach: transport, address, service, NQN).
+inline constexpr size_t kMaxFieldBytes = 256;
+
+// INVALID_ARGUMENT naming the field, its length and a bounded prefix when `value` is
+// longer than `max` bytes.
+absl::Status CheckLength(absl::string_view field, absl::string_view value, size_t max);
+
+// At most `max` bytes of a caller's string, C-escaped and quoted, with its length when
+// cut: what an error message or a log line may repeat of it.
+std::string QuotePrefix(absl::string_view s, size_t max = 64);
+
 // "heads/{head}" -> head; INVALID_ARGUMENT naming the expected form otherwise.
 absl::StatusOr<std::string> ParseHeadName(absl::string_view name);
 // "heads/{head}/paths/{path}" -> {head, path}.

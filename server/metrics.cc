@@ -10,6 +10,7 @@
 #include "grpcpp/support/status.h"
 #include "prometheus/collectable.h"
 #include "prometheus/exposer.h"
+#include "server/convert.h"
 
 namespace umpath::server {
 
@@ -41,38 +42,6 @@ const char* CodeName(int code) {
     default: return "UNKNOWN";
   }
 }
-
-// Counts each call once, when its status is sent.
-class RpcInterceptor final : public grpc::experimental::Interceptor {
- public:
-  RpcInterceptor(RpcStats* stats, std::string method) : stats_(stats), method_(std::move(method)) {}
-  void Intercept(grpc::experimental::InterceptorBatchMethods* m) override {
-    if (m->QueryInterceptionHookPoint(grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
-      const grpc::Status st = m->GetSendStatus();
-      stats_->Count(method_, st.error_code(), st.error_message());
-    }
-    m->Proceed();
-  }
-
- private:
-  RpcStats* const stats_;
-  const std::string method_;
-};
-
-class RpcInterceptorFactory final : public grpc::experimental::ServerInterceptorFactoryInterface {
- public:
-  explicit RpcInterceptorFactory(RpcStats* stats) : stats_(stats) {}
-  grpc::experimental::Interceptor* CreateServerInterceptor(
-      grpc::experimental::ServerRpcInfo* info) override {
-    // "/umpath.v1.MultipathControl/GetHead" -> "GetHead".
-    std::string method = info->method() ? info->method() : "";
-    if (const size_t slash = method.rfind('/'); slash != std::string::npos) method = method.substr(slash + 1);
-    return new RpcInterceptor(stats_, std::move(method));
-  }
-
- private:
-  RpcStats* const stats_;
-};
 
 ClientMetric Metric(std::vector<ClientMetric::Label> labels) {
   ClientMetric m;
@@ -206,7 +175,9 @@ void AddAgentSeries(Families& f, const AgentStats& agent) {
     ends.metric.push_back(Counter({{"reason", WatchEndName(static_cast<WatchEnd>(i))}},
                                   static_cast<double>(agent.watcher_ends[i])));
   }
-  MetricFamily& rpcs = f.Get("umpath_rpcs_total", kCounter, "Finished RPCs by method and status code");
+  MetricFamily& rpcs = f.Get("umpath_rpcs_total", kCounter,
+                             "Finished RPCs by method and status code (method \"unknown\": "
+                             "every path no service here serves)");
   for (const RpcStats::Row& r : agent.rpcs) {
     rpcs.metric.push_back(Counter({{"method", r.method}, {"code", r.code}}, static_cast<double>(r.count)));
   }
@@ -243,8 +214,9 @@ void RpcStats::Count(const std::string& method, int code, const std::string& mes
       ++g.unlogged;
       return;
     }
-    line = absl::StrCat("rpc-error method=", method, " code=", CodeName(code), " message=\"",
-                        message, "\"");
+    // The message may repeat what a caller sent: a bounded, escaped prefix of it.
+    line = absl::StrCat("rpc-error method=", method, " code=", CodeName(code),
+                        " message=", QuotePrefix(message, kMaxLoggedMessageBytes));
     if (g.unlogged > 0) absl::StrAppend(&line, " (", g.unlogged, " more since the last line)");
     g = Logged{now, 0};
   }
@@ -257,10 +229,6 @@ std::vector<RpcStats::Row> RpcStats::Rows() const {
   rows.reserve(counts_.size());
   for (const auto& [key, n] : counts_) rows.push_back(Row{key.first, CodeName(key.second), n});
   return rows;
-}
-
-std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> RpcStats::InterceptorFactory() {
-  return std::make_unique<RpcInterceptorFactory>(this);
 }
 
 std::vector<MetricFamily> BuildMetricFamilies(const std::vector<HeadInfo>& heads,

@@ -1,0 +1,372 @@
+// Callers that mean harm, against the real servers on a real Unix socket and a real
+// TCP health port (issue 17): arbitrary method paths, bodies that are not protobuf,
+// oversized names, streams held open, a client that never goes away.
+#include <dirent.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <future>
+#include <fstream>
+#include <random>
+#include <string>
+#include <thread>
+
+#include "agent/base/status_matchers.h"
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/impl/client_unary_call.h"
+#include "gtest/gtest.h"
+#include "server/control_server.h"
+#include "server/metrics.h"
+#include "server/protobuf_log.h"
+#include "server/testing/test_topology.h"
+#include "umpath/v1/control.grpc.pb.h"
+
+namespace umpath::server {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::SizeIs;
+
+constexpr char kReflection[] = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo";
+
+// One unary call to any path with any body, as a client that owes the server nothing.
+grpc::Status RawCall(grpc::Channel* channel, const std::string& path, const std::string& body) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  grpc::Slice slice(body);
+  grpc::ByteBuffer request(&slice, 1);
+  grpc::ByteBuffer response;
+  return grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
+      channel, grpc::internal::RpcMethod(path.c_str(), grpc::internal::RpcMethod::NORMAL_RPC),
+      &ctx, request, &response);
+}
+
+size_t Threads() {
+  size_t n = 0;
+  DIR* d = opendir("/proc/self/task");
+  while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
+  closedir(d);
+  return n;
+}
+
+long RssKib() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
+class HostileCallerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/umpath-hostile-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    MultipathOptions mo;
+    mo.incarnation = "00000000000000bb";
+    ASSERT_OK_AND_ASSIGN(mp_, Multipath::Create(mo));
+    ASSERT_OK(testing::AddTestTopology(mp_.get(), 2, 1));
+  }
+  void TearDown() override {
+    server_.reset();
+    mp_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  void Start(int max_sync_threads = 8,
+             std::chrono::milliseconds shutdown_grace = std::chrono::milliseconds(5000)) {
+    ServerOptions o;
+    o.shutdown_grace = shutdown_grace;
+    o.socket_path = dir_ + "/umpathd.sock";
+    o.access.admin_uids = {getuid()};
+    o.health_address = "127.0.0.1:0";
+    o.rpc_stats = &stats_;
+    o.max_sync_threads = max_sync_threads;
+    ASSERT_OK_AND_ASSIGN(server_, ControlServer::Create(mp_.get(), std::move(o)));
+    socket_ = grpc::CreateChannel("unix:" + server_->socket_path(),
+                                  grpc::InsecureChannelCredentials());
+    health_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->health_port()),
+                                  grpc::InsecureChannelCredentials());
+    stub_ = v1::MultipathControl::NewStub(socket_);
+  }
+
+  template <typename Req, typename Resp>
+  grpc::Status Call(grpc::Status (v1::MultipathControl::Stub::*m)(grpc::ClientContext*,
+                                                                   const Req&, Resp*),
+                    const Req& req) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    Resp resp;
+    return (stub_.get()->*m)(&ctx, req, &resp);
+  }
+
+  size_t Series() const { return stats_.Rows().size(); }
+
+  std::string dir_;
+  std::unique_ptr<Multipath> mp_;
+  std::vector<std::string> log_;
+  RpcStats stats_{[this](const std::string& l) { log_.push_back(l); }};
+  std::unique_ptr<ControlServer> server_;
+  std::shared_ptr<grpc::Channel> socket_;
+  std::shared_ptr<grpc::Channel> health_;
+  std::unique_ptr<v1::MultipathControl::Stub> stub_;
+};
+
+// Before the fix the health port answered reflection (OK here) and each distinct path
+// below made a series of umpath_rpcs_total and a log line: 20,000+ of each.
+TEST_F(HostileCallerTest, TenThousandRandomMethodNamesMakeOneSeriesAndNoReflectionOnHealth) {
+  Start();
+  grpc::health::v1::HealthCheckRequest check;
+  EXPECT_TRUE(RawCall(health_.get(), "/grpc.health.v1.Health/Check", check.SerializeAsString()).ok());
+  EXPECT_EQ(RawCall(health_.get(), kReflection, "").error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_EQ(RawCall(health_.get(), "/umpath.v1.MultipathControl/GetAgentInfo", "").error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
+  // Reflection stays where it belongs.
+  EXPECT_TRUE(RawCall(socket_.get(), kReflection, "").ok());
+  const size_t series_before = Series();
+  const long rss_before = RssKib();
+  const auto started = std::chrono::steady_clock::now();
+
+  std::mt19937 rng(17);
+  const std::string alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._";
+  auto random_name = [&](size_t n) {
+    std::string s;
+    for (size_t i = 0; i < n; ++i) s += alphabet[rng() % alphabet.size()];
+    return s;
+  };
+  for (int i = 0; i < 10000; ++i) {
+    const std::string path = "/" + random_name(1 + rng() % 60) + "/" + random_name(1 + rng() % 60);
+    grpc::Channel* ch = (i % 2 == 0) ? health_.get() : socket_.get();
+    grpc::Status s = RawCall(ch, path, random_name(rng() % 32));
+    ASSERT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED) << path;
+    ASSERT_EQ(s.error_message(), "unknown method");
+  }
+  // One series for every unknown path (and its one code), whatever was tried.
+  EXPECT_LE(Series(), series_before + 1);
+  int unknown = 0;
+  for (const RpcStats::Row& r : stats_.Rows()) {
+    if (r.method == "unknown") {
+      EXPECT_EQ(r.code, "UNIMPLEMENTED");
+      unknown += static_cast<int>(r.count);
+    }
+  }
+  EXPECT_EQ(unknown, 10000 + 2);
+  // One line, the first; the rest within 10 s are counted into the next (a slow,
+  // sanitized run may span more than one 10 s window).
+  const auto windows = (std::chrono::steady_clock::now() - started) / std::chrono::seconds(10);
+  EXPECT_LE(log_.size(), 2u + windows);
+  for (const std::string& l : log_) EXPECT_LE(l.size(), 512u) << l;
+  std::printf("series %zu -> %zu, log lines %zu, RSS %ld -> %ld KiB\n", series_before, Series(),
+              log_.size(), rss_before, RssKib());
+}
+
+// Reflection is a sync bidi stream: each open one holds an OS thread. Before the quota,
+// 2,000 streams held open made 2,000 threads.
+TEST_F(HostileCallerTest, ReflectionStreamsHeldOpenDoNotGrowThreadsWithoutBound) {
+  constexpr int kMaxSyncThreads = 8;
+  constexpr int kStreams = 2000;
+  Start(kMaxSyncThreads);
+  EXPECT_TRUE(RawCall(socket_.get(), kReflection, "").ok());  // the pollers exist
+  const size_t threads_before = Threads();
+  grpc::GenericStub stub(socket_);
+  grpc::CompletionQueue cq;
+  std::vector<std::unique_ptr<grpc::ClientContext>> ctxs;
+  std::vector<std::unique_ptr<grpc::GenericClientAsyncReaderWriter>> streams;
+  for (int i = 0; i < kStreams; ++i) {
+    ctxs.push_back(std::make_unique<grpc::ClientContext>());
+    streams.push_back(stub.PrepareCall(ctxs.back().get(), kReflection, &cq));
+    streams.back()->StartCall(reinterpret_cast<void*>(static_cast<intptr_t>(i)));
+  }
+  void* tag;
+  bool ok;
+  for (int i = 0; i < kStreams; ++i) ASSERT_TRUE(cq.Next(&tag, &ok));
+  // Give the server time to take up what it will (threads only grow on work).
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  const size_t threads_held = Threads();
+  EXPECT_LE(threads_held, threads_before + kMaxSyncThreads + 32)
+      << "threads " << threads_before << " -> " << threads_held;
+
+  // Every stream ends: those past the quota were refused, the rest end when we do.
+  std::vector<grpc::Status> statuses(kStreams);
+  for (int i = 0; i < kStreams; ++i) {
+    streams[i]->WritesDone(reinterpret_cast<void*>(static_cast<intptr_t>(i)));
+    ASSERT_TRUE(cq.Next(&tag, &ok));
+    streams[i]->Finish(&statuses[i], reinterpret_cast<void*>(static_cast<intptr_t>(i)));
+    ASSERT_TRUE(cq.Next(&tag, &ok));
+  }
+  // Refused, or served once a held stream let its thread go (a slow, sanitized run sees
+  // some of those): the bound is on threads, not on how many were refused.
+  int exhausted = 0;
+  for (const grpc::Status& s : statuses) {
+    exhausted += s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
+    EXPECT_TRUE(s.ok() || s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED)
+        << s.error_code() << " " << s.error_message();
+  }
+  EXPECT_GE(exhausted, kStreams / 2);
+  std::printf("threads %zu -> %zu with %d streams; %d RESOURCE_EXHAUSTED\n", threads_before,
+              threads_held, kStreams, exhausted);
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+}
+
+// Before the fix an 8 KB name came back RESOURCE_EXHAUSTED (the error repeated it whole,
+// over the client's 8 KiB metadata limit), and each failed mutation logged it whole.
+TEST_F(HostileCallerTest, HugeNamesAreInvalidArgumentWithABoundedMessageAndShutdownStillEnds) {
+  Start(8, std::chrono::milliseconds(2000));
+  using Stub = v1::MultipathControl::Stub;
+  for (const size_t n : {size_t{8} << 10, size_t{100} << 10, size_t{1} << 20}) {
+    const std::string id(n, 'x');
+    std::vector<grpc::Status> answers;
+    v1::GetHeadRequest get;
+    get.set_name("heads/" + id);
+    answers.push_back(Call(&Stub::GetHead, get));
+    v1::SetDelayedRemovalRequest set;
+    set.set_name("heads/" + id);
+    set.set_delayed_removal_secs(5);
+    answers.push_back(Call(&Stub::SetDelayedRemoval, set));
+    v1::FailPathRequest fail;
+    fail.set_name("heads/h/paths/" + id);
+    answers.push_back(Call(&Stub::FailPath, fail));
+    v1::DetachControllerRequest detach;
+    detach.set_name("controllers/" + id);
+    answers.push_back(Call(&Stub::DetachController, detach));
+    v1::AttachControllerRequest attach;
+    attach.set_transport("tcp");
+    attach.set_address(id);
+    answers.push_back(Call(&Stub::AttachController, attach));
+    for (const grpc::Status& s : answers) {
+      EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << n << ": " << s.error_message().substr(0, 200);
+      EXPECT_LE(s.error_message().size(), 256u) << n;
+      EXPECT_THAT(s.error_message(), HasSubstr("over the limit of")) << n;
+    }
+    v1::WatchEventsRequest watch;
+    watch.add_heads("heads/" + id);
+    grpc::ClientContext ctx;
+    auto reader = stub_->WatchEvents(&ctx, watch);
+    v1::WatchEventsResponse msg;
+    EXPECT_FALSE(reader->Read(&msg));
+    grpc::Status s = reader->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << n;
+    EXPECT_LE(s.error_message().size(), 256u) << n;
+  }
+  ASSERT_FALSE(log_.empty());  // the failed mutations, rate-limited
+  for (const std::string& l : log_) EXPECT_LE(l.size(), 512u) << l.substr(0, 200);
+
+  // The client stays: its channel, a reflection stream its server thread waits on, and
+  // a health watch. Shutdown cancels them at its deadline and returns.
+  grpc::GenericStub generic(socket_);
+  grpc::CompletionQueue cq;
+  grpc::ClientContext held;
+  auto stream = generic.PrepareCall(&held, kReflection, &cq);
+  stream->StartCall(nullptr);
+  void* tag;
+  bool ok;
+  ASSERT_TRUE(cq.Next(&tag, &ok));
+  grpc::ClientContext health_ctx;
+  auto health = grpc::health::v1::Health::NewStub(socket_);
+  auto watch = health->Watch(&health_ctx, grpc::health::v1::HealthCheckRequest());
+  grpc::health::v1::HealthCheckResponse serving;
+  ASSERT_TRUE(watch->Read(&serving));
+
+  auto returned = std::make_shared<std::promise<void>>();
+  std::future<void> done = returned->get_future();
+  std::thread stopper([this, returned] {
+    server_->Shutdown();
+    returned->set_value();
+  });
+  // Not a timing: far past the 2 s deadline, only so that a hang fails instead of
+  // waiting for ctest's timeout.
+  if (done.wait_for(std::chrono::seconds(60)) != std::future_status::ready) {
+    ADD_FAILURE() << "Shutdown did not return with the client connected";
+    std::fflush(nullptr);
+    std::_Exit(1);
+  }
+  stopper.join();
+  held.TryCancel();
+  grpc::Status ended;
+  stream->Finish(&ended, nullptr);
+  ASSERT_TRUE(cq.Next(&tag, &ok));
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+  while (watch->Read(&serving)) {
+  }
+  watch->Finish();
+}
+
+// Before the fix both were UNIMPLEMENTED with no message, and each non-UTF-8 string
+// logged a libprotobuf ERROR line: 1,000 lines here.
+TEST_F(HostileCallerTest, BodiesThatAreNotProtobufAreInvalidArgumentAndTheirLogIsBounded) {
+  Mutex mu;
+  std::vector<std::string> lines;
+  // One window of an hour: the count does not depend on how fast this run is.
+  LimitProtobufLog(
+      [&](const std::string& l) {
+        MutexLock lock(&mu);
+        lines.push_back(l);
+      },
+      int64_t{3600} * 1'000'000'000);
+  Start();
+  const std::string not_utf8("\x0a\x04\xff\xfe\xfd\xfc", 6);  // GetHeadRequest.name = ff fe fd fc
+  const std::string not_protobuf("\xff\xff\xff\xff\xff\xff", 6);  // a tag that never ends
+  for (int i = 0; i < 1000; ++i) {
+    grpc::Status s = RawCall(socket_.get(), "/umpath.v1.MultipathControl/GetHead",
+                             i % 2 ? not_utf8 : not_protobuf);
+    ASSERT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << i << " " << s.error_message();
+    ASSERT_THAT(s.error_message(), HasSubstr("not a valid GetHead request"));
+  }
+  grpc::Status s = RawCall(health_.get(), "/grpc.health.v1.Health/Check", not_utf8);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  LimitProtobufLog([](const std::string& l) { std::fprintf(stderr, "%s\n", l.c_str()); });
+  MutexLock lock(&mu);
+  EXPECT_THAT(lines, SizeIs(1));  // the first; the rest are counted into the next line
+  for (const std::string& l : lines) {
+    EXPECT_LE(l.size(), 400u);
+    EXPECT_THAT(l, HasSubstr("UTF-8"));
+  }
+}
+
+// Health's Check repeats the service it does not know: at most a prefix of it. Before,
+// a 100 KB name came back RESOURCE_EXHAUSTED (over the client's metadata limit).
+TEST_F(HostileCallerTest, HealthCheckOfAHugeUnknownServiceHasABoundedMessage) {
+  Start();
+  auto health = grpc::health::v1::Health::NewStub(socket_);
+  grpc::ClientContext ctx;
+  grpc::health::v1::HealthCheckRequest req;
+  req.set_service(std::string(100 << 10, 's'));
+  grpc::health::v1::HealthCheckResponse resp;
+  grpc::Status s = health->Check(&ctx, req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_LE(s.error_message().size(), 256u);
+  EXPECT_THAT(s.error_message(), HasSubstr("102400 bytes"));
+}
+
+// AIP-193: the arguments first. Before the fix a malformed transport on an agent
+// without a backend was FAILED_PRECONDITION.
+TEST_F(HostileCallerTest, AttachWithAMalformedTransportIsInvalidArgumentWithoutABackend) {
+  Start();
+  using Stub = v1::MultipathControl::Stub;
+  v1::AttachControllerRequest req;
+  req.set_address("0000:00:04.0");
+  for (const std::string& transport : {std::string("bogus"), std::string("PCIE"),
+                                       std::string("pcie\n"), std::string(8 << 10, 't')}) {
+    req.set_transport(transport);
+    grpc::Status s = Call(&Stub::AttachController, req);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << transport.substr(0, 20);
+    EXPECT_LE(s.error_message().size(), 256u);
+  }
+  req.set_transport("bogus");
+  EXPECT_THAT(Call(&Stub::AttachController, req).error_message(),
+              HasSubstr("is not one of pcie, tcp, rdma, fc, loop, kernel"));
+  req.set_transport("pcie");  // well-formed: then the missing backend
+  EXPECT_EQ(Call(&Stub::AttachController, req).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+}  // namespace
+}  // namespace umpath::server
