@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "umpathd: %s\n", std::string(config.status().message()).c_str());
     return 2;
   }
+  const bool linger = config->linger_after_handover;
   absl::StatusOr<std::unique_ptr<umpath::app::Agent>> agent = umpath::app::Agent::Create(
       *std::move(config), {.on_stop_requested = [&signals] { signals.EndWait(); }});
   if (!agent.ok()) {
@@ -36,5 +37,9 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "umpathd: %s, shutting down (block devices: %s)\n", stop.by.c_str(),
                std::string(umpath::ublk::StopModeName(stop.mode)).c_str());
   agent->reset();  // the Agent stops
+  if (stop.for_successor && linger) {
+    std::fprintf(stderr, "umpathd: handed over to a successor; waiting for SIGTERM (--linger_after_handover)\n");
+    signals.WaitForSignal();
+  }
   return stop.exit_status();
 }

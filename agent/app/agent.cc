@@ -1,14 +1,17 @@
 #include "agent/app/agent.h"
 
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "agent/base/status_macros.h"
+#include "agent/handover/state.h"
 
 namespace umpath::app {
 
@@ -31,7 +34,11 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentConfig config, AgentMo
     a->workers_started_ = true;
   }
   RETURN_IF_ERROR(a->StartControl());
-  RETURN_IF_ERROR(a->StartBackends());
+  std::unique_ptr<vfio::HandOverPackage> incoming;
+  if (a->config_.take_over) {
+    ASSIGN_OR_RETURN(incoming, a->TakeOver());
+  }
+  RETURN_IF_ERROR(a->StartBackends(std::move(incoming)));
   if (a->config_.ublk) {
     a->export_ops_ = std::make_unique<UblkExportOps>(
         "block devices are offered once the workload ends");
@@ -45,11 +52,13 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentConfig config, AgentMo
     a->config_.server.service.no_export_reason = "started with --ublk=false";
   }
   if (mode.on_stop_requested) {
+    a->wake_ = mode.on_stop_requested;
     a->stop_ops_ = std::make_unique<AgentStopOps>(&a->stop_choice_, a->export_ops_.get(),
                                                   std::move(mode.on_stop_requested));
     a->config_.server.service.stop = a->stop_ops_.get();
   }
   RETURN_IF_ERROR(a->StartServer());
+  if (a->wake_ && !a->config_.handover_socket.empty()) a->ListenForSuccessor();
   return a;
 }
 
@@ -97,19 +106,21 @@ absl::Status Agent::StartControl() {
   return absl::OkStatus();
 }
 
-absl::Status Agent::StartBackends() {
+absl::Status Agent::StartBackends(std::unique_ptr<vfio::HandOverPackage> incoming) {
   server::ServiceOptions& svc = config_.server.service;
   if (config_.vfio) {
     absl::StatusOr<std::unique_ptr<vfio::VfioManager>> vm = vfio::VfioManager::Create(
-        mp_.get(), plane_.get(), supervisor_.get(), worker_ptrs_, *config_.vfio);
+        mp_.get(), plane_.get(), supervisor_.get(), worker_ptrs_, *config_.vfio, std::move(incoming));
     if (!vm.ok()) return Prefixed("vfio", vm.status());
     vfio_ = std::move(*vm);
-    int attached = 0;
+    int attached = 0, adopted = 0;
     plane_->Run([&] {
+      for (const auto& [bdf, st] : vfio_->AdoptHandedOver()) adopted += st.ok();
       for (const auto& [bdf, st] : vfio_->AttachConfigured()) attached += st.ok();
       vfio_->Start();
     });
-    Log(absl::StrCat("vfio: ", attached, " controller(s) attached"));
+    Log(absl::StrCat("vfio: ", attached, " controller(s) attached",
+                     adopted > 0 ? absl::StrCat(", ", adopted, " adopted running") : ""));
     svc.backends.push_back("vfio");
   }
   // The kernel's NVMe controllers: claimed by the configuration, or attached through
@@ -159,7 +170,10 @@ void Agent::StopControllers() {
     int64_t grace_ms = 10'000;
     if (config_.kernel) grace_ms = std::max<int64_t>(grace_ms, config_.kernel->drain_timeout_ms);
     Notification done;
-    plane_->Run([&] { supervisor_->StopAll(grace_ms * 1'000'000, [&](size_t) { done.Notify(); }); });
+    const bool hand_over = successor_adopts_ && vfio_ != nullptr;
+    plane_->Run([&] {
+      supervisor_->StopAll(grace_ms * 1'000'000, [&](size_t) { done.Notify(); }, hand_over);
+    });
     done.WaitFor(std::chrono::hours(24));
   }
   // The backends and the supervisor stay until the members go: the block devices'
@@ -284,13 +298,176 @@ Agent::~Agent() {
     StopBlockDevices(stop.mode);
     plane_->Run([this] { exporter_->StopFollowing(); });
   }
+  if (successor_adopts_ && vfio_) {
+    DrainVfioIo(2000);
+    plane_->Run([this] { vfio_->BeginHandOver(); });
+  }
   StopControllers();
+  if (successor_.valid()) SendHandOver();
   // Fails what still waits (a handed-over device holds it), so stopping the block
   // devices never waits on it.
   if (mp_) mp_->Shutdown();
   if (exporter_) exporter_->Shutdown();
   logger_.reset();  // its journal is closed: it ends
   for (Worker* w : worker_ptrs_) w->Stop();
+  // The successor goes on once this closes: the controllers are its own by now, and
+  // what the members still hold (the block devices' buffers, their files) it keeps
+  // clear of (the buffers' IOVAs are never reused; a device is taken over once free).
+  successor_ = handover::UniqueFd();
+}
+
+// ---- The hand-over (issue 16 item 3). ----
+
+absl::StatusOr<std::unique_ptr<vfio::HandOverPackage>> Agent::TakeOver() {
+  const std::string& path = config_.handover_socket;
+  absl::StatusOr<handover::UniqueFd> conn = handover::Connect(path);
+  if (!conn.ok()) {
+    Log(absl::StrCat("take-over: no agent answers on ", path, " (", conn.status().message(),
+                     "); starting as usual"));
+    return nullptr;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  auto ms = [&t0] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  };
+  handover::Hello hello;
+  hello.version = config_.server.service.version;
+  hello.workers = static_cast<uint32_t>(config_.workers);
+  hello.queue_depth = config_.vfio ? config_.vfio->queue_depth : 2;
+  if (absl::Status s = handover::Send(conn->get(), handover::Encode(hello), {}); !s.ok()) {
+    return Prefixed("take-over", s);
+  }
+  // Its stop takes up to ~45 s at worst (a kernel path's drain); then it answers.
+  constexpr int kWaitMs = 120'000;
+  absl::StatusOr<handover::Message> m = handover::Receive(conn->get(), kWaitMs);
+  if (!m.ok()) return Prefixed("take-over: the running agent's answer", m.status());
+  absl::StatusOr<handover::Answer> answer = handover::DecodeAnswer(m->text);
+  if (!answer.ok()) return Prefixed("take-over", answer.status());
+  std::unique_ptr<vfio::HandOverPackage> package;
+  if (answer->adopt) {
+    absl::StatusOr<handover::Message> sm = handover::Receive(conn->get(), kWaitMs);
+    if (!sm.ok()) return Prefixed("take-over: the running agent's state", sm.status());
+    absl::StatusOr<handover::State> state = handover::DecodeState(sm->text, sm->fds.size());
+    if (state.ok()) {
+      package = std::make_unique<vfio::HandOverPackage>();
+      package->state = *std::move(state);
+      package->fds = std::move(sm->fds);
+    } else {
+      // Its controllers are idle and let go; they are brought up again as usual.
+      Log(absl::StrCat("take-over: the state handed over is refused (", state.status().message(),
+                       "); its controllers are brought up again"));
+    }
+  }
+  Log(absl::StrCat("take-over: the running agent ", answer->adopt ? "hands over: " : "takes the simple path: ",
+                   answer->why, " (", ms(), " ms)"));
+  // Until it has gone: its files (block devices, vfio) closed, its buffers unmapped.
+  absl::StatusOr<handover::Message> end = handover::Receive(conn->get(), kWaitMs);
+  if (end.ok() || !absl::IsUnavailable(end.status())) {
+    return Prefixed("take-over: waiting for the running agent to end",
+                    end.ok() ? absl::DataLossError("it sent more than it should") : end.status());
+  }
+  Log(absl::StrCat("take-over: the previous agent has ended (", ms(), " ms)"));
+  return package;
+}
+
+void Agent::ListenForSuccessor() {
+  const std::string& path = config_.handover_socket;
+  // Another agent answering there keeps its socket: this one takes no successors.
+  if (handover::Connect(path).ok()) {
+    Log(absl::StrCat("hand-over: another agent answers on ", path, "; this one takes no successor"));
+    return;
+  }
+  absl::StatusOr<handover::UniqueFd> l = handover::Listen(path);
+  if (!l.ok()) {
+    Log(absl::StrCat("hand-over: ", l.status().message(), "; this agent takes no successor"));
+    return;
+  }
+  handover_listen_ = std::move(*l);
+  plane_->Run([this] { (void)plane_->Watch(handover_listen_.get(), [this] { OnSuccessor(); }); });
+}
+
+// Control thread.
+void Agent::OnSuccessor() {
+  handover::UniqueFd conn(accept4(handover_listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  if (!conn.valid()) return;
+  absl::StatusOr<handover::Peer> peer = handover::PeerOf(conn.get());
+  if (!peer.ok() || (peer->uid != 0 && peer->uid != geteuid())) {
+    Log(absl::StrCat("hand-over: refused a caller that is not root (uid ", peer.ok() ? peer->uid : -1, ")"));
+    return;
+  }
+  // Its hello comes with the connection; a caller that sends none in a second is dropped.
+  absl::StatusOr<handover::Message> m = handover::Receive(conn.get(), 1000);
+  absl::StatusOr<handover::Hello> hello =
+      m.ok() ? handover::DecodeHello(m->text) : absl::StatusOr<handover::Hello>(m.status());
+  if (!hello.ok()) {
+    Log(absl::StrCat("hand-over: pid ", peer->pid, ": ", hello.status().message()));
+    return;
+  }
+  if (successor_.valid()) {
+    (void)handover::Send(conn.get(), handover::Encode(handover::Answer{false, "another successor came first"}), {});
+    return;
+  }
+  std::string why;
+  if (hello->protocol != handover::kProtocol) {
+    why = absl::StrCat("it speaks hand-over protocol ", hello->protocol, " and this agent ", handover::kProtocol);
+  } else if (!vfio_) {
+    why = "this agent drives no vfio controller";
+  } else if (hello->workers != static_cast<uint32_t>(config_.workers)) {
+    why = absl::StrCat("it has ", hello->workers, " workers and this agent ", config_.workers,
+                       ": the I/O queues are one per worker");
+  } else if (hello->queue_depth != config_.vfio->queue_depth) {
+    why = absl::StrCat("its vfio queues are ", hello->queue_depth, " deep and this agent's ",
+                       config_.vfio->queue_depth);
+  }
+  const std::string by = absl::StrCat("a successor, pid ", peer->pid, " (version ", hello->version, ")");
+  if (!stop_choice_.Request(ublk::StopMode::kHandOver, by, /*for_successor=*/true)) {
+    why = "this agent is stopping already";
+  }
+  successor_adopts_ = why.empty();
+  if (!successor_adopts_) {
+    (void)handover::Send(conn.get(), handover::Encode(handover::Answer{false, why}), {});
+  }
+  Log(absl::StrCat("hand-over: ", by, successor_adopts_ ? " takes over the running controllers"
+                                                         : absl::StrCat(" takes the simple path: ", why)));
+  successor_ = std::move(conn);
+  plane_->Unwatch(handover_listen_.get());
+  if (why != "this agent is stopping already") wake_();
+}
+
+void Agent::DrainVfioIo(int64_t timeout_ms) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    int64_t in_flight = 0;
+    for (const HeadInfo& h : mp_->ListHeads()) {
+      for (const PathInfo& p : h.paths) {
+        if (vfio_->Owns(p.name)) in_flight += p.counters.in_flight;
+      }
+    }
+    if (in_flight == 0) return;
+    if (std::chrono::steady_clock::now() > deadline) {
+      Log(absl::StrCat("hand-over: ", in_flight, " command(s) still in flight on vfio paths; their controllers are fenced"));
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+void Agent::SendHandOver() {
+  std::unique_ptr<vfio::HandOverPackage> p = successor_adopts_ && vfio_ ? vfio_->TakeHandOver() : nullptr;
+  if (!successor_adopts_) return;  // answered already
+  if (p == nullptr) {
+    (void)handover::Send(successor_.get(),
+                         handover::Encode(handover::Answer{false, "no controller was idle to hand over"}), {});
+    return;
+  }
+  std::vector<int> fds;
+  for (const handover::UniqueFd& fd : p->fds) fds.push_back(fd.get());
+  const size_t n = p->state.controllers.size();
+  absl::Status s = handover::Send(successor_.get(),
+                                  handover::Encode(handover::Answer{true, absl::StrCat(n, " controller(s) running")}), {});
+  if (s.ok()) s = handover::Send(successor_.get(), handover::Encode(p->state), fds);
+  Log(s.ok() ? absl::StrCat("hand-over: ", n, " controller(s) handed over running")
+             : absl::StrCat("hand-over: sending the state: ", s.message()));
 }
 
 }  // namespace umpath::app

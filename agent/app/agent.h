@@ -29,6 +29,7 @@
 #include "agent/core/io_memory.h"
 #include "agent/core/multipath.h"
 #include "agent/core/worker.h"
+#include "agent/handover/channel.h"
 #include "server/control_server.h"
 #include "server/metrics.h"
 #include "server/attachment_store.h"
@@ -71,7 +72,17 @@ class Agent {
   explicit Agent(AgentConfig config) : config_(std::move(config)), stop_choice_(config_.stop) {}
   absl::Status StartCore();
   absl::Status StartControl();
-  absl::Status StartBackends();
+  absl::Status StartBackends(std::unique_ptr<vfio::HandOverPackage> incoming = nullptr);
+  // --take_over: the predecessor's running controllers, once it has gone (null: none,
+  // or the simple path).
+  absl::StatusOr<std::unique_ptr<vfio::HandOverPackage>> TakeOver();
+  // Waits for successors on --handover_socket (the control thread answers them).
+  void ListenForSuccessor();
+  void OnSuccessor();
+  // The stop's half of a hand-over: in-flight vfio I/O completes first (bounded), so the
+  // controllers are idle when the supervisor lets them go.
+  void DrainVfioIo(int64_t timeout_ms);
+  void SendHandOver();
   void StopControllers();
   absl::Status StartExporter();
   void StopBlockDevices(ublk::StopMode mode);
@@ -79,6 +90,10 @@ class Agent {
 
   AgentConfig config_;
   StopChoice stop_choice_;
+  std::function<void()> wake_;  // ends main's wait (a stop was asked for)
+  handover::UniqueFd handover_listen_;
+  handover::UniqueFd successor_;  // a successor asked; the stop answers it
+  bool successor_adopts_ = false;
   // First, so it is destroyed last: controllers left to the process's exit still post
   // to it (it drops what comes once it has stopped).
   std::unique_ptr<ControlPlane> plane_;

@@ -85,6 +85,17 @@ ABSL_FLAG(std::string, stop, "handover",
           "waiting I/O held for the next agent, which takes them over), remove (each is "
           "removed, but one in use (mounted, open, held) is handed over instead) or "
           "force-remove (each is removed, in use or not)");
+ABSL_FLAG(std::string, handover_socket, "/run/umpath/umpathd.handover",
+          "where a successor asks this agent to hand its running vfio controllers over "
+          "(a Unix socket, root only); empty: no hand-over");
+ABSL_FLAG(bool, take_over, false,
+          "start by taking over from the agent answering on --handover_socket: it stops, "
+          "handing its idle vfio controllers over running (no reset) and its block devices "
+          "as on a stop; without one, start as usual");
+ABSL_FLAG(bool, linger_after_handover, false,
+          "after handing over to a successor (--take_over), wait for SIGTERM before exiting "
+          "instead of exiting at once: where the process is restarted on exit (a "
+          "DaemonSet's container), the restart would take over back from the successor");
 ABSL_FLAG(std::string, ublk_state_dir, "/run/umpath/ublk", "where each device's head is recorded");
 ABSL_FLAG(int, ublk_recover_wait_secs, 30,
           "how long a device left by the last run waits for its head before it is removed");
@@ -252,6 +263,12 @@ absl::StatusOr<AgentConfig> AgentConfigFromFlags() {
   }
   if (absl::GetFlag(FLAGS_ublk)) c.ublk = UblkFromFlags();
   ASSIGN_OR_RETURN(c.stop, ParseStop(absl::GetFlag(FLAGS_stop)));
+  c.handover_socket = absl::GetFlag(FLAGS_handover_socket);
+  c.take_over = absl::GetFlag(FLAGS_take_over);
+  c.linger_after_handover = absl::GetFlag(FLAGS_linger_after_handover);
+  if (c.take_over && c.handover_socket.empty()) {
+    return absl::InvalidArgumentError("--take_over needs --handover_socket");
+  }
   return c;
 }
 

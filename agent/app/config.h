@@ -31,6 +31,13 @@ struct AgentConfig {
   // agent (they stay, and what waits is served by it), or remove them (decommissioning;
   // but those in use, unless forced). StopAgent brings its own.
   ublk::StopMode stop = ublk::StopMode::kHandOver;
+  // --handover_socket: where this agent waits for a successor (a Unix socket; empty:
+  // none), and --take_over: a new agent first asks the one answering there to hand its
+  // running vfio controllers over (issue 16 item 3).
+  std::string handover_socket = "/run/umpath/umpathd.handover";
+  bool take_over = false;
+  // --linger_after_handover: main waits for a signal after a stop a successor asked for.
+  bool linger_after_handover = false;
 };
 
 // From the flags. INVALID_ARGUMENT names the flag and what it takes.

@@ -164,10 +164,10 @@ void UblkExportOps::Unexport(const std::string& head, server::OpDone<absl::Statu
   e->Unexport(head, std::move(done));
 }
 
-bool StopChoice::Request(ublk::StopMode mode, std::string by) {
+bool StopChoice::Request(ublk::StopMode mode, std::string by, bool for_successor) {
   MutexLock l(&mu_);
   if (decided_) return false;
-  decided_ = Decided{mode, true, std::move(by)};
+  decided_ = Decided{mode, true, std::move(by), for_successor};
   return true;
 }
 

@@ -92,13 +92,14 @@ class StopChoice {
     ublk::StopMode mode = ublk::StopMode::kHandOver;
     bool requested = false;  // by StopAgent
     std::string by;          // "signal 15", "StopAgent from uid 0 gid 0 pid 812"
+    bool for_successor = false;  // a successor agent asked (--take_over)
     int exit_status() const {
       return requested && mode != ublk::StopMode::kHandOver ? kExitRemovedThroughApi : 0;
     }
   };
   explicit StopChoice(ublk::StopMode configured) : configured_(configured) {}
   // StopAgent's: false when the stop was decided already.
-  bool Request(ublk::StopMode mode, std::string by);
+  bool Request(ublk::StopMode mode, std::string by, bool for_successor = false);
   // The stop begins: what StopAgent asked, else the configured mode `by` a signal (or the
   // agent's end). Idempotent; requests are refused from now on.
   Decided Decide(std::string by);

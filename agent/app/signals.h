@@ -30,6 +30,11 @@ class TerminationSignals {
   // that comes later is taken and changes nothing.
   void EndWait();
   int received() const { return signal_.load(); }  // 0: none (yet, or EndWait came first)
+  // Until a signal has come, before or after EndWait.
+  void WaitForSignal() {
+    while (!done_.WaitFor(std::chrono::hours(24))) {
+    }
+  }
 
  private:
   std::function<void()> on_signal_;

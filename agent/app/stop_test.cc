@@ -167,5 +167,22 @@ TEST_F(AgentStopTest, AStopAgentAfterTheStopWasDecidedIsRefused) {
   EXPECT_FALSE(choice_.Decide("signal 15").requested);
 }
 
+// Only a successor's request marks the stop as one for a successor: main lingers after
+// that one alone (--linger_after_handover), never after a signal's or StopAgent's.
+TEST(StopChoiceTest, OnlyASuccessorsRequestIsForASuccessor) {
+  StopChoice by_signal(ublk::StopMode::kHandOver);
+  EXPECT_FALSE(by_signal.Decide("signal 15").for_successor);
+  StopChoice by_api(ublk::StopMode::kHandOver);
+  ASSERT_TRUE(by_api.Request(ublk::StopMode::kHandOver, "StopAgent from uid 0"));
+  EXPECT_FALSE(by_api.Decide("signal 15").for_successor);
+  StopChoice by_successor(ublk::StopMode::kRemove);
+  ASSERT_TRUE(by_successor.Request(ublk::StopMode::kHandOver, "a successor, pid 9", true));
+  const StopChoice::Decided d = by_successor.Decide("signal 15");
+  EXPECT_TRUE(d.for_successor);
+  EXPECT_EQ(d.mode, ublk::StopMode::kHandOver);
+  EXPECT_EQ(d.exit_status(), 0);
+  EXPECT_FALSE(by_successor.Request(ublk::StopMode::kHandOver, "a second successor", true));
+}
+
 }  // namespace
 }  // namespace umpath::app

@@ -287,7 +287,9 @@ void ControllerSupervisor::LeaveCore(Entry* e, const std::string& why) {
 }
 
 void ControllerSupervisor::DoFence(Entry* e) {
-  const FenceResult r = e->driver->Fence({.release = e->release, .shutdown_notify = e->stopping});
+  const FenceResult r = e->driver->Fence({.release = e->release,
+                                          .shutdown_notify = e->stopping,
+                                          .hand_over = e->stopping && hand_over_ && !e->release});
   std::string detail = r.detail;
   if (absl::Status s = mp_->ControllerFenced(e->name); !s.ok()) {
     absl::StrAppend(&detail, "; ", s.message());
@@ -345,8 +347,10 @@ void ControllerSupervisor::CheckHealth() {
   if (!stopping_) ArmHealthCheck();
 }
 
-void ControllerSupervisor::StopAll(int64_t grace_ns, absl::AnyInvocable<void(size_t) &&> done) {
+void ControllerSupervisor::StopAll(int64_t grace_ns, absl::AnyInvocable<void(size_t) &&> done,
+                                   bool hand_over) {
   stopping_ = true;
+  hand_over_ = hand_over;
   stop_done_ = std::move(done);
   plane_->Cancel(health_timer_);
   uint16_t cqt_ms = 0;

@@ -78,6 +78,10 @@ std::optional<SupervisedState> NextState(SupervisedState state, SupervisorEvent 
 struct FenceAsk {
   bool release = false;          // let the device go once fenced (hot-unplug)
   bool shutdown_notify = false;  // the agent stops: a clean shutdown first
+  // The agent stops for a successor that adopts running controllers (issue 16 item 3):
+  // a driver may hand an idle controller over instead of fencing it. Nothing it was
+  // given is in flight, so nothing runs twice.
+  bool hand_over = false;
 };
 struct FenceResult {
   bool released = false;  // the device was let go (it was gone, or nothing else worked)
@@ -144,7 +148,9 @@ class ControllerSupervisor {
   // `done` runs once all are gone, or after `grace_ns` (plus the largest CQT) with the
   // number left, which stay until the supervisor goes: a worker may still hold their
   // queue pairs.
-  void StopAll(int64_t grace_ns, absl::AnyInvocable<void(size_t left) &&> done);
+  // `hand_over`: for a successor that adopts them (FenceAsk::hand_over).
+  void StopAll(int64_t grace_ns, absl::AnyInvocable<void(size_t left) &&> done,
+               bool hand_over = false);
 
  private:
   struct Entry;
@@ -169,6 +175,7 @@ class ControllerSupervisor {
   uint64_t next_id_ = 1;
   ControlPlane::TimerId health_timer_ = 0;
   bool stopping_ = false;
+  bool hand_over_ = false;
   ControlPlane::TimerId stop_timer_ = 0;
   absl::AnyInvocable<void(size_t) &&> stop_done_;
   // Lives as long as the supervisor: tasks posted for it check it first.

@@ -138,7 +138,7 @@ std::string Encode(const State& s) {
                     Index(c.device_fd), " admin_sq=", Index(c.admin_sq), " admin_cq=", Index(c.admin_cq),
                     " admin_data=", Index(c.admin_data), " admin_log=", Index(c.admin_log),
                     " admin_depth=", c.admin_depth, Ring("admin_", c.admin), " next_cid=", c.next_cid,
-                    " aers=", c.aers, " max_transfer=", c.max_transfer, "\n");
+                    " aers=", c.aers, " aer_seq=", c.aer_seq, " max_transfer=", c.max_transfer, "\n");
     for (const QueueState& q : c.queues) {
       absl::StrAppend(&out, "queue qid=", q.qid, " depth=", q.depth, " memory=", Index(q.memory),
                       " vector=", q.vector < 0 ? std::string("none") : absl::StrCat(q.vector),
@@ -234,9 +234,10 @@ absl::StatusOr<State> DecodeState(absl::string_view text, size_t fds) {
   }
 
   std::set<int> mappings_used;
-  auto use_mapping = [&](const Record& r, const std::string& key) -> absl::StatusOr<int> {
+  auto use_mapping = [&](const Record& r, const std::string& key, bool optional = false) -> absl::StatusOr<int> {
     absl::StatusOr<int> m = r.Index(key, s.mappings.size());
     if (!m.ok()) return m.status();
+    if (*m < 0 && optional) return -1;
     if (*m < 0) return r.Error(absl::StrCat("no mapping for ", key));
     if (s.mappings[*m].fd < 0) return r.Error(absl::StrCat(key, " names a mapping whose memory was not passed"));
     if (!mappings_used.insert(*m).second) return r.Error(absl::StrCat("mapping ", *m, " named twice"));
@@ -289,7 +290,7 @@ absl::StatusOr<State> DecodeState(absl::string_view text, size_t fds) {
     c.device_fd = *device;
     for (auto [key, field] : {std::pair{"admin_sq", &c.admin_sq}, {"admin_cq", &c.admin_cq},
                               {"admin_data", &c.admin_data}, {"admin_log", &c.admin_log}}) {
-      absl::StatusOr<int> m = use_mapping(r, key);
+      absl::StatusOr<int> m = use_mapping(r, key, field == &c.admin_log);
       if (!m.ok()) return m.status();
       *field = *m;
     }
@@ -303,6 +304,9 @@ absl::StatusOr<State> DecodeState(absl::string_view text, size_t fds) {
     if (!cid.ok()) return cid.status();
     absl::StatusOr<uint64_t> aers = r.Number("aers", 0, 16);
     if (!aers.ok()) return aers.status();
+    absl::StatusOr<uint64_t> seq = r.Number("aer_seq", 0, 65535);
+    if (!seq.ok()) return seq.status();
+    c.aer_seq = static_cast<uint16_t>(*seq);
     absl::StatusOr<uint64_t> mt = r.Number("max_transfer", kPage, 1 << 20);
     if (!mt.ok()) return mt.status();
     c.next_cid = static_cast<uint16_t>(*cid);

@@ -66,12 +66,14 @@ struct ControllerState {
   std::string bdf;
   int group_fd = -1;   // descriptors of the message
   int device_fd = -1;
-  // The admin queue's mappings: SQ, CQ, the identify page and the log page.
+  // The admin queue's mappings: SQ, CQ, the identify page and the log pages (-1: none
+  // made yet).
   int admin_sq = -1, admin_cq = -1, admin_data = -1, admin_log = -1;
   uint16_t admin_depth = 0;
   RingPosition admin;
   uint16_t next_cid = 0;
-  uint16_t aers = 0;  // Asynchronous Event Requests outstanding
+  uint16_t aers = 0;     // Asynchronous Event Requests outstanding
+  uint16_t aer_seq = 0;  // where their command identifiers go on
   uint32_t max_transfer = 0;
   std::vector<QueueState> queues;
 };

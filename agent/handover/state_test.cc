@@ -39,6 +39,7 @@ State TwoControllers() {
     c.admin = {7, 6, false};
     c.next_cid = 301;
     c.aers = 1;
+    c.aer_seq = 5;
     c.max_transfer = 512 * 1024;
     for (uint16_t q = 1; q <= 2; ++q) {
       c.queues.push_back({q, 256, mapping(iova, 40 * 4096, true), q, {200, 200, q == 1}});
@@ -69,6 +70,7 @@ TEST(HandoverStateTest, RoundTrips) {
   EXPECT_FALSE(c.admin.cq_phase);
   EXPECT_EQ(c.next_cid, 301);
   EXPECT_EQ(c.aers, 1);
+  EXPECT_EQ(c.aer_seq, 5);
   ASSERT_EQ(c.queues.size(), 2u);
   EXPECT_EQ(c.queues[0].vector, 1);
   EXPECT_TRUE(c.queues[0].ring.cq_phase);

@@ -3,6 +3,7 @@
 #include <linux/vfio.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -32,21 +33,56 @@ absl::Status DeviceGone(const std::string& bdf) {
 
 absl::StatusOr<std::unique_ptr<DmaBuffer>> DmaBuffer::Create(VfioContainer* c, uint64_t len) {
   len = (len + kPage - 1) & ~uint64_t{kPage - 1};
-  void* host = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (host == MAP_FAILED) return absl::ErrnoToStatus(errno, "mmap DMA buffer");
+  const int fd = memfd_create("umpath-dma", MFD_CLOEXEC);
+  if (fd < 0) return absl::ErrnoToStatus(errno, "memfd_create DMA buffer");
+  if (ftruncate(fd, static_cast<off_t>(len)) != 0) {
+    const int e = errno;
+    close(fd);
+    return absl::ErrnoToStatus(e, "ftruncate DMA buffer");
+  }
+  void* host = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (host == MAP_FAILED) {
+    const int e = errno;
+    close(fd);
+    return absl::ErrnoToStatus(e, "mmap DMA buffer");
+  }
   std::memset(host, 0, len);  // touched, so every page exists before it is pinned
   absl::StatusOr<uint64_t> iova = c->MapDma(host, len);
   if (!iova.ok()) {
     munmap(host, len);
+    close(fd);
     return iova.status();
   }
-  return std::unique_ptr<DmaBuffer>(new DmaBuffer(c, host, *iova, len));
+  return std::unique_ptr<DmaBuffer>(new DmaBuffer(c, fd, host, *iova, len));
+}
+
+absl::StatusOr<std::unique_ptr<DmaBuffer>> DmaBuffer::Adopt(VfioContainer* c, int memfd, uint64_t iova,
+                                                            uint64_t len) {
+  struct stat st;
+  if (fstat(memfd, &st) != 0 || static_cast<uint64_t>(st.st_size) < len) {
+    close(memfd);
+    return absl::InvalidArgumentError(absl::StrCat("the memory handed over for IOVA ", iova,
+                                                   " is smaller than its mapping (", len, " B)"));
+  }
+  void* host = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+  if (host == MAP_FAILED) {
+    const int e = errno;
+    close(memfd);
+    return absl::ErrnoToStatus(e, "mmap handed-over DMA memory");
+  }
+  if (absl::Status s = c->AdoptMapping(host, iova, len); !s.ok()) {
+    munmap(host, len);
+    close(memfd);
+    return s;
+  }
+  return std::unique_ptr<DmaBuffer>(new DmaBuffer(c, memfd, host, iova, len));
 }
 
 DmaBuffer::~DmaBuffer() {
   if (registry_) registry_->Remove(host_);
-  (void)container_->UnmapDma(iova_, len_);
+  if (!kept_) (void)container_->UnmapDma(iova_, len_);
   munmap(host_, len_);
+  close(fd_);
 }
 
 absl::StatusOr<std::unique_ptr<VfioController>> VfioController::Open(VfioContainer* container,
@@ -166,6 +202,11 @@ AsyncEvent DecodeAsyncEvent(uint32_t dw0) {
 
 void VfioController::ReleaseDevice() {
   if (!device_) return;
+  if (handed_over_) {
+    // The successor's now: only this process's descriptors and mappings go.
+    device_.reset();
+    return;
+  }
   if (!vector_fds_.empty()) (void)device_->DisableIrqs(VFIO_PCI_MSIX_IRQ_INDEX);
   if (release_fd_ >= 0) (void)device_->DisableIrqs(VFIO_PCI_REQ_IRQ_INDEX);
   device_.reset();  // unmaps BAR0, closes the device and its group
@@ -334,43 +375,56 @@ absl::Status VfioController::CreateQueuesOnDevice(uint16_t qid, uint16_t depth, 
   return done.ok() ? absl::OkStatus() : done.status();
 }
 
+// Where a queue's rings and PRP lists sit in its one buffer: the submission ring, then the completion
+// ring, each page-aligned, then one run of list pages per command slot.
+VfioController::QueueLayout VfioController::LayoutFor(IoQueueOptions& options, uint16_t depth) {
+  options.depth = depth;
+  options.page_size = kPage;
+  options.list_pages_per_command = ListPagesPerCommand(options.max_transfer, kPage);
+  QueueLayout l;
+  l.sq_bytes = (uint64_t{depth} * sizeof(nvme::SubmissionEntry) + kPage - 1) & ~uint64_t{kPage - 1};
+  l.cq_bytes = (uint64_t{depth} * sizeof(nvme::CompletionEntry) + kPage - 1) & ~uint64_t{kPage - 1};
+  l.list_bytes = uint64_t{depth} * options.list_pages_per_command * kPage;
+  return l;
+}
+
+// Makes the queue pair over `q`'s memory laid out as `l`, keeps it, and returns it.
+VfioQueuePair* VfioController::Wire(std::unique_ptr<IoQueue> q, const QueueLayout& l, IoQueueOptions options) {
+  auto* base = static_cast<uint8_t*>(q->memory->host());
+  q->sq_iova = q->memory->iova();
+  q->cq_iova = q->memory->iova() + l.sq_bytes;
+  const uint32_t stride = cap_.doorbell_stride();
+  IoQueueMemory m;
+  m.sq = reinterpret_cast<nvme::SubmissionEntry*>(base);
+  m.cq = reinterpret_cast<nvme::CompletionEntry*>(base + l.sq_bytes);
+  m.prp_lists = base + l.sq_bytes + l.cq_bytes;
+  m.prp_lists_iova = q->memory->iova() + l.sq_bytes + l.cq_bytes;
+  m.sq_doorbell = device_->Register32(regs::SqTailDoorbell(options.qid, stride));
+  m.cq_doorbell = device_->Register32(regs::CqHeadDoorbell(options.qid, stride));
+  q->qp = std::make_unique<VfioQueuePair>(std::move(options), m);
+  VfioQueuePair* qp = q->qp.get();
+  io_queues_.push_back(std::move(q));
+  return qp;
+}
+
 absl::StatusOr<VfioQueuePair*> VfioController::CreateIoQueue(IoQueueOptions options) {
   if (!sq_) return absl::FailedPreconditionError("the controller is not enabled");
   const uint16_t depth = static_cast<uint16_t>(std::min<uint32_t>(options.depth, cap_.mqes()));
   if (depth < 2) return absl::InvalidArgumentError("queue depth below 2");
-  options.depth = depth;
-  options.page_size = kPage;
-  const uint64_t sq_bytes = (uint64_t{depth} * sizeof(nvme::SubmissionEntry) + kPage - 1) & ~uint64_t{kPage - 1};
-  const uint64_t cq_bytes = (uint64_t{depth} * sizeof(nvme::CompletionEntry) + kPage - 1) & ~uint64_t{kPage - 1};
-  options.list_pages_per_command = ListPagesPerCommand(options.max_transfer, kPage);
-  const uint64_t list_bytes = uint64_t{depth} * options.list_pages_per_command * kPage;
-  absl::StatusOr<std::unique_ptr<DmaBuffer>> mem =
-      DmaBuffer::Create(container_, sq_bytes + cq_bytes + list_bytes);
+  const QueueLayout l = LayoutFor(options, depth);
+  absl::StatusOr<std::unique_ptr<DmaBuffer>> mem = DmaBuffer::Create(container_, l.total());
   if (!mem.ok()) return mem.status();
   auto q = std::make_unique<IoQueue>();
   q->memory = std::move(*mem);
   q->depth = depth;
   q->vector = vector_fd(options.qid) >= 0 ? options.qid : -1;
   options.wake_fd = vector_fd(options.qid);
-  auto* base = static_cast<uint8_t*>(q->memory->host());
-  q->sq_iova = q->memory->iova();
-  q->cq_iova = q->memory->iova() + sq_bytes;
-  const uint32_t stride = cap_.doorbell_stride();
-  IoQueueMemory m;
-  m.sq = reinterpret_cast<nvme::SubmissionEntry*>(base);
-  m.cq = reinterpret_cast<nvme::CompletionEntry*>(base + sq_bytes);
-  m.prp_lists = base + sq_bytes + cq_bytes;
-  m.prp_lists_iova = q->memory->iova() + sq_bytes + cq_bytes;
-  m.sq_doorbell = device_->Register32(regs::SqTailDoorbell(options.qid, stride));
-  m.cq_doorbell = device_->Register32(regs::CqHeadDoorbell(options.qid, stride));
-  if (absl::Status s = CreateQueuesOnDevice(options.qid, depth, q->sq_iova, q->cq_iova, q->vector);
+  if (absl::Status s = CreateQueuesOnDevice(options.qid, depth, q->memory->iova(), q->memory->iova() + l.sq_bytes,
+                                            q->vector);
       !s.ok()) {
     return s;
   }
-  q->qp = std::make_unique<VfioQueuePair>(std::move(options), m);
-  VfioQueuePair* qp = q->qp.get();
-  io_queues_.push_back(std::move(q));
-  return qp;
+  return Wire(std::move(q), l, std::move(options));
 }
 
 absl::Status VfioController::RecreateIoQueues() {
@@ -457,6 +511,127 @@ absl::StatusOr<nvme::NamespaceIds> VfioController::NamespaceIdDescriptors(uint32
   absl::StatusOr<std::vector<uint8_t>> data = Identify(0x03, nsid);
   if (!data.ok()) return data.status();
   return nvme::ParseNamespaceIdDescriptors(*data);
+}
+
+handover::ControllerState VfioController::HandOver(handover::State* state, std::vector<int>* fds) {
+  handover::ControllerState cs;
+  cs.bdf = bdf_;
+  auto pass = [&](DmaBuffer* b) -> int {
+    if (b == nullptr) return -1;
+    for (size_t i = 0; i < state->mappings.size(); ++i) {
+      handover::MappingState& m = state->mappings[i];
+      if (m.iova != b->iova()) continue;
+      m.fd = static_cast<int>(fds->size());
+      fds->push_back(b->fd());
+      b->Keep();
+      return static_cast<int>(i);
+    }
+    return -1;
+  };
+  cs.group_fd = static_cast<int>(fds->size());
+  fds->push_back(device_->group_fd());
+  cs.device_fd = static_cast<int>(fds->size());
+  fds->push_back(device_->device_fd());
+  cs.admin_sq = pass(asq_.get());
+  cs.admin_cq = pass(acq_.get());
+  cs.admin_data = pass(data_.get());
+  cs.admin_log = pass(log_.get());
+  cs.admin_depth = kAdminDepth;
+  cs.admin = {sq_->tail(), cq_->head(), cq_->phase()};
+  cs.next_cid = next_cid_;
+  cs.aers = static_cast<uint16_t>(aers_outstanding_);
+  cs.aer_seq = static_cast<uint16_t>(aer_seq_);
+  for (const auto& q : io_queues_) {
+    handover::QueueState qs;
+    qs.qid = q->qp->qid();
+    qs.depth = q->depth;
+    qs.memory = pass(q->memory.get());
+    qs.vector = q->vector;
+    const VfioQueuePair::Positions p = q->qp->positions();
+    qs.ring = {p.sq_tail, p.cq_head, p.cq_phase};
+    cs.queues.push_back(qs);
+  }
+  handed_over_ = true;
+  return cs;
+}
+
+absl::StatusOr<std::unique_ptr<VfioController>> VfioController::Adopt(
+    VfioContainer* container, const handover::ControllerState& cs, std::vector<handover::UniqueFd>& fds,
+    std::vector<std::unique_ptr<DmaBuffer>>& memory) {
+  std::unique_ptr<VfioController> c(new VfioController());
+  c->container_ = container;
+  absl::StatusOr<std::unique_ptr<VfioDevice>> dev =
+      VfioDevice::Adopt(container, cs.bdf, fds[cs.group_fd].release(), fds[cs.device_fd].release());
+  if (!dev.ok()) return dev.status();
+  c->device_ = std::move(*dev);
+  c->bdf_ = cs.bdf;
+  c->cap_ = regs::Cap{c->device_->Read64(regs::kCap)};
+  if (c->cap_.raw == ~uint64_t{0}) return DeviceGone(cs.bdf);
+  // It must be running as it was left: enabled, not failed.
+  const uint32_t csts = c->device_->Read32(regs::kCsts);
+  if (!(csts & regs::kCstsRdy) || (csts & regs::kCstsCfs)) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("%s: handed over not ready or failed (CSTS 0x%08x)", cs.bdf, csts));
+  }
+  if (cs.admin_depth != kAdminDepth) {
+    return absl::FailedPreconditionError(absl::StrCat(cs.bdf, ": admin queue of ", cs.admin_depth,
+                                                      " entries, this agent's has ", kAdminDepth));
+  }
+  auto take = [&](int i, uint64_t least) -> absl::StatusOr<std::unique_ptr<DmaBuffer>> {
+    if (i < 0) return std::unique_ptr<DmaBuffer>();
+    if (!memory[i] || memory[i]->size() < least) {
+      return absl::InvalidArgumentError(absl::StrCat(cs.bdf, ": handed-over memory ", i, " missing or too small"));
+    }
+    return std::move(memory[i]);
+  };
+  for (auto [idx, buf, least] : {std::tuple{cs.admin_sq, &c->asq_, uint64_t{kPage}},
+                                 {cs.admin_cq, &c->acq_, uint64_t{kPage}},
+                                 {cs.admin_data, &c->data_, uint64_t{kPage}},
+                                 {cs.admin_log, &c->log_, uint64_t{2 * kPage}}}) {
+    absl::StatusOr<std::unique_ptr<DmaBuffer>> b = take(idx, least);
+    if (!b.ok()) return b.status();
+    *buf = std::move(*b);
+  }
+  if (!c->asq_ || !c->acq_ || !c->data_) {
+    return absl::InvalidArgumentError(absl::StrCat(cs.bdf, ": handed over without its admin queue"));
+  }
+  // The registers must name the memory that came: the queues are the predecessor's.
+  if (c->device_->Read64(regs::kAsq) != c->asq_->iova() || c->device_->Read64(regs::kAcq) != c->acq_->iova()) {
+    return absl::FailedPreconditionError(absl::StrCat(cs.bdf, ": the admin queue registers do not name the memory handed over"));
+  }
+  const uint32_t stride = c->cap_.doorbell_stride();
+  c->sq_ = std::make_unique<SubmissionRing>(static_cast<nvme::SubmissionEntry*>(c->asq_->host()), kAdminDepth,
+                                            c->device_->Register32(regs::SqTailDoorbell(0, stride)));
+  c->cq_ = std::make_unique<CompletionRing>(static_cast<nvme::CompletionEntry*>(c->acq_->host()), kAdminDepth,
+                                            c->device_->Register32(regs::CqHeadDoorbell(0, stride)));
+  c->sq_->Restore(cs.admin.sq_tail);
+  c->cq_->Restore(cs.admin.cq_head, cs.admin.cq_phase);
+  c->next_cid_ = static_cast<uint16_t>(cs.next_cid % kAerCidBase);
+  c->aers_outstanding_ = cs.aers;
+  c->aer_seq_ = cs.aer_seq;
+  return c;
+}
+
+absl::StatusOr<VfioQueuePair*> VfioController::AdoptIoQueue(IoQueueOptions options, const handover::QueueState& qs,
+                                                            std::unique_ptr<DmaBuffer> memory) {
+  if (qs.qid != options.qid) return absl::InvalidArgumentError(absl::StrCat("queue ", qs.qid, " is not ", options.qid));
+  const uint16_t depth = qs.depth;
+  if (depth > cap_.mqes() || depth > options.depth) {
+    return absl::FailedPreconditionError(absl::StrCat(bdf_, ": handed-over queue ", qs.qid, " of ", depth,
+                                                      " entries does not fit this agent's ", options.depth));
+  }
+  const QueueLayout l = LayoutFor(options, depth);
+  if (!memory || memory->size() < l.total()) {
+    return absl::InvalidArgumentError(absl::StrCat(bdf_, ": handed-over queue ", qs.qid, " has too little memory"));
+  }
+  auto q = std::make_unique<IoQueue>();
+  q->memory = std::move(memory);
+  q->depth = depth;
+  q->vector = qs.vector >= 0 && vector_fd(static_cast<uint16_t>(qs.vector)) >= 0 ? qs.vector : -1;
+  options.wake_fd = q->vector >= 0 ? vector_fd(static_cast<uint16_t>(q->vector)) : -1;
+  VfioQueuePair* qp = Wire(std::move(q), l, std::move(options));
+  qp->RestorePositions({qs.ring.sq_tail, qs.ring.cq_head, qs.ring.cq_phase});
+  return qp;
 }
 
 }  // namespace umpath::vfio

@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "agent/handover/channel.h"
+#include "agent/handover/state.h"
 #include "agent/nvme/identify.h"
 #include "agent/vfio/dma_registry.h"
 #include "agent/vfio/io_queue.h"
@@ -18,24 +20,35 @@
 
 namespace umpath::vfio {
 
-// Page-aligned memory mapped for DMA; unmapped and freed on destruction.
+// Page-aligned memory mapped for DMA; unmapped and freed on destruction. The memory is
+// a memfd's, so that a successor can be handed it (issue 16 item 3).
 class DmaBuffer {
  public:
   static absl::StatusOr<std::unique_ptr<DmaBuffer>> Create(VfioContainer* c, uint64_t len);
+  // The memory of a mapping a predecessor made at `iova` (its memfd, owned from now on),
+  // mapped here; the container keeps the mapping as it is.
+  static absl::StatusOr<std::unique_ptr<DmaBuffer>> Adopt(VfioContainer* c, int memfd, uint64_t iova,
+                                                          uint64_t len);
   ~DmaBuffer();
   void* host() const { return host_; }
   uint64_t iova() const { return iova_; }
   uint64_t size() const { return len_; }
+  int fd() const { return fd_; }
   // Registered for I/O: removed from `registry` on destruction.
   void set_registry(DmaRegistry* registry) { registry_ = registry; }
+  // Handed over: the container's mapping stays for the successor; only this process's
+  // view of the memory goes with the buffer.
+  void Keep() { kept_ = true; }
 
  private:
-  DmaBuffer(VfioContainer* c, void* host, uint64_t iova, uint64_t len)
-      : container_(c), host_(host), iova_(iova), len_(len) {}
+  DmaBuffer(VfioContainer* c, int fd, void* host, uint64_t iova, uint64_t len)
+      : container_(c), fd_(fd), host_(host), iova_(iova), len_(len) {}
   VfioContainer* container_;
   DmaRegistry* registry_ = nullptr;
+  int fd_;
   void* host_;
   uint64_t iova_, len_;
+  bool kept_ = false;
 };
 
 // An Asynchronous Event Request completion (NVMe Base 2.0, 5.2), decoded.
@@ -113,6 +126,23 @@ class VfioController {
   void ReleaseDevice();
   bool released() const { return device_ == nullptr; }
 
+  // ---- A hand-over (issue 16 item 3). ----
+  // The running agent's end, once the controller is idle (no admin command under way,
+  // nothing in flight on its I/O queues): what the successor needs. Its memory's
+  // mappings are found in `state` by IOVA and given their memfds, appended to `fds`
+  // (borrowed) with its group and device. From then on nothing touches the device: the
+  // destructor lets only this process's view go (no interrupt change, no unmapping).
+  handover::ControllerState HandOver(handover::State* state, std::vector<int>* fds);
+  // The successor's end: the controller as it was left, its admin queue where it was.
+  // `memory`: the state's mappings adopted, by index (each is taken by its user).
+  static absl::StatusOr<std::unique_ptr<VfioController>> Adopt(
+      VfioContainer* container, const handover::ControllerState& cs, std::vector<handover::UniqueFd>& fds,
+      std::vector<std::unique_ptr<DmaBuffer>>& memory);
+  // I/O queue `q` as the predecessor left it (empty), made without an admin command.
+  absl::StatusOr<VfioQueuePair*> AdoptIoQueue(IoQueueOptions options, const handover::QueueState& q,
+                                              std::unique_ptr<DmaBuffer> memory);
+  int aers_outstanding() const { return aers_outstanding_; }
+
   uint32_t ReadCsts() const { return device_->Read32(regs::kCsts); }
   const regs::Cap& cap() const { return cap_; }
   VfioDevice& device() { return *device_; }
@@ -134,6 +164,14 @@ class VfioController {
     int vector = -1;
     uint64_t sq_iova = 0, cq_iova = 0;
   };
+  struct QueueLayout {
+    uint64_t sq_bytes = 0;
+    uint64_t cq_bytes = 0;
+    uint64_t list_bytes = 0;
+    uint64_t total() const { return sq_bytes + cq_bytes + list_bytes; }
+  };
+  static QueueLayout LayoutFor(IoQueueOptions& options, uint16_t depth);
+  VfioQueuePair* Wire(std::unique_ptr<IoQueue> q, const QueueLayout& l, IoQueueOptions options);
 
   VfioContainer* container_ = nullptr;
   std::string bdf_;
@@ -152,6 +190,7 @@ class VfioController {
   int aers_to_repost_ = 0;
   uint32_t aer_seq_ = 0;
   std::vector<AsyncEvent> events_;
+  bool handed_over_ = false;
 
  public:
   ~VfioController();

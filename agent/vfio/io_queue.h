@@ -74,6 +74,19 @@ class VfioQueuePair final : public QueuePair {
   // Worker thread, while the controller is disabled (reset): forget the rings' state so
   // the queue can be created again on the same memory. Call after AbortAll.
   void ResetRings();
+  // Where the rings are: the SQ's tail, the CQ's head and phase. With nothing in flight
+  // (a hand-over), that is all another process needs to go on with the queue.
+  struct Positions {
+    uint16_t sq_tail = 0;
+    uint16_t cq_head = 0;
+    bool cq_phase = true;
+  };
+  Positions positions() const { return {sq_.tail(), cq_.head(), cq_.phase()}; }
+  // Before first use, for a queue another process drove and left empty.
+  void RestorePositions(const Positions& p) {
+    sq_.Restore(p.sq_tail);
+    cq_.Restore(p.cq_head, p.cq_phase);
+  }
   // While false, Submit answers kBusy (a reset is under way). Worker thread.
   void set_accepting(bool accepting) { accepting_ = accepting; }
 

@@ -45,6 +45,29 @@ absl::StatusOr<uint64_t> IovaAllocator::Allocate(uint64_t len, uint64_t align) {
       align, free_bytes_, free_.size()));
 }
 
+absl::Status IovaAllocator::Reserve(uint64_t iova, uint64_t len) {
+  if (len == 0 || iova % granule_ != 0 || len % granule_ != 0 || iova + len < iova) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "IOVA range 0x%x+0x%x is not whole granules of 0x%x", iova, len, granule_));
+  }
+  // The free range holding its start must hold all of it.
+  auto it = free_.upper_bound(iova);
+  if (it == free_.begin()) {
+    return absl::FailedPreconditionError(absl::StrFormat("IOVA 0x%x+0x%x is not free", iova, len));
+  }
+  --it;
+  const uint64_t start = it->first, size = it->second;
+  if (iova + len > start + size) {
+    return absl::FailedPreconditionError(absl::StrFormat("IOVA 0x%x+0x%x is not free", iova, len));
+  }
+  free_.erase(it);
+  if (iova > start) free_[start] = iova - start;
+  if (start + size > iova + len) free_[iova + len] = start + size - (iova + len);
+  allocated_[iova] = len;
+  free_bytes_ -= len;
+  return absl::OkStatus();
+}
+
 absl::Status IovaAllocator::Free(uint64_t iova, uint64_t len) {
   auto it = allocated_.find(iova);
   if (it == allocated_.end() || it->second != Round(len)) {

@@ -21,6 +21,10 @@ class IovaAllocator {
   // `len` rounded up to the granule; `align` a power of two, at least the granule.
   // RESOURCE_EXHAUSTED when no free range fits.
   absl::StatusOr<uint64_t> Allocate(uint64_t len, uint64_t align);
+  // Takes exactly [iova, iova + len) (an IOVA another process mapped in the container
+  // this one inherits); FAILED_PRECONDITION unless all of it is free, INVALID_ARGUMENT
+  // unless it is whole granules.
+  absl::Status Reserve(uint64_t iova, uint64_t len);
   // INVALID_ARGUMENT unless [iova, iova + len) is exactly an allocated range.
   absl::Status Free(uint64_t iova, uint64_t len);
 

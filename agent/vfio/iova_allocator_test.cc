@@ -59,5 +59,25 @@ TEST(IovaAllocatorTest, BadInputIsRejected) {
   EXPECT_EQ(a.free_bytes(), 8 * kPage);
 }
 
+// A hand-over: the successor takes the ranges its predecessor mapped, exactly, and
+// allocates around them; a range not wholly free is refused.
+TEST(IovaAllocatorTest, ReservesWhatAnotherProcessMapped) {
+  ASSERT_OK_AND_ASSIGN(IovaAllocator a, IovaAllocator::Create(kBase, 8 * kPage, kPage));
+  ASSERT_OK(a.Reserve(kBase + 2 * kPage, 2 * kPage));
+  ASSERT_OK(a.Reserve(kBase, kPage));
+  EXPECT_EQ(a.free_bytes(), 5 * kPage);
+  EXPECT_THAT(a.Reserve(kBase + 3 * kPage, kPage), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(a.Reserve(kBase + 7 * kPage, 2 * kPage), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(a.Reserve(kBase - kPage, kPage), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(a.Reserve(kBase + 5 * kPage + 1, kPage), StatusIs(absl::StatusCode::kInvalidArgument));
+  ASSERT_OK_AND_ASSIGN(uint64_t x, a.Allocate(kPage, kPage));
+  EXPECT_EQ(x, kBase + kPage);  // the gap between the two
+  ASSERT_OK_AND_ASSIGN(uint64_t y, a.Allocate(2 * kPage, kPage));
+  EXPECT_EQ(y, kBase + 4 * kPage);
+  // A reserved range is freed like an allocated one (the successor unmaps it).
+  ASSERT_OK(a.Free(kBase + 2 * kPage, 2 * kPage));
+  EXPECT_EQ(a.free_bytes(), 4 * kPage);
+}
+
 }  // namespace
 }  // namespace umpath::vfio

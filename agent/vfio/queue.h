@@ -49,6 +49,8 @@ class SubmissionRing {
   uint64_t doorbell_writes() const { return doorbell_writes_; }
   // The queue was deleted or the controller disabled: start over at slot 0.
   void Reset() { tail_ = head_ = rung_ = 0; }
+  // An empty queue another process drove (a hand-over): it left off at `tail`.
+  void Restore(uint16_t tail) { tail_ = head_ = rung_ = tail < depth_ ? tail : 0; }
 
  private:
   nvme::SubmissionEntry* const entries_;
@@ -94,6 +96,13 @@ class CompletionRing {
     unrung_ = 0;
   }
   uint16_t head() const { return head_; }
+  bool phase() const { return phase_; }
+  // A queue another process drove (a hand-over): its next entry is at `head`, of `phase`.
+  void Restore(uint16_t head, bool phase) {
+    head_ = head < depth_ ? head : 0;
+    phase_ = phase;
+    unrung_ = 0;
+  }
   // The queue was deleted or the controller disabled (its entries zeroed by the caller).
   void Reset() {
     head_ = 0;

@@ -50,6 +50,45 @@ absl::StatusOr<std::unique_ptr<VfioContainer>> VfioContainer::Open() {
   return std::unique_ptr<VfioContainer>(new VfioContainer(fd, std::move(*iova)));
 }
 
+absl::StatusOr<std::unique_ptr<VfioContainer>> VfioContainer::Adopt(int fd) {
+  if (ioctl(fd, VFIO_GET_API_VERSION) != VFIO_API_VERSION ||
+      ioctl(fd, VFIO_CHECK_EXTENSION, VFIO_TYPE1v2_IOMMU) != 1) {
+    close(fd);
+    return absl::FailedPreconditionError("the handed-over descriptor is not a type1v2 vfio container");
+  }
+  absl::StatusOr<IovaAllocator> iova = IovaAllocator::Create(kIovaBase, kIovaSize, kPage);
+  if (!iova.ok()) {
+    close(fd);
+    return iova.status();
+  }
+  std::unique_ptr<VfioContainer> c(new VfioContainer(fd, std::move(*iova)));
+  c->iommu_set_ = true;  // the predecessor's groups joined it
+  return c;
+}
+
+absl::Status VfioContainer::AdoptMapping(void* host, uint64_t iova, uint64_t len) {
+  if (absl::Status s = iova_.Reserve(iova, len); !s.ok()) return s;
+  mappings_[iova] = Mapping{host, len};
+  return absl::OkStatus();
+}
+
+absl::Status VfioContainer::DropMapping(uint64_t iova, uint64_t len) {
+  // Never handed out again: the predecessor may unmap it itself, later.
+  if (absl::Status s = iova_.Reserve(iova, len); !s.ok()) return s;
+  vfio_iommu_type1_dma_unmap unmap{};
+  unmap.argsz = sizeof unmap;
+  unmap.iova = iova;
+  unmap.size = len;
+  if (ioctl(fd_, VFIO_IOMMU_UNMAP_DMA, &unmap) != 0) return Errno("VFIO_IOMMU_UNMAP_DMA");
+  return absl::OkStatus();
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> VfioContainer::Mappings() const {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  for (const auto& [iova, m] : mappings_) out.emplace_back(iova, m.len);
+  return out;
+}
+
 VfioContainer::~VfioContainer() { close(fd_); }
 
 absl::Status VfioContainer::SetIommu() {
@@ -148,7 +187,41 @@ absl::StatusOr<std::unique_ptr<VfioDevice>> VfioDevice::Open(VfioContainer* cont
   if (absl::Status s = container->SetIommu(); !s.ok()) return s;
   d->device_fd_ = ioctl(d->group_fd_, VFIO_GROUP_GET_DEVICE_FD, bdf.c_str());
   if (d->device_fd_ < 0) return Errno("VFIO_GROUP_GET_DEVICE_FD");
+  if (absl::Status s = d->MapRegisters(); !s.ok()) return s;
+  // vfio-pci enables the device but leaves bus mastering to its user: without it the
+  // controller cannot fetch a single command.
+  if (absl::Status st = d->EnableBusMaster(); !st.ok()) return st;
+  return d;
+}
 
+absl::StatusOr<std::unique_ptr<VfioDevice>> VfioDevice::Adopt(VfioContainer* container,
+                                                             const std::string& bdf, int group_fd,
+                                                             int device_fd) {
+  std::unique_ptr<VfioDevice> d(new VfioDevice());
+  d->bdf_ = bdf;
+  d->group_fd_ = group_fd;
+  d->device_fd_ = device_fd;
+  vfio_group_status status{};
+  status.argsz = sizeof status;
+  if (ioctl(group_fd, VFIO_GROUP_GET_STATUS, &status) != 0) return Errno("VFIO_GROUP_GET_STATUS");
+  if (!(status.flags & VFIO_GROUP_FLAGS_VIABLE) || !(status.flags & VFIO_GROUP_FLAGS_CONTAINER_SET)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the handed-over group of ", bdf, " is not viable or has no container"));
+  }
+  d->container_ = container;
+  container->GroupJoined();
+  vfio_device_info info{};
+  info.argsz = sizeof info;
+  if (ioctl(device_fd, VFIO_DEVICE_GET_INFO, &info) != 0 || !(info.flags & VFIO_DEVICE_FLAGS_PCI)) {
+    return absl::FailedPreconditionError(absl::StrCat("the handed-over device of ", bdf, " is not a vfio PCI device"));
+  }
+  if (absl::Status s = d->MapRegisters(); !s.ok()) return s;
+  return d;
+}
+
+absl::Status VfioDevice::MapRegisters() {
+  const std::string& bdf = bdf_;
+  VfioDevice* d = this;
   vfio_region_info region{};
   region.argsz = sizeof region;
   region.index = VFIO_PCI_BAR0_REGION_INDEX;
@@ -159,8 +232,6 @@ absl::StatusOr<std::unique_ptr<VfioDevice>> VfioDevice::Open(VfioContainer* cont
     return absl::FailedPreconditionError(
         absl::StrCat("BAR0 of ", bdf, " is not mmap-able or too small (", region.size, " B)"));
   }
-  // vfio-pci enables the device but leaves bus mastering to its user: without it the
-  // controller cannot fetch a single command.
   vfio_region_info config{};
   config.argsz = sizeof config;
   config.index = VFIO_PCI_CONFIG_REGION_INDEX;
@@ -168,13 +239,12 @@ absl::StatusOr<std::unique_ptr<VfioDevice>> VfioDevice::Open(VfioContainer* cont
     return Errno("VFIO_DEVICE_GET_REGION_INFO config");
   }
   d->command_at_ = static_cast<off_t>(config.offset) + 0x04;  // PCI_COMMAND
-  if (absl::Status st = d->EnableBusMaster(); !st.ok()) return st;
   void* bar = mmap(nullptr, region.size, PROT_READ | PROT_WRITE, MAP_SHARED, d->device_fd_,
                    static_cast<off_t>(region.offset));
   if (bar == MAP_FAILED) return Errno("mmap BAR0");
   d->bar0_ = static_cast<volatile uint8_t*>(bar);
   d->bar0_size_ = region.size;
-  return d;
+  return absl::OkStatus();
 }
 
 VfioDevice::~VfioDevice() {

@@ -22,12 +22,23 @@ class VfioContainer {
   // Opens /dev/vfio/vfio and checks the API version and the type1v2 IOMMU. The IOMMU is
   // chosen when the first group joins (VFIO_SET_IOMMU needs a group).
   static absl::StatusOr<std::unique_ptr<VfioContainer>> Open();
+  // A container another process made and handed over (its descriptor; its groups
+  // joined and its IOMMU set). Each of the predecessor's mappings must then be adopted
+  // (AdoptMapping) or dropped (DropMapping): this one's IOVAs go around them.
+  static absl::StatusOr<std::unique_ptr<VfioContainer>> Adopt(int fd);
   ~VfioContainer();
 
   // Pins and maps `len` bytes at `host` (page aligned) for device reads and writes; the
   // IOVA comes from our allocator.
   absl::StatusOr<uint64_t> MapDma(void* host, uint64_t len);
   absl::Status UnmapDma(uint64_t iova, uint64_t len);
+  // A hand-over's mappings: one whose memory came (`host`: this process's view of it)
+  // is kept as it is and freed like one of ours; one whose memory did not is unmapped,
+  // and its IOVA never used again (the predecessor may yet unmap it itself).
+  absl::Status AdoptMapping(void* host, uint64_t iova, uint64_t len);
+  absl::Status DropMapping(uint64_t iova, uint64_t len);
+  // Every mapping: IOVA and length.
+  std::vector<std::pair<uint64_t, uint64_t>> Mappings() const;
 
   int fd() const { return fd_; }
   bool iommu_set() const { return iommu_set_; }
@@ -58,6 +69,11 @@ class VfioDevice {
   // vfio-pci (naming the driver it has), or its group is not viable.
   static absl::StatusOr<std::unique_ptr<VfioDevice>> Open(VfioContainer* container,
                                                           const std::string& bdf);
+  // A device another process opened and handed over with `container` (its group and
+  // device descriptors, owned from now on): BAR0 mapped again, nothing written to it.
+  static absl::StatusOr<std::unique_ptr<VfioDevice>> Adopt(VfioContainer* container,
+                                                           const std::string& bdf, int group_fd,
+                                                           int device_fd);
   ~VfioDevice();
 
   uint32_t Read32(uint32_t offset) const;
@@ -84,9 +100,12 @@ class VfioDevice {
   const std::string& bdf() const { return bdf_; }
   uint64_t bar0_size() const { return bar0_size_; }
   int device_fd() const { return device_fd_; }
+  int group_fd() const { return group_fd_; }
 
  private:
   VfioDevice() = default;
+  // BAR0 mapped, PCI_COMMAND found.
+  absl::Status MapRegisters();
   std::string bdf_;
   VfioContainer* container_ = nullptr;
   int group_fd_ = -1;

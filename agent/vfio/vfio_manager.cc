@@ -1,5 +1,6 @@
 #include "agent/vfio/vfio_manager.h"
 
+#include <fcntl.h>
 #include <linux/netlink.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -145,6 +146,12 @@ struct VfioManager::Ctrl final : ControllerDriver, FenceOps {
   // ControllerDriver.
   ResetKind reset_kind() const override { return ResetKind::kFenceAndRecover; }
   FenceResult Fence(const FenceAsk& ask) override {
+    if (ask.hand_over && mgr->outgoing_ && Idle()) {
+      mgr->HandOverOne(this);
+      fenced = true;  // nothing of it runs here any more, and nothing was in flight
+      Log(absl::StrCat(bdf, ": handed over to the successor (nothing in flight)"));
+      return {false, "handed over to the successor, nothing in flight"};
+    }
     FenceResult r = FenceForSupervisor(*this, ask);
     fenced = true;
     Log(absl::StrCat(bdf, ": fenced (", r.detail, ")"));
@@ -165,6 +172,15 @@ struct VfioManager::Ctrl final : ControllerDriver, FenceOps {
     if (csts == regs::kCstsGone) return {HealthCheck::kGone, "the device is gone (registers read all ones)"};
     if (csts & regs::kCstsCfs) return {HealthCheck::kFatal, "controller fatal status (CSTS.CFS)"};
     return {};
+  }
+  // No command in flight on any of its queues, and the device still there (after the
+  // quiesce: no worker uses the queues, so their counts are settled).
+  bool Idle() const {
+    if (dev->released() || dev->ReadCsts() == regs::kCstsGone) return false;
+    for (VfioQueuePair* qp : qps) {
+      if (qp->outstanding() != 0) return false;
+    }
+    return true;
   }
   void OnDetach(bool) override {
     Unwatch();
@@ -241,16 +257,43 @@ void VfioManager::Ctrl::CheckNamespaces() {
 absl::StatusOr<std::unique_ptr<VfioManager>> VfioManager::Create(Multipath* mp, ControlPlane* plane,
                                                                  ControllerSupervisor* sup,
                                                                  std::vector<Worker*> workers,
-                                                                 VfioManagerOptions options) {
+                                                                 VfioManagerOptions options,
+                                                                 std::unique_ptr<HandOverPackage> incoming) {
   if (workers.empty()) return absl::InvalidArgumentError("no workers");
   if (workers.size() > 64) return absl::InvalidArgumentError("at most 64 workers over vfio");
   if (options.queue_depth < 2 || options.queue_depth > 4096) {
     return absl::InvalidArgumentError("queue depth must be 2..4096");
   }
-  absl::StatusOr<std::unique_ptr<VfioContainer>> container = VfioContainer::Open();
+  if (incoming == nullptr) {
+    absl::StatusOr<std::unique_ptr<VfioContainer>> container = VfioContainer::Open();
+    if (!container.ok()) return container.status();
+    return std::unique_ptr<VfioManager>(new VfioManager(mp, plane, sup, std::move(workers),
+                                                        std::move(options), std::move(*container)));
+  }
+  const handover::State& st = incoming->state;
+  absl::StatusOr<std::unique_ptr<VfioContainer>> container =
+      VfioContainer::Adopt(incoming->fds[st.container_fd].release());
   if (!container.ok()) return container.status();
-  return std::unique_ptr<VfioManager>(new VfioManager(mp, plane, sup, std::move(workers),
-                                                      std::move(options), std::move(*container)));
+  std::unique_ptr<VfioManager> m(new VfioManager(mp, plane, sup, std::move(workers), std::move(options),
+                                                 std::move(*container)));
+  MutexLock l(&m->dma_mu_);
+  m->incoming_memory_.resize(st.mappings.size());
+  for (size_t i = 0; i < st.mappings.size(); ++i) {
+    const handover::MappingState& ms = st.mappings[i];
+    if (ms.fd < 0) {
+      // The predecessor's buffers for its block devices: this agent makes its own.
+      if (absl::Status s = m->container_->DropMapping(ms.iova, ms.len); !s.ok()) {
+        Log(absl::StrCat("hand-over: unmapping IOVA ", ms.iova, ": ", s.message()));
+      }
+      continue;
+    }
+    absl::StatusOr<std::unique_ptr<DmaBuffer>> b =
+        DmaBuffer::Adopt(m->container_.get(), incoming->fds[ms.fd].release(), ms.iova, ms.len);
+    if (!b.ok()) return absl::Status(b.status().code(), absl::StrCat("hand-over: ", b.status().message()));
+    m->incoming_memory_[i] = std::move(*b);
+  }
+  m->incoming_ = std::move(incoming);
+  return m;
 }
 
 VfioManager::VfioManager(Multipath* mp, ControlPlane* plane, ControllerSupervisor* sup,
@@ -309,6 +352,7 @@ std::vector<std::string> VfioManager::ConfiguredDevices() const {
 std::vector<std::pair<std::string, absl::Status>> VfioManager::AttachConfigured() {
   std::vector<std::pair<std::string, absl::Status>> out;
   for (const std::string& bdf : ConfiguredDevices()) {
+    if (sup_->Find(bdf) != nullptr) continue;  // adopted from the predecessor
     absl::Status s = Attach(bdf);
     if (!s.ok()) Log(absl::StrCat(bdf, ": not attached: ", s.ToString()));
     last_attempt_[bdf] = s.ToString();
@@ -348,7 +392,11 @@ absl::Status VfioManager::Attach(const std::string& bdf) {
   }
   absl::StatusOr<std::unique_ptr<Ctrl>> made = BringUp(bdf);
   if (!made.ok()) return made.status();
-  std::unique_ptr<Ctrl> c = std::move(*made);
+  return Join(std::move(*made), "attached");
+}
+
+absl::Status VfioManager::Join(std::unique_ptr<Ctrl> c, absl::string_view how) {
+  const std::string bdf = c->bdf;
   absl::StatusOr<std::vector<NamespaceSpec>> specs = Namespaces(c.get());
   auto fail = [&](absl::string_view step, const absl::Status& s) {
     (void)c->dev->Disable();  // nothing of a half-made controller keeps running
@@ -358,7 +406,10 @@ absl::Status VfioManager::Attach(const std::string& bdf) {
   if (absl::Status s = c->dev->ConfigureAsyncEvents(c->id.ana_supported); !s.ok()) {
     Log(absl::StrCat(bdf, ": asynchronous event configuration: ", s.message()));
   }
-  if (absl::Status s = c->dev->PostAsyncEventRequests(1); !s.ok()) return fail("AER", s);
+  // An adopted controller may still have the predecessor's request outstanding.
+  if (c->dev->aers_outstanding() == 0) {
+    if (absl::Status s = c->dev->PostAsyncEventRequests(1); !s.ok()) return fail("AER", s);
+  }
   const ControllerSpec cs = SpecOf(*c);
   std::vector<QueuePair*> qps(c->qps.begin(), c->qps.end());
   Ctrl* raw = c.get();
@@ -373,9 +424,9 @@ absl::Status VfioManager::Attach(const std::string& bdf) {
                      head.ok() ? *head : head.status().ToString()));
   }
   Watch(raw);
-  Log(absl::StrFormat("%s: attached: %s cntlid %u, %zu namespace(s), %zu I/O queue(s) of %u, "
+  Log(absl::StrFormat("%s: %s: %s cntlid %u, %zu namespace(s), %zu I/O queue(s) of %u, "
                       "max transfer %u",
-                      bdf, raw->id.subsys_nqn, raw->id.cntlid, raw->nsids.size(), raw->qps.size(),
+                      bdf, how, raw->id.subsys_nqn, raw->id.cntlid, raw->nsids.size(), raw->qps.size(),
                       options_.queue_depth, raw->max_transfer));
   return absl::OkStatus();
 }
@@ -424,18 +475,24 @@ absl::StatusOr<std::unique_ptr<VfioManager::Ctrl>> VfioManager::BringUp(const st
   return c;
 }
 
+IoQueueOptions VfioManager::QueueOptions(const Ctrl& c, uint16_t w) const {
+  IoQueueOptions qo;
+  qo.qid = static_cast<uint16_t>(w + 1);
+  qo.depth = options_.queue_depth;
+  qo.max_transfer = c.max_transfer;
+  qo.timeout_ns = options_.io_timeout_ms * 1'000'000;
+  qo.registry = &registry_;
+  // A worker's thread: the reset is the control thread's.
+  qo.on_timeout = [plane = plane_, sup = sup_, bdf = c.bdf] {
+    plane->Post([sup, bdf] { (void)sup->Reset(bdf, "I/O command timeout"); });
+  };
+  return qo;
+}
+
 absl::Status VfioManager::CreateQueues(Ctrl* c, uint32_t max_transfer) {
   for (uint16_t w = 0; w < workers_.size(); ++w) {
-    IoQueueOptions qo;
-    qo.qid = static_cast<uint16_t>(w + 1);
-    qo.depth = options_.queue_depth;
+    IoQueueOptions qo = QueueOptions(*c, w);
     qo.max_transfer = max_transfer;
-    qo.timeout_ns = options_.io_timeout_ms * 1'000'000;
-    qo.registry = &registry_;
-    // A worker's thread: the reset is the control thread's.
-    qo.on_timeout = [plane = plane_, sup = sup_, bdf = c->bdf] {
-      plane->Post([sup, bdf] { (void)sup->Reset(bdf, "I/O command timeout"); });
-    };
     MutexLock l(&dma_mu_);
     absl::StatusOr<VfioQueuePair*> qp = c->dev->CreateIoQueue(std::move(qo));
     if (!qp.ok()) return absl::Status(qp.status().code(), absl::StrCat("queue ", w + 1, ": ", qp.status().message()));
@@ -491,6 +548,93 @@ void VfioManager::Watch(Ctrl* c) {
   if (c->admin_fd >= 0) (void)plane_->Watch(c->admin_fd, [c] { c->OnAdminInterrupt(); });
   if (c->release_fd >= 0) (void)plane_->Watch(c->release_fd, [c] { c->OnReleaseRequest(); });
   c->watched = true;
+}
+
+std::vector<std::pair<std::string, absl::Status>> VfioManager::AdoptHandedOver() {
+  std::vector<std::pair<std::string, absl::Status>> out;
+  if (!incoming_) return out;
+  for (const handover::ControllerState& cs : incoming_->state.controllers) {
+    absl::Status s = Adopt(cs);
+    if (!s.ok()) Log(absl::StrCat(cs.bdf, ": not adopted (it is brought up again): ", s.ToString()));
+    out.emplace_back(cs.bdf, std::move(s));
+  }
+  // Memory no controller took is unmapped and freed with it.
+  MutexLock l(&dma_mu_);
+  incoming_memory_.clear();
+  incoming_.reset();
+  return out;
+}
+
+absl::Status VfioManager::Adopt(const handover::ControllerState& cs) {
+  auto c = std::make_unique<Ctrl>();
+  c->mgr = this;
+  c->bdf = cs.bdf;
+  {
+    MutexLock l(&dma_mu_);
+    absl::StatusOr<std::unique_ptr<VfioController>> dev =
+        VfioController::Adopt(container_.get(), cs, incoming_->fds, incoming_memory_);
+    if (!dev.ok()) return dev.status();
+    c->dev = std::move(*dev);
+  }
+  auto fail = [&](absl::string_view step, const absl::Status& s) {
+    (void)c->dev->Disable();  // brought up again by AttachConfigured
+    return absl::Status(s.code(), absl::StrCat(cs.bdf, ": ", step, ": ", s.message()));
+  };
+  absl::StatusOr<nvme::ControllerIdentity> id = c->dev->IdentifyController();
+  if (!id.ok()) return fail("identify controller", id.status());
+  c->id = *id;
+  c->max_transfer =
+      c->id.mdts == 0 ? (1u << 20) : std::min<uint32_t>(1u << 20, c->dev->cap().mps_min() << c->id.mdts);
+  if (c->max_transfer != cs.max_transfer) {
+    return fail("adopt", absl::FailedPreconditionError(absl::StrCat(
+                             "its queues were made for transfers of ", cs.max_transfer, " B, now ", c->max_transfer)));
+  }
+  const uint16_t nworkers = static_cast<uint16_t>(workers_.size());
+  // New descriptors for its vectors: the predecessor's went with it.
+  if (absl::Status s = c->dev->EnableInterrupts(nworkers); !s.ok()) return fail("MSI-X", s);
+  if (absl::StatusOr<int> rel = c->dev->EnableReleaseRequest(); rel.ok()) c->release_fd = *rel;
+  c->admin_fd = c->dev->vector_fd(0);
+  for (uint16_t w = 0; w < nworkers; ++w) {
+    const handover::QueueState* qs = nullptr;
+    for (const handover::QueueState& q : cs.queues) {
+      if (q.qid == w + 1) qs = &q;
+    }
+    if (qs == nullptr) return fail("adopt", absl::FailedPreconditionError(absl::StrCat("no queue ", w + 1, " for worker ", w)));
+    MutexLock l(&dma_mu_);
+    absl::StatusOr<VfioQueuePair*> qp =
+        c->dev->AdoptIoQueue(QueueOptions(*c, w), *qs, std::move(incoming_memory_[qs->memory]));
+    if (!qp.ok()) return fail(absl::StrCat("queue ", w + 1), qp.status());
+    c->qps.push_back(*qp);
+  }
+  return Join(std::move(c), "adopted from the predecessor, running");
+}
+
+void VfioManager::BeginHandOver() {
+  outgoing_ = std::make_unique<HandOverPackage>();
+  MutexLock l(&dma_mu_);
+  outgoing_->state.container_fd = 0;
+  outgoing_->fds.emplace_back(fcntl(container_->fd(), F_DUPFD_CLOEXEC, 0));
+  for (const auto& [iova, len] : container_->Mappings()) outgoing_->state.mappings.push_back({iova, len, -1});
+}
+
+void VfioManager::HandOverOne(Ctrl* c) {
+  // The controller names its descriptors by their place among the package's; they are
+  // copies, so they outlive the controller's own.
+  std::vector<int> raw(outgoing_->fds.size(), -1);
+  handover::ControllerState cs = c->dev->HandOver(&outgoing_->state, &raw);
+  for (size_t i = outgoing_->fds.size(); i < raw.size(); ++i) {
+    outgoing_->fds.emplace_back(fcntl(raw[i], F_DUPFD_CLOEXEC, 0));
+  }
+  cs.max_transfer = c->max_transfer;
+  outgoing_->state.controllers.push_back(std::move(cs));
+}
+
+std::unique_ptr<HandOverPackage> VfioManager::TakeHandOver() {
+  if (!outgoing_ || outgoing_->state.controllers.empty()) {
+    outgoing_.reset();
+    return nullptr;
+  }
+  return std::move(outgoing_);
 }
 
 absl::StatusOr<std::unique_ptr<DmaBuffer>> VfioManager::AllocateIoBuffer(uint64_t len) {

@@ -53,6 +53,12 @@ struct VfioManagerOptions {
 
 inline constexpr const char* kNvmeClass = "0x010802";  // mass storage, NVM, NVMe
 
+// What a hand-over carries (issue 16 item 3): the state and the descriptors it names.
+struct HandOverPackage {
+  handover::State state;
+  std::vector<handover::UniqueFd> fds;
+};
+
 // DDDD:BB:DD.F, hexadecimal: nothing else names a PCI function (no "/" or "..").
 bool IsPciAddress(absl::string_view bdf);
 // Every NVMe function (class 0x010802) on the PCI bus, bound or not.
@@ -67,10 +73,14 @@ absl::Status BindToVfio(const std::string& bdf, const std::string& sysfs_root = 
 class VfioManager {
  public:
   // `plane` and `sup` outlive the manager; so do the controllers the supervisor has.
+  // `incoming`: what a predecessor handed over (its container and controllers), to be
+  // adopted by AdoptHandedOver; its mappings are taken over (or, without their memory,
+  // unmapped) here.
   static absl::StatusOr<std::unique_ptr<VfioManager>> Create(Multipath* mp, ControlPlane* plane,
                                                              ControllerSupervisor* sup,
                                                              std::vector<Worker*> workers,
-                                                             VfioManagerOptions options);
+                                                             VfioManagerOptions options,
+                                                             std::unique_ptr<HandOverPackage> incoming = nullptr);
   ~VfioManager();
 
   // Control thread. Claims every configured device. A device that fails (not NVMe, not
@@ -83,6 +93,18 @@ class VfioManager {
   bool Owns(const std::string& name) const;
   // Control thread: functions that appear later are claimed (kernel uevents).
   void Start();
+
+  // ---- A hand-over (issue 16 item 3). ----
+  // Control thread, before AttachConfigured: the predecessor's controllers join as they
+  // run (no reset): their queues where they were left, new interrupt descriptors. One
+  // that cannot be adopted is disabled, and AttachConfigured brings it up as usual.
+  std::vector<std::pair<std::string, absl::Status>> AdoptHandedOver();
+  // Control thread, before the supervisor's StopAll(hand_over): idle controllers are
+  // handed over at the stop's fence instead of fenced.
+  void BeginHandOver();
+  // Control thread, after StopAll: what to send the successor; null when nothing was
+  // handed over.
+  std::unique_ptr<HandOverPackage> TakeHandOver();
 
   // Any thread. DMA memory for a frontend's buffers, mapped and registered for I/O on
   // every queue.
@@ -97,6 +119,11 @@ class VfioManager {
               std::vector<Worker*> workers, VfioManagerOptions options,
               std::unique_ptr<VfioContainer> container);
   absl::StatusOr<std::unique_ptr<Ctrl>> BringUp(const std::string& bdf);
+  // A controller brought up (or adopted) joins: its namespaces, events, the supervisor.
+  absl::Status Join(std::unique_ptr<Ctrl> c, absl::string_view how);
+  absl::Status Adopt(const handover::ControllerState& cs);
+  IoQueueOptions QueueOptions(const Ctrl& c, uint16_t worker) const;
+  void HandOverOne(Ctrl* c);
   absl::Status CreateQueues(Ctrl* c, uint32_t max_transfer);
   absl::StatusOr<std::vector<NamespaceSpec>> Namespaces(Ctrl* c);
   absl::StatusOr<NamespaceSpec> IdentifyPath(Ctrl* c, uint32_t nsid);
@@ -118,6 +145,11 @@ class VfioManager {
   int uevent_fd_ = -1;
   // The last outcome of attaching each function, so a retry logs only what changed.
   std::map<std::string, std::string> last_attempt_;
+  // A hand-over coming in (until AdoptHandedOver) and going out (BeginHandOver to
+  // TakeHandOver); control thread.
+  std::unique_ptr<HandOverPackage> incoming_;
+  std::vector<std::unique_ptr<DmaBuffer>> incoming_memory_;  // by mapping index
+  std::unique_ptr<HandOverPackage> outgoing_;
 };
 
 }  // namespace umpath::vfio

@@ -285,13 +285,23 @@ check(`${dsl}: terminationGracePeriodSeconds > 45`, (pod.terminationGracePeriodS
   `is ${pod.terminationGracePeriodSeconds}; umpathd's own stop takes up to ~45 s (a kernel path's 35 s drain)`);
 check(`${dsl}: nodeSelector or tolerations for storage nodes`,
   Object.keys(pod.nodeSelector ?? {}).some((k) => k !== "kubernetes.io/os") || (pod.tolerations ?? []).length > 0);
-check(`${dsl}: updateStrategy RollingUpdate maxUnavailable 1`,
+// One node at a time: either the old pod goes first (maxUnavailable 1, maxSurge 0), or
+// the new one starts beside it (maxUnavailable 0, maxSurge 1) and takes over from it,
+// which needs --take_over (else two agents for one node's devices) and
+// --linger_after_handover (else the kubelet restarts the old container, which takes the
+// node back).
+const rolling = get(ds.doc, "spec", "updateStrategy", "rollingUpdate") ?? {};
+const surge = rolling.maxSurge ?? 0;
+const unavailable = rolling.maxUnavailable ?? 1;
+check(`${dsl}: updateStrategy RollingUpdate, one node at a time`,
   get(ds.doc, "spec", "updateStrategy", "type") === "RollingUpdate" &&
-  get(ds.doc, "spec", "updateStrategy", "rollingUpdate", "maxUnavailable") === 1);
-// A surge would start the new pod beside the old one: two agents for one node's devices.
-check(`${dsl}: updateStrategy maxSurge 0 (the old pod goes first)`,
-  (get(ds.doc, "spec", "updateStrategy", "rollingUpdate", "maxSurge") ?? 0) === 0,
-  `is ${get(ds.doc, "spec", "updateStrategy", "rollingUpdate", "maxSurge")}`);
+  ((surge === 0 && unavailable === 1) || (surge === 1 && unavailable === 0)),
+  `maxSurge ${surge}, maxUnavailable ${unavailable}`);
+if (surge !== 0) {
+  for (const flag of ["--take_over", "--linger_after_handover"]) {
+    check(`${cl}: ${flag} (the new pod starts beside the old one)`, argv.includes(flag), `not in ${argv.join(" ")}`);
+  }
+}
 check(`${cl}: resources.requests cpu and memory`,
   get(c, "resources", "requests", "cpu") !== undefined && get(c, "resources", "requests", "memory") !== undefined);
 check(`${cl}: resources.limits.memory`, get(c, "resources", "limits", "memory") !== undefined);

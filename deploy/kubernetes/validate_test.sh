@@ -106,9 +106,15 @@ mutant misspelt-flag umpathd-config.yaml 's/--health_address=/--health_adress=/'
 # Not privileged: vfio would not work.
 mutant not-privileged umpathd.yaml 's/^\( *\)privileged: true$/\1privileged: false/' \
   '^FAIL umpathd\.yaml .*container umpathd: securityContext\.privileged$'
-# A surge: the new pod beside the old one, two agents for one node's block devices.
-mutant surge umpathd.yaml 's/^\( *\)maxSurge: 0$/\1maxSurge: 1/' \
-  '^FAIL .*updateStrategy maxSurge 0 \(the old pod goes first\): is 1$'
+# The new pod beside the old one, without --take_over: two agents for one node's block
+# devices; without --linger_after_handover: the old container, restarted by the kubelet,
+# takes the node back. A surge and an unavailable pod at once: two nodes' pods at a time.
+mutant surge-without-take-over umpathd.yaml '/^ *- --take_over$/d' \
+  '^FAIL .*container umpathd: --take_over \(the new pod starts beside the old one\): not in umpathd --flagfile'
+mutant surge-without-linger umpathd.yaml '/^ *- --linger_after_handover$/d' \
+  '^FAIL .*container umpathd: --linger_after_handover \(the new pod starts beside the old one\): not in umpathd'
+mutant surge-and-unavailable umpathd.yaml 's/^\( *\)maxUnavailable: 0$/\1maxUnavailable: 1/' \
+  '^FAIL .*updateStrategy RollingUpdate, one node at a time: maxSurge 1, maxUnavailable 1$'
 # Too little memory for the I/O buffers' budget, and a budget past the limit.
 mutant small-memory umpathd.yaml 's/^\( *\)memory: 256Mi$/\1memory: 100Mi/' \
   '^FAIL .*resources.limits.memory holds --max_pinned_mib \(64 MiB\) and a 64 MiB base: is 100Mi$'

@@ -22,6 +22,11 @@
 #  u9. hand-over (a stop's default) under fio, three times: each stop leaves the device
 #      and its record, the next agent takes it over; fio has zero errors; a umpathctl
 #      watch across the restarts is told each time and starts again from a snapshot;
+# uadopt. descriptor hand-over under fio, three times: a successor started with
+#      --take_over beside the running agent gets its vfio controllers running (container,
+#      device, queue memory and positions over the hand-over socket), not reset; the old
+#      agent exits 0, the device stays, fio has zero errors; a successor whose vfio queues
+#      are another depth gets the simple path (said why) and fio still has zero errors;
 # u10. a file system mounted on the device: `umpathctl stop --remove` is refused naming
 #      the mount (the agent runs on); SIGTERM under --stop=remove hands the mounted
 #      device over instead of removing it (an event says why), the next agent takes it
@@ -223,6 +228,34 @@ kill \$pid; wait \$pid
 echo "umpath-lab: u9 last stop: exit \$?, \$(ublk_state)"
 end u9
 
+begin uadopt
+taken_over() { for j in \$(seq 1 600); do grep -q 'reason="taken over' /tmp/\$1.err && return; sleep 0.1; done; }
+start uadopt-0
+taken_over uadopt-0
+events /tmp/uadopt-0.err
+wait_paths 2
+verify_bg uadopt 160M
+prev=uadopt-0
+for i in 1 2 3 simple; do
+  extra=; [ \$i = simple ] && extra=--queue_depth=128
+  old=\$pid; t0=\$(now)
+  start uadopt-\$i --take_over \$extra
+  wait \$old; rc=\$?
+  taken_over uadopt-\$i
+  echo "umpath-lab: uadopt \$i: old agent exit \$rc, taken over \$t0 -> \$(now), device \$(dev), fio running \$(kill -0 \$f 2>/dev/null && echo yes || echo no)"
+  grep -E 'take-over:|vfio: ' /tmp/uadopt-\$i.err | sed "s/^/umpath-lab: uadopt \$i said: /"
+  grep -E 'hand-over:' /tmp/\$prev.err | sed "s/^/umpath-lab: uadopt \$i old said: /"
+  events /tmp/uadopt-\$i.err
+  prev=uadopt-\$i
+done
+wait \$f
+grep -E '^ *(clat|lat) \(' /tmp/uadopt.fio | sed 's/^ */umpath-lab: uadopt fio /'
+wait_paths 2
+verify uadopt-after 8M
+kill \$pid; wait \$pid
+echo "umpath-lab: uadopt last stop: exit \$?, \$(ublk_state)"
+end uadopt
+
 begin u10
 taken_over() { for j in \$(seq 1 600); do grep -q 'reason="taken over' /tmp/\$1.err && return; sleep 0.1; done; }
 start u10 --stop=remove
@@ -358,6 +391,23 @@ jchk u9 "len(ev('head-exported', head='$H', to='/dev/ublkb0', reason='^taken ove
 chk u9 "u9 last stop: exit 0, devices 1, records 1" "a stop hands over by default"
 chk u9 "u9 watch: .*each new snapshot told yes" \
   "a watch across each restart is told and starts again from a snapshot (no silent skip)"
+section uadopt
+clean_fio uadopt uadopt
+for i in 1 2 3; do
+  chk uadopt "uadopt $i: old agent exit 0, taken over .*device present, fio running yes" \
+    "take-over $i under fio: the old agent ends cleanly, the device stays"
+  chk uadopt "uadopt $i old said: .*hand-over: 2 controller[(]s[)] handed over running" "the old agent hands both controllers over running"
+  chk uadopt "uadopt $i said: .*take-over: the running agent hands over: 2 controller[(]s[)] running" "the successor is told so"
+  chk uadopt "uadopt $i said: .*vfio: 0 controller[(]s[)] attached, 2 adopted running" "it adopts both, resetting none"
+done
+chk uadopt "uadopt simple: old agent exit 0, taken over .*device present" "a successor that cannot adopt still takes over"
+chk uadopt "uadopt simple said: .*take-over: the running agent takes the simple path: its vfio queues are 128 deep and this agent.s 256" \
+  "the simple path, and why"
+chk uadopt "uadopt simple said: umpathd: vfio: 2 controller[(]s[)] attached\$" "its controllers are brought up as usual"
+jchk uadopt "len(ev('head-exported', head='$H', to='/dev/ublkb0', reason='^taken over from the agent.s last run$')) == 5" \
+  "each new agent took the same device over (u9's last stop left it)"
+clean_fio uadopt uadopt-after
+chk uadopt "uadopt last stop: exit 0, devices 1, records 1" "the last stop hands over too"
 section u10
 chk u10 "u10 mkfs exit 0" "mke2fs on the device"
 chk u10 "u10 mount exit 0" "the file system is mounted"
@@ -377,6 +427,8 @@ chk u10 "u10 forced exit 0" "forced, the removing stop is accepted"
 chk u10 "u10 forced stop: agent exit 3, devices 0, records 0" \
   "it removes the mounted device, and umpathd exits 3 (not to be started again)"
 grep -hE "u9 (hand-over|fio)" "$work/u9" | sed 's/^umpath-lab: /lab: /'
+grep -hE "uadopt ([0-9]+|simple): |uadopt [0-9]+ said: umpathd: take-over: the previous|uadopt fio (clat|lat) [(]" "$work/uadopt" |
+  sed 's/^umpath-lab: /lab: /'
 for n in u1-numa u1-round-robin u1-queue-depth u2 u3 u6; do
   echo "lab: $n: $(grep -h "$n fio exit" "$work"/u* | head -1 | cut -d' ' -f3-)"
 done
