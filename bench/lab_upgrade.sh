@@ -72,7 +72,7 @@ for i in \$(seq 1 $handovers); do
   wait \$old
   t1=\$(now)
   for j in \$(seq 1 600); do grep -q 'reason="taken over' /tmp/adopt-\$i.err && break; sleep 0.05; done
-  echo "bench: adopt \$i start \$t0 exited \$t1 taken-over \$(now) \$(grep -o 'vfio: .*' /tmp/adopt-\$i.err | tr ' ' _)"
+  echo "bench: adopt \$i start \$t0 exited \$t1 taken-over \$(now) \$(grep -o 'vfio: [0-9]* controller.*' /tmp/adopt-\$i.err | tr ' ' _)"
   wait \$f
   show adopt-\$i
 done

@@ -288,6 +288,9 @@ Agent::~Agent() {
     for (Worker* w : worker_ptrs_) w->Start();
   }
   const StopChoice::Decided stop = DecideStop("the agent's end");
+  // No successor is taken from now on, and what OnSuccessor wrote (successor_,
+  // successor_adopts_) is read below on this thread: the Run orders the two.
+  if (handover_listen_.valid()) plane_->Run([this] { plane_->Unwatch(handover_listen_.get()); });
   metrics_.reset();
   // A StopAgent answered before it woke main: its answer is sent whole before the server
   // goes (finished calls complete within the shutdown's deadline).
@@ -314,6 +317,9 @@ Agent::~Agent() {
   // what the members still hold (the block devices' buffers, their files) it keeps
   // clear of (the buffers' IOVAs are never reused; a device is taken over once free).
   successor_ = handover::UniqueFd();
+  // A successor that connected as this agent was stopping anyway was never answered: the
+  // close tells it this agent has gone.
+  handover_listen_ = handover::UniqueFd();
 }
 
 // ---- The hand-over (issue 16 item 3). ----
@@ -340,6 +346,12 @@ absl::StatusOr<std::unique_ptr<vfio::HandOverPackage>> Agent::TakeOver() {
   // Its stop takes up to ~45 s at worst (a kernel path's drain); then it answers.
   constexpr int kWaitMs = 120'000;
   absl::StatusOr<handover::Message> m = handover::Receive(conn->get(), kWaitMs);
+  if (!m.ok() && absl::IsUnavailable(m.status())) {
+    // It was stopping already when this one came, and has gone without taking it.
+    Log(absl::StrCat("take-over: the running agent ended without answering (", m.status().message(),
+                     "); starting as usual"));
+    return nullptr;
+  }
   if (!m.ok()) return Prefixed("take-over: the running agent's answer", m.status());
   absl::StatusOr<handover::Answer> answer = handover::DecodeAnswer(m->text);
   if (!answer.ok()) return Prefixed("take-over", answer.status());
