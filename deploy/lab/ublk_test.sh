@@ -27,6 +27,7 @@
 #      device, queue memory and positions over the hand-over socket), not reset; the old
 #      agent exits 0, the device stays, fio has zero errors; a successor whose vfio queues
 #      are another depth gets the simple path (said why) and fio still has zero errors;
+#      one old agent started with --linger_after_handover waits for SIGTERM after it;
 # u10. a file system mounted on the device: `umpathctl stop --remove` is refused naming
 #      the mount (the agent runs on); SIGTERM under --stop=remove hands the mounted
 #      device over instead of removing it (an event says why), the next agent takes it
@@ -237,11 +238,19 @@ wait_paths 2
 verify_bg uadopt 160M
 prev=uadopt-0
 for i in 1 2 3 simple; do
-  extra=; [ \$i = simple ] && extra=--queue_depth=128
+  extra=; [ \$i = simple ] && extra=--queue_depth=128; [ \$i = 1 ] && extra=--linger_after_handover
   old=\$pid; t0=\$(now)
   start uadopt-\$i --take_over \$extra
-  wait \$old; rc=\$?
-  taken_over uadopt-\$i
+  if [ \$i = 2 ]; then
+    # uadopt-1 lingers once it has handed over, until a signal.
+    taken_over uadopt-\$i
+    lingering=\$(kill -0 \$old 2>/dev/null && echo yes || echo no)
+    kill \$old; wait \$old; rc=\$?
+    echo "umpath-lab: uadopt linger: after the take-over the old agent was running \$lingering, exit on SIGTERM \$rc, said: \$(grep -c 'handed over to a successor; waiting for SIGTERM' /tmp/uadopt-1.err)"
+  else
+    wait \$old; rc=\$?
+    taken_over uadopt-\$i
+  fi
   echo "umpath-lab: uadopt \$i: old agent exit \$rc, taken over \$t0 -> \$(now), device \$(dev), fio running \$(kill -0 \$f 2>/dev/null && echo yes || echo no)"
   grep -E 'take-over:|vfio: ' /tmp/uadopt-\$i.err | sed "s/^/umpath-lab: uadopt \$i said: /"
   grep -E 'hand-over:' /tmp/\$prev.err | sed "s/^/umpath-lab: uadopt \$i old said: /"
@@ -400,6 +409,8 @@ for i in 1 2 3; do
   chk uadopt "uadopt $i said: .*take-over: the running agent hands over: 2 controller[(]s[)] running" "the successor is told so"
   chk uadopt "uadopt $i said: .*vfio: 0 controller[(]s[)] attached, 2 adopted running" "it adopts both, resetting none"
 done
+chk uadopt "uadopt linger: after the take-over the old agent was running yes, exit on SIGTERM 0, said: 1" \
+  "with --linger_after_handover the old agent waits for SIGTERM after handing over, then exits 0"
 chk uadopt "uadopt simple: old agent exit 0, taken over .*device present" "a successor that cannot adopt still takes over"
 chk uadopt "uadopt simple said: .*take-over: the running agent takes the simple path: its vfio queues are 128 deep and this agent.s 256" \
   "the simple path, and why"
