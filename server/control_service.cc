@@ -428,7 +428,7 @@ grpc::ServerWriteReactor<v1::WatchEventsResponse>* ControlService::WatchEvents(
     };
     return new Refused(s);
   }
-  return hub_.Open(caller, *req);
+  return hub_.Open(ctx, caller, *req);
 }
 
 }  // namespace umpath::server
