@@ -272,16 +272,16 @@ grpc::ServerWriteReactor<v1::WatchEventsResponse>* WatchHub::Open(
     } else if (active_ >= options_.max_watchers) {
       admitted = absl::ResourceExhaustedError(
           absl::StrCat("the agent serves at most ", options_.max_watchers, " watchers"));
-    } else if (per_caller_[caller.identity] >= options_.max_watchers_per_caller) {
+    } else if (per_caller_[caller.key] >= options_.max_watchers_per_caller) {
       admitted = absl::ResourceExhaustedError(absl::StrCat(
           "at most ", options_.max_watchers_per_caller, " watchers per caller (",
           caller.identity, ")"));
     } else {
       ++active_;
-      ++per_caller_[caller.identity];
+      ++per_caller_[caller.key];
     }
   }
-  auto s = std::make_shared<WatchStream>(this, ctx, caller.identity, /*counted=*/admitted.ok());
+  auto s = std::make_shared<WatchStream>(this, ctx, caller.key, /*counted=*/admitted.ok());
   if (!admitted.ok()) {
     s->FinishNow(admitted);
     return s.get();
