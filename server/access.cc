@@ -45,11 +45,16 @@ bool PeerTable::Lookup(absl::string_view peer, Credentials* out) const {
   return true;
 }
 
-Role AccessPolicy::ForUnix(uid_t uid, gid_t gid) const {
-  if (Contains(config_.admin_uids, uid) || Contains(config_.admin_gids, gid)) return Role::kAdmin;
-  if (Contains(config_.viewer_uids, uid) || Contains(config_.viewer_gids, gid)) {
-    return Role::kViewer;
-  }
+Role AccessPolicy::ForUnix(uid_t uid, gid_t gid, const std::vector<gid_t>& groups) const {
+  auto in_any = [&](const std::vector<gid_t>& allowed) {
+    if (Contains(allowed, gid)) return true;
+    for (gid_t g : groups) {
+      if (Contains(allowed, g)) return true;
+    }
+    return false;
+  };
+  if (Contains(config_.admin_uids, uid) || in_any(config_.admin_gids)) return Role::kAdmin;
+  if (Contains(config_.viewer_uids, uid) || in_any(config_.viewer_gids)) return Role::kViewer;
   return Role::kNone;
 }
 
@@ -67,12 +72,16 @@ Caller AccessPolicy::Identify(absl::string_view peer, const grpc::AuthContext* a
   PeerTable::Credentials cred;
   if (peers_ && peers_->Lookup(peer, &cred)) {
     c.authenticated = true;
-    c.identity = absl::StrCat("uid ", cred.uid, " gid ", cred.gid, " pid ", cred.pid);
-    c.role = ForUnix(cred.uid, cred.gid);
+    c.identity = absl::StrCat("uid ", cred.uid, " gid ", cred.gid, " pid ", cred.pid,
+                              cred.groups_known ? "" : " (supplementary groups unknown)");
+    c.key = absl::StrCat("uid ", cred.uid);
+    c.role = ForUnix(cred.uid, cred.gid, cred.groups);
     return c;
   }
   if (auth != nullptr && auth->IsPeerAuthenticated()) {
-    // SANs first: they are what a certificate is issued for; the CN only as a fallback.
+    // The SANs are what a certificate is issued for (RFC 6125 6.4.4: the CN is looked at
+    // only when there is no SAN); a CN beside them names nothing, or a certificate issued
+    // for "DNS:build-bot" with CN=admin would be an admin.
     std::vector<std::string> names;
     for (const char* prop : {"x509_subject_alternative_name", "peer_dns", "peer_uri",
                              "peer_spiffe_id"}) {
@@ -80,13 +89,16 @@ Caller AccessPolicy::Identify(absl::string_view peer, const grpc::AuthContext* a
         names.emplace_back(v.data(), v.size());
       }
     }
-    for (const grpc::string_ref& v : auth->FindPropertyValues("x509_common_name")) {
-      names.emplace_back(v.data(), v.size());
+    if (names.empty()) {
+      for (const grpc::string_ref& v : auth->FindPropertyValues("x509_common_name")) {
+        names.emplace_back(v.data(), v.size());
+      }
     }
     std::sort(names.begin(), names.end());
     names.erase(std::unique(names.begin(), names.end()), names.end());
     c.authenticated = true;
     c.identity = absl::StrCat("certificate ", absl::StrJoin(names, ","));
+    c.key = c.identity;
     c.role = ForNames(names);
   }
   return c;

@@ -23,12 +23,15 @@ enum class Role : uint8_t { kNone, kViewer, kAdmin };
 absl::string_view RoleName(Role r);
 
 struct AccessConfig {
-  // Unix callers, by the uid or primary gid of the connecting process.
+  // Unix callers, by the uid or any group of the connecting process: its primary gid and
+  // its supplementary groups as they were when it connected (SO_PEERGROUPS), so a viewer
+  // that is also in an admin group is an admin, however it `sg`s afterwards.
   std::vector<uid_t> admin_uids = {0};
   std::vector<gid_t> admin_gids;
   std::vector<uid_t> viewer_uids;
   std::vector<gid_t> viewer_gids;
-  // TLS callers, by a SAN (DNS, URI) or, failing that, the CN of their certificate.
+  // TLS callers, by a SAN (DNS, URI); the CN only of a certificate that has no SAN (a
+  // certificate with SANs was issued for those names, whatever its subject says).
   std::vector<std::string> admin_names;
   std::vector<std::string> viewer_names;
 };
@@ -36,7 +39,10 @@ struct AccessConfig {
 struct Caller {
   Role role = Role::kNone;
   bool authenticated = false;  // an identity was presented (peer credentials or a cert)
-  std::string identity;        // "uid 1000 gid 1000" or "cert CN=..."; for messages and logs
+  std::string identity;        // "uid 1000 gid 1000 ..." or "certificate ..."; for messages and logs
+  // Whom per-caller limits count: "uid N" (every process of a uid together) or the
+  // certificate's names. Never the pid: processes are free to make.
+  std::string key;
 };
 
 // The credentials of each accepted Unix connection, by the fd gRPC serves it on (its
@@ -47,6 +53,10 @@ class PeerTable {
     pid_t pid = 0;
     uid_t uid = 0;
     gid_t gid = 0;
+    // The supplementary groups at connect time (SO_PEERGROUPS); groups_known false where
+    // the kernel could not tell (before Linux 4.13): roles then come from uid and gid.
+    std::vector<gid_t> groups;
+    bool groups_known = false;
   };
   void Set(int fd, Credentials c);
   bool Lookup(absl::string_view peer, Credentials* out) const;
@@ -62,7 +72,7 @@ class AccessPolicy {
       : config_(std::move(config)), peers_(peers) {}
   // From the call's peer string and auth context.
   Caller Identify(absl::string_view peer, const grpc::AuthContext* auth) const;
-  Role ForUnix(uid_t uid, gid_t gid) const;
+  Role ForUnix(uid_t uid, gid_t gid, const std::vector<gid_t>& groups = {}) const;
   Role ForNames(const std::vector<std::string>& names) const;
 
  private:

@@ -268,6 +268,10 @@ ControlServer::ControlServer(ServerOptions options) : options_(std::move(options
 
 ControlServer::~ControlServer() { Shutdown(); }
 
+void ControlServer::AdoptMetrics(std::unique_ptr<MetricsEndpoint> metrics) {
+  metrics_ = std::move(metrics);
+}
+
 void ControlServer::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
@@ -288,6 +292,7 @@ void ControlServer::Shutdown() {
                                                                  std::chrono::seconds(1)));
     health_server_->Wait();
   }
+  metrics_.reset();
 }
 
 }  // namespace umpath::server

@@ -23,6 +23,7 @@ class Server;
 namespace umpath::server {
 
 class HealthService;
+class MetricsEndpoint;
 class RpcStats;
 
 struct ServerOptions {
@@ -59,8 +60,13 @@ class ControlServer {
                                                                SettingsListener* settings = nullptr);
   ~ControlServer();
 
+  // The metrics endpoint, which reads the service: it is stopped last by Shutdown.
+  void AdoptMetrics(std::unique_ptr<MetricsEndpoint> metrics);
+
   // Health NOT_SERVING, every watcher finished with a resume point, the server shut down
-  // with a deadline, the socket removed. Never hangs; idempotent.
+  // with a deadline, the socket removed, and only then the metrics endpoint stopped (its
+  // HTTP server takes up to 2 s to stop, which must not keep health SERVING and watchers
+  // open). Never hangs; idempotent.
   void Shutdown();
   const std::string& socket_path() const { return options_.socket_path; }
   int tcp_port() const { return tcp_port_; }
@@ -81,6 +87,7 @@ class ControlServer {
   int tcp_port_ = 0;
   int health_port_ = 0;
   std::unique_ptr<UnixListener> listener_;
+  std::unique_ptr<MetricsEndpoint> metrics_;
   bool shut_down_ = false;
 };
 

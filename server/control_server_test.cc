@@ -636,6 +636,50 @@ TEST_F(ServerTest, ShutdownEndsWatchersWithAResumePointAndDoesNotHang) {
   }
 }
 
+// Item 12: a watcher that stops reading is ended, counted and its slot freed. Before,
+// nothing woke it once its write waited on the client (the journal notified only a
+// subscription drained since its last notice, and the hub's tick skipped streams with a
+// write in flight): 20,000 events later it still held its slot.
+TEST_F(ServerTest, AWatcherThatStopsReadingIsEndedAndItsSlotFreed) {
+  Start(Self(Role::kAdmin), std::chrono::milliseconds(10000), 4096,
+        [](ServerOptions& o) { o.service.watch.max_watchers_per_caller = 1; });
+  // A client whose HTTP/2 window is smaller than the snapshot: the server's first write
+  // waits on it, and it never reads.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 1);
+  auto stalled = v1::MultipathControl::NewStub(grpc::CreateCustomChannel(
+      "unix:" + server_->socket_path(), grpc::InsecureChannelCredentials(), args));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));  // if not ended
+  auto reader = stalled->WatchEvents(&ctx, v1::WatchEventsRequest());
+  // The headers go with the snapshot's write: from here the stream is subscribed and has
+  // a write in flight.
+  reader->WaitForInitialMetadata();
+  v1::WatchEventsResponse msg;
+  for (int i = 0; i < 20000; ++i) ASSERT_OK(mp_->SetDelayedRemoval(head_.substr(6), 1 + i % 2));
+  // The reader never reads again; the server ends it on its own.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (server_->service().watchers() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(server_->service().watchers(), 0u);
+  EXPECT_EQ(server_->service().watcher_ends()[static_cast<size_t>(WatchEnd::kFellBehind)], 1u);
+  EXPECT_EQ(mp_->journal().subscriber_count(), 0u);
+  // Its slot is free: the same caller watches again.
+  grpc::ClientContext again;
+  again.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto next = stub_->WatchEvents(&again, v1::WatchEventsRequest());
+  EXPECT_TRUE(next->Read(&msg) && msg.has_snapshot());
+  again.TryCancel();
+  while (next->Read(&msg)) {
+  }
+  next->Finish();
+  while (reader->Read(&msg)) {
+  }
+  EXPECT_FALSE(reader->Finish().ok());
+}
+
 TEST_F(ServerTest, ClientsThatVanishMidStreamAreCleanedUp) {
   Start();
   for (int i = 0; i < 3; ++i) {

@@ -93,10 +93,16 @@ absl::Status ControlService::HeadOut(const std::string& head, v1::Head* out) con
   return absl::OkStatus();
 }
 
-void ControlService::Persist(const std::string& head) {
-  if (!settings_) return;
-  absl::StatusOr<HeadInfo> info = mp_->GetHead(head);
-  if (info.ok()) settings_->OnHeadSettingsChanged(*info);
+absl::Status ControlService::Persist(const std::string& head) {
+  if (!settings_) return absl::OkStatus();
+  absl::Status saved = settings_->OnHeadSettingsChanged([&] { return mp_->GetHead(head); });
+  if (saved.ok()) return saved;
+  // The setting is in effect (the head runs with it, watchers saw it) and stays in the
+  // store's memory, so the next save that succeeds writes it; the caller learns that
+  // until then a restart loses it. UNAVAILABLE: setting it again saves again.
+  return absl::UnavailableError(absl::StrCat(
+      "the setting is in effect but was not saved (", saved.message(),
+      "): a restart before a later save succeeds loses it; set it again to retry"));
 }
 
 ControlService::Unary* ControlService::GetAgentInfo(Ctx* ctx, const v1::GetAgentInfoRequest*,
@@ -211,7 +217,7 @@ ControlService::Unary* ControlService::SetDelayedRemoval(Ctx* ctx,
     RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin));
     ASSIGN_OR_RETURN(std::string head, ParseHeadName(req->name()));
     RETURN_IF_ERROR(mp_->SetDelayedRemoval(head, req->delayed_removal_secs()));
-    Persist(head);
+    RETURN_IF_ERROR(Persist(head));
     return HeadOut(head, resp->mutable_head());
   }();
   return Done(ctx, s);
@@ -236,7 +242,7 @@ ControlService::Unary* ControlService::SetIoPolicy(Ctx* ctx, const v1::SetIoPoli
     ASSIGN_OR_RETURN(std::string head, ParseHeadName(req->name()));
     ASSIGN_OR_RETURN(IoPolicy policy, FromProto(req->io_policy()));
     RETURN_IF_ERROR(mp_->SetPolicy(head, IoPolicyName(policy)));
-    Persist(head);
+    RETURN_IF_ERROR(Persist(head));
     return HeadOut(head, resp->mutable_head());
   }();
   return Done(ctx, s);
@@ -422,7 +428,7 @@ grpc::ServerWriteReactor<v1::WatchEventsResponse>* ControlService::WatchEvents(
     };
     return new Refused(s);
   }
-  return hub_.Open(caller, *req);
+  return hub_.Open(ctx, caller, *req);
 }
 
 }  // namespace umpath::server

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/functional/any_invocable.h"
 #include "agent/core/multipath.h"
 #include "server/access.h"
@@ -72,11 +73,16 @@ struct ServiceOptions {
   std::string no_export_reason;
 };
 
-// Called after a per-head setting changed through the API (to persist it).
+// Called after a per-head setting changed through the API (to persist it). `read` gives
+// the head as it is now; the listener calls it under its own lock, so of two concurrent
+// changes the one saved last is the newer (a head read before taking the lock could be
+// older than one saved meanwhile). It may take the core's lock: a listener's lock comes
+// before the core's. The save's outcome is returned to the caller of the set RPC.
 class SettingsListener {
  public:
   virtual ~SettingsListener() = default;
-  virtual void OnHeadSettingsChanged(const HeadInfo& head) = 0;
+  virtual absl::Status OnHeadSettingsChanged(
+      absl::FunctionRef<absl::StatusOr<HeadInfo>()> read) = 0;
 };
 
 // Threading: every handler runs on a gRPC callback thread and calls only the core's
@@ -135,7 +141,7 @@ class ControlService final : public v1::MultipathControl::CallbackService {
   // The head an export call names, once the caller may and a frontend is present.
   absl::StatusOr<std::string> ExportTarget(Ctx* ctx, const std::string& name,
                                            absl::string_view verb) const;
-  void Persist(const std::string& head);
+  absl::Status Persist(const std::string& head);
 
   Multipath* const mp_;
   const AccessPolicy* const access_;

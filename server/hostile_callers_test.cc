@@ -2,9 +2,15 @@
 // TCP health port (issue 17): arbitrary method paths, bodies that are not protobuf,
 // oversized names, streams held open, a client that never goes away.
 #include <dirent.h>
+#include <grp.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
+#include <functional>
 #include <future>
 #include <fstream>
 #include <random>
@@ -14,6 +20,7 @@
 #include "agent/base/status_matchers.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/create_channel_posix.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/impl/client_unary_call.h"
@@ -61,6 +68,87 @@ long RssKib() {
   return -1;
 }
 
+// A connection to `path` made by another process, as uid `uid` with primary group `gid`
+// and supplementary `groups` (root only: the test runs as root), handed back over
+// SCM_RIGHTS. The server reads a peer's credentials when it accepts, so the channel made
+// on it is that process's, whatever this one is. The child makes only system calls.
+sockaddr_un UnixAddress(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  return addr;
+}
+
+// A socket bound at `path` that no one listens on (a crashed agent's, or another's).
+int BoundSocket(const std::string& path) {
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const sockaddr_un addr = UnixAddress(path);
+  EXPECT_EQ(bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0) << path;
+  return fd;
+}
+
+// One byte and room for one descriptor, for sendmsg and recvmsg.
+struct FdMessage {
+  FdMessage() {
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+  }
+  FdMessage(const FdMessage&) = delete;
+  char byte = 0;
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+};
+
+int ConnectAs(const std::string& path, uid_t uid, gid_t gid, const std::vector<gid_t>& groups) {
+  const sockaddr_un addr = UnixAddress(path);
+  int pair[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return -1;
+  const pid_t pid = fork();
+  if (pid == 0) {
+    if (setgroups(groups.size(), groups.data()) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
+      _exit(1);
+    }
+    const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) _exit(2);
+    FdMessage m;
+    cmsghdr* c = CMSG_FIRSTHDR(&m.msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    _exit(sendmsg(pair[1], &m.msg, 0) == 1 ? 0 : 3);
+  }
+  close(pair[1]);
+  int fd = -1;
+  FdMessage m;
+  if (recvmsg(pair[0], &m.msg, MSG_CMSG_CLOEXEC) == 1 && CMSG_FIRSTHDR(&m.msg) != nullptr) {
+    std::memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&m.msg)), sizeof fd);
+  }
+  close(pair[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return fd;
+}
+
+std::unique_ptr<v1::MultipathControl::Stub> StubAs(const std::string& path, uid_t uid, gid_t gid,
+                                                   const std::vector<gid_t>& groups = {}) {
+  const int fd = ConnectAs(path, uid, gid, groups);
+  EXPECT_GE(fd, 0);
+  return v1::MultipathControl::NewStub(
+      grpc::CreateInsecureChannelFromFd("umpathd", fd));
+}
+
+std::string RoleOf(v1::MultipathControl::Stub* stub, grpc::Status* status) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  v1::GetAgentInfoResponse resp;
+  *status = stub->GetAgentInfo(&ctx, {}, &resp);
+  return resp.agent_info().caller_role();
+}
+
 class HostileCallerTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -79,7 +167,8 @@ class HostileCallerTest : public ::testing::Test {
   }
 
   void Start(int max_sync_threads = 8,
-             std::chrono::milliseconds shutdown_grace = std::chrono::milliseconds(5000)) {
+             std::chrono::milliseconds shutdown_grace = std::chrono::milliseconds(5000),
+             std::function<void(ServerOptions&)> tweak = nullptr) {
     ServerOptions o;
     o.shutdown_grace = shutdown_grace;
     o.socket_path = dir_ + "/umpathd.sock";
@@ -87,6 +176,7 @@ class HostileCallerTest : public ::testing::Test {
     o.health_address = "127.0.0.1:0";
     o.rpc_stats = &stats_;
     o.max_sync_threads = max_sync_threads;
+    if (tweak) tweak(o);
     ASSERT_OK_AND_ASSIGN(server_, ControlServer::Create(mp_.get(), std::move(o)));
     socket_ = grpc::CreateChannel("unix:" + server_->socket_path(),
                                   grpc::InsecureChannelCredentials());
@@ -366,6 +456,141 @@ TEST_F(HostileCallerTest, AttachWithAMalformedTransportIsInvalidArgumentWithoutA
               HasSubstr("is not one of pcie, tcp, rdma, fc, loop, kernel"));
   req.set_transport("pcie");  // well-formed: then the missing backend
   EXPECT_EQ(Call(&Stub::AttachController, req).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+// Item 4: the per-caller watcher limit is per uid. Before, it was keyed by uid, gid and
+// pid: the second process below was admitted (each new process a fresh allowance).
+TEST_F(HostileCallerTest, TwoProcessesOfOneUidShareTheWatcherLimitAndAnotherUidIsNotLockedOut) {
+  ASSERT_EQ(geteuid(), 0u) << "makes processes of other uids";
+  constexpr uid_t kSidecar = 4242;
+  ASSERT_EQ(chmod(dir_.c_str(), 0755), 0);
+  Start(8, std::chrono::milliseconds(5000), [&](ServerOptions& o) {
+    o.socket_mode = 0666;
+    o.access.viewer_uids = {kSidecar};
+    o.service.watch.max_watchers_per_caller = 1;
+  });
+  auto first = StubAs(server_->socket_path(), getuid(), getgid());
+  auto second = StubAs(server_->socket_path(), getuid(), getgid());
+  auto sidecar = StubAs(server_->socket_path(), kSidecar, kSidecar);
+  v1::WatchEventsResponse msg;
+  grpc::ClientContext c1, c2, c3;
+  auto held = first->WatchEvents(&c1, v1::WatchEventsRequest());
+  ASSERT_TRUE(held->Read(&msg));
+  auto refused = second->WatchEvents(&c2, v1::WatchEventsRequest());
+  const bool admitted = refused->Read(&msg);
+  EXPECT_FALSE(admitted) << "a second process of the uid got a watcher past its limit";
+  if (admitted) c2.TryCancel();
+  while (refused->Read(&msg)) {
+  }
+  grpc::Status s = refused->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("at most 1 watchers per caller"));
+  // The uid at its limit does not take another uid's room.
+  auto other = sidecar->WatchEvents(&c3, v1::WatchEventsRequest());
+  EXPECT_TRUE(other->Read(&msg));
+  c1.TryCancel();
+  c3.TryCancel();
+  while (held->Read(&msg)) {
+  }
+  while (other->Read(&msg)) {
+  }
+  held->Finish();
+  other->Finish();
+}
+
+// Item 5: roles from the supplementary groups the caller had when it connected. Before,
+// from the primary gid only: this caller was a viewer.
+TEST_F(HostileCallerTest, ASupplementaryGroupGrantsItsRole) {
+  ASSERT_EQ(geteuid(), 0u) << "makes processes of other uids and groups";
+  constexpr gid_t kViewers = 4242, kAdmins = 4343;
+  ASSERT_EQ(chmod(dir_.c_str(), 0755), 0);
+  Start(8, std::chrono::milliseconds(5000), [&](ServerOptions& o) {
+    o.socket_mode = 0666;
+    o.access.admin_uids.clear();
+    o.access.viewer_gids = {kViewers};
+    o.access.admin_gids = {kAdmins};
+  });
+  grpc::Status s;
+  auto admin = StubAs(server_->socket_path(), 5000, kViewers, {kAdmins});
+  EXPECT_EQ(RoleOf(admin.get(), &s), "admin");
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  auto viewer = StubAs(server_->socket_path(), 5001, kViewers, {kViewers});
+  EXPECT_EQ(RoleOf(viewer.get(), &s), "viewer");
+  auto nobody = StubAs(server_->socket_path(), 5002, 5002, {5003});
+  RoleOf(nobody.get(), &s);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(s.error_message(), HasSubstr("uid 5002"));
+}
+
+// Item 6: a second agent on a live socket. Before, it unlinked the first one's socket,
+// bound its own, and removed that on its way out: the live agent was unreachable.
+TEST_F(HostileCallerTest, ASecondAgentOnALiveSocketIsRefusedAndTheFirstKeepsIt) {
+  Start();
+  ServerOptions o;
+  o.socket_path = server_->socket_path();
+  o.access.admin_uids = {getuid()};
+  {
+    absl::StatusOr<std::unique_ptr<ControlServer>> second = ControlServer::Create(mp_.get(), o);
+    EXPECT_THAT(second.status(), testing::StatusIs(absl::StatusCode::kFailedPrecondition,
+                                                   HasSubstr("an agent answers on")));
+  }
+  // A new connection by the path still reaches the first agent.
+  auto fresh = v1::MultipathControl::NewStub(grpc::CreateChannel(
+      "unix:" + server_->socket_path(), grpc::InsecureChannelCredentials()));
+  grpc::Status s;
+  EXPECT_EQ(RoleOf(fresh.get(), &s), "admin");
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  // A stale socket (no one listens) is replaced.
+  server_.reset();
+  close(BoundSocket(o.socket_path));
+  ASSERT_OK_AND_ASSIGN(server_, ControlServer::Create(mp_.get(), o));
+}
+
+// Item 6: Stop removes only its own socket. Before, whatever was at the path went.
+TEST_F(HostileCallerTest, StopLeavesASocketThatIsNotItsOwn) {
+  Start();
+  const std::string path = server_->socket_path();
+  const std::string other = dir_ + "/other.sock";
+  const int fd = BoundSocket(other);
+  ASSERT_EQ(rename(other.c_str(), path.c_str()), 0);  // another agent took the path
+  struct stat before;
+  ASSERT_EQ(lstat(path.c_str(), &before), 0);
+  server_->Shutdown();
+  struct stat after;
+  ASSERT_EQ(lstat(path.c_str(), &after), 0) << "the other socket was removed";
+  EXPECT_EQ(after.st_ino, before.st_ino);
+  close(fd);
+}
+
+// Item 6: the socket gets exactly its mode and group, set inside a private directory and
+// renamed into place: nothing is left beside it, and a symlink at the path is refused.
+TEST_F(HostileCallerTest, TheSocketIsMadeBesideThePathAndNeverThroughASymlink) {
+  const std::string target = dir_ + "/target";
+  { std::ofstream(target) << "x"; }
+  ASSERT_EQ(chmod(target.c_str(), 0600), 0);
+  ASSERT_EQ(symlink(target.c_str(), (dir_ + "/umpathd.sock").c_str()), 0);
+  ServerOptions o;
+  o.socket_path = dir_ + "/umpathd.sock";
+  o.socket_mode = 0666;
+  EXPECT_THAT(ControlServer::Create(mp_.get(), o).status(),
+              testing::StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not a socket")));
+  struct stat st;
+  ASSERT_EQ(stat(target.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ASSERT_EQ(unlink(o.socket_path.c_str()), 0);
+  Start(8, std::chrono::milliseconds(5000), [](ServerOptions& o) {
+    o.socket_mode = 0640;
+    o.socket_gid = 4242;
+  });
+  ASSERT_EQ(lstat(server_->socket_path().c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0640u);
+  EXPECT_EQ(st.st_gid, 4242u);
+  int entries = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir_)) {
+    entries += e.path().filename() != "target";
+  }
+  EXPECT_EQ(entries, 1);  // the socket alone: the private directory is gone
 }
 
 }  // namespace

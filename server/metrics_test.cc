@@ -6,15 +6,18 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <map>
 #include <sstream>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "agent/base/status_matchers.h"
 #include "agent/core/multipath.h"
 #include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "prometheus/text_serializer.h"
@@ -222,6 +225,72 @@ TEST(MetricsEndpointTest, ScrapesTheLiveCoreAndCountsRpcs) {
   EXPECT_THAT(body, HasSubstr("umpath_head_paths{head=\"nguid-ab000000000000000000000000000001\"} 1"));
   m.reset();
   server->Shutdown();
+  std::filesystem::remove_all(tmpl);
+}
+
+// Item 14: on the way down, health goes NOT_SERVING and watchers end before the metrics
+// endpoint stops. Its HTTP server waits for the scrape it is serving (held here in a
+// collector) and otherwise takes up to 2 s; before, it was stopped first and held health
+// SERVING and every watcher open meanwhile (here: until the callers' deadlines).
+TEST(MetricsEndpointTest, HealthAndWatchersEndBeforeTheMetricsEndpointStops) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Multipath> mp, Multipath::Create(MultipathOptions{}));
+  ASSERT_OK(testing::AddTestTopology(mp.get(), 1, 1));
+  char tmpl[] = "/tmp/umpath-metrics-test-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  ServerOptions so;
+  so.socket_path = std::string(tmpl) + "/umpathd.sock";
+  so.access.admin_uids = {getuid()};
+  so.health_address = "127.0.0.1:0";
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<ControlServer> server, ControlServer::Create(mp.get(), so));
+  std::atomic<bool> hold{false};
+  Notification in_scrape, release;
+  MetricsOptions o;
+  o.address = "127.0.0.1:0";
+  o.mp = mp.get();
+  o.watchers = [&] {
+    if (hold.load()) {
+      in_scrape.Notify();
+      release.WaitFor(std::chrono::seconds(120));
+    }
+    return server->service().watchers();
+  };
+  o.watcher_ends = [&] { return server->service().watcher_ends(); };
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<MetricsEndpoint> m, MetricsEndpoint::Create(o));
+  const int port = m->port();
+  server->AdoptMetrics(std::move(m));
+
+  auto deadline = [] { return std::chrono::system_clock::now() + std::chrono::seconds(20); };
+  auto health = grpc::health::v1::Health::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(server->health_port()), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext hctx;
+  hctx.set_deadline(deadline());
+  auto probe = health->Watch(&hctx, grpc::health::v1::HealthCheckRequest());
+  grpc::health::v1::HealthCheckResponse status;
+  ASSERT_TRUE(probe->Read(&status));
+  ASSERT_EQ(status.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+  auto stub = v1::MultipathControl::NewStub(
+      grpc::CreateChannel("unix:" + server->socket_path(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext wctx;
+  wctx.set_deadline(deadline());
+  auto watcher = stub->WatchEvents(&wctx, v1::WatchEventsRequest());
+  v1::WatchEventsResponse msg;
+  ASSERT_TRUE(watcher->Read(&msg));
+
+  hold = true;
+  std::thread scraper([&] { Scrape(port); });
+  ASSERT_TRUE(in_scrape.WaitFor(std::chrono::seconds(30)));
+  std::thread stopper([&] { server->Shutdown(); });
+  // The scrape is still held, so the endpoint has not stopped: both end regardless.
+  EXPECT_TRUE(probe->Read(&status) &&
+              status.status() == grpc::health::v1::HealthCheckResponse::NOT_SERVING)
+      << probe->Finish().error_message();
+  while (watcher->Read(&msg)) {
+  }
+  grpc::Status s = watcher->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+  release.Notify();
+  scraper.join();
+  stopper.join();
   std::filesystem::remove_all(tmpl);
 }
 

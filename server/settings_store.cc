@@ -73,13 +73,24 @@ std::optional<HeadSettings> SettingsStore::Lookup(absl::string_view head) const 
   return it->second;
 }
 
-void SettingsStore::OnHeadSettingsChanged(const HeadInfo& head) {
+absl::Status SettingsStore::OnHeadSettingsChanged(
+    absl::FunctionRef<absl::StatusOr<HeadInfo>()> read) {
+  MutexLock saving(&save_mu_);
+  absl::StatusOr<HeadInfo> head = read();
+  if (!head.ok()) return absl::OkStatus();  // gone meanwhile: nothing of it to keep
+  std::string text;
+  {
+    MutexLock lock(&mu_);
+    heads_[head->name] = HeadSettings{head->policy, head->delayed_removal_secs};
+    text = TextLocked();
+  }
+  absl::Status saved = WriteFileAtomically(path_, text);
   MutexLock lock(&mu_);
-  heads_[head.name] = HeadSettings{head.policy, head.delayed_removal_secs};
-  last_save_ = SaveLocked();
+  last_save_ = saved;
+  return saved;
 }
 
-absl::Status SettingsStore::SaveLocked() {
+std::string SettingsStore::TextLocked() const {
   std::string text = absl::StrCat(kHeader, "\n");
   for (const auto& [name, s] : heads_) {
     absl::StrAppend(&text, name);
@@ -87,7 +98,7 @@ absl::Status SettingsStore::SaveLocked() {
     if (s.policy) absl::StrAppend(&text, " io_policy=", IoPolicyName(*s.policy));
     absl::StrAppend(&text, "\n");
   }
-  return WriteFileAtomically(path_, text);
+  return text;
 }
 
 absl::Status SettingsStore::last_save() const {

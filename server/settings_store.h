@@ -20,7 +20,10 @@ namespace umpath::server {
 // directory, so a crash leaves the old file or the new one, never a mix.
 //
 // Threading: Lookup (from the core, under its lock) and OnHeadSettingsChanged (gRPC
-// threads) may run concurrently; both take mu_ only.
+// threads) may run concurrently. Saves are one at a time under save_mu_, which is held
+// while the head is read from the core and the file written (so the last save holds the
+// newest settings); mu_ guards the map only, briefly. Lock order: save_mu_, the core's
+// lock, mu_ (Lookup takes mu_ under the core's lock: never the other way round).
 class SettingsStore final : public SettingsListener {
  public:
   // Loads `path` (missing: empty). A file that does not parse is renamed to
@@ -29,7 +32,9 @@ class SettingsStore final : public SettingsListener {
   static absl::StatusOr<std::unique_ptr<SettingsStore>> Open(std::string path);
 
   std::optional<HeadSettings> Lookup(absl::string_view head) const;
-  void OnHeadSettingsChanged(const HeadInfo& head) override;
+  // The settings stay in memory when the save fails (the head runs with them): the next
+  // save that succeeds writes them.
+  absl::Status OnHeadSettingsChanged(absl::FunctionRef<absl::StatusOr<HeadInfo>()> read) override;
 
   // What was wrong with the file at Open, empty if nothing.
   const std::string& problem() const { return problem_; }
@@ -39,10 +44,11 @@ class SettingsStore final : public SettingsListener {
 
  private:
   explicit SettingsStore(std::string path) : path_(std::move(path)) {}
-  absl::Status SaveLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::string TextLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string path_;
   std::string problem_;
+  Mutex save_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   mutable Mutex mu_;
   absl::btree_map<std::string, HeadSettings> heads_ ABSL_GUARDED_BY(mu_);
   absl::Status last_save_ ABSL_GUARDED_BY(mu_);

@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
+#include <thread>
 #include <fstream>
 
 #include "agent/base/status_matchers.h"
@@ -27,7 +29,11 @@ class SettingsStoreTest : public ::testing::Test {
     dir_ = tmpl;
     path_ = dir_ + "/state/heads";
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override {
+    server_.reset();
+    mp_.reset();
+    fs::remove_all(dir_);
+  }
 
   static HeadInfo Head(const std::string& name, uint32_t secs, IoPolicy p) {
     HeadInfo h;
@@ -36,17 +42,47 @@ class SettingsStoreTest : public ::testing::Test {
     h.policy = p;
     return h;
   }
+  // As the service saves: the head read under the store's lock.
+  static absl::Status Save(SettingsStore* store, const HeadInfo& h) {
+    return store->OnHeadSettingsChanged([&] { return absl::StatusOr<HeadInfo>(h); });
+  }
 
+  // The real server on its socket over a store at path_, one head.
+  void StartApi() {
+    ASSERT_OK_AND_ASSIGN(store_, SettingsStore::Open(path_));
+    ASSERT_OK_AND_ASSIGN(mp_, Multipath::Create(MultipathOptions{}));
+    ASSERT_OK(testing::AddTestTopology(mp_.get(), 1, 1));
+    ServerOptions o;
+    o.socket_path = dir_ + "/umpathd.sock";
+    o.access.admin_uids = {getuid()};
+    ASSERT_OK_AND_ASSIGN(server_, ControlServer::Create(mp_.get(), o, store_.get()));
+    stub_ = v1::MultipathControl::NewStub(
+        grpc::CreateChannel("unix:" + o.socket_path, grpc::InsecureChannelCredentials()));
+  }
+  grpc::Status SetDelay(uint32_t secs) {
+    grpc::ClientContext ctx;
+    v1::SetDelayedRemovalRequest req;
+    req.set_name("heads/" + kHead);
+    req.set_delayed_removal_secs(secs);
+    v1::SetDelayedRemovalResponse resp;
+    return stub_->SetDelayedRemoval(&ctx, req, &resp);
+  }
+
+  const std::string kHead = "nguid-ab000000000000000000000000000001";
   std::string dir_, path_;
+  std::unique_ptr<SettingsStore> store_;
+  std::unique_ptr<Multipath> mp_;
+  std::unique_ptr<ControlServer> server_;
+  std::unique_ptr<v1::MultipathControl::Stub> stub_;
 };
 
 TEST_F(SettingsStoreTest, SavesAtomicallyAndLoadsWhatItSaved) {
   ASSERT_OK_AND_ASSIGN(auto store, SettingsStore::Open(path_));
   EXPECT_EQ(store->size(), 0u);
   EXPECT_TRUE(store->problem().empty());
-  store->OnHeadSettingsChanged(Head("nguid-01", 30, IoPolicy::kRoundRobin));
-  store->OnHeadSettingsChanged(Head("eui64-02", 0, IoPolicy::kNuma));
-  store->OnHeadSettingsChanged(Head("nguid-01", 45, IoPolicy::kRoundRobin));
+  ASSERT_OK(Save(store.get(), Head("nguid-01", 30, IoPolicy::kRoundRobin)));
+  ASSERT_OK(Save(store.get(), Head("eui64-02", 0, IoPolicy::kNuma)));
+  ASSERT_OK(Save(store.get(), Head("nguid-01", 45, IoPolicy::kRoundRobin)));
   ASSERT_OK(store->last_save());
   EXPECT_FALSE(fs::exists(path_ + ".tmp"));
 
@@ -69,7 +105,7 @@ TEST_F(SettingsStoreTest, CorruptFileIsReportedSetAsideAndDoesNotStopTheAgent) {
     EXPECT_THAT(store->problem(), HasSubstr("set aside")) << bad;
     EXPECT_EQ(store->size(), 0u);
     EXPECT_FALSE(fs::exists(path_));
-    store->OnHeadSettingsChanged(Head("nguid-01", 5, IoPolicy::kNuma));
+    ASSERT_OK(Save(store.get(), Head("nguid-01", 5, IoPolicy::kNuma)));
     ASSERT_OK(store->last_save());
     fs::remove(path_);
   }
@@ -125,6 +161,50 @@ TEST_F(SettingsStoreTest, SettingsSurviveARestartThroughTheApi) {
   EXPECT_EQ(info.policy, IoPolicy::kQueueDepth);
   // Another head is untouched by it.
   EXPECT_EQ(mp->GetDefaults().delayed_removal_secs, 0u);
+}
+
+// Item 8, through the real server: a set whose save fails tells its caller (before, it
+// answered OK and the setting was silently lost at the next restart), the head keeps
+// the setting, and the next save that succeeds writes it.
+TEST_F(SettingsStoreTest, ASaveThatFailsReachesTheCallerOfTheSet) {
+  ASSERT_NO_FATAL_FAILURE(StartApi());
+  // The temporary file cannot be made: a directory is in its place.
+  const std::string tmp = dir_ + "/state/.heads.tmp";
+  fs::create_directories(tmp);
+  grpc::Status s = SetDelay(77);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(s.error_message(), HasSubstr("in effect but was not saved"));
+  EXPECT_THAT(s.error_message(), HasSubstr("/state/heads: Is a directory"));
+  EXPECT_EQ(mp_->GetHead(kHead)->delayed_removal_secs, 77u);
+  EXPECT_FALSE(store_->last_save().ok());
+  fs::remove(tmp);
+  ASSERT_TRUE(SetDelay(77).ok());
+  ASSERT_OK_AND_ASSIGN(auto again, SettingsStore::Open(path_));
+  ASSERT_TRUE(again->Lookup(kHead).has_value());
+  EXPECT_EQ(again->Lookup(kHead)->delayed_removal_secs, 77u);
+}
+
+// Item 8: two sets at once never leave the older value on disk. Before, Persist read the
+// head outside the store's lock: a save could write what a later set had replaced.
+TEST_F(SettingsStoreTest, ConcurrentSetsPersistTheNewestValue) {
+  ASSERT_NO_FATAL_FAILURE(StartApi());
+  int stale = 0;
+  for (int round = 0; round < 200; ++round) {
+    std::atomic<int> ready{0};
+    auto racer = [&](uint32_t secs) {
+      ready.fetch_add(1);
+      while (ready.load() < 2) {
+      }
+      EXPECT_TRUE(SetDelay(secs).ok());
+    };
+    std::thread a(racer, 1000 + 2 * round);
+    std::thread b(racer, 1001 + 2 * round);
+    a.join();
+    b.join();
+    ASSERT_OK_AND_ASSIGN(auto saved, SettingsStore::Open(path_));
+    stale += saved->Lookup(kHead)->delayed_removal_secs != mp_->GetHead(kHead)->delayed_removal_secs;
+  }
+  EXPECT_EQ(stale, 0) << "rounds whose file kept the older value";
 }
 
 }  // namespace

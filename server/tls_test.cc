@@ -38,17 +38,21 @@ cd ")" + *dir_ + R"("
 key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 -out "$1.key" 2>/dev/null; }
 key ca
 openssl req -x509 -new -key ca.key -out ca.pem -days 1 -subj /CN=umpath-test-ca
-cert() {  # name CN SAN
+cert() {  # name CN [SAN]
   key "$1"
   openssl req -new -key "$1.key" -out "$1.csr" -subj "/CN=$2"
-  printf 'subjectAltName=%s\n' "$3" > "$1.ext"
+  if [ -n "$3" ]; then printf 'subjectAltName=%s\n' "$3"; else printf 'basicConstraints=CA:FALSE\n'; fi > "$1.ext"
   openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
     -extfile "$1.ext" -out "$1.pem" 2>/dev/null
 }
 cert server localhost DNS:localhost,IP:127.0.0.1
 cert admin admin-client DNS:admin.umpath.test
-cert viewer viewer-client DNS:viewer.umpath.test
+cert viewer viewer-client  # no SAN: known by its CN
 cert stranger stranger DNS:stranger.umpath.test
+# Issued for build-bot.umpath.test, with an admin's name as its CN.
+cert impostor admin.umpath.test DNS:build-bot.umpath.test
+# Issued for a viewer's name, CN an admin's name.
+cert climber admin.umpath.test DNS:viewer-client
 # A CA the server does not trust, and a client it signed.
 key other
 openssl req -x509 -new -key other.key -out other.pem -days 1 -subj /CN=other-ca
@@ -165,6 +169,24 @@ TEST_F(TlsTest, HealthPortServesHealthOnly) {
   EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING);
   auto control = v1::MultipathControl::NewStub(ch);
   EXPECT_EQ(Info(control.get()).error_code(), grpc::StatusCode::UNIMPLEMENTED);
+}
+
+// Item 3: a certificate with SANs is known by them alone. Before, its CN was matched
+// beside them: both callers below were admins.
+TEST_F(TlsTest, TheCnOfACertificateWithSansGrantsNothing) {
+  ASSERT_OK_AND_ASSIGN(server_, ControlServer::Create(mp_.get(), Options()));
+  auto impostor = Client("impostor");
+  grpc::Status s = Info(impostor.get());
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(s.error_message(), HasSubstr("build-bot.umpath.test"));
+  EXPECT_EQ(SetDelay(impostor.get(), 40).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+
+  auto climber = Client("climber");
+  std::string role;
+  ASSERT_TRUE(Info(climber.get(), &role).ok());
+  EXPECT_EQ(role, "viewer");
+  EXPECT_EQ(SetDelay(climber.get(), 40).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(mp_->GetHead("nguid-ab000000000000000000000000000001")->delayed_removal_secs, 0u);
 }
 
 TEST_F(TlsTest, TcpWithoutTlsFilesIsRefused) {

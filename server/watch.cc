@@ -6,6 +6,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "grpcpp/server_context.h"
 #include "server/convert.h"
 
 namespace umpath::server {
@@ -24,8 +25,9 @@ grpc::Status ToGrpc(const absl::Status& s) {
 class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsResponse>,
                           public std::enable_shared_from_this<WatchStream> {
  public:
-  WatchStream(WatchHub* hub, std::string caller_key, bool counted)
-      : hub_(hub), caller_key_(std::move(caller_key)), counted_(counted) {}
+  WatchStream(WatchHub* hub, grpc::CallbackServerContext* ctx, std::string caller_key,
+              bool counted)
+      : hub_(hub), ctx_(ctx), caller_key_(std::move(caller_key)), counted_(counted) {}
 
   // Answers at once with `status` (validation, limits).
   void FinishNow(const absl::Status& status) {
@@ -194,10 +196,16 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsRespons
 
   void FinishOnJournalError(const absl::Status& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (s.code() == absl::StatusCode::kResourceExhausted) {
-      return FinishLocked(grpc::Status(
+      FinishLocked(grpc::Status(
           grpc::StatusCode::RESOURCE_EXHAUSTED,
           absl::StrCat("the watcher fell behind (", s.message(),
                        "); the last revision sent was ", last_sent_)), WatchEnd::kFellBehind);
+      // A client that has not taken the write in flight would never take the status
+      // queued behind it either: the stream is reset, so that its slot, its HTTP/2
+      // stream and its message go now (OnDone follows) rather than when it reads again.
+      // It sees CANCELLED; the count above says why.
+      if (writing_) ctx_->TryCancel();
+      return;
     }
     FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE,
                               absl::StrCat(s.message(), "; resume with since_revision ",
@@ -211,6 +219,7 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsRespons
   }
 
   WatchHub* const hub_;
+  grpc::CallbackServerContext* const ctx_;  // the call's; valid until OnDone
   const std::string caller_key_;
   const bool counted_;
   absl::flat_hash_set<std::string> heads_;
@@ -254,7 +263,7 @@ WatchHub::~WatchHub() {
 }
 
 grpc::ServerWriteReactor<v1::WatchEventsResponse>* WatchHub::Open(
-    const Caller& caller, const v1::WatchEventsRequest& req) {
+    grpc::CallbackServerContext* ctx, const Caller& caller, const v1::WatchEventsRequest& req) {
   absl::Status admitted;
   {
     MutexLock lock(&mu_);
@@ -263,16 +272,16 @@ grpc::ServerWriteReactor<v1::WatchEventsResponse>* WatchHub::Open(
     } else if (active_ >= options_.max_watchers) {
       admitted = absl::ResourceExhaustedError(
           absl::StrCat("the agent serves at most ", options_.max_watchers, " watchers"));
-    } else if (per_caller_[caller.identity] >= options_.max_watchers_per_caller) {
+    } else if (per_caller_[caller.key] >= options_.max_watchers_per_caller) {
       admitted = absl::ResourceExhaustedError(absl::StrCat(
           "at most ", options_.max_watchers_per_caller, " watchers per caller (",
           caller.identity, ")"));
     } else {
       ++active_;
-      ++per_caller_[caller.identity];
+      ++per_caller_[caller.key];
     }
   }
-  auto s = std::make_shared<WatchStream>(this, caller.identity, /*counted=*/admitted.ok());
+  auto s = std::make_shared<WatchStream>(this, ctx, caller.key, /*counted=*/admitted.ok());
   if (!admitted.ok()) {
     s->FinishNow(admitted);
     return s.get();

@@ -53,7 +53,8 @@ class WatchHub {
   ~WatchHub();  // stops the thread; every stream must have been finished (FinishAll)
 
   // The reactor for one WatchEvents call; it answers errors itself.
-  grpc::ServerWriteReactor<v1::WatchEventsResponse>* Open(const Caller& caller,
+  grpc::ServerWriteReactor<v1::WatchEventsResponse>* Open(grpc::CallbackServerContext* ctx,
+                                                          const Caller& caller,
                                                           const v1::WatchEventsRequest& req);
   // Ends every stream with UNAVAILABLE naming the revision to resume from, and refuses
   // new ones. Returns once every stream has been finished.

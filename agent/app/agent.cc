@@ -266,10 +266,11 @@ absl::Status Agent::StartServer() {
   if (export_ops_) mo.buffers = [ops = export_ops_.get()] { return ops->Budget(); };
   absl::StatusOr<std::unique_ptr<server::MetricsEndpoint>> m = server::MetricsEndpoint::Create(mo);
   if (!m.ok()) return Prefixed("metrics", m.status());
-  metrics_ = std::move(*m);
   const std::string& addr = config_.metrics_address;
   Log(absl::StrCat("serving metrics on http://", addr.substr(0, addr.rfind(':')), ":",
-                   metrics_->port(), "/metrics"));
+                   (*m)->port(), "/metrics"));
+  // Stopped by the server's Shutdown once health is NOT_SERVING and watchers have ended.
+  server_->AdoptMetrics(std::move(*m));
   return absl::OkStatus();
 }
 
@@ -291,7 +292,6 @@ Agent::~Agent() {
   // No successor is taken from now on, and what OnSuccessor wrote (successor_,
   // successor_adopts_) is read below on this thread: the Run orders the two.
   if (handover_listen_.valid()) plane_->Run([this] { plane_->Unwatch(handover_listen_.get()); });
-  metrics_.reset();
   // A StopAgent answered before it woke main: its answer is sent whole before the server
   // goes (finished calls complete within the shutdown's deadline).
   if (server_) server_->Shutdown();

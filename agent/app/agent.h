@@ -115,7 +115,6 @@ class Agent {
   std::unique_ptr<ublk::Exporter> exporter_;
   std::unique_ptr<server::RpcStats> rpc_stats_;
   std::unique_ptr<server::ControlServer> server_;
-  std::unique_ptr<server::MetricsEndpoint> metrics_;
 };
 
 }  // namespace umpath::app

@@ -16,23 +16,23 @@ ABSL_FLAG(std::string, socket, "/run/umpath/umpathd.sock", "the control API's Un
 ABSL_FLAG(std::string, socket_mode, "0660", "its mode, octal");
 ABSL_FLAG(std::string, socket_group, "", "its group (name or gid); empty: the agent's own");
 ABSL_FLAG(std::vector<std::string>, admin_uids, {"0"}, "uids with the admin role");
-ABSL_FLAG(std::vector<std::string>, admin_groups, {}, "groups (names or gids) with the admin role");
+ABSL_FLAG(std::vector<std::string>, admin_groups, {}, "groups (names or gids; primary or supplementary at connect time) with the admin role");
 ABSL_FLAG(std::vector<std::string>, viewer_uids, {}, "uids with the viewer role");
-ABSL_FLAG(std::vector<std::string>, viewer_groups, {}, "groups (names or gids) with the viewer role");
+ABSL_FLAG(std::vector<std::string>, viewer_groups, {}, "groups (names or gids; primary or supplementary at connect time) with the viewer role");
 ABSL_FLAG(std::string, node, "", "this node's name, as reported by GetAgentInfo (default: hostname)");
 ABSL_FLAG(std::string, default_io_policy, "numa", "numa, round-robin or queue-depth");
 ABSL_FLAG(std::string, default_delayed_removal_secs, "0", "0..86400, for new heads");
 ABSL_FLAG(int, workers, 1, "I/O worker threads");
 ABSL_FLAG(int, max_watchers, 1024, "WatchEvents streams in total");
-ABSL_FLAG(int, max_watchers_per_caller, 128, "WatchEvents streams per caller identity");
+ABSL_FLAG(int, max_watchers_per_caller, 128, "WatchEvents streams per caller identity (a uid, all its processes together; or a certificate)");
 ABSL_FLAG(int, watch_queue_limit, 4096, "events a watcher may fall behind by before it is ended");
 ABSL_FLAG(int, progress_interval_ms, 10000, "progress marker interval on idle streams");
 ABSL_FLAG(std::string, tcp_address, "", "optional mTLS listener, e.g. 0.0.0.0:7443");
 ABSL_FLAG(std::string, tls_cert_file, "", "the server certificate (PEM) for --tcp_address");
 ABSL_FLAG(std::string, tls_key_file, "", "its private key (PEM)");
 ABSL_FLAG(std::string, tls_client_ca_file, "", "CA (PEM) that client certificates must chain to");
-ABSL_FLAG(std::vector<std::string>, admin_names, {}, "certificate SANs or CNs with the admin role");
-ABSL_FLAG(std::vector<std::string>, viewer_names, {}, "certificate SANs or CNs with the viewer role");
+ABSL_FLAG(std::vector<std::string>, admin_names, {}, "certificate SANs (a CN only of a certificate without SANs) with the admin role");
+ABSL_FLAG(std::vector<std::string>, viewer_names, {}, "certificate SANs (a CN only of a certificate without SANs) with the viewer role");
 ABSL_FLAG(std::string, health_address, "", "optional plaintext health-only listener, e.g. 0.0.0.0:7444");
 ABSL_FLAG(std::string, metrics_address, "",
           "Prometheus metrics (text exposition at /metrics) on this HOST:PORT, e.g. "

@@ -151,9 +151,13 @@ uint64_t EventJournal::Append(Event e) {
     state_->events.push_back(std::move(e));
     while (state_->events.size() > state_->capacity) state_->events.pop_front();
     for (const auto& s : state_->subs) {
+      const bool was_behind = s->behind;
       state_->CheckBehind(*s);
-      // Under the lock, so that once Close() returns its notify never runs again.
-      if (!s->signalled) {
+      // Under the lock, so that once Close() returns its notify never runs again. Falling
+      // behind is told even to a consumer signalled before and not drained since (a
+      // watcher whose write waits on a client that stopped reading): nothing else would
+      // wake it, and it would hold its subscription forever.
+      if (!s->signalled || (s->behind && !was_behind)) {
         s->signalled = true;
         if (s->notify) s->notify();
       }
