@@ -312,7 +312,7 @@ absl::StatusOr<std::string> LibnvmeBackend::Claim(const Scanned& sc) {
   Ctrl* c = made->get();
   ControllerSpec spec;
   spec.name = sc.name;
-  spec.subsys_nqn = sc.subsys_nqn;
+  spec.subsys_nqn = nvme::PrintableNqn(sc.subsys_nqn);  // as vfio paths of it name it
   spec.transport = sc.transport;
   spec.address = sc.address;
   spec.numa_node = sc.numa;
@@ -325,7 +325,7 @@ absl::StatusOr<std::string> LibnvmeBackend::Claim(const Scanned& sc) {
   for (auto& qp : c->qps) raw.push_back(qp.get());
   if (absl::Status s = sup_->Add(std::move(*made), spec, raw); !s.ok()) return s;
   ctrls_[sc.name] = c;
-  Log(absl::StrCat(sc.name, ": claimed (", sc.transport, " ", sc.address, ", ", sc.subsys_nqn,
+  Log(absl::StrCat(sc.name, ": claimed (", sc.transport, " ", sc.address, ", ", spec.subsys_nqn,
                    c->id.ana_supported ? absl::StrCat(", ANA, ANATT ", c->id.anatt_secs, " s") : "",
                    ")"));
   AddNamespaces(c, sc);
@@ -358,8 +358,9 @@ absl::StatusOr<std::unique_ptr<LibnvmeBackend::Ctrl>> LibnvmeBackend::Open(const
     return absl::InvalidArgumentError(absl::StrCat(sc.name, ": Identify Controller: ", id.status().message()));
   }
   c->id = *id;
-  if (!c->id.subsys_nqn.empty() && c->id.subsys_nqn != sc.subsys_nqn) {
-    Log(absl::StrCat(sc.name, ": Identify says subsystem ", c->id.subsys_nqn, ", sysfs ", sc.subsys_nqn));
+  if (!c->id.subsys_nqn_raw.empty() && c->id.subsys_nqn_raw != sc.subsys_nqn) {
+    Log(absl::StrCat(sc.name, ": Identify says subsystem ", c->id.subsys_nqn, ", sysfs ",
+                     nvme::PrintableNqn(sc.subsys_nqn)));
   }
   for (size_t i = 0; i < workers_.size(); ++i) {
     UringQueueOptions qo;

@@ -139,5 +139,39 @@ TEST(UeventTest, DatagramsAreReadWholeWithTheirFields) {
   close(sv[1]);
 }
 
+// Issue 17 item 7d: a process that sends a uevent to the agent's netlink socket (its port
+// id; root may) is not the kernel, and its "remove" must not detach anything. The kernel
+// refusing the forger (EPERM, not root) is as good; delivered, it is dropped.
+TEST(UeventTest, AForgedUeventFromAProcessIsDropped) {
+  absl::StatusOr<int> fd = OpenUeventSocket();
+  ASSERT_OK(fd.status());
+  sockaddr_nl self{};
+  socklen_t len = sizeof self;
+  ASSERT_EQ(getsockname(*fd, reinterpret_cast<sockaddr*>(&self), &len), 0);
+  const int forger = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_KOBJECT_UEVENT);
+  ASSERT_GE(forger, 0);
+  sockaddr_nl to{};
+  to.nl_family = AF_NETLINK;
+  to.nl_pid = self.nl_pid;
+  const std::string forged("remove@/devices/forged/nvme9\0ACTION=remove\0SUBSYSTEM=nvme", 57);
+  const ssize_t sent =
+      sendto(forger, forged.data(), forged.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to);
+  if (sent < 0) {
+    EXPECT_EQ(errno, EPERM);
+  } else {
+    // The kernel's own events may arrive meanwhile; only the forged one is an error.
+    ReadUevents(*fd, [&](const Uevent& e) {
+      EXPECT_NE(std::string(e.header), "remove@/devices/forged/nvme9") << "a forged uevent was delivered";
+    });
+  }
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  EXPECT_TRUE(SentByKernel(kernel, sizeof kernel));
+  kernel.nl_pid = static_cast<uint32_t>(getpid());
+  EXPECT_FALSE(SentByKernel(kernel, sizeof kernel));
+  close(forger);
+  close(*fd);
+}
+
 }  // namespace
 }  // namespace umpath::vfio
