@@ -245,6 +245,12 @@ absl::StatusOr<std::unique_ptr<LibnvmeBackend>> LibnvmeBackend::Create(
           "\"", c, "\" is neither a controller name (nvme3) nor a subsystem NQN"));
     }
   }
+  for (const std::string& c : options.attachable) {
+    if (c != "all" && !IsControllerName(c) && !IsValidNqn(c)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "attachable \"", c, "\" is neither a controller name (nvme3), a subsystem NQN nor \"all\""));
+    }
+  }
   if ((!options.claims.empty() || !options.connect.empty()) && KernelMultipathEnabled()) {
     return absl::FailedPreconditionError(kMultipathOn);
   }
@@ -470,6 +476,7 @@ void LibnvmeBackend::Connect(ConnectSpec spec, NameDone done) {
       if (alive.expired()) return;
       connecting_.erase(what);
       if (!name.ok()) return std::move(done)(name.status());
+      connected_.insert(*name);
       Log(absl::StrCat("connected ", what, " as ", *name));
       // The kernel scans the namespaces after the connect returns: look for them a few
       // times (50 x 100 ms), on the timer.
@@ -543,10 +550,14 @@ void LibnvmeBackend::Attach(const std::string& transport, const std::string& add
   }
   if (KernelMultipathEnabled()) return std::move(done)(absl::FailedPreconditionError(kMultipathOn));
   for (const Scanned& sc : ScanTopology()) {
-    if (sc.name == name) {
-      released_.erase(name);
-      return std::move(done)(Claim(sc));
+    if (sc.name != name) continue;
+    if (Find(name) == nullptr && !Wanted(sc) && !NamedIn(sc.name, sc.subsys_nqn, {&options_.attachable})) {
+      return std::move(done)(absl::FailedPreconditionError(absl::StrCat(
+          name, " (", nvme::PrintableNqn(sc.subsys_nqn), ") is not one of this agent's controllers "
+          "(--kernel_controllers, --kernel_attachable); it is left as it is")));
     }
+    released_.erase(name);
+    return std::move(done)(Claim(sc));
   }
   std::move(done)(absl::NotFoundError(absl::StrCat("no kernel NVMe controller ", name, " (see /sys/class/nvme)")));
 }
@@ -555,15 +566,21 @@ void LibnvmeBackend::Detach(const std::string& name, absl::string_view reason,
                             absl::AnyInvocable<void(absl::Status) &&> done) {
   Ctrl* c = Find(name);
   if (c == nullptr) return std::move(done)(absl::NotFoundError(absl::StrCat("controller ", name, " not found")));
-  const bool fabrics = c->fabrics();
+  // Only what this agent connected, or was configured to keep connected (--kernel_connect,
+  // maybe connected by the agent before it), is disconnected; anything else (another CSI
+  // driver's, nvme-cli's) is let go and keeps its connection.
+  bool ours = connected_.contains(name);
   for (const ConnectSpec& spec : options_.connect) {
     if (MatchesConnectSpec(c->transport, c->address, c->subsys_nqn, spec)) {
       detached_connects_.insert(spec.ToString());
+      ours = true;
     }
   }
+  const bool fabrics = c->fabrics() && ours;
   // Its paths go now; the commands the kernel holds come back through the workers, who
   // let go of the rings only after the last one.
   if (absl::Status s = sup_->Detach(name, std::string(reason)); !s.ok()) return std::move(done)(s);
+  connected_.erase(name);
   if (!fabrics) {
     released_.insert(name);
     return std::move(done)(absl::OkStatus());
@@ -618,6 +635,7 @@ void LibnvmeBackend::Poll(bool read_ana) {
   }
   for (Ctrl* c : lost) {
     const std::string name = c->name;
+    connected_.erase(name);  // the name may come back as someone else's controller
     (void)sup_->Detach(name, absl::StrCat("the kernel removed controller ", name,
                                           " (connection lost past ctrl_loss_tmo, or deleted)"));
   }

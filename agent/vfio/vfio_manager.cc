@@ -15,6 +15,8 @@
 #include <optional>
 #include <thread>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "agent/base/files.h"
@@ -77,6 +79,27 @@ absl::Status CheckNvmeFunction(const std::string& bdf, const std::string& sysfs_
         ", not ", kNvmeClass, "); it is left with its driver"));
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckAttachable(const std::string& bdf, const std::vector<std::string>& devices,
+                             const std::vector<std::string>& attachable) {
+  if (!IsPciAddress(bdf)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", absl::CHexEscape(bdf.substr(0, 64)), "\" is not a PCI address (DDDD:BB:DD.F, hexadecimal)"));
+  }
+  for (const auto* list : {&devices, &attachable}) {
+    for (const std::string& d : *list) {
+      if (d == "all" || absl::AsciiStrToLower(d) == absl::AsciiStrToLower(bdf)) return absl::OkStatus();
+    }
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      bdf, " is not one of this agent's functions (--vfio_devices, --vfio_attachable); it is "
+      "left with its driver"));
+}
+
+absl::Status PrepareFunction(const std::string& bdf, const VfioManagerOptions& options) {
+  if (absl::Status s = CheckAttachable(bdf, options.devices, options.attachable); !s.ok()) return s;
+  return options.bind ? BindToVfio(bdf, options.sysfs_root) : CheckNvmeFunction(bdf, options.sysfs_root);
 }
 
 absl::Status BindToVfio(const std::string& bdf, const std::string& sysfs_root) {
@@ -393,12 +416,8 @@ absl::Status VfioManager::Attach(const std::string& bdf) {
   if (sup_->Find(bdf) != nullptr) {
     return absl::AlreadyExistsError(absl::StrCat(bdf, " is already attached"));
   }
-  // An address from a caller: a PCI address of an NVMe function, whatever else it is.
-  if (options_.bind) {
-    if (absl::Status s = BindToVfio(bdf, options_.sysfs_root); !s.ok()) return s;
-  } else if (absl::Status s = CheckNvmeFunction(bdf, options_.sysfs_root); !s.ok()) {
-    return s;
-  }
+  // An address from a caller: a configured or allowed PCI address of an NVMe function.
+  if (absl::Status s = PrepareFunction(bdf, options_); !s.ok()) return s;
   absl::StatusOr<std::unique_ptr<Ctrl>> made = BringUp(bdf);
   if (!made.ok()) return made.status();
   return Join(std::move(*made), "attached");
