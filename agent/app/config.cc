@@ -44,6 +44,9 @@ ABSL_FLAG(std::vector<std::string>, vfio_devices, {},
           "NVMe functions to drive through vfio-pci: PCI addresses, or \"all\" for every NVMe "
           "function bound to vfio-pci (every NVMe function with --bind_vfio)");
 ABSL_FLAG(bool, bind_vfio, false, "bind the --vfio_devices to vfio-pci first");
+ABSL_FLAG(std::vector<std::string>, vfio_attachable, {},
+          "NVMe functions AttachController may take besides --vfio_devices: PCI addresses, or "
+          "\"all\"; by default only the --vfio_devices");
 ABSL_FLAG(int, queue_depth, 256,
           "entries per I/O queue (a vfio queue pair, a kernel path's io_uring), 2..4096");
 ABSL_FLAG(int, io_timeout_ms, 30000, "I/O command timeout; a controller past it is reset");
@@ -56,6 +59,9 @@ ABSL_FLAG(bool, kernel, true,
 ABSL_FLAG(std::vector<std::string>, kernel_controllers, {},
           "kernel NVMe controllers to claim: subsystem NQNs (every controller of it) or "
           "controller names (nvme3)");
+ABSL_FLAG(std::vector<std::string>, kernel_attachable, {},
+          "kernel NVMe controllers AttachController may claim besides --kernel_controllers and "
+          "--kernel_connect: subsystem NQNs, controller names, or \"all\"; by default none");
 ABSL_FLAG(std::vector<std::string>, kernel_connect, {},
           "fabrics controllers to connect and claim, TRANSPORT:ADDRESS:SERVICE:NQN (an IPv6 "
           "address in brackets); one that goes away is connected again");
@@ -177,6 +183,13 @@ absl::StatusOr<vfio::VfioManagerOptions> VfioFromFlags() {
   vfio::VfioManagerOptions vo;
   vo.devices = absl::GetFlag(FLAGS_vfio_devices);
   vo.bind = absl::GetFlag(FLAGS_bind_vfio);
+  vo.attachable = absl::GetFlag(FLAGS_vfio_attachable);
+  for (const std::string& a : vo.attachable) {
+    if (a != "all" && !vfio::IsPciAddress(a)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--vfio_attachable: \"", a, "\" is not a PCI address (DDDD:BB:DD.F) or \"all\""));
+    }
+  }
   const int qd = absl::GetFlag(FLAGS_queue_depth);
   const int timeout = absl::GetFlag(FLAGS_io_timeout_ms);
   if (qd < 2 || qd > 4096 || timeout < 100) {
@@ -195,6 +208,7 @@ absl::StatusOr<vfio::VfioManagerOptions> VfioFromFlags() {
 absl::StatusOr<kernel::LibnvmeBackendOptions> KernelFromFlags() {
   kernel::LibnvmeBackendOptions ko;
   ko.claims = absl::GetFlag(FLAGS_kernel_controllers);
+  ko.attachable = absl::GetFlag(FLAGS_kernel_attachable);
   for (const std::string& c : absl::GetFlag(FLAGS_kernel_connect)) {
     absl::StatusOr<kernel::ConnectSpec> spec = kernel::ParseConnectFlag(c);
     if (!spec.ok()) {

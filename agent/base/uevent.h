@@ -5,6 +5,7 @@
 
 #include <linux/netlink.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -46,11 +47,33 @@ struct Uevent {
     return false;
   }
 };
+// Whether a datagram read from a netlink socket came from the kernel: port id 0. Any
+// process may send to a netlink socket's port id (root, or CAP_NET_ADMIN, may even send
+// to the uevent group), so a forged "add" or "remove" would otherwise start a rescan, a
+// bind or a detach (issue 17 item 7d); libudev's monitor drops the same ones.
+inline bool SentByKernel(const sockaddr_nl& from, socklen_t len) {
+  return len == sizeof from && from.nl_family == AF_NETLINK && from.nl_pid == 0;
+}
+
+// Datagrams on a netlink socket from anyone but the kernel are dropped. Other sockets
+// (the tests' socket pairs behind the uevents seam) have no netlink sender to check.
 inline void ReadUevents(int fd, absl::FunctionRef<void(const Uevent&)> on_event) {
+  int domain = 0;
+  socklen_t domain_len = sizeof domain;
+  const bool netlink = getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &domain_len) == 0 &&
+                       domain == AF_NETLINK;
   char buf[8192];
   for (;;) {
-    const ssize_t n = recv(fd, buf, sizeof buf - 1, MSG_DONTWAIT);
+    sockaddr_nl from{};
+    iovec iov{buf, sizeof buf - 1};
+    msghdr msg{};
+    msg.msg_name = &from;
+    msg.msg_namelen = sizeof from;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    const ssize_t n = recvmsg(fd, &msg, MSG_DONTWAIT);
     if (n <= 0) return;
+    if (netlink && !SentByKernel(from, msg.msg_namelen)) continue;
     buf[n] = 0;
     Uevent e;
     e.header = absl::string_view(buf);

@@ -141,6 +141,16 @@ std::string AddressField(absl::string_view address, absl::string_view key) {
   return "";
 }
 
+bool NamedIn(absl::string_view name, absl::string_view subsys_nqn,
+             std::initializer_list<const std::vector<std::string>*> lists) {
+  for (const std::vector<std::string>* list : lists) {
+    for (const std::string& c : *list) {
+      if (c == "all" || c == name || c == subsys_nqn) return true;
+    }
+  }
+  return false;
+}
+
 bool MatchesConnectSpec(absl::string_view transport, absl::string_view address,
                         absl::string_view subsys_nqn, const ConnectSpec& spec) {
   if (transport != spec.transport || subsys_nqn != spec.nqn) return false;

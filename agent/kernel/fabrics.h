@@ -4,8 +4,10 @@
 // fabrics address strings, and the fabrics controllers a caller asks to connect.
 // Pure functions, unit-tested without hardware.
 
+#include <initializer_list>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -45,6 +47,13 @@ std::string AddressField(absl::string_view address, absl::string_view key);
 // the one `spec` names.
 bool MatchesConnectSpec(absl::string_view transport, absl::string_view address,
                         absl::string_view subsys_nqn, const ConnectSpec& spec);
+
+// Whether a kernel controller (its name, its subsystem NQN as sysfs gives it) is named by
+// one of `lists` (controller names, subsystem NQNs, or "all"): what `Attach kernel nvmeN`
+// may claim is the configured --kernel_controllers and the --kernel_attachable (issue 17
+// item 2), not another CSI driver's controller.
+bool NamedIn(absl::string_view name, absl::string_view subsys_nqn,
+             std::initializer_list<const std::vector<std::string>*> lists);
 
 // NQN syntax (NVMe Base 2.0, 4.5): at most 223 bytes, "nqn.yyyy-mm.reverse.domain:..."
 // or the "nqn.2014-08.org.nvmexpress:uuid:..." form.

@@ -106,5 +106,18 @@ TEST(FabricsTest, KernelAddressesMatchWhatWasAskedFor) {
   EXPECT_FALSE(MatchesConnectSpec("tcp", addr, "nqn.2026-01.io.umpath:other", spec));
 }
 
+// Issue 17 item 2: `Attach kernel nvmeN` claimed any kernel controller (another CSI
+// driver's). Only a configured or allowed name or NQN is one to claim.
+TEST(FabricsTest, OnlyNamedControllersMayBeClaimed) {
+  const std::vector<std::string> claims = {"nvme1", "nqn.2026-01.io.example:ours"};
+  const std::vector<std::string> none;
+  EXPECT_TRUE(NamedIn("nvme1", "nqn.2026-01.io.example:x", {&claims, &none}));
+  EXPECT_TRUE(NamedIn("nvme7", "nqn.2026-01.io.example:ours", {&claims, &none}));
+  EXPECT_FALSE(NamedIn("nvme2", "nqn.2026-01.io.other-csi:theirs", {&claims, &none}));
+  EXPECT_FALSE(NamedIn("nvme2", "nqn.2026-01.io.other-csi:theirs", {&none}));
+  const std::vector<std::string> all = {"all"};
+  EXPECT_TRUE(NamedIn("nvme2", "nqn.2026-01.io.other-csi:theirs", {&none, &all}));
+}
+
 }  // namespace
 }  // namespace umpath::kernel

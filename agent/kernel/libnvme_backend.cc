@@ -245,6 +245,12 @@ absl::StatusOr<std::unique_ptr<LibnvmeBackend>> LibnvmeBackend::Create(
           "\"", c, "\" is neither a controller name (nvme3) nor a subsystem NQN"));
     }
   }
+  for (const std::string& c : options.attachable) {
+    if (c != "all" && !IsControllerName(c) && !IsValidNqn(c)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "attachable \"", c, "\" is neither a controller name (nvme3), a subsystem NQN nor \"all\""));
+    }
+  }
   if ((!options.claims.empty() || !options.connect.empty()) && KernelMultipathEnabled()) {
     return absl::FailedPreconditionError(kMultipathOn);
   }
@@ -312,7 +318,7 @@ absl::StatusOr<std::string> LibnvmeBackend::Claim(const Scanned& sc) {
   Ctrl* c = made->get();
   ControllerSpec spec;
   spec.name = sc.name;
-  spec.subsys_nqn = sc.subsys_nqn;
+  spec.subsys_nqn = nvme::PrintableNqn(sc.subsys_nqn);  // as vfio paths of it name it
   spec.transport = sc.transport;
   spec.address = sc.address;
   spec.numa_node = sc.numa;
@@ -325,7 +331,7 @@ absl::StatusOr<std::string> LibnvmeBackend::Claim(const Scanned& sc) {
   for (auto& qp : c->qps) raw.push_back(qp.get());
   if (absl::Status s = sup_->Add(std::move(*made), spec, raw); !s.ok()) return s;
   ctrls_[sc.name] = c;
-  Log(absl::StrCat(sc.name, ": claimed (", sc.transport, " ", sc.address, ", ", sc.subsys_nqn,
+  Log(absl::StrCat(sc.name, ": claimed (", sc.transport, " ", sc.address, ", ", spec.subsys_nqn,
                    c->id.ana_supported ? absl::StrCat(", ANA, ANATT ", c->id.anatt_secs, " s") : "",
                    ")"));
   AddNamespaces(c, sc);
@@ -358,8 +364,9 @@ absl::StatusOr<std::unique_ptr<LibnvmeBackend::Ctrl>> LibnvmeBackend::Open(const
     return absl::InvalidArgumentError(absl::StrCat(sc.name, ": Identify Controller: ", id.status().message()));
   }
   c->id = *id;
-  if (!c->id.subsys_nqn.empty() && c->id.subsys_nqn != sc.subsys_nqn) {
-    Log(absl::StrCat(sc.name, ": Identify says subsystem ", c->id.subsys_nqn, ", sysfs ", sc.subsys_nqn));
+  if (!c->id.subsys_nqn_raw.empty() && c->id.subsys_nqn_raw != sc.subsys_nqn) {
+    Log(absl::StrCat(sc.name, ": Identify says subsystem ", c->id.subsys_nqn, ", sysfs ",
+                     nvme::PrintableNqn(sc.subsys_nqn)));
   }
   for (size_t i = 0; i < workers_.size(); ++i) {
     UringQueueOptions qo;
@@ -469,6 +476,7 @@ void LibnvmeBackend::Connect(ConnectSpec spec, NameDone done) {
       if (alive.expired()) return;
       connecting_.erase(what);
       if (!name.ok()) return std::move(done)(name.status());
+      connected_.insert(*name);
       Log(absl::StrCat("connected ", what, " as ", *name));
       // The kernel scans the namespaces after the connect returns: look for them a few
       // times (50 x 100 ms), on the timer.
@@ -542,10 +550,14 @@ void LibnvmeBackend::Attach(const std::string& transport, const std::string& add
   }
   if (KernelMultipathEnabled()) return std::move(done)(absl::FailedPreconditionError(kMultipathOn));
   for (const Scanned& sc : ScanTopology()) {
-    if (sc.name == name) {
-      released_.erase(name);
-      return std::move(done)(Claim(sc));
+    if (sc.name != name) continue;
+    if (Find(name) == nullptr && !Wanted(sc) && !NamedIn(sc.name, sc.subsys_nqn, {&options_.attachable})) {
+      return std::move(done)(absl::FailedPreconditionError(absl::StrCat(
+          name, " (", nvme::PrintableNqn(sc.subsys_nqn), ") is not one of this agent's controllers "
+          "(--kernel_controllers, --kernel_attachable); it is left as it is")));
     }
+    released_.erase(name);
+    return std::move(done)(Claim(sc));
   }
   std::move(done)(absl::NotFoundError(absl::StrCat("no kernel NVMe controller ", name, " (see /sys/class/nvme)")));
 }
@@ -554,15 +566,21 @@ void LibnvmeBackend::Detach(const std::string& name, absl::string_view reason,
                             absl::AnyInvocable<void(absl::Status) &&> done) {
   Ctrl* c = Find(name);
   if (c == nullptr) return std::move(done)(absl::NotFoundError(absl::StrCat("controller ", name, " not found")));
-  const bool fabrics = c->fabrics();
+  // Only what this agent connected, or was configured to keep connected (--kernel_connect,
+  // maybe connected by the agent before it), is disconnected; anything else (another CSI
+  // driver's, nvme-cli's) is let go and keeps its connection.
+  bool ours = connected_.contains(name);
   for (const ConnectSpec& spec : options_.connect) {
     if (MatchesConnectSpec(c->transport, c->address, c->subsys_nqn, spec)) {
       detached_connects_.insert(spec.ToString());
+      ours = true;
     }
   }
+  const bool fabrics = c->fabrics() && ours;
   // Its paths go now; the commands the kernel holds come back through the workers, who
   // let go of the rings only after the last one.
   if (absl::Status s = sup_->Detach(name, std::string(reason)); !s.ok()) return std::move(done)(s);
+  connected_.erase(name);
   if (!fabrics) {
     released_.insert(name);
     return std::move(done)(absl::OkStatus());
@@ -617,6 +635,7 @@ void LibnvmeBackend::Poll(bool read_ana) {
   }
   for (Ctrl* c : lost) {
     const std::string name = c->name;
+    connected_.erase(name);  // the name may come back as someone else's controller
     (void)sup_->Detach(name, absl::StrCat("the kernel removed controller ", name,
                                           " (connection lost past ctrl_loss_tmo, or deleted)"));
   }

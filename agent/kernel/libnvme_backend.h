@@ -53,6 +53,8 @@ struct LibnvmeBackendOptions {
   // Fabrics controllers to connect and claim; one that is absent is connected again
   // every reconnect_secs.
   std::vector<ConnectSpec> connect;
+  // What `Attach kernel nvmeN` may claim besides `claims`: names, NQNs or "all".
+  std::vector<std::string> attachable;
   std::string host_nqn;  // empty: libnvme's default (/etc/nvme/hostnqn)
   std::string host_id;
   uint32_t queue_depth = 128;  // commands per ring
@@ -146,6 +148,10 @@ class LibnvmeBackend {
   // Configured connects (ConnectSpec::ToString) whose controller was detached through
   // the API: not connected again until an attach through the API asks for them.
   std::set<std::string> detached_connects_;
+  // Fabrics controllers this agent connected (nvmf_add_ctrl): the only ones a detach
+  // disconnects. One it found connected (by nvme-cli, another CSI driver, an earlier
+  // agent) is let go and left connected.
+  std::set<std::string> connected_;
   // Connects under way, so a reconnect does not start a second.
   std::set<std::string> connecting_;
   // The last outcome of claiming or connecting each thing, so retries log only changes.

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "agent/base/status_matchers.h"
+#include "agent/nvme/identify.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -22,6 +23,34 @@ AnaLog TwoGroups() {
 }
 
 void Put32(std::vector<uint8_t>& b, size_t off, uint32_t v) { std::memcpy(&b[off], &v, 4); }
+
+// Issue 17 item 7c: the vfio reader asked for a fixed 8 KiB, so a controller with one
+// group of 3,000 namespaces had every ANA log rejected. The read is sized from the
+// controller's NANAGRPID and MNAN/NN; a log that lists more than that is still rejected,
+// clearly, rather than read past.
+TEST(AnaLogTest, TheReadIsSizedFromTheControllersOwnFields) {
+  ControllerIdentity id;
+  id.nanagrpid = 1;
+  id.anagrpmax = 1;
+  id.nn = 3000;
+  AnaLog log;
+  log.groups.push_back({1, AnaState::kOptimized, 1, {}});
+  for (uint32_t nsid = 1; nsid <= 3000; ++nsid) log.groups[0].nsids.push_back(nsid);
+  std::vector<uint8_t> device = BuildAnaLog(log);
+  device.resize(64 * 1024);  // what the controller holds past the log: zeros
+  const uint64_t read = AnaLogBytes(id);
+  EXPECT_EQ(read, 16u + 32 + 4 * 3000);
+  ASSERT_OK_AND_ASSIGN(AnaLog parsed, ParseAnaLog(absl::MakeSpan(device).first(read), id.anagrpmax));
+  EXPECT_EQ(parsed.groups[0].nsids.size(), 3000u);
+  // MNAN, when smaller than NN, bounds the NSIDs one controller can list.
+  id.mnan = 100;
+  EXPECT_EQ(AnaLogBytes(id), 16u + 32 + 4 * 100);
+  EXPECT_THAT(ParseAnaLog(absl::MakeSpan(device).first(AnaLogBytes(id)), id.anagrpmax),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("overrun")));
+  // Fields at their maximum do not wrap: the reader bounds the read (1 MiB and MDTS).
+  id.nanagrpid = id.anagrpmax = id.nn = id.mnan = 0xffffffff;
+  EXPECT_EQ(AnaLogBytes(id), 16u + 36 * uint64_t{0xffffffff});
+}
 
 TEST(AnaLogTest, ParsesWhatItBuilds) {
   const AnaLog log = TwoGroups();

@@ -57,6 +57,20 @@ std::string UuidString(const std::array<uint8_t, 16>& u) {
                       h.substr(16, 4), "-", h.substr(20));
 }
 
+std::string PrintableNqn(absl::string_view raw) {
+  std::string out;
+  out.reserve(raw.size());
+  for (char ch : raw) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c > 0x20 && c < 0x7f && c != '\\' && c != '/') {
+      out.push_back(ch);
+    } else {
+      absl::StrAppendFormat(&out, "\\x%02x", c);
+    }
+  }
+  return out;
+}
+
 std::string NamespaceIds::ToString() const {
   std::vector<std::string> parts;
   if (nguid) parts.push_back(absl::StrCat("nguid=", HexString(*nguid)));
@@ -131,7 +145,8 @@ absl::StatusOr<ControllerIdentity> ParseIdentifyController(absl::Span<const uint
   if (strnlen(id.subnqn, sizeof id.subnqn) == sizeof id.subnqn) {
     return absl::InvalidArgumentError("Identify Controller: SUBNQN is not NUL-terminated");
   }
-  c.subsys_nqn = id.subnqn;
+  c.subsys_nqn_raw = id.subnqn;
+  c.subsys_nqn = PrintableNqn(c.subsys_nqn_raw);
   c.cmic = id.cmic;
   c.multi_controller = id.cmic & NVME_CTRL_CMIC_MULTI_CTRL;
   c.ana_supported = id.cmic & NVME_CTRL_CMIC_MULTI_ANA_REPORTING;
@@ -144,6 +159,7 @@ absl::StatusOr<ControllerIdentity> ParseIdentifyController(absl::Span<const uint
   // libnvme 1.3 still calls bytes 384..511 reserved: CQT is read from the raw data.
   c.cqt_ms = static_cast<uint16_t>(data[386] | data[387] << 8);
   c.nn = le32toh(id.nn);
+  c.mnan = le32toh(id.mnan);
   c.oncs = le16toh(id.oncs);
   c.volatile_write_cache = id.vwc & 1;
   // SQES/CQES: bits 3:0 the required (minimum) size, bits 7:4 the maximum, as powers of 2.
@@ -163,6 +179,12 @@ absl::StatusOr<ControllerIdentity> ParseIdentifyController(absl::Span<const uint
     }
   }
   return c;
+}
+
+uint64_t AnaLogBytes(const ControllerIdentity& c) {
+  const uint64_t namespaces = c.mnan == 0 || c.mnan > c.nn ? c.nn : c.mnan;
+  return sizeof(nvme_ana_log) + uint64_t{c.nanagrpid} * sizeof(nvme_ana_group_desc) +
+         namespaces * sizeof(uint32_t);
 }
 
 absl::StatusOr<NamespaceIdentity> ParseIdentifyNamespace(absl::Span<const uint8_t> data) {

@@ -16,6 +16,13 @@ std::string HexString(absl::Span<const uint8_t> bytes);
 // The canonical 8-4-4-4-12 form of a 16-byte UUID.
 std::string UuidString(const std::array<uint8_t, 16>& uuid);
 
+// An NQN as the device or sysfs gave it, made safe for proto3 `string` fields, logs and
+// head names (issue 17 item 7a): printable ASCII other than '\\' and '/' is kept, every
+// other byte becomes "\\xHH". The escape is one-to-one (a '\\' is itself escaped), so two
+// NQNs are equal exactly when their printable forms are: paths still group into heads
+// by it, and a head named after it is one path segment the API can address.
+std::string PrintableNqn(absl::string_view raw);
+
 // A namespace's globally unique identifiers. All-zero values mean "not reported"
 // and are kept empty.
 struct NamespaceIds {
@@ -42,7 +49,8 @@ struct ControllerIdentity {
   std::string serial;
   std::string model;
   std::string firmware;
-  std::string subsys_nqn;
+  std::string subsys_nqn;      // PrintableNqn of SUBNQN: what names, logs and the API see
+  std::string subsys_nqn_raw;  // SUBNQN's bytes, to compare with sysfs and configured NQNs
   uint8_t cmic = 0;
   bool multi_controller = false;  // CMIC bit 1: the subsystem may have more controllers
   bool ana_supported = false;     // CMIC bit 3
@@ -56,6 +64,7 @@ struct ControllerIdentity {
   // fenced a command it held may still be executing; 0 when not reported.
   uint16_t cqt_ms = 0;
   uint32_t nn = 0;                 // number of namespaces
+  uint32_t mnan = 0;               // maximum number of allowed namespaces; 0 not reported
   uint16_t oncs = 0;
   bool volatile_write_cache = false;
 };
@@ -65,6 +74,12 @@ struct ControllerIdentity {
 // 64-byte SQEs and 16-byte CQEs, or ANA is claimed with ANAGRPMAX 0 or NANAGRPID >
 // ANAGRPMAX.
 absl::StatusOr<ControllerIdentity> ParseIdentifyController(absl::Span<const uint8_t> data);
+
+// The full size of the controller's ANA log (log page 0Ch, NVMe Base 2.0 5.16.1.13), from
+// its own fields as the kernel sizes it: the header, NANAGRPID group descriptors, and one
+// NSID for each namespace it may have attached (MNAN; NN when MNAN is 0 or larger).
+// 64-bit: a controller may claim 2^32 - 1 of each; the reader bounds what it reads.
+uint64_t AnaLogBytes(const ControllerIdentity& c);
 
 // What the agent needs from Identify Namespace (CNS 00h).
 struct NamespaceIdentity {

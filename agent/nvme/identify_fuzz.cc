@@ -14,6 +14,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 0: {
       auto c = umpath::nvme::ParseIdentifyController(page);
       if (c.ok() && c->ana_supported && c->anagrpmax == 0) std::abort();
+      // What reaches proto3 strings and head names is printable ASCII, never a '/'.
+      if (c.ok()) {
+        for (char ch : c->subsys_nqn) {
+          const auto b = static_cast<unsigned char>(ch);
+          if (b <= 0x20 || b >= 0x7f || b == '/') std::abort();
+        }
+        if (umpath::nvme::AnaLogBytes(*c) < 16) std::abort();
+      }
       break;
     }
     case 1: {

@@ -72,6 +72,31 @@ TEST(IdentifyControllerTest, ReadsCommandQuiesceTime) {
   EXPECT_EQ(c.cqt_ms, 2000);
 }
 
+// Issue 17 item 7a: one byte >= 0x80 in SUBNQN copied into a proto3 `string` made
+// ListHeads unparsable for every client; a '/' made a head the API cannot address.
+TEST(IdentifyControllerTest, AHostileSubsystemNqnBecomesPrintableAscii) {
+  nvme_id_ctrl id = GoodController();
+  std::strcpy(id.subnqn, "nqn.2026-01.evil:\xff\xfe/..\\x41 \x01");
+  ASSERT_OK_AND_ASSIGN(ControllerIdentity c, ParseIdentifyController(Bytes(id)));
+  for (char ch : c.subsys_nqn) {
+    const auto b = static_cast<unsigned char>(ch);
+    EXPECT_TRUE(b > 0x20 && b < 0x7f && b != '/') << "byte 0x" << std::hex << int{b} << " in "
+                                                   << c.subsys_nqn;
+  }
+  EXPECT_EQ(c.subsys_nqn, "nqn.2026-01.evil:\\xff\\xfe\\x2f..\\x5cx41\\x20\\x01");
+}
+
+TEST(IdentifyControllerTest, TheRawSubsystemNqnIsKeptAndItsPrintableFormIsOneToOne) {
+  nvme_id_ctrl id = GoodController();
+  std::strcpy(id.subnqn, "nqn.2026-01.evil:\xff");
+  ASSERT_OK_AND_ASSIGN(ControllerIdentity c, ParseIdentifyController(Bytes(id)));
+  EXPECT_EQ(c.subsys_nqn_raw, "nqn.2026-01.evil:\xff");
+  // The byte and the text of its escape stay apart: two controllers of these two
+  // subsystems never share a head.
+  EXPECT_NE(PrintableNqn("a\xff"), PrintableNqn("a\\xff"));
+  EXPECT_EQ(PrintableNqn("nqn.2019-08.org.qemu:subsys0"), "nqn.2019-08.org.qemu:subsys0");
+}
+
 TEST(IdentifyControllerTest, RejectsMalformedData) {
   std::vector<uint8_t> b = Bytes(GoodController());
   b.pop_back();

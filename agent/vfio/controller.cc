@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -14,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "agent/nvme/status.h"
+#include "agent/vfio/prp.h"
 
 namespace umpath::vfio {
 
@@ -278,27 +280,38 @@ absl::Status VfioController::ConfigureAsyncEvents(bool ana_change) {
 
 absl::StatusOr<std::vector<uint8_t>> VfioController::GetLogPage(uint8_t lid, uint32_t len,
                                                                 bool rae) {
-  if (len == 0 || len > 2 * kPage || len % 4 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("log length ", len, " (4..8192, dwords)"));
+  if (len == 0 || len > kMaxLogBytes || len % 4 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("log length ", len, " (4..", kMaxLogBytes, ", dwords)"));
   }
-  if (!log_) {
-    absl::StatusOr<std::unique_ptr<DmaBuffer>> b = DmaBuffer::Create(container_, 2 * kPage);
+  // The data pages, then (past two pages) one page of PRP entries for pages 2..n: 1 MiB
+  // is 256 pages, well within the 512 entries of a list page.
+  const uint64_t data_bytes = (uint64_t{len} + kPage - 1) / kPage * kPage;
+  const uint32_t list_pages = PrpListPagesNeeded(0, len, kPage);
+  const uint64_t need = std::max<uint64_t>(2 * kPage, data_bytes + uint64_t{list_pages} * kPage);
+  if (!log_ || log_->size() < need) {
+    absl::StatusOr<std::unique_ptr<DmaBuffer>> b = DmaBuffer::Create(container_, need);
     if (!b.ok()) return b.status();
     log_ = std::move(*b);
   }
-  std::memset(log_->host(), 0, 2 * kPage);
+  auto* host = static_cast<uint8_t*>(log_->host());
+  std::memset(host, 0, log_->size());
+  const PrpListPage list{log_->iova() + data_bytes, reinterpret_cast<uint64_t*>(host + data_bytes)};
+  const Prps prps = BuildPrps(log_->iova(), len, kPage, &list, list_pages);
+  if (prps.error != PrpError::kNone) {
+    return absl::InternalError(absl::StrCat("log length ", len, ": no PRPs for it"));
+  }
   nvme::SubmissionEntry sqe;
   sqe.opcode = static_cast<uint8_t>(nvme::AdminOpcode::kGetLogPage);
   sqe.nsid = 0xffffffff;
-  sqe.prp1 = log_->iova();
-  sqe.prp2 = len > kPage ? log_->iova() + kPage : 0;
+  sqe.prp1 = prps.prp1;
+  sqe.prp2 = prps.prp2;
   const uint32_t numd = len / 4 - 1;
   sqe.cdw10 = lid | (rae ? 1u << 15 : 0) | (numd & 0xffff) << 16;
   sqe.cdw11 = numd >> 16;
   absl::StatusOr<nvme::CompletionEntry> done = AdminCommand(sqe, kAdminTimeoutMs);
   if (!done.ok()) return done.status();
-  const auto* p = static_cast<const uint8_t*>(log_->host());
-  return std::vector<uint8_t>(p, p + len);
+  return std::vector<uint8_t>(host, host + len);
 }
 
 absl::StatusOr<uint16_t> VfioController::SetNumberOfQueues(uint16_t wanted) {

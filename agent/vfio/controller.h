@@ -116,7 +116,9 @@ class VfioController {
   // Reaps admin completions that arrived outside a command (AER completions), re-posts
   // the requests they consumed, and returns the events.
   std::vector<AsyncEvent> TakeAsyncEvents();
-  // Get Log Page into up to 8 KiB; `rae` keeps the asynchronous event retained.
+  // Get Log Page of `len` bytes, up to kMaxLogBytes (a PRP list past 8 KiB); `rae` keeps
+  // the asynchronous event retained.
+  static constexpr uint32_t kMaxLogBytes = 1u << 20;
   absl::StatusOr<std::vector<uint8_t>> GetLogPage(uint8_t lid, uint32_t len, bool rae);
 
   // Lets the function go (interrupts off, registers unmapped, the device file closed):

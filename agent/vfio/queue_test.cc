@@ -134,5 +134,19 @@ TEST(RegsTest, DecodesQemusCap) {
   EXPECT_TRUE(regs::CcEnable(4096) == 0x00460001);
 }
 
+// Issue 17 item 7b: 4096 << 20 wrapped to 0 in 32 bits, and every I/O over the "limit"
+// of 0 bytes then failed. MDTS is a byte: every value gives a sane limit.
+TEST(RegsTest, MaxTransferNeverWrapsWhateverMdtsSays) {
+  const regs::Cap cap{0x004018200f0107ffull};  // MPSMIN 4 KiB
+  EXPECT_EQ(regs::MaxTransferBytes(cap, 0), 1u << 20) << "no limit";
+  EXPECT_EQ(regs::MaxTransferBytes(cap, 1), 8192u);
+  EXPECT_EQ(regs::MaxTransferBytes(cap, 7), 512u * 1024);
+  for (int mdts = 8; mdts <= 255; ++mdts) {
+    EXPECT_EQ(regs::MaxTransferBytes(cap, static_cast<uint8_t>(mdts)), 1u << 20) << "MDTS " << mdts;
+  }
+  const regs::Cap big_pages{0x004018200f0107ffull | uint64_t{0xf} << 48};  // MPSMIN 128 MiB
+  EXPECT_EQ(regs::MaxTransferBytes(big_pages, 20), 1u << 20);
+}
+
 }  // namespace
 }  // namespace umpath::vfio

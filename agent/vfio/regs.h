@@ -30,6 +30,16 @@ struct Cap {
   constexpr uint32_t mps_max() const { return 4096u << ((raw >> 52) & 0xf); }
 };
 
+// The largest transfer per command: MDTS (Identify Controller byte 77) counts units of
+// CAP.MPSMIN as a power of two, 0 is no limit; either way at most `ceiling` (1 MiB here,
+// so PRP list pages stay bounded per command). In 64 bits: 4 KiB << 20 wrapped to 0 in
+// 32 and failed every I/O (issue 17 item 7b); from MDTS 32 on it is past any ceiling.
+constexpr uint32_t MaxTransferBytes(const Cap& cap, uint8_t mdts, uint32_t ceiling = 1u << 20) {
+  if (mdts == 0 || mdts >= 32) return ceiling;
+  const uint64_t bytes = uint64_t{cap.mps_min()} << mdts;
+  return bytes < ceiling ? static_cast<uint32_t>(bytes) : ceiling;
+}
+
 // Doorbell offsets: SQ y tail at 0x1000 + (2y) * stride, CQ y head at 0x1000 + (2y+1) * stride.
 constexpr uint32_t SqTailDoorbell(uint16_t qid, uint32_t stride) {
   return kDoorbells + (2u * qid) * stride;

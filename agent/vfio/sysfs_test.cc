@@ -110,6 +110,53 @@ TEST_F(SysfsTest, ABindLetsGoOfTheDriverAndAsksForVfio) {
   EXPECT_EQ(Read("bus/pci/drivers_probe"), "0000:02:00.0");
 }
 
+// Issue 17 item 2: AttachController with --bind_vfio took any address it was given. Now
+// an address that is not one, a NIC, and an NVMe function this agent was not configured
+// with are refused before anything in sysfs is written (the NIC keeps its driver, the
+// other node's disk its nvme driver). INVALID_ARGUMENT for what is not an address (the
+// request is wrong whatever the node has); FAILED_PRECONDITION for a real function this
+// agent may not take (AIP-193: the caller may well be an admin, PERMISSION_DENIED would
+// say otherwise; the node's configuration has to change first).
+TEST_F(SysfsTest, AttachTakesOnlyConfiguredOrAllowedNvmeFunctionsAndWritesNothingElse) {
+  Function("0000:01:00.0", "0x010802", "vfio-pci");  // configured
+  Function("0000:02:00.0", "0x010802", "nvme");      // another NVMe function, in use
+  Function("0000:00:03.0", "0x020000", "e1000");     // a NIC
+  VfioManagerOptions o;
+  o.devices = {"0000:01:00.0"};
+  o.bind = true;
+  o.sysfs_root = root_;
+  auto nothing_written = [&](const std::string& what) {
+    EXPECT_EQ(Read("bus/pci/drivers/nvme/unbind"), "") << what;
+    EXPECT_EQ(Read("bus/pci/drivers/e1000/unbind"), "") << what;
+    EXPECT_EQ(Read("bus/pci/devices/0000:02:00.0/driver_override"), "(null)") << what;
+    EXPECT_EQ(Read("bus/pci/devices/0000:00:03.0/driver_override"), "(null)") << what;
+    EXPECT_EQ(Read("bus/pci/drivers_probe"), "") << what;
+  };
+  for (const std::string bad : {"../../../../etc", "0000:02:00.0/../../../0000:00:03.0", "../0000:02:00.0"}) {
+    absl::Status s = PrepareFunction(bad, o);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad << ": " << s;
+    nothing_written(bad);
+  }
+  for (const std::string unconfigured : {"0000:02:00.0", "0000:00:03.0"}) {
+    absl::Status s = PrepareFunction(unconfigured, o);
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << unconfigured << ": " << s;
+    EXPECT_THAT(s.message(), HasSubstr("is not one of this agent's functions")) << unconfigured;
+    nothing_written(unconfigured);
+  }
+  EXPECT_OK(PrepareFunction("0000:01:00.0", o));
+  nothing_written("the configured function, already on vfio-pci");
+  // Allowing every function admits NVMe ones only: the NIC still keeps its driver.
+  o.attachable = {"all"};
+  absl::Status nic = PrepareFunction("0000:00:03.0", o);
+  EXPECT_EQ(nic.code(), absl::StatusCode::kFailedPrecondition) << nic;
+  EXPECT_THAT(nic.message(), HasSubstr("is not an NVMe controller"));
+  nothing_written("the NIC with --vfio_attachable=all");
+  // An allowed NVMe function is bound (this tree has no kernel: nvme keeps it).
+  o.attachable = {"0000:02:00.0"};
+  EXPECT_THAT(PrepareFunction("0000:02:00.0", o).message(), HasSubstr("did not bind to vfio-pci"));
+  EXPECT_EQ(Read("bus/pci/drivers/nvme/unbind"), "0000:02:00.0");
+}
+
 // Uevents as the kernel sends them (one datagram each: "ACTION@DEVPATH" then
 // KEY=VALUE fields, NUL-separated), read back through the helper both backends use.
 TEST(UeventTest, DatagramsAreReadWholeWithTheirFields) {
@@ -137,6 +184,40 @@ TEST(UeventTest, DatagramsAreReadWholeWithTheirFields) {
   ReadUevents(sv[0], [&](const Uevent&) { ADD_FAILURE() << "no more events"; });
   close(sv[0]);
   close(sv[1]);
+}
+
+// Issue 17 item 7d: a process that sends a uevent to the agent's netlink socket (its port
+// id; root may) is not the kernel, and its "remove" must not detach anything. The kernel
+// refusing the forger (EPERM, not root) is as good; delivered, it is dropped.
+TEST(UeventTest, AForgedUeventFromAProcessIsDropped) {
+  absl::StatusOr<int> fd = OpenUeventSocket();
+  ASSERT_OK(fd.status());
+  sockaddr_nl self{};
+  socklen_t len = sizeof self;
+  ASSERT_EQ(getsockname(*fd, reinterpret_cast<sockaddr*>(&self), &len), 0);
+  const int forger = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_KOBJECT_UEVENT);
+  ASSERT_GE(forger, 0);
+  sockaddr_nl to{};
+  to.nl_family = AF_NETLINK;
+  to.nl_pid = self.nl_pid;
+  const std::string forged("remove@/devices/forged/nvme9\0ACTION=remove\0SUBSYSTEM=nvme", 57);
+  const ssize_t sent =
+      sendto(forger, forged.data(), forged.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to);
+  if (sent < 0) {
+    EXPECT_EQ(errno, EPERM);
+  } else {
+    // The kernel's own events may arrive meanwhile; only the forged one is an error.
+    ReadUevents(*fd, [&](const Uevent& e) {
+      EXPECT_NE(std::string(e.header), "remove@/devices/forged/nvme9") << "a forged uevent was delivered";
+    });
+  }
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  EXPECT_TRUE(SentByKernel(kernel, sizeof kernel));
+  kernel.nl_pid = static_cast<uint32_t>(getpid());
+  EXPECT_FALSE(SentByKernel(kernel, sizeof kernel));
+  close(forger);
+  close(*fd);
 }
 
 }  // namespace

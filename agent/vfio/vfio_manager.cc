@@ -15,6 +15,8 @@
 #include <optional>
 #include <thread>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "agent/base/files.h"
@@ -77,6 +79,27 @@ absl::Status CheckNvmeFunction(const std::string& bdf, const std::string& sysfs_
         ", not ", kNvmeClass, "); it is left with its driver"));
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckAttachable(const std::string& bdf, const std::vector<std::string>& devices,
+                             const std::vector<std::string>& attachable) {
+  if (!IsPciAddress(bdf)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", absl::CHexEscape(bdf.substr(0, 64)), "\" is not a PCI address (DDDD:BB:DD.F, hexadecimal)"));
+  }
+  for (const auto* list : {&devices, &attachable}) {
+    for (const std::string& d : *list) {
+      if (d == "all" || absl::AsciiStrToLower(d) == absl::AsciiStrToLower(bdf)) return absl::OkStatus();
+    }
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      bdf, " is not one of this agent's functions (--vfio_devices, --vfio_attachable); it is "
+      "left with its driver"));
+}
+
+absl::Status PrepareFunction(const std::string& bdf, const VfioManagerOptions& options) {
+  if (absl::Status s = CheckAttachable(bdf, options.devices, options.attachable); !s.ok()) return s;
+  return options.bind ? BindToVfio(bdf, options.sysfs_root) : CheckNvmeFunction(bdf, options.sysfs_root);
 }
 
 absl::Status BindToVfio(const std::string& bdf, const std::string& sysfs_root) {
@@ -160,12 +183,21 @@ struct VfioManager::Ctrl final : ControllerDriver, FenceOps {
   absl::Status Recover() override;
   void ReadAnaLog() override {
     if (!id.ana_supported) return;
-    absl::StatusOr<std::vector<uint8_t>> log = dev->GetLogPage(0x0c, 8192, /*rae=*/false);
+    // Its full size from its own fields (a fixed 8 KiB rejected every log of more than
+    // about 2,036 NSIDs), bounded by its largest transfer: a log that lists more than
+    // that holds is rejected by the parser as overrunning what was read.
+    const uint64_t full = nvme::AnaLogBytes(id);
+    const auto len = static_cast<uint32_t>(std::min<uint64_t>(
+        {full, max_transfer == 0 ? 8192 : max_transfer, VfioController::kMaxLogBytes}));
+    absl::StatusOr<std::vector<uint8_t>> log = dev->GetLogPage(0x0c, len, /*rae=*/false);
     if (!log.ok()) {
       Log(absl::StrCat(bdf, ": ANA log: ", log.status().message()));
       return;
     }
-    (void)mgr->mp_->OnAnaLog(bdf, *log);
+    if (absl::Status s = mgr->mp_->OnAnaLog(bdf, *log); !s.ok()) {
+      Log(absl::StrCat(bdf, ": ANA log of ", len, " B (of ", full, " B its fields allow) rejected: ",
+                       s.message()));
+    }
   }
   HealthCheck CheckHealth() override {
     const uint32_t csts = dev->ReadCsts();
@@ -384,12 +416,8 @@ absl::Status VfioManager::Attach(const std::string& bdf) {
   if (sup_->Find(bdf) != nullptr) {
     return absl::AlreadyExistsError(absl::StrCat(bdf, " is already attached"));
   }
-  // An address from a caller: a PCI address of an NVMe function, whatever else it is.
-  if (options_.bind) {
-    if (absl::Status s = BindToVfio(bdf, options_.sysfs_root); !s.ok()) return s;
-  } else if (absl::Status s = CheckNvmeFunction(bdf, options_.sysfs_root); !s.ok()) {
-    return s;
-  }
+  // An address from a caller: a configured or allowed PCI address of an NVMe function.
+  if (absl::Status s = PrepareFunction(bdf, options_); !s.ok()) return s;
   absl::StatusOr<std::unique_ptr<Ctrl>> made = BringUp(bdf);
   if (!made.ok()) return made.status();
   return Join(std::move(*made), "attached");
@@ -467,10 +495,7 @@ absl::StatusOr<std::unique_ptr<VfioManager::Ctrl>> VfioManager::BringUp(const st
                      "); a hot-unplug will be seen as a lost device"));
   }
   c->admin_fd = c->dev->vector_fd(0);
-  // MDTS in units of the minimum page (CAP.MPSMIN, 4 KiB here); 0 is no limit: cap it at
-  // 1 MiB so PRP list pages stay bounded per command.
-  c->max_transfer =
-      c->id.mdts == 0 ? (1u << 20) : std::min<uint32_t>(1u << 20, c->dev->cap().mps_min() << c->id.mdts);
+  c->max_transfer = regs::MaxTransferBytes(c->dev->cap(), c->id.mdts);
   if (absl::Status s = CreateQueues(c.get(), c->max_transfer); !s.ok()) return fail("I/O queues", s);
   return c;
 }
@@ -583,8 +608,7 @@ absl::Status VfioManager::Adopt(const handover::ControllerState& cs) {
   absl::StatusOr<nvme::ControllerIdentity> id = c->dev->IdentifyController();
   if (!id.ok()) return fail("identify controller", id.status());
   c->id = *id;
-  c->max_transfer =
-      c->id.mdts == 0 ? (1u << 20) : std::min<uint32_t>(1u << 20, c->dev->cap().mps_min() << c->id.mdts);
+  c->max_transfer = regs::MaxTransferBytes(c->dev->cap(), c->id.mdts);
   if (c->max_transfer != cs.max_transfer) {
     return fail("adopt", absl::FailedPreconditionError(absl::StrCat(
                              "its queues were made for transfers of ", cs.max_transfer, " B, now ", c->max_transfer)));

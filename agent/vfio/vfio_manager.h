@@ -40,6 +40,9 @@ struct VfioManagerOptions {
   std::vector<std::string> devices;
   // Bind the named devices to vfio-pci first (unbinding them from their driver).
   bool bind = false;
+  // Functions AttachController may take besides `devices` (PCI addresses, or "all" for
+  // any NVMe function). Empty: only the configured ones.
+  std::vector<std::string> attachable;
   uint16_t queue_depth = 256;
   int64_t io_timeout_ms = 30'000;
   // How often controller status is read (CSTS: fatal status, a device that is gone);
@@ -66,6 +69,16 @@ std::vector<std::string> ListNvmeFunctions(const std::string& sysfs_root = "/sys
 // OK when `bdf` is a PCI address naming an NVMe function: INVALID_ARGUMENT for what is
 // not an address, NOT_FOUND for no such function, FAILED_PRECONDITION for another class.
 absl::Status CheckNvmeFunction(const std::string& bdf, const std::string& sysfs_root = "/sys");
+// OK when AttachController may take `bdf` (issue 17 item 2): a PCI address
+// (INVALID_ARGUMENT otherwise) named in `devices` or `attachable`, or either says "all".
+// FAILED_PRECONDITION otherwise: the caller may be an admin, but this agent was not
+// configured to take that function; nothing in sysfs is read or written.
+absl::Status CheckAttachable(const std::string& bdf, const std::vector<std::string>& devices,
+                             const std::vector<std::string>& attachable);
+// What Attach does before it opens anything, with `options`' lists, sysfs root and bind:
+// CheckAttachable, then BindToVfio (or, without bind, CheckNvmeFunction). An address
+// from a caller reaches sysfs only once it is a configured or allowed NVMe function.
+absl::Status PrepareFunction(const std::string& bdf, const VfioManagerOptions& options);
 // Binds `bdf` to vfio-pci through driver_override (its current driver let go first),
 // once CheckNvmeFunction has passed.
 absl::Status BindToVfio(const std::string& bdf, const std::string& sysfs_root = "/sys");

@@ -186,7 +186,7 @@ jchk reset "[e for e in ev('controller-added', controller='$B') if e['rev'] > ev
 jchk reset "grew(J['attached'], J['attached-later'], '$B')" "I/O reached the re-attached path"
 chk reset "NOT_FOUND: controller 0000:09:00.0 not found" "reset of an unknown controller"
 chk reset "reset of an unknown controller exited 5" "its exit status"
-chk reset "FAILED_PRECONDITION: 0000:00:00.0 is not an NVMe controller" "attach of a non-NVMe function"
+chk reset "FAILED_PRECONDITION: 0000:00:00.0 is not one of this agent's functions" "attach of an unconfigured function (issue 17 item 2)"
 chk reset "attach of a non-NVMe function exited 9" "its exit status"
 
 # 4. Bad input: nothing bad attached, clear errors, and the good paths serve.

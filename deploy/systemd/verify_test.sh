@@ -121,6 +121,10 @@ check "ExecReload= is umpathctl --socket=$(flag socket) stop (a hand-over)" $? "
 grep -q "^inline constexpr int kExitRemovedThroughApi = $(key RestartPreventExitStatus);" \
   "$repo/agent/app/ops.h"
 check "RestartPreventExitStatus=$(key RestartPreventExitStatus) is umpathd's exit status after stop --remove" $?
+# Issue 17 item 9: /metrics has no authentication; the sample serves it on loopback only.
+metrics="$(flag metrics_address)"
+[[ "$metrics" == 127.0.0.1:* || "$metrics" == "[::1]:"* ]]
+check "--metrics_address $metrics is loopback (no authentication)" $?
 caps="$(key CapabilityBoundingSet)"
 for c in CAP_SYS_ADMIN CAP_IPC_LOCK; do
   [[ " $caps " == *" $c "* ]]
