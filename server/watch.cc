@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bitset>
+#include <optional>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
@@ -141,6 +142,16 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsRespons
     }
   }
 
+  // The hub's tick: a stream finished while its write waited on the client, the write
+  // still waiting a second later, is reset (see FinishOnJournalError).
+  void ResetIfStalled(std::chrono::steady_clock::time_point now) {
+    MutexLock lock(&mu_);
+    if (!finished_ || !writing_ || reset_ || !finished_writing_since_) return;
+    if (now - *finished_writing_since_ < std::chrono::seconds(1)) return;
+    reset_ = true;
+    ctx_->TryCancel();
+  }
+
   bool Idle(std::chrono::steady_clock::time_point now) {
     MutexLock lock(&mu_);
     return !finished_ && !writing_ && now - last_write_ >= progress_interval_;
@@ -200,11 +211,13 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsRespons
           grpc::StatusCode::RESOURCE_EXHAUSTED,
           absl::StrCat("the watcher fell behind (", s.message(),
                        "); the last revision sent was ", last_sent_)), WatchEnd::kFellBehind);
-      // A client that has not taken the write in flight would never take the status
-      // queued behind it either: the stream is reset, so that its slot, its HTTP/2
-      // stream and its message go now (OnDone follows) rather than when it reads again.
-      // It sees CANCELLED; the count above says why.
-      if (writing_) ctx_->TryCancel();
+      // A client that does not take the write in flight would never take the status
+      // queued behind it either. One that is only slow takes both (RESOURCE_EXHAUSTED,
+      // with the revision to resume from); one still not reading a second later is reset
+      // by the hub's tick (ResetIfStalled), so that its slot, its HTTP/2 stream and its
+      // message go then rather than when it reads again. It sees CANCELLED; the count
+      // above says why.
+      if (writing_) finished_writing_since_ = std::chrono::steady_clock::now();
       return;
     }
     FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE,
@@ -238,6 +251,9 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsRespons
   std::chrono::steady_clock::time_point last_write_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool write_failed_ ABSL_GUARDED_BY(mu_) = false;
+  // Finished with a write waiting on the client since then; reset_ once reset.
+  std::optional<std::chrono::steady_clock::time_point> finished_writing_since_ ABSL_GUARDED_BY(mu_);
+  bool reset_ ABSL_GUARDED_BY(mu_) = false;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   std::string closing_why_ ABSL_GUARDED_BY(mu_);
@@ -392,6 +408,7 @@ void WatchHub::Loop() {
         }
       }
       for (auto& s : live) {
+        s->ResetIfStalled(now);
         if (s->Idle(now)) batch.push_back(s);
       }
     }
