@@ -146,9 +146,9 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsRespons
   // still waiting a second later, is reset (see FinishOnJournalError).
   void ResetIfStalled(std::chrono::steady_clock::time_point now) {
     MutexLock lock(&mu_);
-    if (!finished_ || !writing_ || reset_ || !finished_writing_since_) return;
+    if (!finished_ || !writing_ || !finished_writing_since_) return;
     if (now - *finished_writing_since_ < std::chrono::seconds(1)) return;
-    reset_ = true;
+    finished_writing_since_.reset();  // reset once
     ctx_->TryCancel();
   }
 
@@ -251,9 +251,8 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsRespons
   std::chrono::steady_clock::time_point last_write_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool write_failed_ ABSL_GUARDED_BY(mu_) = false;
-  // Finished with a write waiting on the client since then; reset_ once reset.
+  // Finished with a write waiting on the client since then (cleared once reset).
   std::optional<std::chrono::steady_clock::time_point> finished_writing_since_ ABSL_GUARDED_BY(mu_);
-  bool reset_ ABSL_GUARDED_BY(mu_) = false;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   std::string closing_why_ ABSL_GUARDED_BY(mu_);
