@@ -10,7 +10,9 @@
 #include "grpcpp/support/status.h"
 #include "prometheus/collectable.h"
 #include "prometheus/exposer.h"
+#include "prometheus/text_serializer.h"
 #include "server/convert.h"
+#include "server/https_scrape.h"
 
 namespace umpath::server {
 
@@ -271,8 +273,28 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Create(Metrics
     return absl::InvalidArgumentError(absl::StrCat(
         "metrics address \"", options.address, "\" is not HOST:PORT (e.g. 127.0.0.1:9810)"));
   }
+  if (options.tls_cert_file.empty() &&
+      !(options.tls_key_file.empty() && options.tls_client_ca_file.empty())) {
+    return absl::InvalidArgumentError(
+        "metrics_tls_key_file and metrics_tls_client_ca_file need metrics_tls_cert_file");
+  }
   std::unique_ptr<MetricsEndpoint> m(new MetricsEndpoint());
   const std::string address = options.address;
+  if (!options.tls_cert_file.empty()) {
+    if (options.tls_key_file.empty()) {
+      return absl::InvalidArgumentError("metrics_tls_cert_file needs metrics_tls_key_file");
+    }
+    HttpsScrapeOptions h{address, options.tls_cert_file, options.tls_key_file, options.tls_client_ca_file, {}};
+    m->collector_ = std::make_shared<Collector>(std::move(options));
+    h.body = [c = m->collector_] {
+      return prometheus::TextSerializer().Serialize(c->Collect());
+    };
+    absl::StatusOr<std::unique_ptr<HttpsScrapeServer>> https = HttpsScrapeServer::Create(std::move(h));
+    if (!https.ok()) return https.status();
+    m->https_ = std::move(*https);
+    m->port_ = m->https_->port();
+    return m;
+  }
   m->collector_ = std::make_shared<Collector>(std::move(options));
   try {
     // One thread: a scrape is small and Prometheus scrapes one at a time.

@@ -41,6 +41,8 @@ class Multipath;
 
 namespace umpath::server {
 
+class HttpsScrapeServer;
+
 // Finished RPCs by method and status code, counted by a server interceptor
 // (rpc_interceptor.h), which labels every path no service serves "unknown": the series
 // and the log's keys are bounded by the methods we serve times the status codes.
@@ -90,6 +92,12 @@ std::vector<prometheus::MetricFamily> BuildMetricFamilies(const std::vector<Head
 
 struct MetricsOptions {
   std::string address;  // "127.0.0.1:9810"; port 0 picks one (see port())
+  // HTTPS instead of HTTP when set: the certificate (PEM, with its chain) and its key.
+  // With a client CA, a scraper must present a certificate that chains to it (Prometheus'
+  // tls_config cert_file/key_file); nothing else is served.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
   Multipath* mp = nullptr;
   const RpcStats* rpcs = nullptr;
   std::function<uint64_t()> watchers;
@@ -105,12 +113,15 @@ class MetricsEndpoint {
   static absl::StatusOr<std::unique_ptr<MetricsEndpoint>> Create(MetricsOptions options);
   ~MetricsEndpoint();
   int port() const { return port_; }
+  // "https" with a certificate, else "http".
+  const char* scheme() const { return https_ ? "https" : "http"; }
 
  private:
   class Collector;
   MetricsEndpoint() = default;
   std::shared_ptr<Collector> collector_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<prometheus::Exposer> exposer_;  // HTTP
+  std::unique_ptr<HttpsScrapeServer> https_;       // or HTTPS
   int port_ = 0;
 };
 

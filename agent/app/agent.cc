@@ -257,6 +257,9 @@ absl::Status Agent::StartServer() {
   if (config_.metrics_address.empty()) return absl::OkStatus();
   server::MetricsOptions mo;
   mo.address = config_.metrics_address;
+  mo.tls_cert_file = config_.metrics_tls_cert_file;
+  mo.tls_key_file = config_.metrics_tls_key_file;
+  mo.tls_client_ca_file = config_.metrics_tls_client_ca_file;
   mo.mp = mp_.get();
   mo.rpcs = rpc_stats_.get();
   mo.version = config_.server.service.version;
@@ -267,7 +270,7 @@ absl::Status Agent::StartServer() {
   absl::StatusOr<std::unique_ptr<server::MetricsEndpoint>> m = server::MetricsEndpoint::Create(mo);
   if (!m.ok()) return Prefixed("metrics", m.status());
   const std::string& addr = config_.metrics_address;
-  Log(absl::StrCat("serving metrics on http://", addr.substr(0, addr.rfind(':')), ":",
+  Log(absl::StrCat("serving metrics on ", (*m)->scheme(), "://", addr.substr(0, addr.rfind(':')), ":",
                    (*m)->port(), "/metrics"));
   // Stopped by the server's Shutdown once health is NOT_SERVING and watchers have ended.
   server_->AdoptMetrics(std::move(*m));

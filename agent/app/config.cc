@@ -37,6 +37,11 @@ ABSL_FLAG(std::string, health_address, "", "optional plaintext health-only liste
 ABSL_FLAG(std::string, metrics_address, "",
           "Prometheus metrics (text exposition at /metrics) on this HOST:PORT, e.g. "
           "127.0.0.1:9810; empty: off");
+ABSL_FLAG(std::string, metrics_tls_cert_file, "",
+          "serve metrics over HTTPS with this certificate (PEM, with its chain); empty: HTTP");
+ABSL_FLAG(std::string, metrics_tls_key_file, "", "its private key (PEM)");
+ABSL_FLAG(std::string, metrics_tls_client_ca_file, "",
+          "scrapers must present a certificate that chains to this CA (PEM); empty: any scraper");
 ABSL_FLAG(std::string, state_file, "/var/lib/umpath/heads",
           "per-head settings made through the API, kept across restarts");
 
@@ -269,6 +274,13 @@ absl::StatusOr<AgentConfig> AgentConfigFromFlags() {
   }
   c.state_file = absl::GetFlag(FLAGS_state_file);
   c.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  c.metrics_tls_cert_file = absl::GetFlag(FLAGS_metrics_tls_cert_file);
+  c.metrics_tls_key_file = absl::GetFlag(FLAGS_metrics_tls_key_file);
+  c.metrics_tls_client_ca_file = absl::GetFlag(FLAGS_metrics_tls_client_ca_file);
+  if (c.metrics_address.empty() && !(c.metrics_tls_cert_file.empty() && c.metrics_tls_key_file.empty() &&
+                                     c.metrics_tls_client_ca_file.empty())) {
+    return absl::InvalidArgumentError("--metrics_tls_* need --metrics_address");
+  }
   if (!absl::GetFlag(FLAGS_vfio_devices).empty()) {
     ASSIGN_OR_RETURN(c.vfio, VfioFromFlags());
   }

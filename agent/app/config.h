@@ -20,6 +20,7 @@ struct AgentConfig {
   server::ServerOptions server;
   std::string state_file;
   std::string metrics_address;  // empty: no metrics endpoint
+  std::string metrics_tls_cert_file, metrics_tls_key_file, metrics_tls_client_ca_file;
   IoPolicy default_policy = IoPolicy::kNuma;
   uint32_t default_delayed_removal_secs = 0;
   int workers = 1;

@@ -12,6 +12,8 @@
 #include "gtest/gtest.h"
 
 ABSL_DECLARE_FLAG(std::string, stop);
+ABSL_DECLARE_FLAG(std::string, metrics_address);
+ABSL_DECLARE_FLAG(std::string, metrics_tls_cert_file);
 
 namespace umpath::app {
 namespace {
@@ -44,6 +46,20 @@ TEST(ConfigTest, AnUnknownStopIsRefusedNamingWhatItTakes) {
                                        bad, "\"")));
   }
   absl::SetFlag(&FLAGS_stop, "handover");
+}
+
+// HTTPS settings for metrics that are not served are a mistake, not a silent no-op.
+TEST(ConfigTest, MetricsTlsWithoutAMetricsAddressIsRefused) {
+  absl::SetFlag(&FLAGS_metrics_tls_cert_file, "/etc/umpath/metrics.pem");
+  absl::StatusOr<AgentConfig> c = AgentConfigFromFlags();
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr("--metrics_address"));
+  absl::SetFlag(&FLAGS_metrics_address, "127.0.0.1:9810");
+  c = AgentConfigFromFlags();
+  ASSERT_OK(c);
+  EXPECT_EQ(c->metrics_tls_cert_file, "/etc/umpath/metrics.pem");
+  absl::SetFlag(&FLAGS_metrics_address, "");
+  absl::SetFlag(&FLAGS_metrics_tls_cert_file, "");
 }
 
 }  // namespace

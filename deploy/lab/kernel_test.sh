@@ -22,6 +22,9 @@
 #      controller): clear errors, nothing disturbed;
 #  k8. a new agent without --kernel_connect: both ports come back, attached again from
 #      what the last agent had attached through the API; a detach forgets one.
+#  k9. a fabrics controller someone else connected (another CSI driver, nvme-cli):
+#      attached through the API (--kernel_attachable), then detached: it is let go and
+#      stays connected (issue 17: a detach disconnects only what the agent connected).
 # Usage: kernel_test.sh UMPATHD UMPATHCTL [BUF]  (BUF: the buf binary itself, for the guest)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -221,6 +224,23 @@ kill \$pid; wait \$pid
 echo "umpath-lab: k8 stop exit \$?"
 grep 'attached again' /tmp/k8.err | sed 's/^/umpath-lab: k8 log: /'
 end k8
+
+begin k9
+for c in /sys/class/nvme/nvme*; do [ -e \$c/delete_controller ] && echo 1 > \$c/delete_controller; done
+nvmet_connect 2
+X=\$(nvmet_ctrl 2)
+echo "umpath-lab: k9 foreign controller X=\$X"
+LAB_STATE=k9 agent k9 \$U --workers=1 --ublk=false --kernel_poll_ms=500 --kernel_attachable=\$NVMET_NQN
+for i in \$(seq 1 100); do \$C heads >/dev/null 2>&1 && break; sleep 0.1; done
+\$C attach kernel \$X; echo "umpath-lab: k9 attach exit \$?"
+wait_paths 1
+echo "umpath-lab: k9 attached: paths \$(npaths)"
+\$C detach \$X; echo "umpath-lab: k9 detach exit \$?"
+wait_paths 0
+echo "umpath-lab: k9 after detach: paths \$(npaths), X in sysfs \$( [ -e /sys/class/nvme/\$X ] && echo yes || echo no), state \$(cat /sys/class/nvme/\$X/state 2>/dev/null)"
+kill \$pid; wait \$pid
+echo "umpath-lab: k9 stop exit \$?, X in sysfs \$( [ -e /sys/class/nvme/\$X ] && echo yes || echo no)"
+end k9
 AFTER
 lab_initramfs "$umpathd" "$ctl" "$fio" "$buf"
 lab_show="umpath|log:|fio|nvme|error|Error"
@@ -327,5 +347,12 @@ jchk k8 "len(paths(head(J['restarted']))) == 2" "the head has both paths again"
 chk k8 "k8 detach exit 0, remembered 1" "a detach forgets the controller"
 chk k8 "k8 detach again exit 5" "detaching it again is NOT_FOUND (it is neither attached nor remembered)"
 chk k8 "k8 stop exit 0" "a clean stop"
+
+section k9
+chk k9 "k9 attach exit 0" "a controller someone else connected is attached through the API"
+chk k9 "k9 attached: paths 1" "it is a path"
+chk k9 "k9 detach exit 0" "and detached"
+chk k9 "k9 after detach: paths 0, X in sysfs yes, state live" "a detach lets it go and leaves it connected (not the agent's to disconnect)"
+chk k9 "k9 stop exit 0, X in sysfs yes" "and the agent's stop leaves it too"
 grep -E "umpath-lab: k[0-9] " "$log" | grep -E "fio exit|settled|reset requested" | sed 's/^/lab: /'
 echo "lab: kernel test passed"
