@@ -50,8 +50,9 @@ class Prometheus:
     directory removed on exit, also when the caller is interrupted.
     """
 
-    def __init__(self, scrape_targets=(), rule_files=(), interval="1s"):
+    def __init__(self, scrape_targets=(), rule_files=(), interval="1s", scrape_configs=()):
         self.scrape_targets = list(scrape_targets)
+        self.scrape_configs = list(scrape_configs)  # whole jobs, as prometheus.yml has them
         self.rule_files = [os.path.abspath(f) for f in rule_files]
         self.interval = interval
         self.proc = None
@@ -67,6 +68,7 @@ class Prometheus:
             config["scrape_configs"].append(
                 {"job_name": "umpath", "metrics_path": "/metrics",
                  "static_configs": [{"targets": self.scrape_targets}]})
+        config["scrape_configs"].extend(self.scrape_configs)
         cfg = os.path.join(self.dir, "prometheus.yml")
         with open(cfg, "w") as f:
             json.dump(config, f)  # JSON is YAML
