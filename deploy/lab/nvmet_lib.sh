@@ -12,31 +12,39 @@ export NVMET_NQN NVMET_HOSTNQN NVMET_HOSTID
 
 nvmet_svc() { echo $((4419 + $1)); }
 
-# nvmet_setup [SIZE_MB]: the subsystem, its namespace and both ports, ready for hosts.
+# nvmet_setup [SIZE_MB [COUNT]]: the subsystem, COUNT namespaces (1 by default) of
+# SIZE_MB each, and both ports, ready for hosts. Namespace N's NGUID is
+# ab000000-0000-0000-0000-%012x of 0xf0 + N (the first: ...0000000000f1), its UUID
+# 6a5e0d2c-6e1b-4c7e-9d1a-%012x of the same.
 nvmet_setup() {
   size=${1:-256}
+  count=${2:-1}
   grep -q ' /sys/kernel/config ' /proc/mounts || mount -t configfs configfs /sys/kernel/config
   [ -d $NVMET_CFG ] || { echo "umpath-lab: nvmet: no $NVMET_CFG (nvmet not loaded?)"; return 1; }
   ip link set lo up
-  # The backing file on a tmpfs of its own (its size bounds the file); nvmet's default
+  # The backing files on a tmpfs of its own (its size bounds them); nvmet's default
   # O_DIRECT open fails there, hence buffered_io. Written, not sparse, so reads copy
   # real pages.
   mkdir -p /run/nvmet
-  grep -q ' /run/nvmet ' /proc/mounts || mount -t tmpfs -o size=$((size + 8))m nvmet /run/nvmet
-  dd if=/dev/zero of=/run/nvmet/ns1.img bs=1M count=$size 2>/dev/null
+  grep -q ' /run/nvmet ' /proc/mounts || mount -t tmpfs -o size=$((size * count + 8))m nvmet /run/nvmet
   mkdir -p /etc/nvme
   echo $NVMET_HOSTNQN > /etc/nvme/hostnqn
   echo $NVMET_HOSTID > /etc/nvme/hostid
   s=$NVMET_CFG/subsystems/$NVMET_NQN
   mkdir $s
   echo 1 > $s/attr_allow_any_host
-  mkdir $s/namespaces/1
-  echo /run/nvmet/ns1.img > $s/namespaces/1/device_path
-  echo 1 > $s/namespaces/1/buffered_io
-  # Identifiers are fixed only while the namespace is disabled.
-  echo ab000000-0000-0000-0000-0000000000f1 > $s/namespaces/1/device_nguid
-  echo 6a5e0d2c-6e1b-4c7e-9d1a-0000000000f1 > $s/namespaces/1/device_uuid
-  echo 1 > $s/namespaces/1/enable || { echo "umpath-lab: nvmet: namespace enable failed"; return 1; }
+  _ns=1
+  while [ $_ns -le $count ]; do
+    dd if=/dev/zero of=/run/nvmet/ns$_ns.img bs=1M count=$size 2>/dev/null
+    mkdir $s/namespaces/$_ns
+    echo /run/nvmet/ns$_ns.img > $s/namespaces/$_ns/device_path
+    echo 1 > $s/namespaces/$_ns/buffered_io
+    # Identifiers are fixed only while the namespace is disabled.
+    printf 'ab000000-0000-0000-0000-%012x\n' $((0xf0 + _ns)) > $s/namespaces/$_ns/device_nguid
+    printf '6a5e0d2c-6e1b-4c7e-9d1a-%012x\n' $((0xf0 + _ns)) > $s/namespaces/$_ns/device_uuid
+    echo 1 > $s/namespaces/$_ns/enable || { echo "umpath-lab: nvmet: namespace $_ns enable failed"; return 1; }
+    _ns=$((_ns + 1))
+  done
   for p in 1 2; do
     d=$NVMET_CFG/ports/$p
     mkdir $d
@@ -49,7 +57,7 @@ nvmet_setup() {
   nvmet_ana 1 optimized
   nvmet_ana 2 non-optimized
   nvmet_port_up 1 && nvmet_port_up 2 || return 1
-  echo "umpath-lab: nvmet ready $NVMET_NQN ns 1 ${size} MiB, port 1 127.0.0.1:4420 $(cat $NVMET_CFG/ports/1/ana_groups/1/ana_state), port 2 127.0.0.1:4421 $(cat $NVMET_CFG/ports/2/ana_groups/1/ana_state), host $NVMET_HOSTNQN"
+  echo "umpath-lab: nvmet ready $NVMET_NQN ns 1..$count ${size} MiB each, port 1 127.0.0.1:4420 $(cat $NVMET_CFG/ports/1/ana_groups/1/ana_state), port 2 127.0.0.1:4421 $(cat $NVMET_CFG/ports/2/ana_groups/1/ana_state), host $NVMET_HOSTNQN"
 }
 
 # nvmet_ana PORT STATE: ANA group 1's state on that port (optimized, non-optimized,
