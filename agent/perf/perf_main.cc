@@ -19,7 +19,8 @@ ABSL_FLAG(std::string, workload, "verify",
 ABSL_FLAG(int, workload_bs, 4096, "block size, bytes");
 ABSL_FLAG(int, workload_qd, 32, "queue depth per worker");
 ABSL_FLAG(double, workload_secs, 10, "run time");
-ABSL_FLAG(std::string, workload_head, "", "the head to run on (default: the first one)");
+ABSL_FLAG(std::string, workload_head, "",
+          "the head to run on (default: the first one); \"*\": each I/O to the next head in turn");
 ABSL_FLAG(std::string, workload_then, "exit", "after the workload: exit or serve");
 
 namespace {

@@ -1,5 +1,7 @@
 #include "agent/perf/workload.h"
 
+#include <sys/resource.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -64,6 +66,8 @@ std::string WorkloadResult::ToString() const {
       head, seconds, ios, iops(), mbps(), p50_ns / 1e3, p99_ns / 1e3, max_ns / 1e3, errors,
       mismatches);
   if (flushes + zeroes > 0) absl::StrAppend(&s, " flushes=", flushes, " write_zeroes=", zeroes);
+  if (heads > 1) absl::StrAppend(&s, " heads=", heads);
+  absl::StrAppend(&s, absl::StrFormat(" cpu_ns_per_io=%.0f", cpu_ns_per_io));
   if (!first_error.empty()) absl::StrAppend(&s, " first_error=\"", first_error, "\"");
   return s;
 }
@@ -98,7 +102,9 @@ struct Slot {
 
 struct ThreadState {
   Worker* worker = nullptr;
-  Channel* channel = nullptr;
+  std::vector<Channel*> channels;  // one per head of the run (null: not on this worker now)
+  size_t next_channel = 0;
+  int64_t cpu_ns = 0;  // the thread's CPU time during the run
   std::vector<Slot> slots;
   std::vector<Slot*> ready;
   uint32_t in_flight = 0;
@@ -231,6 +237,9 @@ absl::Status CheckOptions(const std::vector<Worker*>& workers, const WorkloadOpt
     return absl::InvalidArgumentError("block size must be 1 B..1 MiB");
   }
   if (!(o.seconds > 0)) return absl::InvalidArgumentError("the run time must be positive");
+  if (o.head == kEveryHead && o.pattern == Pattern::kVerify) {
+    return absl::InvalidArgumentError("verify runs on one head; every head (\"*\") takes read or write patterns");
+  }
   return absl::OkStatus();
 }
 
@@ -250,7 +259,7 @@ absl::StatusOr<HeadInfo> WaitForHead(Multipath* mp, const std::vector<Worker*>& 
   absl::StatusOr<HeadInfo> head = absl::NotFoundError("no head");
   const int64_t give_up = NowNs() + static_cast<int64_t>(o.head_wait_seconds * 1e9);
   while (NowNs() < give_up) {
-    if (o.head.empty()) {
+    if (o.head.empty() || o.head == kEveryHead) {
       std::vector<HeadInfo> heads = mp->ListHeads();
       if (!heads.empty()) head = heads.front();
     } else {
@@ -322,12 +331,21 @@ std::vector<std::unique_ptr<ThreadState>> MakeThreadStates(
   return states;
 }
 
+int64_t ThreadCpuNs() {
+  rusage ru{};
+  getrusage(RUSAGE_THREAD, &ru);
+  return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000ll +
+         (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000ll;
+}
+
 // One worker's thread: submits until `end` (or `stop`), then polls until nothing of its
-// own is in flight.
-void RunThread(ThreadState* t, uint64_t head_uid, int64_t end,
+// own is in flight. Each I/O goes to the next of `heads` in turn.
+void RunThread(ThreadState* t, const std::vector<uint64_t>* heads, int64_t end,
                const std::atomic<bool>* stop) {
+  const int64_t cpu0 = ThreadCpuNs();
   Worker* w = t->worker;
   t->ready.reserve(t->slots.size());
+  t->channels.resize(heads->size());
   std::vector<Slot*> batch;
   batch.reserve(t->slots.size());
   for (Slot& s : t->slots) t->ready.push_back(&s);
@@ -338,17 +356,26 @@ void RunThread(ThreadState* t, uint64_t head_uid, int64_t end,
         (NowNs() >= end || (stop && stop->load(std::memory_order_relaxed)))) {
       submitting = false;
     }
-    // Looked up every round: a head that is removed takes its channel with it.
-    t->channel = w->FindChannel(head_uid);
-    if (submitting && t->channel) {
+    // Looked up every round (every 64th with many heads): a head that is removed takes
+    // its channel with it.
+    if (heads->size() == 1 || (loops & 63) == 1) {
+      for (size_t i = 0; i < heads->size(); ++i) t->channels[i] = w->FindChannel((*heads)[i]);
+    }
+    if (submitting) {
       // A request can complete inside Submit (no path, head gone): it lands in
       // `ready` for the next round, not this one.
       batch.swap(t->ready);
       for (Slot* s : batch) {
+        Channel* c = t->channels[t->next_channel];
+        if (++t->next_channel == t->channels.size()) t->next_channel = 0;
+        if (c == nullptr) {
+          t->ready.push_back(s);
+          continue;
+        }
         if (s->step == Slot::kFresh) Prepare(s);
         s->started = NowNs();
         ++t->in_flight;
-        t->channel->Submit(&s->req);
+        c->Submit(&s->req);
       }
       batch.clear();
       w->Flush();
@@ -356,6 +383,7 @@ void RunThread(ThreadState* t, uint64_t head_uid, int64_t end,
     if (!submitting && t->in_flight == 0) break;
     w->RunOnce();
   }
+  t->cpu_ns = ThreadCpuNs() - cpu0;
 }
 
 WorkloadResult Total(const std::vector<std::unique_ptr<ThreadState>>& states) {
@@ -413,16 +441,37 @@ absl::StatusOr<WorkloadResult> RunWorkload(Multipath* mp, const std::vector<Work
   std::vector<std::unique_ptr<ThreadState>> states =
       MakeThreadStates(workers, o, stripes, static_cast<uint8_t*>(mem->host));
 
+  std::vector<uint64_t> heads = {head.uid};
+  if (o.head == kEveryHead) {
+    heads.clear();
+    for (const HeadInfo& h : mp->ListHeads()) {
+      if (h.live_paths == 0) continue;
+      if (h.size_blocks != head.size_blocks || h.block_size != head.block_size) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "every head (\"*\") needs heads of one size; ", h.name, " differs from ", head.name));
+      }
+      heads.push_back(h.uid);
+    }
+  }
+
   const int64_t start = NowNs();
   const int64_t end = start + static_cast<int64_t>(o.seconds * 1e9);
   std::vector<std::thread> threads;
-  for (auto& t : states) threads.emplace_back(RunThread, t.get(), head.uid, end, o.stop);
+  for (auto& t : states) threads.emplace_back(RunThread, t.get(), &heads, end, o.stop);
   for (auto& th : threads) th.join();
   const int64_t stop = NowNs();
 
   WorkloadResult r = Total(states);
-  r.head = head.name;
   r.seconds = static_cast<double>(stop - start) / 1e9;
+  r.heads = static_cast<uint32_t>(heads.size());
+  int64_t cpu = 0;
+  for (auto& t : states) cpu += t->cpu_ns;
+  r.cpu_ns_per_io = r.ios > 0 ? static_cast<double>(cpu) / static_cast<double>(r.ios) : 0;
+  if (o.head == kEveryHead) {
+    r.head = std::string(kEveryHead);
+    return r;
+  }
+  r.head = head.name;
   if (absl::StatusOr<HeadInfo> after = mp->GetHead(head.name); after.ok()) {
     r.paths = PathDeltas(head, *after);
   }

@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -29,7 +30,7 @@ struct WorkloadOptions {
   uint32_t block_size = 4096;   // bytes, a multiple of the head's block size
   uint32_t queue_depth = 32;    // per worker
   double seconds = 10;
-  std::string head;             // empty: the first head
+  std::string head;             // empty: the first head; "*": every head (below)
   double head_wait_seconds = 30;
   uint64_t seed = 1;
   // Set from another thread to end the run early (a signal); the result covers what ran.
@@ -38,6 +39,12 @@ struct WorkloadOptions {
 
 using umpath::IoMemory;
 using umpath::IoMemoryAllocator;
+
+// head "*": each I/O goes to the next head in turn (every head that had a live path when
+// the run began, all of one size and block size), so that every head is busy; verify is
+// refused (what a slot wrote would be read back from another head). The result's head
+// is "*" and it has no per-path counters.
+inline constexpr std::string_view kEveryHead = "*";
 
 struct PathResult {
   std::string name;
@@ -59,6 +66,8 @@ struct WorkloadResult {
   uint64_t p50_ns = 0, p99_ns = 0, max_ns = 0;
   std::string first_error;
   std::vector<PathResult> paths;  // the head's per-path counters during the run
+  uint32_t heads = 1;             // the heads the run spread over
+  double cpu_ns_per_io = 0;       // the workers' threads' CPU time per I/O
   double iops() const { return seconds > 0 ? ios / seconds : 0; }
   double mbps() const { return seconds > 0 ? bytes / seconds / 1e6 : 0; }
   std::string ToString() const;

@@ -71,7 +71,7 @@ class WorkloadTest : public ::testing::Test {
   static constexpr uint32_t kBlock = 512;
   static constexpr uint64_t kBlocks = 16384;  // 8 MiB
 
-  void Build(IoPolicy policy, int nworkers = 1) {
+  void Build(IoPolicy policy, int nworkers = 1, int namespaces = 1) {
     disk_.assign(kBlocks * kBlock, 0);
     for (int i = 0; i < nworkers; ++i) {
       Worker::Options wo;
@@ -95,13 +95,15 @@ class WorkloadTest : public ::testing::Test {
       cs.name = name;
       cs.subsys_nqn = "nqn.test:perf";
       ASSERT_OK(mp_->AddController(cs, &backend_, qps));
-      NamespaceSpec ns;
-      ns.controller = name;
-      ns.nsid = 1;
-      ns.ids.eui64 = std::array<uint8_t, 8>{1, 2, 3, 4, 5, 6, 7, 8};
-      ns.size_blocks = kBlocks;
-      ns.block_size = kBlock;
-      ASSERT_OK(mp_->AddPath(ns));
+      for (int n = 1; n <= namespaces; ++n) {
+        NamespaceSpec ns;
+        ns.controller = name;
+        ns.nsid = static_cast<uint32_t>(n);
+        ns.ids.eui64 = std::array<uint8_t, 8>{1, 2, 3, 4, 5, 6, 7, static_cast<uint8_t>(7 + n)};
+        ns.size_blocks = kBlocks;
+        ns.block_size = kBlock;
+        ASSERT_OK(mp_->AddPath(ns));
+      }
     }
   }
   void TearDown() override {
@@ -238,6 +240,33 @@ TEST_F(WorkloadTest, StopEndsTheRunEarlyWithAResult) {
   EXPECT_GT(r.ios, 0u);
   EXPECT_EQ(r.errors, 0u);
   EXPECT_EQ(r.mismatches, 0u);
+}
+
+// Every head ("*"): I/O goes to each head in turn, so every head and path does work, and
+// the run says how many heads and what a worker's CPU per I/O was.
+TEST_F(WorkloadTest, EveryHeadSpreadsTheIoOverAllHeads) {
+  Build(IoPolicy::kRoundRobin, 1, 3);
+  WorkloadOptions o;
+  o.pattern = Pattern::kRandWrite;
+  o.head = std::string(kEveryHead);
+  o.queue_depth = 8;
+  o.seconds = 0.2;
+  ASSERT_OK_AND_ASSIGN(WorkloadResult r, RunWorkload(mp_.get(), raw_workers_, Alloc(), o));
+  EXPECT_EQ(r.errors, 0u) << r.first_error;
+  EXPECT_EQ(r.heads, 3u);
+  EXPECT_EQ(r.head, "*");
+  EXPECT_GT(r.cpu_ns_per_io, 0);
+  EXPECT_THAT(r.ToString(), ::testing::HasSubstr(" heads=3 cpu_ns_per_io="));
+  std::vector<HeadInfo> heads = mp_->ListHeads();
+  ASSERT_EQ(heads.size(), 3u);
+  for (const HeadInfo& h : heads) {
+    uint64_t done = 0;
+    for (const PathInfo& p : h.paths) done += p.counters.completed;
+    EXPECT_GT(done, r.ios / 6) << h.name;  // about a third each
+  }
+  o.pattern = Pattern::kVerify;
+  EXPECT_THAT(RunWorkload(mp_.get(), raw_workers_, Alloc(), o).status(),
+              umpath::testing::StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("one head")));
 }
 
 TEST_F(WorkloadTest, BadOptionsAreClearErrors) {
