@@ -37,6 +37,9 @@ ABSL_FLAG(std::string, health_address, "", "optional plaintext health-only liste
 ABSL_FLAG(std::string, metrics_address, "",
           "Prometheus metrics (text exposition at /metrics) on this HOST:PORT, e.g. "
           "127.0.0.1:9810; empty: off");
+ABSL_FLAG(std::string, metrics_path_detail, "full",
+          "which paths get per-path series (15 each; heads always get theirs): full (every "
+          "path), errors (a path not selectable or erring, and 10 minutes after), none");
 ABSL_FLAG(std::string, state_file, "/var/lib/umpath/heads",
           "per-head settings made through the API, kept across restarts");
 
@@ -269,6 +272,7 @@ absl::StatusOr<AgentConfig> AgentConfigFromFlags() {
   }
   c.state_file = absl::GetFlag(FLAGS_state_file);
   c.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  ASSIGN_OR_RETURN(c.metrics_path_detail, server::ParsePathDetail(absl::GetFlag(FLAGS_metrics_path_detail)));
   if (!absl::GetFlag(FLAGS_vfio_devices).empty()) {
     ASSIGN_OR_RETURN(c.vfio, VfioFromFlags());
   }
