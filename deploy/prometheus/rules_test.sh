@@ -54,8 +54,11 @@ step "self-check: the rule tests fail when a rule is broken"
 # Each mutation must make at least one test case fail.
 mutations=(
   "UmpathHeadNoLivePath without its 1m wait|s/for: 1m/for: 0m/"
-  "UmpathPathDown after 2 minutes|s/for: 5m/for: 2m/"
-  "UmpathFailoverRate threshold 2/s|s/rate(umpath_path_failovers_total\[5m\])) > 1/rate(umpath_path_failovers_total[5m])) > 2/"
+  "UmpathPathDown after 2 minutes|/alert: UmpathPathDown/,/for:/s/for: 5m/for: 2m/"
+  "UmpathFailoverRate threshold 2/s|s/rate(umpath_head_failovers_total\[5m\]) > 1/rate(umpath_head_failovers_total[5m]) > 2/"
+  "UmpathFailoverRate without the sum for agents older than the head counter|s/sum without (path) (rate(umpath_path_failovers_total\[5m\])) > 1/vector(0) > 1/"
+  "UmpathHeadPathsDown also where path series say it|s/(umpath_path_selectable == 0)/(umpath_path_selectable == 2)/"
+  "UmpathHeadPathsDown after 2 minutes|/alert: UmpathHeadPathsDown/,/for:/s/for: 5m/for: 2m/"
   "UmpathWatchersDropped on client_gone|s/reason=\"fell_behind\"/reason=\"client_gone\"/g"
   "UmpathHeadRemovalPending on head_paths|s/expr: umpath_head_removal_deadline_timestamp_seconds/expr: umpath_head_paths == 0/"
 )
