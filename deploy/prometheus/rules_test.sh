@@ -147,11 +147,13 @@ fi
 
 step "self-check: e2e_check.py fails on metrics that break their contract"
 # The same server now serves a fixture with two ANA states at 1 for nvme3, a head that
-# counts a path too many, a controller missing a state and a node label from the agent.
+# counts a path too many, a controller missing a state, a node label from the agent and
+# a head that counts fewer failovers than its path.
 sed -e 's/^\(umpath_path_ana_state{head="nguid-[0-9a-f]*",path="nvme3",state="change"}\) 0$/\1 1/' \
     -e 's/^\(umpath_head_paths{head="eui64-0025388b91c2a3f4"}\) 1$/\1 2/' \
     -e '/^umpath_controller_state{controller="nvme4",state="dead"}/d' \
     -e 's/^umpath_watchers 1$/umpath_watchers{node="worker-1"} 1/' \
+    -e 's/^\(umpath_head_failovers_total{head="eui64-0025388b91c2a3f4"}\) 7$/\1 6/' \
     testdata/metrics.txt >"$tmp/www/metrics"
 if python3 "$here/e2e_check.py" "127.0.0.1:$port" >"$tmp/inv.log" 2>&1; then
   fail "e2e_check.py passed on metrics that break their contract"
@@ -160,6 +162,7 @@ else
       '^FAIL invariant: a controller has exactly one state at 1, of six: .*controller=nvme4' \
       "^FAIL invariant: umpath_head_paths counts the head's paths: .*eui64-0025388b91c2a3f4" \
       '^FAIL invariant: the agent adds no node label' \
+      "^FAIL invariant: umpath_head_failovers_total is at least its paths' failovers: .*eui64-0025388b91c2a3f4" \
       '^FAIL error .*many-to-many matching not allowed'; do
     if grep -q "$pattern" "$tmp/inv.log"; then pass "e2e self-check: $(grep -m 1 "$pattern" "$tmp/inv.log" | cut -c1-150)"
     else fail "e2e self-check: no line matching '$pattern'"; fi
