@@ -112,6 +112,8 @@ void DeclareFamilies(Families& f) {
   f.Get("umpath_head_selectable_paths", kGauge, "Paths of the head I/O may be sent to");
   f.Get("umpath_head_waiting_ios", kGauge, "I/Os of the head waiting for a path");
   f.Get("umpath_head_delayed_removal_seconds", kGauge, "How long the head waits for a path once the last one is gone");
+  f.Get("umpath_head_failovers_total", kCounter,
+        "I/Os moved off a path of the head by a path error (umpath_path_failovers_total summed, removed paths included)");
   f.Get("umpath_head_removal_deadline_timestamp_seconds", kGauge,
         "When a pending removal of the head takes effect (present only while one is pending)");
 }
@@ -139,13 +141,14 @@ void AddPathSeries(Families& f, const std::string& head, const PathInfo& p) {
   f.Get("umpath_path_io_latency_seconds", MetricType::Histogram, "").metric.push_back(std::move(lat));
 }
 
-void AddHeadSeries(Families& f, const HeadInfo& h) {
+void AddHeadSeries(Families& f, const HeadInfo& h, uint64_t failovers) {
   const std::vector<ClientMetric::Label> l = {{"head", h.name}};
   f.Get("umpath_head_paths", kGauge, "").metric.push_back(Gauge(l, static_cast<double>(h.paths.size())));
   f.Get("umpath_head_live_paths", kGauge, "").metric.push_back(Gauge(l, h.live_paths));
   f.Get("umpath_head_selectable_paths", kGauge, "").metric.push_back(Gauge(l, h.selectable_paths));
   f.Get("umpath_head_waiting_ios", kGauge, "").metric.push_back(Gauge(l, static_cast<double>(h.waiting_ios)));
   f.Get("umpath_head_delayed_removal_seconds", kGauge, "").metric.push_back(Gauge(l, h.delayed_removal_secs));
+  f.Get("umpath_head_failovers_total", kCounter, "").metric.push_back(Counter(l, static_cast<double>(failovers)));
   if (h.removal_pending) {
     f.Get("umpath_head_removal_deadline_timestamp_seconds", kGauge, "")
         .metric.push_back(Gauge(l, static_cast<double>(h.removal_deadline_wall_nanos) / 1e9));
@@ -196,7 +199,92 @@ void AddAgentSeries(Families& f, const AgentStats& agent) {
   }
 }
 
+int64_t SteadyNowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+uint64_t PathFailovers(const HeadInfo& h) {
+  uint64_t n = 0;
+  for (const PathInfo& p : h.paths) n += p.counters.failovers;
+  return n;
+}
+
+constexpr std::pair<PathDetail, const char*> kPathDetails[] = {
+    {PathDetail::kFull, "full"}, {PathDetail::kErrors, "errors"}, {PathDetail::kNone, "none"}};
+
 }  // namespace
+
+absl::StatusOr<PathDetail> ParsePathDetail(absl::string_view text) {
+  for (const auto& [d, name] : kPathDetails) {
+    if (text == name) return d;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("--metrics_path_detail takes full, errors or none, not \"", text, "\""));
+}
+
+absl::string_view PathDetailName(PathDetail d) {
+  for (const auto& [detail, name] : kPathDetails) {
+    if (d == detail) return name;
+  }
+  return "unknown";
+}
+
+bool ScrapeHistory::Show(const PathInfo& p, PathSeen& seen, int64_t now_ns) const {
+  // A path seen for the first time compares with 0: what it counted since it came.
+  const bool erring = p.counters.errors > seen.errors || p.counters.failovers > seen.failovers;
+  seen.errors = p.counters.errors;
+  seen.failovers = p.counters.failovers;
+  if (!p.selectable || erring) {
+    seen.unhealthy_at_ns = now_ns;
+    seen.ever_unhealthy = true;
+  }
+  switch (detail_) {
+    case PathDetail::kFull: return true;
+    case PathDetail::kNone: return false;
+    case PathDetail::kErrors: return seen.ever_unhealthy && now_ns - seen.unhealthy_at_ns <= hold_ns_;
+  }
+  return true;
+}
+
+std::vector<HeadView> ScrapeHistory::Observe(const std::vector<HeadInfo>& heads, int64_t now_ns) {
+  std::vector<HeadView> views(heads.size());
+  MutexLock l(&mu_);
+  absl::flat_hash_map<std::string, HeadSeen> next;
+  next.reserve(heads.size());
+  for (size_t i = 0; i < heads.size(); ++i) {
+    const HeadInfo& h = heads[i];
+    auto it = heads_.find(h.name);
+    // Another head of the same name (another uid) starts its own count.
+    HeadSeen* old = it != heads_.end() && it->second.uid == h.uid ? &it->second : nullptr;
+    HeadSeen& kept = next[h.name];
+    kept.uid = h.uid;
+    kept.removed_failovers = old != nullptr ? old->removed_failovers : 0;
+    views[i].show_path.reserve(h.paths.size());
+    for (const PathInfo& p : h.paths) {
+      PathSeen seen;
+      if (old != nullptr) {
+        if (auto pit = old->paths.find(p.name); pit != old->paths.end()) {
+          seen = pit->second;
+          old->paths.erase(pit);
+        }
+      }
+      // Counters that went back: the path was removed and added again between two scrapes.
+      if (p.counters.errors < seen.errors || p.counters.failovers < seen.failovers) {
+        kept.removed_failovers += seen.failovers;
+        seen.errors = seen.failovers = 0;
+      }
+      views[i].show_path.push_back(Show(p, seen, now_ns));
+      kept.paths.emplace(p.name, seen);
+    }
+    if (old != nullptr) {
+      for (const auto& [name, gone] : old->paths) kept.removed_failovers += gone.failovers;
+    }
+    views[i].failovers = kept.removed_failovers + PathFailovers(h);
+  }
+  heads_ = std::move(next);
+  return views;
+}
 
 void RpcStats::Count(const std::string& method, int code, const std::string& message) {
   std::string line;
@@ -209,8 +297,7 @@ void RpcStats::Count(const std::string& method, int code, const std::string& mes
                        method == "WatchEvents" || method == "Check" || method == "Watch" ||
                        method == "ServerReflectionInfo";
     if (code == 0 || reads || !log_) return;
-    const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                            std::chrono::steady_clock::now().time_since_epoch()).count();
+    const int64_t now = SteadyNowNs();
     Logged& g = logged_[method];
     if (g.at_ns != 0 && now - g.at_ns < 10'000'000'000) {
       ++g.unlogged;
@@ -235,12 +322,17 @@ std::vector<RpcStats::Row> RpcStats::Rows() const {
 
 std::vector<MetricFamily> BuildMetricFamilies(const std::vector<HeadInfo>& heads,
                                               const std::vector<ControllerInfo>& controllers,
-                                              const AgentStats& agent) {
+                                              const AgentStats& agent,
+                                              const std::vector<HeadView>& views) {
   Families f;
   DeclareFamilies(f);
-  for (const HeadInfo& h : heads) {
-    for (const PathInfo& p : h.paths) AddPathSeries(f, h.name, p);
-    AddHeadSeries(f, h);
+  for (size_t i = 0; i < heads.size(); ++i) {
+    const HeadInfo& h = heads[i];
+    const HeadView* v = i < views.size() ? &views[i] : nullptr;
+    for (size_t j = 0; j < h.paths.size(); ++j) {
+      if (v == nullptr || (j < v->show_path.size() && v->show_path[j])) AddPathSeries(f, h.name, h.paths[j]);
+    }
+    AddHeadSeries(f, h, v != nullptr ? v->failovers : PathFailovers(h));
   }
   for (const ControllerInfo& c : controllers) AddControllerSeries(f, c);
   AddAgentSeries(f, agent);
@@ -249,7 +341,8 @@ std::vector<MetricFamily> BuildMetricFamilies(const std::vector<HeadInfo>& heads
 
 class MetricsEndpoint::Collector final : public prometheus::Collectable {
  public:
-  explicit Collector(MetricsOptions o) : o_(std::move(o)) {}
+  explicit Collector(MetricsOptions o)
+      : o_(std::move(o)), history_(o_.path_detail, static_cast<int64_t>(o_.path_detail_hold.count())) {}
   std::vector<MetricFamily> Collect() const override {
     AgentStats a;
     a.version = o_.version;
@@ -259,11 +352,14 @@ class MetricsEndpoint::Collector final : public prometheus::Collectable {
     if (o_.watcher_ends) a.watcher_ends = o_.watcher_ends();
     if (o_.rpcs) a.rpcs = o_.rpcs->Rows();
     if (o_.buffers) a.buffers = o_.buffers();
-    return BuildMetricFamilies(o_.mp->ListHeads(), o_.mp->ListControllers(), a);
+    const std::vector<HeadInfo> heads = o_.mp->ListHeads();
+    const int64_t now = o_.now_ns ? o_.now_ns() : SteadyNowNs();
+    return BuildMetricFamilies(heads, o_.mp->ListControllers(), a, history_.Observe(heads, now));
   }
 
  private:
   const MetricsOptions o_;
+  mutable ScrapeHistory history_;
 };
 
 absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Create(MetricsOptions options) {

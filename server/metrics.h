@@ -5,19 +5,20 @@
 // series of a removed path or head disappear with it.
 //
 // Series (base units, _total counters, no node label: the scrape adds it):
-//   per path {head, path}: umpath_path_ana_state{state} (5), umpath_path_selectable,
+//   per path {head, path}, for the paths --metrics_path_detail picks (PathDetail): umpath_path_ana_state{state} (5), umpath_path_selectable,
 //     umpath_path_bytes_total, umpath_path_errors_total, umpath_path_failovers_total,
 //     umpath_path_in_flight, umpath_path_io_latency_seconds (histogram, 3 buckets):
 //     15 series a path;
 //   per controller {controller}: umpath_controller_state{state} (6; a path's
 //     controller state is its controller's, joined on path = controller);
-//   per head {head}: umpath_head_paths, _live_paths, _selectable_paths, _waiting_ios,
-//     _delayed_removal_seconds, and umpath_head_removal_deadline_timestamp_seconds while
-//     a removal is pending;
+//   per head {head}, always: umpath_head_paths, _live_paths, _selectable_paths,
+//     _waiting_ios, _delayed_removal_seconds, _failovers_total (6), and
+//     umpath_head_removal_deadline_timestamp_seconds while a removal is pending;
 //   agent: umpath_events_total, umpath_watchers, umpath_watcher_terminations_total
 //     {reason}, umpath_rpcs_total{method, code}, umpath_build_info{version}.
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -26,6 +27,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "agent/base/mutex.h"
 #include "agent/core/info.h"
 #include "prometheus/metric_family.h"
@@ -74,6 +76,59 @@ class RpcStats {
   absl::flat_hash_map<std::string, Logged> logged_ ABSL_GUARDED_BY(mu_);
 };
 
+// --metrics_path_detail: which paths get their 15 series (a head's always come).
+//   kFull: every path.
+//   kErrors: a path that is not healthy: not selectable (failed by hand, controller not
+//     LIVE, ANA inaccessible/persistent loss/change/pending, not ready), or whose errors
+//     or failovers grew since the previous scrape; and it keeps its series for a hold
+//     (MetricsOptions::path_detail_hold, 10 minutes) after it was last seen so, so a
+//     rate() over the rules' 5 minute windows ends at 0 instead of with the series, and a
+//     path that errs every few minutes is one series, not a new one each time.
+//   kNone: no path.
+// A path's series come back with the core's totals (never restarted at 0): Prometheus
+// sees a staleness marker when they go and the same series, higher, when they return,
+// so rate() reads no counter reset, and counts what happened meanwhile when its window
+// holds a sample from before the gap.
+enum class PathDetail { kFull, kErrors, kNone };
+absl::StatusOr<PathDetail> ParsePathDetail(absl::string_view text);
+absl::string_view PathDetailName(PathDetail d);
+
+// What one scrape shows of each head beyond its HeadInfo.
+struct HeadView {
+  std::vector<bool> show_path;  // parallel to HeadInfo::paths
+  // Failovers of the head's paths, those removed since included: a counter that does
+  // not go back when a path goes (which rate() would read as a reset and a spike).
+  uint64_t failovers = 0;
+};
+
+// What earlier scrapes saw: each path's errors and failovers and when it was last
+// unhealthy, and the failovers of each head's removed paths.
+// Threading: scrapes, one at a time (the exposer serves with one thread); one lock.
+class ScrapeHistory {
+ public:
+  ScrapeHistory(PathDetail detail, int64_t hold_ns) : detail_(detail), hold_ns_(hold_ns) {}
+  // One HeadView per head; forgets the heads and paths that are gone.
+  std::vector<HeadView> Observe(const std::vector<HeadInfo>& heads, int64_t now_ns);
+
+ private:
+  struct PathSeen {
+    uint64_t errors = 0;
+    uint64_t failovers = 0;
+    int64_t unhealthy_at_ns = 0;
+    bool ever_unhealthy = false;
+  };
+  struct HeadSeen {
+    uint64_t uid = 0;
+    uint64_t removed_failovers = 0;  // of the paths gone, or whose counters went back
+    absl::flat_hash_map<std::string, PathSeen> paths;
+  };
+  bool Show(const PathInfo& p, PathSeen& seen, int64_t now_ns) const;
+  const PathDetail detail_;
+  const int64_t hold_ns_;
+  Mutex mu_;
+  absl::flat_hash_map<std::string, HeadSeen> heads_ ABSL_GUARDED_BY(mu_);
+};
+
 // What the agent-wide series come from.
 struct AgentStats {
   std::string version;
@@ -85,10 +140,13 @@ struct AgentStats {
   std::vector<RpcStats::Row> rpcs;
 };
 
-// The families of one scrape. Pure: unit-tested on hand-made inputs.
+// The families of one scrape. Pure: unit-tested on hand-made inputs. `views` (one per
+// head, from ScrapeHistory) picks the paths shown and gives the heads' failovers; empty:
+// every path, and the failovers of the paths there are.
 std::vector<prometheus::MetricFamily> BuildMetricFamilies(const std::vector<HeadInfo>& heads,
                                                           const std::vector<ControllerInfo>& controllers,
-                                                          const AgentStats& agent);
+                                                          const AgentStats& agent,
+                                                          const std::vector<HeadView>& views = {});
 
 struct MetricsOptions {
   std::string address;  // "127.0.0.1:9810"; port 0 picks one (see port())
@@ -104,6 +162,9 @@ struct MetricsOptions {
   std::function<WatchEndCounts()> watcher_ends;
   std::function<std::optional<BufferBudgetInfo>()> buffers;
   std::string version;
+  PathDetail path_detail = PathDetail::kFull;
+  std::chrono::nanoseconds path_detail_hold = std::chrono::minutes(10);
+  std::function<int64_t()> now_ns;  // a steady clock; default std::chrono::steady_clock
 };
 
 // Threading: Create and the destructor from one thread; scrapes run on the HTTP

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <filesystem>
 #include <map>
 #include <sstream>
@@ -122,6 +123,133 @@ TEST(MetricsTest, RemovalDeadlineOnlyWhilePendingAndRemovedSeriesGo) {
   EXPECT_EQ(SeriesWith(text, "nguid-ab01"), 0) << "the removed head's series are gone";
 }
 
+// Series lines (not comments) that start with `prefix`.
+int SeriesOf(const std::string& text, const std::string& prefix) {
+  int n = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (absl::StartsWith(line, prefix)) ++n;
+  }
+  return n;
+}
+
+// `heads` heads of `paths` healthy paths each, nothing counted yet.
+std::vector<HeadInfo> Heads(int heads, int paths) {
+  std::vector<HeadInfo> out;
+  for (int h = 0; h < heads; ++h) {
+    std::vector<std::string> names;
+    for (int p = 0; p < paths; ++p) names.push_back("nvme" + std::to_string(p));
+    out.push_back(Head("h" + std::to_string(h), names));
+    out.back().uid = static_cast<uint64_t>(h) + 1;
+    for (PathInfo& pi : out.back().paths) pi.counters = PathCounters{};
+  }
+  return out;
+}
+
+constexpr int64_t kSecond = 1'000'000'000;
+
+std::string Scrape(ScrapeHistory& history, const std::vector<HeadInfo>& heads, int64_t now_ns) {
+  return Text(BuildMetricFamilies(heads, {}, AgentStats{}, history.Observe(heads, now_ns)));
+}
+
+// Issue 18 item 4: 8 heads of 4 paths, scraped every 30 s while one path is failed and
+// another errs, then both heal. Heads keep their 6 series each at every setting.
+TEST(MetricsTest, PathDetailPicksThePathsThatGetSeries) {
+  struct Case {
+    PathDetail detail;
+    int healthy, trouble;  // path series of the 32 paths: all healthy, then two in trouble
+  };
+  for (const Case& c : {Case{PathDetail::kFull, 480, 480}, Case{PathDetail::kErrors, 0, 30},
+                        Case{PathDetail::kNone, 0, 0}}) {
+    SCOPED_TRACE(PathDetailName(c.detail));
+    ScrapeHistory history(c.detail, 0);
+    std::vector<HeadInfo> heads = Heads(8, 4);
+    std::string text = Scrape(history, heads, 0);
+    EXPECT_EQ(SeriesOf(text, "umpath_path_"), c.healthy);
+    EXPECT_EQ(SeriesOf(text, "umpath_head_"), 8 * 6);
+
+    PathInfo& failed = heads[3].paths[1];
+    failed.selectable = false;
+    failed.usable = false;
+    heads[3].selectable_paths = 3;
+    PathInfo& erring = heads[5].paths[2];
+    erring.counters.errors = 7;
+    erring.counters.failovers = 5;
+    text = Scrape(history, heads, 30 * kSecond);
+    EXPECT_EQ(SeriesOf(text, "umpath_path_"), c.trouble);
+    EXPECT_EQ(SeriesOf(text, "umpath_head_"), 8 * 6);
+    EXPECT_THAT(text, HasSubstr("umpath_head_selectable_paths{head=\"h3\"} 3"));
+    EXPECT_THAT(text, HasSubstr("umpath_head_failovers_total{head=\"h5\"} 5"));
+    if (c.detail != PathDetail::kNone) {
+      EXPECT_THAT(text, HasSubstr("umpath_path_selectable{head=\"h3\",path=\"nvme1\"} 0"));
+      EXPECT_EQ(SeriesWith(text, "head=\"h3\",path=\"nvme1\""), 15);
+      // Its full total, not what it counted since it was last shown.
+      EXPECT_THAT(text, HasSubstr("umpath_path_errors_total{head=\"h5\",path=\"nvme2\"} 7"));
+      EXPECT_EQ(SeriesWith(text, "head=\"h5\",path=\"nvme2\""), 15);
+    }
+
+    // Healed: selectable again, and no error since the previous scrape.
+    failed.selectable = failed.usable = true;
+    heads[3].selectable_paths = 4;
+    text = Scrape(history, heads, 60 * kSecond);
+    EXPECT_EQ(SeriesOf(text, "umpath_path_"), c.healthy);
+    EXPECT_THAT(text, HasSubstr("umpath_head_failovers_total{head=\"h5\"} 5"));
+  }
+}
+
+// Under `errors` a path keeps its series for the hold after it was last in trouble, and
+// comes back with its totals when it errs again.
+TEST(MetricsTest, ATroubledPathKeepsItsSeriesForTheHold) {
+  ScrapeHistory history(PathDetail::kErrors, 600 * kSecond);
+  std::vector<HeadInfo> heads = Heads(1, 2);
+  PathInfo& p = heads[0].paths[0];
+  const std::string series = "head=\"h0\",path=\"nvme0\"";
+  EXPECT_EQ(SeriesWith(Scrape(history, heads, 0), series), 0);
+  p.counters.errors = 2;
+  EXPECT_EQ(SeriesWith(Scrape(history, heads, 100 * kSecond), series), 15);
+  EXPECT_EQ(SeriesWith(Scrape(history, heads, 400 * kSecond), series), 15) << "within the hold";
+  EXPECT_EQ(SeriesWith(Scrape(history, heads, 700 * kSecond), series), 15) << "at its end";
+  EXPECT_EQ(SeriesWith(Scrape(history, heads, 701 * kSecond), series), 0) << "past it";
+  p.counters.errors = 3;
+  const std::string text = Scrape(history, heads, 2000 * kSecond);
+  EXPECT_EQ(SeriesWith(text, series), 15);
+  EXPECT_THAT(text, HasSubstr("umpath_path_errors_total{" + series + "} 3"));
+  EXPECT_EQ(SeriesWith(text, "path=\"nvme1\""), 0);
+  // A path seen first with errors has erred since it came.
+  heads[0].paths.push_back(heads[0].paths[1]);
+  heads[0].paths.back().name = "nvme2";
+  heads[0].paths.back().counters.failovers = 1;
+  EXPECT_EQ(SeriesWith(Scrape(history, heads, 2030 * kSecond), "path=\"nvme2\""), 15);
+}
+
+// umpath_head_failovers_total never goes back: not when a path goes, nor when one is
+// removed and added again between two scrapes. Another head of the same name starts anew.
+TEST(MetricsTest, HeadFailoversKeepWhatRemovedPathsCounted) {
+  ScrapeHistory history(PathDetail::kNone, 0);
+  std::vector<HeadInfo> heads = Heads(1, 3);
+  heads[0].paths[0].counters.failovers = 3;
+  heads[0].paths[1].counters.failovers = 4;
+  const std::string head = "umpath_head_failovers_total{head=\"h0\"} ";
+  EXPECT_THAT(Scrape(history, heads, 0), HasSubstr(head + "7"));
+  heads[0].paths.erase(heads[0].paths.begin());  // nvme0 goes
+  heads[0].paths[0].counters.failovers = 5;
+  EXPECT_THAT(Scrape(history, heads, 30 * kSecond), HasSubstr(head + "8"));
+  heads[0].paths[0].counters.failovers = 1;  // nvme1 removed and back
+  EXPECT_THAT(Scrape(history, heads, 60 * kSecond), HasSubstr(head + "9"));
+  heads[0].uid = 99;
+  EXPECT_THAT(Scrape(history, heads, 90 * kSecond), HasSubstr(head + "1"));
+  EXPECT_EQ(SeriesWith(Scrape(history, {}, 120 * kSecond), "h0"), 0);
+  EXPECT_THAT(Scrape(history, heads, 150 * kSecond), HasSubstr(head + "1"));
+}
+
+TEST(MetricsTest, PathDetailNames) {
+  for (PathDetail d : {PathDetail::kFull, PathDetail::kErrors, PathDetail::kNone}) {
+    ASSERT_OK_AND_ASSIGN(PathDetail parsed, ParsePathDetail(PathDetailName(d)));
+    EXPECT_EQ(parsed, d);
+  }
+  EXPECT_THAT(ParsePathDetail("all"), umpath::testing::StatusIs(absl::StatusCode::kInvalidArgument,
+                                                               HasSubstr("takes full, errors or none, not \"all\"")));
+}
+
 TEST(MetricsTest, AgentSeries) {
   AgentStats a;
   a.version = "0.1.0";
@@ -226,6 +354,51 @@ TEST(MetricsEndpointTest, ScrapesTheLiveCoreAndCountsRpcs) {
   m.reset();
   server->Shutdown();
   std::filesystem::remove_all(tmpl);
+}
+
+// The real scrape path at each setting: 8 heads of 4 paths (4 controllers), a path
+// failed by hand and reinstated.
+TEST(MetricsEndpointTest, PathSeriesPerDetailOverHttp) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Multipath> mp, Multipath::Create(MultipathOptions{}));
+  ASSERT_OK(testing::AddTestTopology(mp.get(), 4, 8));
+  const std::string head = "nguid-ab000000000000000000000000000003";
+  const std::string path = "head=\"" + head + "\",path=\"c2\"";
+  struct Case {
+    PathDetail detail;
+    int healthy, failed;  // path series
+  };
+  for (const Case& c : {Case{PathDetail::kFull, 480, 480}, Case{PathDetail::kErrors, 0, 15},
+                        Case{PathDetail::kNone, 0, 0}}) {
+    SCOPED_TRACE(PathDetailName(c.detail));
+    MetricsOptions o;
+    o.address = "127.0.0.1:0";
+    o.mp = mp.get();
+    o.path_detail = c.detail;
+    o.path_detail_hold = std::chrono::nanoseconds(0);
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<MetricsEndpoint> m, MetricsEndpoint::Create(o));
+    std::string body = Scrape(m->port());
+    ASSERT_THAT(body, HasSubstr("200 OK"));
+    const int all = SeriesWith(body, "umpath_");
+    EXPECT_EQ(SeriesOf(body, "umpath_path_"), c.healthy);
+    EXPECT_EQ(SeriesOf(body, "umpath_head_"), 8 * 6);
+    EXPECT_EQ(SeriesOf(body, "umpath_controller_"), 4 * 8);
+
+    ASSERT_OK(mp->FailPath(head, "c2", "test"));
+    body = Scrape(m->port());
+    EXPECT_EQ(SeriesOf(body, "umpath_path_"), c.failed);
+    EXPECT_EQ(SeriesWith(body, path), c.detail == PathDetail::kNone ? 0 : 15);
+    EXPECT_THAT(body, HasSubstr("umpath_head_selectable_paths{head=\"" + head + "\"} 3"));
+    if (c.detail != PathDetail::kNone) {
+      EXPECT_THAT(body, HasSubstr("umpath_path_selectable{" + path + "} 0"));
+    }
+
+    ASSERT_OK(mp->ReinstatePath(head, "c2"));
+    body = Scrape(m->port());
+    EXPECT_EQ(SeriesOf(body, "umpath_path_"), c.healthy);
+    EXPECT_EQ(SeriesWith(body, "umpath_"), all);
+    std::printf("path detail %s: %d series with every path healthy, %d with one failed\n",
+                std::string(PathDetailName(c.detail)).c_str(), all, all - c.healthy + c.failed);
+  }
 }
 
 // Item 14: on the way down, health goes NOT_SERVING and watchers end before the metrics

@@ -263,6 +263,7 @@ absl::Status Agent::StartServer() {
   mo.mp = mp_.get();
   mo.rpcs = rpc_stats_.get();
   mo.version = config_.server.service.version;
+  mo.path_detail = config_.metrics_path_detail;
   server::ControlService* svc = &server_->service();
   mo.watchers = [svc] { return static_cast<uint64_t>(svc->watchers()); };
   mo.watcher_ends = [svc] { return svc->watcher_ends(); };
@@ -271,7 +272,7 @@ absl::Status Agent::StartServer() {
   if (!m.ok()) return Prefixed("metrics", m.status());
   const std::string& addr = config_.metrics_address;
   Log(absl::StrCat("serving metrics on ", (*m)->scheme(), "://", addr.substr(0, addr.rfind(':')), ":",
-                   (*m)->port(), "/metrics"));
+                   (*m)->port(), "/metrics (path detail ", server::PathDetailName(mo.path_detail), ")"));
   // Stopped by the server's Shutdown once health is NOT_SERVING and watchers have ended.
   server_->AdoptMetrics(std::move(*m));
   return absl::OkStatus();

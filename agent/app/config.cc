@@ -42,6 +42,9 @@ ABSL_FLAG(std::string, metrics_tls_cert_file, "",
 ABSL_FLAG(std::string, metrics_tls_key_file, "", "its private key (PEM)");
 ABSL_FLAG(std::string, metrics_tls_client_ca_file, "",
           "scrapers must present a certificate that chains to this CA (PEM); empty: any scraper");
+ABSL_FLAG(std::string, metrics_path_detail, "full",
+          "which paths get per-path series (15 each; heads always get theirs): full (every "
+          "path), errors (a path not selectable or erring, and 10 minutes after), none");
 ABSL_FLAG(std::string, state_file, "/var/lib/umpath/heads",
           "per-head settings made through the API, kept across restarts");
 
@@ -281,6 +284,7 @@ absl::StatusOr<AgentConfig> AgentConfigFromFlags() {
                                      c.metrics_tls_client_ca_file.empty())) {
     return absl::InvalidArgumentError("--metrics_tls_* need --metrics_address");
   }
+  ASSIGN_OR_RETURN(c.metrics_path_detail, server::ParsePathDetail(absl::GetFlag(FLAGS_metrics_path_detail)));
   if (!absl::GetFlag(FLAGS_vfio_devices).empty()) {
     ASSIGN_OR_RETURN(c.vfio, VfioFromFlags());
   }

@@ -13,6 +13,7 @@
 #include "agent/kernel/libnvme_backend.h"
 #include "agent/vfio/vfio_manager.h"
 #include "server/control_server.h"
+#include "server/metrics.h"
 
 namespace umpath::app {
 
@@ -21,6 +22,7 @@ struct AgentConfig {
   std::string state_file;
   std::string metrics_address;  // empty: no metrics endpoint
   std::string metrics_tls_cert_file, metrics_tls_key_file, metrics_tls_client_ca_file;
+  server::PathDetail metrics_path_detail = server::PathDetail::kFull;  // --metrics_path_detail
   IoPolicy default_policy = IoPolicy::kNuma;
   uint32_t default_delayed_removal_secs = 0;
   int workers = 1;

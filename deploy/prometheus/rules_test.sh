@@ -54,8 +54,11 @@ step "self-check: the rule tests fail when a rule is broken"
 # Each mutation must make at least one test case fail.
 mutations=(
   "UmpathHeadNoLivePath without its 1m wait|s/for: 1m/for: 0m/"
-  "UmpathPathDown after 2 minutes|s/for: 5m/for: 2m/"
-  "UmpathFailoverRate threshold 2/s|s/rate(umpath_path_failovers_total\[5m\])) > 1/rate(umpath_path_failovers_total[5m])) > 2/"
+  "UmpathPathDown after 2 minutes|/alert: UmpathPathDown/,/for:/s/for: 5m/for: 2m/"
+  "UmpathFailoverRate threshold 2/s|s/rate(umpath_head_failovers_total\[5m\]) > 1/rate(umpath_head_failovers_total[5m]) > 2/"
+  "UmpathFailoverRate without the sum for agents older than the head counter|s/sum without (path) (rate(umpath_path_failovers_total\[5m\])) > 1/vector(0) > 1/"
+  "UmpathHeadPathsDown also where path series say it|s/(umpath_path_selectable == 0)/(umpath_path_selectable == 2)/"
+  "UmpathHeadPathsDown after 2 minutes|/alert: UmpathHeadPathsDown/,/for:/s/for: 5m/for: 2m/"
   "UmpathWatchersDropped on client_gone|s/reason=\"fell_behind\"/reason=\"client_gone\"/g"
   "UmpathHeadRemovalPending on head_paths|s/expr: umpath_head_removal_deadline_timestamp_seconds/expr: umpath_head_paths == 0/"
 )
@@ -144,11 +147,13 @@ fi
 
 step "self-check: e2e_check.py fails on metrics that break their contract"
 # The same server now serves a fixture with two ANA states at 1 for nvme3, a head that
-# counts a path too many, a controller missing a state and a node label from the agent.
+# counts a path too many, a controller missing a state, a node label from the agent and
+# a head that counts fewer failovers than its path.
 sed -e 's/^\(umpath_path_ana_state{head="nguid-[0-9a-f]*",path="nvme3",state="change"}\) 0$/\1 1/' \
     -e 's/^\(umpath_head_paths{head="eui64-0025388b91c2a3f4"}\) 1$/\1 2/' \
     -e '/^umpath_controller_state{controller="nvme4",state="dead"}/d' \
     -e 's/^umpath_watchers 1$/umpath_watchers{node="worker-1"} 1/' \
+    -e 's/^\(umpath_head_failovers_total{head="eui64-0025388b91c2a3f4"}\) 7$/\1 6/' \
     testdata/metrics.txt >"$tmp/www/metrics"
 if python3 "$here/e2e_check.py" "127.0.0.1:$port" >"$tmp/inv.log" 2>&1; then
   fail "e2e_check.py passed on metrics that break their contract"
@@ -157,6 +162,7 @@ else
       '^FAIL invariant: a controller has exactly one state at 1, of six: .*controller=nvme4' \
       "^FAIL invariant: umpath_head_paths counts the head's paths: .*eui64-0025388b91c2a3f4" \
       '^FAIL invariant: the agent adds no node label' \
+      "^FAIL invariant: umpath_head_failovers_total is at least its paths' failovers: .*eui64-0025388b91c2a3f4" \
       '^FAIL error .*many-to-many matching not allowed'; do
     if grep -q "$pattern" "$tmp/inv.log"; then pass "e2e self-check: $(grep -m 1 "$pattern" "$tmp/inv.log" | cut -c1-150)"
     else fail "e2e self-check: no line matching '$pattern'"; fi
