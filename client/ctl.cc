@@ -56,6 +56,8 @@ const char* const kUsage = R"(usage: umpathctl [--socket=PATH | --address=HOST:P
   sim ana CONTROLLER GROUP optimized|non-optimized|inaccessible|persistent-loss|change
   sim lose CONTROLLER | sim return CONTROLLER
                                         the controller is gone / comes back (hotplug)
+  sim lose-ns CONTROLLER NSID | sim return-ns CONTROLLER NSID
+                                        one path goes (the namespace is detached) / comes back
   sim stick CONTROLLER                  commands never complete (until cleared)
   sim latency CONTROLLER MICROSECONDS
   sim clear CONTROLLER                  ends its errors and stuck commands
@@ -628,6 +630,8 @@ int Sim(const Invocation& ctl) {
     req.mutable_loss();
   } else if (verb == "return" && a.size() == 3) {
     req.mutable_controller_return();
+  } else if ((verb == "lose-ns" || verb == "return-ns") && a.size() == 4 && absl::SimpleAtoi(a[3], &n)) {
+    (verb == "lose-ns" ? req.mutable_namespace_loss()->set_nsid(n) : req.mutable_namespace_return()->set_nsid(n));
   } else if (verb == "stick" && a.size() == 3) {
     req.mutable_stuck();
   } else if (verb == "latency" && a.size() == 4 && absl::SimpleAtoi(a[3], &n)) {

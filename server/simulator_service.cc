@@ -49,6 +49,7 @@ void ToProto(const sim::SimControllerInfo& in, v1alpha::SimulatedController* out
   out->set_errors_injected(in.errors_injected);
   out->set_stuck(in.stuck);
   out->set_latency_us(static_cast<uint32_t>(in.latency_ns / 1000));
+  for (uint32_t nsid : in.detached_nsids) out->add_detached_nsids(nsid);
 }
 
 }  // namespace
@@ -96,11 +97,20 @@ absl::StatusOr<sim::SimFault> FaultFromProto(const v1alpha::InjectFaultRequest& 
       f.kind = K::kLatency;
       f.latency_ns = int64_t{req.latency().latency_us()} * 1000;
       return f;
+    case v1alpha::InjectFaultRequest::kNamespaceLoss:
+      f.kind = K::kNamespaceLoss;
+      f.nsid = req.namespace_loss().nsid();
+      return f;
+    case v1alpha::InjectFaultRequest::kNamespaceReturn:
+      f.kind = K::kNamespaceReturn;
+      f.nsid = req.namespace_return().nsid();
+      return f;
     case v1alpha::InjectFaultRequest::FAULT_NOT_SET:
       break;
   }
   return absl::InvalidArgumentError(
-      "no fault: set one of path_error, ana_change, loss, controller_return, stuck, latency");
+      "no fault: set one of path_error, ana_change, loss, controller_return, stuck, latency, "
+      "namespace_loss, namespace_return");
 }
 
 grpc::ServerUnaryReactor* SimulatorService::ListSimulatedControllers(

@@ -209,6 +209,16 @@ TEST_F(SimAgentTest, ALostControllerFailsOverAndComesBack) {
   for (const v1::Head& h : Heads()) EXPECT_EQ(h.paths_size(), 2) << h.name();
 }
 
+TEST_F(SimAgentTest, ANamespaceLostFromOneControllerTakesOnePathAndReturns) {
+  Start("1:2:2");
+  Watch();
+  EXPECT_EQ(Ctl({"sim", "lose-ns", "sim-0-1", "2"}), 0) << err_.str();
+  const v1::Event gone = WaitFor(Is(v1::EVENT_TYPE_PATH_REMOVED, "sim-0-1"));
+  for (const v1::Head& h : Heads()) EXPECT_EQ(h.paths_size(), h.name() == gone.head() ? 1 : 2) << h.name();
+  EXPECT_EQ(Ctl({"sim", "return-ns", "sim-0-1", "2"}), 0) << err_.str();
+  EXPECT_EQ(WaitFor(Is(v1::EVENT_TYPE_PATH_ADDED, "sim-0-1")).head(), gone.head());
+}
+
 TEST_F(SimAgentTest, APathErrorIsCountedAndTheIoFailsOver) {
   Start("1:1:2");
   v1alpha::InjectFaultRequest err = Fault("sim-0-0");

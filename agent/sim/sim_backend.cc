@@ -38,6 +38,7 @@ struct SimBackend::Model {
   std::vector<nvme::AnaState> ana;  // by group - 1
   uint64_t ana_changes = 1;
   std::shared_ptr<SimFaults> faults = std::make_shared<SimFaults>();
+  std::set<uint32_t> detached_nsids;  // namespaces this controller does not show
   Driver* driver = nullptr;  // the attached incarnation; null while lost or detached
 };
 
@@ -46,6 +47,8 @@ class SimBackend::Driver final : public ControllerDriver {
  public:
   Driver(SimBackend* be, Model* m) : be_(be), m_(m) {}
   std::shared_ptr<SimLink> link = std::make_shared<SimLink>();
+  nvme::ControllerIdentity id;
+  uint32_t max_transfer = 0;
   std::vector<std::unique_ptr<SimQueuePair>> qps;  // by worker
 
   ResetKind reset_kind() const override { return ResetKind::kFenceAndRecover; }
@@ -158,6 +161,8 @@ absl::Status SimBackend::BringUp(Model* m) {
   if (!id.ok()) return absl::InternalError(absl::StrCat(m->name, ": Identify Controller: ", id.status().message()));
   const uint32_t max_transfer = 4096u << id->mdts;
   auto d = std::make_unique<Driver>(this, m);
+  d->id = *id;
+  d->max_transfer = max_transfer;
   for (size_t w = 0; w < workers_.size(); ++w) {
     SimQueueOptions qo;
     qo.depth = options_.queue_depth;
@@ -197,20 +202,9 @@ absl::Status SimBackend::BringUp(Model* m) {
   ReadAnaLog(m);
   int joined = 0;
   for (uint32_t nsid = 1; nsid <= options_.namespaces; ++nsid) {
-    const SimNamespaceIdentity nsi{.size_blocks = options_.namespace_bytes / options_.block_size,
-                                   .block_size = options_.block_size,
-                                   .ana_group_id = nsid,
-                                   .nguid = SimNguid(m->subsystem, nsid),
-                                   .uuid = SimUuid(m->subsystem, nsid)};
-    absl::StatusOr<nvme::NamespaceIdentity> ns = nvme::ParseIdentifyNamespace(IdentifyNamespacePage(nsi));
-    absl::StatusOr<nvme::NamespaceIds> ids = nvme::ParseNamespaceIdDescriptors(NamespaceIdDescriptorPage(nsi));
-    if (!ns.ok() || !ids.ok()) {
-      Log(absl::StrCat(m->name, " nsid ", nsid, ": ", !ns.ok() ? ns.status().message() : ids.status().message()));
-      continue;
-    }
-    absl::StatusOr<std::string> head = mp_->AddPath(PathSpecFromIdentify(m->name, nsid, *ns, *ids, *id, max_transfer));
-    if (!head.ok()) {
-      Log(absl::StrCat(m->name, " nsid ", nsid, ": not a path: ", head.status().message()));
+    if (m->detached_nsids.contains(nsid)) continue;
+    if (absl::Status s = AddNamespacePath(m, nsid); !s.ok()) {
+      Log(absl::StrCat(m->name, " nsid ", nsid, ": ", s.message()));
       continue;
     }
     ++joined;
@@ -218,6 +212,38 @@ absl::Status SimBackend::BringUp(Model* m) {
   Log(absl::StrCat(m->name, ": attached (", id->subsys_nqn, ", ", joined, " of ", options_.namespaces,
                    " namespace(s) as paths)"));
   return absl::OkStatus();
+}
+
+absl::Status SimBackend::AddNamespacePath(Model* m, uint32_t nsid) {
+  const SimNamespaceIdentity nsi{.size_blocks = options_.namespace_bytes / options_.block_size,
+                                 .block_size = options_.block_size,
+                                 .ana_group_id = nsid,
+                                 .nguid = SimNguid(m->subsystem, nsid),
+                                 .uuid = SimUuid(m->subsystem, nsid)};
+  ASSIGN_OR_RETURN(nvme::NamespaceIdentity ns, nvme::ParseIdentifyNamespace(IdentifyNamespacePage(nsi)));
+  ASSIGN_OR_RETURN(nvme::NamespaceIds ids, nvme::ParseNamespaceIdDescriptors(NamespaceIdDescriptorPage(nsi)));
+  return mp_->AddPath(PathSpecFromIdentify(m->name, nsid, ns, ids, m->driver->id, m->driver->max_transfer))
+      .status();
+}
+
+absl::Status SimBackend::NamespaceFault(Model* m, const SimFault& f) {
+  if (f.nsid < 1 || f.nsid > options_.namespaces) {
+    return absl::InvalidArgumentError(absl::StrCat("nsid ", f.nsid, " is not one of ", m->name,
+                                                   "'s namespaces (1..", options_.namespaces, ")"));
+  }
+  const bool lose = f.kind == SimFault::Kind::kNamespaceLoss;
+  if (m->detached_nsids.contains(f.nsid) == lose) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("nsid ", f.nsid, lose ? " is detached from " : " is attached to ", m->name, " already"));
+  }
+  if (lose) {
+    m->detached_nsids.insert(f.nsid);
+    if (m->driver == nullptr) return absl::OkStatus();
+    return mp_->RemovePath(m->name, f.nsid, "the simulated namespace was detached from the controller");
+  }
+  m->detached_nsids.erase(f.nsid);
+  if (m->driver == nullptr) return absl::OkStatus();  // it shows the namespace when it returns
+  return AddNamespacePath(m, f.nsid);
 }
 
 void SimBackend::ReadAnaLog(Model* m) {
@@ -290,6 +316,9 @@ absl::Status SimBackend::Inject(absl::string_view controller, const SimFault& f)
     case K::kStuck:
       faults.stuck.store(true, std::memory_order_relaxed);
       return absl::OkStatus();
+    case K::kNamespaceLoss:
+    case K::kNamespaceReturn:
+      return NamespaceFault(m, f);
     case K::kLatency:
       if (f.latency_ns < 0 || f.latency_ns > 10'000'000'000) {
         return absl::InvalidArgumentError("latency is 0..10 s");
@@ -317,7 +346,8 @@ SimControllerInfo SimBackend::InfoOf(const Model& m) const {
                            .errors_left = f.errors_left.load(std::memory_order_relaxed),
                            .errors_injected = f.errors_injected.load(std::memory_order_relaxed),
                            .stuck = f.stuck.load(std::memory_order_relaxed),
-                           .latency_ns = f.latency_ns.load(std::memory_order_relaxed)};
+                           .latency_ns = f.latency_ns.load(std::memory_order_relaxed),
+                           .detached_nsids = {m.detached_nsids.begin(), m.detached_nsids.end()}};
 }
 
 absl::StatusOr<SimControllerInfo> SimBackend::Describe(absl::string_view controller) const {

@@ -18,6 +18,8 @@
 //   loss        - the controller is gone (its queue pairs refuse commands; the
 //                 supervisor detaches it as a lost device: fenced, I/O failed over);
 //   return      - a lost or detached controller comes back, added again as a hotplug;
+//   namespace loss and return - one namespace is detached from one controller (that
+//                 path goes, the head keeps its others) and attached again;
 //   stuck       - commands submitted from now on never complete until cleared: past
 //                 --io_timeout_ms the controller is reset, as a vfio one is;
 //   latency     - completions are due this long after submission.
@@ -29,6 +31,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <vector>
@@ -62,10 +65,11 @@ struct SimOptions {
 absl::Status ParseSimTopology(absl::string_view text, SimOptions* out);
 
 struct SimFault {
-  enum class Kind { kPathError, kAnaState, kLoss, kReturn, kStuck, kLatency };
+  enum class Kind { kPathError, kAnaState, kLoss, kReturn, kStuck, kLatency, kNamespaceLoss, kNamespaceReturn };
   Kind kind = Kind::kPathError;
   // kPathError: SCT (bits 10:8) and SC (7:0); the command's DNR bit; how many commands
-  // (0: every one until cleared); one namespace only (0: all).
+  // (0: every one until cleared); one namespace only (0: all). kNamespaceLoss and
+  // kNamespaceReturn: the namespace.
   uint16_t status_code = 0;
   bool dnr = false;
   int64_t count = 0;
@@ -87,6 +91,7 @@ struct SimControllerInfo {
   uint64_t errors_injected = 0;
   bool stuck = false;
   int64_t latency_ns = 0;
+  std::vector<uint32_t> detached_nsids;  // ascending
 };
 
 class SimBackend {
@@ -120,6 +125,10 @@ class SimBackend {
              std::vector<Worker*> workers, SimOptions options);
   Model* Find(absl::string_view name) const;
   absl::Status BringUp(Model* m);
+  // Namespace `nsid` of an attached controller as a path: its Identify data through
+  // the agent's parsers, then the core.
+  absl::Status AddNamespacePath(Model* m, uint32_t nsid);
+  absl::Status NamespaceFault(Model* m, const SimFault& f);
   void ReadAnaLog(Model* m);
   SimControllerInfo InfoOf(const Model& m) const;
   void Log(const std::string& line) const;

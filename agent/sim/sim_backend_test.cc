@@ -173,6 +173,34 @@ TEST_F(SimBackendTest, ALostControllerLeavesAndReturnsLikeAHotplug) {
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("is attached")));
 }
 
+TEST_F(SimBackendTest, ANamespaceLostFromOneControllerTakesOnlyThatPath) {
+  Start("1:2:2");
+  SimFault lose = Fault(SimFault::Kind::kNamespaceLoss);
+  lose.nsid = 2;
+  ASSERT_OK(sim_->Inject("sim-0-1", lose));
+  Pump();
+  for (const HeadInfo& h : mp_->ListHeads()) {
+    EXPECT_EQ(h.paths.size(), h.nsid == 2 ? 1u : 2u) << h.name;
+  }
+  EXPECT_THAT(sim_->Inject("sim-0-1", lose), StatusIs(absl::StatusCode::kFailedPrecondition));
+  // A controller that returns does not show it either, until it is attached again.
+  ASSERT_OK(sim_->Inject("sim-0-1", Fault(SimFault::Kind::kLoss)));
+  Pump();
+  ASSERT_OK(sim_->Inject("sim-0-1", Fault(SimFault::Kind::kReturn)));
+  Pump();
+  for (const HeadInfo& h : mp_->ListHeads()) EXPECT_EQ(h.paths.size(), h.nsid == 2 ? 1u : 2u) << h.name;
+  SimFault back = Fault(SimFault::Kind::kNamespaceReturn);
+  back.nsid = 2;
+  ASSERT_OK(sim_->Inject("sim-0-1", back));
+  Pump();
+  for (const HeadInfo& h : mp_->ListHeads()) {
+    ASSERT_EQ(h.paths.size(), 2u) << h.name;
+    for (const PathInfo& p : h.paths) EXPECT_TRUE(p.selectable) << p.name;
+  }
+  back.nsid = 3;
+  EXPECT_THAT(sim_->Inject("sim-0-1", back), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("nsid 3")));
+}
+
 TEST_F(SimBackendTest, StuckCommandsTimeOutResetTheControllerAndCompleteOnceCleared) {
   Start("1:1:1");
   const std::string head = OnlyHead().name;
