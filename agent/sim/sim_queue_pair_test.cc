@@ -2,6 +2,10 @@
 
 #include <poll.h>
 
+#include <atomic>
+#include <chrono>
+#include <thread>
+
 #include <cstring>
 #include <vector>
 
@@ -189,6 +193,45 @@ TEST_F(SimQueuePairTest, AFullQueueIsBusyAndAGoneOneRefuses) {
   EXPECT_EQ(qp_->Poll(sink_, 16), 2u);
   link_->gone = true;
   EXPECT_EQ(qp_->Submit(&reqs[4]), SubmitResult::kGone);
+}
+
+// The control thread sets and clears faults while a worker submits and polls: atomics
+// only (TSan checks there is no race), and every command completes once cleared.
+TEST_F(SimQueuePairTest, FaultsReachAWorkingWorkerWithoutALock) {
+  Make();
+  std::atomic<bool> stop{false};
+  std::atomic<int> completed{0}, failed{0};
+  std::thread worker([&] {
+    std::vector<IoRequest> reqs(4, Io(nvme::IoOpcode::kFlush, 0, nullptr));
+    Sink sink;
+    size_t next = 0;
+    while (!stop.load() || qp_->outstanding() > 0) {
+      if (!stop.load() && qp_->Submit(&reqs[next % reqs.size()]) == SubmitResult::kOk) ++next;
+      qp_->Poll(sink, 16);
+      for (const auto& [req, st] : sink.done) (st.ok() ? completed : failed).fetch_add(1);
+      sink.done.clear();
+    }
+  });
+  // Each change is seen by commands the worker completes after it.
+  auto progress = [&] {
+    const int from = completed.load() + failed.load();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (completed.load() + failed.load() == from && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::yield();
+    }
+  };
+  for (int i = 0; i < 100; ++i) {
+    faults_->error_status = nvme::Status::Make(sc::kInternalPathError).ToCompletionField();
+    faults_->errors_left = 3;
+    progress();
+    faults_->stuck = true;
+    faults_->Clear();
+    progress();
+  }
+  stop = true;
+  worker.join();
+  EXPECT_GE(completed.load() + failed.load(), 200);
+  EXPECT_EQ(static_cast<uint64_t>(failed.load()), faults_->errors_injected.load());
 }
 
 TEST_F(SimQueuePairTest, ItsWakeFdBecomesReadableWhenACompletionIsDue) {
