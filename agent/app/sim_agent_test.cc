@@ -219,6 +219,21 @@ TEST_F(SimAgentTest, ANamespaceLostFromOneControllerTakesOnePathAndReturns) {
   EXPECT_EQ(WaitFor(Is(v1::EVENT_TYPE_PATH_ADDED, "sim-0-1")).head(), gone.head());
 }
 
+TEST_F(SimAgentTest, TheControlApiResetsAndDetachesSimulatedControllersAsAnyOther) {
+  Start("1:1:2");
+  Watch();
+  EXPECT_EQ(Ctl({"reset", "sim-0-0"}), 0) << err_.str();
+  WaitFor(Is(v1::EVENT_TYPE_CONTROLLER_STATE_CHANGED, "sim-0-0", "resetting"));
+  WaitFor(Is(v1::EVENT_TYPE_CONTROLLER_STATE_CHANGED, "sim-0-0", "live"));
+  EXPECT_EQ(Ctl({"detach", "sim-0-0"}), 0) << err_.str();
+  WaitFor(Is(v1::EVENT_TYPE_CONTROLLER_REMOVED, "sim-0-0"));
+  EXPECT_EQ(Ctl({"sim", "lose", "sim-0-0"}), 9) << "FAILED_PRECONDITION: not attached";
+  // A detached controller comes back as a lost one does.
+  EXPECT_EQ(Ctl({"sim", "return", "sim-0-0"}), 0) << err_.str();
+  WaitFor(Is(v1::EVENT_TYPE_CONTROLLER_ADDED, "sim-0-0"));
+  EXPECT_EQ(Heads()[0].paths_size(), 2);
+}
+
 TEST_F(SimAgentTest, APathErrorIsCountedAndTheIoFailsOver) {
   Start("1:1:2");
   v1alpha::InjectFaultRequest err = Fault("sim-0-0");
