@@ -49,6 +49,18 @@ const char* const kUsage = R"(usage: umpathctl [--socket=PATH | --address=HOST:P
   watch [--since=N] [--head=HEAD ...] [--type=TYPE ...]
                                         events as they happen; resumes after a dropped
                                         connection from the last revision seen
+  sim                                   the simulated controllers (umpathd --sim) and their faults
+  sim error CONTROLLER CODE [COUNT [NSID]] [dnr]
+                                        the next COUNT commands (0: all, until cleared) fail
+                                        with status CODE (SCT and SC, e.g. 0x302)
+  sim ana CONTROLLER GROUP optimized|non-optimized|inaccessible|persistent-loss|change
+  sim lose CONTROLLER | sim return CONTROLLER
+                                        the controller is gone / comes back (hotplug)
+  sim lose-ns CONTROLLER NSID | sim return-ns CONTROLLER NSID
+                                        one path goes (the namespace is detached) / comes back
+  sim stick CONTROLLER                  commands never complete (until cleared)
+  sim latency CONTROLLER MICROSECONDS
+  sim clear CONTROLLER                  ends its errors and stuck commands
 
 HEAD is a head's id (nguid-..., eui64-..., uuid-..., ns1.nqn...) or heads/{id}; PATH is
 the controller's name.
@@ -537,6 +549,100 @@ int Watch(const Invocation& ctl) {
   return StreamEvents(ctl, std::move(req));
 }
 
+std::vector<std::string> SimulatedRow(const v1alpha::SimulatedController& c) {
+  std::string ana;
+  for (int s : c.ana_states()) absl::StrAppend(&ana, ana.empty() ? "" : ",", Ana(static_cast<v1::AnaState>(s)));
+  std::string error = "-";
+  if (c.has_path_error()) {
+    const v1alpha::PathError& e = c.path_error();
+    error = absl::StrCat(absl::Hex(e.sct() << 8 | e.sc(), absl::kZeroPad3), e.dnr() ? " dnr" : "",
+                         e.count() == 0 ? " until cleared" : absl::StrCat(" x", e.count()));
+  }
+  return {c.name(), c.attached() ? "yes" : "no", ana, error, absl::StrCat(c.errors_injected()),
+          c.stuck() ? "yes" : "no", absl::StrCat(c.latency_us())};
+}
+
+void PrintSimulated(std::ostream& out, const google::protobuf::RepeatedPtrField<v1alpha::SimulatedController>& all) {
+  std::vector<std::vector<std::string>> rows = {
+      {"CONTROLLER", "ATTACHED", "ANA(by group)", "ERROR", "INJECTED", "STUCK", "LATENCY_US"}};
+  for (const auto& c : all) rows.push_back(SimulatedRow(c));
+  Table(out, rows);
+}
+
+bool ParseAnaState(absl::string_view text, v1::AnaState* out) {
+  return v1::AnaState_Parse(Upper(text, "ANA_STATE_"), out) && *out != v1::ANA_STATE_UNSPECIFIED;
+}
+
+// `sim ...`: the simulator's faults (umpath.v1alpha.SimulatorControl).
+int Sim(const Invocation& ctl) {
+  auto* stub = ctl.o.simulator;
+  if (stub == nullptr) return Usage(ctl.err, "sim: no simulator connection");
+  const Args& a = ctl.args;
+  auto show = [&](const grpc::Status& s, const auto& resp) {
+    return Show(ctl.out, ctl.err, s, resp, ctl.o.json,
+                +[](std::ostream& out, const std::decay_t<decltype(resp)>& r) {
+                  google::protobuf::RepeatedPtrField<v1alpha::SimulatedController> one;
+                  *one.Add() = r.controller();
+                  PrintSimulated(out, one);
+                });
+  };
+  if (a.size() == 1) {
+    v1alpha::ListSimulatedControllersResponse r;
+    grpc::Status s = stub->ListSimulatedControllers(Ctx().get(), {}, &r);
+    return Show(ctl.out, ctl.err, s, r, ctl.o.json,
+                +[](std::ostream& out, const v1alpha::ListSimulatedControllersResponse& l) {
+                  PrintSimulated(out, l.controllers());
+                });
+  }
+  if (a.size() < 3) return Usage(ctl.err, "sim: a fault and a controller");
+  const std::string& verb = a[1];
+  if (verb == "clear" && a.size() == 3) {
+    v1alpha::ClearFaultsRequest req;
+    req.set_controller(a[2]);
+    v1alpha::ClearFaultsResponse r;
+    return show(stub->ClearFaults(Ctx().get(), req, &r), r);
+  }
+  v1alpha::InjectFaultRequest req;
+  req.set_controller(a[2]);
+  uint32_t n = 0;
+  if (verb == "error" && a.size() >= 4 && a.size() <= 7) {
+    uint32_t code = 0;
+    if (!absl::SimpleHexAtoi(a[3], &code) || code > 0x7ff) return Usage(ctl.err, "sim error: CODE is SCT and SC in hex, e.g. 0x302");
+    v1alpha::PathError* pe = req.mutable_path_error();
+    pe->set_sct(code >> 8);
+    pe->set_sc(code & 0xff);
+    for (size_t i = 4, k = 0; i < a.size(); ++i) {
+      if (a[i] == "dnr") {
+        pe->set_dnr(true);
+      } else if (absl::SimpleAtoi(a[i], &n) && k < 2) {
+        (k++ == 0 ? pe->set_count(n) : pe->set_nsid(n));
+      } else {
+        return Usage(ctl.err, absl::StrCat("sim error: \"", a[i], "\" is not a count, an nsid or dnr"));
+      }
+    }
+  } else if (verb == "ana" && a.size() == 5) {
+    v1::AnaState st;
+    if (!absl::SimpleAtoi(a[3], &n)) return Usage(ctl.err, "sim ana: GROUP is a number");
+    if (!ParseAnaState(a[4], &st)) return Usage(ctl.err, absl::StrCat("sim ana: unknown ANA state ", a[4]));
+    req.mutable_ana_change()->set_group(n);
+    req.mutable_ana_change()->set_state(st);
+  } else if (verb == "lose" && a.size() == 3) {
+    req.mutable_loss();
+  } else if (verb == "return" && a.size() == 3) {
+    req.mutable_controller_return();
+  } else if ((verb == "lose-ns" || verb == "return-ns") && a.size() == 4 && absl::SimpleAtoi(a[3], &n)) {
+    (verb == "lose-ns" ? req.mutable_namespace_loss()->set_nsid(n) : req.mutable_namespace_return()->set_nsid(n));
+  } else if (verb == "stick" && a.size() == 3) {
+    req.mutable_stuck();
+  } else if (verb == "latency" && a.size() == 4 && absl::SimpleAtoi(a[3], &n)) {
+    req.mutable_latency()->set_latency_us(n);
+  } else {
+    return Usage(ctl.err, absl::StrCat("sim: unknown fault or wrong arguments: ", absl::StrJoin(a, " ")));
+  }
+  v1alpha::InjectFaultResponse r;
+  return show(stub->InjectFault(Ctx().get(), req, &r), r);
+}
+
 // How many arguments a command takes after its name. A command with more than one form
 // (attach) is listed once for each.
 struct Command {
@@ -567,6 +673,7 @@ constexpr Command kCommands[] = {
     {"unexport", 1, 1, Unexport},
     {"stop", 0, 2, Stop},
     {"watch", 0, kAnyNumber, Watch},
+    {"sim", 0, kAnyNumber, Sim},
 };
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "umpath/v1/control.grpc.pb.h"
+#include "umpath/v1alpha/simulator.grpc.pb.h"
 
 namespace umpath::client {
 
@@ -20,6 +21,8 @@ struct CtlOptions {
   int watch_max_events = 0;
   // watch: a new connection to the agent for each reconnect (empty: the same stub).
   std::function<std::unique_ptr<v1::MultipathControl::StubInterface>()> reconnect;
+  // sim: the simulator's service on the same connection (none: `sim` is unavailable).
+  v1alpha::SimulatorControl::StubInterface* simulator = nullptr;
 };
 
 // Runs one command (args[0] is its name). Writes results to `out`, errors to `err` as

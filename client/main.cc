@@ -79,5 +79,7 @@ int main(int argc, char** argv) {
   };
   std::shared_ptr<grpc::Channel> channel = make_channel();
   auto stub = umpath::v1::MultipathControl::NewStub(channel);
+  auto simulator = umpath::v1alpha::SimulatorControl::NewStub(channel);
+  options.simulator = simulator.get();
   return umpath::client::RunCommand(stub.get(), args, options, std::cout, std::cerr);
 }

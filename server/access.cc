@@ -104,4 +104,20 @@ Caller AccessPolicy::Identify(absl::string_view peer, const grpc::AuthContext* a
   return c;
 }
 
+absl::Status AccessPolicy::Authorize(absl::string_view peer, const grpc::AuthContext* auth, Role need,
+                                     Caller* out) const {
+  Caller caller = Identify(peer, auth);
+  if (!caller.authenticated) {
+    return absl::UnauthenticatedError(
+        "no identity: connect over the Unix socket or with a client certificate");
+  }
+  if (caller.role < need) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        caller.identity, " has role ", RoleName(caller.role), "; this call needs ",
+        RoleName(need)));
+  }
+  if (out) *out = std::move(caller);
+  return absl::OkStatus();
+}
+
 }  // namespace umpath::server

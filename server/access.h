@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "agent/base/mutex.h"
 
@@ -72,6 +73,10 @@ class AccessPolicy {
       : config_(std::move(config)), peers_(peers) {}
   // From the call's peer string and auth context.
   Caller Identify(absl::string_view peer, const grpc::AuthContext* auth) const;
+  // OK if the caller holds `need` (and `out` says who it is); UNAUTHENTICATED without an
+  // identity, PERMISSION_DENIED without the role. Every service checks callers so.
+  absl::Status Authorize(absl::string_view peer, const grpc::AuthContext* auth, Role need,
+                         Caller* out = nullptr) const;
   Role ForUnix(uid_t uid, gid_t gid, const std::vector<gid_t>& groups = {}) const;
   Role ForNames(const std::vector<std::string>& names) const;
 

@@ -12,6 +12,7 @@
 #include "server/convert.h"
 #include "server/metrics.h"
 #include "server/rpc_interceptor.h"
+#include "server/simulator_service.h"
 
 namespace umpath::server {
 
@@ -225,6 +226,13 @@ absl::StatusOr<std::unique_ptr<ControlServer>> ControlServer::Create(Multipath* 
   std::vector<std::string> methods = MethodPaths(v1::MultipathControl::service_full_name());
   const std::vector<std::string> health_methods = MethodPaths(health::Health::service_full_name());
   methods.insert(methods.end(), health_methods.begin(), health_methods.end());
+  if (o.simulator != nullptr) {
+    s->simulator_ = std::make_unique<SimulatorService>(s->access_.get(), o.simulator);
+    builder.RegisterService(s->simulator_.get());
+    const std::vector<std::string> sim_methods =
+        MethodPaths(umpath::v1alpha::SimulatorControl::service_full_name());
+    methods.insert(methods.end(), sim_methods.begin(), sim_methods.end());
+  }
   methods.push_back(kReflectionMethod);
   Intercept(builder, o.rpc_stats, methods);
   if (!o.tcp_address.empty()) {

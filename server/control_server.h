@@ -25,6 +25,8 @@ namespace umpath::server {
 class HealthService;
 class MetricsEndpoint;
 class RpcStats;
+class SimulatorOps;
+class SimulatorService;
 
 struct ServerOptions {
   std::string socket_path = "/run/umpath/umpathd.sock";
@@ -50,6 +52,9 @@ struct ServerOptions {
   std::chrono::milliseconds shutdown_grace{5000};
   // Counts every finished RPC by method and code (the metrics); none: not counted.
   RpcStats* rpc_stats = nullptr;
+  // The simulated backend's faults (umpath.v1alpha.SimulatorControl), served only when
+  // the agent runs one (--sim).
+  SimulatorOps* simulator = nullptr;
 };
 
 // Threading: Create and Shutdown from one thread; the rest is gRPC's.
@@ -81,6 +86,7 @@ class ControlServer {
   std::unique_ptr<AccessPolicy> access_;
   std::unique_ptr<ControlService> service_;
   std::unique_ptr<HealthService> health_;
+  std::unique_ptr<SimulatorService> simulator_;
   std::unique_ptr<HealthService> probe_health_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<grpc::Server> health_server_;

@@ -16,16 +16,6 @@ namespace {
 constexpr int kDefaultPageSize = 100;
 constexpr int kMaxPageSize = 1000;
 
-grpc::Status ToGrpc(const absl::Status& s) {
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-}
-
-grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& s) {
-  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
-  r->Finish(ToGrpc(s));
-  return r;
-}
-
 absl::StatusOr<int> PageSize(int requested) {
   if (requested < 0 || requested > kMaxPageSize) {
     return absl::InvalidArgumentError(
@@ -73,18 +63,7 @@ ControlService::ControlService(Multipath* mp, const AccessPolicy* access, Servic
 ControlService::~ControlService() { hub_.FinishAll("the agent is shutting down"); }
 
 absl::Status ControlService::Authorize(Ctx* ctx, Role need, Caller* out) const {
-  Caller caller = access_->Identify(ctx->peer(), ctx->auth_context().get());
-  if (!caller.authenticated) {
-    return absl::UnauthenticatedError(
-        "no identity: connect over the Unix socket or with a client certificate");
-  }
-  if (caller.role < need) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        caller.identity, " has role ", RoleName(caller.role), "; this call needs ",
-        RoleName(need)));
-  }
-  if (out) *out = std::move(caller);
-  return absl::OkStatus();
+  return access_->Authorize(ctx->peer(), ctx->auth_context().get(), need, out);
 }
 
 absl::Status ControlService::HeadOut(const std::string& head, v1::Head* out) const {

@@ -9,6 +9,7 @@
 #include "absl/strings/string_view.h"
 #include "agent/core/event_journal.h"
 #include "agent/core/info.h"
+#include "grpcpp/grpcpp.h"
 #include "umpath/v1/control.pb.h"
 
 namespace umpath::server {
@@ -22,6 +23,17 @@ namespace v1 = ::umpath::v1;
 inline constexpr size_t kMaxNameBytes = 512;
 // The other strings a caller sends (attach: transport, address, service, NQN).
 inline constexpr size_t kMaxFieldBytes = 256;
+
+// The gRPC status of an absl::Status (the codes are the same).
+inline grpc::Status ToGrpc(const absl::Status& s) {
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+// A unary call's reactor, finished with `s`.
+inline grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& s) {
+  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  r->Finish(ToGrpc(s));
+  return r;
+}
 
 // INVALID_ARGUMENT naming the field, its length and a bounded prefix when `value` is
 // longer than `max` bytes.

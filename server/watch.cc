@@ -12,14 +12,6 @@
 
 namespace umpath::server {
 
-namespace {
-
-grpc::Status ToGrpc(const absl::Status& s) {
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-}
-
-}  // namespace
-
 // Threading: constructed on a gRPC thread; afterwards Step() runs on the hub thread
 // only, and the reactor callbacks (gRPC threads) touch only the atomics-under-mu_ flags
 // below and Wake the hub. The stream keeps itself alive (self_) until OnDone.

@@ -146,7 +146,8 @@ absl::Status Agent::StartBackends(std::unique_ptr<vfio::HandOverPackage> incomin
     plane_->Run([&] { kernel_->Start(); });
     if (!kernel::KernelMultipathEnabled()) svc.backends.push_back("kernel");
   }
-  if (vfio_ || kernel_) {
+  if (config_.sim) RETURN_IF_ERROR(StartSimulator());
+  if (vfio_ || kernel_ || sim_) {
     controller_ops_ = std::make_unique<BackendControllerOps>(
         plane_.get(), supervisor_.get(), vfio_.get(), kernel_.get(), attachments_.get(), Log);
     svc.controllers = controller_ops_.get();
@@ -157,6 +158,28 @@ absl::Status Agent::StartBackends(std::unique_ptr<vfio::HandOverPackage> incomin
       }
     });
   }
+  return absl::OkStatus();
+}
+
+// Controllers in memory (--sim), and their faults through umpath.v1alpha.
+absl::Status Agent::StartSimulator() {
+  const auto t0 = std::chrono::steady_clock::now();
+  absl::StatusOr<std::unique_ptr<sim::SimBackend>> sb =
+      sim::SimBackend::Create(mp_.get(), plane_.get(), supervisor_.get(), worker_ptrs_, *config_.sim);
+  if (!sb.ok()) return Prefixed("simulator", sb.status());
+  sim_ = std::move(*sb);
+  absl::Status attached;
+  plane_->Run([&] { attached = sim_->AttachAll(); });
+  if (!attached.ok()) return Prefixed("simulator", attached);
+  const sim::SimOptions& o = *config_.sim;
+  Log(absl::StrCat("simulator: ", o.subsystems * o.controllers, " controller(s) of ", o.subsystems,
+                   " subsystem(s), ", o.subsystems * o.namespaces, " head(s) of ", o.controllers,
+                   " path(s), in ",
+                   std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count(),
+                   " ms"));
+  sim_ops_ = std::make_unique<SimFaultOps>(plane_.get(), sim_.get());
+  config_.server.simulator = sim_ops_.get();
+  config_.server.service.backends.push_back("sim");
   return absl::OkStatus();
 }
 

@@ -6,7 +6,7 @@
 //
 //   settings store -> workers -> multipath core (its timer) -> event log -> control
 //   plane (the control thread) and the controller supervisor -> vfio backend -> kernel
-//   backend -> block devices (ublk) -> control server -> metrics endpoint
+//   backend -> simulated backend -> block devices (ublk) -> control server -> metrics endpoint
 //
 // Stopping: metrics and the server first (no new calls), the exporter stops following
 // heads, the supervisor lets go of every controller (fenced, their I/O failed over)
@@ -73,6 +73,7 @@ class Agent {
   absl::Status StartCore();
   absl::Status StartControl();
   absl::Status StartBackends(std::unique_ptr<vfio::HandOverPackage> incoming = nullptr);
+  absl::Status StartSimulator();
   // --take_over: the predecessor's running controllers, once it has gone (null: none,
   // or the simple path).
   absl::StatusOr<std::unique_ptr<vfio::HandOverPackage>> TakeOver();
@@ -106,6 +107,8 @@ class Agent {
   std::unique_ptr<EventLogger> logger_;
   std::unique_ptr<vfio::VfioManager> vfio_;
   std::unique_ptr<kernel::LibnvmeBackend> kernel_;
+  std::unique_ptr<sim::SimBackend> sim_;
+  std::unique_ptr<SimFaultOps> sim_ops_;
   // After the backends, so it goes before them: controllers left by StopAll go with it
   // (the workers have stopped by then), while their backend is still there.
   std::unique_ptr<ControllerSupervisor> supervisor_;

@@ -82,6 +82,15 @@ ABSL_FLAG(int, fabrics_ctrl_loss_tmo_secs, 600,
           "how long the kernel keeps reconnecting a fabrics controller this agent connected "
           "before it gives it up (its paths then go; delayed removal applies); -1: forever");
 ABSL_FLAG(int, fabrics_reconnect_delay_secs, 10, "the kernel's delay between reconnect attempts");
+ABSL_FLAG(std::string, sim, "",
+          "simulated NVMe controllers in memory, SUBSYSTEMS:NAMESPACES:CONTROLLERS (e.g. 2:4:2: "
+          "8 heads of 2 paths), with fault injection through umpath.v1alpha.SimulatorControl; "
+          "empty: none");
+ABSL_FLAG(int, sim_namespace_mib, 64, "each simulated namespace's size, MiB");
+ABSL_FLAG(bool, sim_memory, true,
+          "simulated namespaces keep what is written (memory is taken as it is written); "
+          "false: null devices (reads return zeros)");
+ABSL_FLAG(int, sim_latency_us, 0, "simulated completion latency, microseconds (0..10,000,000)");
 ABSL_FLAG(bool, ublk, true, "offer heads as block devices through ublk (where the kernel has it)");
 ABSL_FLAG(bool, export_all, false, "export every head as /dev/ublkbN as it appears");
 ABSL_FLAG(int, ublk_queue_depth, 64, "requests per ublk queue (one queue per worker), 1..4096");
@@ -239,6 +248,29 @@ absl::StatusOr<kernel::LibnvmeBackendOptions> KernelFromFlags() {
   return ko;
 }
 
+absl::StatusOr<sim::SimOptions> SimFromFlags() {
+  sim::SimOptions so;
+  RETURN_IF_ERROR(sim::ParseSimTopology(absl::GetFlag(FLAGS_sim), &so));
+  const int mib = absl::GetFlag(FLAGS_sim_namespace_mib);
+  const int latency_us = absl::GetFlag(FLAGS_sim_latency_us);
+  const int qd = absl::GetFlag(FLAGS_queue_depth);
+  const int timeout = absl::GetFlag(FLAGS_io_timeout_ms);
+  if (mib < 1 || mib > (1 << 20) || latency_us < 0 || latency_us > 10'000'000) {
+    return absl::InvalidArgumentError(
+        "--sim_namespace_mib must be 1..1048576, --sim_latency_us 0..10000000");
+  }
+  if (qd < 2 || qd > 4096 || timeout < 100) {
+    return absl::InvalidArgumentError("--queue_depth must be 2..4096, --io_timeout_ms at least 100");
+  }
+  so.namespace_bytes = static_cast<uint64_t>(mib) << 20;
+  so.memory = absl::GetFlag(FLAGS_sim_memory);
+  so.latency_ns = int64_t{latency_us} * 1000;
+  so.queue_depth = static_cast<uint32_t>(qd);
+  so.io_timeout_ns = int64_t{timeout} * 1'000'000;
+  so.log = [](const std::string& line) { std::fprintf(stderr, "umpath-sim: %s\n", line.c_str()); };
+  return so;
+}
+
 absl::StatusOr<ublk::StopMode> ParseStop(const std::string& text) {
   for (ublk::StopMode m : {ublk::StopMode::kHandOver, ublk::StopMode::kRemove,
                            ublk::StopMode::kForceRemove}) {
@@ -290,6 +322,9 @@ absl::StatusOr<AgentConfig> AgentConfigFromFlags() {
   }
   if (absl::GetFlag(FLAGS_kernel)) {
     ASSIGN_OR_RETURN(c.kernel, KernelFromFlags());
+  }
+  if (!absl::GetFlag(FLAGS_sim).empty()) {
+    ASSIGN_OR_RETURN(c.sim, SimFromFlags());
   }
   if (absl::GetFlag(FLAGS_ublk)) c.ublk = UblkFromFlags();
   ASSIGN_OR_RETURN(c.stop, ParseStop(absl::GetFlag(FLAGS_stop)));

@@ -11,6 +11,7 @@
 #include "agent/core/types.h"
 #include "agent/export/exporter.h"
 #include "agent/kernel/libnvme_backend.h"
+#include "agent/sim/sim_backend.h"
 #include "agent/vfio/vfio_manager.h"
 #include "server/control_server.h"
 #include "server/metrics.h"
@@ -28,6 +29,7 @@ struct AgentConfig {
   int workers = 1;
   std::optional<vfio::VfioManagerOptions> vfio;         // --vfio_devices
   std::optional<kernel::LibnvmeBackendOptions> kernel;  // --kernel
+  std::optional<sim::SimOptions> sim;                    // --sim
   // --ublk: the block-device frontend (workers, alloc and log are the agent's).
   std::optional<ublk::ExporterOptions> ublk;
   // --stop: what a signal's stop does with the block devices: hand them over to the next

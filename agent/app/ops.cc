@@ -121,6 +121,29 @@ void BackendControllerOps::Reset(const std::string& controller, server::OpDone<a
   });
 }
 
+void SimFaultOps::Inject(const std::string& controller, const sim::SimFault& fault,
+                         server::OpDone<absl::StatusOr<sim::SimControllerInfo>> done) {
+  OnPlane(plane_, std::move(done),
+          [this, controller, fault](server::OpDone<absl::StatusOr<sim::SimControllerInfo>> d) {
+            if (absl::Status s = sim_->Inject(controller, fault); !s.ok()) return std::move(d)(s);
+            std::move(d)(sim_->Describe(controller));
+          });
+}
+
+void SimFaultOps::Clear(const std::string& controller,
+                        server::OpDone<absl::StatusOr<sim::SimControllerInfo>> done) {
+  OnPlane(plane_, std::move(done), [this, controller](server::OpDone<absl::StatusOr<sim::SimControllerInfo>> d) {
+    if (absl::Status s = sim_->ClearFaults(controller); !s.ok()) return std::move(d)(s);
+    std::move(d)(sim_->Describe(controller));
+  });
+}
+
+void SimFaultOps::List(server::OpDone<absl::StatusOr<std::vector<sim::SimControllerInfo>>> done) {
+  OnPlane(plane_, std::move(done), [this](server::OpDone<absl::StatusOr<std::vector<sim::SimControllerInfo>>> d) {
+    std::move(d)(sim_->DescribeAll());
+  });
+}
+
 void UblkExportOps::Set(ublk::Exporter* e) {
   MutexLock l(&mu_);
   e_ = e;

@@ -14,9 +14,11 @@
 #include "agent/control/supervisor.h"
 #include "agent/export/exporter.h"
 #include "agent/kernel/libnvme_backend.h"
+#include "agent/sim/sim_backend.h"
 #include "agent/vfio/vfio_manager.h"
 #include "server/attachment_store.h"
 #include "server/control_service.h"
+#include "server/simulator_service.h"
 
 namespace umpath::app {
 
@@ -52,6 +54,23 @@ class BackendControllerOps final : public server::ControllerOps {
   kernel::LibnvmeBackend* const kb_;
   server::AttachmentStore* const remembered_;
   const std::function<void(const std::string&)> log_;
+};
+
+// The simulator's faults, on the control thread.
+//
+// Threading: any thread; the work runs on the control thread.
+class SimFaultOps final : public server::SimulatorOps {
+ public:
+  SimFaultOps(ControlPlane* plane, sim::SimBackend* sim) : plane_(plane), sim_(sim) {}
+  void Inject(const std::string& controller, const sim::SimFault& fault,
+              server::OpDone<absl::StatusOr<sim::SimControllerInfo>> done) override;
+  void Clear(const std::string& controller,
+             server::OpDone<absl::StatusOr<sim::SimControllerInfo>> done) override;
+  void List(server::OpDone<absl::StatusOr<std::vector<sim::SimControllerInfo>>> done) override;
+
+ private:
+  ControlPlane* const plane_;
+  sim::SimBackend* const sim_;
 };
 
 // The exporter may come later than the server (after a workload that drives the
