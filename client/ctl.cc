@@ -35,6 +35,9 @@ const char* const kUsage = R"(usage: umpathctl [--socket=PATH | --address=HOST:P
   defaults                              the node defaults for new heads
   set-delayed-removal HEAD SECS         0..86400
   set-default-delayed-removal SECS      0..86400, for heads created from now on
+  set-io-fail-timeout HEAD SECS         0..86400: I/O that waited this long for a usable
+                                        path fails, the head stays (0: waits for removal)
+  set-default-io-fail-timeout SECS      0..86400, for heads created from now on
   set-policy HEAD numa|round-robin|queue-depth
   set-default-policy numa|round-robin|queue-depth
   fail-path HEAD PATH [REASON]          take a path out of selection (maintenance)
@@ -142,6 +145,8 @@ void PrintHead(std::ostream& out, const v1::Head& h) {
       << " blocks of " << h.block_size() << " B\n"
       << "  policy " << Policy(h.io_policy()) << ", delayed_removal_secs "
       << h.delayed_removal_secs();
+  if (h.io_fail_timeout_secs() > 0) out << ", io_fail_timeout_secs " << h.io_fail_timeout_secs();
+  if (h.failing_fast()) out << " (failing fast: no usable path)";
   if (h.removal_pending()) out << ", removal at " << Time(h.removal_deadline());
   out << ", waiting I/O " << h.waiting_ios() << "\n";
   if (!h.export_device().empty()) out << "  exported as " << h.export_device() << "\n";
@@ -264,7 +269,8 @@ void PrintHeadOf(std::ostream& out, const Resp& r) {
 template <typename Resp>
 void PrintDefaults(std::ostream& out, const Resp& r) {
   out << "io_policy " << Policy(r.defaults().io_policy()) << "\ndelayed_removal_secs "
-      << r.defaults().delayed_removal_secs() << "\n";
+      << r.defaults().delayed_removal_secs() << "\nio_fail_timeout_secs "
+      << r.defaults().io_fail_timeout_secs() << "\n";
 }
 
 int Help(const Invocation& ctl) {
@@ -334,25 +340,37 @@ int Defaults(const Invocation& ctl) {
   return Call(ctl, &Stub::GetDefaults, {}, PrintDefaults);
 }
 
-int SetDelayedRemoval(const Invocation& ctl) {
-  v1::SetDelayedRemovalRequest req;
+// A setting in seconds: of a head (set-delayed-removal HEAD SECS), or of the node's
+// defaults (set-default-delayed-removal SECS); the number is the last argument.
+template <typename Req, typename Resp>
+int SetSeconds(const Invocation& ctl, grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Req&, Resp*),
+               void (Req::*set)(int64_t), Printer<Resp> table) {
+  Req req;
   int64_t secs;
-  if (!absl::SimpleAtoi(ctl.args[2], &secs)) {
-    return Usage(ctl.err, absl::StrCat("not a number: ", ctl.args[2]));
+  if (!absl::SimpleAtoi(ctl.args.back(), &secs)) {
+    return Usage(ctl.err, absl::StrCat("not a number: ", ctl.args.back()));
   }
-  req.set_name(Full("heads/", ctl.args[1]));
-  req.set_delayed_removal_secs(secs);
-  return Call(ctl, &Stub::SetDelayedRemoval, req, PrintHeadOf);
+  if constexpr (requires { req.set_name(""); }) req.set_name(Full("heads/", ctl.args[1]));
+  (req.*set)(secs);
+  return Call(ctl, rpc, req, table);
+}
+
+int SetDelayedRemoval(const Invocation& ctl) {
+  return SetSeconds(ctl, &Stub::SetDelayedRemoval, &v1::SetDelayedRemovalRequest::set_delayed_removal_secs, PrintHeadOf);
 }
 
 int SetDefaultDelayedRemoval(const Invocation& ctl) {
-  v1::SetDefaultDelayedRemovalRequest req;
-  int64_t secs;
-  if (!absl::SimpleAtoi(ctl.args[1], &secs)) {
-    return Usage(ctl.err, absl::StrCat("not a number: ", ctl.args[1]));
-  }
-  req.set_delayed_removal_secs(secs);
-  return Call(ctl, &Stub::SetDefaultDelayedRemoval, req, PrintDefaults);
+  return SetSeconds(ctl, &Stub::SetDefaultDelayedRemoval,
+                    &v1::SetDefaultDelayedRemovalRequest::set_delayed_removal_secs, PrintDefaults);
+}
+
+int SetIoFailTimeout(const Invocation& ctl) {
+  return SetSeconds(ctl, &Stub::SetIoFailTimeout, &v1::SetIoFailTimeoutRequest::set_io_fail_timeout_secs, PrintHeadOf);
+}
+
+int SetDefaultIoFailTimeout(const Invocation& ctl) {
+  return SetSeconds(ctl, &Stub::SetDefaultIoFailTimeout,
+                    &v1::SetDefaultIoFailTimeoutRequest::set_io_fail_timeout_secs, PrintDefaults);
 }
 
 int SetPolicy(const Invocation& ctl) {
@@ -661,6 +679,8 @@ constexpr Command kCommands[] = {
     {"defaults", 0, 0, Defaults},
     {"set-delayed-removal", 2, 2, SetDelayedRemoval},
     {"set-default-delayed-removal", 1, 1, SetDefaultDelayedRemoval},
+    {"set-io-fail-timeout", 2, 2, SetIoFailTimeout},
+    {"set-default-io-fail-timeout", 1, 1, SetDefaultIoFailTimeout},
     {"set-policy", 2, 2, SetPolicy},
     {"set-default-policy", 1, 1, SetDefaultPolicy},
     {"fail-path", 2, 3, FailPath},

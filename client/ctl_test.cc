@@ -184,8 +184,16 @@ TEST_F(CtlTest, SettingsAndMaintenance) {
   ASSERT_EQ(Run({"fail-path", head_, "c1", "firmware"}), 0);
   EXPECT_THAT(out_.str(), HasSubstr("failed"));
   ASSERT_EQ(Run({"reinstate-path", head_, "c1"}), 0);
+  ASSERT_EQ(Run({"set-io-fail-timeout", head_, "8"}), 0) << err_.str();
+  EXPECT_THAT(out_.str(), HasSubstr("io_fail_timeout_secs 8"));
+  EXPECT_EQ(mp_->GetHead(head_)->io_fail_timeout_secs, 8u);
+  ASSERT_EQ(Run({"set-default-io-fail-timeout", "4"}), 0) << err_.str();
+  EXPECT_EQ(mp_->GetDefaults().io_fail_timeout_secs, 4u);
+  EXPECT_EQ(Run({"set-io-fail-timeout", head_, "soon"}), 2);
+  EXPECT_EQ(Run({"set-io-fail-timeout", head_, "86401"}), 3);
   ASSERT_EQ(Run({"defaults"}), 0);
   EXPECT_THAT(out_.str(), HasSubstr("io_policy queue-depth"));
+  EXPECT_THAT(out_.str(), HasSubstr("io_fail_timeout_secs 4"));
 }
 
 TEST_F(CtlTest, ErrorsPrintTheGrpcMessageAndExitNonZero) {

@@ -221,6 +221,41 @@ TEST_F(ServerTest, DelayedRemovalIsBoundedIdempotentAndKeepsTheOldValueOnError) 
   EXPECT_EQ(dresp.defaults().delayed_removal_secs(), 7u);
 }
 
+// SEMANTICS "Fast fail" through the API: bounded, NOT_FOUND for an unknown head, admin
+// only, reported on the head and in the defaults.
+TEST_F(ServerTest, IoFailTimeoutIsBoundedAndReportedOnTheHeadAndTheDefaults) {
+  Start();
+  auto set = [&](const std::string& name, int64_t secs, v1::SetIoFailTimeoutResponse* resp) {
+    v1::SetIoFailTimeoutRequest req;
+    req.set_name(name);
+    req.set_io_fail_timeout_secs(secs);
+    return Call(&v1::MultipathControl::Stub::SetIoFailTimeout, req, resp);
+  };
+  v1::SetIoFailTimeoutResponse resp;
+  ASSERT_TRUE(set(head_, 12, &resp).ok());
+  EXPECT_EQ(resp.head().io_fail_timeout_secs(), 12u);
+  EXPECT_FALSE(resp.head().failing_fast());
+  EXPECT_EQ(GetHead(head_).io_fail_timeout_secs(), 12u);
+  for (int64_t bad : {int64_t{86401}, int64_t{-1}, int64_t{1} << 40}) {
+    grpc::Status s = set(head_, bad, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
+    EXPECT_THAT(s.error_message(), HasSubstr("io_fail_timeout_secs")) << bad;
+  }
+  EXPECT_EQ(GetHead(head_).io_fail_timeout_secs(), 12u);
+  EXPECT_EQ(set("heads/missing", 5, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(set("nothead", 5, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  v1::SetDefaultIoFailTimeoutRequest dreq;
+  v1::SetDefaultIoFailTimeoutResponse dresp;
+  dreq.set_io_fail_timeout_secs(86401);
+  EXPECT_EQ(Call(&v1::MultipathControl::Stub::SetDefaultIoFailTimeout, dreq, &dresp).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  dreq.set_io_fail_timeout_secs(9);
+  ASSERT_TRUE(Call(&v1::MultipathControl::Stub::SetDefaultIoFailTimeout, dreq, &dresp).ok());
+  EXPECT_EQ(dresp.defaults().io_fail_timeout_secs(), 9u);
+  EXPECT_EQ(mp_->GetDefaults().io_fail_timeout_secs, 9u);
+}
+
 TEST_F(ServerTest, PolicyAndMaintenanceCalls) {
   Start();
   v1::SetIoPolicyRequest preq;
@@ -440,6 +475,13 @@ TEST_F(ServerTest, ViewerReadsButMayNotChangeAnything) {
   EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_THAT(s.error_message(), HasSubstr("needs admin"));
   EXPECT_EQ(GetHead(head_).delayed_removal_secs(), 0u);
+  v1::SetIoFailTimeoutRequest req;
+  req.set_name(head_);
+  req.set_io_fail_timeout_secs(5);
+  v1::SetIoFailTimeoutResponse resp;
+  EXPECT_EQ(Call(&v1::MultipathControl::Stub::SetIoFailTimeout, req, &resp).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(GetHead(head_).io_fail_timeout_secs(), 0u);
 }
 
 TEST_F(ServerTest, UnknownCallerGetsNothing) {

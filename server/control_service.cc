@@ -214,6 +214,29 @@ ControlService::Unary* ControlService::SetDefaultDelayedRemoval(
   return Done(ctx, s);
 }
 
+ControlService::Unary* ControlService::SetIoFailTimeout(Ctx* ctx, const v1::SetIoFailTimeoutRequest* req,
+                                                        v1::SetIoFailTimeoutResponse* resp) {
+  absl::Status s = [&]() -> absl::Status {
+    RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin));
+    ASSIGN_OR_RETURN(std::string head, ParseHeadName(req->name()));
+    RETURN_IF_ERROR(mp_->SetIoFailTimeout(head, req->io_fail_timeout_secs()));
+    RETURN_IF_ERROR(Persist(head));
+    return HeadOut(head, resp->mutable_head());
+  }();
+  return Done(ctx, s);
+}
+
+ControlService::Unary* ControlService::SetDefaultIoFailTimeout(
+    Ctx* ctx, const v1::SetDefaultIoFailTimeoutRequest* req, v1::SetDefaultIoFailTimeoutResponse* resp) {
+  absl::Status s = [&]() -> absl::Status {
+    RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin));
+    RETURN_IF_ERROR(mp_->SetDefaultIoFailTimeout(req->io_fail_timeout_secs()));
+    ToProto(mp_->GetDefaults(), resp->mutable_defaults());
+    return absl::OkStatus();
+  }();
+  return Done(ctx, s);
+}
+
 ControlService::Unary* ControlService::SetIoPolicy(Ctx* ctx, const v1::SetIoPolicyRequest* req,
                                                    v1::SetIoPolicyResponse* resp) {
   absl::Status s = [&]() -> absl::Status {

@@ -114,6 +114,9 @@ class ControlService final : public v1::MultipathControl::CallbackService {
   Unary* SetDefaultDelayedRemoval(Ctx*, const v1::SetDefaultDelayedRemovalRequest*,
                                   v1::SetDefaultDelayedRemovalResponse*) override;
   Unary* SetIoPolicy(Ctx*, const v1::SetIoPolicyRequest*, v1::SetIoPolicyResponse*) override;
+  Unary* SetIoFailTimeout(Ctx*, const v1::SetIoFailTimeoutRequest*, v1::SetIoFailTimeoutResponse*) override;
+  Unary* SetDefaultIoFailTimeout(Ctx*, const v1::SetDefaultIoFailTimeoutRequest*,
+                                 v1::SetDefaultIoFailTimeoutResponse*) override;
   Unary* SetDefaultIoPolicy(Ctx*, const v1::SetDefaultIoPolicyRequest*,
                             v1::SetDefaultIoPolicyResponse*) override;
   Unary* FailPath(Ctx*, const v1::FailPathRequest*, v1::FailPathResponse*) override;

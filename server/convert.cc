@@ -170,6 +170,8 @@ void ToProto(const HeadInfo& in, v1::Head* out) {
   out->set_selectable_paths(in.selectable_paths);
   out->set_waiting_ios(in.waiting_ios);
   out->set_export_device(in.export_device);
+  out->set_io_fail_timeout_secs(in.io_fail_timeout_secs);
+  out->set_failing_fast(in.failing_fast);
   for (const PathInfo& p : in.paths) {
     v1::Path* path = out->add_paths();
     path->set_name(PathName(in.name, p.name));
@@ -215,6 +217,7 @@ void ToProto(const ControllerInfo& in, v1::Controller* out) {
 void ToProto(const Defaults& in, v1::Defaults* out) {
   out->set_io_policy(ToProto(in.policy));
   out->set_delayed_removal_secs(in.delayed_removal_secs);
+  out->set_io_fail_timeout_secs(in.io_fail_timeout_secs);
 }
 
 void ToProto(const Event& in, v1::Event* out) {

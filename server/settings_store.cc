@@ -33,6 +33,10 @@ absl::Status ParseLine(absl::string_view line, std::string* head, HeadSettings* 
       absl::StatusOr<uint32_t> v = ParseDelayedRemovalSecs(kv.second);
       if (!v.ok()) return v.status();
       out->delayed_removal_secs = *v;
+    } else if (kv.first == "io_fail_timeout_secs") {
+      absl::StatusOr<uint32_t> v = ParseIoFailTimeoutSecs(kv.second);
+      if (!v.ok()) return v.status();
+      out->io_fail_timeout_secs = *v;
     } else if (kv.first == "io_policy") {
       absl::StatusOr<IoPolicy> p = ParseIoPolicy(kv.second);
       if (!p.ok()) return p.status();
@@ -81,7 +85,7 @@ absl::Status SettingsStore::OnHeadSettingsChanged(
   std::string text;
   {
     MutexLock lock(&mu_);
-    heads_[head->name] = HeadSettings{head->policy, head->delayed_removal_secs};
+    heads_[head->name] = HeadSettings{head->policy, head->delayed_removal_secs, head->io_fail_timeout_secs};
     text = TextLocked();
   }
   absl::Status saved = WriteFileAtomically(path_, text);
@@ -95,6 +99,7 @@ std::string SettingsStore::TextLocked() const {
   for (const auto& [name, s] : heads_) {
     absl::StrAppend(&text, name);
     if (s.delayed_removal_secs) absl::StrAppend(&text, " delayed_removal_secs=", *s.delayed_removal_secs);
+    if (s.io_fail_timeout_secs) absl::StrAppend(&text, " io_fail_timeout_secs=", *s.io_fail_timeout_secs);
     if (s.policy) absl::StrAppend(&text, " io_policy=", IoPolicyName(*s.policy));
     absl::StrAppend(&text, "\n");
   }

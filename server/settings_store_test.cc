@@ -151,6 +151,12 @@ TEST_F(SettingsStoreTest, SettingsSurviveARestartThroughTheApi) {
     pr.set_io_policy(v1::IO_POLICY_QUEUE_DEPTH);
     v1::SetIoPolicyResponse prr;
     ASSERT_TRUE(stub->SetIoPolicy(&c2, pr, &prr).ok());
+    grpc::ClientContext c3;
+    v1::SetIoFailTimeoutRequest fr;
+    fr.set_name("heads/" + head);
+    fr.set_io_fail_timeout_secs(25);
+    v1::SetIoFailTimeoutResponse frr;
+    ASSERT_TRUE(stub->SetIoFailTimeout(&c3, fr, &frr).ok());
     ASSERT_OK(store->last_save());
     server->Shutdown();
   }
@@ -159,6 +165,7 @@ TEST_F(SettingsStoreTest, SettingsSurviveARestartThroughTheApi) {
   ASSERT_OK_AND_ASSIGN(HeadInfo info, mp->GetHead(head));
   EXPECT_EQ(info.delayed_removal_secs, 120u);
   EXPECT_EQ(info.policy, IoPolicy::kQueueDepth);
+  EXPECT_EQ(info.io_fail_timeout_secs, 25u);
   // Another head is untouched by it.
   EXPECT_EQ(mp->GetDefaults().delayed_removal_secs, 0u);
 }

@@ -77,6 +77,7 @@ absl::Status Agent::StartCore() {
   mo.initial_settings = [s = store_.get()](absl::string_view head) { return s->Lookup(head); };
   mo.default_policy = config_.default_policy;
   mo.default_delayed_removal_secs = config_.default_delayed_removal_secs;
+  mo.default_io_fail_timeout_secs = config_.default_io_fail_timeout_secs;
   for (int i = 0; i < config_.workers; ++i) {
     Worker::Options wo;
     wo.index = i;

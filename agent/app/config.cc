@@ -22,6 +22,9 @@ ABSL_FLAG(std::vector<std::string>, viewer_groups, {}, "groups (names or gids; p
 ABSL_FLAG(std::string, node, "", "this node's name, as reported by GetAgentInfo (default: hostname)");
 ABSL_FLAG(std::string, default_io_policy, "numa", "numa, round-robin or queue-depth");
 ABSL_FLAG(std::string, default_delayed_removal_secs, "0", "0..86400, for new heads");
+ABSL_FLAG(std::string, default_io_fail_timeout_secs, "0",
+          "0..86400, for new heads: I/O that waited this long for a usable path fails (0: it "
+          "waits for the removal)");
 ABSL_FLAG(int, workers, 1, "I/O worker threads");
 ABSL_FLAG(int, max_watchers, 1024, "WatchEvents streams in total");
 ABSL_FLAG(int, max_watchers_per_caller, 128, "WatchEvents streams per caller identity (a uid, all its processes together; or a certificate)");
@@ -303,6 +306,8 @@ absl::StatusOr<AgentConfig> AgentConfigFromFlags() {
   ASSIGN_OR_RETURN(c.default_policy, ParseIoPolicy(absl::GetFlag(FLAGS_default_io_policy)));
   ASSIGN_OR_RETURN(c.default_delayed_removal_secs,
                    ParseDelayedRemovalSecs(absl::GetFlag(FLAGS_default_delayed_removal_secs)));
+  ASSIGN_OR_RETURN(c.default_io_fail_timeout_secs,
+                   ParseIoFailTimeoutSecs(absl::GetFlag(FLAGS_default_io_fail_timeout_secs)));
   c.workers = absl::GetFlag(FLAGS_workers);
   if (c.workers < 1 || c.workers > 256) {
     return absl::InvalidArgumentError("--workers must be 1..256");

@@ -25,6 +25,7 @@ struct AgentConfig {
   std::string metrics_tls_cert_file, metrics_tls_key_file, metrics_tls_client_ca_file;
   server::PathDetail metrics_path_detail = server::PathDetail::kFull;  // --metrics_path_detail
   IoPolicy default_policy = IoPolicy::kNuma;
+  uint32_t default_io_fail_timeout_secs = 0;
   uint32_t default_delayed_removal_secs = 0;
   int workers = 1;
   std::optional<vfio::VfioManagerOptions> vfio;         // --vfio_devices

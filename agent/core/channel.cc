@@ -19,6 +19,7 @@ const char* IoErrorName(IoError e) {
     case IoError::kNoPath: return "no-usable-path";
     case IoError::kHeadRemoved: return "head-removed";
     case IoError::kShutdown: return "shutdown";
+    case IoError::kFastFail: return "fast-fail";
   }
   return "unknown";
 }
@@ -95,6 +96,10 @@ void Channel::SubmitTo(IoRequest* req, int slot_index) {
 // SEMANTICS "No usable path: queue or fail".
 void Channel::NoPath(IoRequest* req) {
   bool wait = false;
+  if (current_ && current_->snapshot->head->fail_fast.load(std::memory_order_acquire)) {
+    Finish(req, IoResult{IoError::kFastFail, req->last_status});
+    return;
+  }
   if (current_) {
     wait = current_->snapshot->head->queue_if_no_path.load(std::memory_order_acquire);
     for (const Slot& s : current_->slots) {
@@ -288,6 +293,13 @@ void Channel::Fail(IoError why) {
     list->TakeAll(pending);
     while (IoRequest* r = pending.PopFront()) Finish(r, IoResult{why, r->last_status});
   }
+  UpdateWaiting();
+}
+
+void Channel::FailWaitingFast() {
+  IoList pending;
+  requeue_.TakeAll(pending);
+  while (IoRequest* r = pending.PopFront()) Finish(r, IoResult{IoError::kFastFail, r->last_status});
   UpdateWaiting();
 }
 

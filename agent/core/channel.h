@@ -48,6 +48,9 @@ class Channel {
   // A path's state changed on the control side: choose afresh (clears the numa cache).
   void ResetSelection() { selector_.Reset(); }
   void Fail(IoError why);  // the head is gone or the agent stops
+  // SEMANTICS "Fast fail": what waits for a usable path fails (kFastFail); what waits for
+  // a retry delay or a full queue has a path and stays.
+  void FailWaitingFast();
 
   uint64_t head_uid() const { return head_uid_; }
   bool removed() const { return removed_; }

@@ -243,5 +243,117 @@ TEST_F(DelayedRemovalTest, ShutdownWithARemovalPendingLeavesNothingWaiting) {
   mp_->Shutdown();  // idempotent
 }
 
+// SEMANTICS "Fast fail", acceptance 15: io_fail_timeout_secs=F < delayed_removal_secs=N,
+// every path gone: waiting I/O fails at F, the head stays, new I/O fails at once, and a
+// path back before N serves new I/O on the same head.
+TEST_F(DelayedRemovalTest, FastFailFailsWaitingIoAtItsTimeoutAndTheHeadStays) {
+  const std::string head = Head(30);
+  ASSERT_OK(mp_->SetIoFailTimeout(head, 5));
+  const uint64_t uid = mp_->GetHead(head)->uid;
+  const uint64_t rev = mp_->journal().current_revision();
+  LoseBothPaths();
+  std::vector<TestIo> waiting(3);
+  for (auto& io : waiting) Submit(head, io);
+  clock_.AdvanceSeconds(4);
+  Run();
+  for (auto& io : waiting) EXPECT_FALSE(io.done);
+  EXPECT_FALSE(mp_->GetHead(head)->failing_fast);
+  clock_.AdvanceSeconds(1);
+  Run();
+  for (auto& io : waiting) {
+    ASSERT_TRUE(io.done);
+    EXPECT_EQ(io.result.error, IoError::kFastFail);
+  }
+  ASSERT_OK_AND_ASSIGN(HeadInfo during, mp_->GetHead(head));
+  EXPECT_TRUE(during.failing_fast);
+  EXPECT_TRUE(during.removal_pending);
+  EXPECT_EQ(during.uid, uid);
+  // New I/O fails at once, without waiting.
+  TestIo late;
+  Submit(head, late);
+  Run();
+  ASSERT_TRUE(late.done);
+  EXPECT_EQ(late.result.error, IoError::kFastFail);
+  // A path back before the removal deadline: the same head serves new I/O again.
+  clock_.AdvanceSeconds(10);
+  ASSERT_OK(AddPath("c1"));
+  Run();
+  ASSERT_OK_AND_ASSIGN(HeadInfo after, mp_->GetHead(head));
+  EXPECT_EQ(after.uid, uid);
+  EXPECT_FALSE(after.failing_fast);
+  TestIo back;
+  Submit(head, back);
+  Run();
+  ASSERT_TRUE(back.done);
+  EXPECT_TRUE(back.result.ok()) << IoErrorName(back.result.error);
+  EXPECT_THAT(TypesSince(rev),
+              ElementsAre(EventType::kPathRemoved, EventType::kPathRemoved, EventType::kRemovalScheduled,
+                          EventType::kFastFailStarted, EventType::kPathAdded, EventType::kFastFailEnded,
+                          EventType::kRemovalCancelled));
+}
+
+// Fast fail bounds the wait for controllers that reset or reconnect too (paths present,
+// none usable), not only for paths that are gone; and each failed I/O fails once.
+TEST_F(DelayedRemovalTest, FastFailAlsoEndsTheWaitForResettingControllers) {
+  const std::string head = Head(0);
+  ASSERT_OK(mp_->SetIoFailTimeout(head, 2));
+  ASSERT_OK(mp_->SetControllerState("c0", ControllerState::kResetting));
+  ASSERT_OK(mp_->SetControllerState("c1", ControllerState::kConnecting));
+  Run();
+  TestIo io;
+  Submit(head, io);
+  clock_.AdvanceSeconds(1);
+  Run();
+  EXPECT_FALSE(io.done);
+  clock_.AdvanceSeconds(1);
+  Run();
+  ASSERT_TRUE(io.done);
+  EXPECT_EQ(io.result.error, IoError::kFastFail);
+  ASSERT_OK(mp_->SetControllerState("c0", ControllerState::kLive));
+  Run();
+  EXPECT_EQ(io.completions, 1);
+  EXPECT_FALSE(mp_->GetHead(head)->failing_fast);
+  TestIo next;
+  Submit(head, next);
+  Run();
+  ASSERT_TRUE(next.done);
+  EXPECT_TRUE(next.result.ok());
+}
+
+// 0 means no limit of its own: I/O waits for the removal deadline, as before; setting 0
+// during a fast fail ends it, and raising F during an outage moves its deadline.
+TEST_F(DelayedRemovalTest, FastFailTimeoutChangesFollowTheOutage) {
+  const std::string head = Head(60);
+  LoseBothPaths();
+  TestIo io;
+  Submit(head, io);
+  clock_.AdvanceSeconds(20);
+  Run();
+  EXPECT_FALSE(io.done);  // no fast fail configured
+  // Set during the outage: measured from when the last usable path went (20 s ago).
+  ASSERT_OK(mp_->SetIoFailTimeout(head, 30));
+  clock_.AdvanceSeconds(9);
+  Run();
+  EXPECT_FALSE(io.done);
+  clock_.AdvanceSeconds(1);
+  Run();
+  ASSERT_TRUE(io.done);
+  EXPECT_EQ(io.result.error, IoError::kFastFail);
+  EXPECT_THAT(mp_->SetIoFailTimeout(head, 86401),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("io_fail_timeout_secs 86401 is out of range")));
+  EXPECT_EQ(mp_->GetHead(head)->io_fail_timeout_secs, 30u);
+  ASSERT_OK(mp_->SetIoFailTimeout(head, 0));
+  EXPECT_FALSE(mp_->GetHead(head)->failing_fast);
+  TestIo again;
+  Submit(head, again);
+  Run();
+  EXPECT_FALSE(again.done);  // waits again, for the removal
+  clock_.AdvanceSeconds(31);
+  Run();
+  ASSERT_TRUE(again.done);
+  EXPECT_EQ(again.result.error, IoError::kHeadRemoved);
+  EXPECT_THAT(mp_->SetIoFailTimeout("nguid-nothere", 5), StatusIs(absl::StatusCode::kNotFound));
+}
+
 }  // namespace
 }  // namespace umpath

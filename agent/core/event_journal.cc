@@ -20,6 +20,7 @@ constexpr absl::string_view kEventTypeNames[kEventTypeCount] = {
     "removal-scheduled",     "removal-cancelled",        "removal-rescheduled",
     "delayed-removal-changed", "policy-changed",         "defaults-changed",
     "ana-log-rejected",      "head-exported",            "head-unexported",
+    "io-fail-timeout-changed", "fast-fail-started",      "fast-fail-ended",
 };
 
 }  // namespace

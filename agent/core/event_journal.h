@@ -33,8 +33,13 @@ enum class EventType : uint8_t {
   kAnaLogRejected,
   kHeadExported,
   kHeadUnexported,
+  kIoFailTimeoutChanged,
+  // SEMANTICS "Fast fail": the head had no usable path for io_fail_timeout_secs; its
+  // waiting I/O failed and new I/O fails at once (started), until a path is usable (ended).
+  kFastFailStarted,
+  kFastFailEnded,
 };
-inline constexpr int kEventTypeCount = 18;
+inline constexpr int kEventTypeCount = 21;
 
 // "removal-scheduled" and so on: the names the API, the CLI and the logs use.
 absl::string_view EventTypeName(EventType t);

@@ -63,6 +63,9 @@ struct HeadInfo {
   uint32_t block_size = 0;
   IoPolicy policy = IoPolicy::kNuma;
   uint32_t delayed_removal_secs = 0;
+  uint32_t io_fail_timeout_secs = 0;
+  // SEMANTICS "Fast fail": no usable path for io_fail_timeout_secs; I/O fails at once.
+  bool failing_fast = false;
   bool removal_pending = false;
   int64_t removal_deadline_wall_nanos = 0;  // 0 unless removal_pending
   int64_t created_wall_nanos = 0;
@@ -106,11 +109,13 @@ struct BufferBudgetInfo {
 struct HeadSettings {
   std::optional<IoPolicy> policy;
   std::optional<uint32_t> delayed_removal_secs;
+  std::optional<uint32_t> io_fail_timeout_secs;
 };
 
 struct Defaults {
   IoPolicy policy = IoPolicy::kNuma;
   uint32_t delayed_removal_secs = 0;
+  uint32_t io_fail_timeout_secs = 0;
 };
 
 }  // namespace umpath

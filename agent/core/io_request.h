@@ -17,6 +17,7 @@ enum class IoError : uint8_t {
   kNoPath,       // no usable path and nothing to wait for (SEMANTICS "queue or fail")
   kHeadRemoved,  // the head went away (delayed removal expired, or removed with 0)
   kShutdown,     // the agent is stopping
+  kFastFail,     // no usable path for the head's io_fail_timeout_secs (SEMANTICS "Fast fail")
 };
 const char* IoErrorName(IoError e);
 

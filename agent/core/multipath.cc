@@ -40,6 +40,7 @@ absl::StatusOr<std::unique_ptr<Multipath>> Multipath::Create(MultipathOptions op
     if (w == nullptr) return absl::InvalidArgumentError("a worker is null");
   }
   RETURN_IF_ERROR(ValidateDelayedRemovalSecs(options.default_delayed_removal_secs));
+  RETURN_IF_ERROR(ValidateIoFailTimeoutSecs(options.default_io_fail_timeout_secs));
   const int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (fd < 0) return absl::ErrnoToStatus(errno, "eventfd");
   return std::unique_ptr<Multipath>(new Multipath(std::move(options), fd));
@@ -60,6 +61,7 @@ Multipath::Multipath(MultipathOptions options, int wake_fd)
                options_.incarnation),
       default_policy_(options_.default_policy),
       default_delayed_removal_secs_(options_.default_delayed_removal_secs),
+      default_io_fail_timeout_secs_(options_.default_io_fail_timeout_secs),
       wake_fd_(wake_fd) {
   next_head_uid_ = std::max<uint64_t>(options_.first_head_uid, 1);
   fence_notice_ = std::make_shared<FenceNotice>();
@@ -127,7 +129,10 @@ int64_t Multipath::NextDeadline() const {
   auto consider = [&next](int64_t t) {
     if (t != 0 && (next == 0 || t < next)) next = t;
   };
-  for (const auto& h : heads_) consider(h->removal_deadline);
+  for (const auto& h : heads_) {
+    consider(h->removal_deadline);
+    consider(h->fast_fail_deadline);
+  }
   for (const auto& [name, c] : controllers_) {
     consider(c->anatt_deadline);
     if (c->fence == Fence::kFenced) consider(c->fence_at);
@@ -162,6 +167,9 @@ void Multipath::RunPending() {
   std::vector<Head*> expired;
   for (auto& h : heads_) {
     if (h->removal_deadline != 0 && h->removal_deadline <= now) expired.push_back(h.get());
+  }
+  for (auto& h : heads_) {
+    if (h->fast_fail_deadline != 0 && h->fast_fail_deadline <= now) StartFastFail(h.get());
   }
   for (Head* h : expired) {
     RemoveHead(h,
@@ -359,10 +367,11 @@ void Multipath::AttachPath(const NamespaceSpec& ns, Controller* c, Head* head) {
   p->shared.nsid = ns.nsid;
   Path* raw = p.get();
   c->paths.push_back(std::move(p));
-  head->paths.push_back(raw);
   StorePathState(raw);
+  head->paths.push_back(raw);
   Emit(Event{.type = EventType::kPathAdded, .head = head->name, .path = c->name,
              .controller = c->name, .to = AnaText(raw->Word())});
+  UpdateFastFail(head);
   if (head->removal_deadline != 0) {
     head->removal_deadline = 0;
     head->lost_at = 0;
@@ -402,6 +411,7 @@ Multipath::Head* Multipath::CreateHead(const NamespaceSpec& ns, const Controller
   h->limits.volatile_write_cache = ns.volatile_write_cache;
   h->policy = default_policy_;
   h->delayed_removal_secs = default_delayed_removal_secs_;
+  h->io_fail_timeout_secs = default_io_fail_timeout_secs_;
   std::string restored;
   if (options_.initial_settings) {
     if (std::optional<HeadSettings> saved = options_.initial_settings(h->name)) {
@@ -412,6 +422,10 @@ Multipath::Head* Multipath::CreateHead(const NamespaceSpec& ns, const Controller
       if (saved->delayed_removal_secs && ValidateDelayedRemovalSecs(*saved->delayed_removal_secs).ok()) {
         h->delayed_removal_secs = *saved->delayed_removal_secs;
         absl::StrAppend(&restored, " delayed_removal_secs=", h->delayed_removal_secs);
+      }
+      if (saved->io_fail_timeout_secs && ValidateIoFailTimeoutSecs(*saved->io_fail_timeout_secs).ok()) {
+        h->io_fail_timeout_secs = *saved->io_fail_timeout_secs;
+        absl::StrAppend(&restored, " io_fail_timeout_secs=", h->io_fail_timeout_secs);
       }
     }
   }
@@ -452,6 +466,7 @@ void Multipath::DetachPath(Path* p, absl::string_view reason) {
   if (!h) return;
   h->paths.erase(std::remove(h->paths.begin(), h->paths.end(), p), h->paths.end());
   p->head = nullptr;
+  UpdateFastFail(h);
   Emit(Event{.type = EventType::kPathRemoved, .head = h->name, .path = p->controller->name,
              .controller = p->controller->name, .reason = std::string(reason)});
   if (h->paths.empty() && h->removal_deadline == 0 && h->delayed_removal_secs == 0) {
@@ -479,6 +494,39 @@ void Multipath::OnLastPathGone(Head* h) {
                                     " s for a path to return"),
              .deadline_wall_nanos = ToWall(h->removal_deadline)});
   WakeTimer();
+}
+
+void Multipath::UpdateFastFail(Head* h) {
+  const bool usable = std::any_of(h->paths.begin(), h->paths.end(),
+                                  [](const Path* p) { return p->Word().selectable(); });
+  if (usable) {
+    h->unusable_since = 0;
+    h->fast_fail_deadline = 0;
+    if (h->shared->fail_fast.exchange(false, std::memory_order_acq_rel)) {
+      Emit(Event{.type = EventType::kFastFailEnded, .head = h->name,
+                 .reason = "a path is usable again"});
+    }
+    return;
+  }
+  if (h->shared->fail_fast.load(std::memory_order_relaxed)) return;
+  if (h->unusable_since == 0) h->unusable_since = options_.clock->MonotonicNanos();
+  const int64_t deadline =
+      h->io_fail_timeout_secs == 0 ? 0 : h->unusable_since + int64_t{h->io_fail_timeout_secs} * kNanosPerSecond;
+  if (deadline != h->fast_fail_deadline) {
+    h->fast_fail_deadline = deadline;
+    if (deadline != 0) WakeTimer();
+  }
+}
+
+void Multipath::StartFastFail(Head* h) {
+  h->fast_fail_deadline = 0;
+  h->shared->fail_fast.store(true, std::memory_order_release);
+  Emit(Event{.type = EventType::kFastFailStarted, .head = h->name,
+             .reason = absl::StrCat("no usable path for io_fail_timeout_secs (", h->io_fail_timeout_secs,
+                                    " s): waiting I/O fails, and new I/O until a path is usable")});
+  for (Worker* w : options_.workers) {
+    w->Post([w, uid = h->uid] { w->FailWaitingFast(uid); });
+  }
 }
 
 void Multipath::RemoveHead(Head* h, std::string reason, IoError why) {
@@ -518,8 +566,9 @@ void Multipath::StorePathState(Path* p, bool clear_ana_pending) {
     // A worker may have set ANA_PENDING since; keep it until an ANA log clears it.
     if (!clear_ana_pending && (old & kAnaPendingBit)) p->ana_pending = true;
     if (clear_ana_pending) p->ana_pending = false;
-    if (word.compare_exchange_weak(old, p->Word().Pack(), std::memory_order_acq_rel)) return;
+    if (word.compare_exchange_weak(old, p->Word().Pack(), std::memory_order_acq_rel)) break;
   }
+  if (p->head) UpdateFastFail(p->head);
 }
 
 std::vector<Multipath::Head*> Multipath::HeadsOf(const Controller& c) const {

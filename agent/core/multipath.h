@@ -114,6 +114,7 @@ struct MultipathOptions {
   uint64_t first_head_uid = 1;
   IoPolicy default_policy = IoPolicy::kNuma;
   uint32_t default_delayed_removal_secs = 0;
+  uint32_t default_io_fail_timeout_secs = 0;
   // Looked up by head name when a head is created, before any I/O reaches it; what it
   // returns overrides the defaults. Called under the core's lock: it must not call back.
   std::function<std::optional<HeadSettings>(absl::string_view head)> initial_settings;
@@ -179,6 +180,11 @@ class Multipath final : public AnaReadRequester {
   Defaults GetDefaults() const;
   absl::Status SetDelayedRemoval(absl::string_view head, int64_t secs);
   absl::Status SetDefaultDelayedRemoval(int64_t secs);
+  // SEMANTICS "Fast fail": 0..86400, 0 = no limit of its own. A head without a usable path
+  // for this long fails the I/O that waits and then new I/O at once, until a path is
+  // usable again; the head and its device stay until the removal deadline.
+  absl::Status SetIoFailTimeout(absl::string_view head, int64_t secs);
+  absl::Status SetDefaultIoFailTimeout(int64_t secs);
   absl::Status SetPolicy(absl::string_view head, absl::string_view policy);
   absl::Status SetDefaultPolicy(absl::string_view policy);
   absl::Status FailPath(absl::string_view head, absl::string_view path, absl::string_view reason);
@@ -268,11 +274,16 @@ class Multipath final : public AnaReadRequester {
     std::string export_device;
     IoPolicy policy = IoPolicy::kNuma;
     uint32_t delayed_removal_secs = 0;
+    uint32_t io_fail_timeout_secs = 0;
     std::vector<Path*> paths;  // list order
     std::shared_ptr<HeadShared> shared;
     uint64_t generation = 0;
     int64_t lost_at = 0;           // monotonic ns when the last path went
     int64_t removal_deadline = 0;  // monotonic ns; 0 = no removal armed
+    // Fast fail: when the head last had no selectable path (0: it has one), and when its
+    // fast fail begins (0: none armed, or it began: shared->fail_fast).
+    int64_t unusable_since = 0;
+    int64_t fast_fail_deadline = 0;
     int64_t created_wall = 0;
   };
 
@@ -304,6 +315,10 @@ class Multipath final : public AnaReadRequester {
   std::vector<Head*> HeadsOf(const Controller& c) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DetachPath(Path* p, absl::string_view reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnLastPathGone(Head* head) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Fast fail: after any change of the head's paths or their states, arms, re-arms or
+  // ends it (and wakes the timer).
+  void UpdateFastFail(Head* head) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartFastFail(Head* head) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveHead(Head* head, std::string reason, IoError why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ApplyAnaLog(Controller* c, const nvme::AnaLog& log) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t ToWall(int64_t mono) const;
@@ -334,6 +349,7 @@ class Multipath final : public AnaReadRequester {
   uint64_t next_head_uid_ ABSL_GUARDED_BY(mu_) = 1;
   IoPolicy default_policy_ ABSL_GUARDED_BY(mu_);
   uint32_t default_delayed_removal_secs_ ABSL_GUARDED_BY(mu_);
+  uint32_t default_io_fail_timeout_secs_ ABSL_GUARDED_BY(mu_);
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<absl::AnyInvocable<void()>> after_unlock_ ABSL_GUARDED_BY(mu_);
   const int wake_fd_;  // eventfd: wakes the timer thread (workers write it lock-free)

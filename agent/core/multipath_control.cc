@@ -79,6 +79,38 @@ absl::Status Multipath::SetDefaultDelayedRemoval(int64_t secs) {
   return absl::OkStatus();
 }
 
+absl::Status Multipath::SetIoFailTimeout(absl::string_view name, int64_t secs) {
+  RETURN_IF_ERROR(ValidateIoFailTimeoutSecs(secs));
+  Locked l(this);
+  Head* h = FindHead(name);
+  if (!h) return absl::NotFoundError(absl::StrCat("head ", name, " not found"));
+  if (h->io_fail_timeout_secs == secs) return absl::OkStatus();
+  const uint32_t old = h->io_fail_timeout_secs;
+  h->io_fail_timeout_secs = static_cast<uint32_t>(secs);
+  Emit(Event{.type = EventType::kIoFailTimeoutChanged, .head = h->name,
+             .from = absl::StrCat(old), .to = absl::StrCat(secs)});
+  // 0: no limit of its own any more; a fast fail under way ends (I/O waits again).
+  if (secs == 0 && h->shared->fail_fast.exchange(false, std::memory_order_acq_rel)) {
+    Emit(Event{.type = EventType::kFastFailEnded, .head = h->name,
+               .reason = "io_fail_timeout_secs set to 0"});
+  }
+  // An outage under way: the deadline follows the value (lost-at + new value; one
+  // already passed fails at the timer's next turn).
+  UpdateFastFail(h);
+  return absl::OkStatus();
+}
+
+absl::Status Multipath::SetDefaultIoFailTimeout(int64_t secs) {
+  RETURN_IF_ERROR(ValidateIoFailTimeoutSecs(secs));
+  Locked l(this);
+  if (default_io_fail_timeout_secs_ == secs) return absl::OkStatus();
+  Emit(Event{.type = EventType::kDefaultsChanged,
+             .from = absl::StrCat("io_fail_timeout_secs=", default_io_fail_timeout_secs_),
+             .to = absl::StrCat("io_fail_timeout_secs=", secs)});
+  default_io_fail_timeout_secs_ = static_cast<uint32_t>(secs);
+  return absl::OkStatus();
+}
+
 absl::Status Multipath::SetPolicy(absl::string_view name, absl::string_view policy) {
   ASSIGN_OR_RETURN(IoPolicy p, ParseIoPolicy(policy));
   Locked l(this);
@@ -198,7 +230,7 @@ absl::StatusOr<ControllerInfo> Multipath::GetController(absl::string_view name) 
 
 Defaults Multipath::GetDefaults() const {
   MutexLock lock(&mu_);
-  return Defaults{default_policy_, default_delayed_removal_secs_};
+  return Defaults{default_policy_, default_delayed_removal_secs_, default_io_fail_timeout_secs_};
 }
 
 absl::StatusOr<Multipath::WatchStart> Multipath::WatchState(size_t queue_limit,
@@ -229,6 +261,8 @@ HeadInfo Multipath::DescribeHead(const Head& h) const {
   info.export_device = h.export_device;
   info.policy = h.policy;
   info.delayed_removal_secs = h.delayed_removal_secs;
+  info.io_fail_timeout_secs = h.io_fail_timeout_secs;
+  info.failing_fast = h.shared->fail_fast.load(std::memory_order_acquire);
   info.removal_pending = h.removal_deadline != 0;
   info.removal_deadline_wall_nanos = h.removal_deadline ? ToWall(h.removal_deadline) : 0;
   info.created_wall_nanos = h.created_wall;

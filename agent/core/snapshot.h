@@ -57,6 +57,9 @@ struct HeadShared {
   // Set (to the IoError its I/O fails with) when the control side removed the head; a
   // worker that finds no path before its DropHead arrives fails I/O with it, not kNoPath.
   std::atomic<uint8_t> removed_with{0};
+  // SEMANTICS "Fast fail": set while the head has had no usable path for longer than its
+  // io_fail_timeout_secs; a worker then fails I/O that finds no path instead of queueing it.
+  std::atomic<bool> fail_fast{false};
   // I/O waiting on the requeue lists, per worker (written by that worker only).
   std::unique_ptr<std::atomic<uint32_t>[]> waiting;
 };

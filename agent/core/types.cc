@@ -35,27 +35,45 @@ absl::StatusOr<IoPolicy> ParseIoPolicy(absl::string_view name) {
       "unknown I/O policy \"", name, "\"; expected one of: numa, round-robin, queue-depth"));
 }
 
-absl::Status ValidateDelayedRemovalSecs(int64_t secs) {
-  if (secs < 0 || secs > kMaxDelayedRemovalSecs) {
+namespace {
+
+absl::Status ValidateSeconds(absl::string_view what, int64_t secs, uint32_t max) {
+  if (secs < 0 || secs > max) {
     return absl::InvalidArgumentError(
-        absl::StrCat("delayed_removal_secs ", secs, " is out of range; allowed 0..",
-                     kMaxDelayedRemovalSecs));
+        absl::StrCat(what, " ", secs, " is out of range; allowed 0..", max));
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<uint32_t> ParseDelayedRemovalSecs(absl::string_view text) {
+absl::StatusOr<uint32_t> ParseSeconds(absl::string_view what, absl::string_view text, uint32_t max) {
   absl::string_view t = absl::StripAsciiWhitespace(text);
   bool digits = !t.empty() && t.size() <= 12;
   for (char c : t) digits = digits && absl::ascii_isdigit(static_cast<unsigned char>(c));
   int64_t v = 0;
   if (!digits || !absl::SimpleAtoi(t, &v)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("delayed_removal_secs \"", text,
-                     "\" is not a number of seconds; allowed 0..", kMaxDelayedRemovalSecs));
+        absl::StrCat(what, " \"", text, "\" is not a number of seconds; allowed 0..", max));
   }
-  if (absl::Status s = ValidateDelayedRemovalSecs(v); !s.ok()) return s;
+  if (absl::Status s = ValidateSeconds(what, v, max); !s.ok()) return s;
   return static_cast<uint32_t>(v);
+}
+
+}  // namespace
+
+absl::Status ValidateDelayedRemovalSecs(int64_t secs) {
+  return ValidateSeconds("delayed_removal_secs", secs, kMaxDelayedRemovalSecs);
+}
+
+absl::StatusOr<uint32_t> ParseDelayedRemovalSecs(absl::string_view text) {
+  return ParseSeconds("delayed_removal_secs", text, kMaxDelayedRemovalSecs);
+}
+
+absl::Status ValidateIoFailTimeoutSecs(int64_t secs) {
+  return ValidateSeconds("io_fail_timeout_secs", secs, kMaxIoFailTimeoutSecs);
+}
+
+absl::StatusOr<uint32_t> ParseIoFailTimeoutSecs(absl::string_view text) {
+  return ParseSeconds("io_fail_timeout_secs", text, kMaxIoFailTimeoutSecs);
 }
 
 }  // namespace umpath

@@ -26,5 +26,10 @@ inline constexpr uint32_t kMaxDelayedRemovalSecs = 86400;
 absl::Status ValidateDelayedRemovalSecs(int64_t secs);
 // For values that arrive as text (config files, flags): digits only, in range.
 absl::StatusOr<uint32_t> ParseDelayedRemovalSecs(absl::string_view text);
+// io_fail_timeout_secs (SEMANTICS "Fast fail"): the same range, 0 meaning no limit of its
+// own (I/O waits for the removal deadline).
+inline constexpr uint32_t kMaxIoFailTimeoutSecs = 86400;
+absl::Status ValidateIoFailTimeoutSecs(int64_t secs);
+absl::StatusOr<uint32_t> ParseIoFailTimeoutSecs(absl::string_view text);
 
 }  // namespace umpath

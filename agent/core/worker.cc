@@ -280,6 +280,10 @@ void Worker::DropHead(uint64_t head_uid, IoError why) {
   if (ch->in_flight() > 0) dead_channels_.push_back(std::move(ch));
 }
 
+void Worker::FailWaitingFast(uint64_t head_uid) {
+  if (Channel* ch = FindChannel(head_uid)) ch->FailWaitingFast();
+}
+
 void Worker::FailAll(IoError why) {
   std::vector<uint64_t> uids;
   for (auto& [uid, ch] : channels_) uids.push_back(uid);

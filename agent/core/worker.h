@@ -95,6 +95,7 @@ class Worker final : public CompletionSink {
   void AdoptSnapshot(std::shared_ptr<const HeadSnapshot> snapshot);
   void KickHead(uint64_t head_uid);
   void DropHead(uint64_t head_uid, IoError why);
+  void FailWaitingFast(uint64_t head_uid);
   void FailAll(IoError why);
   // A frontend's queue on this worker; `released` runs once the worker no longer
   // polls it.

@@ -86,6 +86,7 @@ int ResultFor(const ublksrv_io_desc& iod, const IoResult& result) {
     case IoError::kNone:
       return (op == kOpRead || op == kOpWrite) ? static_cast<int>(iod.nr_sectors * kSector) : 0;
     case IoError::kNoPath:
+    case IoError::kFastFail:
       return -ENOLINK;  // BLK_STS_TRANSPORT
     case IoError::kHeadRemoved:
     case IoError::kShutdown:
