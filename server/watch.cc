@@ -23,7 +23,7 @@ grpc::Status ToGrpc(const absl::Status& s) {
 // Threading: constructed on a gRPC thread; afterwards Step() runs on the hub thread
 // only, and the reactor callbacks (gRPC threads) touch only the atomics-under-mu_ flags
 // below and Wake the hub. The stream keeps itself alive (self_) until OnDone.
-class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsResponse>,
+class WatchStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                           public std::enable_shared_from_this<WatchStream> {
  public:
   WatchStream(WatchHub* hub, grpc::CallbackServerContext* ctx, std::string caller_key,
@@ -51,6 +51,7 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsRespons
       types_.set(static_cast<size_t>(*type));
     }
     progress_interval_ = opt.progress_interval;
+    batch_ = std::clamp<uint32_t>(req.max_events_per_message(), 1, kMaxEventsPerMessage);
     std::weak_ptr<WatchStream> weak = weak_from_this();
     WatchHub* hub = hub_;
     // Runs under the journal's lock: it only queues the stream for the hub thread.
@@ -64,7 +65,6 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsRespons
           "; this agent is incarnation ", incarnation, " (it restarted): start again from a snapshot"));
     }
     MutexLock lock(&mu_);
-    incarnation_ = incarnation;
     if (req.since_revision() == 0) {
       absl::StatusOr<Multipath::WatchStart> start = mp->WatchState(opt.queue_limit, notify);
       if (!start.ok()) return start.status();
@@ -112,33 +112,32 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsRespons
       if (!probe.ok()) return FinishOnJournalError(probe.status());
       return;
     }
+    EventWire& wire = hub_->wire();
     if (have_snapshot_) {
       have_snapshot_ = false;
-      return WriteLocked(std::move(snapshot_), now);
+      return WriteLocked(wire.Message(std::move(snapshot_)), now);
     }
-    while (buffered_.empty()) {
+    // Everything that waits, up to a full message: a watcher that is behind catches up
+    // with fewer, larger messages when it asked for them (batch_ > 1).
+    while (buffered_.size() < batch_) {
       absl::StatusOr<std::vector<Event>> got = subscription_->Take(64);
       if (!got.ok()) return FinishOnJournalError(got.status());
       if (got->empty()) break;
-      for (Event& e : *got) {
+      for (const Event& e : *got) {
         seen_ = e.revision;
-        if (Wanted(e)) buffered_.push_back(std::move(e));
+        if (Wanted(e)) buffered_.push_back(wire.Serialize(e));
       }
     }
     if (!buffered_.empty()) {
-      v1::WatchEventsResponse msg;
-      ToProto(buffered_.front(), msg.mutable_event());
-      last_sent_ = buffered_.front().revision;
-      buffered_.pop_front();
       // More may wait in the buffer: come back after this write.
-      return WriteLocked(std::move(msg), now);
+      return WriteLocked(NextEvents(wire), now);
     }
     if (now - last_write_ >= progress_interval_) {
       v1::WatchEventsResponse msg;
       const uint64_t rev = std::max(seen_, last_sent_);
       msg.mutable_progress()->set_revision(rev);
       last_sent_ = rev;
-      WriteLocked(std::move(msg), now);
+      WriteLocked(wire.Message(std::move(msg)), now);
     }
   }
 
@@ -196,10 +195,23 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsRespons
     return heads_.empty() || heads_.contains(e.head);
   }
 
-  void WriteLocked(v1::WatchEventsResponse msg, std::chrono::steady_clock::time_point now)
+  // The buffered events for one message: one in `event`, or up to batch_ (and about
+  // kBatchBytes) in `batch`.
+  grpc::ByteBuffer NextEvents(const EventWire& wire) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    size_t n = 0, bytes = 0;
+    while (n < buffered_.size() && n < batch_ && (n == 0 || bytes < kBatchBytes)) {
+      bytes += buffered_[n++].body.size();
+    }
+    last_sent_ = buffered_[n - 1].revision;
+    grpc::ByteBuffer out = n == 1 ? wire.One(buffered_.front())
+                                  : wire.Batch(absl::MakeConstSpan(buffered_.data(), n));
+    buffered_.erase(buffered_.begin(), buffered_.begin() + n);
+    return out;
+  }
+
+  void WriteLocked(grpc::ByteBuffer msg, std::chrono::steady_clock::time_point now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    out_ = std::move(msg);  // must live until OnWriteDone
-    out_.set_incarnation(incarnation_);
+    out_ = std::move(msg);
     writing_ = true;
     last_write_ = now;
     StartWrite(&out_);
@@ -244,8 +256,10 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsRespons
   std::shared_ptr<EventSubscription> subscription_ ABSL_GUARDED_BY(mu_);
   v1::WatchEventsResponse snapshot_ ABSL_GUARDED_BY(mu_);
   bool have_snapshot_ ABSL_GUARDED_BY(mu_) = false;
-  std::deque<Event> buffered_ ABSL_GUARDED_BY(mu_);
-  v1::WatchEventsResponse out_ ABSL_GUARDED_BY(mu_);
+  uint32_t batch_ = 1;  // events per message at most (the request's, capped)
+  // Taken, wanted, not yet sent: fewer than batch_ + 64.
+  std::vector<WireEvent> buffered_ ABSL_GUARDED_BY(mu_);
+  grpc::ByteBuffer out_ ABSL_GUARDED_BY(mu_);
   uint64_t last_sent_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t seen_ ABSL_GUARDED_BY(mu_) = 0;
   std::chrono::steady_clock::time_point last_write_ ABSL_GUARDED_BY(mu_);
@@ -256,10 +270,10 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsRespons
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   std::string closing_why_ ABSL_GUARDED_BY(mu_);
-  std::string incarnation_ ABSL_GUARDED_BY(mu_);  // the agent's, sent in every response
 };
 
-WatchHub::WatchHub(Multipath* mp, WatchOptions options) : mp_(mp), options_(options) {
+WatchHub::WatchHub(Multipath* mp, WatchOptions options)
+    : mp_(mp), options_(options), wire_(mp->journal().incarnation()) {
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -277,7 +291,7 @@ WatchHub::~WatchHub() {
   }
 }
 
-grpc::ServerWriteReactor<v1::WatchEventsResponse>* WatchHub::Open(
+grpc::ServerWriteReactor<grpc::ByteBuffer>* WatchHub::Open(
     grpc::CallbackServerContext* ctx, const Caller& caller, const v1::WatchEventsRequest& req) {
   absl::Status admitted;
   {
