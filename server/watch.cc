@@ -24,8 +24,11 @@ grpc::Status ToGrpc(const absl::Status& s) {
 }  // namespace
 
 // Threading: constructed on a gRPC thread; afterwards Step() runs on the hub thread
-// only, and the reactor callbacks (gRPC threads) touch only the atomics-under-mu_ flags
-// below and Wake the hub. The stream keeps itself alive (self_) until OnDone.
+// only, and the reactor callbacks (gRPC threads) record what happened under mu_ and Wake
+// the hub; OnWriteDone also starts the next write of events already taken (buffered_),
+// as the hub would, so that a stream catching up does not wait for the hub's turn at
+// every message. Only the hub takes from the journal and serializes. The stream keeps
+// itself alive (self_) until OnDone.
 class WatchStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                           public std::enable_shared_from_this<WatchStream> {
  public:
@@ -177,12 +180,15 @@ class WatchStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
       MutexLock lock(&mu_);
       writing_ = false;
       if (!ok) write_failed_ = true;
-      // The hub has nothing to do for a stream that sent all it had and was told of
-      // nothing since (at 20 events/s, nearly every write): the journal's next notify,
-      // OnCancel, FinishAll or the tick's progress marker wakes it. Half the hub's steps.
-      if (ok && !finished_ && buffered_.empty() && !have_snapshot_ && !news_.load() &&
-          closing_why_.empty()) {
-        return;
+      if (ok && !finished_ && !cancelled_ && !have_snapshot_ && closing_why_.empty()) {
+        // Taken events wait and the journal has no more to add to the message: send.
+        if (!buffered_.empty() && (buffered_.size() >= batch_ || !news_.load())) {
+          return WriteLocked(NextEvents(hub_->wire()), std::chrono::steady_clock::now());
+        }
+        // The hub has nothing to do for a stream that sent all it had and was told of
+        // nothing since (at 20 events/s, nearly every write): the journal's next notify,
+        // OnCancel, FinishAll or the tick's progress marker wakes it.
+        if (buffered_.empty() && !news_.load()) return;
       }
     }
     hub_->Wake(shared_from_this());

@@ -45,9 +45,10 @@ inline constexpr size_t kWatchEndCount = 5;
 const char* WatchEndName(WatchEnd e);  // "client_gone", "fell_behind", ...
 using WatchEndCounts = std::array<uint64_t, kWatchEndCount>;
 
-// Threading: every reactor method only records what happened and wakes the hub; the
-// hub's one thread does all the work (taking events, writing, finishing), so a stream's
-// state has one writer and journal callbacks never call back into the journal.
+// Threading: every reactor method records what happened and wakes the hub; the hub's
+// one thread takes events, serializes them and finishes streams, so journal callbacks
+// never call back into the journal. A completed write may start the stream's next one
+// itself, of events the hub took (under the stream's mutex).
 class WatchHub {
  public:
   WatchHub(Multipath* mp, WatchOptions options);
@@ -71,7 +72,7 @@ class WatchHub {
   void Wake(std::shared_ptr<WatchStream> s);
   void Release(const std::string& caller_key);
 
-  // Hub thread only: every event is serialized once for all watchers.
+  // Every event is serialized once for all watchers (EventWire::Serialize: hub thread).
   EventWire& wire() { return wire_; }
   uint64_t events_serialized() const { return wire_.serialized(); }
 

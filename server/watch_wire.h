@@ -31,8 +31,9 @@ struct WireEvent {
   grpc::Slice body;
 };
 
-// Threading: one thread (the watch hub's) uses it, but for serialized(); the slices it
-// hands out may be sent from any thread (their reference counts are atomic).
+// Threading: Serialize from one thread (the watch hub's); the rest from any (they read
+// only what the constructor set). The slices it hands out may be sent from any thread
+// (their reference counts are atomic).
 class EventWire {
  public:
   // `incarnation` goes into every message (WatchEventsResponse.incarnation).
