@@ -475,6 +475,8 @@ int Stop(const Invocation& ctl) {
 
 // After a dropped connection, resumes from the last revision seen.
 int StreamEvents(const Invocation& ctl, v1::WatchEventsRequest req) {
+  // Several events to a message when it is behind (an older agent ignores this).
+  req.set_max_events_per_message(64);
   int events = 0;
   std::unique_ptr<Stub> fresh;
   Stub* stub = ctl.stub;
@@ -497,20 +499,34 @@ int StreamEvents(const Invocation& ctl, v1::WatchEventsRequest req) {
                   << std::flush;
         }
         req.set_since_revision(msg.snapshot().revision());
-      } else if (msg.has_event()) {
-        if (ctl.o.json) {
-          ctl.out << Json(msg) << std::flush;
+      } else if (msg.has_event() || msg.has_batch()) {
+        // A batch is printed as the events it carries, each as if it came alone: the
+        // output does not depend on how the agent packed them.
+        v1::EventBatch batch;
+        if (msg.has_event()) {
+          *batch.add_events() = std::move(*msg.mutable_event());
         } else {
-          PrintEvent(ctl.out, msg.event());
-          ctl.out << std::flush;
+          batch = std::move(*msg.mutable_batch());
         }
-        req.set_since_revision(msg.event().revision());
-        if (ctl.o.watch_max_events > 0 && ++events >= ctl.o.watch_max_events) {
-          ctx.TryCancel();
-          while (reader->Read(&msg)) {
+        for (v1::Event& e : *batch.mutable_events()) {
+          if (ctl.o.json) {
+            v1::WatchEventsResponse one;
+            *one.mutable_event() = std::move(e);
+            one.set_incarnation(msg.incarnation());
+            ctl.out << Json(one) << std::flush;
+            req.set_since_revision(one.event().revision());
+          } else {
+            PrintEvent(ctl.out, e);
+            ctl.out << std::flush;
+            req.set_since_revision(e.revision());
           }
-          reader->Finish();
-          return 0;
+          if (ctl.o.watch_max_events > 0 && ++events >= ctl.o.watch_max_events) {
+            ctx.TryCancel();
+            while (reader->Read(&msg)) {
+            }
+            reader->Finish();
+            return 0;
+          }
         }
       } else if (msg.has_progress()) {
         req.set_since_revision(msg.progress().revision());

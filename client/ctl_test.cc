@@ -9,6 +9,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "agent/base/mutex.h"
 #include "agent/base/status_matchers.h"
 #include "gmock/gmock.h"
@@ -27,6 +28,8 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
+using ::testing::SizeIs;
+using ::testing::StartsWith;
 
 // An ostream another thread may read while it is written (the watcher's output).
 class SharedOutput : public std::streambuf {
@@ -229,6 +232,34 @@ TEST(CommandStartTest, TheCommandBeginsAfterUmpathctlsOwnFlags) {
     EXPECT_EQ(CommandStart(static_cast<int>(argv.size()), argv.data()), want)
         << absl::StrJoin(words, " ");
   }
+}
+
+// umpathctl asks for several events to a message; one resuming with six waiting gets
+// them so, and prints each as if it came alone (text and JSON), stopping inside a batch.
+TEST_F(CtlTest, WatchPrintsABatchAsTheEventsItCarries) {
+  const uint64_t from = mp_->journal().current_revision();
+  for (int i = 0; i < 6; ++i) ASSERT_OK(mp_->SetDelayedRemoval(head_, 1 + i));
+  CtlOptions o;
+  o.watch_max_events = 4;
+  const std::string since = "--since=" + std::to_string(from);
+  ASSERT_EQ(Run({"watch", since}, o), 0) << err_.str();
+  const std::vector<std::string> lines = absl::StrSplit(out_.str(), '\n', absl::SkipEmpty());
+  ASSERT_THAT(lines, SizeIs(4));
+  EXPECT_THAT(lines[0], StartsWith(std::to_string(from + 1) + " "));
+  EXPECT_THAT(lines[3], HasSubstr(" 3 -> 4"));
+  o.json = true;
+  ASSERT_EQ(Run({"watch", since}, o), 0) << err_.str();
+  // Pretty-printed, one message after the other: four events, each with the
+  // incarnation, and no batch.
+  const std::string json = out_.str();
+  auto count = [&](const std::string& what) {
+    size_t n = 0;
+    for (size_t at = json.find(what); at != std::string::npos; at = json.find(what, at + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(count("\"event\": {"), 4u) << json;
+  EXPECT_EQ(count("\"incarnation\": \"00000000000000aa\""), 4u) << json;
+  EXPECT_THAT(json, Not(HasSubstr("batch")));
 }
 
 // `umpathctl watch --head=HEAD` on a thread, with its own channel as umpathctl has (it

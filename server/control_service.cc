@@ -418,19 +418,25 @@ ControlService::Unary* ControlService::StopAgent(Ctx* ctx, const v1::StopAgentRe
   return r;
 }
 
-grpc::ServerWriteReactor<v1::WatchEventsResponse>* ControlService::WatchEvents(
-    Ctx* ctx, const v1::WatchEventsRequest* req) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* ControlService::WatchEvents(
+    Ctx* ctx, const grpc::ByteBuffer* raw) {
+  // A reactor that only answers the error.
+  class Refused final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+   public:
+    explicit Refused(const absl::Status& s) { Finish(ToGrpc(s)); }
+    void OnDone() override { delete this; }
+  };
   Caller caller;
-  if (absl::Status s = Authorize(ctx, Role::kViewer, &caller); !s.ok()) {
-    // A reactor that only answers the error.
-    class Refused final : public grpc::ServerWriteReactor<v1::WatchEventsResponse> {
-     public:
-      explicit Refused(const absl::Status& s) { Finish(ToGrpc(s)); }
-      void OnDone() override { delete this; }
-    };
-    return new Refused(s);
+  if (absl::Status s = Authorize(ctx, Role::kViewer, &caller); !s.ok()) return new Refused(s);
+  // What gRPC does for a typed method; its failure would be UNIMPLEMENTED without a message.
+  grpc::ByteBuffer body(*raw);  // shares the bytes; parsing consumes its copy
+  v1::WatchEventsRequest req;
+  if (!grpc::SerializationTraits<v1::WatchEventsRequest>::Deserialize(&body, &req).ok()) {
+    return new Refused(absl::InvalidArgumentError(
+        "the request is not a valid WatchEvents request (not protobuf, or a string field that "
+        "is not UTF-8)"));
   }
-  return hub_.Open(ctx, caller, *req);
+  return hub_.Open(ctx, caller, req);
 }
 
 }  // namespace umpath::server

@@ -87,7 +87,12 @@ class SettingsListener {
 
 // Threading: every handler runs on a gRPC callback thread and calls only the core's
 // thread-safe control API; WatchEvents streams live on the WatchHub.
-class ControlService final : public v1::MultipathControl::CallbackService {
+//
+// WatchEvents is a raw method: its reactor writes messages serialized by the hub (each
+// event once for every watcher), and parses its request itself. On the wire, and so for
+// clients and reflection, it is the same typed method.
+class ControlService final : public v1::MultipathControl::WithRawCallbackMethod_WatchEvents<
+                                v1::MultipathControl::CallbackService> {
  public:
   ControlService(Multipath* mp, const AccessPolicy* access, ServiceOptions options,
                  SettingsListener* settings = nullptr);
@@ -97,6 +102,8 @@ class ControlService final : public v1::MultipathControl::CallbackService {
   void FinishWatchers(absl::string_view why) { hub_.FinishAll(why); }
   size_t watchers() const { return hub_.active(); }
   WatchEndCounts watcher_ends() const { return hub_.ends(); }
+  // How many events the watchers' messages needed serialized (each once, for all).
+  uint64_t events_serialized() const { return hub_.events_serialized(); }
 
   using Ctx = grpc::CallbackServerContext;
   using Unary = grpc::ServerUnaryReactor;
@@ -130,8 +137,8 @@ class ControlService final : public v1::MultipathControl::CallbackService {
   Unary* ExportHead(Ctx*, const v1::ExportHeadRequest*, v1::ExportHeadResponse*) override;
   Unary* UnexportHead(Ctx*, const v1::UnexportHeadRequest*, v1::UnexportHeadResponse*) override;
   Unary* StopAgent(Ctx*, const v1::StopAgentRequest*, v1::StopAgentResponse*) override;
-  grpc::ServerWriteReactor<v1::WatchEventsResponse>* WatchEvents(
-      Ctx*, const v1::WatchEventsRequest*) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* WatchEvents(Ctx*,
+                                                          const grpc::ByteBuffer*) override;
 
  private:
   // OK if the caller holds `need`; PERMISSION_DENIED / UNAUTHENTICATED otherwise.

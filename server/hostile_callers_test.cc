@@ -411,6 +411,12 @@ TEST_F(HostileCallerTest, BodiesThatAreNotProtobufAreInvalidArgumentAndTheirLogI
     ASSERT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << i << " " << s.error_message();
     ASSERT_THAT(s.error_message(), HasSubstr("not a valid GetHead request"));
   }
+  // WatchEvents parses its own request (a raw method): the same answer.
+  for (const std::string& body : {std::string("\x12\x04\xff\xfe\xfd\xfc", 6), not_protobuf}) {
+    grpc::Status s = RawCall(socket_.get(), "/umpath.v1.MultipathControl/WatchEvents", body);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr("not a valid WatchEvents request"));
+  }
   grpc::Status s = RawCall(health_.get(), "/grpc.health.v1.Health/Check", not_utf8);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
   LimitProtobufLog([](const std::string& l) { std::fprintf(stderr, "%s\n", l.c_str()); });

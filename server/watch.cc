@@ -12,10 +12,20 @@
 
 namespace umpath::server {
 
+namespace {
+
+// Events taken from the journal by one Take.
+constexpr size_t kTakeAtOnce = 64;
+
+}  // namespace
+
 // Threading: constructed on a gRPC thread; afterwards Step() runs on the hub thread
-// only, and the reactor callbacks (gRPC threads) touch only the atomics-under-mu_ flags
-// below and Wake the hub. The stream keeps itself alive (self_) until OnDone.
-class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsResponse>,
+// only, and the reactor callbacks (gRPC threads) record what happened under mu_ and Wake
+// the hub; OnWriteDone also starts the next write of events already taken (buffered_),
+// as the hub would, so that a stream catching up does not wait for the hub's turn at
+// every message. Only the hub takes from the journal and serializes. The stream keeps
+// itself alive (self_) until OnDone.
+class WatchStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                           public std::enable_shared_from_this<WatchStream> {
  public:
   WatchStream(WatchHub* hub, grpc::CallbackServerContext* ctx, std::string caller_key,
@@ -43,11 +53,15 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsRespons
       types_.set(static_cast<size_t>(*type));
     }
     progress_interval_ = opt.progress_interval;
+    batch_ = std::clamp<uint32_t>(req.max_events_per_message(), 1, kMaxEventsPerMessage);
     std::weak_ptr<WatchStream> weak = weak_from_this();
     WatchHub* hub = hub_;
     // Runs under the journal's lock: it only queues the stream for the hub thread.
     auto notify = [weak, hub] {
-      if (auto s = weak.lock()) hub->Wake(std::move(s));
+      if (auto s = weak.lock()) {
+        s->news_.store(true);
+        hub->Wake(std::move(s));
+      }
     };
     const std::string& incarnation = mp->journal().incarnation();
     if (!req.incarnation().empty() && req.incarnation() != incarnation) {
@@ -56,7 +70,6 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsRespons
           "; this agent is incarnation ", incarnation, " (it restarted): start again from a snapshot"));
     }
     MutexLock lock(&mu_);
-    incarnation_ = incarnation;
     if (req.since_revision() == 0) {
       absl::StatusOr<Multipath::WatchStart> start = mp->WatchState(opt.queue_limit, notify);
       if (!start.ok()) return start.status();
@@ -104,33 +117,36 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsRespons
       if (!probe.ok()) return FinishOnJournalError(probe.status());
       return;
     }
+    EventWire& wire = hub_->wire();
     if (have_snapshot_) {
       have_snapshot_ = false;
-      return WriteLocked(std::move(snapshot_), now);
+      return WriteLocked(wire.Message(std::move(snapshot_)), now);
     }
-    while (buffered_.empty()) {
-      absl::StatusOr<std::vector<Event>> got = subscription_->Take(64);
+    // Everything that waits, up to a full message: a watcher that is behind catches up
+    // with fewer, larger messages when it asked for them (batch_ > 1).
+    while (buffered_.size() < batch_) {
+      // news_ says whether the journal may hold what was not taken: once drained, the
+      // journal notifies again; a full take may have left more, of which it will not.
+      news_.store(false);
+      absl::StatusOr<std::vector<Event>> got = subscription_->Take(kTakeAtOnce);
       if (!got.ok()) return FinishOnJournalError(got.status());
+      if (got->size() == kTakeAtOnce) news_.store(true);
       if (got->empty()) break;
-      for (Event& e : *got) {
+      for (const Event& e : *got) {
         seen_ = e.revision;
-        if (Wanted(e)) buffered_.push_back(std::move(e));
+        if (Wanted(e)) buffered_.push_back(wire.Serialize(e));
       }
     }
     if (!buffered_.empty()) {
-      v1::WatchEventsResponse msg;
-      ToProto(buffered_.front(), msg.mutable_event());
-      last_sent_ = buffered_.front().revision;
-      buffered_.pop_front();
       // More may wait in the buffer: come back after this write.
-      return WriteLocked(std::move(msg), now);
+      return WriteLocked(NextEvents(wire), now);
     }
     if (now - last_write_ >= progress_interval_) {
       v1::WatchEventsResponse msg;
       const uint64_t rev = std::max(seen_, last_sent_);
       msg.mutable_progress()->set_revision(rev);
       last_sent_ = rev;
-      WriteLocked(std::move(msg), now);
+      WriteLocked(wire.Message(std::move(msg)), now);
     }
   }
 
@@ -160,6 +176,16 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsRespons
       MutexLock lock(&mu_);
       writing_ = false;
       if (!ok) write_failed_ = true;
+      if (ok && !finished_ && !cancelled_ && !have_snapshot_ && closing_why_.empty()) {
+        // Taken events wait and the journal has no more to add to the message: send.
+        if (!buffered_.empty() && (buffered_.size() >= batch_ || !news_.load())) {
+          return WriteLocked(NextEvents(hub_->wire()), std::chrono::steady_clock::now());
+        }
+        // The hub has nothing to do for a stream that sent all it had and was told of
+        // nothing since (at 20 events/s, nearly every write): the journal's next notify,
+        // OnCancel, FinishAll or the tick's progress marker wakes it.
+        if (buffered_.empty() && !news_.load()) return;
+      }
     }
     hub_->Wake(shared_from_this());
   }
@@ -188,10 +214,23 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsRespons
     return heads_.empty() || heads_.contains(e.head);
   }
 
-  void WriteLocked(v1::WatchEventsResponse msg, std::chrono::steady_clock::time_point now)
+  // The buffered events for one message: one in `event`, or up to batch_ (and about
+  // kBatchBytes) in `batch`.
+  grpc::ByteBuffer NextEvents(const EventWire& wire) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    size_t n = 0, bytes = 0;
+    while (n < buffered_.size() && n < batch_ && (n == 0 || bytes < kBatchBytes)) {
+      bytes += buffered_[n++].body.size();
+    }
+    last_sent_ = buffered_[n - 1].revision;
+    grpc::ByteBuffer out = n == 1 ? wire.One(buffered_.front())
+                                  : wire.Batch(absl::MakeConstSpan(buffered_.data(), n));
+    buffered_.erase(buffered_.begin(), buffered_.begin() + n);
+    return out;
+  }
+
+  void WriteLocked(grpc::ByteBuffer msg, std::chrono::steady_clock::time_point now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    out_ = std::move(msg);  // must live until OnWriteDone
-    out_.set_incarnation(incarnation_);
+    out_ = std::move(msg);
     writing_ = true;
     last_write_ = now;
     StartWrite(&out_);
@@ -236,8 +275,10 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsRespons
   std::shared_ptr<EventSubscription> subscription_ ABSL_GUARDED_BY(mu_);
   v1::WatchEventsResponse snapshot_ ABSL_GUARDED_BY(mu_);
   bool have_snapshot_ ABSL_GUARDED_BY(mu_) = false;
-  std::deque<Event> buffered_ ABSL_GUARDED_BY(mu_);
-  v1::WatchEventsResponse out_ ABSL_GUARDED_BY(mu_);
+  uint32_t batch_ = 1;  // events per message at most (the request's, capped)
+  // Taken, wanted, not yet sent: fewer than batch_ + kTakeAtOnce.
+  std::vector<WireEvent> buffered_ ABSL_GUARDED_BY(mu_);
+  grpc::ByteBuffer out_ ABSL_GUARDED_BY(mu_);
   uint64_t last_sent_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t seen_ ABSL_GUARDED_BY(mu_) = 0;
   std::chrono::steady_clock::time_point last_write_ ABSL_GUARDED_BY(mu_);
@@ -246,12 +287,14 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::WatchEventsRespons
   // Finished with a write waiting on the client since then (cleared once reset).
   std::optional<std::chrono::steady_clock::time_point> finished_writing_since_ ABSL_GUARDED_BY(mu_);
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  // The journal told of something (events, falling behind, closing) not taken since.
+  std::atomic<bool> news_{false};
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   std::string closing_why_ ABSL_GUARDED_BY(mu_);
-  std::string incarnation_ ABSL_GUARDED_BY(mu_);  // the agent's, sent in every response
 };
 
-WatchHub::WatchHub(Multipath* mp, WatchOptions options) : mp_(mp), options_(options) {
+WatchHub::WatchHub(Multipath* mp, WatchOptions options)
+    : mp_(mp), options_(options), wire_(mp->journal().incarnation()) {
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -269,7 +312,7 @@ WatchHub::~WatchHub() {
   }
 }
 
-grpc::ServerWriteReactor<v1::WatchEventsResponse>* WatchHub::Open(
+grpc::ServerWriteReactor<grpc::ByteBuffer>* WatchHub::Open(
     grpc::CallbackServerContext* ctx, const Caller& caller, const v1::WatchEventsRequest& req) {
   absl::Status admitted;
   {

@@ -17,6 +17,7 @@
 #include "agent/core/multipath.h"
 #include "grpcpp/support/server_callback.h"
 #include "server/access.h"
+#include "server/watch_wire.h"
 #include "umpath/v1/control.pb.h"
 
 namespace umpath::server {
@@ -44,18 +45,21 @@ inline constexpr size_t kWatchEndCount = 5;
 const char* WatchEndName(WatchEnd e);  // "client_gone", "fell_behind", ...
 using WatchEndCounts = std::array<uint64_t, kWatchEndCount>;
 
-// Threading: every reactor method only records what happened and wakes the hub; the
-// hub's one thread does all the work (taking events, writing, finishing), so a stream's
-// state has one writer and journal callbacks never call back into the journal.
+// Threading: every reactor method records what happened and wakes the hub; the hub's
+// one thread takes events, serializes them and finishes streams, so journal callbacks
+// never call back into the journal. A completed write may start the stream's next one
+// itself, of events the hub took (under the stream's mutex).
 class WatchHub {
  public:
   WatchHub(Multipath* mp, WatchOptions options);
   ~WatchHub();  // stops the thread; every stream must have been finished (FinishAll)
 
-  // The reactor for one WatchEvents call; it answers errors itself.
-  grpc::ServerWriteReactor<v1::WatchEventsResponse>* Open(grpc::CallbackServerContext* ctx,
-                                                          const Caller& caller,
-                                                          const v1::WatchEventsRequest& req);
+  // The reactor for one WatchEvents call; it answers errors itself. It writes
+  // WatchEventsResponse messages put together by wire() (a raw method: see
+  // ControlService::WatchEvents).
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Open(grpc::CallbackServerContext* ctx,
+                                                   const Caller& caller,
+                                                   const v1::WatchEventsRequest& req);
   // Ends every stream with UNAVAILABLE naming the revision to resume from, and refuses
   // new ones. Returns once every stream has been finished.
   void FinishAll(absl::string_view why);
@@ -67,6 +71,10 @@ class WatchHub {
   // From reactors and journal callbacks: run this stream's next step on the hub thread.
   void Wake(std::shared_ptr<WatchStream> s);
   void Release(const std::string& caller_key);
+
+  // Every event is serialized once for all watchers (EventWire::Serialize: hub thread).
+  EventWire& wire() { return wire_; }
+  uint64_t events_serialized() const { return wire_.serialized(); }
 
  private:
   void Loop();
@@ -83,6 +91,7 @@ class WatchHub {
   std::string closed_why_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::array<std::atomic<uint64_t>, kWatchEndCount> ends_{};
+  EventWire wire_;
   std::thread thread_;
 };
 

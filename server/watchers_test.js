@@ -1,5 +1,7 @@
 // A client that is not ours (grpc-js): 200 concurrent WatchEvents streams against a real
-// umpathd; every watcher must see the same events, in revision order, with no gap.
+// umpathd; every watcher must see the same events, in revision order, with no gap. Half
+// ask for several events to a message when behind (max_events_per_message), half do not
+// and must get every event alone, as clients from before that field do.
 // Usage: node watchers_test.js SOCKET PROTO_DIR
 'use strict';
 const path = require('path');
@@ -26,19 +28,28 @@ setTimeout(() => fail('timed out'), 60000).unref();
 
 const watchers = [];
 let snapshots = 0;
+let batches = 0;
 for (let i = 0; i < WATCHERS; i++) {
   // Separate channels, as separate sidecars would have.
   const client = new v1.MultipathControl(target, grpc.credentials.createInsecure(),
                                          {'grpc.use_local_subchannel_pool': 1});
+  const batching = i % 2 === 1;
   const w = {start: null, revisions: [], ended: false};
-  w.call = client.WatchEvents({since_revision: 0});
+  w.call = client.WatchEvents({since_revision: 0, max_events_per_message: batching ? 16 : 0});
+  const got = (e) => {
+    w.revisions.push(Number(e.revision));
+    if (w.revisions.length === CHANGES) check();
+  };
   w.call.on('data', (msg) => {
     if (msg.snapshot) {
       w.start = Number(msg.snapshot.revision);
       if (++snapshots === WATCHERS) makeChanges();
     } else if (msg.event) {
-      w.revisions.push(Number(msg.event.revision));
-      if (w.revisions.length === CHANGES) check();
+      got(msg.event);
+    } else if (msg.batch) {
+      if (!batching) fail(`watcher ${i} did not ask for batches but got one`);
+      batches++;
+      msg.batch.events.forEach(got);
     }
   });
   w.call.on('error', (e) => {
@@ -72,7 +83,37 @@ function check() {
     if (w.revisions[0] <= w.start) fail(`watcher ${i}: event before its snapshot`);
   });
   console.log(`grpc-js: ${WATCHERS} watchers each saw revisions ${reference[0]}..` +
-              `${reference[CHANGES - 1]} in order`);
+              `${reference[CHANGES - 1]} in order (${batches} batches)`);
   watchers.forEach((w) => w.call.cancel());
-  process.exit(0);
+  resume(reference, watchers[0].start);
+}
+
+// Two watchers resume after `from` with the 40 events waiting: the one that asks for
+// batches gets them in batches, the one that does not gets 40 single events.
+function resume(reference, from) {
+  let pending = 2;
+  [16, 0].forEach((max) => {
+    const revisions = [];
+    let messages = 0;
+    const call = admin.WatchEvents({since_revision: from, max_events_per_message: max});
+    call.on('data', (msg) => {
+      messages++;
+      if (msg.event) revisions.push(Number(msg.event.revision));
+      else if (msg.batch) msg.batch.events.forEach((e) => revisions.push(Number(e.revision)));
+      else fail(`resumed watcher (max ${max}) got neither an event nor a batch`);
+      if (revisions.length < CHANGES) return;
+      if (JSON.stringify(revisions) !== JSON.stringify(reference)) {
+        fail(`resumed watcher (max ${max}) saw ${revisions} not ${reference}`);
+      }
+      const want = max ? Math.ceil(CHANGES / max) : CHANGES;
+      if (messages !== want) fail(`resumed watcher (max ${max}): ${messages} messages, not ${want}`);
+      console.log(`grpc-js: resumed with max_events_per_message ${max}: ${CHANGES} events in ` +
+                  `${messages} messages`);
+      call.cancel();
+      if (--pending === 0) process.exit(0);
+    });
+    call.on('error', (e) => {
+      if (e.code !== grpc.status.CANCELLED) fail(`resumed watcher: ${e.code} ${e.details}`);
+    });
+  });
 }
