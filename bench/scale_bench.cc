@@ -163,7 +163,13 @@ class Agent {
       execv(argv[0], argv.data());
       _exit(127);
     }
-    stub_ = MultipathControl::NewStub(grpc::CreateChannel("unix:" + socket_, grpc::InsecureChannelCredentials()));
+    // Retried every 50 ms until the agent listens (gRPC's own backoff would wait seconds).
+    grpc::ChannelArguments ch;
+    ch.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
+    ch.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
+    ch.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 50);
+    stub_ = MultipathControl::NewStub(
+        grpc::CreateCustomChannel("unix:" + socket_, grpc::InsecureChannelCredentials(), ch));
   }
   ~Agent() {
     if (pid_ > 0) {
@@ -214,7 +220,11 @@ void Run(const std::string& binary, int heads, Figures* f) {
                              absl::GetFlag(FLAGS_namespaces_per_subsystem) *
                              absl::GetFlag(FLAGS_namespaces_per_subsystem);
 
-  // Start: until every head has all its paths live (polled every 200 ms).
+  // Start: until every head has all its paths live (polled every 50 ms, once the socket
+  // exists: a gRPC channel that found nothing listening backs off for seconds).
+  while (access(agent.socket().c_str(), F_OK) != 0 && Clock::now() - agent.started() < std::chrono::minutes(1)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   std::vector<v1::Head> all;
   for (;;) {
     if (Clock::now() - agent.started() > std::chrono::minutes(10)) {
@@ -222,12 +232,13 @@ void Run(const std::string& binary, int heads, Figures* f) {
       return;
     }
     all.clear();
-    if (ListAll(agent.stub(), &all).ok() && static_cast<int>(all.size()) == expected_heads &&
+    grpc::Status ls = ListAll(agent.stub(), &all);
+    if (ls.ok() && static_cast<int>(all.size()) == expected_heads &&
         std::all_of(all.begin(), all.end(),
                     [&](const v1::Head& h) { return static_cast<int>(h.live_paths()) == paths; })) {
       break;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   f->start_s = Ms(Clock::now() - agent.started()) / 1000;
   f->heads = expected_heads;

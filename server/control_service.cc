@@ -117,18 +117,13 @@ ControlService::Unary* ControlService::ListHeads(Ctx* ctx, const v1::ListHeadsRe
     if (!v1::HeadFilter_IsValid(req->filter())) {
       return absl::InvalidArgumentError(absl::StrCat("unknown filter ", req->filter()));
     }
-    std::vector<HeadInfo> heads = mp_->ListHeads();
-    std::sort(heads.begin(), heads.end(),
-              [](const HeadInfo& a, const HeadInfo& b) { return a.name < b.name; });
-    for (const HeadInfo& h : heads) {
-      if (!after.empty() && h.name <= after) continue;
-      if (!Matches(h, req->filter())) continue;
-      if (resp->heads_size() == size) {
-        resp->set_next_page_token(MakeToken("heads", resp->heads(size - 1).name().substr(6)));
-        break;
-      }
+    bool more = false;
+    const v1::HeadFilter filter = req->filter();
+    for (const HeadInfo& h : mp_->ListHeadsPage(
+             after, static_cast<size_t>(size), [filter](const HeadInfo& h) { return Matches(h, filter); }, &more)) {
       ToProto(h, resp->add_heads());
     }
+    if (more) resp->set_next_page_token(MakeToken("heads", resp->heads(size - 1).name().substr(6)));
     return absl::OkStatus();
   }();
   return Done(ctx, s);

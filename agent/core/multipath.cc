@@ -313,8 +313,9 @@ absl::StatusOr<std::string> Multipath::AddPath(const NamespaceSpec& ns) {
 absl::StatusOr<Multipath::Head*> Multipath::HeadForPath(const NamespaceSpec& ns,
                                                         const Controller& c) {
   Head* head = nullptr;
-  for (auto& h : heads_) {
-    if (h->subsys_nqn == c.spec.subsys_nqn && h->nsid == ns.nsid) head = h.get();
+  if (auto it = heads_by_namespace_.find(std::make_pair(c.spec.subsys_nqn, ns.nsid));
+      it != heads_by_namespace_.end()) {
+    head = it->second;
   }
   if (head && !(head->ids == ns.ids)) {
     // The kernel's "IDs don't match": never joins.
@@ -437,6 +438,8 @@ Multipath::Head* Multipath::CreateHead(const NamespaceSpec& ns, const Controller
   Emit(Event{.type = EventType::kHeadCreated, .head = h->name,
              .reason = absl::StrCat("subsystem ", h->subsys_nqn, " nsid ", h->nsid,
                                     restored.empty() ? "" : "; restored", restored)});
+  heads_by_name_[h->name] = h.get();
+  heads_by_namespace_[std::make_pair(h->subsys_nqn, h->nsid)] = h.get();
   heads_.push_back(std::move(h));
   return heads_.back().get();
 }
@@ -536,6 +539,8 @@ void Multipath::RemoveHead(Head* h, std::string reason, IoError why) {
   for (Worker* w : options_.workers) {
     w->Post([w, uid = h->uid, why] { w->DropHead(uid, why); });
   }
+  heads_by_name_.erase(h->name);
+  heads_by_namespace_.erase(std::make_pair(h->subsys_nqn, h->nsid));
   heads_.erase(std::find_if(heads_.begin(), heads_.end(),
                             [h](const auto& x) { return x.get() == h; }));
 }
@@ -658,10 +663,8 @@ Multipath::Controller* Multipath::FindController(absl::string_view name) {
 }
 
 Multipath::Head* Multipath::FindHead(absl::string_view name) const {
-  for (const auto& h : heads_) {
-    if (h->name == name) return h.get();
-  }
-  return nullptr;
+  auto it = heads_by_name_.find(name);
+  return it == heads_by_name_.end() ? nullptr : it->second;
 }
 
 Multipath::Path* Multipath::FindHeadPath(Head* h, absl::string_view path) {

@@ -174,6 +174,11 @@ class Multipath final : public AnaReadRequester {
 
   // --- Control API. ---
   std::vector<HeadInfo> ListHeads() const;
+  // One page, in name order: at most `limit` heads named after `after` that `keep`
+  // accepts; `more` says whether another follows. Only the heads it looks at are
+  // described, so listing every head by pages costs what one listing does.
+  std::vector<HeadInfo> ListHeadsPage(absl::string_view after, size_t limit,
+                                      const std::function<bool(const HeadInfo&)>& keep, bool* more) const;
   absl::StatusOr<HeadInfo> GetHead(absl::string_view name) const;
   std::vector<ControllerInfo> ListControllers() const;
   absl::StatusOr<ControllerInfo> GetController(absl::string_view name) const;
@@ -345,6 +350,10 @@ class Multipath final : public AnaReadRequester {
   std::shared_ptr<FenceNotice> fence_notice_;
   std::atomic<uint64_t> fenced_ios_total_{0};
   std::vector<std::unique_ptr<Head>> heads_ ABSL_GUARDED_BY(mu_);  // creation order
+  // The same heads by name, and by (subsystem NQN, NSID): lookups stay O(1) with
+  // thousands of heads (a path joining its head, every call naming one).
+  absl::flat_hash_map<std::string, Head*> heads_by_name_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::pair<std::string, uint32_t>, Head*> heads_by_namespace_ ABSL_GUARDED_BY(mu_);
   uint32_t next_controller_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_head_uid_ ABSL_GUARDED_BY(mu_) = 1;
   IoPolicy default_policy_ ABSL_GUARDED_BY(mu_);

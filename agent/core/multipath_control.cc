@@ -203,6 +203,30 @@ std::vector<HeadInfo> Multipath::ListHeads() const {
   return out;
 }
 
+std::vector<HeadInfo> Multipath::ListHeadsPage(absl::string_view after, size_t limit,
+                                               const std::function<bool(const HeadInfo&)>& keep,
+                                               bool* more) const {
+  MutexLock lock(&mu_);
+  std::vector<const Head*> next;
+  next.reserve(heads_.size());
+  for (const auto& h : heads_) {
+    if (h->name > after) next.push_back(h.get());
+  }
+  std::sort(next.begin(), next.end(), [](const Head* a, const Head* b) { return a->name < b->name; });
+  std::vector<HeadInfo> out;
+  *more = false;
+  for (const Head* h : next) {
+    HeadInfo info = DescribeHead(*h);
+    if (!keep(info)) continue;
+    if (out.size() == limit) {
+      *more = true;
+      break;
+    }
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
 absl::StatusOr<HeadInfo> Multipath::GetHead(absl::string_view name) const {
   MutexLock lock(&mu_);
   const Head* h = FindHead(name);
