@@ -178,7 +178,7 @@ absl::Status Agent::StartSimulator() {
                    " path(s), in ",
                    std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count(),
                    " ms"));
-  sim_ops_ = std::make_unique<SimFaultOps>(plane_.get(), sim_.get());
+  sim_ops_ = std::make_unique<SimFaultOps>(plane_.get(), supervisor_.get(), sim_.get());
   config_.server.simulator = sim_ops_.get();
   config_.server.service.backends.push_back("sim");
   return absl::OkStatus();

@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 
 namespace umpath::app {
 
@@ -18,6 +19,26 @@ void OnPlane(ControlPlane* plane, server::OpDone<T> done, Fn fn) {
   if (!plane->Post([shared, fn = std::move(fn)]() mutable { fn(std::move(*shared)); })) {
     std::move (*shared)(absl::UnavailableError(kStopping));
   }
+}
+
+// How long an attach (or a simulated return) waits for a controller of the same name
+// that is still being let go: its removal event comes before the workers have let go of
+// its queue pairs, and a caller that acts on the event should not have to retry.
+constexpr int64_t kLetGoWaitNs = 10'000'000'000;
+
+// On the control thread: `then` now, or once the controller of that name that is
+// leaving has gone (on the control thread too); UNAVAILABLE if it takes too long.
+template <typename T, typename Fn>
+void OnceLetGo(ControllerSupervisor* sup, const std::string& name, server::OpDone<T> done, Fn then) {
+  if (!sup->Known(name) || sup->Find(name) != nullptr) return then(std::move(done));
+  sup->WhenGone(name, kLetGoWaitNs,
+                [name, done = std::move(done), then = std::move(then)](bool gone) mutable {
+                  if (!gone) {
+                    return std::move(done)(absl::UnavailableError(absl::StrCat(
+                        name, " is still being let go after ", kLetGoWaitNs / 1'000'000'000, " s; try again")));
+                  }
+                  then(std::move(done));
+                });
 }
 
 }  // namespace
@@ -85,12 +106,22 @@ void BackendControllerOps::AttachOnPlane(const AttachSpec& spec,
       return std::move(done)(absl::FailedPreconditionError(
           "this agent has no vfio backend (start it with --vfio_devices)"));
     }
-    if (absl::Status s = vm_->Attach(spec.address); !s.ok()) return std::move(done)(s);
-    return std::move(done)(spec.address);
+    return OnceLetGo(sup_, spec.address, std::move(done),
+                     [this, address = spec.address](server::OpDone<absl::StatusOr<std::string>> d) {
+                       if (absl::Status s = vm_->Attach(address); !s.ok()) return std::move(d)(s);
+                       std::move(d)(address);
+                     });
   }
   if (kb_ == nullptr) {
     return std::move(done)(absl::FailedPreconditionError(absl::StrCat(
         "transport \"", spec.transport, "\" needs the kernel backend, off here (--kernel=false)")));
+  }
+  if (spec.transport == "kernel") {
+    // Claimed by name: a controller of that name detached a moment ago goes first.
+    const std::string name(absl::StripPrefix(spec.address, "/dev/"));
+    return OnceLetGo(sup_, name, std::move(done), [this, spec](server::OpDone<absl::StatusOr<std::string>> d) {
+      kb_->Attach(spec.transport, spec.address, spec.service, spec.subsystem_nqn, std::move(d));
+    });
   }
   kb_->Attach(spec.transport, spec.address, spec.service, spec.subsystem_nqn, std::move(done));
 }
@@ -125,8 +156,13 @@ void SimFaultOps::Inject(const std::string& controller, const sim::SimFault& fau
                          server::OpDone<absl::StatusOr<sim::SimControllerInfo>> done) {
   OnPlane(plane_, std::move(done),
           [this, controller, fault](server::OpDone<absl::StatusOr<sim::SimControllerInfo>> d) {
-            if (absl::Status s = sim_->Inject(controller, fault); !s.ok()) return std::move(d)(s);
-            std::move(d)(sim_->Describe(controller));
+            auto inject = [this, controller, fault](server::OpDone<absl::StatusOr<sim::SimControllerInfo>> d) {
+              if (absl::Status s = sim_->Inject(controller, fault); !s.ok()) return std::move(d)(s);
+              std::move(d)(sim_->Describe(controller));
+            };
+            // A return just after a loss or a detach: the old one goes first.
+            if (fault.kind != sim::SimFault::Kind::kReturn) return inject(std::move(d));
+            OnceLetGo(sup_, controller, std::move(d), std::move(inject));
           });
 }
 

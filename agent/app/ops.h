@@ -61,7 +61,8 @@ class BackendControllerOps final : public server::ControllerOps {
 // Threading: any thread; the work runs on the control thread.
 class SimFaultOps final : public server::SimulatorOps {
  public:
-  SimFaultOps(ControlPlane* plane, sim::SimBackend* sim) : plane_(plane), sim_(sim) {}
+  SimFaultOps(ControlPlane* plane, ControllerSupervisor* sup, sim::SimBackend* sim)
+      : plane_(plane), sup_(sup), sim_(sim) {}
   void Inject(const std::string& controller, const sim::SimFault& fault,
               server::OpDone<absl::StatusOr<sim::SimControllerInfo>> done) override;
   void Clear(const std::string& controller,
@@ -70,6 +71,7 @@ class SimFaultOps final : public server::SimulatorOps {
 
  private:
   ControlPlane* const plane_;
+  ControllerSupervisor* const sup_;
   sim::SimBackend* const sim_;
 };
 

@@ -145,6 +145,11 @@ ControllerSupervisor::~ControllerSupervisor() {
   plane_->Cancel(stop_timer_);
   alive_.reset();
   entries_.clear();
+  std::map<uint64_t, GoneWaiter> waiters = std::move(gone_waiters_);
+  for (auto& [id, w] : waiters) {
+    plane_->Cancel(w.timer);
+    std::move(w.then)(false);
+  }
 }
 
 void ControllerSupervisor::Log(const std::string& line) const {
@@ -225,6 +230,41 @@ std::optional<SupervisedState> ControllerSupervisor::StateOf(absl::string_view n
 }
 
 bool ControllerSupervisor::Known(absl::string_view name) const { return StateOf(name).has_value(); }
+
+void ControllerSupervisor::WhenGone(absl::string_view name, int64_t timeout_ns,
+                                    absl::AnyInvocable<void(bool gone) &&> then) {
+  const uint64_t id = next_waiter_++;
+  GoneWaiter& w = gone_waiters_[id];
+  w.name = std::string(name);
+  w.then = std::move(then);
+  if (!Known(name)) {
+    RunGoneWaiters(w.name);
+    return;
+  }
+  w.timer = plane_->After(timeout_ns, [this, alive = std::weak_ptr<bool>(alive_), id] {
+    if (alive.expired()) return;
+    auto it = gone_waiters_.find(id);
+    if (it == gone_waiters_.end()) return;
+    absl::AnyInvocable<void(bool) &&> then = std::move(it->second.then);
+    gone_waiters_.erase(it);
+    std::move(then)(false);
+  });
+}
+
+// Posted: a waiter may add a controller of that name, which must not happen inside the
+// transition that erased the last one.
+void ControllerSupervisor::RunGoneWaiters(const std::string& name) {
+  for (auto it = gone_waiters_.begin(); it != gone_waiters_.end();) {
+    if (it->second.name != name) {
+      ++it;
+      continue;
+    }
+    plane_->Cancel(it->second.timer);
+    auto shared = std::make_shared<absl::AnyInvocable<void(bool) &&>>(std::move(it->second.then));
+    it = gone_waiters_.erase(it);
+    if (!plane_->Post([shared] { std::move (*shared)(true); })) std::move(*shared)(false);
+  }
+}
 
 void ControllerSupervisor::On(Entry* e, SupervisorEvent event, std::string why) {
   if (event == SupervisorEvent::kDeviceGone) e->release = true;
@@ -321,7 +361,9 @@ void ControllerSupervisor::DoResetBelow(Entry* e) {
 }
 
 void ControllerSupervisor::Erase(Entry* e) {
+  const std::string name = e->name;
   entries_.erase(e->id);
+  if (!Known(name)) RunGoneWaiters(name);
   MaybeStopped();
 }
 

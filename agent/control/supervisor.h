@@ -143,6 +143,12 @@ class ControllerSupervisor {
   std::optional<SupervisedState> StateOf(absl::string_view name) const;
   // Any controller of that name, leaving or not.
   bool Known(absl::string_view name) const;
+  // Whether that name is free again: `then` runs on the control thread (posted, never
+  // from inside this call) with true once no controller of that name is known, at once
+  // when none is; with false after `timeout_ns`, or when the supervisor goes first.
+  // For a caller that brings a controller back just after it was detached or lost: its
+  // removal event comes before the workers have let it go.
+  void WhenGone(absl::string_view name, int64_t timeout_ns, absl::AnyInvocable<void(bool gone) &&> then);
 
   // The one shutdown path: every controller is detached (a clean shutdown first);
   // `done` runs once all are gone, or after `grace_ns` (plus the largest CQT) with the
@@ -163,6 +169,7 @@ class ControllerSupervisor {
   void DoRecover(Entry* e);
   void DoResetBelow(Entry* e);
   void Erase(Entry* e);
+  void RunGoneWaiters(const std::string& name);
   void ArmHealthCheck();
   void CheckHealth();
   void MaybeStopped();
@@ -178,6 +185,13 @@ class ControllerSupervisor {
   bool hand_over_ = false;
   ControlPlane::TimerId stop_timer_ = 0;
   absl::AnyInvocable<void(size_t) &&> stop_done_;
+  struct GoneWaiter {
+    std::string name;
+    ControlPlane::TimerId timer = 0;
+    absl::AnyInvocable<void(bool) &&> then;
+  };
+  std::map<uint64_t, GoneWaiter> gone_waiters_;
+  uint64_t next_waiter_ = 1;
   // Lives as long as the supervisor: tasks posted for it check it first.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

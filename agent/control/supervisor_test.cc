@@ -80,6 +80,17 @@ class SupervisorTest : public SupervisedFixture {
     return *h0;
   }
   static int Done(const std::vector<TestIo>& ios) { return CountDone(ios); }
+  // c0 detached with a command the layer below still holds: retired, fenced, and not
+  // gone until the test lets the command back.
+  void DetachC0WhileTheLayerBelowHolds(TestIo& held) {
+    const std::string head = TwoPaths();
+    Qp("c0").set_lower_layer_owns(true);
+    drivers_["c0"]->kind = ResetKind::kBelow;
+    Submit(head, held);
+    ASSERT_OK(sup_->Detach("c0", "detached"));
+    Pump();
+    ASSERT_EQ(State("c0"), S::kRetiredFenced);
+  }
 
   std::map<std::string, std::shared_ptr<Played>> drivers_;
 };
@@ -241,6 +252,50 @@ TEST_F(SupervisorTest, KernelHeldCommandsKeepADetachedControllerUntilReturned) {
   Pump();
   EXPECT_EQ(Done(held), 3);
   EXPECT_EQ(State("c0"), S::kGone);
+}
+
+// What an attach of the same name, just after a detach, waits for: the removal event
+// comes before the workers let go (a sim return that came first got UNAVAILABLE).
+TEST_F(SupervisorTest, WhenGoneAnswersOnceTheLastControllerOfThatNameHasGone) {
+  TestIo held;
+  DetachC0WhileTheLayerBelowHolds(held);
+  std::vector<std::pair<std::string, bool>> answers;
+  auto note = [&answers](std::string who) { return [&answers, who](bool gone) { answers.emplace_back(who, gone); }; };
+  sup_->WhenGone("c0", 60'000'000'000, note("waits"));
+  sup_->WhenGone("c0", 1'000'000'000, note("gives up"));
+  sup_->WhenGone("c9", 1'000'000'000, note("never known"));
+  EXPECT_TRUE(answers.empty()) << "never from inside the call";
+  Pump();
+  ASSERT_EQ(answers.size(), 1u);
+  EXPECT_EQ(answers[0], std::make_pair(std::string("never known"), true));
+  clock_.Advance(2'000'000'000);
+  Pump();
+  ASSERT_EQ(answers.size(), 2u);
+  EXPECT_EQ(answers[1], std::make_pair(std::string("gives up"), false)) << "past its timeout, still held";
+  // The layer below gives the command back: the workers let go, and the name is free.
+  Qp("c0").set_hold(false);
+  Pump();
+  EXPECT_EQ(State("c0"), S::kGone);
+  ASSERT_EQ(answers.size(), 3u);
+  EXPECT_EQ(answers[2], std::make_pair(std::string("waits"), true));
+  clock_.Advance(120'000'000'000);
+  Pump();
+  EXPECT_EQ(answers.size(), 3u) << "each answered once";
+}
+
+TEST_F(SupervisorTest, WhenGoneAnswersFalseWhenTheSupervisorGoesFirst) {
+  TestIo held;
+  DetachC0WhileTheLayerBelowHolds(held);
+  std::optional<bool> answer;
+  sup_->WhenGone("c0", 60'000'000'000, [&answer](bool gone) { answer = gone; });
+  Pump();
+  EXPECT_FALSE(answer.has_value());
+  // The agent's order: the core goes, then the supervisor, the controller still held.
+  mp_->Shutdown();
+  Run();
+  mp_.reset();
+  sup_.reset();
+  EXPECT_EQ(answer, std::optional<bool>(false));
 }
 
 TEST_F(SupervisorTest, HealthChecksResetAFatalControllerAndDetachAGoneOne) {
