@@ -1,5 +1,7 @@
 #include "server/control_service.h"
 
+#include "server/head_filter.h"
+
 #include <algorithm>
 
 #include "absl/strings/escaping.h"
@@ -8,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "agent/base/status_macros.h"
 #include "server/convert.h"
+#include "server/head_filter.h"
 
 namespace umpath::server {
 
@@ -58,9 +61,10 @@ absl::Status ValidateAttach(const v1::AttachControllerRequest& req) {
 ControlService::ControlService(Multipath* mp, const AccessPolicy* access, ServiceOptions options,
                                SettingsListener* settings)
     : mp_(mp), access_(access), options_(std::move(options)), settings_(settings),
-      hub_(mp, options_.watch) {}
+      hub_(mp, options_.watch),
+      waits_(mp, options_.waits) {}
 
-ControlService::~ControlService() { hub_.FinishAll("the agent is shutting down"); }
+ControlService::~ControlService() { FinishWatchers("the agent is shutting down"); }
 
 absl::Status ControlService::Authorize(Ctx* ctx, Role need, Caller* out) const {
   return access_->Authorize(ctx->peer(), ctx->auth_context().get(), need, out);
@@ -117,10 +121,17 @@ ControlService::Unary* ControlService::ListHeads(Ctx* ctx, const v1::ListHeadsRe
     if (!v1::HeadFilter_IsValid(req->filter())) {
       return absl::InvalidArgumentError(absl::StrCat("unknown filter ", req->filter()));
     }
+    ASSIGN_OR_RETURN(const HeadFilterExpression expr, HeadFilterExpression::Parse(req->filter_expression()));
     bool more = false;
     const v1::HeadFilter filter = req->filter();
-    for (const HeadInfo& h : mp_->ListHeadsPage(
-             after, static_cast<size_t>(size), [filter](const HeadInfo& h) { return Matches(h, filter); }, &more)) {
+    auto keep = [filter, &expr](const HeadInfo& h) {
+      if (!Matches(h, filter)) return false;
+      if (expr.MatchesEverything()) return true;
+      v1::Head p;
+      ToProto(h, &p);
+      return expr.Matches(p);
+    };
+    for (const HeadInfo& h : mp_->ListHeadsPage(after, static_cast<size_t>(size), keep, &more)) {
       ToProto(h, resp->add_heads());
     }
     if (more) resp->set_next_page_token(MakeToken("heads", resp->heads(size - 1).name().substr(6)));
@@ -137,6 +148,50 @@ ControlService::Unary* ControlService::GetHead(Ctx* ctx, const v1::GetHeadReques
     return HeadOut(head, resp->mutable_head());
   }();
   return Done(ctx, s);
+}
+
+ControlService::Unary* ControlService::WaitHead(Ctx* ctx, const v1::WaitHeadRequest* req,
+                                                v1::WaitHeadResponse* resp) {
+  Caller caller;
+  WaitTarget t;
+  std::chrono::steady_clock::time_point deadline;
+  absl::Status s = [&]() -> absl::Status {
+    RETURN_IF_ERROR(Authorize(ctx, Role::kViewer, &caller));
+    if (req->name().empty() == req->filter_expression().empty()) {
+      return absl::InvalidArgumentError("name a head (heads/{head}) or give a filter_expression, not both");
+    }
+    if (!req->name().empty()) {
+      ASSIGN_OR_RETURN(t.head, ParseHeadName(req->name()));
+    } else {
+      ASSIGN_OR_RETURN(t.filter, HeadFilterExpression::Parse(req->filter_expression()));
+      t.filter_text = req->filter_expression().substr(0, 128);
+    }
+    if (req->condition() == v1::HEAD_CONDITION_UNSPECIFIED || !v1::HeadCondition_IsValid(req->condition())) {
+      return absl::InvalidArgumentError("condition is HEAD_CONDITION_EXISTS, _SELECTABLE, _EXPORTED or _GONE");
+    }
+    t.condition = req->condition();
+    if (req->timeout_secs() > 3600) {
+      return absl::InvalidArgumentError(absl::StrCat("timeout_secs is at most 3600, not ", req->timeout_secs()));
+    }
+    // The call's own deadline, a little early, so the answer says where the head was
+    // before gRPC ends the call.
+    const auto now_wall = std::chrono::system_clock::now();
+    const auto now = std::chrono::steady_clock::now();
+    const bool call_deadline = ctx->deadline() != std::chrono::system_clock::time_point::max();
+    if (req->timeout_secs() == 0 && !call_deadline) {
+      return absl::InvalidArgumentError("a wait has an end: set timeout_secs or a deadline on the call");
+    }
+    deadline = std::chrono::steady_clock::time_point::max();
+    if (req->timeout_secs() != 0) deadline = now + std::chrono::seconds(req->timeout_secs());
+    if (call_deadline) {
+      const auto left = std::chrono::duration_cast<std::chrono::steady_clock::duration>(ctx->deadline() - now_wall);
+      const auto margin = std::min<std::chrono::steady_clock::duration>(left / 10, std::chrono::milliseconds(500));
+      deadline = std::min(deadline, now + std::max(left - margin, std::chrono::steady_clock::duration::zero()));
+    }
+    return absl::OkStatus();
+  }();
+  if (!s.ok()) return Done(ctx, s);
+  return waits_.Open(ctx, caller, std::move(t), deadline, resp);
 }
 
 ControlService::Unary* ControlService::ListControllers(Ctx* ctx,

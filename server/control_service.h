@@ -11,6 +11,7 @@
 #include "absl/functional/any_invocable.h"
 #include "agent/core/multipath.h"
 #include "server/access.h"
+#include "server/head_waits.h"
 #include "server/watch.h"
 #include "umpath/v1/control.grpc.pb.h"
 
@@ -67,6 +68,7 @@ struct ServiceOptions {
   std::vector<std::string> backends;  // present and usable: "vfio", "kernel", "ublk"
   uint32_t max_message_bytes = 4 << 20;
   WatchOptions watch;
+  WaitOptions waits;
   ControllerOps* controllers = nullptr;  // none: attach/detach/reset say so
   ExportOps* exports = nullptr;          // none: export/unexport say so, and why
   StopOps* stop = nullptr;               // none: StopAgent says this agent stops by signal only
@@ -98,8 +100,13 @@ class ControlService final : public v1::MultipathControl::WithRawCallbackMethod_
                  SettingsListener* settings = nullptr);
   ~ControlService() override;
 
-  // Graceful shutdown, step one: ends every watcher (UNAVAILABLE, with a resume point).
-  void FinishWatchers(absl::string_view why) { hub_.FinishAll(why); }
+  // Graceful shutdown, step one: ends every watcher (UNAVAILABLE, with a resume point)
+  // and every WaitHead.
+  void FinishWatchers(absl::string_view why) {
+    hub_.FinishAll(why);
+    waits_.FinishAll(why);
+  }
+  size_t waits() const { return waits_.active(); }
   size_t watchers() const { return hub_.active(); }
   WatchEndCounts watcher_ends() const { return hub_.ends(); }
   // How many events the watchers' messages needed serialized (each once, for all).
@@ -111,6 +118,7 @@ class ControlService final : public v1::MultipathControl::WithRawCallbackMethod_
   Unary* GetAgentInfo(Ctx*, const v1::GetAgentInfoRequest*, v1::GetAgentInfoResponse*) override;
   Unary* ListHeads(Ctx*, const v1::ListHeadsRequest*, v1::ListHeadsResponse*) override;
   Unary* GetHead(Ctx*, const v1::GetHeadRequest*, v1::GetHeadResponse*) override;
+  Unary* WaitHead(Ctx*, const v1::WaitHeadRequest*, v1::WaitHeadResponse*) override;
   Unary* ListControllers(Ctx*, const v1::ListControllersRequest*,
                          v1::ListControllersResponse*) override;
   Unary* GetController(Ctx*, const v1::GetControllerRequest*,
@@ -158,6 +166,7 @@ class ControlService final : public v1::MultipathControl::WithRawCallbackMethod_
   const ServiceOptions options_;
   SettingsListener* const settings_;
   WatchHub hub_;
+  HeadWaits waits_;
 };
 
 }  // namespace umpath::server
