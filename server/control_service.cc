@@ -1,14 +1,14 @@
 #include "server/control_service.h"
 
-#include "server/head_filter.h"
-
 #include <algorithm>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "agent/base/status_macros.h"
+#include "agent/core/types.h"
 #include "server/convert.h"
 #include "server/head_filter.h"
 
@@ -308,6 +308,147 @@ ControlService::Unary* ControlService::SetDefaultIoPolicy(Ctx* ctx,
     ASSIGN_OR_RETURN(IoPolicy policy, FromProto(req->io_policy()));
     RETURN_IF_ERROR(mp_->SetDefaultPolicy(IoPolicyName(policy)));
     ToProto(mp_->GetDefaults(), resp->mutable_defaults());
+    return absl::OkStatus();
+  }();
+  return Done(ctx, s);
+}
+
+namespace {
+
+// heads/{head}/settings -> {head}.
+absl::StatusOr<std::string> ParseSettingsName(absl::string_view name) {
+  RETURN_IF_ERROR(CheckLength("name", name, kMaxNameBytes));
+  if (absl::ConsumeSuffix(&name, "/settings")) {
+    if (absl::StatusOr<std::string> head = ParseHeadName(name); head.ok()) return head;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("malformed settings name ", QuotePrefix(name), "; expected heads/{head}/settings"));
+}
+
+void SettingsToProto(const std::string& head, const HeadSettings& in, bool present, v1::HeadSettings* out) {
+  out->set_name(absl::StrCat("heads/", head, "/settings"));
+  if (in.delayed_removal_secs) out->set_delayed_removal_secs(*in.delayed_removal_secs);
+  if (in.policy) out->set_io_policy(ToProto(*in.policy));
+  if (in.io_fail_timeout_secs) out->set_io_fail_timeout_secs(*in.io_fail_timeout_secs);
+  if (in.export_wanted) out->set_export_(*in.export_wanted);
+  out->set_head_present(present);
+}
+
+absl::StatusOr<HeadSettings> SettingsFromProto(const v1::HeadSettings& in) {
+  HeadSettings out;
+  if (in.has_delayed_removal_secs()) {
+    if (in.delayed_removal_secs() > kMaxDelayedRemovalSecs) {
+      return absl::InvalidArgumentError(absl::StrCat("delayed_removal_secs is 0..", kMaxDelayedRemovalSecs, ", not ",
+                                                     in.delayed_removal_secs()));
+    }
+    out.delayed_removal_secs = in.delayed_removal_secs();
+  }
+  if (in.has_io_fail_timeout_secs()) {
+    if (in.io_fail_timeout_secs() > kMaxIoFailTimeoutSecs) {
+      return absl::InvalidArgumentError(absl::StrCat("io_fail_timeout_secs is 0..", kMaxIoFailTimeoutSecs, ", not ",
+                                                     in.io_fail_timeout_secs()));
+    }
+    out.io_fail_timeout_secs = in.io_fail_timeout_secs();
+  }
+  if (in.has_io_policy()) {
+    ASSIGN_OR_RETURN(IoPolicy p, FromProto(in.io_policy()));
+    out.policy = p;
+  }
+  if (in.has_export_()) out.export_wanted = in.export_();
+  if (!out.delayed_removal_secs && !out.io_fail_timeout_secs && !out.policy && !out.export_wanted) {
+    return absl::InvalidArgumentError(
+        "nothing to update: set delayed_removal_secs, io_policy, io_fail_timeout_secs or export");
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<HeadSettings> ControlService::KeptSettings(const std::string& head) const {
+  for (auto& [name, kept] : settings_->Kept()) {
+    if (name == head) return kept;
+  }
+  return absl::NotFoundError(absl::StrCat("no settings kept for heads/", head));
+}
+
+ControlService::Unary* ControlService::UpdateHeadSettings(Ctx* ctx, const v1::UpdateHeadSettingsRequest* req,
+                                                          v1::UpdateHeadSettingsResponse* resp) {
+  std::string head;
+  bool export_now = false;
+  absl::Status s = [&]() -> absl::Status {
+    RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin));
+    ASSIGN_OR_RETURN(head, ParseSettingsName(req->settings().name()));
+    ASSIGN_OR_RETURN(const HeadSettings patch, SettingsFromProto(req->settings()));
+    if (settings_ == nullptr) {
+      return absl::FailedPreconditionError("this agent keeps no head settings (it was started without a settings file)");
+    }
+    if (patch.export_wanted.value_or(false) && options_.exports == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "export needs the ublk frontend, and this agent has none (",
+          options_.no_export_reason.empty() ? "not configured" : options_.no_export_reason, "); nothing was kept"));
+    }
+    if (!req->allow_missing() && absl::IsNotFound(mp_->GetHead(head).status())) {
+      return absl::NotFoundError(absl::StrCat("head heads/", head,
+                                              " not found; with allow_missing the settings are kept for when it appears"));
+    }
+    // Kept first, then applied: a head that appears meanwhile takes them from the store
+    // as it is created, and one that was there takes them here.
+    if (absl::Status saved = settings_->Merge(head, patch); !saved.ok()) {
+      return absl::UnavailableError(absl::StrCat("the settings were not saved (", saved.message(), "); nothing changed"));
+    }
+    bool present = mp_->GetHead(head).ok();
+    if (present) {
+      absl::Status applied = [&]() -> absl::Status {
+        if (patch.delayed_removal_secs) RETURN_IF_ERROR(mp_->SetDelayedRemoval(head, *patch.delayed_removal_secs));
+        if (patch.io_fail_timeout_secs) RETURN_IF_ERROR(mp_->SetIoFailTimeout(head, *patch.io_fail_timeout_secs));
+        if (patch.policy) RETURN_IF_ERROR(mp_->SetPolicy(head, IoPolicyName(*patch.policy)));
+        return absl::OkStatus();
+      }();
+      if (absl::IsNotFound(applied)) present = false;  // removed meanwhile: kept for the next
+      else RETURN_IF_ERROR(applied);
+    }
+    ASSIGN_OR_RETURN(const HeadSettings kept, KeptSettings(head));
+    SettingsToProto(head, kept, present, resp->mutable_settings());
+    export_now = present && patch.export_wanted.value_or(false);
+    return absl::OkStatus();
+  }();
+  if (!s.ok() || !export_now) return Done(ctx, s);
+  // As ExportHead: the answer once the device is there (or why it is not).
+  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  options_.exports->Export(head, [r](absl::StatusOr<std::string> device) { r->Finish(ToGrpc(device.status())); });
+  return r;
+}
+
+ControlService::Unary* ControlService::ListHeadSettings(Ctx* ctx, const v1::ListHeadSettingsRequest* req,
+                                                        v1::ListHeadSettingsResponse* resp) {
+  absl::Status s = [&]() -> absl::Status {
+    RETURN_IF_ERROR(Authorize(ctx, Role::kViewer));
+    ASSIGN_OR_RETURN(int size, PageSize(req->page_size()));
+    ASSIGN_OR_RETURN(std::string after, ParseToken("settings", req->page_token()));
+    if (settings_ == nullptr) return absl::OkStatus();
+    for (const auto& [head, kept] : settings_->Kept()) {
+      if (!after.empty() && head <= after) continue;
+      if (resp->settings_size() == size) {
+        resp->set_next_page_token(MakeToken("settings", after));
+        break;
+      }
+      SettingsToProto(head, kept, mp_->GetHead(head).ok(), resp->add_settings());
+      after = head;
+    }
+    return absl::OkStatus();
+  }();
+  return Done(ctx, s);
+}
+
+ControlService::Unary* ControlService::DeleteHeadSettings(Ctx* ctx, const v1::DeleteHeadSettingsRequest* req,
+                                                          v1::DeleteHeadSettingsResponse*) {
+  absl::Status s = [&]() -> absl::Status {
+    RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin));
+    ASSIGN_OR_RETURN(std::string head, ParseSettingsName(req->name()));
+    if (settings_ == nullptr) return absl::OkStatus();  // nothing kept, nothing to forget
+    if (absl::Status saved = settings_->Forget(head); !saved.ok()) {
+      return absl::UnavailableError(absl::StrCat("not forgotten: the settings file was not saved (", saved.message(), ")"));
+    }
     return absl::OkStatus();
   }();
   return Done(ctx, s);

@@ -85,6 +85,13 @@ class SettingsListener {
   virtual ~SettingsListener() = default;
   virtual absl::Status OnHeadSettingsChanged(
       absl::FunctionRef<absl::StatusOr<HeadInfo>()> read) = 0;
+  // Settings kept by head id whether or not the head exists (UpdateHeadSettings): the
+  // fields `patch` has replace those kept; saved before it returns.
+  virtual absl::Status Merge(const std::string& head, const HeadSettings& patch) = 0;
+  // Forgets them; OK when nothing was kept.
+  virtual absl::Status Forget(const std::string& head) = 0;
+  // Every head's kept settings, in id order.
+  virtual std::vector<std::pair<std::string, HeadSettings>> Kept() const = 0;
 };
 
 // Threading: every handler runs on a gRPC callback thread and calls only the core's
@@ -134,6 +141,9 @@ class ControlService final : public v1::MultipathControl::WithRawCallbackMethod_
                                  v1::SetDefaultIoFailTimeoutResponse*) override;
   Unary* SetDefaultIoPolicy(Ctx*, const v1::SetDefaultIoPolicyRequest*,
                             v1::SetDefaultIoPolicyResponse*) override;
+  Unary* UpdateHeadSettings(Ctx*, const v1::UpdateHeadSettingsRequest*, v1::UpdateHeadSettingsResponse*) override;
+  Unary* ListHeadSettings(Ctx*, const v1::ListHeadSettingsRequest*, v1::ListHeadSettingsResponse*) override;
+  Unary* DeleteHeadSettings(Ctx*, const v1::DeleteHeadSettingsRequest*, v1::DeleteHeadSettingsResponse*) override;
   Unary* FailPath(Ctx*, const v1::FailPathRequest*, v1::FailPathResponse*) override;
   Unary* ReinstatePath(Ctx*, const v1::ReinstatePathRequest*, v1::ReinstatePathResponse*) override;
   Unary* AttachController(Ctx*, const v1::AttachControllerRequest*,
@@ -160,6 +170,7 @@ class ControlService final : public v1::MultipathControl::WithRawCallbackMethod_
   absl::StatusOr<std::string> ExportTarget(Ctx* ctx, const std::string& name,
                                            absl::string_view verb) const;
   absl::Status Persist(const std::string& head);
+  absl::StatusOr<HeadSettings> KeptSettings(const std::string& head) const;
 
   Multipath* const mp_;
   const AccessPolicy* const access_;

@@ -41,6 +41,8 @@ absl::Status ParseLine(absl::string_view line, std::string* head, HeadSettings* 
       absl::StatusOr<IoPolicy> p = ParseIoPolicy(kv.second);
       if (!p.ok()) return p.status();
       out->policy = *p;
+    } else if (kv.first == "export" && (kv.second == "true" || kv.second == "false")) {
+      out->export_wanted = kv.second == "true";
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown field \"", fields[i], "\""));
     }
@@ -82,16 +84,53 @@ absl::Status SettingsStore::OnHeadSettingsChanged(
   MutexLock saving(&save_mu_);
   absl::StatusOr<HeadInfo> head = read();
   if (!head.ok()) return absl::OkStatus();  // gone meanwhile: nothing of it to keep
+  {
+    MutexLock lock(&mu_);
+    HeadSettings& kept = heads_[head->name];  // an export wish stays
+    kept.policy = head->policy;
+    kept.delayed_removal_secs = head->delayed_removal_secs;
+    kept.io_fail_timeout_secs = head->io_fail_timeout_secs;
+  }
+  return Save();
+}
+
+absl::Status SettingsStore::Save() {
   std::string text;
   {
     MutexLock lock(&mu_);
-    heads_[head->name] = HeadSettings{head->policy, head->delayed_removal_secs, head->io_fail_timeout_secs};
     text = TextLocked();
   }
   absl::Status saved = WriteFileAtomically(path_, text);
   MutexLock lock(&mu_);
   last_save_ = saved;
   return saved;
+}
+
+absl::Status SettingsStore::Merge(const std::string& head, const HeadSettings& patch) {
+  MutexLock saving(&save_mu_);
+  {
+    MutexLock lock(&mu_);
+    HeadSettings& kept = heads_[head];
+    if (patch.policy) kept.policy = patch.policy;
+    if (patch.delayed_removal_secs) kept.delayed_removal_secs = patch.delayed_removal_secs;
+    if (patch.io_fail_timeout_secs) kept.io_fail_timeout_secs = patch.io_fail_timeout_secs;
+    if (patch.export_wanted) kept.export_wanted = patch.export_wanted;
+  }
+  return Save();
+}
+
+absl::Status SettingsStore::Forget(const std::string& head) {
+  MutexLock saving(&save_mu_);
+  {
+    MutexLock lock(&mu_);
+    if (heads_.erase(head) == 0) return absl::OkStatus();
+  }
+  return Save();
+}
+
+std::vector<std::pair<std::string, HeadSettings>> SettingsStore::Kept() const {
+  MutexLock lock(&mu_);
+  return {heads_.begin(), heads_.end()};
 }
 
 std::string SettingsStore::TextLocked() const {
@@ -101,6 +140,7 @@ std::string SettingsStore::TextLocked() const {
     if (s.delayed_removal_secs) absl::StrAppend(&text, " delayed_removal_secs=", *s.delayed_removal_secs);
     if (s.io_fail_timeout_secs) absl::StrAppend(&text, " io_fail_timeout_secs=", *s.io_fail_timeout_secs);
     if (s.policy) absl::StrAppend(&text, " io_policy=", IoPolicyName(*s.policy));
+    if (s.export_wanted) absl::StrAppend(&text, " export=", *s.export_wanted ? "true" : "false");
     absl::StrAppend(&text, "\n");
   }
   return text;

@@ -16,6 +16,7 @@ namespace umpath::server {
 // A small text file, keyed by head name (which is derived from the namespace identity):
 //   # umpath head settings v1
 //   nguid-ab000000000000000000000000000001 delayed_removal_secs=30 io_policy=round-robin
+//   uuid-... io_fail_timeout_secs=10 export=true      (kept before the head appeared)
 // Every change rewrites it atomically: a temporary file, fsync, rename, fsync of the
 // directory, so a crash leaves the old file or the new one, never a mix.
 //
@@ -35,6 +36,9 @@ class SettingsStore final : public SettingsListener {
   // The settings stay in memory when the save fails (the head runs with them): the next
   // save that succeeds writes them.
   absl::Status OnHeadSettingsChanged(absl::FunctionRef<absl::StatusOr<HeadInfo>()> read) override;
+  absl::Status Merge(const std::string& head, const HeadSettings& patch) override;
+  absl::Status Forget(const std::string& head) override;
+  std::vector<std::pair<std::string, HeadSettings>> Kept() const override;
 
   // What was wrong with the file at Open, empty if nothing.
   const std::string& problem() const { return problem_; }
@@ -45,6 +49,8 @@ class SettingsStore final : public SettingsListener {
  private:
   explicit SettingsStore(std::string path) : path_(std::move(path)) {}
   std::string TextLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes the file as the map is now (save_mu_ held); the outcome is last_save().
+  absl::Status Save() ABSL_EXCLUSIVE_LOCKS_REQUIRED(save_mu_);
 
   const std::string path_;
   std::string problem_;

@@ -65,18 +65,7 @@ class WaitTest : public ServerTest {
   static std::string Head(int nsid) {
     return absl::StrCat("heads/nguid-ab0000000000000000000000000000", absl::Hex(nsid, absl::kZeroPad2));
   }
-  absl::Status AddNamespace(uint32_t nsid) {
-    for (const char* c : {"c0", "c1"}) {
-      NamespaceSpec ns;
-      ns.controller = c;
-      ns.nsid = nsid;
-      ns.ids.nguid = std::array<uint8_t, 16>{0xab};
-      (*ns.ids.nguid)[15] = static_cast<uint8_t>(nsid);
-      ns.size_blocks = 1024;
-      if (absl::Status s = mp_->AddPath(ns).status(); !s.ok()) return s;
-    }
-    return absl::OkStatus();
-  }
+  absl::Status AddNamespace(uint32_t nsid) { return testing::AddTestNamespace(mp_.get(), 2, nsid); }
 };
 
 TEST_F(WaitTest, ListHeadsFindsAVolumesHeadByItsIdentity) {

@@ -227,6 +227,14 @@ absl::Status Agent::StartExporter() {
     std::optional<HeadSettings> s = store->Lookup(head);
     return s && s->delayed_removal_secs ? *s->delayed_removal_secs : 0;
   };
+  // UpdateHeadSettings export = true, kept before the head appeared.
+  eo.exports_wanted = [store = store_.get()] {
+    std::vector<std::string> heads;
+    for (const auto& [head, kept] : store->Kept()) {
+      if (kept.export_wanted.value_or(false)) heads.push_back(head);
+    }
+    return heads;
+  };
   eo.workers = worker_ptrs_;
   eo.alloc = io_allocator();
   absl::StatusOr<std::unique_ptr<ublk::Exporter>> ex = ublk::Exporter::Create(mp_.get(), plane_.get(), eo);

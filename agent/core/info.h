@@ -110,6 +110,8 @@ struct HeadSettings {
   std::optional<IoPolicy> policy;
   std::optional<uint32_t> delayed_removal_secs;
   std::optional<uint32_t> io_fail_timeout_secs;
+  // Exported as a block device as it appears (the exporter's; the core ignores it).
+  std::optional<bool> export_wanted;
 };
 
 struct Defaults {

@@ -236,6 +236,11 @@ std::deque<Exporter::Action> Exporter::Plan() {
     for (const HeadInfo& h : mp_->ListHeads()) {
       if (NeedsAutoExport(h)) plan.push_back({Action::kExportAll, h.name});
     }
+  } else if (options_.exports_wanted) {
+    for (const std::string& name : options_.exports_wanted()) {
+      absl::StatusOr<HeadInfo> h = mp_->GetHead(name);
+      if (h.ok() && NeedsAutoExport(*h)) plan.push_back({Action::kExportAll, name});
+    }
   }
   return plan;
 }

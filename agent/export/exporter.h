@@ -46,6 +46,8 @@ struct ExporterOptions {
   // worker, which bounds how many can be exported.
   uint64_t max_pinned_bytes = uint64_t{64} << 20;
   bool export_all = false;       // every head gets a device as it appears
+  // Heads that get one as they appear though export_all is off (kept settings).
+  std::function<std::vector<std::string>()> exports_wanted;
   bool user_recovery = true;     // where the kernel offers it
   // Where each device's head is recorded, so a restarted agent finds what it left.
   std::string state_dir = "/run/umpath/ublk";

@@ -60,6 +60,10 @@ class ExporterTest : public testing::CoreFixture {
     o.state_dir = state_dir_;
     o.recover_wait_secs = 30;
     o.head_delayed_removal_secs = head_delay_;
+    o.exports_wanted = [this] {
+      MutexLock l(&log_mu_);
+      return wanted_;
+    };
     o.log = [this](const std::string& line) {
       MutexLock l(&log_mu_);
       log_.push_back(line);
@@ -187,6 +191,7 @@ class ExporterTest : public testing::CoreFixture {
   std::function<int64_t(const std::string&)> head_delay_;
   Mutex log_mu_;
   std::vector<std::string> log_ ABSL_GUARDED_BY(log_mu_);
+  std::vector<std::string> wanted_ ABSL_GUARDED_BY(log_mu_);  // kept settings: export = true
 };
 
 TEST_F(ExporterTest, ExportMakesOneDeviceRecordsItAndSaysSo) {
@@ -277,6 +282,26 @@ TEST_F(ExporterTest, ExportAllExportsEachHeadOnceAndRespectsAnUnexport) {
   ASSERT_OK(dev);
   EXPECT_EQ(*dev, "/dev/ublkb1");
   EXPECT_EQ(ExportEvents(h1).size(), 3u) << absl::StrJoin(ExportEvents(h1), "; ");
+}
+
+// UpdateHeadSettings export = true before the head's first path: the head is exported as
+// it appears, and no other head is.
+TEST_F(ExporterTest, AHeadWhoseExportWasAskedForAheadIsExportedAsItAppears) {
+  Make();
+  const std::string other = Head("c0", 1);
+  const std::string h = Head("c1", 2);
+  ASSERT_OK(mp_->RemoveController("c1", "not yet"));
+  Run();
+  ASSERT_FALSE(mp_->GetHead(h).ok());
+  {
+    MutexLock l(&log_mu_);
+    wanted_ = {h};
+  }
+  backends_.erase("c1");
+  EXPECT_EQ(Head("c1", 2), h);
+  ASSERT_TRUE(Await([&] { return HasExportEvent(h, "head-exported /dev/ublkb0"); }))
+      << absl::StrJoin(ExportEvents(h), "; ");
+  EXPECT_TRUE(ExportEvents(other).empty()) << absl::StrJoin(ExportEvents(other), "; ");
 }
 
 TEST_F(ExporterTest, ALeftDeviceIsTakenOverWhenItsHeadAppears) {

@@ -51,7 +51,7 @@ class ServerTest : public ::testing::Test {
     o.service.watch.progress_interval = progress;
     o.service.watch.queue_limit = queue_limit;
     if (tweak) tweak(o);
-    ASSERT_OK_AND_ASSIGN(server_, ControlServer::Create(mp_.get(), std::move(o)));
+    ASSERT_OK_AND_ASSIGN(server_, ControlServer::Create(mp_.get(), std::move(o), settings_));
     channel_ = grpc::CreateChannel("unix:" + server_->socket_path(),
                                    grpc::InsecureChannelCredentials());
     stub_ = v1::MultipathControl::NewStub(channel_);
@@ -91,6 +91,7 @@ class ServerTest : public ::testing::Test {
   }
 
   std::string dir_;
+  SettingsListener* settings_ = nullptr;  // the server's, when a test keeps settings
   std::unique_ptr<Multipath> mp_;
   std::string head_;
   std::unique_ptr<ControlServer> server_;
