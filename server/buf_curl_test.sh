@@ -21,6 +21,7 @@ cat >"$dir/umpathd.flags" <<FLAGS
 --state_file=$dir/state/heads
 --admin_uids=$(id -u)
 --node=buf-test
+--sim=1:2:2
 FLAGS
 "$umpathd" --flagfile="$dir/umpathd.flags" 2>"$dir/log" &
 pid=$!
@@ -38,8 +39,9 @@ services="$("$buf" curl --protocol grpc --unix-socket "$sock" --list-services ht
 for s in umpath.v1.MultipathControl grpc.health.v1.Health grpc.reflection.v1alpha.ServerReflection; do
   grep -qx "$s" <<<"$services" || fail "service $s not listed: $services"
 done
-"$buf" curl --protocol grpc --unix-socket "$sock" --list-methods http://localhost \
-  | grep -qx umpath.v1.MultipathControl/WatchEvents || fail "WatchEvents not described"
+# Read whole, then searched: grep -q leaving early would end buf with SIGPIPE (pipefail).
+methods="$("$buf" curl --protocol grpc --unix-socket "$sock" --list-methods http://localhost)"
+grep -qx umpath.v1.MultipathControl/WatchEvents <<<"$methods" || fail "WatchEvents not described"
 
 call umpath.v1.MultipathControl/GetAgentInfo '{}' | tr -d "\n " | grep -q '"node":"buf-test".*"callerRole":"admin"' \
   || fail "GetAgentInfo"
@@ -75,8 +77,29 @@ rc=$?
 set -e
 [ "$rc" -eq $((5 << 3)) ] || fail "unknown head gave exit $rc, want NOT_FOUND (40): $out"
 
+# A volume's head by its identity (AIP-160), a wait on it, and settings kept ahead of a
+# head (issue 19), through reflection alone.
+out="$(call umpath.v1.MultipathControl/ListHeads '{"filter_expression": "nsid = 2 AND selectable_paths = 2"}')"
+[ "$(grep -Ec '"name": "heads/[^/"]*"' <<<"$out")" -eq 1 ] || fail "ListHeads by filter: $out"
+head="$(grep -Eo '"name": "heads/[^/"]*"' <<<"$out" | cut -d'"' -f4)"
+call umpath.v1.MultipathControl/WaitHead \
+  "{\"filter_expression\": \"nsid = 2\", \"condition\": \"HEAD_CONDITION_SELECTABLE\", \"timeout_secs\": 30}" \
+  | grep -q "\"name\": \"$head\"" || fail "WaitHead by filter"
+set +e
+out="$(call umpath.v1.MultipathControl/ListHeads '{"filter_expression": "colour = red"}' 2>&1)"
+rc=$?
+set -e
+[ "$rc" -eq $((3 << 3)) ] && grep -q 'no field' <<<"$out" || fail "a bad filter gave exit $rc: $out"
+call umpath.v1.MultipathControl/UpdateHeadSettings \
+  '{"settings": {"name": "heads/uuid-1b4e28ba-2fa1-11d2-883f-0016d3cca427/settings", "delayed_removal_secs": 30, "export": false}, "allow_missing": true}' \
+  | grep -q '"headPresent": false\|"delayedRemovalSecs": 30' || fail "UpdateHeadSettings allow_missing"
+call umpath.v1.MultipathControl/ListHeadSettings '{}' | grep -q 'uuid-1b4e28ba-2fa1-11d2-883f-0016d3cca427/settings' \
+  || fail "ListHeadSettings"
+
 kill -TERM "$pid"
 wait "$pid" || fail "umpathd exited with $?"
+grep -q "uuid-1b4e28ba-2fa1-11d2-883f-0016d3cca427 delayed_removal_secs=30" "$dir/state/heads" \
+  || fail "the kept settings are not in the settings file: $(cat "$dir/state/heads")"
 [ ! -e "$sock" ] || fail "the socket was left behind"
 grep -q "event .*type=defaults-changed" "$dir/log" || fail "no event line in the log"
 echo "buf curl: every check passed"
