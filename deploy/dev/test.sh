@@ -4,13 +4,13 @@
 #   build, each fuzzer for a bounded time, then the release build's full ctest run (lab
 #   tests last, a failed one run once more: see lab_ctest),
 #   whose summary line closes the output.
-# Environment: UMPATH_FUZZ_SECONDS (default 30 per fuzzer), UMPATH_SKIP_SANITIZERS=1
+# Environment: UMPATH_FUZZ_SECONDS (default 20 per fuzzer), UMPATH_SKIP_SANITIZERS=1
 # for a quick local loop.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash deploy/dev/install-deps.sh
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
-fuzz_seconds="${UMPATH_FUZZ_SECONDS:-30}"
+fuzz_seconds="${UMPATH_FUZZ_SECONDS:-20}"
 
 step() { printf '\n=== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 # The lab tests boot a TCG guest (Linux 6.12) whose kernel has been seen to oops in
