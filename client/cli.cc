@@ -43,6 +43,7 @@ struct CommandLine {
   absl::Duration timeout = absl::ZeroDuration();
   bool needs_agent = true;  // help and completion do not
   Run run;
+  std::vector<std::shared_ptr<void>> values;  // see Value
 };
 
 // A value checked by `ok`; otherwise the message is `what` and the value.
@@ -63,9 +64,13 @@ const CLI::Validator& PolicyCheck() {
   return v;
 }
 
+// Where an argument's value goes: kept by the command line, so that it lives as long
+// as the parser writing it whether a callback holds it or not.
 template <typename T>
-std::shared_ptr<T> Value() {
-  return std::make_shared<T>();
+std::shared_ptr<T> Value(CommandLine& cl) {
+  auto value = std::make_shared<T>();
+  cl.values.push_back(value);
+  return value;
 }
 
 void AddGlobalFlags(CommandLine& cl) {
@@ -102,7 +107,7 @@ template <typename Req>
 void NameCommand(CommandLine& cl, const char* name, const char* arg, const char* prefix,
                  const char* help, int (*fn)(const Invocation&, const Req&)) {
   CLI::App* sub = cl.app.add_subcommand(name, help);
-  auto value = Value<std::string>();
+  auto value = Value<std::string>(cl);
   sub->add_option(arg, *value)->required();
   sub->callback([&cl, value, prefix, fn] {
     Req req;
@@ -117,8 +122,8 @@ template <typename Req>
 void SecondsCommand(CommandLine& cl, const char* name, const char* help, void (Req::*set)(int64_t),
                     int (*fn)(const Invocation&, const Req&)) {
   CLI::App* sub = cl.app.add_subcommand(name, help);
-  auto head = Value<std::string>();
-  auto secs = Value<int64_t>();
+  auto head = Value<std::string>(cl);
+  auto secs = Value<int64_t>(cl);
   constexpr bool kOfAHead = requires(Req r) { r.set_name(""); };
   if (kOfAHead) sub->add_option("HEAD", *head)->required();
   sub->add_option("SECS", *secs, "0..86400")->required();
@@ -133,8 +138,8 @@ void SecondsCommand(CommandLine& cl, const char* name, const char* help, void (R
 
 void AddHeadCommands(CommandLine& cl) {
   CLI::App* heads = cl.app.add_subcommand("heads", "every head (or those matching a filter)");
-  auto state = Value<std::string>();
-  auto filter = Value<std::string>();
+  auto state = Value<std::string>(cl);
+  auto filter = Value<std::string>(cl);
   heads->add_option("STATE", *state, "no-live-path, no-selectable-path or removal-pending")
       ->check(Check(
           [](const std::string& s) {
@@ -158,9 +163,9 @@ void AddHeadCommands(CommandLine& cl) {
   CLI::App* wait = cl.app.add_subcommand(
       "wait", "wait until a head (HEAD, or the one --filter matches) is in a condition; "
               "prints it (not when gone)");
-  auto head = Value<std::string>();
-  auto cond = Value<std::string>();
-  auto wfilter = Value<std::string>();
+  auto head = Value<std::string>(cl);
+  auto cond = Value<std::string>(cl);
+  auto wfilter = Value<std::string>(cl);
   wait->add_option("HEAD", *head);
   wait->add_option("--filter", *wfilter, "as heads --filter; it must match at most one head");
   wait->add_option("--for", *cond, "the condition; --timeout (default 30s) says how long")
@@ -198,8 +203,8 @@ void AddSettingCommands(CommandLine& cl) {
   SecondsCommand(cl, "set-default-io-fail-timeout", "the same, for heads created from now on",
                  &v1::SetDefaultIoFailTimeoutRequest::set_io_fail_timeout_secs,
                  &SetDefaultIoFailTimeout);
-  auto head = Value<std::string>();
-  auto policy = Value<std::string>();
+  auto head = Value<std::string>(cl);
+  auto policy = Value<std::string>(cl);
   CLI::App* set = cl.app.add_subcommand("set-policy", "the head's I/O policy");
   set->add_option("HEAD", *head)->required();
   set->add_option("POLICY", *policy, "numa, round-robin or queue-depth")->required()->check(PolicyCheck());
@@ -211,7 +216,7 @@ void AddSettingCommands(CommandLine& cl) {
     req.set_io_policy(p);
     cl.run = [req](const Invocation& ctl) { return SetPolicy(ctl, req); };
   });
-  auto default_policy = Value<std::string>();
+  auto default_policy = Value<std::string>(cl);
   CLI::App* set_default = cl.app.add_subcommand("set-default-policy", "the same, for heads created from now on");
   set_default->add_option("POLICY", *default_policy, "numa, round-robin or queue-depth")
       ->required()
@@ -226,9 +231,9 @@ void AddSettingCommands(CommandLine& cl) {
 }
 
 void AddPathAndControllerCommands(CommandLine& cl) {
-  auto head = Value<std::string>();
-  auto path = Value<std::string>();
-  auto reason = Value<std::string>();
+  auto head = Value<std::string>(cl);
+  auto path = Value<std::string>(cl);
+  auto reason = Value<std::string>(cl);
   CLI::App* fail = cl.app.add_subcommand("fail-path", "take a path out of selection (maintenance)");
   fail->add_option("HEAD", *head)->required();
   fail->add_option("PATH", *path)->required();
@@ -252,10 +257,10 @@ void AddPathAndControllerCommands(CommandLine& cl) {
     cl.run = [](const Invocation& ctl) { return Controllers(ctl); };
   });
   NameCommand(cl, "controller", "NAME", "controllers/", "one controller", &Controller);
-  auto transport = Value<std::string>();
-  auto address = Value<std::string>();
-  auto service = Value<std::string>();
-  auto nqn = Value<std::string>();
+  auto transport = Value<std::string>(cl);
+  auto address = Value<std::string>(cl);
+  auto service = Value<std::string>(cl);
+  auto nqn = Value<std::string>(cl);
   CLI::App* attach = cl.app.add_subcommand(
       "attach", "e.g. attach pcie 0000:01:00.0, attach tcp 10.0.0.2 4420 nqn.2014-08.org.example:vol1");
   attach->add_option("TRANSPORT", *transport, "pcie, kernel, tcp, ...")->required();
@@ -285,8 +290,8 @@ void AddAgentCommands(CommandLine& cl) {
   });
   CLI::App* stop = cl.app.add_subcommand(
       "stop", "stop the agent; its block devices stay for the next agent (hand-over)");
-  auto remove = Value<bool>();
-  auto force = Value<bool>();
+  auto remove = Value<bool>(cl);
+  auto force = Value<bool>(cl);
   stop->add_flag("--remove", *remove, "remove the block devices instead, never one in use");
   stop->add_flag("--force", *force, "(mounted, open) unless --force");
   stop->callback([&cl, remove, force] {
@@ -298,10 +303,10 @@ void AddAgentCommands(CommandLine& cl) {
 
   CLI::App* watch = cl.app.add_subcommand(
       "watch", "events as they happen; resumes after a dropped connection from the last revision seen");
-  auto since = Value<uint64_t>();
-  auto heads = Value<std::vector<std::string>>();
-  auto types = Value<std::vector<std::string>>();
-  auto max_events = Value<int>();
+  auto since = Value<uint64_t>(cl);
+  auto heads = Value<std::vector<std::string>>(cl);
+  auto types = Value<std::vector<std::string>>(cl);
+  auto max_events = Value<int>(cl);
   watch->add_option("--since", *since, "the events after this revision (no snapshot)");
   watch->add_option("--head", *heads, "only this head's events (repeat for more)")
       ->allow_extra_args(false);
@@ -331,32 +336,36 @@ void AddAgentCommands(CommandLine& cl) {
   });
 }
 
-// `sim ...`: the simulator's faults (umpath.v1alpha.SimulatorControl).
-void AddSimCommands(CommandLine& cl) {
-  CLI::App* sim = cl.app.add_subcommand(
-      "sim", "the simulated controllers (umpathd --sim) and their faults");
-  sim->require_subcommand(0, 1);
-  sim->callback([&cl] {
-    if (!cl.run) cl.run = [](const Invocation& ctl) { return SimList(ctl); };
-  });
-  auto controller = Value<std::string>();
+// `sim FAULT CONTROLLER ...`: the faults of the simulator (umpath.v1alpha.SimulatorControl).
+struct SimFaults {
+  CommandLine& cl;
+  CLI::App* sim;
+  std::shared_ptr<std::string> controller = Value<std::string>(cl);
+
   // A fault on CONTROLLER, with its own arguments after it.
-  auto fault = [&](const char* name, const char* help) {
+  CLI::App* Add(const char* name, const char* help) {
     CLI::App* f = sim->add_subcommand(name, help);
     f->add_option("CONTROLLER", *controller)->required();
     return f;
-  };
-  auto inject = [&cl](v1alpha::InjectFaultRequest req) {
-    cl.run = [req](const Invocation& ctl) { return SimInject(ctl, req); };
-  };
-  auto code = Value<std::string>();
-  auto rest = Value<std::vector<std::string>>();
-  CLI::App* error = fault("error", "the next COUNT commands (0: all, until cleared) fail with status CODE (SCT and SC, e.g. 0x302)");
+  }
+  // What a fault's callback ends with.
+  std::function<void(v1alpha::InjectFaultRequest)> Inject() {
+    return [&cl = cl, controller = controller](v1alpha::InjectFaultRequest req) {
+      req.set_controller(*controller);
+      cl.run = [req](const Invocation& ctl) { return SimInject(ctl, req); };
+    };
+  }
+};
+
+void AddSimError(SimFaults& faults) {
+  auto code = Value<std::string>(faults.cl);
+  auto rest = Value<std::vector<std::string>>(faults.cl);
+  CLI::App* error = faults.Add("error", "the next COUNT commands (0: all, until cleared) fail "
+                                        "with status CODE (SCT and SC, e.g. 0x302)");
   error->add_option("CODE", *code)->required();
   error->add_option("COUNT NSID dnr", *rest, "[COUNT [NSID]] [dnr]");
-  error->callback([controller, code, rest, inject] {
+  error->callback([code, rest, inject = faults.Inject()] {
     v1alpha::InjectFaultRequest req;
-    req.set_controller(*controller);
     uint32_t sct_sc = 0;
     if (!absl::SimpleHexAtoi(*code, &sct_sc) || sct_sc > 0x7ff) {
       throw CLI::ValidationError("CODE", "SCT and SC in hex, e.g. 0x302");
@@ -377,9 +386,12 @@ void AddSimCommands(CommandLine& cl) {
     }
     inject(req);
   });
-  auto group = Value<uint32_t>();
-  auto state = Value<std::string>();
-  CLI::App* ana = fault("ana", "the ANA state of a group");
+}
+
+void AddSimAna(SimFaults& faults) {
+  auto group = Value<uint32_t>(faults.cl);
+  auto state = Value<std::string>(faults.cl);
+  CLI::App* ana = faults.Add("ana", "the ANA state of a group");
   ana->add_option("GROUP", *group)->required();
   ana->add_option("STATE", *state, "optimized, non-optimized, inaccessible, persistent-loss or change")
       ->required()
@@ -389,17 +401,18 @@ void AddSimCommands(CommandLine& cl) {
             return ParseAnaState(s, &st);
           },
           "unknown ANA state", "STATE"));
-  ana->callback([controller, group, state, inject] {
+  ana->callback([group, state, inject = faults.Inject()] {
     v1alpha::InjectFaultRequest req;
-    req.set_controller(*controller);
     req.mutable_ana_change()->set_group(*group);
     v1::AnaState st = v1::ANA_STATE_UNSPECIFIED;
     ParseAnaState(*state, &st);
     req.mutable_ana_change()->set_state(st);
     inject(req);
   });
-  auto number = Value<uint32_t>();
-  // The faults that are the controller and at most one number.
+}
+
+// The faults that are the controller and at most one number.
+void AddSimSimpleFaults(SimFaults& faults) {
   using Set = void (*)(v1alpha::InjectFaultRequest&, uint32_t);
   struct Simple {
     const char* name;
@@ -418,17 +431,30 @@ void AddSimCommands(CommandLine& cl) {
       {"latency", "MICROSECONDS", "each command takes this long",
        [](auto& r, uint32_t n) { r.mutable_latency()->set_latency_us(n); }},
   };
+  auto number = Value<uint32_t>(faults.cl);
   for (const Simple& s : kSimple) {
-    CLI::App* f = fault(s.name, s.help);
+    CLI::App* f = faults.Add(s.name, s.help);
     if (s.number != nullptr) f->add_option(s.number, *number)->required();
-    f->callback([controller, number, inject, set = s.set] {
+    f->callback([number, inject = faults.Inject(), set = s.set] {
       v1alpha::InjectFaultRequest req;
-      req.set_controller(*controller);
       set(req, *number);
       inject(req);
     });
   }
-  fault("clear", "ends its errors and stuck commands")->callback([&cl, controller] {
+}
+
+void AddSimCommands(CommandLine& cl) {
+  CLI::App* sim = cl.app.add_subcommand(
+      "sim", "the simulated controllers (umpathd --sim) and their faults");
+  sim->require_subcommand(0, 1);
+  sim->callback([&cl] {
+    if (!cl.run) cl.run = [](const Invocation& ctl) { return SimList(ctl); };
+  });
+  SimFaults faults{cl, sim};
+  AddSimError(faults);
+  AddSimAna(faults);
+  AddSimSimpleFaults(faults);
+  faults.Add("clear", "ends its errors and stuck commands")->callback([&cl, controller = faults.controller] {
     v1alpha::ClearFaultsRequest req;
     req.set_controller(*controller);
     cl.run = [req](const Invocation& ctl) { return SimClear(ctl, req); };
@@ -494,7 +520,7 @@ complete -F _umpathctl umpathctl
 }
 
 void AddMetaCommands(CommandLine& cl, std::ostream& out) {
-  auto command = Value<std::vector<std::string>>();
+  auto command = Value<std::vector<std::string>>(cl);
   CLI::App* help = cl.app.add_subcommand("help", "this help, or a command's (help COMMAND)");
   help->add_option("COMMAND", *command);
   help->callback([&cl, command, &out] {
@@ -509,7 +535,7 @@ void AddMetaCommands(CommandLine& cl, std::ostream& out) {
     out << of->get_formatter()->make_help(of, name, CLI::AppFormatMode::Normal);
     cl.run = [](const Invocation&) { return 0; };
   });
-  auto shell = Value<std::string>();
+  auto shell = Value<std::string>(cl);
   CLI::App* completion = cl.app.add_subcommand(
       "completion", "a shell completion script: source <(umpathctl completion bash)");
   completion->add_option("SHELL", *shell)->required()->check(CLI::IsMember({"bash"}));

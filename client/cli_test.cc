@@ -183,6 +183,32 @@ TEST_F(CliTest, OutputFormats) {
   EXPECT_EQ(Ctl({"heads", "-o", "xml"}).exit, 2);
 }
 
+// -o yaml is the document -o json is: js-yaml (YAML 1.2, an independent reader) reads
+// it as the same value JSON.parse reads from the JSON.
+TEST_F(CliTest, YamlReadsAsTheSameDocumentAsJson) {
+  for (const std::vector<std::string>& command :
+       std::vector<std::vector<std::string>>{{"head", head_}, {"heads"}, {"controllers"}, {"info"}}) {
+    std::vector<std::string> words = command;
+    words.insert(words.end(), {"-o", "json"});
+    Ran json = Ctl(words);
+    ASSERT_EQ(json.exit, 0) << json.err;
+    words.back() = "yaml";
+    Ran yaml = Ctl(words);
+    ASSERT_EQ(yaml.exit, 0) << yaml.err;
+    std::ofstream(dir_.path() + "/doc.json") << json.out;
+    std::ofstream(dir_.path() + "/doc.yaml") << yaml.out;
+    Ran node = Spawn(dir_.path(), "/usr/bin/env",
+                     {"NODE_PATH=" UMPATH_NODE_MODULES, "node", "-e",
+                      "const fs = require('fs'), yaml = require('js-yaml');"
+                      "require('assert').deepStrictEqual("
+                      "  yaml.load(fs.readFileSync(process.argv[1], 'utf8')),"
+                      "  JSON.parse(fs.readFileSync(process.argv[2], 'utf8')));"
+                      "console.log('same');",
+                      dir_.path() + "/doc.yaml", dir_.path() + "/doc.json"});
+    EXPECT_EQ(node.out, "same\n") << command[0] << ": " << node.err << "\n" << yaml.out;
+  }
+}
+
 TEST_F(CliTest, HelpListsTheCommandsAndTheExitStatus) {
   for (const std::vector<std::string>& words :
        std::vector<std::vector<std::string>>{{"help"}, {"--help"}}) {

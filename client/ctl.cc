@@ -371,61 +371,70 @@ int Stop(const Invocation& ctl, const v1::StopAgentRequest& req) {
   return Call(ctl, &Stub::StopAgent, req, said);
 }
 
+namespace {
+
+// Prints what one message of a watch carries and moves `req` past it. Returns -1 to read
+// on, or the exit code to end with (0: the events asked for were printed).
+int PrintWatched(const Invocation& ctl, v1::WatchEventsResponse& msg,
+                 v1::WatchEventsRequest& req, int& events) {
+  // Revisions are the agent's run's: a resume names it, and a restarted agent refuses
+  // it (OUT_OF_RANGE) rather than serve another journal.
+  req.set_incarnation(msg.incarnation());
+  if (msg.has_progress()) req.set_since_revision(msg.progress().revision());
+  if (msg.has_snapshot()) {
+    req.set_since_revision(msg.snapshot().revision());
+    if (ctl.o.format != Format::kTable && ctl.o.format != Format::kWide) {
+      if (const int code = Print(ctl, msg, nullptr); code != 0) return code;
+    } else if (!ctl.o.no_headers) {
+      ctl.out << "# snapshot at revision " << msg.snapshot().revision() << ": "
+              << msg.snapshot().heads_size() << " heads, " << msg.snapshot().controllers_size()
+              << " controllers\n";
+    }
+    ctl.out << std::flush;
+  }
+  if (!msg.has_event() && !msg.has_batch()) return -1;
+  // A batch is printed as the events it carries, each as if it came alone: the output
+  // does not depend on how the agent packed them.
+  v1::EventBatch batch;
+  if (msg.has_event()) {
+    *batch.add_events() = std::move(*msg.mutable_event());
+  } else {
+    batch = std::move(*msg.mutable_batch());
+  }
+  for (v1::Event& e : *batch.mutable_events()) {
+    req.set_since_revision(e.revision());
+    v1::WatchEventsResponse one;
+    *one.mutable_event() = std::move(e);
+    one.set_incarnation(msg.incarnation());
+    if (const int code = Print(ctl, one, [&] { PrintEvent(ctl.out, one.event()); }); code != 0) {
+      return code;
+    }
+    ctl.out << std::flush;
+    if (ctl.o.watch_max_events > 0 && ++events >= ctl.o.watch_max_events) return 0;
+  }
+  return -1;
+}
+
+}  // namespace
+
 int Watch(const Invocation& ctl, v1::WatchEventsRequest req) {
   // Several events to a message when it is behind (an older agent ignores this).
   req.set_max_events_per_message(64);
   int events = 0;
   std::unique_ptr<Stub> fresh;
   Stub* stub = ctl.stub;
-  const bool text = ctl.o.format == Format::kTable || ctl.o.format == Format::kWide;
   for (int attempt = 0;; ++attempt) {
     std::unique_ptr<grpc::ClientContext> ctx = Ctx(ctl.o, /*stream=*/true);
     auto reader = stub->WatchEvents(ctx.get(), req);
     v1::WatchEventsResponse msg;
     while (reader->Read(&msg)) {
       attempt = 0;  // it was served: the next drop starts its retries afresh
-      // Revisions are the agent's run's: a resume names it, and a restarted agent
-      // refuses it (OUT_OF_RANGE) rather than serve another journal.
-      req.set_incarnation(msg.incarnation());
-      if (msg.has_snapshot()) {
-        if (!text) {
-          if (const int code = Print(ctl, msg, nullptr); code != 0) return code;
-        } else if (!ctl.o.no_headers) {
-          ctl.out << "# snapshot at revision " << msg.snapshot().revision() << ": "
-                  << msg.snapshot().heads_size() << " heads, "
-                  << msg.snapshot().controllers_size() << " controllers\n";
+      if (const int end = PrintWatched(ctl, msg, req, events); end >= 0) {
+        ctx->TryCancel();
+        while (reader->Read(&msg)) {
         }
-        ctl.out << std::flush;
-        req.set_since_revision(msg.snapshot().revision());
-      } else if (msg.has_event() || msg.has_batch()) {
-        // A batch is printed as the events it carries, each as if it came alone: the
-        // output does not depend on how the agent packed them.
-        v1::EventBatch batch;
-        if (msg.has_event()) {
-          *batch.add_events() = std::move(*msg.mutable_event());
-        } else {
-          batch = std::move(*msg.mutable_batch());
-        }
-        for (v1::Event& e : *batch.mutable_events()) {
-          req.set_since_revision(e.revision());
-          v1::WatchEventsResponse one;
-          *one.mutable_event() = std::move(e);
-          one.set_incarnation(msg.incarnation());
-          if (const int code = Print(ctl, one, [&] { PrintEvent(ctl.out, one.event()); });
-              code != 0) {
-            return code;
-          }
-          ctl.out << std::flush;
-          if (ctl.o.watch_max_events > 0 && ++events >= ctl.o.watch_max_events) {
-            ctx->TryCancel();
-            while (reader->Read(&msg)) {
-            }
-            reader->Finish();
-            return 0;
-          }
-        }
-      } else if (msg.has_progress()) {
-        req.set_since_revision(msg.progress().revision());
+        reader->Finish();
+        return end;
       }
     }
     grpc::Status s = reader->Finish();
