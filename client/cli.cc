@@ -2,7 +2,6 @@
 // and --help; the global flags go before or after it. The only file that includes
 // CLI11 (a heavy header).
 #include <CLI/CLI.hpp>
-
 #include <algorithm>
 #include <cstdint>
 #include <memory>
@@ -21,7 +20,8 @@ namespace {
 
 using Run = std::function<int(const Invocation&)>;
 
-constexpr char kFooter[] = R"(HEAD is a head's id (nguid-..., eui64-..., uuid-..., ns1.nqn...) or heads/{id}; PATH is
+constexpr char kFooter[] =
+    R"(HEAD is a head's id (nguid-..., eui64-..., uuid-..., ns1.nqn...) or heads/{id}; PATH is
 the controller's name. `umpathctl COMMAND --help` shows a command's arguments and flags;
 the global flags (`umpathctl --help`) go before or after the command.
 
@@ -50,7 +50,9 @@ struct CommandLine {
 CLI::Validator Check(std::function<bool(const std::string&)> ok, const std::string& what,
                      const std::string& name) {
   return CLI::Validator(
-      [ok, what](std::string& s) { return ok(s) ? std::string() : absl::StrCat(what, " ", s); },
+      [ok, what](std::string& s) {
+        return ok(s) ? std::string() : absl::StrCat(what, " ", s);
+      },
       name);
 }
 
@@ -78,10 +80,12 @@ void AddGlobalFlags(CommandLine& cl) {
   ConnectFlags& c = cl.connect;
   app.add_option("--socket", c.socket, "umpathd's Unix socket")->capture_default_str();
   app.add_option("--address", c.address,
-                 "host:port of umpathd's mTLS listener instead of the socket (with the --tls_* files)");
+                 "host:port of umpathd's mTLS listener instead of the socket (with the "
+                 "--tls_* files)");
   app.add_option("--tls_cert_file,--tls-cert-file", c.tls_cert_file,
                  "this client's certificate (PEM), for --address");
-  app.add_option("--tls_key_file,--tls-key-file", c.tls_key_file, "its private key (PEM)");
+  app.add_option("--tls_key_file,--tls-key-file", c.tls_key_file,
+                 "its private key (PEM)");
   app.add_option("--tls_ca_file,--tls-ca-file", c.tls_ca_file,
                  "the CA (PEM) the server's certificate chains to");
   app.add_option("--tls_server_name,--tls-server-name", c.tls_server_name,
@@ -89,16 +93,20 @@ void AddGlobalFlags(CommandLine& cl) {
   // --o: the spelling of absl, which umpathctl parsed its flags with before.
   app.add_option("-o,--output,--o", cl.output,
                  "table, wide (more columns), json (protobuf's JSON mapping) or yaml")
-      ->check(CLI::IsMember(std::vector<std::string>(std::begin(kFormats), std::end(kFormats))));
+      ->check(CLI::IsMember(
+          std::vector<std::string>(std::begin(kFormats), std::end(kFormats))));
   app.add_flag("--no-headers", cl.no_headers, "no header lines in table and wide output");
   app.add_option_function<std::string>(
          "--timeout",
          [&cl](const std::string& text) {
-           if (!absl::ParseDuration(text, &cl.timeout) || cl.timeout <= absl::ZeroDuration()) {
-             throw CLI::ValidationError("--timeout", "not a duration (e.g. 30s, 2m, 500ms): " + text);
+           if (!absl::ParseDuration(text, &cl.timeout) ||
+               cl.timeout <= absl::ZeroDuration()) {
+             throw CLI::ValidationError("--timeout",
+                                        "not a duration (e.g. 30s, 2m, 500ms): " + text);
            }
          },
-         "the deadline of each call (default 30s; a watch has none), and how long wait waits")
+         "the deadline of each call (default 30s; a watch has none), and how long wait "
+         "waits")
       ->type_name("DURATION");
 }
 
@@ -119,8 +127,8 @@ void NameCommand(CommandLine& cl, const char* name, const char* arg, const char*
 // A setting in seconds: of a head (set-delayed-removal HEAD SECS), or of the node's
 // defaults (set-default-delayed-removal SECS).
 template <typename Req>
-void SecondsCommand(CommandLine& cl, const char* name, const char* help, void (Req::*set)(int64_t),
-                    int (*fn)(const Invocation&, const Req&)) {
+void SecondsCommand(CommandLine& cl, const char* name, const char* help,
+                    void (Req::*set)(int64_t), int (*fn)(const Invocation&, const Req&)) {
   CLI::App* sub = cl.app.add_subcommand(name, help);
   auto head = Value<std::string>(cl);
   auto secs = Value<int64_t>(cl);
@@ -137,19 +145,22 @@ void SecondsCommand(CommandLine& cl, const char* name, const char* help, void (R
 }
 
 void AddHeadCommands(CommandLine& cl) {
-  CLI::App* heads = cl.app.add_subcommand("heads", "every head (or those matching a filter)");
+  CLI::App* heads =
+      cl.app.add_subcommand("heads", "every head (or those matching a filter)");
   auto state = Value<std::string>(cl);
   auto filter = Value<std::string>(cl);
-  heads->add_option("STATE", *state, "no-live-path, no-selectable-path or removal-pending")
+  heads
+      ->add_option("STATE", *state, "no-live-path, no-selectable-path or removal-pending")
       ->check(Check(
           [](const std::string& s) {
             v1::HeadFilter f;
             return v1::HeadFilter_Parse(Upper(s, "HEAD_FILTER_"), &f);
           },
           "unknown filter", "STATE"));
-  heads->add_option("--filter", *filter,
-                    "an AIP-160 expression, e.g. 'subsystem_nqn = \"nqn...\" AND nsid = 1' "
-                    "or 'selectable_paths = 0'");
+  heads->add_option(
+      "--filter", *filter,
+      "an AIP-160 expression, e.g. 'subsystem_nqn = \"nqn...\" AND nsid = 1' "
+      "or 'selectable_paths = 0'");
   heads->callback([&cl, state, filter] {
     v1::ListHeadsRequest req;
     v1::HeadFilter f = v1::HEAD_FILTER_UNSPECIFIED;
@@ -161,13 +172,15 @@ void AddHeadCommands(CommandLine& cl) {
   NameCommand(cl, "head", "HEAD", "heads/", "one head and its paths", &Head);
 
   CLI::App* wait = cl.app.add_subcommand(
-      "wait", "wait until a head (HEAD, or the one --filter matches) is in a condition; "
-              "prints it (not when gone)");
+      "wait",
+      "wait until a head (HEAD, or the one --filter matches) is in a condition; "
+      "prints it (not when gone)");
   auto head = Value<std::string>(cl);
   auto cond = Value<std::string>(cl);
   auto wfilter = Value<std::string>(cl);
   wait->add_option("HEAD", *head);
-  wait->add_option("--filter", *wfilter, "as heads --filter; it must match at most one head");
+  wait->add_option("--filter", *wfilter,
+                   "as heads --filter; it must match at most one head");
   wait->add_option("--for", *cond, "the condition; --timeout (default 30s) says how long")
       ->required()
       ->check(CLI::IsMember({"exists", "selectable", "exported", "gone"}));
@@ -192,22 +205,28 @@ void AddSettingCommands(CommandLine& cl) {
     cl.run = [](const Invocation& ctl) { return Defaults(ctl); };
   });
   SecondsCommand(cl, "set-delayed-removal", "how long a head without paths stays",
-                 &v1::SetDelayedRemovalRequest::set_delayed_removal_secs, &SetDelayedRemoval);
-  SecondsCommand(cl, "set-default-delayed-removal", "the same, for heads created from now on",
+                 &v1::SetDelayedRemovalRequest::set_delayed_removal_secs,
+                 &SetDelayedRemoval);
+  SecondsCommand(cl, "set-default-delayed-removal",
+                 "the same, for heads created from now on",
                  &v1::SetDefaultDelayedRemovalRequest::set_delayed_removal_secs,
                  &SetDefaultDelayedRemoval);
-  SecondsCommand(cl, "set-io-fail-timeout",
-                 "I/O that waited this long for a usable path fails, the head stays (0: waits "
-                 "for removal)",
-                 &v1::SetIoFailTimeoutRequest::set_io_fail_timeout_secs, &SetIoFailTimeout);
-  SecondsCommand(cl, "set-default-io-fail-timeout", "the same, for heads created from now on",
+  SecondsCommand(
+      cl, "set-io-fail-timeout",
+      "I/O that waited this long for a usable path fails, the head stays (0: waits "
+      "for removal)",
+      &v1::SetIoFailTimeoutRequest::set_io_fail_timeout_secs, &SetIoFailTimeout);
+  SecondsCommand(cl, "set-default-io-fail-timeout",
+                 "the same, for heads created from now on",
                  &v1::SetDefaultIoFailTimeoutRequest::set_io_fail_timeout_secs,
                  &SetDefaultIoFailTimeout);
   auto head = Value<std::string>(cl);
   auto policy = Value<std::string>(cl);
   CLI::App* set = cl.app.add_subcommand("set-policy", "the head's I/O policy");
   set->add_option("HEAD", *head)->required();
-  set->add_option("POLICY", *policy, "numa, round-robin or queue-depth")->required()->check(PolicyCheck());
+  set->add_option("POLICY", *policy, "numa, round-robin or queue-depth")
+      ->required()
+      ->check(PolicyCheck());
   set->callback([&cl, head, policy] {
     v1::SetIoPolicyRequest req;
     req.set_name(Full("heads/", *head));
@@ -217,7 +236,8 @@ void AddSettingCommands(CommandLine& cl) {
     cl.run = [req](const Invocation& ctl) { return SetPolicy(ctl, req); };
   });
   auto default_policy = Value<std::string>(cl);
-  CLI::App* set_default = cl.app.add_subcommand("set-default-policy", "the same, for heads created from now on");
+  CLI::App* set_default = cl.app.add_subcommand(
+      "set-default-policy", "the same, for heads created from now on");
   set_default->add_option("POLICY", *default_policy, "numa, round-robin or queue-depth")
       ->required()
       ->check(PolicyCheck());
@@ -234,7 +254,8 @@ void AddPathAndControllerCommands(CommandLine& cl) {
   auto head = Value<std::string>(cl);
   auto path = Value<std::string>(cl);
   auto reason = Value<std::string>(cl);
-  CLI::App* fail = cl.app.add_subcommand("fail-path", "take a path out of selection (maintenance)");
+  CLI::App* fail =
+      cl.app.add_subcommand("fail-path", "take a path out of selection (maintenance)");
   fail->add_option("HEAD", *head)->required();
   fail->add_option("PATH", *path)->required();
   fail->add_option("REASON", *reason);
@@ -261,8 +282,9 @@ void AddPathAndControllerCommands(CommandLine& cl) {
   auto address = Value<std::string>(cl);
   auto service = Value<std::string>(cl);
   auto nqn = Value<std::string>(cl);
-  CLI::App* attach = cl.app.add_subcommand(
-      "attach", "e.g. attach pcie 0000:01:00.0, attach tcp 10.0.0.2 4420 nqn.2014-08.org.example:vol1");
+  CLI::App* attach = cl.app.add_subcommand("attach",
+                                           "e.g. attach pcie 0000:01:00.0, attach tcp "
+                                           "10.0.0.2 4420 nqn.2014-08.org.example:vol1");
   attach->add_option("TRANSPORT", *transport, "pcie, kernel, tcp, ...")->required();
   attach->add_option("ADDRESS", *address)->required();
   attach->add_option("SERVICE", *service, "with NQN, for a fabrics controller");
@@ -285,14 +307,14 @@ void AddPathAndControllerCommands(CommandLine& cl) {
 }
 
 void AddAgentCommands(CommandLine& cl) {
-  cl.app.add_subcommand("info", "the agent: version, node, backends, your role")->callback([&cl] {
-    cl.run = [](const Invocation& ctl) { return Info(ctl); };
-  });
+  cl.app.add_subcommand("info", "the agent: version, node, backends, your role")
+      ->callback([&cl] { cl.run = [](const Invocation& ctl) { return Info(ctl); }; });
   CLI::App* stop = cl.app.add_subcommand(
       "stop", "stop the agent; its block devices stay for the next agent (hand-over)");
   auto remove = Value<bool>(cl);
   auto force = Value<bool>(cl);
-  stop->add_flag("--remove", *remove, "remove the block devices instead, never one in use");
+  stop->add_flag("--remove", *remove,
+                 "remove the block devices instead, never one in use");
   stop->add_flag("--force", *force, "(mounted, open) unless --force");
   stop->callback([&cl, remove, force] {
     v1::StopAgentRequest req;
@@ -301,8 +323,10 @@ void AddAgentCommands(CommandLine& cl) {
     cl.run = [req](const Invocation& ctl) { return Stop(ctl, req); };
   });
 
-  CLI::App* watch = cl.app.add_subcommand(
-      "watch", "events as they happen; resumes after a dropped connection from the last revision seen");
+  CLI::App* watch =
+      cl.app.add_subcommand("watch",
+                            "events as they happen; resumes after a dropped connection "
+                            "from the last revision seen");
   auto since = Value<uint64_t>(cl);
   auto heads = Value<std::vector<std::string>>(cl);
   auto types = Value<std::vector<std::string>>(cl);
@@ -310,7 +334,9 @@ void AddAgentCommands(CommandLine& cl) {
   watch->add_option("--since", *since, "the events after this revision (no snapshot)");
   watch->add_option("--head", *heads, "only this head's events (repeat for more)")
       ->allow_extra_args(false);
-  watch->add_option("--type", *types, "only events of this type, e.g. path-state-changed (repeat for more)")
+  watch
+      ->add_option("--type", *types,
+                   "only events of this type, e.g. path-state-changed (repeat for more)")
       ->allow_extra_args(false)
       ->check(Check(
           [](const std::string& s) {
@@ -336,7 +362,8 @@ void AddAgentCommands(CommandLine& cl) {
   });
 }
 
-// `sim FAULT CONTROLLER ...`: the faults of the simulator (umpath.v1alpha.SimulatorControl).
+// `sim FAULT CONTROLLER ...`: the faults of the simulator
+// (umpath.v1alpha.SimulatorControl).
 struct SimFaults {
   CommandLine& cl;
   CLI::App* sim;
@@ -360,8 +387,9 @@ struct SimFaults {
 void AddSimError(SimFaults& faults) {
   auto code = Value<std::string>(faults.cl);
   auto rest = Value<std::vector<std::string>>(faults.cl);
-  CLI::App* error = faults.Add("error", "the next COUNT commands (0: all, until cleared) fail "
-                                        "with status CODE (SCT and SC, e.g. 0x302)");
+  CLI::App* error = faults.Add("error",
+                               "the next COUNT commands (0: all, until cleared) fail "
+                               "with status CODE (SCT and SC, e.g. 0x302)");
   error->add_option("CODE", *code)->required();
   error->add_option("COUNT NSID dnr", *rest, "[COUNT [NSID]] [dnr]");
   error->callback([code, rest, inject = faults.Inject()] {
@@ -381,7 +409,8 @@ void AddSimError(SimFaults& faults) {
       } else if (absl::SimpleAtoi(a, &n) && numbers < 2) {
         (numbers++ == 0 ? pe->set_count(n) : pe->set_nsid(n));
       } else {
-        throw CLI::ValidationError("sim error", "\"" + a + "\" is not a count, an nsid or dnr");
+        throw CLI::ValidationError("sim error",
+                                   "\"" + a + "\" is not a count, an nsid or dnr");
       }
     }
     inject(req);
@@ -393,7 +422,8 @@ void AddSimAna(SimFaults& faults) {
   auto state = Value<std::string>(faults.cl);
   CLI::App* ana = faults.Add("ana", "the ANA state of a group");
   ana->add_option("GROUP", *group)->required();
-  ana->add_option("STATE", *state, "optimized, non-optimized, inaccessible, persistent-loss or change")
+  ana->add_option("STATE", *state,
+                  "optimized, non-optimized, inaccessible, persistent-loss or change")
       ->required()
       ->check(Check(
           [](const std::string& s) {
@@ -421,13 +451,16 @@ void AddSimSimpleFaults(SimFaults& faults) {
     Set set;
   };
   static constexpr Simple kSimple[] = {
-      {"lose", nullptr, "the controller is gone (hotplug)", [](auto& r, uint32_t) { r.mutable_loss(); }},
-      {"return", nullptr, "it comes back", [](auto& r, uint32_t) { r.mutable_controller_return(); }},
+      {"lose", nullptr, "the controller is gone (hotplug)",
+       [](auto& r, uint32_t) { r.mutable_loss(); }},
+      {"return", nullptr, "it comes back",
+       [](auto& r, uint32_t) { r.mutable_controller_return(); }},
       {"lose-ns", "NSID", "one path goes (the namespace is detached)",
        [](auto& r, uint32_t n) { r.mutable_namespace_loss()->set_nsid(n); }},
       {"return-ns", "NSID", "it comes back",
        [](auto& r, uint32_t n) { r.mutable_namespace_return()->set_nsid(n); }},
-      {"stick", nullptr, "commands never complete (until cleared)", [](auto& r, uint32_t) { r.mutable_stuck(); }},
+      {"stick", nullptr, "commands never complete (until cleared)",
+       [](auto& r, uint32_t) { r.mutable_stuck(); }},
       {"latency", "MICROSECONDS", "each command takes this long",
        [](auto& r, uint32_t n) { r.mutable_latency()->set_latency_us(n); }},
   };
@@ -454,11 +487,12 @@ void AddSimCommands(CommandLine& cl) {
   AddSimError(faults);
   AddSimAna(faults);
   AddSimSimpleFaults(faults);
-  faults.Add("clear", "ends its errors and stuck commands")->callback([&cl, controller = faults.controller] {
-    v1alpha::ClearFaultsRequest req;
-    req.set_controller(*controller);
-    cl.run = [req](const Invocation& ctl) { return SimClear(ctl, req); };
-  });
+  faults.Add("clear", "ends its errors and stuck commands")
+      ->callback([&cl, controller = faults.controller] {
+        v1alpha::ClearFaultsRequest req;
+        req.set_controller(*controller);
+        cl.run = [req](const Invocation& ctl) { return SimClear(ctl, req); };
+      });
 }
 
 std::vector<CLI::App*> Subcommands(CLI::App* app) {
@@ -483,7 +517,12 @@ std::string BashCompletion(CLI::App& app) {
     std::vector<std::string> words;
     for (CLI::App* sub : Subcommands(cmd)) {
       words.push_back(sub->get_name());
-      absl::StrAppend(&pairs, pairs.empty() ? "" : "|", "\"", path, "/", sub->get_name(), "\"");
+      absl::StrAppend(&pairs, pairs.empty() ? "" : "|", "\"", path, "/", sub->get_name(),
+                      "\"");
+    }
+    // help COMMAND: the commands.
+    if (path == "help") {
+      for (CLI::App* sub : Subcommands(&app)) words.push_back(sub->get_name());
     }
     absl::StrAppend(&cases, "    \"", path, "\") words=\"", absl::StrJoin(words, " "),
                     "\" flags=\"", Flags(cmd),
@@ -493,22 +532,27 @@ std::string BashCompletion(CLI::App& app) {
   add("", &app);
   for (CLI::App* sub : Subcommands(&app)) {
     add(sub->get_name(), sub);
-    for (CLI::App* subsub : Subcommands(sub)) add(sub->get_name() + " " + subsub->get_name(), subsub);
+    for (CLI::App* subsub : Subcommands(sub))
+      add(sub->get_name() + " " + subsub->get_name(), subsub);
   }
-  return absl::StrCat(R"(# bash completion for umpathctl: source <(umpathctl completion bash)
+  return absl::StrCat(
+      R"(# bash completion for umpathctl: source <(umpathctl completion bash)
 _umpathctl() {
   local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}" path="" w i words flags
   for ((i = 1; i < COMP_CWORD; i++)); do
     w="${COMP_WORDS[i]}"
     case "$path/$w" in
-      )", pairs, R"() path="${path:+$path }$w" ;;
+      )",
+      pairs, R"() path="${path:+$path }$w" ;;
     esac
   done
   case "$prev" in
-    -o|--output) COMPREPLY=($(compgen -W ")", absl::StrJoin(kFormats, " "), R"(" -- "$cur")); return ;;
+    -o|--output|--o) COMPREPLY=($(compgen -W ")",
+      absl::StrJoin(kFormats, " "), R"(" -- "$cur")); return ;;
   esac
   case "$path" in
-)", cases, R"(  esac
+)",
+      cases, R"(  esac
   if [[ "$cur" == -* ]]; then
     COMPREPLY=($(compgen -W "$flags" -- "$cur"))
   else
@@ -521,7 +565,8 @@ complete -F _umpathctl umpathctl
 
 void AddMetaCommands(CommandLine& cl, std::ostream& out) {
   auto command = Value<std::vector<std::string>>(cl);
-  CLI::App* help = cl.app.add_subcommand("help", "this help, or a command's (help COMMAND)");
+  CLI::App* help =
+      cl.app.add_subcommand("help", "this help, or a command's (help COMMAND)");
   help->add_option("COMMAND", *command);
   help->callback([&cl, command, &out] {
     cl.needs_agent = false;
@@ -577,22 +622,27 @@ int UsageError(CLI::App& app, const CLI::Error& e, std::ostream& err) {
   }
   const std::vector<std::string> extra = app.remaining(/*recurse=*/true);
   std::string why = e.what();
-  if (command.empty() && extra.empty() && dynamic_cast<const CLI::RequiredError*>(&e) != nullptr) {
+  if (command.empty() && extra.empty() &&
+      dynamic_cast<const CLI::RequiredError*>(&e) != nullptr) {
     why = "no command";
   } else if (command.empty() && !extra.empty()) {
-    why = absl::StrCat(extra.front()[0] == '-' ? "unknown flag " : "unknown command ", extra.front());
+    why = absl::StrCat(extra.front()[0] == '-' ? "unknown flag " : "unknown command ",
+                       extra.front());
   } else if (dynamic_cast<const CLI::ExtrasError*>(&e) != nullptr && !extra.empty()) {
-    why = absl::StrCat("unexpected argument", extra.size() > 1 ? "s " : " ", absl::StrJoin(extra, " "));
+    why = absl::StrCat("unexpected argument", extra.size() > 1 ? "s " : " ",
+                       absl::StrJoin(extra, " "));
   }
-  err << "umpathctl: " << command << (command.empty() ? "" : ": ") << why << "\n(umpathctl "
-      << command << (command.empty() ? "" : " ") << "--help lists "
-      << (command.empty() ? "the commands and flags" : "its arguments and flags") << ")\n";
+  err << "umpathctl: " << command << (command.empty() ? "" : ": ") << why
+      << "\n(umpathctl " << command << (command.empty() ? "" : " ") << "--help lists "
+      << (command.empty() ? "the commands and flags" : "its arguments and flags")
+      << ")\n";
   return 2;
 }
 
 // Parses `argv` (argv[0] the program); runs the command on `stub`, or on a connection
 // `connect` makes when stub is null.
-int Execute(const std::vector<std::string>& argv, v1::MultipathControl::StubInterface* stub, const Connector* connect,
+int Execute(const std::vector<std::string>& argv,
+            v1::MultipathControl::StubInterface* stub, const Connector* connect,
             CtlOptions o, std::ostream& out, std::ostream& err) {
   std::unique_ptr<CommandLine> cl = Build(out);
   std::vector<const char*> words;
@@ -633,8 +683,9 @@ int Execute(const std::vector<std::string>& argv, v1::MultipathControl::StubInte
 
 }  // namespace
 
-int RunCommand(v1::MultipathControl::StubInterface* stub, const std::vector<std::string>& args,
-               const CtlOptions& options, std::ostream& out, std::ostream& err) {
+int RunCommand(v1::MultipathControl::StubInterface* stub,
+               const std::vector<std::string>& args, const CtlOptions& options,
+               std::ostream& out, std::ostream& err) {
   std::vector<std::string> argv = {"umpathctl"};
   argv.insert(argv.end(), args.begin(), args.end());
   return Execute(argv, stub, nullptr, options, out, err);

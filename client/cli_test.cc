@@ -47,12 +47,15 @@ std::string Slurp(const std::string& path) {
 }
 
 // Runs `program args...` with stdout and stderr to files in `dir`; waits for its exit.
-Ran Spawn(const std::string& dir, const std::string& program, const std::vector<std::string>& args) {
+Ran Spawn(const std::string& dir, const std::string& program,
+          const std::vector<std::string>& args) {
   const std::string out = dir + "/stdout", err = dir + "/stderr";
   posix_spawn_file_actions_t files;
   posix_spawn_file_actions_init(&files);
-  posix_spawn_file_actions_addopen(&files, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_addopen(&files, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  posix_spawn_file_actions_addopen(&files, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                   0600);
+  posix_spawn_file_actions_addopen(&files, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                   0600);
   posix_spawn_file_actions_addopen(&files, 0, "/dev/null", O_RDONLY, 0);
   std::vector<char*> argv = {const_cast<char*>(program.c_str())};
   for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
@@ -106,7 +109,8 @@ class CliTest : public ::testing::Test {
     mp_.reset();
   }
 
-  // umpathctl ARGS... with --socket last, after the command (a global flag goes anywhere).
+  // umpathctl ARGS... with --socket last, after the command (a global flag goes
+  // anywhere).
   Ran Ctl(std::vector<std::string> args) {
     args.push_back("--socket=" + server_->socket_path());
     return Spawn(dir_.path(), UMPATHCTL_PATH, args);
@@ -136,8 +140,8 @@ TEST_F(CliTest, WatchSinceHeadAndTypeParseAndFilter) {
   EXPECT_THAT(r.out, Not(HasSubstr(other_)));
   // And with the global flags before the command, as scripts wrote it.
   r = Spawn(dir_.path(), UMPATHCTL_PATH,
-            {"--socket", server_->socket_path(), "-o", "json", "watch", absl::StrCat("--since=", from),
-             "--type=policy-changed", "--max-events=1"});
+            {"--socket", server_->socket_path(), "-o", "json", "watch",
+             absl::StrCat("--since=", from), "--type=policy-changed", "--max-events=1"});
   ASSERT_EQ(r.exit, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("\"type\": \"EVENT_TYPE_POLICY_CHANGED\""));
 }
@@ -164,7 +168,8 @@ TEST_F(CliTest, OutputFormats) {
   EXPECT_THAT(r.out, HasSubstr("\n  name: heads/" + head_ + "\n"));
   EXPECT_THAT(r.out, HasSubstr("\n  paths:\n  - "));
   EXPECT_THAT(r.out, HasSubstr("\n  io_policy: IO_POLICY_NUMA\n"));
-  EXPECT_THAT(r.out, HasSubstr("\n  uid: \"1\"\n"));  // int64 is a string in JSON: so here
+  EXPECT_THAT(r.out,
+              HasSubstr("\n  uid: \"1\"\n"));  // int64 is a string in JSON: so here
   EXPECT_THAT(r.out, HasSubstr("\n  export_device: \"\"\n"));
 
   r = Ctl({"-o", "wide", "heads"});
@@ -174,7 +179,9 @@ TEST_F(CliTest, OutputFormats) {
 
   r = Ctl({"controllers", "--output=wide"});
   ASSERT_EQ(r.exit, 0) << r.err;
-  EXPECT_THAT(r.out, ContainsRegex("^CONTROLLER .* NUMA +ANA +CQT_MS +FENCED_IOS +STRAY_COMPLETIONS\n"));
+  EXPECT_THAT(
+      r.out,
+      ContainsRegex("^CONTROLLER .* NUMA +ANA +CQT_MS +FENCED_IOS +STRAY_COMPLETIONS\n"));
 
   r = Ctl({"heads", "--no-headers"});
   ASSERT_EQ(r.exit, 0) << r.err;
@@ -186,8 +193,8 @@ TEST_F(CliTest, OutputFormats) {
 // -o yaml is the document -o json is: js-yaml (YAML 1.2, an independent reader) reads
 // it as the same value JSON.parse reads from the JSON.
 TEST_F(CliTest, YamlReadsAsTheSameDocumentAsJson) {
-  for (const std::vector<std::string>& command :
-       std::vector<std::vector<std::string>>{{"head", head_}, {"heads"}, {"controllers"}, {"info"}}) {
+  for (const std::vector<std::string>& command : std::vector<std::vector<std::string>>{
+           {"head", head_}, {"heads"}, {"controllers"}, {"info"}}) {
     std::vector<std::string> words = command;
     words.insert(words.end(), {"-o", "json"});
     Ran json = Ctl(words);
@@ -214,7 +221,8 @@ TEST_F(CliTest, HelpListsTheCommandsAndTheExitStatus) {
        std::vector<std::vector<std::string>>{{"help"}, {"--help"}}) {
     Ran r = Spawn(dir_.path(), UMPATHCTL_PATH, words);
     ASSERT_EQ(r.exit, 0) << r.err;
-    for (const char* c : {"heads", "wait", "watch", "set-delayed-removal", "sim", "completion"}) {
+    for (const char* c :
+         {"heads", "wait", "watch", "set-delayed-removal", "sim", "completion"}) {
       EXPECT_THAT(r.out, HasSubstr(c));
     }
     EXPECT_THAT(r.out, HasSubstr("2 for a usage error"));
@@ -237,7 +245,7 @@ TEST_F(CliTest, UnknownCommandsAndFlagsAreUsageErrors) {
   EXPECT_EQ(r.exit, 2);
   EXPECT_THAT(r.err, HasSubstr("frobnicate"));
   EXPECT_EQ(Ctl({}).exit, 2);
-  EXPECT_EQ(Ctl({"head"}).exit, 2);                   // HEAD is missing
+  EXPECT_EQ(Ctl({"head"}).exit, 2);                  // HEAD is missing
   EXPECT_EQ(Ctl({"head", head_, "extra"}).exit, 2);  // one too many
   EXPECT_EQ(Ctl({"stop", "--now"}).exit, 2);
   EXPECT_EQ(Ctl({"watch", "--type=sideways"}).exit, 2);
@@ -255,9 +263,10 @@ TEST_F(CliTest, BashCompletionCompletesCommandsAndTheirFlags) {
   const std::string script = dir_.path() + "/umpathctl.bash";
   std::ofstream(script) << r.out;
   auto complete = [&](const std::string& words) {
-    const std::string cmd = absl::StrCat("source ", script, "; COMP_WORDS=(", words,
-                                         "); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); _umpathctl; "
-                                         "echo \"${COMPREPLY[*]}\"");
+    const std::string cmd =
+        absl::StrCat("source ", script, "; COMP_WORDS=(", words,
+                     "); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); _umpathctl; "
+                     "echo \"${COMPREPLY[*]}\"");
     Ran b = Spawn(dir_.path(), "/bin/bash", {"-c", cmd});
     EXPECT_EQ(b.exit, 0) << b.err;
     return std::string(absl::StripTrailingAsciiWhitespace(b.out));
@@ -266,8 +275,10 @@ TEST_F(CliTest, BashCompletionCompletesCommandsAndTheirFlags) {
   EXPECT_EQ(complete("umpathctl watch --si"), "--since");
   EXPECT_EQ(complete("umpathctl -o json watch --he"), "--help --head");
   EXPECT_EQ(complete("umpathctl sim lo"), "lose lose-ns");
-  EXPECT_EQ(complete("umpathctl heads --so"), "--socket");  // a global flag after the command
+  EXPECT_EQ(complete("umpathctl heads --so"),
+            "--socket");  // a global flag after the command
   EXPECT_EQ(complete("umpathctl -o y"), "yaml");
+  EXPECT_EQ(complete("umpathctl help set-default-p"), "set-default-policy");
 }
 
 // What a fake agent was asked, and what it answers.
@@ -288,7 +299,8 @@ class RecordingControl final : public v1::MultipathControl::Service {
     wait_ = *req;
     wait_deadline_ = ctx->deadline();
     if (req->name() == "heads/late") {
-      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "heads/late is not selectable");
+      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                          "heads/late is not selectable");
     }
     if (req->condition() != v1::HEAD_CONDITION_GONE) {
       resp->mutable_head()->set_name(req->name().empty() ? "heads/found" : req->name());
@@ -340,7 +352,8 @@ class CliSeamTest : public ::testing::Test {
 };
 
 TEST_F(CliSeamTest, HeadsFilterSendsTheExpressionWithEveryPage) {
-  Ran r = Ctl({"heads", "no-live-path", "--filter=subsystem_nqn = \"nqn.x\" AND nsid = 1"});
+  Ran r =
+      Ctl({"heads", "no-live-path", "--filter=subsystem_nqn = \"nqn.x\" AND nsid = 1"});
   ASSERT_EQ(r.exit, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("a "));
   EXPECT_THAT(r.out, HasSubstr("b "));
@@ -397,11 +410,19 @@ TEST(YamlTest, QuotesWhatYamlWouldReadAsAnotherType) {
   google::protobuf::Struct s;
   auto& f = *s.mutable_fields();
   const std::vector<std::pair<std::string, std::string>> table = {
-      {"plain", "plain"},       {"yes", "\"yes\""},     {"null", "\"null\""},
-      {"123", "\"123\""},       {"1e3", "\"1e3\""},     {"", "\"\""},
-      {"a: b", "\"a: b\""},     {"- x", "\"- x\""},     {"#c", "\"#c\""},
-      {"x #y", "\"x #y\""},     {"line\nnext", "\"line\\nnext\""},
-      {"say \"hi\": now", "\"say \\\"hi\\\": now\""}, {"/dev/ublkb0", "/dev/ublkb0"},
+      {"plain", "plain"},
+      {"yes", "\"yes\""},
+      {"null", "\"null\""},
+      {"123", "\"123\""},
+      {"1e3", "\"1e3\""},
+      {"", "\"\""},
+      {"a: b", "\"a: b\""},
+      {"- x", "\"- x\""},
+      {"#c", "\"#c\""},
+      {"x #y", "\"x #y\""},
+      {"line\nnext", "\"line\\nnext\""},
+      {"say \"hi\": now", "\"say \\\"hi\\\": now\""},
+      {"/dev/ublkb0", "/dev/ublkb0"},
       {"nqn.2014-08.org.example:vol1", "nqn.2014-08.org.example:vol1"},
   };
   for (size_t i = 0; i < table.size(); ++i) {

@@ -39,7 +39,8 @@ int SetDelayedRemoval(const Invocation& ctl, const v1::SetDelayedRemovalRequest&
 int SetDefaultDelayedRemoval(const Invocation& ctl,
                              const v1::SetDefaultDelayedRemovalRequest& req);
 int SetIoFailTimeout(const Invocation& ctl, const v1::SetIoFailTimeoutRequest& req);
-int SetDefaultIoFailTimeout(const Invocation& ctl, const v1::SetDefaultIoFailTimeoutRequest& req);
+int SetDefaultIoFailTimeout(const Invocation& ctl,
+                            const v1::SetDefaultIoFailTimeoutRequest& req);
 int SetPolicy(const Invocation& ctl, const v1::SetIoPolicyRequest& req);
 int SetDefaultPolicy(const Invocation& ctl, const v1::SetDefaultIoPolicyRequest& req);
 int FailPath(const Invocation& ctl, const v1::FailPathRequest& req);

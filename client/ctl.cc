@@ -27,13 +27,16 @@ std::string Id(absl::string_view name) {
 
 std::string Lower(absl::string_view enum_name, absl::string_view prefix) {
   std::string s(absl::StripPrefix(enum_name, prefix));
-  std::transform(s.begin(), s.end(), s.begin(), [](char c) { return c == '_' ? '-' : std::tolower(c); });
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](char c) { return c == '_' ? '-' : std::tolower(c); });
   return s;
 }
 
 std::string Policy(v1::IoPolicy p) { return Lower(v1::IoPolicy_Name(p), "IO_POLICY_"); }
 std::string Ana(v1::AnaState s) { return Lower(v1::AnaState_Name(s), "ANA_STATE_"); }
-std::string State(v1::ControllerState s) { return Lower(v1::ControllerState_Name(s), "CONTROLLER_STATE_"); }
+std::string State(v1::ControllerState s) {
+  return Lower(v1::ControllerState_Name(s), "CONTROLLER_STATE_");
+}
 std::string Time(const google::protobuf::Timestamp& t) {
   return google::protobuf::util::TimeUtil::ToString(t);
 }
@@ -41,17 +44,21 @@ std::string OrDash(const std::string& s) { return s.empty() ? "-" : s; }
 
 bool Wide(const CtlOptions& o) { return o.format == Format::kWide; }
 
-void PrintHeads(std::ostream& out, const google::protobuf::RepeatedPtrField<v1::Head>& heads,
+void PrintHeads(std::ostream& out,
+                const google::protobuf::RepeatedPtrField<v1::Head>& heads,
                 const CtlOptions& o) {
-  Rows rows = {{"HEAD", "PATHS", "LIVE", "POLICY", "DELAYED_REMOVAL", "REMOVAL", "WAITING", "EXPORT"}};
+  Rows rows = {{"HEAD", "PATHS", "LIVE", "POLICY", "DELAYED_REMOVAL", "REMOVAL",
+                "WAITING", "EXPORT"}};
   if (Wide(o)) {
-    for (const char* c : {"UID", "NGUID", "UUID", "IO_FAIL_TIMEOUT", "SELECTABLE", "SUBSYSTEM", "NSID"}) {
+    for (const char* c :
+         {"UID", "NGUID", "UUID", "IO_FAIL_TIMEOUT", "SELECTABLE", "SUBSYSTEM", "NSID"}) {
       rows[0].push_back(c);
     }
   }
   for (const v1::Head& h : heads) {
-    rows.push_back({Id(h.name()), absl::StrCat(h.paths_size()), absl::StrCat(h.live_paths()),
-                    Policy(h.io_policy()), absl::StrCat(h.delayed_removal_secs(), "s"),
+    rows.push_back({Id(h.name()), absl::StrCat(h.paths_size()),
+                    absl::StrCat(h.live_paths()), Policy(h.io_policy()),
+                    absl::StrCat(h.delayed_removal_secs(), "s"),
                     h.removal_pending() ? Time(h.removal_deadline()) : "-",
                     absl::StrCat(h.waiting_ios()), OrDash(h.export_device())});
     if (Wide(o)) {
@@ -69,11 +76,12 @@ void PrintHeads(std::ostream& out, const google::protobuf::RepeatedPtrField<v1::
 void PrintHead(std::ostream& out, const v1::Head& h, const CtlOptions& o) {
   if (!o.no_headers) {
     out << "head " << Id(h.name()) << "\n"
-        << "  subsystem " << h.subsystem_nqn() << " nsid " << h.nsid() << ", " << h.size_blocks()
-        << " blocks of " << h.block_size() << " B\n"
+        << "  subsystem " << h.subsystem_nqn() << " nsid " << h.nsid() << ", "
+        << h.size_blocks() << " blocks of " << h.block_size() << " B\n"
         << "  policy " << Policy(h.io_policy()) << ", delayed_removal_secs "
         << h.delayed_removal_secs();
-    if (h.io_fail_timeout_secs() > 0) out << ", io_fail_timeout_secs " << h.io_fail_timeout_secs();
+    if (h.io_fail_timeout_secs() > 0)
+      out << ", io_fail_timeout_secs " << h.io_fail_timeout_secs();
     if (h.failing_fast()) out << " (failing fast: no usable path)";
     if (h.removal_pending()) out << ", removal at " << Time(h.removal_deadline());
     out << ", waiting I/O " << h.waiting_ios() << "\n";
@@ -84,7 +92,8 @@ void PrintHead(std::ostream& out, const v1::Head& h, const CtlOptions& o) {
           << Time(h.create_time()) << "\n";
     }
   }
-  Rows rows = {{"  PATH", "CONTROLLER", "ANA", "SELECTABLE", "IN_FLIGHT", "COMPLETED", "ERRORS", "FAILOVERS"}};
+  Rows rows = {{"  PATH", "CONTROLLER", "ANA", "SELECTABLE", "IN_FLIGHT", "COMPLETED",
+                "ERRORS", "FAILOVERS"}};
   for (const v1::Path& p : h.paths()) {
     std::string ana = Ana(p.ana_state());
     if (p.ana_pending()) ana += ",pending";
@@ -92,14 +101,16 @@ void PrintHead(std::ostream& out, const v1::Head& h, const CtlOptions& o) {
     if (!p.ready()) ana += ",not-ready";
     rows.push_back({"  " + Id(p.name()), State(p.controller_state()), ana,
                     p.selectable() ? "yes" : "no", absl::StrCat(p.counters().in_flight()),
-                    absl::StrCat(p.counters().completed()), absl::StrCat(p.counters().errors()),
+                    absl::StrCat(p.counters().completed()),
+                    absl::StrCat(p.counters().errors()),
                     absl::StrCat(p.counters().failovers())});
   }
   Table(out, rows, o.no_headers);
 }
 
 void PrintEvent(std::ostream& out, const v1::Event& e) {
-  out << e.revision() << " " << Time(e.time()) << " " << Lower(v1::EventType_Name(e.type()), "EVENT_TYPE_");
+  out << e.revision() << " " << Time(e.time()) << " "
+      << Lower(v1::EventType_Name(e.type()), "EVENT_TYPE_");
   if (!e.head().empty()) out << " head=" << Id(e.head());
   if (!e.path().empty()) out << " path=" << Id(e.path());
   if (!e.controller().empty()) out << " controller=" << Id(e.controller());
@@ -111,7 +122,8 @@ void PrintEvent(std::ostream& out, const v1::Event& e) {
 
 // `table` is not deduced, so a generic lambda or a printer template can be passed.
 template <typename Resp>
-using Printer = void (*)(std::ostream&, const std::type_identity_t<Resp>&, const CtlOptions&);
+using Printer = void (*)(std::ostream&, const std::type_identity_t<Resp>&,
+                         const CtlOptions&);
 
 // The answer in the format asked for; 1 if it cannot be printed so.
 int Print(const Invocation& ctl, const google::protobuf::Message& m,
@@ -136,7 +148,8 @@ int Print(const Invocation& ctl, const google::protobuf::Message& m,
 }
 
 template <typename Resp>
-int Show(const Invocation& ctl, const grpc::Status& s, const Resp& resp, Printer<Resp> table) {
+int Show(const Invocation& ctl, const grpc::Status& s, const Resp& resp,
+         Printer<Resp> table) {
   if (!s.ok()) return Fail(ctl.err, s);
   return Print(ctl, resp, [&] { table(ctl.out, resp, ctl.o); });
 }
@@ -155,8 +168,8 @@ std::unique_ptr<grpc::ClientContext> Ctx(const CtlOptions& o, bool stream = fals
 
 template <typename Req, typename Resp>
 int Call(const Invocation& ctl,
-         grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Req&, Resp*), const Req& req,
-         Printer<Resp> table) {
+         grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Req&, Resp*),
+         const Req& req, Printer<Resp> table) {
   Resp r;
   grpc::Status s = (ctl.stub->*rpc)(Ctx(ctl.o).get(), req, &r);
   return Show(ctl, s, r, table);
@@ -173,7 +186,8 @@ int ListAll(const Invocation& ctl,
     grpc::Status s = (ctl.stub->*list)(Ctx(ctl.o).get(), req, &page);
     if (!s.ok()) return Fail(ctl.err, s);
     req.set_page_token(page.next_page_token());
-    page.clear_next_page_token();  // MergeFrom would keep it: the whole list has no next page
+    page.clear_next_page_token();  // MergeFrom would keep it: the whole list has no next
+                                   // page
     all.MergeFrom(page);
   } while (!req.page_token().empty());
   return Show(ctl, grpc::Status::OK, all, table);
@@ -206,23 +220,40 @@ std::string Upper(absl::string_view text, absl::string_view prefix) {
 }
 
 bool ParsePolicy(absl::string_view text, v1::IoPolicy* out) {
-  if (text == "numa") *out = v1::IO_POLICY_NUMA;
-  else if (text == "round-robin") *out = v1::IO_POLICY_ROUND_ROBIN;
-  else if (text == "queue-depth") *out = v1::IO_POLICY_QUEUE_DEPTH;
-  else return false;
+  if (text == "numa")
+    *out = v1::IO_POLICY_NUMA;
+  else if (text == "round-robin")
+    *out = v1::IO_POLICY_ROUND_ROBIN;
+  else if (text == "queue-depth")
+    *out = v1::IO_POLICY_QUEUE_DEPTH;
+  else
+    return false;
   return true;
 }
 
 bool ParseAnaState(absl::string_view text, v1::AnaState* out) {
-  return v1::AnaState_Parse(Upper(text, "ANA_STATE_"), out) && *out != v1::ANA_STATE_UNSPECIFIED;
+  return v1::AnaState_Parse(Upper(text, "ANA_STATE_"), out) &&
+         *out != v1::ANA_STATE_UNSPECIFIED;
 }
 
 int Fail(std::ostream& err, const grpc::Status& s) {
-  static const char* const kNames[] = {
-      "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-      "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-      "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-      "UNAUTHENTICATED"};
+  static const char* const kNames[] = {"OK",
+                                       "CANCELLED",
+                                       "UNKNOWN",
+                                       "INVALID_ARGUMENT",
+                                       "DEADLINE_EXCEEDED",
+                                       "NOT_FOUND",
+                                       "ALREADY_EXISTS",
+                                       "PERMISSION_DENIED",
+                                       "RESOURCE_EXHAUSTED",
+                                       "FAILED_PRECONDITION",
+                                       "ABORTED",
+                                       "OUT_OF_RANGE",
+                                       "UNIMPLEMENTED",
+                                       "INTERNAL",
+                                       "UNAVAILABLE",
+                                       "DATA_LOSS",
+                                       "UNAUTHENTICATED"};
   const int code = static_cast<int>(s.error_code());
   err << "umpathctl: " << (code >= 0 && code <= 16 ? kNames[code] : "?") << ": "
       << s.error_message() << "\n";
@@ -230,23 +261,27 @@ int Fail(std::ostream& err, const grpc::Status& s) {
 }
 
 int Info(const Invocation& ctl) {
-  return Call(ctl, &Stub::GetAgentInfo, {}, [](std::ostream& out, const auto& r, const auto&) {
-    const v1::AgentInfo& a = r.agent_info();
-    out << "version " << a.version() << "\nnode " << a.node() << "\nbackends "
-        << (a.backends().empty() ? "none" : absl::StrJoin(a.backends(), ",")) << "\nyour role "
-        << a.caller_role() << "\nmax delayed_removal_secs " << a.max_delayed_removal_secs()
-        << "\nincarnation " << a.incarnation() << "\n";
-    if (a.max_pinned_bytes() > 0) {
-      out << "I/O buffers " << (a.pinned_buffer_bytes() >> 20) << " MiB pinned of a "
-          << (a.max_pinned_bytes() >> 20) << " MiB budget; " << a.exportable_heads()
-          << " more heads can be exported\n";
-    }
-  });
+  return Call(
+      ctl, &Stub::GetAgentInfo, {}, [](std::ostream& out, const auto& r, const auto&) {
+        const v1::AgentInfo& a = r.agent_info();
+        out << "version " << a.version() << "\nnode " << a.node() << "\nbackends "
+            << (a.backends().empty() ? "none" : absl::StrJoin(a.backends(), ","))
+            << "\nyour role " << a.caller_role() << "\nmax delayed_removal_secs "
+            << a.max_delayed_removal_secs() << "\nincarnation " << a.incarnation()
+            << "\n";
+        if (a.max_pinned_bytes() > 0) {
+          out << "I/O buffers " << (a.pinned_buffer_bytes() >> 20) << " MiB pinned of a "
+              << (a.max_pinned_bytes() >> 20) << " MiB budget; " << a.exportable_heads()
+              << " more heads can be exported\n";
+        }
+      });
 }
 
 int Heads(const Invocation& ctl, v1::ListHeadsRequest req) {
   return ListAll(ctl, &Stub::ListHeads, std::move(req),
-                 [](std::ostream& out, const auto& r, const auto& o) { PrintHeads(out, r.heads(), o); });
+                 [](std::ostream& out, const auto& r, const auto& o) {
+                   PrintHeads(out, r.heads(), o);
+                 });
 }
 
 int Head(const Invocation& ctl, const v1::GetHeadRequest& req) {
@@ -256,8 +291,10 @@ int Head(const Invocation& ctl, const v1::GetHeadRequest& req) {
 int Wait(const Invocation& ctl, v1::WaitHeadRequest req) {
   // The agent ends the wait at timeout_secs; the call's deadline is a little later, so
   // its answer (DEADLINE_EXCEEDED saying where the head was) is the one printed.
-  const absl::Duration timeout = ctl.o.timeout > absl::ZeroDuration() ? ctl.o.timeout : absl::Seconds(30);
-  req.set_timeout_secs(static_cast<uint32_t>(absl::ToInt64Seconds(absl::Ceil(timeout, absl::Seconds(1)))));
+  const absl::Duration timeout =
+      ctl.o.timeout > absl::ZeroDuration() ? ctl.o.timeout : absl::Seconds(30);
+  req.set_timeout_secs(
+      static_cast<uint32_t>(absl::ToInt64Seconds(absl::Ceil(timeout, absl::Seconds(1)))));
   v1::WaitHeadResponse r;
   grpc::Status s = ctl.stub->WaitHead(Ctx(ctl.o, false, absl::Seconds(5)).get(), req, &r);
   if (s.ok() && req.condition() == v1::HEAD_CONDITION_GONE) return 0;
@@ -265,35 +302,43 @@ int Wait(const Invocation& ctl, v1::WaitHeadRequest req) {
 }
 
 int Controllers(const Invocation& ctl) {
-  return ListAll(ctl, &Stub::ListControllers, {}, [](std::ostream& out, const auto& r, const auto& o) {
-    Rows rows = {{"CONTROLLER", "STATE", "TRANSPORT", "ADDRESS", "SUBSYSTEM", "HEADS"}};
-    if (Wide(o)) {
-      for (const char* c : {"NUMA", "ANA", "CQT_MS", "FENCED_IOS", "STRAY_COMPLETIONS"}) rows[0].push_back(c);
-    }
-    for (const v1::Controller& c : r.controllers()) {
-      rows.push_back({Id(c.name()), State(c.state()), c.transport(), c.address(),
-                      c.subsystem_nqn(), absl::StrCat(c.heads_size())});
-      if (Wide(o)) {
-        for (std::string w : {absl::StrCat(c.numa_node()), std::string(c.ana_supported() ? "yes" : "no"),
-                              absl::StrCat(c.cqt_ms()), absl::StrCat(c.fenced_ios()),
-                              absl::StrCat(c.stray_completions())}) {
-          rows.back().push_back(std::move(w));
+  return ListAll(
+      ctl, &Stub::ListControllers, {},
+      [](std::ostream& out, const auto& r, const auto& o) {
+        Rows rows = {
+            {"CONTROLLER", "STATE", "TRANSPORT", "ADDRESS", "SUBSYSTEM", "HEADS"}};
+        if (Wide(o)) {
+          for (const char* c :
+               {"NUMA", "ANA", "CQT_MS", "FENCED_IOS", "STRAY_COMPLETIONS"})
+            rows[0].push_back(c);
         }
-      }
-    }
-    Table(out, rows, o.no_headers);
-  });
+        for (const v1::Controller& c : r.controllers()) {
+          rows.push_back({Id(c.name()), State(c.state()), c.transport(), c.address(),
+                          c.subsystem_nqn(), absl::StrCat(c.heads_size())});
+          if (Wide(o)) {
+            for (std::string w :
+                 {absl::StrCat(c.numa_node()),
+                  std::string(c.ana_supported() ? "yes" : "no"), absl::StrCat(c.cqt_ms()),
+                  absl::StrCat(c.fenced_ios()), absl::StrCat(c.stray_completions())}) {
+              rows.back().push_back(std::move(w));
+            }
+          }
+        }
+        Table(out, rows, o.no_headers);
+      });
 }
 
 int Controller(const Invocation& ctl, const v1::GetControllerRequest& req) {
-  return Call(ctl, &Stub::GetController, req, [](std::ostream& out, const auto& r, const auto&) {
-    const v1::Controller& c = r.controller();
-    out << "controller " << Id(c.name()) << " " << State(c.state()) << " " << c.transport() << " "
-        << c.address() << "\n  subsystem " << c.subsystem_nqn() << "\n  ana "
-        << (c.ana_supported() ? "yes" : "no") << "\n  heads";
-    for (const auto& h : c.heads()) out << " " << Id(h);
-    out << "\n";
-  });
+  return Call(ctl, &Stub::GetController, req,
+              [](std::ostream& out, const auto& r, const auto&) {
+                const v1::Controller& c = r.controller();
+                out << "controller " << Id(c.name()) << " " << State(c.state()) << " "
+                    << c.transport() << " " << c.address() << "\n  subsystem "
+                    << c.subsystem_nqn() << "\n  ana "
+                    << (c.ana_supported() ? "yes" : "no") << "\n  heads";
+                for (const auto& h : c.heads()) out << " " << Id(h);
+                out << "\n";
+              });
 }
 
 int Defaults(const Invocation& ctl) {
@@ -304,7 +349,8 @@ int SetDelayedRemoval(const Invocation& ctl, const v1::SetDelayedRemovalRequest&
   return Call(ctl, &Stub::SetDelayedRemoval, req, PrintHeadOf);
 }
 
-int SetDefaultDelayedRemoval(const Invocation& ctl, const v1::SetDefaultDelayedRemovalRequest& req) {
+int SetDefaultDelayedRemoval(const Invocation& ctl,
+                             const v1::SetDefaultDelayedRemovalRequest& req) {
   return Call(ctl, &Stub::SetDefaultDelayedRemoval, req, PrintDefaults);
 }
 
@@ -312,7 +358,8 @@ int SetIoFailTimeout(const Invocation& ctl, const v1::SetIoFailTimeoutRequest& r
   return Call(ctl, &Stub::SetIoFailTimeout, req, PrintHeadOf);
 }
 
-int SetDefaultIoFailTimeout(const Invocation& ctl, const v1::SetDefaultIoFailTimeoutRequest& req) {
+int SetDefaultIoFailTimeout(const Invocation& ctl,
+                            const v1::SetDefaultIoFailTimeoutRequest& req) {
   return Call(ctl, &Stub::SetDefaultIoFailTimeout, req, PrintDefaults);
 }
 
@@ -333,9 +380,10 @@ int ReinstatePath(const Invocation& ctl, const v1::ReinstatePathRequest& req) {
 }
 
 int Attach(const Invocation& ctl, const v1::AttachControllerRequest& req) {
-  return Call(ctl, &Stub::AttachController, req, [](std::ostream& out, const auto& r, const auto&) {
-    out << "attached " << Id(r.controller().name()) << "\n";
-  });
+  return Call(ctl, &Stub::AttachController, req,
+              [](std::ostream& out, const auto& r, const auto&) {
+                out << "attached " << Id(r.controller().name()) << "\n";
+              });
 }
 
 int Detach(const Invocation& ctl, const v1::DetachControllerRequest& req) {
@@ -344,14 +392,16 @@ int Detach(const Invocation& ctl, const v1::DetachControllerRequest& req) {
 }
 
 int Reset(const Invocation& ctl, const v1::ResetControllerRequest& req) {
-  return Call(ctl, &Stub::ResetController, req, [](std::ostream& out, const auto& r, const auto&) {
-    out << "resetting " << Id(r.controller().name()) << "\n";
-  });
+  return Call(ctl, &Stub::ResetController, req,
+              [](std::ostream& out, const auto& r, const auto&) {
+                out << "resetting " << Id(r.controller().name()) << "\n";
+              });
 }
 
 int Export(const Invocation& ctl, const v1::ExportHeadRequest& req) {
-  return Call(ctl, &Stub::ExportHead, req,
-              [](std::ostream& out, const auto& r, const auto&) { out << r.device() << "\n"; });
+  return Call(
+      ctl, &Stub::ExportHead, req,
+      [](std::ostream& out, const auto& r, const auto&) { out << r.device() << "\n"; });
 }
 
 int Unexport(const Invocation& ctl, const v1::UnexportHeadRequest& req) {
@@ -360,9 +410,10 @@ int Unexport(const Invocation& ctl, const v1::UnexportHeadRequest& req) {
 }
 
 int Stop(const Invocation& ctl, const v1::StopAgentRequest& req) {
-  Printer<v1::StopAgentResponse> said = [](std::ostream& out, const v1::StopAgentResponse&, const CtlOptions&) {
-    out << "stopping: the block devices stay for the next agent\n";
-  };
+  Printer<v1::StopAgentResponse> said =
+      [](std::ostream& out, const v1::StopAgentResponse&, const CtlOptions&) {
+        out << "stopping: the block devices stay for the next agent\n";
+      };
   if (req.mode() == v1::STOP_MODE_REMOVE) {
     said = [](std::ostream& out, const v1::StopAgentResponse&, const CtlOptions&) {
       out << "stopping: the block devices are removed\n";
@@ -387,8 +438,8 @@ int PrintWatched(const Invocation& ctl, v1::WatchEventsResponse& msg,
       if (const int code = Print(ctl, msg, nullptr); code != 0) return code;
     } else if (!ctl.o.no_headers) {
       ctl.out << "# snapshot at revision " << msg.snapshot().revision() << ": "
-              << msg.snapshot().heads_size() << " heads, " << msg.snapshot().controllers_size()
-              << " controllers\n";
+              << msg.snapshot().heads_size() << " heads, "
+              << msg.snapshot().controllers_size() << " controllers\n";
     }
     ctl.out << std::flush;
   }
@@ -406,7 +457,8 @@ int PrintWatched(const Invocation& ctl, v1::WatchEventsResponse& msg,
     v1::WatchEventsResponse one;
     *one.mutable_event() = std::move(e);
     one.set_incarnation(msg.incarnation());
-    if (const int code = Print(ctl, one, [&] { PrintEvent(ctl.out, one.event()); }); code != 0) {
+    if (const int code = Print(ctl, one, [&] { PrintEvent(ctl.out, one.event()); });
+        code != 0) {
       return code;
     }
     ctl.out << std::flush;
@@ -439,8 +491,8 @@ int Watch(const Invocation& ctl, v1::WatchEventsRequest req) {
     }
     grpc::Status s = reader->Finish();
     if (s.error_code() == grpc::StatusCode::OUT_OF_RANGE) {
-      ctl.err << "umpathctl: cannot resume after revision " << req.since_revision() << " ("
-              << s.error_message() << "); starting again from a snapshot\n";
+      ctl.err << "umpathctl: cannot resume after revision " << req.since_revision()
+              << " (" << s.error_message() << "); starting again from a snapshot\n";
       req.set_since_revision(0);
       req.clear_incarnation();
       // At once: the agent answered, only not from there (a snapshot cannot be refused
@@ -458,7 +510,8 @@ int Watch(const Invocation& ctl, v1::WatchEventsRequest req) {
     }
     if (attempt >= ctl.o.watch_reconnects) return Fail(ctl.err, s);
     // 0.1 s, doubling to 1 s: an agent being upgraded is back within a second of it.
-    std::this_thread::sleep_for(std::chrono::milliseconds(std::min(100 << std::min(attempt, 4), 1000)));
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(std::min(100 << std::min(attempt, 4), 1000)));
     if (ctl.o.reconnect) {
       fresh = ctl.o.reconnect();
       stub = fresh.get();
@@ -470,20 +523,30 @@ namespace {
 
 std::vector<std::string> SimulatedRow(const v1alpha::SimulatedController& c) {
   std::string ana;
-  for (int s : c.ana_states()) absl::StrAppend(&ana, ana.empty() ? "" : ",", Ana(static_cast<v1::AnaState>(s)));
+  for (int s : c.ana_states())
+    absl::StrAppend(&ana, ana.empty() ? "" : ",", Ana(static_cast<v1::AnaState>(s)));
   std::string error = "-";
   if (c.has_path_error()) {
     const v1alpha::PathError& e = c.path_error();
-    error = absl::StrCat(absl::Hex(e.sct() << 8 | e.sc(), absl::kZeroPad3), e.dnr() ? " dnr" : "",
-                         e.count() == 0 ? " until cleared" : absl::StrCat(" x", e.count()));
+    error = absl::StrCat(
+        absl::Hex(e.sct() << 8 | e.sc(), absl::kZeroPad3), e.dnr() ? " dnr" : "",
+        e.count() == 0 ? " until cleared" : absl::StrCat(" x", e.count()));
   }
-  return {c.name(), c.attached() ? "yes" : "no", ana, error, absl::StrCat(c.errors_injected()),
-          c.stuck() ? "yes" : "no", absl::StrCat(c.latency_us())};
+  return {c.name(),
+          c.attached() ? "yes" : "no",
+          ana,
+          error,
+          absl::StrCat(c.errors_injected()),
+          c.stuck() ? "yes" : "no",
+          absl::StrCat(c.latency_us())};
 }
 
-void PrintSimulated(std::ostream& out, const google::protobuf::RepeatedPtrField<v1alpha::SimulatedController>& all,
-                    const CtlOptions& o) {
-  Rows rows = {{"CONTROLLER", "ATTACHED", "ANA(by group)", "ERROR", "INJECTED", "STUCK", "LATENCY_US"}};
+void PrintSimulated(
+    std::ostream& out,
+    const google::protobuf::RepeatedPtrField<v1alpha::SimulatedController>& all,
+    const CtlOptions& o) {
+  Rows rows = {{"CONTROLLER", "ATTACHED", "ANA(by group)", "ERROR", "INJECTED", "STUCK",
+                "LATENCY_US"}};
   for (const auto& c : all) rows.push_back(SimulatedRow(c));
   Table(out, rows, o.no_headers);
 }

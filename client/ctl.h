@@ -37,8 +37,9 @@ struct CtlOptions {
 // ignored: `stub` is the connection). Writes results to `out`, errors to `err` as
 // "umpathctl: CODE: message". Returns the process exit code: 0, 2 for usage errors, 1
 // for local errors, or the gRPC status code of the failed call.
-int RunCommand(v1::MultipathControl::StubInterface* stub, const std::vector<std::string>& args,
-               const CtlOptions& options, std::ostream& out, std::ostream& err);
+int RunCommand(v1::MultipathControl::StubInterface* stub,
+               const std::vector<std::string>& args, const CtlOptions& options,
+               std::ostream& out, std::ostream& err);
 
 // Where umpathctl's global flags say to connect.
 struct ConnectFlags {

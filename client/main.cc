@@ -44,20 +44,22 @@ absl::StatusOr<Connection> Connect(const ConnectFlags& flags) {
     }
     make_channel = [flags, tls] {
       grpc::ChannelArguments args = ChannelArgs();
-      if (!flags.tls_server_name.empty()) args.SetSslTargetNameOverride(flags.tls_server_name);
+      if (!flags.tls_server_name.empty())
+        args.SetSslTargetNameOverride(flags.tls_server_name);
       return grpc::CreateCustomChannel(flags.address, grpc::SslCredentials(tls), args);
     };
   } else {
     make_channel = [socket = flags.socket] {
-      return grpc::CreateCustomChannel("unix:" + socket, grpc::InsecureChannelCredentials(),
-                                       ChannelArgs());
+      return grpc::CreateCustomChannel("unix:" + socket,
+                                       grpc::InsecureChannelCredentials(), ChannelArgs());
     };
   }
   std::shared_ptr<grpc::Channel> channel = make_channel();
   Connection c;
   c.stub = umpath::v1::MultipathControl::NewStub(channel);
   c.simulator = umpath::v1alpha::SimulatorControl::NewStub(channel);
-  c.reconnect = [make_channel]() -> std::unique_ptr<umpath::v1::MultipathControl::StubInterface> {
+  c.reconnect =
+      [make_channel]() -> std::unique_ptr<umpath::v1::MultipathControl::StubInterface> {
     return umpath::v1::MultipathControl::NewStub(make_channel());
   };
   return c;
@@ -66,6 +68,6 @@ absl::StatusOr<Connection> Connect(const ConnectFlags& flags) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return umpath::client::RunCommandLine(std::vector<std::string>(argv, argv + argc), Connect,
-                                        std::cout, std::cerr);
+  return umpath::client::RunCommandLine(std::vector<std::string>(argv, argv + argc),
+                                        Connect, std::cout, std::cerr);
 }

@@ -21,22 +21,24 @@ using google::protobuf::Value;
 
 // Plain scalars YAML 1.1 and 1.2 readers take for something other than a string.
 bool ReadsAsNonString(const std::string& s) {
-  static const char* const kWords[] = {"true", "false", "yes", "no", "on", "off", "y", "n",
-                                       "null", "~", ".nan", ".inf", "-.inf", "+.inf"};
+  static const char* const kWords[] = {"true", "false", "yes",   "no",   "on",
+                                       "off",  "y",     "n",     "null", "~",
+                                       ".nan", ".inf",  "-.inf", "+.inf"};
   const std::string lower = absl::AsciiStrToLower(s);
   for (const char* w : kWords) {
     if (lower == w) return true;
   }
   double d;
-  return absl::SimpleAtod(s, &d) || absl::StartsWith(s, "0x") || absl::StartsWith(s, "0o");
+  return absl::SimpleAtod(s, &d) || absl::StartsWith(s, "0x") ||
+         absl::StartsWith(s, "0o");
 }
 
 bool NeedsQuotes(const std::string& s) {
   if (s.empty() || ReadsAsNonString(s)) return true;
   // A leading digit, sign or dot may be a number, a date or a sexagesimal (1:20) to a
   // YAML 1.1 reader: quoted, as are the indicators.
-  if (absl::StrContains("-+.0123456789?:,[]{}#&*!|>'\"%@` ", s.front()) || s.back() == ' ' ||
-      s.back() == ':') {
+  if (absl::StrContains("-+.0123456789?:,[]{}#&*!|>'\"%@` ", s.front()) ||
+      s.back() == ' ' || s.back() == ':') {
     return true;
   }
   if (absl::StrContains(s, ": ") || absl::StrContains(s, " #")) return true;
@@ -50,10 +52,18 @@ std::string Scalar(const std::string& s) {
   std::string q = "\"";
   for (char c : s) {
     switch (c) {
-      case '"': q += "\\\""; break;
-      case '\\': q += "\\\\"; break;
-      case '\n': q += "\\n"; break;
-      case '\t': q += "\\t"; break;
+      case '"':
+        q += "\\\"";
+        break;
+      case '\\':
+        q += "\\\\";
+        break;
+      case '\n':
+        q += "\\n";
+        break;
+      case '\t':
+        q += "\\t";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
           absl::StrAppendFormat(&q, "\\x%02x", static_cast<unsigned char>(c));
@@ -68,21 +78,26 @@ std::string Scalar(const std::string& s) {
 // A scalar, or the empty collection it is ({} or []); nullopt for one with members.
 std::optional<std::string> Inline(const Value& v) {
   switch (v.kind_case()) {
-    case Value::kNullValue: return "null";
-    case Value::kBoolValue: return v.bool_value() ? "true" : "false";
+    case Value::kNullValue:
+      return "null";
+    case Value::kBoolValue:
+      return v.bool_value() ? "true" : "false";
     case Value::kNumberValue: {
       const double d = v.number_value();
-      if (std::trunc(d) == d && std::fabs(d) < 1e15) return absl::StrCat(static_cast<int64_t>(d));
+      if (std::trunc(d) == d && std::fabs(d) < 1e15)
+        return absl::StrCat(static_cast<int64_t>(d));
       return absl::StrFormat("%.17g", d);
     }
-    case Value::kStringValue: return Scalar(v.string_value());
+    case Value::kStringValue:
+      return Scalar(v.string_value());
     case Value::kStructValue:
       if (v.struct_value().fields().empty()) return "{}";
       return std::nullopt;
     case Value::kListValue:
       if (v.list_value().values().empty()) return "[]";
       return std::nullopt;
-    default: return "null";
+    default:
+      return "null";
   }
 }
 
