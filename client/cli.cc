@@ -639,14 +639,36 @@ int UsageError(CLI::App& app, const CLI::Error& e, std::ostream& err) {
   return 2;
 }
 
+// `umpathctl [FLAGS] -- COMMAND ...` as `umpathctl [FLAGS] COMMAND ...`: the form that
+// ended umpathctl's own flags when absl parsed them apart from the command's. A `--`
+// after the command keeps its meaning (what follows are arguments, not flags).
+std::vector<std::string> WithoutOldSeparator(CLI::App& app,
+                                             std::vector<std::string> argv) {
+  for (size_t i = 1; i < argv.size(); ++i) {
+    const std::string& w = argv[i];
+    if (w == "--") {
+      argv.erase(argv.begin() + static_cast<std::ptrdiff_t>(i));
+      break;
+    }
+    if (w.empty() || w[0] != '-') break;  // the command
+    const CLI::Option* flag = app.get_option_no_throw(w);
+    if (flag != nullptr && flag->get_type_size() != 0 &&
+        w.find('=') == std::string::npos) {
+      ++i;  // its value (--socket PATH, -o json)
+    }
+  }
+  return argv;
+}
+
 // Parses `argv` (argv[0] the program); runs the command on `stub`, or on a connection
 // `connect` makes when stub is null.
 int Execute(const std::vector<std::string>& argv,
             v1::MultipathControl::StubInterface* stub, const Connector* connect,
             CtlOptions o, std::ostream& out, std::ostream& err) {
   std::unique_ptr<CommandLine> cl = Build(out);
+  const std::vector<std::string> args = WithoutOldSeparator(cl->app, argv);
   std::vector<const char*> words;
-  for (const std::string& w : argv) words.push_back(w.c_str());
+  for (const std::string& w : args) words.push_back(w.c_str());
   try {
     cl->app.parse(static_cast<int>(words.size()), words.data());
   } catch (const CLI::CallForHelp&) {

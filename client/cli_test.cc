@@ -249,6 +249,13 @@ TEST_F(CliTest, UnknownCommandsAndFlagsAreUsageErrors) {
   EXPECT_EQ(Ctl({"head", head_, "extra"}).exit, 2);  // one too many
   EXPECT_EQ(Ctl({"stop", "--now"}).exit, 2);
   EXPECT_EQ(Ctl({"watch", "--type=sideways"}).exit, 2);
+  // The old end of umpathctl's own flags is taken still; after the command, what
+  // follows `--` is not a flag.
+  r = Spawn(dir_.path(), UMPATHCTL_PATH,
+            {"--socket", server_->socket_path(), "-o", "json", "--", "head", head_});
+  EXPECT_EQ(r.exit, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("\"name\": \"heads/" + head_ + "\""));
+  EXPECT_EQ(Ctl({"watch", "--", "--since=1"}).exit, 2);
   EXPECT_EQ(Ctl({"attach", "tcp", "10.0.0.2", "4420"}).exit, 2);  // SERVICE without NQN
   // A call that fails exits with its gRPC code.
   r = Ctl({"head", "missing"});
