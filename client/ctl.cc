@@ -1,3 +1,5 @@
+#include "client/commands.h"
+
 #include <algorithm>
 #include <chrono>
 #include <ostream>
@@ -9,7 +11,6 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
-#include "client/commands.h"
 #include "google/protobuf/util/time_util.h"
 #include "grpcpp/grpcpp.h"
 
