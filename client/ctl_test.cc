@@ -7,7 +7,6 @@
 #include <sstream>
 #include <thread>
 
-#include "absl/flags/flag.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "agent/base/mutex.h"
@@ -18,10 +17,6 @@
 #include "gtest/gtest.h"
 #include "server/control_server.h"
 #include "server/testing/test_topology.h"
-
-// Flags as umpathctl's main has them: one with a value, one bool.
-ABSL_FLAG(std::string, o, "table", "output");
-ABSL_FLAG(bool, ctl_test_bool, false, "a bool flag");
 
 namespace umpath::client {
 namespace {
@@ -134,7 +129,7 @@ TEST_F(CtlTest, InfoShowsTheIoBuffersBudget) {
   ASSERT_EQ(Run({"info"}), 0) << err_.str();
   EXPECT_THAT(out_.str(), HasSubstr("I/O buffers 48 MiB pinned of a 64 MiB budget; 192 more heads can be exported"));
   CtlOptions json;
-  json.json = true;
+  json.format = Format::kJson;
   ASSERT_EQ(Run({"info"}, json), 0) << err_.str();
   EXPECT_THAT(out_.str(), HasSubstr("\"exportable_heads\": 192"));
   server_.reset();  // before `exports` goes
@@ -168,7 +163,7 @@ TEST_F(CtlTest, HeadsAndHeadPrintTables) {
 
 TEST_F(CtlTest, JsonIsProtobufsMapping) {
   CtlOptions o;
-  o.json = true;
+  o.format = Format::kJson;
   ASSERT_EQ(Run({"head", "heads/" + head_}, o), 0) << err_.str();
   v1::GetHeadResponse parsed;
   ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(out_.str(), &parsed).ok()) << out_.str();
@@ -213,27 +208,6 @@ TEST_F(CtlTest, ErrorsPrintTheGrpcMessageAndExitNonZero) {
   EXPECT_EQ(Run({}), 2);
 }
 
-// umpathctl's own flags come before the command; those after it are the command's, and
-// never reach absl (which refuses a flag it does not know).
-TEST(CommandStartTest, TheCommandBeginsAfterUmpathctlsOwnFlags) {
-  const std::vector<std::pair<std::vector<std::string>, int>> table = {
-      {{"umpathctl", "-o", "json", "watch", "--since=5"}, 3},
-      {{"umpathctl", "--o=json", "stop", "--remove", "--force"}, 2},
-      {{"umpathctl", "stop", "--remove"}, 1},
-      {{"umpathctl", "--ctl_test_bool", "heads"}, 2},
-      {{"umpathctl", "--unknown", "heads"}, 2},  // absl then says it is unknown
-      {{"umpathctl", "--", "--odd-command"}, 2},
-      {{"umpathctl"}, 1},
-      {{"umpathctl", "-o"}, 2},
-  };
-  for (const auto& [words, want] : table) {
-    std::vector<char*> argv;
-    for (const std::string& w : words) argv.push_back(const_cast<char*>(w.c_str()));
-    EXPECT_EQ(CommandStart(static_cast<int>(argv.size()), argv.data()), want)
-        << absl::StrJoin(words, " ");
-  }
-}
-
 // umpathctl asks for several events to a message; one resuming with six waiting gets
 // them so, and prints each as if it came alone (text and JSON), stopping inside a batch.
 TEST_F(CtlTest, WatchPrintsABatchAsTheEventsItCarries) {
@@ -247,7 +221,7 @@ TEST_F(CtlTest, WatchPrintsABatchAsTheEventsItCarries) {
   ASSERT_THAT(lines, SizeIs(4));
   EXPECT_THAT(lines[0], StartsWith(std::to_string(from + 1) + " "));
   EXPECT_THAT(lines[3], HasSubstr(" 3 -> 4"));
-  o.json = true;
+  o.format = Format::kJson;
   ASSERT_EQ(Run({"watch", since}, o), 0) << err_.str();
   // Pretty-printed, one message after the other: four events, each with the
   // incarnation, and no batch.

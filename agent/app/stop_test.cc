@@ -128,7 +128,7 @@ TEST_F(AgentStopTest, ARemovingStopIsRefusedWhileADeviceIsMountedAndTheAgentRuns
   EXPECT_EQ(out_.str(), "/dev/ublkb0\n");
   // Bad words are refused before anything is asked.
   EXPECT_EQ(Ctl({"stop", "--now"}), 2);
-  EXPECT_THAT(err_.str(), HasSubstr("stop: unexpected argument --now (it takes --remove and --force)"));
+  EXPECT_THAT(err_.str(), HasSubstr("umpathctl: stop: unexpected argument --now\n"));
   // Forced, it is decided: the agent stops and removes the device, in use or not, and
   // exits so that a supervisor does not start it again.
   StopWhenWoken();
