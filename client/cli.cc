@@ -250,6 +250,56 @@ void AddSettingCommands(CommandLine& cl) {
   });
 }
 
+// settings: what is kept for heads by id (UpdateHeadSettings), before they exist too.
+void AddKeptSettingsCommands(CommandLine& cl) {
+  CLI::App* settings = cl.app.add_subcommand(
+      "settings", "head settings kept by head id, applied the moment the head appears");
+  settings->require_subcommand(0, 1);
+  settings->callback([&cl] {
+    if (!cl.run) cl.run = [](const Invocation& ctl) { return ListSettings(ctl); };
+  });
+  CLI::App* set = settings->add_subcommand(
+      "set", "keep settings for HEAD (its id: nguid-..., uuid-..., ...) and apply them if it exists");
+  auto head = Value<std::string>(cl);
+  auto delay = Value<int64_t>(cl);
+  auto fail = Value<int64_t>(cl);
+  auto policy = Value<std::string>(cl);
+  auto exp = Value<std::string>(cl);
+  auto allow_missing = Value<bool>(cl);
+  set->add_option("HEAD", *head)->required();
+  CLI::Option* o_delay = set->add_option("--delayed-removal", *delay, "0..86400 s")->check(CLI::NonNegativeNumber);
+  CLI::Option* o_fail = set->add_option("--io-fail-timeout", *fail, "0..86400 s")->check(CLI::NonNegativeNumber);
+  CLI::Option* o_policy =
+      set->add_option("--policy", *policy, "numa, round-robin or queue-depth")->check(PolicyCheck());
+  CLI::Option* o_export =
+      set->add_option("--export", *exp, "true: a block device as it appears")->check(CLI::IsMember({"true", "false"}));
+  set->add_flag("--allow-missing", *allow_missing, "keep them though no such head exists now");
+  set->callback([&cl, head, delay, fail, policy, exp, allow_missing, o_delay, o_fail, o_policy, o_export] {
+    v1::UpdateHeadSettingsRequest req;
+    v1::HeadSettings* s = req.mutable_settings();
+    s->set_name(Full("heads/", *head) + "/settings");
+    // Out of range goes to the agent as it is, which says what the range is.
+    if (o_delay->count() > 0) s->set_delayed_removal_secs(static_cast<uint32_t>(*delay));
+    if (o_fail->count() > 0) s->set_io_fail_timeout_secs(static_cast<uint32_t>(*fail));
+    if (o_policy->count() > 0) {
+      v1::IoPolicy p = v1::IO_POLICY_UNSPECIFIED;
+      ParsePolicy(*policy, &p);
+      s->set_io_policy(p);
+    }
+    if (o_export->count() > 0) s->set_export_(*exp == "true");
+    req.set_allow_missing(*allow_missing);
+    cl.run = [req](const Invocation& ctl) { return UpdateSettings(ctl, req); };
+  });
+  CLI::App* del = settings->add_subcommand("delete", "forget what is kept for HEAD (OK if nothing is)");
+  auto del_head = Value<std::string>(cl);
+  del->add_option("HEAD", *del_head)->required();
+  del->callback([&cl, del_head] {
+    v1::DeleteHeadSettingsRequest req;
+    req.set_name(Full("heads/", *del_head) + "/settings");
+    cl.run = [req](const Invocation& ctl) { return DeleteSettings(ctl, req); };
+  });
+}
+
 void AddPathAndControllerCommands(CommandLine& cl) {
   auto head = Value<std::string>(cl);
   auto path = Value<std::string>(cl);
@@ -603,6 +653,7 @@ std::unique_ptr<CommandLine> Build(std::ostream& out) {
   AddHeadCommands(*cl);
   AddPathAndControllerCommands(*cl);
   AddSettingCommands(*cl);
+  AddKeptSettingsCommands(*cl);
   AddSimCommands(*cl);
   AddMetaCommands(*cl, out);
   return cl;

@@ -22,6 +22,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "server/control_server.h"
+#include "server/settings_store.h"
 #include "server/testing/test_topology.h"
 
 extern char** environ;
@@ -102,7 +103,8 @@ class CliTest : public ::testing::Test {
     server::ServerOptions o;
     o.socket_path = dir_.path() + "/umpathd.sock";
     o.access.admin_uids = {getuid()};
-    ASSERT_OK_AND_ASSIGN(server_, server::ControlServer::Create(mp_.get(), o));
+    ASSERT_OK_AND_ASSIGN(store_, server::SettingsStore::Open(dir_.path() + "/settings"));
+    ASSERT_OK_AND_ASSIGN(server_, server::ControlServer::Create(mp_.get(), o, store_.get()));
   }
   void TearDown() override {
     server_.reset();
@@ -118,6 +120,7 @@ class CliTest : public ::testing::Test {
 
   TempDir dir_;
   std::unique_ptr<Multipath> mp_;
+  std::unique_ptr<server::SettingsStore> store_;
   std::unique_ptr<server::ControlServer> server_;
   const std::string head_ = "nguid-ab000000000000000000000000000001";
   const std::string other_ = "nguid-ab000000000000000000000000000002";
@@ -144,6 +147,36 @@ TEST_F(CliTest, WatchSinceHeadAndTypeParseAndFilter) {
              absl::StrCat("--since=", from), "--type=policy-changed", "--max-events=1"});
   ASSERT_EQ(r.exit, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("\"type\": \"EVENT_TYPE_POLICY_CHANGED\""));
+}
+
+// A CSI sidecar's first call: settings for the volume's head before its first path.
+TEST_F(CliTest, SettingsAreKeptForAHeadNotThereYetListedAndForgotten) {
+  const std::string later = "uuid-1b4e28ba-2fa1-11d2-883f-0016d3cca427";
+  Ran r = Ctl({"settings", "set", later, "--delayed-removal=30", "--policy=round-robin"});
+  EXPECT_EQ(r.exit, 5) << "NOT_FOUND without --allow-missing: " << r.err;
+  EXPECT_THAT(r.err, HasSubstr("allow_missing"));
+  r = Ctl({"settings", "set", later, "--delayed-removal=30", "--policy=round-robin", "--allow-missing"});
+  ASSERT_EQ(r.exit, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("DELAYED_REMOVAL"));
+  EXPECT_THAT(r.out, HasSubstr("round-robin"));
+  r = Ctl({"settings", "set", head_, "--io-fail-timeout=5", "--export=false"});
+  ASSERT_EQ(r.exit, 0) << r.err;
+  ASSERT_OK_AND_ASSIGN(HeadInfo h, mp_->GetHead(head_));
+  EXPECT_EQ(h.io_fail_timeout_secs, 5u) << "applied to the head that exists";
+  r = Ctl({"settings", "-o", "json"});
+  ASSERT_EQ(r.exit, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("\"delayed_removal_secs\": 30"));
+  EXPECT_THAT(r.out, HasSubstr("\"name\": \"heads/" + later + "/settings\""));
+  EXPECT_EQ(Ctl({"settings", "set", later, "--delayed-removal=-1", "--allow-missing"}).exit, 2);
+  EXPECT_EQ(Ctl({"settings", "set", later, "--export=maybe", "--allow-missing"}).exit, 2);
+  r = Ctl({"settings", "set", later, "--allow-missing"});
+  EXPECT_EQ(r.exit, 3) << "nothing to update: " << r.err;
+  ASSERT_EQ(Ctl({"settings", "delete", later}).exit, 0);
+  EXPECT_EQ(Ctl({"settings", "delete", later}).exit, 0) << "forgetting what is not kept is OK";
+  r = Ctl({"settings", "--no-headers"});
+  ASSERT_EQ(r.exit, 0) << r.err;
+  EXPECT_THAT(r.out, Not(HasSubstr(later)));
+  EXPECT_THAT(r.out, HasSubstr(head_));
 }
 
 TEST_F(CliTest, AWatchEndsAtItsTimeoutWithDeadlineExceeded) {

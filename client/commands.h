@@ -43,6 +43,10 @@ int SetDefaultIoFailTimeout(const Invocation& ctl,
                             const v1::SetDefaultIoFailTimeoutRequest& req);
 int SetPolicy(const Invocation& ctl, const v1::SetIoPolicyRequest& req);
 int SetDefaultPolicy(const Invocation& ctl, const v1::SetDefaultIoPolicyRequest& req);
+// Settings kept by head id, whether or not the head exists (settings, settings set/delete).
+int ListSettings(const Invocation& ctl);
+int UpdateSettings(const Invocation& ctl, const v1::UpdateHeadSettingsRequest& req);
+int DeleteSettings(const Invocation& ctl, const v1::DeleteHeadSettingsRequest& req);
 int FailPath(const Invocation& ctl, const v1::FailPathRequest& req);
 int ReinstatePath(const Invocation& ctl, const v1::ReinstatePathRequest& req);
 int Attach(const Invocation& ctl, const v1::AttachControllerRequest& req);

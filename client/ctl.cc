@@ -372,6 +372,40 @@ int SetDefaultPolicy(const Invocation& ctl, const v1::SetDefaultIoPolicyRequest&
   return Call(ctl, &Stub::SetDefaultIoPolicy, req, PrintDefaults);
 }
 
+namespace {
+
+std::vector<std::string> SettingsRow(const v1::HeadSettings& s) {
+  auto secs = [](bool has, uint32_t v) { return has ? absl::StrCat(v) : std::string("-"); };
+  std::string head = Id(std::string(absl::StripSuffix(s.name(), "/settings")));
+  return {head, s.head_present() ? "yes" : "no", secs(s.has_delayed_removal_secs(), s.delayed_removal_secs()),
+          s.has_io_policy() ? Policy(s.io_policy()) : "-",
+          secs(s.has_io_fail_timeout_secs(), s.io_fail_timeout_secs()),
+          s.has_export_() ? (s.export_() ? "yes" : "no") : "-"};
+}
+const std::vector<std::string> kSettingsHeader = {"HEAD", "PRESENT", "DELAYED_REMOVAL", "POLICY",
+                                                  "IO_FAIL_TIMEOUT", "EXPORT"};
+
+}  // namespace
+
+int ListSettings(const Invocation& ctl) {
+  return ListAll(ctl, &Stub::ListHeadSettings, {}, [](std::ostream& out, const auto& r, const auto& o) {
+    std::vector<std::vector<std::string>> rows = {kSettingsHeader};
+    for (const v1::HeadSettings& s : r.settings()) rows.push_back(SettingsRow(s));
+    Table(out, rows, o.no_headers);
+  });
+}
+
+int UpdateSettings(const Invocation& ctl, const v1::UpdateHeadSettingsRequest& req) {
+  return Call(ctl, &Stub::UpdateHeadSettings, req, [](std::ostream& out, const auto& r, const auto& o) {
+    Table(out, {kSettingsHeader, SettingsRow(r.settings())}, o.no_headers);
+  });
+}
+
+int DeleteSettings(const Invocation& ctl, const v1::DeleteHeadSettingsRequest& req) {
+  return Call(ctl, &Stub::DeleteHeadSettings, req,
+              [](std::ostream& out, const auto&, const auto&) { out << "forgotten\n"; });
+}
+
 int FailPath(const Invocation& ctl, const v1::FailPathRequest& req) {
   return Call(ctl, &Stub::FailPath, req, PrintHeadOf);
 }
