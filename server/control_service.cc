@@ -124,13 +124,7 @@ ControlService::Unary* ControlService::ListHeads(Ctx* ctx, const v1::ListHeadsRe
     ASSIGN_OR_RETURN(const HeadFilterExpression expr, HeadFilterExpression::Parse(req->filter_expression()));
     bool more = false;
     const v1::HeadFilter filter = req->filter();
-    auto keep = [filter, &expr](const HeadInfo& h) {
-      if (!Matches(h, filter)) return false;
-      if (expr.MatchesEverything()) return true;
-      v1::Head p;
-      ToProto(h, &p);
-      return expr.Matches(p);
-    };
+    auto keep = [filter, &expr](const HeadInfo& h) { return Matches(h, filter) && expr.Matches(h); };
     for (const HeadInfo& h : mp_->ListHeadsPage(after, static_cast<size_t>(size), keep, &more)) {
       ToProto(h, resp->add_heads());
     }
@@ -337,17 +331,11 @@ void SettingsToProto(const std::string& head, const HeadSettings& in, bool prese
 absl::StatusOr<HeadSettings> SettingsFromProto(const v1::HeadSettings& in) {
   HeadSettings out;
   if (in.has_delayed_removal_secs()) {
-    if (in.delayed_removal_secs() > kMaxDelayedRemovalSecs) {
-      return absl::InvalidArgumentError(absl::StrCat("delayed_removal_secs is 0..", kMaxDelayedRemovalSecs, ", not ",
-                                                     in.delayed_removal_secs()));
-    }
+    RETURN_IF_ERROR(ValidateDelayedRemovalSecs(in.delayed_removal_secs()));
     out.delayed_removal_secs = in.delayed_removal_secs();
   }
   if (in.has_io_fail_timeout_secs()) {
-    if (in.io_fail_timeout_secs() > kMaxIoFailTimeoutSecs) {
-      return absl::InvalidArgumentError(absl::StrCat("io_fail_timeout_secs is 0..", kMaxIoFailTimeoutSecs, ", not ",
-                                                     in.io_fail_timeout_secs()));
-    }
+    RETURN_IF_ERROR(ValidateIoFailTimeoutSecs(in.io_fail_timeout_secs()));
     out.io_fail_timeout_secs = in.io_fail_timeout_secs();
   }
   if (in.has_io_policy()) {

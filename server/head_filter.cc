@@ -14,6 +14,7 @@
 #include "absl/strings/str_replace.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/reflection.h"
+#include "server/convert.h"
 
 namespace umpath::server {
 
@@ -405,5 +406,12 @@ absl::StatusOr<HeadFilterExpression> HeadFilterExpression::Parse(absl::string_vi
 }
 
 bool HeadFilterExpression::Matches(const v1::Head& head) const { return root_ == nullptr || root_->Eval(head); }
+
+bool HeadFilterExpression::Matches(const HeadInfo& head) const {
+  if (root_ == nullptr) return true;
+  v1::Head p;
+  ToProto(head, &p);
+  return root_->Eval(p);
+}
 
 }  // namespace umpath::server

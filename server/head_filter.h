@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "agent/core/info.h"
 #include "umpath/v1/control.pb.h"
 
 namespace umpath::server {
@@ -25,6 +26,9 @@ class HeadFilterExpression {
   static absl::StatusOr<HeadFilterExpression> Parse(absl::string_view text);
 
   bool Matches(const v1::Head& head) const;
+  // The core's description of a head, as the API would give it (converted only when the
+  // filter has something to check).
+  bool Matches(const HeadInfo& head) const;
   bool MatchesEverything() const { return root_ == nullptr; }
 
  private:

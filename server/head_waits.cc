@@ -130,11 +130,9 @@ absl::StatusOr<HeadWaits::Check> HeadWaits::Evaluate(const WaitTarget& t) const 
   } else {
     std::vector<std::string> names;
     for (const HeadInfo& h : mp_->ListHeads()) {
-      v1::Head p;
-      ToProto(h, &p);
-      if (!t.filter.Matches(p)) continue;
-      names.push_back(p.name());
-      if (!found) found = std::move(p);
+      if (!t.filter.Matches(h)) continue;
+      names.push_back(HeadName(h.name));
+      if (!found) ToProto(h, &found.emplace());
     }
     if (names.size() > 1) {
       if (names.size() > 8) names.resize(8), names.push_back("...");
