@@ -12,6 +12,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "google/protobuf/util/time_util.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
 #include "grpcpp/grpcpp.h"
 
 namespace umpath::client {
@@ -257,7 +259,19 @@ int Fail(std::ostream& err, const grpc::Status& s) {
                                        "UNAUTHENTICATED"};
   const int code = static_cast<int>(s.error_code());
   err << "umpathctl: " << (code >= 0 && code <= 16 ? kNames[code] : "?") << ": "
-      << s.error_message() << "\n";
+      << s.error_message();
+  // The reason (AIP-193's ErrorInfo) for scripts that switch on more than the code.
+  google::rpc::Status details;
+  if (!s.error_details().empty() && details.ParseFromString(s.error_details())) {
+    for (const google::protobuf::Any& any : details.details()) {
+      google::rpc::ErrorInfo info;
+      if (any.UnpackTo(&info)) {
+        err << " [" << info.reason() << "]";
+        break;
+      }
+    }
+  }
+  err << "\n";
   return code;
 }
 

@@ -8,6 +8,7 @@
 #include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "agent/base/error_reason.h"
 #include "grpcpp/security/auth_context.h"
 
 namespace umpath::server {
@@ -108,13 +109,15 @@ absl::Status AccessPolicy::Authorize(absl::string_view peer, const grpc::AuthCon
                                      Caller* out) const {
   Caller caller = Identify(peer, auth);
   if (!caller.authenticated) {
-    return absl::UnauthenticatedError(
-        "no identity: connect over the Unix socket or with a client certificate");
+    return WithReason(absl::UnauthenticatedError(
+                          "no identity: connect over the Unix socket or with a client certificate"),
+                      reason::kCallerUnknown);
   }
   if (caller.role < need) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        caller.identity, " has role ", RoleName(caller.role), "; this call needs ",
-        RoleName(need)));
+    return WithReason(absl::PermissionDeniedError(absl::StrCat(caller.identity, " has role ",
+                                                               RoleName(caller.role), "; this call needs ",
+                                                               RoleName(need))),
+                      reason::kRoleMissing, {{"role", RoleName(need)}, {"callerRole", RoleName(caller.role)}});
   }
   if (out) *out = std::move(caller);
   return absl::OkStatus();

@@ -76,6 +76,17 @@ out="$(call umpath.v1.MultipathControl/GetHead '{"name": "heads/none"}' 2>&1)"
 rc=$?
 set -e
 [ "$rc" -eq $((5 << 3)) ] || fail "unknown head gave exit $rc, want NOT_FOUND (40): $out"
+# Its google.rpc.ErrorInfo (AIP-193) as a client not ours receives it: the detail's
+# type, and its bytes holding the reason, the domain and the head (issue 19 item 5).
+grep -q '"type": "google.rpc.ErrorInfo"' <<<"$out" || fail "no ErrorInfo detail: $out"
+value="$(grep -o '"value": "[^"]*"' <<<"$out" | head -n 1 | cut -d'"' -f4 | tr -- '-_' '+/')"
+while [ $(( ${#value} % 4 )) -ne 0 ]; do value="$value="; done
+info="$(base64 -d <<<"$value" | tr -c '[:print:]' ' ')"
+grep -q "HEAD_NOT_FOUND.*umpath.io.*head.*none" <<<"$info" || fail "ErrorInfo holds: $info"
+# Removing what is gone succeeds (CSI's idempotency).
+call umpath.v1.MultipathControl/DetachController '{"name": "controllers/never-attached"}' >/dev/null \
+  || fail "detaching what is not attached"
+call umpath.v1.MultipathControl/UnexportHead '{"name": "heads/none"}' >/dev/null || fail "unexporting what is gone"
 
 # A volume's head by its identity (AIP-160), a wait on it, and settings kept ahead of a
 # head (issue 19), through reflection alone.

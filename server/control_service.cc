@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "agent/base/error_reason.h"
 #include "agent/base/status_macros.h"
 #include "agent/core/types.h"
 #include "server/convert.h"
@@ -21,8 +22,8 @@ constexpr int kMaxPageSize = 1000;
 
 absl::StatusOr<int> PageSize(int requested) {
   if (requested < 0 || requested > kMaxPageSize) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("page_size ", requested, " is outside 0..", kMaxPageSize));
+    return RangeError("page_size", 0, kMaxPageSize,
+                      absl::StrCat("page_size ", requested, " is outside 0..", kMaxPageSize));
   }
   return requested == 0 ? kDefaultPageSize : requested;
 }
@@ -45,11 +46,12 @@ absl::Status ValidateAttach(const v1::AttachControllerRequest& req) {
   RETURN_IF_ERROR(CheckLength("service", req.service(), kMaxFieldBytes));
   RETURN_IF_ERROR(CheckLength("subsystem_nqn", req.subsystem_nqn(), kMaxFieldBytes));
   if (req.transport().empty() || req.address().empty()) {
-    return absl::InvalidArgumentError("attach needs a transport and an address");
+    return FieldError(req.transport().empty() ? "transport" : "address",
+                      "attach needs a transport and an address");
   }
   if (std::find(std::begin(kTransports), std::end(kTransports), req.transport()) ==
       std::end(kTransports)) {
-    return absl::InvalidArgumentError(absl::StrCat(
+    return FieldError("transport", absl::StrCat(
         "transport ", QuotePrefix(req.transport()), " is not one of ",
         absl::StrJoin(kTransports, ", ")));
   }
@@ -83,9 +85,10 @@ absl::Status ControlService::Persist(const std::string& head) {
   // The setting is in effect (the head runs with it, watchers saw it) and stays in the
   // store's memory, so the next save that succeeds writes it; the caller learns that
   // until then a restart loses it. UNAVAILABLE: setting it again saves again.
-  return absl::UnavailableError(absl::StrCat(
-      "the setting is in effect but was not saved (", saved.message(),
-      "): a restart before a later save succeeds loses it; set it again to retry"));
+  return WithReason(absl::UnavailableError(absl::StrCat(
+                        "the setting is in effect but was not saved (", saved.message(),
+                        "): a restart before a later save succeeds loses it; set it again to retry")),
+                    reason::kSettingsNotSaved);
 }
 
 ControlService::Unary* ControlService::GetAgentInfo(Ctx* ctx, const v1::GetAgentInfoRequest*,
@@ -119,7 +122,7 @@ ControlService::Unary* ControlService::ListHeads(Ctx* ctx, const v1::ListHeadsRe
     ASSIGN_OR_RETURN(int size, PageSize(req->page_size()));
     ASSIGN_OR_RETURN(std::string after, ParseToken("heads", req->page_token()));
     if (!v1::HeadFilter_IsValid(req->filter())) {
-      return absl::InvalidArgumentError(absl::StrCat("unknown filter ", req->filter()));
+      return FieldError("filter", absl::StrCat("unknown filter ", req->filter()));
     }
     ASSIGN_OR_RETURN(const HeadFilterExpression expr, HeadFilterExpression::Parse(req->filter_expression()));
     bool more = false;
@@ -152,7 +155,7 @@ ControlService::Unary* ControlService::WaitHead(Ctx* ctx, const v1::WaitHeadRequ
   absl::Status s = [&]() -> absl::Status {
     RETURN_IF_ERROR(Authorize(ctx, Role::kViewer, &caller));
     if (req->name().empty() == req->filter_expression().empty()) {
-      return absl::InvalidArgumentError("name a head (heads/{head}) or give a filter_expression, not both");
+      return FieldError("name", "name a head (heads/{head}) or give a filter_expression, not both");
     }
     if (!req->name().empty()) {
       ASSIGN_OR_RETURN(t.head, ParseHeadName(req->name()));
@@ -161,11 +164,12 @@ ControlService::Unary* ControlService::WaitHead(Ctx* ctx, const v1::WaitHeadRequ
       t.filter_text = req->filter_expression().substr(0, 128);
     }
     if (req->condition() == v1::HEAD_CONDITION_UNSPECIFIED || !v1::HeadCondition_IsValid(req->condition())) {
-      return absl::InvalidArgumentError("condition is HEAD_CONDITION_EXISTS, _SELECTABLE, _EXPORTED or _GONE");
+      return FieldError("condition", "condition is HEAD_CONDITION_EXISTS, _SELECTABLE, _EXPORTED or _GONE");
     }
     t.condition = req->condition();
     if (req->timeout_secs() > 3600) {
-      return absl::InvalidArgumentError(absl::StrCat("timeout_secs is at most 3600, not ", req->timeout_secs()));
+      return RangeError("timeout_secs", 0, 3600,
+                        absl::StrCat("timeout_secs is at most 3600, not ", req->timeout_secs()));
     }
     // The call's own deadline, a little early, so the answer says where the head was
     // before gRPC ends the call.
@@ -173,7 +177,7 @@ ControlService::Unary* ControlService::WaitHead(Ctx* ctx, const v1::WaitHeadRequ
     const auto now = std::chrono::steady_clock::now();
     const bool call_deadline = ctx->deadline() != std::chrono::system_clock::time_point::max();
     if (req->timeout_secs() == 0 && !call_deadline) {
-      return absl::InvalidArgumentError("a wait has an end: set timeout_secs or a deadline on the call");
+      return FieldError("timeout_secs", "a wait has an end: set timeout_secs or a deadline on the call");
     }
     deadline = std::chrono::steady_clock::time_point::max();
     if (req->timeout_secs() != 0) deadline = now + std::chrono::seconds(req->timeout_secs());
@@ -315,8 +319,9 @@ absl::StatusOr<std::string> ParseSettingsName(absl::string_view name) {
   if (absl::ConsumeSuffix(&name, "/settings")) {
     if (absl::StatusOr<std::string> head = ParseHeadName(name); head.ok()) return head;
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("malformed settings name ", QuotePrefix(name), "; expected heads/{head}/settings"));
+  return WithReason(absl::InvalidArgumentError(absl::StrCat(
+                        "malformed settings name ", QuotePrefix(name), "; expected heads/{head}/settings")),
+                    reason::kInvalidName, {{"field", "name"}, {"expected", "heads/{head}/settings"}});
 }
 
 void SettingsToProto(const std::string& head, const HeadSettings& in, bool present, v1::HeadSettings* out) {
@@ -344,8 +349,8 @@ absl::StatusOr<HeadSettings> SettingsFromProto(const v1::HeadSettings& in) {
   }
   if (in.has_export_()) out.export_wanted = in.export_();
   if (!out.delayed_removal_secs && !out.io_fail_timeout_secs && !out.policy && !out.export_wanted) {
-    return absl::InvalidArgumentError(
-        "nothing to update: set delayed_removal_secs, io_policy, io_fail_timeout_secs or export");
+    return FieldError("settings",
+                      "nothing to update: set delayed_removal_secs, io_policy, io_fail_timeout_secs or export");
   }
   return out;
 }
@@ -356,7 +361,8 @@ absl::StatusOr<HeadSettings> ControlService::KeptSettings(const std::string& hea
   for (auto& [name, kept] : settings_->Kept()) {
     if (name == head) return kept;
   }
-  return absl::NotFoundError(absl::StrCat("no settings kept for heads/", head));
+  return WithReason(absl::NotFoundError(absl::StrCat("no settings kept for heads/", head)),
+                    reason::kSettingsNotFound, {{"head", head}});
 }
 
 ControlService::Unary* ControlService::UpdateHeadSettings(Ctx* ctx, const v1::UpdateHeadSettingsRequest* req,
@@ -368,21 +374,28 @@ ControlService::Unary* ControlService::UpdateHeadSettings(Ctx* ctx, const v1::Up
     ASSIGN_OR_RETURN(head, ParseSettingsName(req->settings().name()));
     ASSIGN_OR_RETURN(const HeadSettings patch, SettingsFromProto(req->settings()));
     if (settings_ == nullptr) {
-      return absl::FailedPreconditionError("this agent keeps no head settings (it was started without a settings file)");
+      return WithReason(
+          absl::FailedPreconditionError("this agent keeps no head settings (it was started without a settings file)"),
+          reason::kBackendMissing, {{"backend", "settings_file"}});
     }
     if (patch.export_wanted.value_or(false) && options_.exports == nullptr) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "export needs the ublk frontend, and this agent has none (",
-          options_.no_export_reason.empty() ? "not configured" : options_.no_export_reason, "); nothing was kept"));
+      return WithReason(absl::FailedPreconditionError(absl::StrCat(
+                            "export needs the ublk frontend, and this agent has none (",
+                            NoExportReason(), "); nothing was kept")),
+                        reason::kBackendMissing, {{"backend", "ublk"}, {"why", NoExportReason()}});
     }
     if (!req->allow_missing() && absl::IsNotFound(mp_->GetHead(head).status())) {
-      return absl::NotFoundError(absl::StrCat("head heads/", head,
-                                              " not found; with allow_missing the settings are kept for when it appears"));
+      return WithReason(absl::NotFoundError(absl::StrCat(
+                            "head heads/", head,
+                            " not found; with allow_missing the settings are kept for when it appears")),
+                        reason::kHeadNotFound, {{"head", head}});
     }
     // Kept first, then applied: a head that appears meanwhile takes them from the store
     // as it is created, and one that was there takes them here.
     if (absl::Status saved = settings_->Merge(head, patch); !saved.ok()) {
-      return absl::UnavailableError(absl::StrCat("the settings were not saved (", saved.message(), "); nothing changed"));
+      return WithReason(absl::UnavailableError(absl::StrCat("the settings were not saved (", saved.message(),
+                                                             "); nothing changed")),
+                        reason::kSettingsNotSaved);
     }
     bool present = mp_->GetHead(head).ok();
     if (present) {
@@ -435,7 +448,9 @@ ControlService::Unary* ControlService::DeleteHeadSettings(Ctx* ctx, const v1::De
     ASSIGN_OR_RETURN(std::string head, ParseSettingsName(req->name()));
     if (settings_ == nullptr) return absl::OkStatus();  // nothing kept, nothing to forget
     if (absl::Status saved = settings_->Forget(head); !saved.ok()) {
-      return absl::UnavailableError(absl::StrCat("not forgotten: the settings file was not saved (", saved.message(), ")"));
+      return WithReason(absl::UnavailableError(absl::StrCat(
+                            "not forgotten: the settings file was not saved (", saved.message(), ")")),
+                        reason::kSettingsNotSaved);
     }
     return absl::OkStatus();
   }();
@@ -448,7 +463,8 @@ ControlService::Unary* ControlService::FailPath(Ctx* ctx, const v1::FailPathRequ
     RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin));
     ASSIGN_OR_RETURN(auto names, ParsePathName(req->name()));
     if (req->reason().size() > 1024) {
-      return absl::InvalidArgumentError("reason is longer than 1024 bytes");
+      return WithReason(absl::InvalidArgumentError("reason is longer than 1024 bytes"), reason::kFieldTooLong,
+                        {{"field", "reason"}, {"maxBytes", "1024"}});
     }
     RETURN_IF_ERROR(mp_->FailPath(names.first, names.second, req->reason()));
     return HeadOut(names.first, resp->mutable_head());
@@ -478,9 +494,10 @@ ControlService::Unary* ControlService::AttachController(Ctx* ctx,
     // this agent's backends.
     RETURN_IF_ERROR(ValidateAttach(*req));
     if (!options_.controllers) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "attaching a controller (transport \"", req->transport(),
-          "\") needs the vfio or kernel backend, and this agent has none"));
+      return WithReason(absl::FailedPreconditionError(absl::StrCat(
+                            "attaching a controller (transport \"", req->transport(),
+                            "\") needs the vfio or kernel backend, and this agent has none")),
+                        reason::kBackendMissing, {{"backend", "vfio,kernel"}});
     }
     return absl::OkStatus();
   }();
@@ -507,19 +524,33 @@ absl::StatusOr<std::string> ControlService::BackendController(Ctx* ctx, const st
   ASSIGN_OR_RETURN(std::string id, ParseControllerName(name));
   RETURN_IF_ERROR(mp_->GetController(id).status());
   if (!options_.controllers) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        verb, " controller ", id, " needs its backend (vfio or kernel), and this agent has none"));
+    return WithReason(absl::FailedPreconditionError(absl::StrCat(
+                          verb, " controller ", id, " needs its backend (vfio or kernel), and this agent has none")),
+                      reason::kBackendMissing, {{"backend", "vfio,kernel"}});
   }
   return id;
+}
+
+std::string ControlService::NoExportReason() const {
+  return options_.no_export_reason.empty() ? "not configured" : options_.no_export_reason;
 }
 
 ControlService::Unary* ControlService::DetachController(Ctx* ctx,
                                                         const v1::DetachControllerRequest* req,
                                                         v1::DetachControllerResponse*) {
   absl::StatusOr<std::string> name = BackendController(ctx, req->name(), "detaching");
+  // Detaching what is not attached is done already (CSI: removing what is gone is OK);
+  // the backend still hears of it when it remembers the controller for the next start.
+  if (absl::IsNotFound(name.status()) && options_.controllers) {
+    name = ParseControllerName(req->name());
+  } else if (absl::IsNotFound(name.status())) {
+    return Done(ctx, absl::OkStatus());
+  }
   if (!name.ok()) return Done(ctx, name.status());
   grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
-  options_.controllers->Detach(*name, [r](absl::Status st) { r->Finish(ToGrpc(st)); });
+  options_.controllers->Detach(*name, [r](absl::Status st) {
+    r->Finish(ToGrpc(absl::IsNotFound(st) ? absl::OkStatus() : st));
+  });
   return r;
 }
 
@@ -546,9 +577,10 @@ absl::StatusOr<std::string> ControlService::ExportTarget(Ctx* ctx, const std::st
   ASSIGN_OR_RETURN(std::string head, ParseHeadName(name));
   if (options_.exports == nullptr) {
     RETURN_IF_ERROR(mp_->GetHead(head).status());
-    return absl::FailedPreconditionError(absl::StrCat(
-        verb, " a head needs the ublk frontend, and this agent has none (",
-        options_.no_export_reason.empty() ? "not configured" : options_.no_export_reason, ")"));
+    return WithReason(absl::FailedPreconditionError(absl::StrCat(
+                          verb, " a head needs the ublk frontend, and this agent has none (",
+                          NoExportReason(), ")")),
+                      reason::kBackendMissing, {{"backend", "ublk"}, {"why", NoExportReason()}});
   }
   return head;
 }
@@ -568,9 +600,17 @@ ControlService::Unary* ControlService::ExportHead(Ctx* ctx, const v1::ExportHead
 ControlService::Unary* ControlService::UnexportHead(Ctx* ctx, const v1::UnexportHeadRequest* req,
                                                     v1::UnexportHeadResponse*) {
   absl::StatusOr<std::string> head = ExportTarget(ctx, req->name(), "unexporting");
+  // Unexporting what is not exported (a head that is gone, an agent without ublk, whose
+  // heads are never exported) is done already: CSI's unstage may come twice.
+  if (absl::IsNotFound(head.status()) || ReasonIs(head.status(), reason::kBackendMissing)) {
+    return Done(ctx, absl::OkStatus());
+  }
   if (!head.ok()) return Done(ctx, head.status());
   grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
-  options_.exports->Unexport(*head, [r](absl::Status st) { r->Finish(ToGrpc(st)); });
+  options_.exports->Unexport(*head, [r](absl::Status st) {
+    const bool done = absl::IsNotFound(st) || ReasonIs(st, reason::kBackendMissing);
+    r->Finish(ToGrpc(done ? absl::OkStatus() : st));
+  });
   return r;
 }
 
@@ -580,13 +620,14 @@ ControlService::Unary* ControlService::StopAgent(Ctx* ctx, const v1::StopAgentRe
   absl::Status s = [&]() -> absl::Status {
     RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin, &caller));
     if (req->mode() != v1::STOP_MODE_HAND_OVER && req->mode() != v1::STOP_MODE_REMOVE) {
-      return absl::InvalidArgumentError(
+      return FieldError("mode",
           absl::StrCat("mode must be STOP_MODE_HAND_OVER or STOP_MODE_REMOVE, not ",
                        v1::StopMode_IsValid(req->mode()) ? v1::StopMode_Name(req->mode())
                                                          : absl::StrCat(req->mode())));
     }
     if (options_.stop == nullptr) {
-      return absl::FailedPreconditionError("this agent stops by signal only (SIGTERM)");
+      return WithReason(absl::FailedPreconditionError("this agent stops by signal only (SIGTERM)"),
+                        reason::kStopBySignalOnly);
     }
     return absl::OkStatus();
   }();
@@ -611,9 +652,10 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ControlService::WatchEvents(
   grpc::ByteBuffer body(*raw);  // shares the bytes; parsing consumes its copy
   v1::WatchEventsRequest req;
   if (!grpc::SerializationTraits<v1::WatchEventsRequest>::Deserialize(&body, &req).ok()) {
-    return new Refused(absl::InvalidArgumentError(
-        "the request is not a valid WatchEvents request (not protobuf, or a string field that "
-        "is not UTF-8)"));
+    return new Refused(WithReason(
+        absl::InvalidArgumentError("the request is not a valid WatchEvents request (not protobuf, or a "
+                                   "string field that is not UTF-8)"),
+        reason::kInvalidRequest, {{"method", "WatchEvents"}}));
   }
   return hub_.Open(ctx, caller, req);
 }

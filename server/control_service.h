@@ -170,6 +170,8 @@ class ControlService final : public v1::MultipathControl::WithRawCallbackMethod_
   absl::StatusOr<std::string> ExportTarget(Ctx* ctx, const std::string& name,
                                            absl::string_view verb) const;
   absl::Status Persist(const std::string& head);
+  // Why this agent exports nothing, for the errors that say so.
+  std::string NoExportReason() const;
   absl::StatusOr<HeadSettings> KeptSettings(const std::string& head) const;
 
   Multipath* const mp_;

@@ -5,6 +5,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "agent/base/error_reason.h"
 #include "agent/base/status_macros.h"
 #include "google/protobuf/timestamp.pb.h"
 
@@ -38,9 +39,10 @@ std::string QuotePrefix(absl::string_view s, size_t max) {
 
 absl::Status CheckLength(absl::string_view field, absl::string_view value, size_t max) {
   if (value.size() <= max) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(field, " is ", value.size(),
-                                                 " bytes, over the limit of ", max, ": ",
-                                                 QuotePrefix(value)));
+  return WithReason(absl::InvalidArgumentError(absl::StrCat(field, " is ", value.size(),
+                                                           " bytes, over the limit of ", max, ": ",
+                                                           QuotePrefix(value))),
+                    reason::kFieldTooLong, {{"field", field}, {"maxBytes", absl::StrCat(max)}});
 }
 
 absl::StatusOr<std::string> ParseHeadName(absl::string_view name) {
@@ -49,8 +51,9 @@ absl::StatusOr<std::string> ParseHeadName(absl::string_view name) {
     absl::string_view id = name.substr(kHeads.size());
     if (ValidId(id)) return std::string(id);
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("malformed head name ", QuotePrefix(name), "; expected heads/{head}"));
+  return WithReason(absl::InvalidArgumentError(absl::StrCat("malformed head name ", QuotePrefix(name),
+                                                           "; expected heads/{head}")),
+                    reason::kInvalidName, {{"field", "name"}, {"expected", "heads/{head}"}});
 }
 
 absl::StatusOr<std::pair<std::string, std::string>> ParsePathName(absl::string_view name) {
@@ -60,8 +63,9 @@ absl::StatusOr<std::pair<std::string, std::string>> ParsePathName(absl::string_v
       ValidId(parts[3])) {
     return std::make_pair(std::string(parts[1]), std::string(parts[3]));
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "malformed path name ", QuotePrefix(name), "; expected heads/{head}/paths/{path}"));
+  return WithReason(absl::InvalidArgumentError(absl::StrCat("malformed path name ", QuotePrefix(name),
+                                                           "; expected heads/{head}/paths/{path}")),
+                    reason::kInvalidName, {{"field", "name"}, {"expected", "heads/{head}/paths/{path}"}});
 }
 
 absl::StatusOr<std::string> ParseControllerName(absl::string_view name) {
@@ -70,8 +74,9 @@ absl::StatusOr<std::string> ParseControllerName(absl::string_view name) {
     absl::string_view id = name.substr(kControllers.size());
     if (ValidId(id)) return std::string(id);
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "malformed controller name ", QuotePrefix(name), "; expected controllers/{controller}"));
+  return WithReason(absl::InvalidArgumentError(absl::StrCat("malformed controller name ", QuotePrefix(name),
+                                                           "; expected controllers/{controller}")),
+                    reason::kInvalidName, {{"field", "name"}, {"expected", "controllers/{controller}"}});
 }
 
 // Page tokens are the last name returned, opaque to the client.
@@ -85,7 +90,8 @@ absl::StatusOr<std::string> ParseToken(absl::string_view kind, absl::string_view
   if (absl::WebSafeBase64Unescape(token, &raw) && absl::StartsWith(raw, absl::StrCat(kind, ":"))) {
     return raw.substr(kind.size() + 1);
   }
-  return absl::InvalidArgumentError("page_token was not returned by this call");
+  return WithReason(absl::InvalidArgumentError("page_token was not returned by this call"),
+                    reason::kInvalidPageToken);
 }
 
 std::string HeadName(absl::string_view head) { return absl::StrCat(kHeads, head); }
@@ -110,7 +116,7 @@ absl::StatusOr<IoPolicy> FromProto(v1::IoPolicy p) {
     case v1::IO_POLICY_QUEUE_DEPTH: return IoPolicy::kQueueDepth;
     default: break;
   }
-  return absl::InvalidArgumentError(
+  return FieldError("io_policy",
       absl::StrCat("io_policy ", static_cast<int>(p),
                    " is not one of IO_POLICY_NUMA, IO_POLICY_ROUND_ROBIN, "
                    "IO_POLICY_QUEUE_DEPTH"));
@@ -145,8 +151,8 @@ v1::EventType ToProto(EventType t) { return static_cast<v1::EventType>(static_ca
 absl::StatusOr<EventType> FromProto(v1::EventType t) {
   const int i = static_cast<int>(t) - 1;
   if (i < 0 || i >= kEventTypeCount) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("event type ", static_cast<int>(t), " is not one of 1..", kEventTypeCount));
+    return RangeError("types", 1, kEventTypeCount,
+                      absl::StrCat("event type ", static_cast<int>(t), " is not one of 1..", kEventTypeCount));
   }
   return static_cast<EventType>(i);
 }

@@ -10,6 +10,7 @@
 #include "agent/core/event_journal.h"
 #include "agent/core/info.h"
 #include "grpcpp/grpcpp.h"
+#include "server/errors.h"
 #include "umpath/v1/control.pb.h"
 
 namespace umpath::server {
@@ -24,10 +25,6 @@ inline constexpr size_t kMaxNameBytes = 512;
 // The other strings a caller sends (attach: transport, address, service, NQN).
 inline constexpr size_t kMaxFieldBytes = 256;
 
-// The gRPC status of an absl::Status (the codes are the same).
-inline grpc::Status ToGrpc(const absl::Status& s) {
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-}
 // A unary call's reactor, finished with `s`.
 inline grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& s) {
   grpc::ServerUnaryReactor* r = ctx->DefaultReactor();

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "agent/base/error_reason.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/reflection.h"
 #include "server/convert.h"
@@ -46,7 +47,8 @@ bool WordChar(char c) {
 }
 
 absl::Status ErrorAt(size_t at, absl::string_view what) {
-  return absl::InvalidArgumentError(absl::StrCat("filter_expression at byte ", at, ": ", what));
+  return WithReason(absl::InvalidArgumentError(absl::StrCat("filter_expression at byte ", at, ": ", what)),
+                    reason::kInvalidFilter, {{"offset", absl::StrCat(at)}});
 }
 
 absl::StatusOr<std::vector<Token>> Lex(absl::string_view s) {
@@ -392,8 +394,10 @@ bool HeadFilterExpression::Node::Compare(const v1::Head& h) const {
 
 absl::StatusOr<HeadFilterExpression> HeadFilterExpression::Parse(absl::string_view text) {
   if (text.size() > kMaxFilterBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("filter_expression is ", text.size(), " bytes; at most ", kMaxFilterBytes));
+    return WithReason(absl::InvalidArgumentError(absl::StrCat("filter_expression is ", text.size(),
+                                                             " bytes; at most ", kMaxFilterBytes)),
+                      reason::kFieldTooLong,
+                      {{"field", "filter_expression"}, {"maxBytes", absl::StrCat(kMaxFilterBytes)}});
   }
   HeadFilterExpression out;
   auto tokens = Lex(text);

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "agent/base/error_reason.h"
 #include "server/convert.h"
 
 namespace umpath::server {
@@ -136,8 +137,10 @@ absl::StatusOr<HeadWaits::Check> HeadWaits::Evaluate(const WaitTarget& t) const 
     }
     if (names.size() > 1) {
       if (names.size() > 8) names.resize(8), names.push_back("...");
-      return absl::FailedPreconditionError(absl::StrCat("the filter matches more than one head (",
-                                                        absl::StrJoin(names, ", "), "); a wait is for one"));
+      return WithReason(absl::FailedPreconditionError(absl::StrCat(
+                            "the filter matches more than one head (", absl::StrJoin(names, ", "),
+                            "); a wait is for one")),
+                        reason::kFilterAmbiguous, {{"heads", absl::StrJoin(names, ",")}});
     }
   }
   c.holds = Holds(t.condition, found ? &*found : nullptr);
@@ -164,15 +167,18 @@ grpc::ServerUnaryReactor* HeadWaits::Open(grpc::CallbackServerContext* ctx, cons
   {
     MutexLock l(&mu_);
     if (closed_) {
-      refused = grpc::Status(grpc::StatusCode::UNAVAILABLE, closed_why_);
+      refused = ToGrpc(AgentStoppingError(closed_why_));
     } else if (waits_.size() >= options_.max_waits) {
-      refused = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                             absl::StrCat("at most ", options_.max_waits, " waits at a time; try again later"));
+      refused = ToGrpc(WithReason(absl::ResourceExhaustedError(absl::StrCat(
+                                      "at most ", options_.max_waits, " waits at a time; try again later")),
+                                  reason::kTooManyWaits, {{"limit", absl::StrCat(options_.max_waits)}}));
     } else if (auto it = per_caller_.find(caller.key);
                it != per_caller_.end() && it->second >= options_.max_waits_per_caller) {
-      refused = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                             absl::StrCat("at most ", options_.max_waits_per_caller, " waits per caller (",
-                                          caller.key, ") at a time"));
+      refused = ToGrpc(WithReason(absl::ResourceExhaustedError(absl::StrCat(
+                                      "at most ", options_.max_waits_per_caller, " waits per caller (",
+                                      caller.key, ") at a time")),
+                                  reason::kTooManyWaits,
+                                  {{"limit", absl::StrCat(options_.max_waits_per_caller)}, {"perCaller", "true"}}));
     } else {
       ++per_caller_[caller.key];
       w->counted_ = true;
@@ -194,7 +200,7 @@ void HeadWaits::FinishAll(absl::string_view why) {
     closed_why_ = std::string(why);
     all.swap(waits_);
   }
-  for (auto& w : all) w->End(grpc::Status(grpc::StatusCode::UNAVAILABLE, std::string(why)));
+  for (auto& w : all) w->End(ToGrpc(AgentStoppingError(why)));
 }
 
 void HeadWaits::Loop() {
@@ -233,7 +239,7 @@ void HeadWaits::Loop() {
     std::vector<std::shared_ptr<WaitStream>> done;
     for (const auto& w : waits) {
       if (w->cancelled()) {
-        w->End(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+        w->End(ToGrpc(absl::CancelledError("cancelled")));
         done.push_back(w);
         continue;
       }
@@ -242,9 +248,15 @@ void HeadWaits::Loop() {
         w->Answer(c);
         done.push_back(w);
       } else if (w->deadline() <= now) {
-        w->End(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                               absl::StrCat("not ", ConditionName(w->target().condition), " before the timeout: ",
-                                            c->where)));
+        w->End(ToGrpc(WithReason(absl::DeadlineExceededError(absl::StrCat(
+                                     "not ", ConditionName(w->target().condition), " before the timeout: ",
+                                     c->where)),
+                                 reason::kWaitTimedOut,
+                                 {{"head", !c->head.name().empty() ? c->head.name()
+                                                                    : w->target().head.empty()
+                                                                        ? std::string()
+                                                                        : HeadName(w->target().head)},
+                                  {"condition", v1::HeadCondition_Name(w->target().condition)}})));
         done.push_back(w);
       }
     }

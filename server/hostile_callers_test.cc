@@ -28,6 +28,7 @@
 #include "server/control_server.h"
 #include "server/metrics.h"
 #include "server/protobuf_log.h"
+#include "server/testing/server_test.h"
 #include "server/testing/test_topology.h"
 #include "umpath/v1/control.grpc.pb.h"
 
@@ -38,18 +39,6 @@ using ::testing::HasSubstr;
 using ::testing::SizeIs;
 
 constexpr char kReflection[] = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo";
-
-// One unary call to any path with any body, as a client that owes the server nothing.
-grpc::Status RawCall(grpc::Channel* channel, const std::string& path, const std::string& body) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
-  grpc::Slice slice(body);
-  grpc::ByteBuffer request(&slice, 1);
-  grpc::ByteBuffer response;
-  return grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
-      channel, grpc::internal::RpcMethod(path.c_str(), grpc::internal::RpcMethod::NORMAL_RPC),
-      &ctx, request, &response);
-}
 
 size_t Threads() {
   size_t n = 0;

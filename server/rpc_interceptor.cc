@@ -28,11 +28,16 @@ class RpcInterceptor final : public grpc::experimental::Interceptor {
       // Every handler of ours says why it fails; gRPC's own UNIMPLEMENTED without a
       // message is an unknown path or a request its handler could not parse.
       if (st.error_code() == grpc::StatusCode::UNIMPLEMENTED && st.error_message().empty()) {
-        st = known ? grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                  absl::StrCat("the request is not a valid ", method_,
-                                               " request (not protobuf, or a string field that "
-                                               "is not UTF-8)"))
-                   : grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "unknown method");
+        st = known ? ToGrpc(WithReason(absl::InvalidArgumentError(absl::StrCat(
+                                           "the request is not a valid ", method_,
+                                           " request (not protobuf, or a string field that is not UTF-8)")),
+                                       reason::kInvalidRequest, {{"method", method_}}))
+                   : ToGrpc(WithReason(absl::UnimplementedError("unknown method"), reason::kMethodUnknown));
+        m->ModifySendStatus(st);
+      } else if (!st.ok() && st.error_details().empty()) {
+        // Every error has its ErrorInfo (AIP-193), also one this server's other services
+        // (health, reflection) or gRPC made.
+        st = WithErrorInfo(st);
         m->ModifySendStatus(st);
       }
       if (stats_ != nullptr) {

@@ -7,6 +7,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "agent/base/error_reason.h"
 #include "grpcpp/server_context.h"
 #include "server/convert.h"
 
@@ -65,9 +66,11 @@ class WatchStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     };
     const std::string& incarnation = mp->journal().incarnation();
     if (!req.incarnation().empty() && req.incarnation() != incarnation) {
-      return absl::OutOfRangeError(absl::StrCat(
-          "revision ", req.since_revision(), " is of incarnation ", req.incarnation(),
-          "; this agent is incarnation ", incarnation, " (it restarted): start again from a snapshot"));
+      return WithReason(absl::OutOfRangeError(absl::StrCat(
+                            "revision ", req.since_revision(), " is of incarnation ", req.incarnation(),
+                            "; this agent is incarnation ", incarnation,
+                            " (it restarted): start again from a snapshot")),
+                        reason::kRevisionNotRetained, {{"incarnation", incarnation}});
     }
     MutexLock lock(&mu_);
     if (req.since_revision() == 0) {
@@ -99,16 +102,17 @@ class WatchStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     MutexLock lock(&mu_);
     if (finished_) return;
     if (cancelled_) {
-      return FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"), WatchEnd::kClientGone);
+      return FinishLocked(ToGrpc(absl::CancelledError("cancelled")), WatchEnd::kClientGone);
     }
     if (!closing_why_.empty()) {
-      return FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                                       absl::StrCat(closing_why_, "; resume with since_revision ", last_sent_)),
+      return FinishLocked(ToGrpc(WithReason(absl::UnavailableError(absl::StrCat(
+                                                closing_why_, "; resume with since_revision ", last_sent_)),
+                                            reason::kAgentStopping,
+                                            {{"lastRevision", absl::StrCat(last_sent_)}})),
                           WatchEnd::kShutdown);
     }
     if (write_failed_) {
-      return FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the client went away"),
-                          WatchEnd::kClientGone);
+      return FinishLocked(ToGrpc(absl::UnavailableError("the client went away")), WatchEnd::kClientGone);
     }
     if (writing_) {
       // Still waiting on the client: only notice falling behind, so a consumer that
@@ -238,10 +242,11 @@ class WatchStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
 
   void FinishOnJournalError(const absl::Status& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (s.code() == absl::StatusCode::kResourceExhausted) {
-      FinishLocked(grpc::Status(
-          grpc::StatusCode::RESOURCE_EXHAUSTED,
-          absl::StrCat("the watcher fell behind (", s.message(),
-                       "); the last revision sent was ", last_sent_)), WatchEnd::kFellBehind);
+      FinishLocked(ToGrpc(WithReason(absl::ResourceExhaustedError(absl::StrCat(
+                                         "the watcher fell behind (", s.message(),
+                                         "); the last revision sent was ", last_sent_)),
+                                     reason::kWatcherBehind, {{"lastRevision", absl::StrCat(last_sent_)}})),
+                   WatchEnd::kFellBehind);
       // A client that does not take the write in flight would never take the status
       // queued behind it either. One that is only slow takes both (RESOURCE_EXHAUSTED,
       // with the revision to resume from); one still not reading a second later is reset
@@ -251,9 +256,10 @@ class WatchStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
       if (writing_) finished_writing_since_ = std::chrono::steady_clock::now();
       return;
     }
-    FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                              absl::StrCat(s.message(), "; resume with since_revision ",
-                                           last_sent_)), WatchEnd::kJournal);
+    FinishLocked(ToGrpc(WithReason(absl::UnavailableError(absl::StrCat(
+                                       s.message(), "; resume with since_revision ", last_sent_)),
+                                   reason::kAgentStopping, {{"lastRevision", absl::StrCat(last_sent_)}})),
+                 WatchEnd::kJournal);
   }
 
   void FinishLocked(const grpc::Status& s, WatchEnd why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -318,14 +324,17 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* WatchHub::Open(
   {
     MutexLock lock(&mu_);
     if (closed_) {
-      admitted = absl::UnavailableError(closed_why_);
+      admitted = AgentStoppingError(closed_why_);
     } else if (active_ >= options_.max_watchers) {
-      admitted = absl::ResourceExhaustedError(
-          absl::StrCat("the agent serves at most ", options_.max_watchers, " watchers"));
+      admitted = WithReason(absl::ResourceExhaustedError(absl::StrCat(
+                                "the agent serves at most ", options_.max_watchers, " watchers")),
+                            reason::kTooManyWatchers, {{"limit", absl::StrCat(options_.max_watchers)}});
     } else if (per_caller_[caller.key] >= options_.max_watchers_per_caller) {
-      admitted = absl::ResourceExhaustedError(absl::StrCat(
-          "at most ", options_.max_watchers_per_caller, " watchers per caller (",
-          caller.identity, ")"));
+      admitted = WithReason(absl::ResourceExhaustedError(absl::StrCat(
+                                "at most ", options_.max_watchers_per_caller, " watchers per caller (",
+                                caller.identity, ")")),
+                            reason::kTooManyWatchers,
+                            {{"limit", absl::StrCat(options_.max_watchers_per_caller)}, {"perCaller", "true"}});
     } else {
       ++active_;
       ++per_caller_[caller.key];

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "agent/base/error_reason.h"
 #include "agent/base/status_macros.h"
 #include "agent/handover/state.h"
 
@@ -18,10 +19,6 @@ namespace umpath::app {
 namespace {
 
 void Log(const std::string& line) { std::fprintf(stderr, "umpathd: %s\n", line.c_str()); }
-
-absl::Status Prefixed(absl::string_view what, const absl::Status& s) {
-  return absl::Status(s.code(), absl::StrCat(what, ": ", s.message()));
-}
 
 }  // namespace
 

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "agent/base/error_reason.h"
 
 namespace umpath::app {
 
@@ -17,7 +18,7 @@ template <typename T, typename Fn>
 void OnPlane(ControlPlane* plane, server::OpDone<T> done, Fn fn) {
   auto shared = std::make_shared<server::OpDone<T>>(std::move(done));
   if (!plane->Post([shared, fn = std::move(fn)]() mutable { fn(std::move(*shared)); })) {
-    std::move (*shared)(absl::UnavailableError(kStopping));
+    std::move (*shared)(AgentStoppingError(kStopping));
   }
 }
 
@@ -34,8 +35,10 @@ void OnceLetGo(ControllerSupervisor* sup, const std::string& name, server::OpDon
   sup->WhenGone(name, kLetGoWaitNs,
                 [name, done = std::move(done), then = std::move(then)](bool gone) mutable {
                   if (!gone) {
-                    return std::move(done)(absl::UnavailableError(absl::StrCat(
-                        name, " is still being let go after ", kLetGoWaitNs / 1'000'000'000, " s; try again")));
+                    return std::move(done)(WithReason(
+                        absl::UnavailableError(absl::StrCat(name, " is still being let go after ",
+                                                            kLetGoWaitNs / 1'000'000'000, " s; try again")),
+                        reason::kControllerRetiring, {{"controller", name}}));
                   }
                   then(std::move(done));
                 });
@@ -103,8 +106,9 @@ void BackendControllerOps::AttachOnPlane(const AttachSpec& spec,
                                          server::OpDone<absl::StatusOr<std::string>> done) {
   if (spec.transport == "pcie") {
     if (vm_ == nullptr) {
-      return std::move(done)(absl::FailedPreconditionError(
-          "this agent has no vfio backend (start it with --vfio_devices)"));
+      return std::move(done)(WithReason(
+          absl::FailedPreconditionError("this agent has no vfio backend (start it with --vfio_devices)"),
+          reason::kBackendMissing, {{"backend", "vfio"}}));
     }
     return OnceLetGo(sup_, spec.address, std::move(done),
                      [this, address = spec.address](server::OpDone<absl::StatusOr<std::string>> d) {
@@ -113,8 +117,10 @@ void BackendControllerOps::AttachOnPlane(const AttachSpec& spec,
                      });
   }
   if (kb_ == nullptr) {
-    return std::move(done)(absl::FailedPreconditionError(absl::StrCat(
-        "transport \"", spec.transport, "\" needs the kernel backend, off here (--kernel=false)")));
+    return std::move(done)(WithReason(absl::FailedPreconditionError(absl::StrCat(
+                                          "transport \"", spec.transport,
+                                          "\" needs the kernel backend, off here (--kernel=false)")),
+                                      reason::kBackendMissing, {{"backend", "kernel"}}));
   }
   if (spec.transport == "kernel") {
     // Claimed by name: a controller of that name detached a moment ago goes first.
@@ -205,7 +211,10 @@ void UblkExportOps::Export(const std::string& head,
                            server::OpDone<absl::StatusOr<std::string>> done) {
   std::string why_not;
   ublk::Exporter* e = Get(&why_not);
-  if (e == nullptr) return std::move(done)(absl::FailedPreconditionError(why_not));
+  if (e == nullptr) {
+    return std::move(done)(WithReason(absl::FailedPreconditionError(why_not), reason::kBackendMissing,
+                                      {{"backend", "ublk"}, {"why", why_not}}));
+  }
   e->Export(head, std::move(done));
 }
 
@@ -219,7 +228,10 @@ std::optional<BufferBudgetInfo> UblkExportOps::Budget() {
 void UblkExportOps::Unexport(const std::string& head, server::OpDone<absl::Status> done) {
   std::string why_not;
   ublk::Exporter* e = Get(&why_not);
-  if (e == nullptr) return std::move(done)(absl::FailedPreconditionError(why_not));
+  if (e == nullptr) {
+    return std::move(done)(WithReason(absl::FailedPreconditionError(why_not), reason::kBackendMissing,
+                                      {{"backend", "ublk"}, {"why", why_not}}));
+  }
   e->Unexport(head, std::move(done));
 }
 
@@ -245,7 +257,7 @@ void AgentStopOps::Stop(const Request& request, server::OpDone<absl::Status> don
   const ublk::StopMode mode = !request.remove ? ublk::StopMode::kHandOver
                               : request.force ? ublk::StopMode::kForceRemove
                                               : ublk::StopMode::kRemove;
-  if (choice_->decided()) return std::move(done)(absl::UnavailableError(kStopping));
+  if (choice_->decided()) return std::move(done)(AgentStoppingError(kStopping));
   ublk::Exporter* e = exports_ != nullptr ? exports_->exporter() : nullptr;
   if (e == nullptr || request.force) return Decide(mode, request.caller, std::move(done));
   // The exporter checks again as the stop begins, and hands over a device in use by then.
@@ -259,7 +271,7 @@ void AgentStopOps::Stop(const Request& request, server::OpDone<absl::Status> don
 void AgentStopOps::Decide(ublk::StopMode mode, const std::string& caller,
                           server::OpDone<absl::Status> done) {
   if (!choice_->Request(mode, absl::StrCat("StopAgent from ", caller))) {
-    return std::move(done)(absl::UnavailableError(kStopping));
+    return std::move(done)(AgentStoppingError(kStopping));
   }
   std::move(done)(absl::OkStatus());
   wake_();

@@ -234,6 +234,29 @@ TEST_F(SimAgentTest, TheControlApiResetsAndDetachesSimulatedControllersAsAnyOthe
   EXPECT_EQ(Heads()[0].paths_size(), 2);
 }
 
+// Issue 19 item 5, against the real agent: removing what is gone is done (CSI's
+// idempotency), and an error says why as a reason a script can switch on.
+TEST_F(SimAgentTest, RemovingWhatIsGoneSucceedsAndErrorsCarryTheirReason) {
+  Start("1:1:2");
+  Watch();
+  EXPECT_EQ(Ctl({"detach", "sim-0-0"}), 0) << err_.str();
+  WaitFor(Is(v1::EVENT_TYPE_CONTROLLER_REMOVED, "sim-0-0"));
+  EXPECT_EQ(Ctl({"detach", "sim-0-0"}), 0) << "detached already: " << err_.str();
+  EXPECT_EQ(Ctl({"detach", "never-attached"}), 0) << err_.str();
+  const std::string head = Heads()[0].name();
+  // This agent has no ublk frontend: nothing of it is exported, so unexporting is done.
+  EXPECT_EQ(Ctl({"unexport", head}), 0) << err_.str();
+  EXPECT_EQ(Ctl({"unexport", "heads/nguid-00000000000000000000000000000bad"}), 0) << err_.str();
+  EXPECT_EQ(Ctl({"export", head}), 9);
+  EXPECT_THAT(err_.str(), HasSubstr("[BACKEND_MISSING]"));
+  EXPECT_EQ(Ctl({"head", "heads/nguid-00000000000000000000000000000bad"}), 5);
+  EXPECT_THAT(err_.str(), HasSubstr("[HEAD_NOT_FOUND]"));
+  EXPECT_EQ(Ctl({"reset", "never-attached"}), 5) << "a reset needs the controller";
+  EXPECT_THAT(err_.str(), HasSubstr("[CONTROLLER_NOT_FOUND]"));
+  EXPECT_EQ(Ctl({"set-delayed-removal", head, "99999999"}), 3);
+  EXPECT_THAT(err_.str(), HasSubstr("[VALUE_OUT_OF_RANGE]"));
+}
+
 TEST_F(SimAgentTest, APathErrorIsCountedAndTheIoFailsOver) {
   Start("1:1:2");
   v1alpha::InjectFaultRequest err = Fault("sim-0-0");

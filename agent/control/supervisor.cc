@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "agent/base/error_reason.h"
 
 namespace umpath {
 
@@ -177,7 +178,8 @@ absl::Status ControllerSupervisor::Add(std::unique_ptr<ControllerDriver> driver,
                                        const std::vector<QueuePair*>& qps) {
   if (stopping_) return absl::FailedPreconditionError("the agent is stopping");
   if (Live(spec.name) != nullptr) {
-    return absl::AlreadyExistsError(absl::StrCat(spec.name, " is already attached"));
+    return WithReason(absl::AlreadyExistsError(absl::StrCat(spec.name, " is already attached")),
+                      reason::kControllerAttached, {{"controller", spec.name}});
   }
   auto e = std::make_unique<Entry>();
   e->sup = this;
@@ -195,7 +197,7 @@ absl::Status ControllerSupervisor::Add(std::unique_ptr<ControllerDriver> driver,
 
 absl::Status ControllerSupervisor::Reset(absl::string_view name, std::string why) {
   Entry* e = Live(name);
-  if (e == nullptr) return absl::NotFoundError(absl::StrCat("controller ", name, " not found"));
+  if (e == nullptr) return ControllerNotFoundError(name);
   if (e->state != SupervisedState::kLive) {
     return absl::FailedPreconditionError(absl::StrCat(
         name, " is already resetting (", SupervisedStateName(e->state), ")"));
@@ -210,7 +212,7 @@ absl::Status ControllerSupervisor::Reset(absl::string_view name, std::string why
 absl::Status ControllerSupervisor::Detach(absl::string_view name, std::string why,
                                           bool device_gone) {
   Entry* e = Live(name);
-  if (e == nullptr) return absl::NotFoundError(absl::StrCat(name, " is not attached"));
+  if (e == nullptr) return ControllerNotFoundError(name, absl::StrCat(name, " is not attached"));
   On(e, device_gone ? SupervisorEvent::kDeviceGone : SupervisorEvent::kDetachRequested,
      std::move(why));
   return absl::OkStatus();

@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "agent/base/error_reason.h"
 #include "agent/base/mutex.h"
 
 namespace umpath {
@@ -92,19 +93,21 @@ struct EventJournal::State {
 
   absl::Status CheckSince(uint64_t since) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (since + 1 < first) {
-      return absl::OutOfRangeError(absl::StrCat(
-          "revision ", since, " is from before this agent started (incarnation ",
-          incarnation.empty() ? "unnamed" : incarnation, " began at revision ", first,
-          "); start again from a snapshot"));
+      return WithReason(absl::OutOfRangeError(absl::StrCat(
+                            "revision ", since, " is from before this agent started (incarnation ",
+                            incarnation.empty() ? "unnamed" : incarnation, " began at revision ", first,
+                            "); start again from a snapshot")),
+                        reason::kRevisionNotRetained, {{"oldestRevision", absl::StrCat(Oldest())}});
     }
     if (since > current) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "revision ", since, " is ahead of the current revision ", current));
+      return RangeError("since_revision", 0, static_cast<int64_t>(current),
+                        absl::StrCat("revision ", since, " is ahead of the current revision ", current));
     }
     if (since + 1 < Oldest()) {
-      return absl::OutOfRangeError(absl::StrCat(
-          "revision ", since, " is no longer retained; the oldest retained revision is ",
-          Oldest()));
+      return WithReason(absl::OutOfRangeError(absl::StrCat(
+                            "revision ", since, " is no longer retained; the oldest retained revision is ",
+                            Oldest())),
+                        reason::kRevisionNotRetained, {{"oldestRevision", absl::StrCat(Oldest())}});
     }
     return absl::OkStatus();
   }

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "agent/base/error_reason.h"
 #include "agent/base/status_macros.h"
 #include "agent/core/multipath_internal.h"
 
@@ -239,7 +240,7 @@ absl::Status Multipath::SetControllerState(absl::string_view name, ControllerSta
                                            absl::string_view reason) {
   Locked l(this);
   Controller* c = FindController(name);
-  if (!c) return absl::NotFoundError(absl::StrCat("controller ", name, " not found"));
+  if (!c) return ControllerNotFoundError(name);
   if (c->state == state) return absl::OkStatus();
   const ControllerState old = c->state;
   c->state = state;
@@ -264,7 +265,7 @@ absl::Status Multipath::SetControllerState(absl::string_view name, ControllerSta
 absl::Status Multipath::RemoveController(absl::string_view name, absl::string_view reason) {
   Locked l(this);
   Controller* c = FindController(name);
-  if (!c) return absl::NotFoundError(absl::StrCat("controller ", name, " not found"));
+  if (!c) return ControllerNotFoundError(name);
   const std::string why = reason.empty() ? "controller removed" : std::string(reason);
   c->state = ControllerState::kDead;
   // Workers adopt the snapshots without these paths first (inbox order): new I/O and
@@ -298,7 +299,7 @@ absl::StatusOr<std::string> Multipath::AddPath(const NamespaceSpec& ns) {
   Locked l(this);
   if (shut_down_) return absl::FailedPreconditionError("the agent is shutting down");
   Controller* c = FindController(ns.controller);
-  if (!c) return absl::NotFoundError(absl::StrCat("controller ", ns.controller, " not found"));
+  if (!c) return ControllerNotFoundError(ns.controller);
   for (const auto& p : c->paths) {
     if (p->nsid == ns.nsid) {
       return absl::AlreadyExistsError(absl::StrCat("controller ", c->name,
@@ -448,7 +449,7 @@ absl::Status Multipath::RemovePath(absl::string_view controller, uint32_t nsid,
                                    absl::string_view reason) {
   Locked l(this);
   Controller* c = FindController(controller);
-  if (!c) return absl::NotFoundError(absl::StrCat("controller ", controller, " not found"));
+  if (!c) return ControllerNotFoundError(controller);
   auto it = std::find_if(c->paths.begin(), c->paths.end(),
                          [nsid](const auto& p) { return p->nsid == nsid; });
   if (it == c->paths.end()) {
@@ -591,7 +592,7 @@ std::vector<Multipath::Head*> Multipath::HeadsOf(const Controller& c) const {
 absl::Status Multipath::OnAnaLog(absl::string_view controller, absl::Span<const uint8_t> log) {
   Locked l(this);
   Controller* c = FindController(controller);
-  if (!c) return absl::NotFoundError(absl::StrCat("controller ", controller, " not found"));
+  if (!c) return ControllerNotFoundError(controller);
   if (!c->spec.ana_supported) {
     return absl::FailedPreconditionError(
         absl::StrCat("controller ", controller, " does not report ANA"));

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "agent/base/error_reason.h"
 #include "agent/base/status_macros.h"
 #include "agent/core/multipath.h"
 #include "agent/core/multipath_internal.h"
@@ -39,7 +40,7 @@ absl::Status Multipath::SetDelayedRemoval(absl::string_view name, int64_t secs) 
   RETURN_IF_ERROR(ValidateDelayedRemovalSecs(secs));
   Locked l(this);
   Head* h = FindHead(name);
-  if (!h) return absl::NotFoundError(absl::StrCat("head ", name, " not found"));
+  if (!h) return HeadNotFoundError(name);
   if (h->delayed_removal_secs == secs) return absl::OkStatus();
   const uint32_t old = h->delayed_removal_secs;
   h->delayed_removal_secs = static_cast<uint32_t>(secs);
@@ -83,7 +84,7 @@ absl::Status Multipath::SetIoFailTimeout(absl::string_view name, int64_t secs) {
   RETURN_IF_ERROR(ValidateIoFailTimeoutSecs(secs));
   Locked l(this);
   Head* h = FindHead(name);
-  if (!h) return absl::NotFoundError(absl::StrCat("head ", name, " not found"));
+  if (!h) return HeadNotFoundError(name);
   if (h->io_fail_timeout_secs == secs) return absl::OkStatus();
   const uint32_t old = h->io_fail_timeout_secs;
   h->io_fail_timeout_secs = static_cast<uint32_t>(secs);
@@ -115,7 +116,7 @@ absl::Status Multipath::SetPolicy(absl::string_view name, absl::string_view poli
   ASSIGN_OR_RETURN(IoPolicy p, ParseIoPolicy(policy));
   Locked l(this);
   Head* h = FindHead(name);
-  if (!h) return absl::NotFoundError(absl::StrCat("head ", name, " not found"));
+  if (!h) return HeadNotFoundError(name);
   if (h->policy == p) return absl::OkStatus();
   Emit(Event{.type = EventType::kPolicyChanged, .head = h->name,
              .from = std::string(IoPolicyName(h->policy)), .to = std::string(IoPolicyName(p))});
@@ -139,9 +140,9 @@ absl::Status Multipath::FailPath(absl::string_view head, absl::string_view path,
                                  absl::string_view reason) {
   Locked l(this);
   Head* h = FindHead(head);
-  if (!h) return absl::NotFoundError(absl::StrCat("head ", head, " not found"));
+  if (!h) return HeadNotFoundError(head);
   Path* p = FindHeadPath(h, path);
-  if (!p) return absl::NotFoundError(absl::StrCat("head ", head, " has no path ", path));
+  if (!p) return PathNotFoundError(head, path);
   if (p->admin_failed) return absl::OkStatus();
   const PathStateWord before = p->Word();
   p->admin_failed = true;
@@ -157,9 +158,9 @@ absl::Status Multipath::FailPath(absl::string_view head, absl::string_view path,
 absl::Status Multipath::ReinstatePath(absl::string_view head, absl::string_view path) {
   Locked l(this);
   Head* h = FindHead(head);
-  if (!h) return absl::NotFoundError(absl::StrCat("head ", head, " not found"));
+  if (!h) return HeadNotFoundError(head);
   Path* p = FindHeadPath(h, path);
-  if (!p) return absl::NotFoundError(absl::StrCat("head ", head, " has no path ", path));
+  if (!p) return PathNotFoundError(head, path);
   if (!p->admin_failed) return absl::OkStatus();
   const PathStateWord before = p->Word();
   p->admin_failed = false;
@@ -183,7 +184,7 @@ absl::Status Multipath::SetHeadExport(absl::string_view head, uint64_t uid,
                  .reason = std::string(reason)});
       return absl::OkStatus();
     }
-    return absl::NotFoundError(absl::StrCat("head ", head, " not found"));
+    return HeadNotFoundError(head);
   }
   if (h->export_device == device) return absl::OkStatus();
   const std::string before = h->export_device;
@@ -230,7 +231,7 @@ std::vector<HeadInfo> Multipath::ListHeadsPage(absl::string_view after, size_t l
 absl::StatusOr<HeadInfo> Multipath::GetHead(absl::string_view name) const {
   MutexLock lock(&mu_);
   const Head* h = FindHead(name);
-  if (!h) return absl::NotFoundError(absl::StrCat("head ", name, " not found"));
+  if (!h) return HeadNotFoundError(name);
   return DescribeHead(*h);
 }
 
@@ -247,7 +248,7 @@ absl::StatusOr<ControllerInfo> Multipath::GetController(absl::string_view name) 
   MutexLock lock(&mu_);
   auto it = controllers_.find(name);
   if (it == controllers_.end()) {
-    return absl::NotFoundError(absl::StrCat("controller ", name, " not found"));
+    return ControllerNotFoundError(name);
   }
   return DescribeController(*it->second);
 }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
+#include "agent/base/error_reason.h"
 #include "agent/core/multipath.h"
 #include "agent/core/multipath_internal.h"
 
@@ -91,7 +92,7 @@ void Multipath::StartHandBack(Controller* c) {
 absl::Status Multipath::QuiesceController(absl::string_view name) {
   Locked l(this);
   Controller* c = FindController(name);
-  if (!c) return absl::NotFoundError(absl::StrCat("controller ", name, " not found"));
+  if (!c) return ControllerNotFoundError(name);
   if (c->fence != Fence::kNone) {
     return absl::FailedPreconditionError(
         absl::StrCat("controller ", name, " is already out of service"));
@@ -103,7 +104,7 @@ absl::Status Multipath::QuiesceController(absl::string_view name) {
 absl::Status Multipath::ControllerFenced(absl::string_view name) {
   Locked l(this);
   Controller* c = FindFencing(name);
-  if (!c) return absl::NotFoundError(absl::StrCat("controller ", name, " not found"));
+  if (!c) return ControllerNotFoundError(name);
   if (c->fence != Fence::kQuiesced) {
     return absl::FailedPreconditionError(
         absl::StrCat("controller ", name, " is not quiesced; nothing to fence"));
@@ -121,7 +122,7 @@ absl::Status Multipath::ControllerFenced(absl::string_view name) {
 absl::Status Multipath::ResumeController(absl::string_view name) {
   Locked l(this);
   Controller* c = FindController(name);
-  if (!c) return absl::NotFoundError(absl::StrCat("controller ", name, " not found"));
+  if (!c) return ControllerNotFoundError(name);
   if (c->fence != Fence::kHandedBack) {
     return absl::FailedPreconditionError(
         absl::StrCat("controller ", name, " has not handed its commands back"));

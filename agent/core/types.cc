@@ -3,6 +3,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "agent/base/error_reason.h"
 
 namespace umpath {
 
@@ -31,16 +32,15 @@ absl::StatusOr<IoPolicy> ParseIoPolicy(absl::string_view name) {
   for (IoPolicy p : {IoPolicy::kNuma, IoPolicy::kRoundRobin, IoPolicy::kQueueDepth}) {
     if (name == IoPolicyName(p)) return p;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown I/O policy \"", name, "\"; expected one of: numa, round-robin, queue-depth"));
+  return FieldError("io_policy", absl::StrCat("unknown I/O policy \"", name,
+                                              "\"; expected one of: numa, round-robin, queue-depth"));
 }
 
 namespace {
 
 absl::Status ValidateSeconds(absl::string_view what, int64_t secs, uint32_t max) {
   if (secs < 0 || secs > max) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " ", secs, " is out of range; allowed 0..", max));
+    return RangeError(what, 0, max, absl::StrCat(what, " ", secs, " is out of range; allowed 0..", max));
   }
   return absl::OkStatus();
 }

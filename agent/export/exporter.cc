@@ -8,6 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "agent/base/error_reason.h"
 
 namespace umpath::ublk {
 
@@ -21,8 +23,26 @@ constexpr int64_t kRetryNanos = kNanosPerSecond;
 
 constexpr absl::string_view kStopping = "the agent is stopping";
 
-absl::Status Prefixed(absl::string_view what, const absl::Status& s) {
-  return absl::Status(s.code(), absl::StrCat(what, ": ", s.message()));
+// DEVICE_IN_USE, with who uses the device(s) as UblkDriver::Users says it ("pid 812
+// (fio)", "mounted at /mnt", "held by dm-0") split into the ErrorInfo's metadata.
+absl::Status InUse(absl::Status s, absl::string_view devices, absl::string_view heads,
+                   const std::vector<std::string>& users) {
+  std::vector<std::string> pids, mounts, holders;
+  for (absl::string_view u : users) {
+    if (absl::ConsumePrefix(&u, "pid ")) {
+      pids.emplace_back(u.substr(0, u.find(' ')));
+    } else if (absl::ConsumePrefix(&u, "mounted at ")) {
+      mounts.emplace_back(u);
+    } else if (absl::ConsumePrefix(&u, "held by ")) {
+      holders.emplace_back(u);
+    }
+  }
+  return WithReason(std::move(s), reason::kDeviceInUse,
+                    {{"device", devices},
+                     {"head", heads},
+                     {"pids", absl::StrJoin(pids, ",")},
+                     {"mounts", absl::StrJoin(mounts, ",")},
+                     {"holders", absl::StrJoin(holders, ",")}});
 }
 
 absl::Status CheckOptions(const ExporterOptions& options) {
@@ -55,7 +75,7 @@ class Exporter::Answer {
  public:
   explicit Answer(Done<T> done) : done_(std::move(done)) {}
   ~Answer() {
-    if (done_) std::move(done_)(absl::UnavailableError(kStopping));
+    if (done_) std::move(done_)(AgentStoppingError(kStopping));
   }
   void operator()(T value) {
     Done<T> d = std::move(done_);
@@ -316,7 +336,7 @@ void Exporter::Export(std::string head, Done<absl::StatusOr<std::string>> done) 
   auto answer = std::make_shared<Answer<absl::StatusOr<std::string>>>(std::move(done));
   plane_->Post([this, head = std::move(head), answer] {
     Enqueue([this, head, answer] {
-      if (shut_down_ || stopping_) return (*answer)(absl::UnavailableError(kStopping));
+      if (shut_down_ || stopping_) return (*answer)(AgentStoppingError(kStopping));
       absl::StatusOr<HeadInfo> h = mp_->GetHead(head);
       if (!h.ok()) return (*answer)(h.status());
       BeginExport(*h, answer);
@@ -328,7 +348,7 @@ void Exporter::Unexport(std::string head, Done<absl::Status> done) {
   auto answer = std::make_shared<Answer<absl::Status>>(std::move(done));
   plane_->Post([this, head = std::move(head), answer] {
     Enqueue([this, head, answer] {
-      if (shut_down_ || stopping_) return (*answer)(absl::UnavailableError(kStopping));
+      if (shut_down_ || stopping_) return (*answer)(AgentStoppingError(kStopping));
       BeginUnexport(head, answer);
     });
   });
@@ -336,37 +356,43 @@ void Exporter::Unexport(std::string head, Done<absl::Status> done) {
 
 absl::Status Exporter::CheckExportable(const HeadInfo& head, uint32_t* max_io) const {
   if (auto it = devices_.find(head.name); it != devices_.end()) {
-    return absl::UnavailableError(absl::StrCat(
-        "head ", head.name, "'s earlier device ", it->second->bdev, " is still being removed"));
+    return WithReason(absl::UnavailableError(absl::StrCat("head ", head.name, "'s earlier device ",
+                                                         it->second->bdev, " is still being removed")),
+                      reason::kDeviceRetiring, {{"head", head.name}, {"device", it->second->bdev}});
   }
   if (const size_t i = FindLeftover(head.name); i < leftovers_.size()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "head ", head.name, " still has device /dev/ublkb", leftovers_[i].dev_id,
-        " from the agent's last run; it is taken over once it can be (", leftovers_[i].last_problem,
-        ")"));
+    return WithReason(absl::FailedPreconditionError(absl::StrCat(
+                          "head ", head.name, " still has device /dev/ublkb", leftovers_[i].dev_id,
+                          " from the agent's last run; it is taken over once it can be (",
+                          leftovers_[i].last_problem, ")")),
+                      reason::kRecoveryPending,
+                      {{"head", head.name}, {"device", absl::StrCat("/dev/ublkb", leftovers_[i].dev_id)}});
   }
   if (pooled_) {
     if (const PinnedMemory pm = driver_->Pinned(); pm.heads_left == 0) {
-      return absl::ResourceExhaustedError(absl::StrCat(
+      return WithReason(absl::ResourceExhaustedError(absl::StrCat(
           "head ", head.name, " cannot be exported: the I/O buffers' budget (--max_pinned_mib=",
           pm.budget_bytes >> 20, ", ", pm.buffer_bytes >> 10,
           " KiB buffers) is taken by the heads already exported, each guaranteed one buffer per "
-          "worker; unexport one or raise --max_pinned_mib"));
+          "worker; unexport one or raise --max_pinned_mib")),
+                        reason::kBufferBudgetTaken, {{"head", head.name}});
     }
   }
   if (head.block_size < 512 || head.block_size > 4096 || (head.block_size & (head.block_size - 1))) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "head ", head.name, " has ", head.block_size,
-        "-byte blocks; a block device takes 512..4096 (a power of two)"));
+    return WithReason(absl::FailedPreconditionError(absl::StrCat(
+                          "head ", head.name, " has ", head.block_size,
+                          "-byte blocks; a block device takes 512..4096 (a power of two)")),
+                      reason::kHeadNotExportable, {{"head", head.name}});
   }
   *max_io = options_.max_io_bytes;
   if (head.limits.max_transfer_bytes != 0 && head.limits.max_transfer_bytes < *max_io) {
     *max_io = head.limits.max_transfer_bytes & ~uint32_t{4095};
   }
   if (*max_io < head.block_size || *max_io < 4096) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("head ", head.name, ": its paths move at most ",
-                     head.limits.max_transfer_bytes, " bytes per command"));
+    return WithReason(absl::FailedPreconditionError(absl::StrCat("head ", head.name, ": its paths move at most ",
+                                                                head.limits.max_transfer_bytes,
+                                                                " bytes per command")),
+                      reason::kHeadNotExportable, {{"head", head.name}});
   }
   return absl::OkStatus();
 }
@@ -472,8 +498,7 @@ QueueSetup Exporter::SetupFor(const HeadInfo& head, const ublksrv_ctrl_dev_info&
 void Exporter::BeginUnexport(const std::string& head, std::shared_ptr<Answer<absl::Status>> answer) {
   auto it = devices_.find(head);
   if (it == devices_.end()) {
-    absl::StatusOr<HeadInfo> h = mp_->GetHead(head);
-    return (*answer)(h.ok() ? absl::OkStatus() : h.status());  // not exported: nothing to do
+    return (*answer)(absl::OkStatus());  // not exported (or gone): nothing to do
   }
   busy_dev_ = std::move(it->second);
   devices_.erase(it);
@@ -484,9 +509,10 @@ void Exporter::BeginUnexport(const std::string& head, std::shared_ptr<Answer<abs
         const std::string bdev = busy_dev_->bdev;
         const std::string name = busy_dev_->head;
         devices_[name] = std::move(busy_dev_);
-        (*answer)(absl::FailedPreconditionError(absl::StrCat(
-            bdev, " of head ", name, " is in use (", absl::StrJoin(users, ", "),
-            "); close or unmount it first")));
+        (*answer)(InUse(absl::FailedPreconditionError(absl::StrCat(
+                            bdev, " of head ", name, " is in use (", absl::StrJoin(users, ", "),
+                            "); close or unmount it first")),
+                        bdev, name, users));
       };
     }
     RemoveDevice(*d);
@@ -559,25 +585,29 @@ void Exporter::CheckStop(StopMode mode, Done<absl::Status> done) {
   auto answer = std::make_shared<Answer<absl::Status>>(std::move(done));
   plane_->Post([this, mode, answer] {
     Enqueue([this, mode, answer] {
-      if (shut_down_ || stopping_) return (*answer)(absl::UnavailableError(kStopping));
+      if (shut_down_ || stopping_) return (*answer)(AgentStoppingError(kStopping));
       const bool removes = mode == StopMode::kRemove || (mode == StopMode::kHandOver && !recovery_);
       std::vector<StopTarget> targets = StopTargets();
       if (!removes || targets.empty()) return (*answer)(absl::OkStatus());
       Offload([this, mode, targets = std::move(targets), answer]() -> Then {
-        std::vector<std::string> in_use;
+        std::vector<std::string> in_use, devices, heads, all_users;
         for (const StopTarget& t : targets) {
           const std::vector<std::string> users = driver_->Users(t.dev_id);
           if (users.empty()) continue;
           in_use.push_back(absl::StrCat(t.bdev, " of head ", t.head, " (", absl::StrJoin(users, ", "), ")"));
+          devices.push_back(t.bdev);
+          heads.push_back(t.head);
+          all_users.insert(all_users.end(), users.begin(), users.end());
         }
         absl::Status s;
         if (!in_use.empty()) {
-          s = absl::FailedPreconditionError(absl::StrCat(
+          s = InUse(absl::FailedPreconditionError(absl::StrCat(
               "block devices in use: ", absl::StrJoin(in_use, ", "),
               mode == StopMode::kRemove
                   ? "; a removing stop would pull them from under their users"
                   : "; this kernel's ublk has no user recovery, so a stop removes them",
-              ": unmount or close them first, or force it"));
+              ": unmount or close them first, or force it")),
+                    absl::StrJoin(devices, ","), absl::StrJoin(heads, ","), all_users);
         }
         return [answer, s] { (*answer)(s); };
       });

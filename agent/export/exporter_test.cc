@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "agent/base/error_reason.h"
 #include "agent/base/mutex.h"
 #include "agent/core/testing/core_fixture.h"
 #include "agent/export/testing/fake_ublk.h"
@@ -258,6 +259,11 @@ TEST_F(ExporterTest, UnexportRefusesADeviceInUseAndKeepsIt) {
   absl::Status s = Unexport(h);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(s.message(), HasSubstr("is in use (pid 812 (fio), mounted at /mnt)"));
+  // Who uses it, for a client to switch on (AIP-193's ErrorInfo, issue 19).
+  EXPECT_TRUE(ReasonIs(s, reason::kDeviceInUse));
+  EXPECT_EQ(ReasonMetadata(s, "device"), "/dev/ublkb0");
+  EXPECT_EQ(ReasonMetadata(s, "pids"), "812");
+  EXPECT_EQ(ReasonMetadata(s, "mounts"), "/mnt");
   EXPECT_FALSE(ublk_->Called("stop 0"));
   auto still = Export(h);  // still the same device
   ASSERT_OK(still);
@@ -267,7 +273,7 @@ TEST_F(ExporterTest, UnexportRefusesADeviceInUseAndKeepsIt) {
   EXPECT_TRUE(ublk_->Called("delete 0"));
   EXPECT_TRUE(HasExportEvent(h, "removed: unexported"));
   EXPECT_OK(Unexport(h));  // not exported: nothing to do
-  EXPECT_TRUE(absl::IsNotFound(Unexport("no-such-head")));
+  EXPECT_OK(Unexport("no-such-head"));  // gone: nothing to do either (CSI's unstage may come twice)
 }
 
 TEST_F(ExporterTest, ExportAllExportsEachHeadOnceAndRespectsAnUnexport) {

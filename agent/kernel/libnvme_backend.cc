@@ -24,6 +24,7 @@ extern "C" {
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "agent/base/error_reason.h"
 #include "agent/base/uevent.h"
 #include "agent/kernel/uring_queue_pair.h"
 #include "agent/nvme/identify.h"
@@ -96,8 +97,9 @@ absl::StatusOr<std::string> ConnectFabrics(const ConnectSpec& spec, const std::s
     const int e = errno;
     nvme_free_ctrl(c);
     nvme_free_tree(r);
-    return absl::UnavailableError(absl::StrCat("could not connect to ", spec.ToString(), ": ",
-                                               nvme_errno_to_string(e)));
+    return WithReason(absl::UnavailableError(absl::StrCat("could not connect to ", spec.ToString(), ": ",
+                                                         nvme_errno_to_string(e))),
+                      reason::kConnectFailed, {{"address", spec.ToString()}});
   }
   const std::string name = S(nvme_ctrl_get_name(c));
   nvme_free_tree(r);
@@ -311,7 +313,8 @@ bool LibnvmeBackend::Wanted(const Scanned& sc) const {
 absl::StatusOr<std::string> LibnvmeBackend::Claim(const Scanned& sc) {
   if (Find(sc.name) != nullptr) return sc.name;
   if (sup_->Known(sc.name)) {
-    return absl::UnavailableError(absl::StrCat(sc.name, " is still being let go; try again"));
+    return WithReason(absl::UnavailableError(absl::StrCat(sc.name, " is still being let go; try again")),
+                      reason::kControllerRetiring, {{"controller", sc.name}});
   }
   absl::StatusOr<std::unique_ptr<Ctrl>> made = Open(sc);
   if (!made.ok()) return made.status();
@@ -552,20 +555,23 @@ void LibnvmeBackend::Attach(const std::string& transport, const std::string& add
   for (const Scanned& sc : ScanTopology()) {
     if (sc.name != name) continue;
     if (Find(name) == nullptr && !Wanted(sc) && !NamedIn(sc.name, sc.subsys_nqn, {&options_.attachable})) {
-      return std::move(done)(absl::FailedPreconditionError(absl::StrCat(
-          name, " (", nvme::PrintableNqn(sc.subsys_nqn), ") is not one of this agent's controllers "
-          "(--kernel_controllers, --kernel_attachable); it is left as it is")));
+      return std::move(done)(WithReason(
+          absl::FailedPreconditionError(absl::StrCat(
+              name, " (", nvme::PrintableNqn(sc.subsys_nqn), ") is not one of this agent's controllers "
+              "(--kernel_controllers, --kernel_attachable); it is left as it is")),
+          reason::kNotAttachedHere, {{"controller", name}}));
     }
     released_.erase(name);
     return std::move(done)(Claim(sc));
   }
-  std::move(done)(absl::NotFoundError(absl::StrCat("no kernel NVMe controller ", name, " (see /sys/class/nvme)")));
+  std::move(done)(ControllerNotFoundError(
+      name, absl::StrCat("no kernel NVMe controller ", name, " (see /sys/class/nvme)")));
 }
 
 void LibnvmeBackend::Detach(const std::string& name, absl::string_view reason,
                             absl::AnyInvocable<void(absl::Status) &&> done) {
   Ctrl* c = Find(name);
-  if (c == nullptr) return std::move(done)(absl::NotFoundError(absl::StrCat("controller ", name, " not found")));
+  if (c == nullptr) return std::move(done)(ControllerNotFoundError(name));
   // Only what this agent connected, or was configured to keep connected (--kernel_connect,
   // maybe connected by the agent before it), is disconnected; anything else (another CSI
   // driver's, nvme-cli's) is let go and keeps its connection.

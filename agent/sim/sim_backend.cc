@@ -5,6 +5,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "agent/base/error_reason.h"
 #include "agent/base/status_macros.h"
 #include "agent/nvme/identify.h"
 #include "agent/sim/sim_identify.h"
@@ -151,7 +152,8 @@ absl::Status SimBackend::AttachAll() {
 // the ANA log, then each namespace's Identify data as a path.
 absl::Status SimBackend::BringUp(Model* m) {
   if (sup_->Known(m->name)) {
-    return absl::UnavailableError(absl::StrCat(m->name, " is still being let go; try again"));
+    return WithReason(absl::UnavailableError(absl::StrCat(m->name, " is still being let go; try again")),
+                      reason::kControllerRetiring, {{"controller", m->name}});
   }
   const SimControllerIdentity cid{.subsys_nqn = m->nqn,
                                   .serial = absl::StrCat("SIM-", m->subsystem, "-", m->index),
@@ -195,7 +197,7 @@ absl::Status SimBackend::BringUp(Model* m) {
   for (auto& qp : d->qps) raw.push_back(qp.get());
   Driver* driver = d.get();
   if (absl::Status s = sup_->Add(std::move(d), spec, raw); !s.ok()) {
-    return absl::Status(s.code(), absl::StrCat(m->name, ": ", s.message()));
+    return Prefixed(m->name, s);
   }
   m->driver = driver;
   // Before the paths, so each starts in its group's state rather than pending.

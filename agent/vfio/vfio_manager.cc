@@ -19,6 +19,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "agent/base/error_reason.h"
 #include "agent/base/files.h"
 #include "agent/base/uevent.h"
 #include "agent/vfio/fence.h"
@@ -413,9 +414,9 @@ bool VfioManager::Owns(const std::string& name) const {
 }
 
 absl::Status VfioManager::Attach(const std::string& bdf) {
-  if (sup_->Find(bdf) != nullptr) {
-    return absl::AlreadyExistsError(absl::StrCat(bdf, " is already attached"));
-  }
+  // Attaching what is attached is done (CSI's idempotency): the caller gets the
+  // controller that is there.
+  if (sup_->Find(bdf) != nullptr) return absl::OkStatus();
   // An address from a caller: a configured or allowed PCI address of an NVMe function.
   if (absl::Status s = PrepareFunction(bdf, options_); !s.ok()) return s;
   absl::StatusOr<std::unique_ptr<Ctrl>> made = BringUp(bdf);

@@ -71,6 +71,8 @@ sleep 2
 sleep 1
 jshow detached head \$H
 jshow attach attach pcie \$B
+jshow attach-again attach pcie \$B
+echo "umpath-lab: attach again exited \$?"
 sleep 1
 jshow attached head \$H
 sleep 2
@@ -181,6 +183,8 @@ jchk reset "len(ev('controller-state-changed', controller='$A', frm='resetting',
 jchk reset "ev('controller-removed', controller='$B', reason='^detached through the API$')" "detach event"
 jchk reset "paths(head(J['detached'])) == ['$A']" "one path after detach"
 jchk reset "J['attach']['controller']['name'] == 'controllers/$B'" "attach through the API answers the controller"
+chk reset "attach again exited 0" "attaching what is attached is OK (CSI idempotency, issue 19 item 5)"
+jchk reset "J['attach-again']['controller']['name'] == 'controllers/$B'" "and answers the controller that is there"
 jchk reset "[e for e in ev('controller-added', controller='$B') if e['rev'] > ev('controller-removed', controller='$B')[0]['rev']]" \
   "the attached controller is an event"
 jchk reset "grew(J['attached'], J['attached-later'], '$B')" "I/O reached the re-attached path"

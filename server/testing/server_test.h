@@ -15,12 +15,25 @@
 #include "agent/base/status_matchers.h"
 #include "agent/core/multipath.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/impl/client_unary_call.h"
 #include "gtest/gtest.h"
 #include "server/control_server.h"
 #include "server/testing/test_topology.h"
 #include "umpath/v1/control.grpc.pb.h"
 
 namespace umpath::server {
+
+// One unary call to any path with any body, as a client that owes the server nothing.
+inline grpc::Status RawCall(grpc::Channel* channel, const std::string& path, const std::string& body) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  grpc::Slice slice(body);
+  grpc::ByteBuffer request(&slice, 1);
+  grpc::ByteBuffer response;
+  return grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
+      channel, grpc::internal::RpcMethod(path.c_str(), grpc::internal::RpcMethod::NORMAL_RPC),
+      &ctx, request, &response);
+}
 
 class ServerTest : public ::testing::Test {
  protected:
