@@ -1,5 +1,7 @@
 #include "server/convert.h"
 
+#include <tuple>
+
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -86,6 +88,26 @@ absl::StatusOr<std::string> ParseToken(absl::string_view kind, absl::string_view
     return raw.substr(kind.size() + 1);
   }
   return absl::InvalidArgumentError("page_token was not returned by this call");
+}
+
+absl::StatusOr<kernel::ConnectOptions> ConnectOptionsFromProto(const v1::AttachControllerRequest& req) {
+  kernel::ConnectOptions o;
+  if (req.has_ctrl_loss_tmo_secs()) o.ctrl_loss_tmo_secs = req.ctrl_loss_tmo_secs();
+  if (req.has_reconnect_delay_secs()) o.reconnect_delay_secs = req.reconnect_delay_secs();
+  if (req.has_keep_alive_tmo_secs()) o.keep_alive_tmo_secs = req.keep_alive_tmo_secs();
+  for (const auto& [field, value, to] :
+       {std::tuple<absl::string_view, const std::string&, std::string*>{"host_traddr", req.host_traddr(),
+                                                                        &o.host_traddr},
+        {"host_iface", req.host_iface(), &o.host_iface},
+        {"hostnqn", req.hostnqn(), &o.host_nqn},
+        {"tls_key_file", req.tls_key_file(), &o.tls_key_file},
+        {"dhchap_secret_file", req.dhchap_secret_file(), &o.dhchap_secret_file},
+        {"dhchap_ctrl_secret_file", req.dhchap_ctrl_secret_file(), &o.dhchap_ctrl_secret_file}}) {
+    RETURN_IF_ERROR(CheckLength(field, value, kMaxFieldBytes));
+    *to = value;
+  }
+  RETURN_IF_ERROR(kernel::ValidateConnectOptions(req.transport(), o));
+  return o;
 }
 
 std::string HeadName(absl::string_view head) { return absl::StrCat(kHeads, head); }
