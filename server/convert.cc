@@ -33,11 +33,6 @@ void SetTime(int64_t wall_nanos, google::protobuf::Timestamp* t) {
 
 }  // namespace
 
-std::string QuotePrefix(absl::string_view s, size_t max) {
-  if (s.size() <= max) return absl::StrCat("\"", absl::CHexEscape(s), "\"");
-  return absl::StrCat("\"", absl::CHexEscape(s.substr(0, max)), "\"... (", s.size(), " bytes)");
-}
-
 absl::Status CheckLength(absl::string_view field, absl::string_view value, size_t max) {
   if (value.size() <= max) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(field, " is ", value.size(),

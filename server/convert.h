@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "agent/core/event_journal.h"
+#include "agent/base/quote.h"
 #include "agent/core/info.h"
 #include "agent/kernel/connect_options.h"
 #include "grpcpp/grpcpp.h"
@@ -40,9 +41,8 @@ inline grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const ab
 // longer than `max` bytes.
 absl::Status CheckLength(absl::string_view field, absl::string_view value, size_t max);
 
-// At most `max` bytes of a caller's string, C-escaped and quoted, with its length when
-// cut: what an error message or a log line may repeat of it.
-std::string QuotePrefix(absl::string_view s, size_t max = 64);
+// At most `max` bytes of a caller's string, C-escaped and quoted (agent/base/quote.h).
+using ::umpath::QuotePrefix;
 
 // "heads/{head}" -> head; INVALID_ARGUMENT naming the expected form otherwise.
 absl::StatusOr<std::string> ParseHeadName(absl::string_view name);

@@ -104,7 +104,7 @@ void BackendControllerOps::AttachOnPlane(const AttachSpec& spec,
   if (spec.transport == "pcie") {
     if (!spec.fabrics.empty()) {
       return std::move(done)(absl::InvalidArgumentError(absl::StrCat(
-          "fabrics options (", spec.fabrics.ToString(), ") are for tcp, rdma, fc or loop, not pcie")));
+          "fabrics options (", spec.fabrics.Names(), ") are for tcp, rdma, fc or loop, not pcie")));
     }
     if (vm_ == nullptr) {
       return std::move(done)(absl::FailedPreconditionError(

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -15,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "agent/base/quote.h"
 #include "agent/kernel/fabrics.h"
 
 namespace umpath::kernel {
@@ -80,7 +82,7 @@ absl::Status CheckTransport(absl::string_view transport, const ConnectOptions& o
   const bool fabrics = transport == "tcp" || transport == "rdma" || transport == "fc" || transport == "loop";
   if (!fabrics) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "fabrics options (", o.ToString(), ") are for tcp, rdma, fc or loop; transport \"", transport,
+        "fabrics options (", o.Names(), ") are for tcp, rdma, fc or loop; transport \"", transport,
         "\" takes none"));
   }
   auto only = [&](absl::string_view field, bool given, bool allowed, absl::string_view which) {
@@ -113,18 +115,18 @@ absl::Status CheckValues(absl::string_view transport, const ConnectOptions& o) {
     const bool ok = transport == "fc" ? IsFcAddress(o.host_traddr) : IsIpAddress(o.host_traddr);
     if (!ok) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "host_traddr \"", o.host_traddr, "\" is not ",
+          "host_traddr ", QuotePrefix(o.host_traddr), " is not ",
           transport == "fc" ? "an FC address (nn-0x<16 hex>:pn-0x<16 hex>)" : "an IPv4 or IPv6 address"));
     }
   }
   if (!o.host_iface.empty() && !IsIfaceName(o.host_iface)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "host_iface \"", o.host_iface, "\" is not a network interface name (1..", IFNAMSIZ - 1,
+        "host_iface ", QuotePrefix(o.host_iface), " is not a network interface name (1..", IFNAMSIZ - 1,
         " printable characters, no '/', ',', '=' or ':')"));
   }
   if (!o.host_nqn.empty() && (!IsValidNqn(o.host_nqn) || absl::StrContains(o.host_nqn, ','))) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "hostnqn \"", o.host_nqn, "\" is not an NQN (nqn.yyyy-mm.reverse.domain:name, at most 223 bytes, no ',')"));
+        "hostnqn ", QuotePrefix(o.host_nqn), " is not an NQN (nqn.yyyy-mm.reverse.domain:name, at most 223 bytes, no ',')"));
   }
   return absl::OkStatus();
 }
@@ -137,26 +139,34 @@ bool ConnectOptions::empty() const {
          dhchap_ctrl_secret_file.empty();
 }
 
-std::string ConnectOptions::ToString() const {
-  std::vector<std::string> parts;
-  if (ctrl_loss_tmo_secs) parts.push_back(absl::StrCat("ctrl_loss_tmo=", *ctrl_loss_tmo_secs));
-  if (reconnect_delay_secs) parts.push_back(absl::StrCat("reconnect_delay=", *reconnect_delay_secs));
-  if (keep_alive_tmo_secs) parts.push_back(absl::StrCat("keep_alive_tmo=", *keep_alive_tmo_secs));
-  for (const auto& [k, v] : {std::pair<absl::string_view, const std::string*>{"host_traddr", &host_traddr},
+std::vector<std::pair<std::string, std::string>> ConnectOptions::Fields() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (ctrl_loss_tmo_secs) out.emplace_back("ctrl_loss_tmo", absl::StrCat(*ctrl_loss_tmo_secs));
+  if (reconnect_delay_secs) out.emplace_back("reconnect_delay", absl::StrCat(*reconnect_delay_secs));
+  if (keep_alive_tmo_secs) out.emplace_back("keep_alive_tmo", absl::StrCat(*keep_alive_tmo_secs));
+  for (const auto& [k, v] : {std::pair<const char*, const std::string*>{"host_traddr", &host_traddr},
                              {"host_iface", &host_iface},
                              {"hostnqn", &host_nqn},
                              {"tls_key_file", &tls_key_file},
                              {"dhchap_secret_file", &dhchap_secret_file},
                              {"dhchap_ctrl_secret_file", &dhchap_ctrl_secret_file}}) {
-    if (!v->empty()) parts.push_back(absl::StrCat(k, "=", *v));
+    if (!v->empty()) out.emplace_back(k, *v);
   }
-  return absl::StrJoin(parts, " ");
+  return out;
+}
+
+std::string ConnectOptions::ToString() const {
+  return absl::StrJoin(Fields(), " ", absl::PairFormatter("="));
+}
+
+std::string ConnectOptions::Names() const {
+  return absl::StrJoin(Fields(), ", ", [](std::string* out, const auto& f) { out->append(f.first); });
 }
 
 absl::StatusOr<std::string> ReadKeyFile(absl::string_view field, const std::string& path,
                                         absl::string_view prefix) {
   auto bad = [&](absl::string_view why) {
-    return absl::InvalidArgumentError(absl::StrCat(field, " \"", path, "\": ", why));
+    return absl::InvalidArgumentError(absl::StrCat(field, " ", QuotePrefix(path, 256), ": ", why));
   };
   if (path.empty() || path[0] != '/') return bad("not an absolute path");
   // O_NONBLOCK: a FIFO or a device named here must not hold the caller; fstat on what

@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -34,9 +36,16 @@ struct ConnectOptions {
   std::string dhchap_ctrl_secret_file;  // "DHHC-1:...": the controller's (bidirectional)
 
   bool empty() const;
-  // The options as one line for logs and the attachment store: values and key file
-  // paths, never a key ("ctrl_loss_tmo=30 host_traddr=10.0.0.1").
+  // The options as one line for logs: values and key file paths, never a key
+  // ("ctrl_loss_tmo=30 host_traddr=10.0.0.1"). Validated options only: the values are
+  // not escaped.
   std::string ToString() const;
+  // The names of the options given ("ctrl_loss_tmo, host_traddr"), for messages about
+  // options that may not be valid.
+  std::string Names() const;
+
+ private:
+  std::vector<std::pair<std::string, std::string>> Fields() const;
 };
 
 inline constexpr int32_t kMaxCtrlLossTmoSecs = 31'536'000;  // a year

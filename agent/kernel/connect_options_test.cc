@@ -99,7 +99,9 @@ TEST(ConnectOptionsTest, RangesFollowTheKernel) {
 TEST(ConnectOptionsTest, OnlyForTransportsThatTakeThem) {
   ConnectOptions loss = Ranges(30, {}, {});
   EXPECT_THAT(ValidateConnectOptions("pcie", loss),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("transport \"pcie\" takes none")));
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("fabrics options (ctrl_loss_tmo) are for tcp, rdma, fc or loop; "
+                                 "transport \"pcie\" takes none")));
   EXPECT_THAT(ValidateConnectOptions("kernel", loss),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("transport \"kernel\" takes none")));
   EXPECT_THAT(ValidateConnectOptions("pcie", {}), IsOk());  // no options: nothing to refuse
@@ -129,6 +131,7 @@ TEST(ConnectOptionsTest, AddressesAndNamesCannotCarryOtherOptions) {
            {"fc", "nn-0x1000000000000001:pn-0x2000000000000001", ""},
            {"tcp", "192.0.2.1,ctrl_loss_tmo=1", "host_traddr \"192.0.2.1,ctrl_loss_tmo=1\" is not an IPv4"},
            {"tcp", "host.example", "is not an IPv4 or IPv6 address"},
+           {"tcp", "10.0.0.1\n", "host_traddr \"10.0.0.1\\n\" is not"},  // escaped in the message
            {"fc", "192.0.2.1", "is not an FC address"}}) {
     o.host_traddr = traddr;
     ExpectValidation(transport, o, says);

@@ -522,7 +522,7 @@ void LibnvmeBackend::Attach(const std::string& transport, const std::string& add
   }
   if (!options.empty()) {
     return std::move(done)(absl::InvalidArgumentError(absl::StrCat(
-        "fabrics options (", options.ToString(), ") are for tcp, rdma, fc or loop; an existing kernel "
+        "fabrics options (", options.Names(), ") are for tcp, rdma, fc or loop; an existing kernel "
         "controller keeps the options it was connected with")));
   }
   const std::string name(absl::StripPrefix(address, "/dev/"));

@@ -208,6 +208,7 @@ end k7
 begin kf
 # A second guest interface (a dummy NIC, its own address), the target listening there too
 # (port 3), and one more path connected from that address only, with its own timeouts.
+tkf=\$(now)
 ip link show dummy0 >/dev/null 2>&1 || ip link add dummy0 type dummy
 ip link set dummy0 up
 ip addr add 10.77.0.1/24 dev dummy0
@@ -228,6 +229,7 @@ echo "umpath-lab: kf attach again exit \$?, controllers on port 3: \$(for c in /
 jshow with-p3 head \$H
 \$C detach \$P3; echo "umpath-lab: kf detach exit \$?, P3 in sysfs \$( [ -e \$k ] && echo yes || echo no)"
 wait_paths 2
+echo "umpath-lab: kf section took \$(awk "BEGIN { print \$(now) - \$tkf }") s"
 end kf
 
 touch /tmp/stopping
@@ -380,7 +382,7 @@ chk kf "kf bad-option exit 3" "a bad option is INVALID_ARGUMENT"
 chk kf "kf kernel-option exit 3" "an option with transport kernel is INVALID_ARGUMENT"
 jchk kf "len(paths(head(J['with-p3']))) == 3" "the head has the third path"
 chk kf "kf detach exit 0, P3 in sysfs no" "and it is detached (disconnected)"
-grep -E "umpath-lab: kf (sysfs|umpathctl attach)" "$log" | sed 's/^/lab: /'
+grep -E "umpath-lab: kf (sysfs|umpathctl attach|section took)" "$log" | sed 's/^/lab: /'
 
 section k8
 chk k8 "k8 remembered: 2" "both ports, attached through the API, are remembered"
