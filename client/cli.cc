@@ -3,6 +3,7 @@
 // CLI11 (a heavy header).
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <ostream>
@@ -300,6 +301,63 @@ void AddKeptSettingsCommands(CommandLine& cl) {
   });
 }
 
+// attach: the controller, and for fabrics the per-connect options (AttachControllerRequest
+// fields 5..13). Values go to the agent as given; it says what each accepts.
+void AddAttachCommand(CommandLine& cl) {
+  auto transport = Value<std::string>(cl);
+  auto address = Value<std::string>(cl);
+  auto service = Value<std::string>(cl);
+  auto nqn = Value<std::string>(cl);
+  auto loss = Value<int32_t>(cl);
+  auto delay = Value<uint32_t>(cl);
+  auto kato = Value<uint32_t>(cl);
+  auto text = Value<std::array<std::string, 6>>(cl);
+  CLI::App* attach = cl.app.add_subcommand(
+      "attach",
+      "e.g. attach pcie 0000:01:00.0, attach tcp 10.0.0.2 4420 nqn.2014-08.org.example:vol1 "
+      "--host-traddr=10.0.0.1 --ctrl-loss-tmo=-1 --dhchap-secret-file=/etc/umpath/keys/vol1");
+  attach->add_option("TRANSPORT", *transport, "pcie, kernel, tcp, ...")->required();
+  attach->add_option("ADDRESS", *address)->required();
+  attach->add_option("SERVICE", *service, "with NQN, for a fabrics controller");
+  attach->add_option("NQN", *nqn);
+  CLI::Option* o_loss = attach->add_option(
+      "--ctrl-loss-tmo", *loss, "fabrics: seconds the kernel reconnects a lost controller; -1: forever");
+  CLI::Option* o_delay =
+      attach->add_option("--reconnect-delay", *delay, "fabrics: seconds between reconnects (1..86400)");
+  CLI::Option* o_kato = attach->add_option("--keep-alive-tmo", *kato, "fabrics: keep-alive timeout in seconds");
+  std::array<std::string, 6>& t = *text;
+  attach->add_option("--host-traddr", t[0], "fabrics: the host address to connect from (pins the path to a NIC)");
+  attach->add_option("--host-iface", t[1], "tcp: the network interface to connect through");
+  attach->add_option("--hostnqn", t[2], "fabrics: the host NQN for this connect");
+  // Not --tls-key-file: that global flag is this client's own TLS key.
+  attach->add_option("--tls-psk-file", t[3],
+                     "tcp: a file (on the agent's host) with a TLS PSK; not supported by this agent's libnvme");
+  attach->add_option("--dhchap-secret-file", t[4],
+                     "fabrics: a file (absolute path on the agent's host, mode o-r) with the host's DHHC-1 secret");
+  attach->add_option("--dhchap-ctrl-secret-file", t[5], "fabrics: the controller's DHHC-1 secret (bidirectional)");
+  attach->callback([&cl, transport, address, service, nqn, loss, delay, kato, text, o_loss, o_delay, o_kato] {
+    if (service->empty() != nqn->empty()) {
+      throw CLI::ValidationError("attach", "takes TRANSPORT ADDRESS [SERVICE NQN]");
+    }
+    v1::AttachControllerRequest req;
+    req.set_transport(*transport);
+    req.set_address(*address);
+    req.set_service(*service);
+    req.set_subsystem_nqn(*nqn);
+    if (o_loss->count() > 0) req.set_ctrl_loss_tmo_secs(*loss);
+    if (o_delay->count() > 0) req.set_reconnect_delay_secs(*delay);
+    if (o_kato->count() > 0) req.set_keep_alive_tmo_secs(*kato);
+    const std::array<std::string, 6>& t = *text;
+    req.set_host_traddr(t[0]);
+    req.set_host_iface(t[1]);
+    req.set_hostnqn(t[2]);
+    req.set_tls_key_file(t[3]);
+    req.set_dhchap_secret_file(t[4]);
+    req.set_dhchap_ctrl_secret_file(t[5]);
+    cl.run = [req](const Invocation& ctl) { return Attach(ctl, req); };
+  });
+}
+
 void AddPathAndControllerCommands(CommandLine& cl) {
   auto head = Value<std::string>(cl);
   auto path = Value<std::string>(cl);
@@ -328,28 +386,7 @@ void AddPathAndControllerCommands(CommandLine& cl) {
     cl.run = [](const Invocation& ctl) { return Controllers(ctl); };
   });
   NameCommand(cl, "controller", "NAME", "controllers/", "one controller", &Controller);
-  auto transport = Value<std::string>(cl);
-  auto address = Value<std::string>(cl);
-  auto service = Value<std::string>(cl);
-  auto nqn = Value<std::string>(cl);
-  CLI::App* attach = cl.app.add_subcommand("attach",
-                                           "e.g. attach pcie 0000:01:00.0, attach tcp "
-                                           "10.0.0.2 4420 nqn.2014-08.org.example:vol1");
-  attach->add_option("TRANSPORT", *transport, "pcie, kernel, tcp, ...")->required();
-  attach->add_option("ADDRESS", *address)->required();
-  attach->add_option("SERVICE", *service, "with NQN, for a fabrics controller");
-  attach->add_option("NQN", *nqn);
-  attach->callback([&cl, transport, address, service, nqn] {
-    if (service->empty() != nqn->empty()) {
-      throw CLI::ValidationError("attach", "takes TRANSPORT ADDRESS [SERVICE NQN]");
-    }
-    v1::AttachControllerRequest req;
-    req.set_transport(*transport);
-    req.set_address(*address);
-    req.set_service(*service);
-    req.set_subsystem_nqn(*nqn);
-    cl.run = [req](const Invocation& ctl) { return Attach(ctl, req); };
-  });
+  AddAttachCommand(cl);
   NameCommand(cl, "detach", "CONTROLLER", "controllers/",
               "its paths fail over, then it is let go", &Detach);
   NameCommand(cl, "reset", "CONTROLLER", "controllers/",

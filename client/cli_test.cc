@@ -296,6 +296,35 @@ TEST_F(CliTest, UnknownCommandsAndFlagsAreUsageErrors) {
   EXPECT_THAT(r.err, HasSubstr("NOT_FOUND"));
 }
 
+// attach's fabrics flags become the request's options: checked by the agent before it
+// asks a backend (this server has none, so a good request ends at FAILED_PRECONDITION).
+TEST_F(CliTest, AttachTakesFabricsOptionsAsFlags) {
+  const std::vector<std::string> tcp = {"attach", "tcp", "10.0.0.2", "4420", "nqn.2026-01.io.umpath:tcp"};
+  auto with = [&tcp](std::vector<std::string> flags) {
+    std::vector<std::string> a = tcp;
+    a.insert(a.end(), flags.begin(), flags.end());
+    return a;
+  };
+  Ran r = Ctl(with({"--ctrl-loss-tmo=-1", "--reconnect-delay=3", "--keep-alive-tmo=7", "--host-traddr=10.0.0.1",
+                    "--host-iface=eth1", "--hostnqn=nqn.2014-08.org.nvmexpress:uuid:6a5e0d2c-6e1b-4c7e-9d1a-0000000000b2"}));
+  EXPECT_EQ(r.exit, 9) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("needs the vfio or kernel backend"));
+  r = Ctl(with({"--reconnect-delay=0"}));
+  EXPECT_EQ(r.exit, 3);
+  EXPECT_THAT(r.err, HasSubstr("reconnect_delay_secs 0 is out of range (1..86400 seconds)"));
+  r = Ctl(with({"--ctrl-loss-tmo=-5"}));
+  EXPECT_EQ(r.exit, 3);
+  EXPECT_THAT(r.err, HasSubstr("ctrl_loss_tmo_secs -5 is out of range"));
+  r = Ctl(with({"--dhchap-secret-file=keys/vol1"}));
+  EXPECT_EQ(r.exit, 3);
+  EXPECT_THAT(r.err, HasSubstr("dhchap_secret_file \"keys/vol1\": not an absolute path"));
+  r = Ctl({"attach", "pcie", "0000:01:00.0", "--host-traddr=10.0.0.1"});
+  EXPECT_EQ(r.exit, 3);
+  EXPECT_THAT(r.err, HasSubstr("transport \"pcie\" takes none"));
+  EXPECT_EQ(Ctl(with({"--reconnect-delay=-1"})).exit, 2);  // not a number of seconds at all
+  EXPECT_THAT(Ctl({"attach", "--help"}).out, HasSubstr("--dhchap-secret-file"));
+}
+
 // `source <(umpathctl completion bash)`, then what bash asks on TAB.
 TEST_F(CliTest, BashCompletionCompletesCommandsAndTheirFlags) {
   Ran r = Spawn(dir_.path(), UMPATHCTL_PATH, {"completion", "bash"});

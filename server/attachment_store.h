@@ -19,6 +19,9 @@ namespace umpath::server {
 //   # umpath attached controllers v1
 //   0000:01:00.0 transport=pcie address=0000:01:00.0
 //   nvme4 transport=tcp address=10.0.0.2 service=4420 subsystem_nqn=nqn.2014-08.org.example:vol7
+//   nvme5 transport=tcp address=10.0.1.2 service=4420 subsystem_nqn=... host_traddr=10.0.1.1
+//     ctrl_loss_tmo_secs=-1 dhchap_secret_file=/etc/umpath/keys/vol7 (one line)
+// with the fabrics options an attach gave (key files by path: a key is never written).
 // rewritten atomically on every change. A file that does not parse is set aside
 // (`path.corrupt-<unix seconds>`) and the store starts empty, as SettingsStore does.
 //

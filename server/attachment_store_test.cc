@@ -34,6 +34,35 @@ class AttachmentStoreTest : public ::testing::Test {
 
 ControllerOps::AttachSpec Tcp(const std::string& nqn) { return {"tcp", "10.0.0.2", "4420", nqn}; }
 
+// A restart connects again with the options the attach gave (a path pinned to a NIC
+// stays pinned); key files by path only.
+TEST_F(AttachmentStoreTest, RemembersFabricsOptions) {
+  ControllerOps::AttachSpec spec = Tcp("nqn.2014-08.org.example:vol7");
+  spec.fabrics.ctrl_loss_tmo_secs = -1;
+  spec.fabrics.reconnect_delay_secs = 3;
+  spec.fabrics.keep_alive_tmo_secs = 7;
+  spec.fabrics.host_traddr = "10.0.1.1";
+  spec.fabrics.dhchap_secret_file = "/etc/umpath/keys/vol7";
+  {
+    ASSERT_OK_AND_ASSIGN(auto s, AttachmentStore::Open(path_));
+    ASSERT_OK(s->Remember("nvme5", spec));
+  }
+  EXPECT_THAT(Text(), HasSubstr("nvme5 transport=tcp address=10.0.0.2 service=4420 "
+                                "subsystem_nqn=nqn.2014-08.org.example:vol7 ctrl_loss_tmo_secs=-1 "
+                                "reconnect_delay_secs=3 keep_alive_tmo_secs=7 host_traddr=10.0.1.1 "
+                                "dhchap_secret_file=/etc/umpath/keys/vol7\n"));
+  ASSERT_OK_AND_ASSIGN(auto s, AttachmentStore::Open(path_));
+  EXPECT_TRUE(s->problem().empty()) << s->problem();
+  std::vector<AttachmentStore::Entry> e = s->List();
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_EQ(e[0].spec.fabrics.ToString(), spec.fabrics.ToString());
+  EXPECT_EQ(e[0].spec.fabrics.ctrl_loss_tmo_secs, -1);
+  // Other options: a change is saved.
+  spec.fabrics.host_traddr = "10.0.2.1";
+  ASSERT_OK(s->Remember("nvme5", spec));
+  EXPECT_THAT(Text(), HasSubstr("host_traddr=10.0.2.1"));
+}
+
 TEST_F(AttachmentStoreTest, RemembersAcrossAReopenAndForgets) {
   {
     ASSERT_OK_AND_ASSIGN(auto s, AttachmentStore::Open(path_));

@@ -3,6 +3,7 @@
 #include "server/testing/server_test.h"
 #include "server/testing/test_topology.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -22,6 +23,7 @@ namespace umpath::server {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 TEST_F(ServerTest, SocketIsCreatedWithItsModeAndRemovedOnShutdown) {
   Start();
@@ -240,6 +242,7 @@ TEST_F(ServerTest, PolicyAndMaintenanceCalls) {
 struct FakeControllerOps final : ControllerOps {
   void Attach(const AttachSpec& spec, OpDone<absl::StatusOr<std::string>> done) override {
     attached.push_back(spec.transport + " " + spec.address);
+    options.push_back(spec.fabrics.ToString());
     Later([a = spec.address, done = std::move(done)]() mutable {
       if (a == "0000:09:00.0") return std::move(done)(absl::NotFoundError("no PCI device 0000:09:00.0"));
       std::move(done)(std::string("c1"));
@@ -259,7 +262,7 @@ struct FakeControllerOps final : ControllerOps {
   static void Later(absl::AnyInvocable<void() &&> fn) {
     std::thread([fn = std::move(fn)]() mutable { std::move(fn)(); }).detach();
   }
-  std::vector<std::string> attached, detached, reset;
+  std::vector<std::string> attached, options, detached, reset;
 };
 
 TEST_F(ServerTest, AttachDetachAndResetReachTheBackend) {
@@ -299,6 +302,76 @@ TEST_F(ServerTest, AttachDetachAndResetReachTheBackend) {
   dreq.set_name("controllers/c0");
   ASSERT_TRUE(Call(&v1::MultipathControl::Stub::DetachController, dreq, &dresp).ok());
   EXPECT_THAT(ops.detached, ::testing::ElementsAre("c0"));
+}
+
+// Fabrics options are checked before the backend is asked: a connect never starts with
+// a value the kernel would refuse or take differently, nor a key file that is not one.
+TEST_F(ServerTest, AttachWithBadFabricsOptionsIsInvalidBeforeAnyConnect) {
+  FakeControllerOps ops;
+  Start(Self(Role::kAdmin), std::chrono::milliseconds(10000), 4096,
+        [&ops](ServerOptions& o) { o.service.controllers = &ops; });
+  const std::string open_key = dir_ + "/open.key";
+  std::ofstream(open_key) << "DHHC-1:00:" << std::string(44, 'Q') << "Zz0=:\n";
+  chmod(open_key.c_str(), 0644);
+  auto tcp = [] {
+    v1::AttachControllerRequest r;
+    r.set_transport("tcp");
+    r.set_address("10.77.0.1");
+    r.set_service("4422");
+    r.set_subsystem_nqn("nqn.2026-01.io.umpath:tcp");
+    return r;
+  };
+  struct Case {
+    std::function<void(v1::AttachControllerRequest&)> set;
+    grpc::StatusCode code;
+    const char* says;
+  } cases[] = {
+      {[](auto& r) { r.set_ctrl_loss_tmo_secs(-2); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "ctrl_loss_tmo_secs -2 is out of range (-1 to reconnect forever"},
+      {[](auto& r) { r.set_reconnect_delay_secs(0); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "reconnect_delay_secs 0 is out of range (1..86400 seconds)"},
+      {[](auto& r) { r.set_keep_alive_tmo_secs(0); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "keep_alive_tmo_secs 0 is out of range"},
+      {[](auto& r) { r.set_host_traddr("10.77.0.1,ctrl_loss_tmo=0"); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "is not an IPv4 or IPv6 address"},
+      {[](auto& r) { r.set_host_iface(std::string(300, 'e')); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "host_iface"},
+      {[&open_key](auto& r) { r.set_dhchap_secret_file(open_key); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "readable by everyone"},
+      {[](auto& r) {
+         r.set_transport("pcie");
+         r.set_address("0000:02:00.0");
+         r.set_ctrl_loss_tmo_secs(30);
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "transport \"pcie\" takes none"},
+      {[](auto& r) {
+         r.set_transport("kernel");
+         r.set_address("nvme3");
+         r.set_host_traddr("10.77.0.1");
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "transport \"kernel\" takes none"},
+  };
+  for (const Case& c : cases) {
+    v1::AttachControllerRequest req = tcp();
+    c.set(req);
+    v1::AttachControllerResponse resp;
+    grpc::Status s = Call(&v1::MultipathControl::Stub::AttachController, req, &resp);
+    EXPECT_EQ(s.error_code(), c.code) << c.says;
+    EXPECT_THAT(s.error_message(), HasSubstr(c.says));
+    EXPECT_THAT(s.error_message(), Not(HasSubstr("QQQQ"))) << "a key is never quoted";
+  }
+  EXPECT_THAT(ops.attached, ::testing::IsEmpty()) << "nothing reached the backend";
+
+  // Good options reach it, as given.
+  v1::AttachControllerRequest req = tcp();
+  req.set_host_traddr("10.77.0.1");
+  req.set_ctrl_loss_tmo_secs(-1);
+  req.set_reconnect_delay_secs(3);
+  req.set_keep_alive_tmo_secs(7);
+  v1::AttachControllerResponse resp;
+  ASSERT_TRUE(Call(&v1::MultipathControl::Stub::AttachController, req, &resp).ok());
+  EXPECT_THAT(ops.options, ::testing::ElementsAre("ctrl_loss_tmo=-1 reconnect_delay=3 keep_alive_tmo=7 "
+                                                  "host_traddr=10.77.0.1"));
 }
 
 // The ublk frontend as the service sees it.

@@ -488,11 +488,13 @@ ControlService::Unary* ControlService::ReinstatePath(Ctx* ctx, const v1::Reinsta
 ControlService::Unary* ControlService::AttachController(Ctx* ctx,
                                                         const v1::AttachControllerRequest* req,
                                                         v1::AttachControllerResponse* resp) {
+  ControllerOps::AttachSpec spec{req->transport(), req->address(), req->service(), req->subsystem_nqn(), {}};
   absl::Status s = [&]() -> absl::Status {
     RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin));
     // The arguments first (AIP-193): a malformed request is INVALID_ARGUMENT whatever
     // this agent's backends.
     RETURN_IF_ERROR(ValidateAttach(*req));
+    ASSIGN_OR_RETURN(spec.fabrics, ConnectOptionsFromProto(*req));
     if (!options_.controllers) {
       return WithReason(absl::FailedPreconditionError(absl::StrCat(
                             "attaching a controller (transport \"", req->transport(),
@@ -504,7 +506,7 @@ ControlService::Unary* ControlService::AttachController(Ctx* ctx,
   if (!s.ok()) return Done(ctx, s);
   grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
   options_.controllers->Attach(
-      {req->transport(), req->address(), req->service(), req->subsystem_nqn()},
+      spec,
       [this, r, resp](absl::StatusOr<std::string> name) {
         absl::Status st = name.status();
         if (st.ok()) {

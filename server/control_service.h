@@ -10,6 +10,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/functional/any_invocable.h"
 #include "agent/core/multipath.h"
+#include "agent/kernel/connect_options.h"
 #include "server/access.h"
 #include "server/head_waits.h"
 #include "server/watch.h"
@@ -29,6 +30,7 @@ class ControllerOps {
   virtual ~ControllerOps() = default;
   struct AttachSpec {
     std::string transport, address, service, subsystem_nqn;
+    kernel::ConnectOptions fabrics;  // validated; key files by path only
   };
   // The attached controller's name.
   virtual void Attach(const AttachSpec& spec, OpDone<absl::StatusOr<std::string>> done) = 0;

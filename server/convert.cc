@@ -1,5 +1,7 @@
 #include "server/convert.h"
 
+#include <tuple>
+
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -31,11 +33,6 @@ void SetTime(int64_t wall_nanos, google::protobuf::Timestamp* t) {
 }
 
 }  // namespace
-
-std::string QuotePrefix(absl::string_view s, size_t max) {
-  if (s.size() <= max) return absl::StrCat("\"", absl::CHexEscape(s), "\"");
-  return absl::StrCat("\"", absl::CHexEscape(s.substr(0, max)), "\"... (", s.size(), " bytes)");
-}
 
 absl::Status CheckLength(absl::string_view field, absl::string_view value, size_t max) {
   if (value.size() <= max) return absl::OkStatus();
@@ -92,6 +89,26 @@ absl::StatusOr<std::string> ParseToken(absl::string_view kind, absl::string_view
   }
   return WithReason(absl::InvalidArgumentError("page_token was not returned by this call"),
                     reason::kInvalidPageToken);
+}
+
+absl::StatusOr<kernel::ConnectOptions> ConnectOptionsFromProto(const v1::AttachControllerRequest& req) {
+  kernel::ConnectOptions o;
+  if (req.has_ctrl_loss_tmo_secs()) o.ctrl_loss_tmo_secs = req.ctrl_loss_tmo_secs();
+  if (req.has_reconnect_delay_secs()) o.reconnect_delay_secs = req.reconnect_delay_secs();
+  if (req.has_keep_alive_tmo_secs()) o.keep_alive_tmo_secs = req.keep_alive_tmo_secs();
+  for (const auto& [field, value, to] :
+       {std::tuple<absl::string_view, const std::string&, std::string*>{"host_traddr", req.host_traddr(),
+                                                                        &o.host_traddr},
+        {"host_iface", req.host_iface(), &o.host_iface},
+        {"hostnqn", req.hostnqn(), &o.host_nqn},
+        {"tls_key_file", req.tls_key_file(), &o.tls_key_file},
+        {"dhchap_secret_file", req.dhchap_secret_file(), &o.dhchap_secret_file},
+        {"dhchap_ctrl_secret_file", req.dhchap_ctrl_secret_file(), &o.dhchap_ctrl_secret_file}}) {
+    RETURN_IF_ERROR(CheckLength(field, value, kMaxFieldBytes));
+    *to = value;
+  }
+  RETURN_IF_ERROR(kernel::ValidateConnectOptions(req.transport(), o));
+  return o;
 }
 
 std::string HeadName(absl::string_view head) { return absl::StrCat(kHeads, head); }

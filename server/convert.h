@@ -8,7 +8,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "agent/core/event_journal.h"
+#include "agent/base/quote.h"
 #include "agent/core/info.h"
+#include "agent/kernel/connect_options.h"
 #include "grpcpp/grpcpp.h"
 #include "server/errors.h"
 #include "umpath/v1/control.pb.h"
@@ -22,7 +24,7 @@ namespace v1 = ::umpath::v1;
 // with room to spare. Checked before anything else looks at the name, so a longer one
 // is INVALID_ARGUMENT with a bounded message, never repeated whole.
 inline constexpr size_t kMaxNameBytes = 512;
-// The other strings a caller sends (attach: transport, address, service, NQN).
+// The other strings a caller sends (attach: transport, address, service, NQN, options).
 inline constexpr size_t kMaxFieldBytes = 256;
 
 // A unary call's reactor, finished with `s`.
@@ -36,9 +38,8 @@ inline grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const ab
 // longer than `max` bytes.
 absl::Status CheckLength(absl::string_view field, absl::string_view value, size_t max);
 
-// At most `max` bytes of a caller's string, C-escaped and quoted, with its length when
-// cut: what an error message or a log line may repeat of it.
-std::string QuotePrefix(absl::string_view s, size_t max = 64);
+// At most `max` bytes of a caller's string, C-escaped and quoted (agent/base/quote.h).
+using ::umpath::QuotePrefix;
 
 // "heads/{head}" -> head; INVALID_ARGUMENT naming the expected form otherwise.
 absl::StatusOr<std::string> ParseHeadName(absl::string_view name);
@@ -46,6 +47,11 @@ absl::StatusOr<std::string> ParseHeadName(absl::string_view name);
 absl::StatusOr<std::pair<std::string, std::string>> ParsePathName(absl::string_view name);
 // "controllers/{controller}" -> controller.
 absl::StatusOr<std::string> ParseControllerName(absl::string_view name);
+
+// An attach's fabrics options (AttachControllerRequest fields 5..13): each string's
+// length first (kMaxFieldBytes), then kernel::ValidateConnectOptions for the request's
+// transport, which reads the key files it names to check them. Nothing is connected.
+absl::StatusOr<kernel::ConnectOptions> ConnectOptionsFromProto(const v1::AttachControllerRequest& req);
 
 // List page tokens: the last name returned under `kind`, opaque to the client.
 std::string MakeToken(absl::string_view kind, absl::string_view last);

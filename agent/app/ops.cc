@@ -105,6 +105,10 @@ void BackendControllerOps::ReattachRemembered(absl::AnyInvocable<void(int, int) 
 void BackendControllerOps::AttachOnPlane(const AttachSpec& spec,
                                          server::OpDone<absl::StatusOr<std::string>> done) {
   if (spec.transport == "pcie") {
+    if (!spec.fabrics.empty()) {
+      return std::move(done)(absl::InvalidArgumentError(absl::StrCat(
+          "fabrics options (", spec.fabrics.Names(), ") are for tcp, rdma, fc or loop, not pcie")));
+    }
     if (vm_ == nullptr) {
       return std::move(done)(WithReason(
           absl::FailedPreconditionError("this agent has no vfio backend (start it with --vfio_devices)"),
@@ -126,10 +130,10 @@ void BackendControllerOps::AttachOnPlane(const AttachSpec& spec,
     // Claimed by name: a controller of that name detached a moment ago goes first.
     const std::string name(absl::StripPrefix(spec.address, "/dev/"));
     return OnceLetGo(sup_, name, std::move(done), [this, spec](server::OpDone<absl::StatusOr<std::string>> d) {
-      kb_->Attach(spec.transport, spec.address, spec.service, spec.subsystem_nqn, std::move(d));
+      kb_->Attach(spec.transport, spec.address, spec.service, spec.subsystem_nqn, spec.fabrics, std::move(d));
     });
   }
-  kb_->Attach(spec.transport, spec.address, spec.service, spec.subsystem_nqn, std::move(done));
+  kb_->Attach(spec.transport, spec.address, spec.service, spec.subsystem_nqn, spec.fabrics, std::move(done));
 }
 
 void BackendControllerOps::Detach(const std::string& controller, server::OpDone<absl::Status> done) {

@@ -67,6 +67,7 @@ inline constexpr absl::string_view kRoleMissing = "ROLE_MISSING";        // role
 inline constexpr absl::string_view kCallerUnknown = "CALLER_UNKNOWN";
 // UNIMPLEMENTED
 inline constexpr absl::string_view kMethodUnknown = "METHOD_UNKNOWN";
+inline constexpr absl::string_view kTlsUnsupported = "TLS_UNSUPPORTED";  // field
 // ALREADY_EXISTS, inside the agent only: AttachController answers the controller that
 // is there (CSI: attaching what is attached succeeds).
 inline constexpr absl::string_view kControllerAttached = "CONTROLLER_ATTACHED";  // controller
@@ -79,7 +80,7 @@ inline constexpr absl::string_view kAll[] = {
     kFilterAmbiguous, kNotAttachedHere, kStopBySignalOnly, kAgentStopping, kControllerRetiring,
     kDeviceRetiring, kConnectFailed, kSettingsNotSaved, kTooManyWatchers, kWatcherBehind,
     kTooManyWaits, kBufferBudgetTaken, kRevisionNotRetained, kWaitTimedOut, kRoleMissing,
-    kCallerUnknown, kMethodUnknown, kControllerAttached};
+    kCallerUnknown, kMethodUnknown, kTlsUnsupported, kControllerAttached};
 }  // namespace reason
 
 // The payload's key on an absl::Status.

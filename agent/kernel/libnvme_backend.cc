@@ -26,6 +26,7 @@ extern "C" {
 #include "absl/strings/strip.h"
 #include "agent/base/error_reason.h"
 #include "agent/base/uevent.h"
+#include "agent/kernel/fabrics_connect.h"
 #include "agent/kernel/uring_queue_pair.h"
 #include "agent/nvme/identify.h"
 #include "agent/nvme/status.h"
@@ -33,8 +34,6 @@ extern "C" {
 namespace umpath::kernel {
 
 namespace {
-
-std::string S(const char* s) { return s ? s : ""; }
 
 bool ReadFirstLine(const std::string& path, std::string* out) {
   std::ifstream in(path);
@@ -72,39 +71,6 @@ constexpr const char* kMultipathOn =
     "the kernel's heads, not paths; boot with nvme_core.multipath=N";
 
 namespace {
-
-// Connects a fabrics controller; its name. Blocks; touches only a libnvme tree of its own.
-absl::StatusOr<std::string> ConnectFabrics(const ConnectSpec& spec, const std::string& host_nqn,
-                                           const std::string& host_id, int ctrl_loss_tmo,
-                                           int reconnect_delay) {
-  nvme_root_t r = nvme_create_root(stderr, LOG_ERR);
-  if (r == nullptr) return absl::InternalError("libnvme: no root");
-  nvme_host_t h = host_nqn.empty()
-                      ? nvme_default_host(r)
-                      : nvme_lookup_host(r, host_nqn.c_str(), host_id.empty() ? nullptr : host_id.c_str());
-  nvme_ctrl_t c = nvme_create_ctrl(r, spec.nqn.c_str(), spec.transport.c_str(),
-                                   spec.address.empty() ? nullptr : spec.address.c_str(), nullptr,
-                                   nullptr, spec.service.empty() ? nullptr : spec.service.c_str());
-  if (h == nullptr || c == nullptr) {
-    nvme_free_tree(r);
-    return absl::InternalError(absl::StrCat("libnvme could not describe ", spec.ToString()));
-  }
-  nvme_fabrics_config cfg;
-  nvmf_default_config(&cfg);
-  cfg.ctrl_loss_tmo = ctrl_loss_tmo;
-  cfg.reconnect_delay = reconnect_delay;
-  if (nvmf_add_ctrl(h, c, &cfg) != 0) {
-    const int e = errno;
-    nvme_free_ctrl(c);
-    nvme_free_tree(r);
-    return WithReason(absl::UnavailableError(absl::StrCat("could not connect to ", spec.ToString(), ": ",
-                                                         nvme_errno_to_string(e))),
-                      reason::kConnectFailed, {{"address", spec.ToString()}});
-  }
-  const std::string name = S(nvme_ctrl_get_name(c));
-  nvme_free_tree(r);
-  return name;
-}
 
 // Deletes the kernel's fabrics controller `name`. Blocks; libnvme's view of this one
 // controller only (it talks to no other device).
@@ -456,26 +422,34 @@ void LibnvmeBackend::AddNamespaces(Ctrl* c, const Scanned& sc) {
 
 // nvmf_add_ctrl blocks (a TCP connect, the fabrics handshake): it runs off the control
 // thread; its libnvme tree is its own.
-void LibnvmeBackend::Connect(ConnectSpec spec, NameDone done) {
+void LibnvmeBackend::Connect(ConnectSpec spec, ConnectOptions options, NameDone done) {
   if (absl::Status s = ValidateConnectSpec(spec); !s.ok()) return std::move(done)(s);
+  // The options are checked (and the key files read) before anything is looked up or
+  // connected; the keys stay in `args`, which no log line names.
+  absl::StatusOr<ConnectArgs> args = BuildConnectArgs(
+      spec.transport, options,
+      {options_.host_nqn, options_.host_id, options_.ctrl_loss_tmo_secs, options_.reconnect_delay_secs});
+  if (!args.ok()) return std::move(done)(args.status());
   if (KernelMultipathEnabled()) return std::move(done)(absl::FailedPreconditionError(kMultipathOn));
-  // Already connected (by an earlier run, this one, or nvme-cli): claim it.
+  // Already connected (by an earlier run, this one, or nvme-cli): claim it. It keeps the
+  // options it was connected with.
   for (const Scanned& sc : ScanTopology()) {
-    if (MatchesConnectSpec(sc.transport, sc.address, sc.subsys_nqn, spec)) {
+    if (MatchesConnectSpec(sc.transport, sc.address, sc.subsys_nqn, spec) &&
+        MatchesConnectOptions(sc.address, options)) {
       released_.erase(sc.name);
       return std::move(done)(Claim(sc));
     }
   }
-  const std::string what = spec.ToString();
+  std::string what = spec.ToString();
+  if (!options.host_traddr.empty()) absl::StrAppend(&what, " from ", options.host_traddr);
+  if (!options.host_iface.empty()) absl::StrAppend(&what, " on ", options.host_iface);
   if (!connecting_.insert(what).second) {
     return std::move(done)(absl::UnavailableError(absl::StrCat(what, ": a connect is under way")));
   }
-  plane_->Offload([this, alive = std::weak_ptr<bool>(alive_), spec = std::move(spec),
-                   host_nqn = options_.host_nqn, host_id = options_.host_id,
-                   loss = options_.ctrl_loss_tmo_secs, delay = options_.reconnect_delay_secs,
-                   done = std::move(done)]() mutable -> ControlPlane::Task {
-    absl::StatusOr<std::string> name = ConnectFabrics(spec, host_nqn, host_id, loss, delay);
-    return [this, alive, what = spec.ToString(), name = std::move(name), done = std::move(done)]() mutable {
+  plane_->Offload([this, alive = std::weak_ptr<bool>(alive_), spec = std::move(spec), args = *std::move(args),
+                   what, done = std::move(done)]() mutable -> ControlPlane::Task {
+    absl::StatusOr<std::string> name = ConnectFabrics(spec, args);
+    return [this, alive, what, name = std::move(name), done = std::move(done)]() mutable {
       if (alive.expired()) return;
       connecting_.erase(what);
       if (!name.ok()) return std::move(done)(name.status());
@@ -518,7 +492,7 @@ void LibnvmeBackend::ConnectConfigured(size_t i, Outcomes out,
                                        absl::AnyInvocable<void(Outcomes) &&> done) {
   if (i < options_.connect.size()) {
     const ConnectSpec spec = options_.connect[i];
-    Connect(spec, [this, i, spec, out = std::move(out),
+    Connect(spec, {}, [this, i, spec, out = std::move(out),
                    done = std::move(done)](absl::StatusOr<std::string> name) mutable {
       out.emplace_back(spec.ToString(), name.status());
       last_attempt_[spec.ToString()] = std::string(name.status().message());
@@ -539,12 +513,19 @@ void LibnvmeBackend::ConnectConfigured(size_t i, Outcomes out,
 }
 
 void LibnvmeBackend::Attach(const std::string& transport, const std::string& address,
-                            const std::string& service, const std::string& nqn, NameDone done) {
+                            const std::string& service, const std::string& nqn,
+                            const ConnectOptions& options, NameDone done) {
   if (transport != "kernel") {
     ConnectSpec spec{transport, address, service, nqn};
     if (absl::Status s = ValidateConnectSpec(spec); !s.ok()) return std::move(done)(s);
+    if (absl::Status s = ValidateConnectOptions(transport, options); !s.ok()) return std::move(done)(s);
     detached_connects_.erase(spec.ToString());
-    return Connect(spec, std::move(done));
+    return Connect(spec, options, std::move(done));
+  }
+  if (!options.empty()) {
+    return std::move(done)(absl::InvalidArgumentError(absl::StrCat(
+        "fabrics options (", options.Names(), ") are for tcp, rdma, fc or loop; an existing kernel "
+        "controller keeps the options it was connected with")));
   }
   const std::string name(absl::StripPrefix(address, "/dev/"));
   if (!IsControllerName(name)) {
@@ -679,7 +660,7 @@ void LibnvmeBackend::Reconnect() {
         connecting_.contains(spec.ToString())) {
       continue;
     }
-    Connect(spec, [this, what = spec.ToString()](absl::StatusOr<std::string> name) {
+    Connect(spec, {}, [this, what = spec.ToString()](absl::StatusOr<std::string> name) {
       if (Changed(what, std::string(name.status().message()))) {
         Log(name.ok() ? absl::StrCat(what, ": connected again") : std::string(name.status().message()));
       }

@@ -43,6 +43,7 @@
 #include "agent/control/supervisor.h"
 #include "agent/core/multipath.h"
 #include "agent/core/worker.h"
+#include "agent/kernel/connect_options.h"
 #include "agent/kernel/fabrics.h"
 
 namespace umpath::kernel {
@@ -92,8 +93,11 @@ class LibnvmeBackend {
   // transport "kernel": address is an existing controller (nvme3 or /dev/nvme3);
   // tcp/rdma/fc/loop: connect (or find the controller already connected) and claim it.
   // Answers the controller's name. Idempotent.
+  // `options` (fabrics only) apply to a new connect; a controller already connected keeps
+  // its own.
   void Attach(const std::string& transport, const std::string& address, const std::string& service,
-              const std::string& nqn, absl::AnyInvocable<void(absl::StatusOr<std::string>) &&> done);
+              const std::string& nqn, const ConnectOptions& options,
+              absl::AnyInvocable<void(absl::StatusOr<std::string>) &&> done);
   // Its paths fail over, then it is let go; a fabrics controller is disconnected.
   void Detach(const std::string& name, absl::string_view reason,
               absl::AnyInvocable<void(absl::Status) &&> done);
@@ -112,7 +116,7 @@ class LibnvmeBackend {
   absl::StatusOr<std::string> Claim(const Scanned& sc);
   absl::StatusOr<std::unique_ptr<Ctrl>> Open(const Scanned& sc);
   // Connects (off the control thread), then claims once the kernel shows it live.
-  void Connect(ConnectSpec spec, NameDone done);
+  void Connect(ConnectSpec spec, ConnectOptions options, NameDone done);
   void ClaimWhenLive(std::string name, std::string what, int tries_left, NameDone done);
   void ConnectConfigured(size_t i, Outcomes out, absl::AnyInvocable<void(Outcomes) &&> done);
   void AddNamespaces(Ctrl* c, const Scanned& sc);

@@ -22,6 +22,10 @@
 #      controller): clear errors, nothing disturbed;
 #  k8. a new agent without --kernel_connect: both ports come back, attached again from
 #      what the last agent had attached through the API; a detach forgets one.
+#  kf. per-connect fabrics options (issue 19 item 7): a second guest interface (dummy0,
+#      10.77.0.1) where the target listens too (port 3); umpathctl attach --host-traddr
+#      with ctrl_loss_tmo, reconnect_delay and keep_alive_tmo; the kernel controller's
+#      sysfs shows them; attaching again is OK, a bad option INVALID_ARGUMENT.
 #  k9. a fabrics controller someone else connected (another CSI driver, nvme-cli):
 #      attached through the API (--kernel_attachable), then detached: it is let go and
 #      stays connected (issue 17: a detach disconnects only what the agent connected).
@@ -201,6 +205,33 @@ echo "umpath-lab: k7 after: controllers \$(ls /sys/class/nvme | tr '\n' ' ')"
 jshow after head \$H
 end k7
 
+begin kf
+# A second guest interface (a dummy NIC, its own address), the target listening there too
+# (port 3), and one more path connected from that address only, with its own timeouts.
+tkf=\$(now)
+ip link show dummy0 >/dev/null 2>&1 || ip link add dummy0 type dummy
+ip link set dummy0 up
+ip addr add 10.77.0.1/24 dev dummy0
+nvmet_port_add 3 10.77.0.1 non-optimized
+t0=\$(now)
+\$C attach tcp 10.77.0.1 4422 \$NVMET_NQN --host-traddr=10.77.0.1 --ctrl-loss-tmo=30 --reconnect-delay=3 \
+  --keep-alive-tmo=7
+rc=\$?
+echo "umpath-lab: kf umpathctl attach exit \$rc in \$(awk "BEGIN { print \$(now) - \$t0 }") s"
+wait_paths 3
+P3=\$(nvmet_ctrl 3)
+k=/sys/class/nvme/\$P3
+echo "umpath-lab: kf sysfs \$P3 address=\$(cat \$k/address) ctrl_loss_tmo=\$(cat \$k/ctrl_loss_tmo) reconnect_delay=\$(cat \$k/reconnect_delay) kato=\$(cat \$k/kato 2>/dev/null || echo none)"
+\$C attach tcp 10.77.0.1 4422 \$NVMET_NQN --host-traddr=10.77.0.1 --ctrl-loss-tmo=30
+echo "umpath-lab: kf attach again exit \$?, controllers on port 3: \$(for c in /sys/class/nvme/nvme*; do grep -q trsvcid=4422 \$c/address && echo x; done | wc -l)"
+\$C attach tcp 10.77.0.1 4422 \$NVMET_NQN --reconnect-delay=0; echo "umpath-lab: kf bad-option exit \$?"
+\$C attach kernel \$P3 --ctrl-loss-tmo=5; echo "umpath-lab: kf kernel-option exit \$?"
+jshow with-p3 head \$H
+\$C detach \$P3; echo "umpath-lab: kf detach exit \$?, P3 in sysfs \$( [ -e \$k ] && echo yes || echo no)"
+wait_paths 2
+echo "umpath-lab: kf section took \$(awk "BEGIN { print \$(now) - \$tkf }") s"
+end kf
+
 touch /tmp/stopping
 kill \$pid
 while kill -0 \$pid 2>/dev/null; do sleep 0.1; done
@@ -339,6 +370,19 @@ chk k7 "configured attach again exit 0" "and comes back by an attach"
 clean_fio k7 k7
 jchk k7 "len(paths(head(J['after']))) == 2" "nothing else disturbed"
 grep -q "umpath-lab: umpathd exit 0" "$log" || fail "umpathd stopped cleanly"
+
+section kf
+chk kf "kf umpathctl attach exit 0" "umpathctl attaches a path over the second interface (--host-traddr)"
+chk kf "kf sysfs nvme[0-9]+ address=traddr=10.77.0.1,trsvcid=4422,host_traddr=10.77.0.1" \
+  "the kernel controller connects from the second interface's address"
+chk kf "kf sysfs .* ctrl_loss_tmo=30 reconnect_delay=3 kato=7\$" "the kernel controller has the attach's timeouts"
+chk kf "kf attach again exit 0, controllers on port 3: 1" "attaching it again is OK and connects nothing more"
+chk kf "INVALID_ARGUMENT: reconnect_delay_secs 0 is out of range \\(1..86400 seconds\\)" "a bad option names its range"
+chk kf "kf bad-option exit 3" "a bad option is INVALID_ARGUMENT"
+chk kf "kf kernel-option exit 3" "an option with transport kernel is INVALID_ARGUMENT"
+jchk kf "len(paths(head(J['with-p3']))) == 3" "the head has the third path"
+chk kf "kf detach exit 0, P3 in sysfs no" "and it is detached (disconnected)"
+grep -E "umpath-lab: kf (sysfs|umpathctl attach|section took)" "$log" | sed 's/^/lab: /'
 
 section k8
 chk k8 "k8 remembered: 2" "both ports, attached through the API, are remembered"

@@ -11,7 +11,8 @@ out="$1"; init="$2"; shift 2
 . "$(dirname "$0")/kernel.sh"
 kdir="$kernel_modroot"
 kver="$(ls "$kdir/lib/modules")"
-modules=(vfio_pci vfio_iommu_type1 virtio_net ublk_drv nvmet_tcp nvme_tcp)
+# dummy: a second network interface with an address of its own (kernel_test.sh, kf).
+modules=(vfio_pci vfio_iommu_type1 virtio_net ublk_drv nvmet_tcp nvme_tcp dummy)
 root="$(mktemp -d)"
 trap 'rm -rf "$root"' EXIT
 

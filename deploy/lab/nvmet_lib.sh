@@ -1,7 +1,8 @@
 # /lab/nvmet.sh in the lab node (mkinitramfs.sh puts it there): the guest kernel's own
 # NVMe/TCP target as a subsystem with real ANA, since QEMU's NVMe has none (LAB.md).
 # One subsystem, one file-backed namespace, two TCP ports on 127.0.0.1 (port 1 = 4420,
-# port 2 = 4421), each port its own ANA group 1 state. Sourced by busybox sh.
+# port 2 = 4421; a test may add more with nvmet_port_add), each port its own ANA group 1
+# state. Sourced by busybox sh.
 NVMET_NQN=nqn.2026-01.io.umpath:tcp
 NVMET_CFG=/sys/kernel/config/nvmet
 # A fixed host identity, so the kernel host and umpathd (libnvme reads /etc/nvme) are the
@@ -45,19 +46,22 @@ nvmet_setup() {
     echo 1 > $s/namespaces/$_ns/enable || { echo "umpath-lab: nvmet: namespace $_ns enable failed"; return 1; }
     _ns=$((_ns + 1))
   done
-  for p in 1 2; do
-    d=$NVMET_CFG/ports/$p
-    mkdir $d
-    echo tcp > $d/addr_trtype
-    echo ipv4 > $d/addr_adrfam
-    echo 127.0.0.1 > $d/addr_traddr
-    nvmet_svc $p > $d/addr_trsvcid
-  done
-  # ANA states before the links: a host's first connection already sees them.
-  nvmet_ana 1 optimized
-  nvmet_ana 2 non-optimized
-  nvmet_port_up 1 && nvmet_port_up 2 || return 1
+  nvmet_port_add 1 127.0.0.1 optimized && nvmet_port_add 2 127.0.0.1 non-optimized || return 1
   echo "umpath-lab: nvmet ready $NVMET_NQN ns 1..$count ${size} MiB each, port 1 127.0.0.1:4420 $(cat $NVMET_CFG/ports/1/ana_groups/1/ana_state), port 2 127.0.0.1:4421 $(cat $NVMET_CFG/ports/2/ana_groups/1/ana_state), host $NVMET_HOSTNQN"
+}
+
+# nvmet_port_add PORT ADDRESS STATE: a TCP port (service 4419 + PORT) on the IPv4
+# ADDRESS, ANA group 1 in STATE there, serving the subsystem. The ANA state is set before
+# the link: a host's first connection already sees it.
+nvmet_port_add() {
+  d=$NVMET_CFG/ports/$1
+  mkdir $d
+  echo tcp > $d/addr_trtype
+  echo ipv4 > $d/addr_adrfam
+  echo $2 > $d/addr_traddr
+  nvmet_svc $1 > $d/addr_trsvcid
+  nvmet_ana $1 $3
+  nvmet_port_up $1
 }
 
 # nvmet_ana PORT STATE: ANA group 1's state on that port (optimized, non-optimized,
