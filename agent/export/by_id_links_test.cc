@@ -150,7 +150,7 @@ TEST_F(ExporterLinksTest, TheLinkFollowsTheHeadAcrossUnexportAndExportAgain) {
 
   // The head goes: its device and its link with it.
   ASSERT_OK(mp_->RemoveController("c0", "test"));
-  ASSERT_TRUE(Await([&] { return ublk_->Called("delete 1") && ublk_->Called("delete 0"); }));
+  ASSERT_TRUE(Await([&] { return !ublk_->Has(0) && !ublk_->Has(1); })) << ublk_->Calls();
   EXPECT_FALSE(fs::exists(fs::symlink_status(LinkOf(h))));
   EXPECT_FALSE(fs::exists(fs::symlink_status(LinkOf(other))));
 }
