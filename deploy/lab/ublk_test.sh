@@ -38,9 +38,10 @@
 #      umpathd exits 3.
 # ucsi. the example CSI node plugin's sidecar script (deploy/kubernetes/examples/
 #      csi-node-plugin.yaml, taken out of its ConfigMap) against this umpathd without
-#      --export_all: a stage request is answered with the head's by-id link, which
-#      names the device the agent exported; an unstage request unexports the head and
-#      forgets its settings; a second unstage is done too.
+#      --export_all: a stage request made while the head is away (both paths detached)
+#      waits, unanswered, until the paths are attached again; then it is answered with
+#      the head's by-id link, which names the device the agent exported; an unstage
+#      request unexports the head and forgets its settings; a second one is done too.
 # Usage: ublk_test.sh UMPATHD UMPATHCTL
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -333,14 +334,22 @@ answered() {
 }
 agent ucsi \$U --bind_vfio --vfio_devices=\$A,\$B --workers=2
 wait_paths 2
+echo "umpath-lab: ucsi before: exported '\$(hfield export_device)'"
+\$C detach \$A > /dev/null; \$C detach \$B > /dev/null
+for i in \$(seq 1 100); do [ \$(has_head) = no ] && break; sleep 0.1; done
+echo "umpath-lab: ucsi head while its paths are detached: \$(has_head)"
 mkdir -p /tmp/csi
 UMPATH_SOCKET=\$SOCK CSI_REQUESTS=/tmp/csi UMPATHCTL=\$C sh /tmp/sidecar.sh > /tmp/ucsi.sidecar 2>&1 &
 sc=\$!
-echo "umpath-lab: ucsi before: exported '\$(hfield export_device)'"
 t0=\$(now)
 echo \$H > /tmp/csi/vol1.head
+sleep 3
+echo "umpath-lab: ucsi 3 s into the stage, the head away: requests \$(ls /tmp/csi | grep '^vol1' | tr '\n' ' ')"
+jshow away settings
+\$C attach pcie \$A > /dev/null; \$C attach pcie \$B > /dev/null
+t1=\$(now)
 answered vol1 device error
-echo "umpath-lab: ucsi staged \$t0 -> \$(now): answer \$(ls /tmp/csi | grep '^vol1' | tr '\n' ' ')"
+echo "umpath-lab: ucsi staged \$t0 -> \$t1 (paths attached) -> \$(now): answer \$(ls /tmp/csi | grep '^vol1' | tr '\n' ' ')"
 cat /tmp/csi/vol1.error 2>/dev/null | sed 's/^/umpath-lab: ucsi error: /'
 echo "umpath-json ucsi-answer {\"device\": \"\$(cat /tmp/csi/vol1.device 2>/dev/null)\", \"resolved\": \"\$(readlink -f \$(cat /tmp/csi/vol1.device 2>/dev/null) 2>/dev/null)\"}"
 jshow staged head \$H
@@ -517,6 +526,10 @@ chk u10 "u10 forced stop: agent exit 3, devices 0, records 0" \
   "it removes the mounted device, and umpathd exits 3 (not to be started again)"
 section ucsi
 chk ucsi "ucsi before: exported ''" "without --export_all the head is not exported before the stage"
+chk ucsi "ucsi head while its paths are detached: no" "the head is away when the stage request comes"
+chk ucsi "ucsi 3 s into the stage, the head away: requests vol1.head \$" "the stage waits for the head, unanswered (no NOT_FOUND)"
+jchk ucsi "[(s['name'], s['head_present'], s.get('export')) for s in J['away']['settings']] == [('heads/$H/settings', False, True)]" \
+  "the settings are kept before the head exists"
 jchk ucsi "J['ucsi-answer']['device'] == '/dev/disk/by-id/umpath-$H' == head(J['staged'])['export_by_id_link']" \
   "the sidecar answers the head's by-id link"
 jchk ucsi "J['ucsi-answer']['resolved'] == head(J['staged'])['export_device'] != ''" \
