@@ -88,7 +88,12 @@ void PrintHead(std::ostream& out, const v1::Head& h, const CtlOptions& o) {
     if (h.failing_fast()) out << " (failing fast: no usable path)";
     if (h.removal_pending()) out << ", removal at " << Time(h.removal_deadline());
     out << ", waiting I/O " << h.waiting_ios() << "\n";
-    if (!h.export_device().empty()) out << "  exported as " << h.export_device() << "\n";
+    if (!h.export_device().empty()) {
+      out << "  exported as " << h.export_device() << " (" << h.export_major() << ":"
+          << h.export_minor() << ", diskseq " << h.export_diskseq() << ")";
+      if (!h.export_by_id_link().empty()) out << ", linked as " << h.export_by_id_link();
+      out << "\n";
+    }
     if (Wide(o)) {
       out << "  uid " << h.uid() << ", nguid " << OrDash(h.nguid()) << ", eui64 "
           << OrDash(h.eui64()) << ", uuid " << OrDash(h.uuid()) << ", created "
@@ -447,10 +452,15 @@ int Reset(const Invocation& ctl, const v1::ResetControllerRequest& req) {
               });
 }
 
+// The device alone on the first line (what a script took before); then the handles that
+// outlive its number.
 int Export(const Invocation& ctl, const v1::ExportHeadRequest& req) {
-  return Call(
-      ctl, &Stub::ExportHead, req,
-      [](std::ostream& out, const auto& r, const auto&) { out << r.device() << "\n"; });
+  return Call(ctl, &Stub::ExportHead, req, [](std::ostream& out, const auto& r, const auto& o) {
+    out << r.device() << "\n";
+    if (o.no_headers) return;
+    out << "  dev " << r.major() << ":" << r.minor() << ", diskseq " << r.diskseq() << "\n"
+        << "  link " << OrDash(r.by_id_link()) << "\n";
+  });
 }
 
 int Unexport(const Invocation& ctl, const v1::UnexportHeadRequest& req) {

@@ -70,10 +70,12 @@ class CtlTest : public ::testing::Test {
     mp_.reset();
     std::filesystem::remove_all(dir_);
   }
-  void StartServer() {
+  void StartServer(server::ExportOps* exports = nullptr) {
+    server_.reset();
     server::ServerOptions o;
     o.socket_path = dir_ + "/umpathd.sock";
     o.access.admin_uids = {getuid()};
+    o.service.exports = exports;
     ASSERT_OK_AND_ASSIGN(server_, server::ControlServer::Create(mp_.get(), o));
     stub_ = v1::MultipathControl::NewStub(
         grpc::CreateChannel("unix:" + o.socket_path, grpc::InsecureChannelCredentials()));
@@ -102,11 +104,12 @@ class CtlTest : public ::testing::Test {
   }
 };
 
-// Block devices whose buffers follow a budget (the numbers GetAgentInfo reports).
-class BudgetOnlyExports final : public server::ExportOps {
+// Block devices whose buffers follow a budget (the numbers GetAgentInfo reports); an
+// export answers one device.
+class FakeExports final : public server::ExportOps {
  public:
-  void Export(const std::string&, server::OpDone<absl::StatusOr<std::string>> done) override {
-    std::move(done)(absl::UnimplementedError("not in this test"));
+  void Export(const std::string& head, server::OpDone<absl::StatusOr<ExportedDevice>> done) override {
+    std::move(done)(ExportedDevice{"/dev/ublkb3", {259, 3, 17, "/dev/disk/by-id/umpath-" + head}});
   }
   void Unexport(const std::string&, server::OpDone<absl::Status> done) override {
     std::move(done)(absl::UnimplementedError("not in this test"));
@@ -119,19 +122,37 @@ class BudgetOnlyExports final : public server::ExportOps {
 TEST_F(CtlTest, InfoShowsTheIoBuffersBudget) {
   ASSERT_EQ(Run({"info"}), 0) << err_.str();
   EXPECT_THAT(out_.str(), Not(HasSubstr("I/O buffers")));  // no block devices
-  BudgetOnlyExports exports;
-  server_.reset();
-  server::ServerOptions o;
-  o.socket_path = dir_ + "/umpathd.sock";
-  o.access.admin_uids = {getuid()};
-  o.service.exports = &exports;
-  ASSERT_OK_AND_ASSIGN(server_, server::ControlServer::Create(mp_.get(), o));
+  FakeExports exports;
+  StartServer(&exports);
   ASSERT_EQ(Run({"info"}), 0) << err_.str();
   EXPECT_THAT(out_.str(), HasSubstr("I/O buffers 48 MiB pinned of a 64 MiB budget; 192 more heads can be exported"));
   CtlOptions json;
   json.format = Format::kJson;
   ASSERT_EQ(Run({"info"}, json), 0) << err_.str();
   EXPECT_THAT(out_.str(), HasSubstr("\"exportable_heads\": 192"));
+  server_.reset();  // before `exports` goes
+}
+
+// issue 19 item 6: the device's path first (what scripts read), then what outlives its
+// number; -o json has every field.
+TEST_F(CtlTest, ExportPrintsTheDeviceAndItsStableHandles) {
+  FakeExports exports;
+  StartServer(&exports);
+  ASSERT_EQ(Run({"export", head_}), 0) << err_.str();
+  EXPECT_EQ(out_.str(), "/dev/ublkb3\n  dev 259:3, diskseq 17\n  link /dev/disk/by-id/umpath-" + head_ + "\n");
+  CtlOptions bare;
+  bare.no_headers = true;
+  ASSERT_EQ(Run({"export", head_}, bare), 0) << err_.str();
+  EXPECT_EQ(out_.str(), "/dev/ublkb3\n");
+  CtlOptions json;
+  json.format = Format::kJson;
+  ASSERT_EQ(Run({"export", head_}, json), 0) << err_.str();
+  v1::ExportHeadResponse parsed;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(out_.str(), &parsed).ok()) << out_.str();
+  EXPECT_EQ(parsed.major(), 259u);
+  EXPECT_EQ(parsed.minor(), 3u);
+  EXPECT_EQ(parsed.diskseq(), 17u);
+  EXPECT_EQ(parsed.by_id_link(), "/dev/disk/by-id/umpath-" + head_);
   server_.reset();  // before `exports` goes
 }
 
@@ -148,12 +169,14 @@ TEST_F(CtlTest, HeadsAndHeadPrintTables) {
   EXPECT_THAT(out_.str(), Not(HasSubstr(head_)));
   // An exported head shows its block device, in the table and in the detail.
   ASSERT_OK_AND_ASSIGN(HeadInfo info, mp_->GetHead(head_));
-  ASSERT_OK(mp_->SetHeadExport(head_, info.uid, "/dev/ublkb3", "exported"));
+  ASSERT_OK(mp_->SetHeadExport(head_, info.uid, "/dev/ublkb3", "exported",
+                               {259, 3, 17, "/dev/disk/by-id/umpath-" + head_}));
   ASSERT_EQ(Run({"heads"}), 0) << err_.str();
   EXPECT_THAT(out_.str(), HasSubstr("EXPORT"));
   EXPECT_THAT(out_.str(), ::testing::ContainsRegex(head_ + " .* /dev/ublkb3"));
   ASSERT_EQ(Run({"head", head_}), 0) << err_.str();
-  EXPECT_THAT(out_.str(), HasSubstr("exported as /dev/ublkb3"));
+  EXPECT_THAT(out_.str(), HasSubstr("exported as /dev/ublkb3 (259:3, diskseq 17), linked as "
+                                    "/dev/disk/by-id/umpath-" + head_));
   ASSERT_EQ(Run({"controllers"}), 0);
   EXPECT_THAT(out_.str(), HasSubstr("live"));
   ASSERT_EQ(Run({"info"}), 0);

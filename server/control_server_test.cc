@@ -376,10 +376,10 @@ TEST_F(ServerTest, AttachWithBadFabricsOptionsIsInvalidBeforeAnyConnect) {
 
 // The ublk frontend as the service sees it.
 struct FakeExportOps final : ExportOps {
-  void Export(const std::string& head, OpDone<absl::StatusOr<std::string>> done) override {
+  void Export(const std::string& head, OpDone<absl::StatusOr<ExportedDevice>> done) override {
     exported.push_back(head);
     if (head == "nothere") return std::move(done)(absl::NotFoundError("head nothere not found"));
-    std::move(done)(std::string("/dev/ublkb0"));
+    std::move(done)(ExportedDevice{"/dev/ublkb0", {259, 3, 42, "/dev/disk/by-id/umpath-" + head}});
   }
   void Unexport(const std::string& head, OpDone<absl::Status> done) override {
     unexported.push_back(head);
@@ -398,6 +398,11 @@ TEST_F(ServerTest, ExportAndUnexportReachTheFrontend) {
   ereq.set_name(head_);
   ASSERT_TRUE(Call(&v1::MultipathControl::Stub::ExportHead, ereq, &eresp).ok());
   EXPECT_EQ(eresp.device(), "/dev/ublkb0");
+  // The stable handles reach the caller (issue 19 item 6).
+  EXPECT_EQ(eresp.major(), 259u);
+  EXPECT_EQ(eresp.minor(), 3u);
+  EXPECT_EQ(eresp.diskseq(), 42u);
+  EXPECT_EQ(eresp.by_id_link(), "/dev/disk/by-id/umpath-" + ops.exported.back());
   ereq.set_name("heads/nothere");
   grpc::Status s = Call(&v1::MultipathControl::Stub::ExportHead, ereq, &eresp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);

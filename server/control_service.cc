@@ -416,7 +416,7 @@ ControlService::Unary* ControlService::UpdateHeadSettings(Ctx* ctx, const v1::Up
   if (!s.ok() || !export_now) return Done(ctx, s);
   // As ExportHead: the answer once the device is there (or why it is not).
   grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
-  options_.exports->Export(head, [r](absl::StatusOr<std::string> device) { r->Finish(ToGrpc(device.status())); });
+  options_.exports->Export(head, [r](absl::StatusOr<ExportedDevice> device) { r->Finish(ToGrpc(device.status())); });
   return r;
 }
 
@@ -592,8 +592,8 @@ ControlService::Unary* ControlService::ExportHead(Ctx* ctx, const v1::ExportHead
   absl::StatusOr<std::string> head = ExportTarget(ctx, req->name(), "exporting");
   if (!head.ok()) return Done(ctx, head.status());
   grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
-  options_.exports->Export(*head, [r, resp](absl::StatusOr<std::string> device) {
-    if (device.ok()) resp->set_device(*device);
+  options_.exports->Export(*head, [r, resp](absl::StatusOr<ExportedDevice> device) {
+    if (device.ok()) ToProto(*device, resp);
     r->Finish(ToGrpc(device.status()));
   });
   return r;

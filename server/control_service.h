@@ -42,8 +42,8 @@ class ControllerOps {
 class ExportOps {
  public:
   virtual ~ExportOps() = default;
-  // The device path; idempotent.
-  virtual void Export(const std::string& head, OpDone<absl::StatusOr<std::string>> done) = 0;
+  // The device (its path, dev_t, diskseq and by-id link); idempotent.
+  virtual void Export(const std::string& head, OpDone<absl::StatusOr<ExportedDevice>> done) = 0;
   virtual void Unexport(const std::string& head, OpDone<absl::Status> done) = 0;
   // The I/O buffers' budget; none while there are no block devices. Any thread.
   virtual std::optional<BufferBudgetInfo> Budget() { return std::nullopt; }

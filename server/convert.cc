@@ -193,6 +193,10 @@ void ToProto(const HeadInfo& in, v1::Head* out) {
   out->set_selectable_paths(in.selectable_paths);
   out->set_waiting_ios(in.waiting_ios);
   out->set_export_device(in.export_device);
+  out->set_export_major(in.export_ids.major);
+  out->set_export_minor(in.export_ids.minor);
+  out->set_export_diskseq(in.export_ids.diskseq);
+  out->set_export_by_id_link(in.export_ids.by_id_link);
   out->set_io_fail_timeout_secs(in.io_fail_timeout_secs);
   out->set_failing_fast(in.failing_fast);
   for (const PathInfo& p : in.paths) {
@@ -218,6 +222,14 @@ void ToProto(const HeadInfo& in, v1::Head* out) {
     c->set_bytes(p.counters.bytes);
     c->set_in_flight(p.counters.in_flight);
   }
+}
+
+void ToProto(const ExportedDevice& in, v1::ExportHeadResponse* out) {
+  out->set_device(in.path);
+  out->set_major(in.ids.major);
+  out->set_minor(in.ids.minor);
+  out->set_diskseq(in.ids.diskseq);
+  out->set_by_id_link(in.ids.by_id_link);
 }
 
 void ToProto(const ControllerInfo& in, v1::Controller* out) {

@@ -71,6 +71,7 @@ v1::EventType ToProto(EventType t);
 absl::StatusOr<EventType> FromProto(v1::EventType t);
 
 void ToProto(const HeadInfo& in, v1::Head* out);
+void ToProto(const ExportedDevice& in, v1::ExportHeadResponse* out);
 void ToProto(const ControllerInfo& in, v1::Controller* out);
 void ToProto(const Defaults& in, v1::Defaults* out);
 void ToProto(const Event& in, v1::Event* out);

@@ -245,8 +245,8 @@ struct GoneOps final : ControllerOps, ExportOps {
     std::move(done)(ControllerNotFoundError(c));
   }
   void Reset(const std::string&, OpDone<absl::Status> done) override { std::move(done)(absl::OkStatus()); }
-  void Export(const std::string&, OpDone<absl::StatusOr<std::string>> done) override {
-    std::move(done)(std::string("/dev/ublkb0"));
+  void Export(const std::string&, OpDone<absl::StatusOr<ExportedDevice>> done) override {
+    std::move(done)(ExportedDevice{.path = "/dev/ublkb0", .ids = {}});
   }
   void Unexport(const std::string& head, OpDone<absl::Status> done) override {
     unexported.push_back(head);

@@ -123,6 +123,9 @@ ABSL_FLAG(bool, linger_after_handover, false,
           "instead of exiting at once: where the process is restarted on exit (a "
           "DaemonSet's container), the restart would take over back from the successor");
 ABSL_FLAG(std::string, ublk_state_dir, "/run/umpath/ublk", "where each device's head is recorded");
+ABSL_FLAG(std::string, by_id_dir, "/dev/disk/by-id",
+          "where each exported head gets its link umpath-HEAD to its /dev/ublkbN (kept across "
+          "unexport, export and restarts); empty: no links");
 ABSL_FLAG(int, ublk_recover_wait_secs, 30,
           "how long a device left by the last run waits for its head before it is removed");
 
@@ -293,6 +296,7 @@ ublk::ExporterOptions UblkFromFlags() {
   eo.test_crash_after_add = absl::GetFlag(FLAGS_ublk_test_crash_after_add);
   eo.user_recovery = absl::GetFlag(FLAGS_ublk_user_recovery);
   eo.state_dir = absl::GetFlag(FLAGS_ublk_state_dir);
+  eo.by_id_dir = absl::GetFlag(FLAGS_by_id_dir);
   eo.recover_wait_secs = absl::GetFlag(FLAGS_ublk_recover_wait_secs);
   eo.log = [](const std::string& line) { std::fprintf(stderr, "umpathd: %s\n", line.c_str()); };
   return eo;

@@ -212,7 +212,7 @@ ublk::Exporter* UblkExportOps::Get(std::string* why_not) {
 }
 
 void UblkExportOps::Export(const std::string& head,
-                           server::OpDone<absl::StatusOr<std::string>> done) {
+                           server::OpDone<absl::StatusOr<ExportedDevice>> done) {
   std::string why_not;
   ublk::Exporter* e = Get(&why_not);
   if (e == nullptr) {

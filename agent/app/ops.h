@@ -85,7 +85,7 @@ class UblkExportOps final : public server::ExportOps {
   explicit UblkExportOps(std::string why_not) : why_not_(std::move(why_not)) {}
   void Set(ublk::Exporter* e);
   void Unavailable(std::string why);
-  void Export(const std::string& head, server::OpDone<absl::StatusOr<std::string>> done) override;
+  void Export(const std::string& head, server::OpDone<absl::StatusOr<ExportedDevice>> done) override;
   void Unexport(const std::string& head, server::OpDone<absl::Status> done) override;
   ublk::Exporter* exporter();  // null until Set
   std::optional<BufferBudgetInfo> Budget() override;

@@ -53,6 +53,23 @@ struct HeadLimits {
   bool volatile_write_cache = false;  // any path's controller has one
 };
 
+// What names an exported block device for good: /dev/ublkbN numbers are handed to the
+// next device once one goes, so a CSI driver holds the dev_t with the kernel's diskseq
+// (never reused until a reboot), or the link named after the head.
+struct BlockDeviceIds {
+  uint32_t major = 0;
+  uint32_t minor = 0;
+  uint64_t diskseq = 0;    // 0: the kernel does not report one (before 5.15)
+  std::string by_id_link;  // /dev/disk/by-id/umpath-<head>; empty: no link kept
+  bool operator==(const BlockDeviceIds&) const = default;
+};
+
+// A head's block device as the frontend answers an export.
+struct ExportedDevice {
+  std::string path;  // /dev/ublkbN
+  BlockDeviceIds ids;
+};
+
 struct HeadInfo {
   std::string name;
   uint64_t uid = 0;  // differs between two heads of the same identity over time
@@ -74,6 +91,7 @@ struct HeadInfo {
   uint64_t waiting_ios = 0;
   HeadLimits limits;
   std::string export_device;  // empty when not exported
+  BlockDeviceIds export_ids;  // zero when not exported
   std::vector<PathInfo> paths;
 };
 

@@ -196,9 +196,10 @@ class Multipath final : public AnaReadRequester {
   absl::Status ReinstatePath(absl::string_view head, absl::string_view path);
   // A frontend made (device non-empty) or removed (empty) the head's block device: the
   // head reports it and an event says so. NOT_FOUND when the head (that uid) is gone,
-  // except for a removal, which is still reported.
+  // except for a removal, which is still reported. `ids` change with the device (a link
+  // repaired on the same device changes them alone, without an event).
   absl::Status SetHeadExport(absl::string_view head, uint64_t uid, absl::string_view device,
-                             absl::string_view reason = "");
+                             absl::string_view reason = "", const BlockDeviceIds& ids = {});
 
   // Events. WatchState returns the current state and a subscription that continues
   // exactly after it (no gap, no duplicate).
@@ -277,6 +278,7 @@ class Multipath final : public AnaReadRequester {
     uint32_t block_size = 0;
     HeadLimits limits;
     std::string export_device;
+    BlockDeviceIds export_ids;
     IoPolicy policy = IoPolicy::kNuma;
     uint32_t delayed_removal_secs = 0;
     uint32_t io_fail_timeout_secs = 0;

@@ -174,7 +174,8 @@ absl::Status Multipath::ReinstatePath(absl::string_view head, absl::string_view 
 }
 
 absl::Status Multipath::SetHeadExport(absl::string_view head, uint64_t uid,
-                                      absl::string_view device, absl::string_view reason) {
+                                      absl::string_view device, absl::string_view reason,
+                                      const BlockDeviceIds& ids) {
   Locked l(this);
   Head* h = FindHead(head);
   if (!h || h->uid != uid) {
@@ -186,6 +187,7 @@ absl::Status Multipath::SetHeadExport(absl::string_view head, uint64_t uid,
     }
     return HeadNotFoundError(head);
   }
+  h->export_ids = device.empty() ? BlockDeviceIds{} : ids;
   if (h->export_device == device) return absl::OkStatus();
   const std::string before = h->export_device;
   h->export_device = std::string(device);
@@ -284,6 +286,7 @@ HeadInfo Multipath::DescribeHead(const Head& h) const {
   info.block_size = h.block_size;
   info.limits = h.limits;
   info.export_device = h.export_device;
+  info.export_ids = h.export_ids;
   info.policy = h.policy;
   info.delayed_removal_secs = h.delayed_removal_secs;
   info.io_fail_timeout_secs = h.io_fail_timeout_secs;

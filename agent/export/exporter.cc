@@ -118,7 +118,11 @@ absl::StatusOr<std::unique_ptr<Exporter>> Exporter::CreateWithDriver(
 
 Exporter::Exporter(Multipath* mp, ControlPlane* plane, ExporterOptions options,
                    std::unique_ptr<UblkDriver> driver)
-    : mp_(mp), plane_(plane), options_(std::move(options)), driver_(std::move(driver)) {
+    : mp_(mp),
+      plane_(plane),
+      options_(std::move(options)),
+      driver_(std::move(driver)),
+      links_(options_.by_id_dir, options_.log) {
   const uint64_t features = driver_->Features();
   recovery_ = options_.user_recovery && (features & kFlagUserRecovery) &&
               (features & kFlagUserRecoveryReissue);
@@ -305,8 +309,8 @@ void Exporter::StartAction(const Action& a) {
       if (!h.ok() || !NeedsAutoExport(*h)) return;
       const std::string name = h->name;
       const uint64_t uid = h->uid;
-      auto answer = std::make_shared<Answer<absl::StatusOr<std::string>>>(
-          [this, name, uid](absl::StatusOr<std::string> dev) {
+      auto answer = std::make_shared<Answer<absl::StatusOr<ExportedDevice>>>(
+          [this, name, uid](absl::StatusOr<ExportedDevice> dev) {
             if (dev.ok()) {
               export_all_failed_.erase(name);
               auto_exported_.insert(uid);
@@ -332,8 +336,8 @@ size_t Exporter::FindLeftover(absl::string_view head) const {
 
 // ---- Export and unexport. ----
 
-void Exporter::Export(std::string head, Done<absl::StatusOr<std::string>> done) {
-  auto answer = std::make_shared<Answer<absl::StatusOr<std::string>>>(std::move(done));
+void Exporter::Export(std::string head, Done<absl::StatusOr<ExportedDevice>> done) {
+  auto answer = std::make_shared<Answer<absl::StatusOr<ExportedDevice>>>(std::move(done));
   plane_->Post([this, head = std::move(head), answer] {
     Enqueue([this, head, answer] {
       if (shut_down_ || stopping_) return (*answer)(AgentStoppingError(kStopping));
@@ -398,10 +402,10 @@ absl::Status Exporter::CheckExportable(const HeadInfo& head, uint32_t* max_io) c
 }
 
 void Exporter::BeginExport(const HeadInfo& head,
-                           std::shared_ptr<Answer<absl::StatusOr<std::string>>> answer) {
+                           std::shared_ptr<Answer<absl::StatusOr<ExportedDevice>>> answer) {
   if (auto it = devices_.find(head.name);
       it != devices_.end() && it->second->head_uid == head.uid) {
-    return (*answer)(it->second->bdev);  // idempotent
+    return (*answer)(ExportedDevice{it->second->bdev, it->second->ids});  // idempotent
   }
   uint32_t max_io = 0;
   if (absl::Status s = CheckExportable(head, &max_io); !s.ok()) return (*answer)(s);
@@ -413,14 +417,14 @@ void Exporter::BeginExport(const HeadInfo& head,
     return [this, s, answer] {
       std::unique_ptr<Device> dev = std::move(busy_dev_);
       if (!s.ok()) return (*answer)(s);
-      const std::string bdev = dev->bdev;
+      const ExportedDevice out{dev->bdev, dev->ids};
       const std::string name = dev->head;
       const uint64_t uid = dev->head_uid;
       devices_[name] = std::move(dev);
-      if (absl::Status e = mp_->SetHeadExport(name, uid, bdev, "exported"); !e.ok()) {
+      if (absl::Status e = mp_->SetHeadExport(name, uid, out.path, "exported", out.ids); !e.ok()) {
         Log(absl::StrCat("ublk: ", e.message()));
       }
-      (*answer)(bdev);
+      (*answer)(out);
     };
   });
 }
@@ -476,10 +480,22 @@ absl::Status Exporter::MakeDevice(Device* d, const HeadInfo& head, uint32_t max_
     d->added = false;
     return Prefixed(absl::StrCat("export ", head.name), s);
   }
-  Log(absl::StrCat("ublk: head ", head.name, " exported as ", d->bdev, " (", info->nr_hw_queues,
+  Identify(d);
+  Log(absl::StrCat("ublk: head ", head.name, " exported as ", d->bdev, " (", d->ids.major, ":",
+                   d->ids.minor, ", diskseq ", d->ids.diskseq, ", ", info->nr_hw_queues,
                    " queue(s) of ", info->queue_depth, ", largest I/O ", info->max_io_buf_bytes,
-                   " bytes", recovery_ ? ", user recovery" : "", ")"));
+                   " bytes", recovery_ ? ", user recovery" : "",
+                   d->ids.by_id_link.empty() ? "" : ", linked as ", d->ids.by_id_link, ")"));
   return absl::OkStatus();
+}
+
+// Offload thread. A device without its ids still serves: they are news for the caller,
+// not what the disk needs.
+void Exporter::Identify(Device* d) {
+  absl::StatusOr<BlockDeviceIds> ids = driver_->DiskIds(d->dev_id);
+  if (!ids.ok()) Log(absl::StrCat("ublk: ", d->bdev, " of head ", d->head, ": ", ids.status().message()));
+  d->ids = ids.value_or(BlockDeviceIds{});
+  d->ids.by_id_link = links_.Link(d->head, d->bdev);
 }
 
 QueueSetup Exporter::SetupFor(const HeadInfo& head, const ublksrv_ctrl_dev_info& info) {
@@ -541,6 +557,8 @@ void Exporter::BeginTeardown(std::unique_ptr<Device> d, std::string reason,
 // queued fails, what the core holds completes first (the head is gone, or the device
 // is idle).
 void Exporter::RemoveDevice(const Device& d, Deletion deletion) {
+  // The link first: it never names a number the kernel may give the next device.
+  links_.Unlink(d.head, d.bdev);
   if (absl::Status s = driver_->Stop(d.dev_id); !s.ok()) Log(std::string(s.message()));
   driver_->CloseQueues(d.dev_id);
   absl::Status s = deletion == Deletion::kWait ? driver_->Delete(d.dev_id)
@@ -703,7 +721,7 @@ void Exporter::Shutdown() {
                        " left for the next agent, as it was"));
       continue;
     }
-    RemoveLeftoverDevice(lo.dev_id, Deletion::kNoWait);
+    RemoveLeftoverDevice(lo.dev_id, lo.head, Deletion::kNoWait);
     LeftoverRemoved(lo, "the agent is shutting down");
   }
   leftovers_.clear();

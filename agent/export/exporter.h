@@ -18,6 +18,7 @@
 #include "agent/core/io_memory.h"
 #include "agent/core/multipath.h"
 #include "agent/core/worker.h"
+#include "agent/export/by_id_links.h"
 #include "agent/export/ublk_driver.h"
 
 namespace umpath::ublk {
@@ -58,6 +59,9 @@ struct ExporterOptions {
   // was set to ride out is ridden out. Empty: recover_wait_secs alone.
   std::function<int64_t(const std::string& head)> head_delayed_removal_secs;
   std::string control_path = "/dev/ublk-control";
+  // Where each exported head gets its link, umpath-<head> -> its device (ByIdLinks);
+  // empty: no links (umpathd's --by_id_dir says /dev/disk/by-id).
+  std::string by_id_dir;
   std::function<void(const std::string&)> log;
   // A test hook (the lab's): the agent kills itself (SIGKILL) right after ADD_DEV, as a
   // crash between making a device and starting it would.
@@ -69,7 +73,9 @@ struct ExporterOptions {
 // A device lives as long as its head: it stays (and its I/O waits in the core) through a
 // delayed-removal window, and goes when the head is removed. With user recovery a
 // device outlives the agent: I/O waits in the kernel while no agent runs, and the next
-// agent takes the device over when its head appears again.
+// agent takes the device over when its head appears again. Each device's by-id link
+// lives as long as the device: made with it (and checked again at a take-over), removed
+// just before it.
 //
 // Threading: what the exporter knows is the control thread's. It follows the core's
 // events there (a head removed, a head for export-all, a head a leftover device waits
@@ -116,8 +122,9 @@ class Exporter {
   // or took over, and those it never recovered.
   void Shutdown();
 
-  // The device path; idempotent. NOT_FOUND for an unknown head.
-  void Export(std::string head, Done<absl::StatusOr<std::string>> done);
+  // The device (its path, dev_t, diskseq and link); idempotent. NOT_FOUND for an
+  // unknown head.
+  void Export(std::string head, Done<absl::StatusOr<ExportedDevice>> done);
   // FAILED_PRECONDITION while the device is open or mounted; OK when not exported.
   void Unexport(std::string head, Done<absl::Status> done);
 
@@ -134,6 +141,7 @@ class Exporter {
     std::string head;
     uint64_t head_uid = 0;
     std::string bdev;  // /dev/ublkbN
+    BlockDeviceIds ids;  // once started (or taken over)
     bool hand_over = false;  // BeginStop: Shutdown lets go of it instead of removing it
   };
   struct Leftover {
@@ -178,7 +186,7 @@ class Exporter {
   void Offload(absl::AnyInvocable<Then() &&> work);
 
   // Control thread. Each either answers at once or takes the lane.
-  void BeginExport(const HeadInfo& head, std::shared_ptr<Answer<absl::StatusOr<std::string>>> answer);
+  void BeginExport(const HeadInfo& head, std::shared_ptr<Answer<absl::StatusOr<ExportedDevice>>> answer);
   void BeginUnexport(const std::string& head, std::shared_ptr<Answer<absl::Status>> answer);
   void BeginTeardown(std::unique_ptr<Device> d, std::string reason,
                      std::shared_ptr<Answer<absl::Status>> answer);
@@ -209,7 +217,10 @@ class Exporter {
   enum class Deletion { kWait, kNoWait };
   void RemoveDevice(const Device& d, Deletion deletion = Deletion::kWait);
   absl::Status TakeOver(Device* d, const HeadInfo& head, bool* other_disk, pid_t* old_pid);
-  void RemoveLeftoverDevice(uint32_t dev_id, Deletion deletion = Deletion::kWait);
+  void RemoveLeftoverDevice(uint32_t dev_id, const std::string& head,
+                            Deletion deletion = Deletion::kWait);
+  // A started device's ids, and its link made (or repaired) to name it.
+  void Identify(Device* d);
 
   void FindLeftovers();
   absl::Status WriteRecord(const Device& d) const;
@@ -219,6 +230,7 @@ class Exporter {
   ControlPlane* const plane_;
   const ExporterOptions options_;
   const std::unique_ptr<UblkDriver> driver_;
+  ByIdLinks links_;  // the lane's (and Create's and Shutdown's)
   bool recovery_ = false;
   bool pooled_ = false;
 

@@ -31,6 +31,8 @@ void Exporter::EraseRecord(uint32_t dev_id) const {
 
 // At Create, on the caller's thread.
 void Exporter::FindLeftovers() {
+  // The links a device left by the last run still backs: kept (and repaired).
+  absl::flat_hash_map<std::string, std::string> linked;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(options_.state_dir, ec)) {
     uint32_t dev_id;
@@ -51,6 +53,7 @@ void Exporter::FindLeftovers() {
     if (driver_->ServedByAnother(*info)) {
       Log(absl::StrCat("ublk: device ", dev_id, " of head ", head, " is served by running pid ",
                        info->ublksrv_pid, "; left alone"));
+      linked[head] = absl::StrCat("/dev/ublkb", dev_id);
       continue;
     }
     int64_t wait_secs = options_.recover_wait_secs;
@@ -60,27 +63,29 @@ void Exporter::FindLeftovers() {
     Leftover lo{dev_id, head, Now() + wait_secs * kNanosPerSecond, wait_secs, ""};
     if (!(info->flags & kFlagUserRecovery)) {
       // No recovery: the kernel stopped it when its agent went; only removal is left.
-      RemoveLeftoverDevice(dev_id);
+      RemoveLeftoverDevice(dev_id, head);
       LeftoverRemoved(lo, "it was made without user recovery");
       continue;
     }
     if (info->state == kStateDead) {
       // Its agent went between recording it and starting it: no disk, nothing waits.
-      RemoveLeftoverDevice(dev_id);
+      RemoveLeftoverDevice(dev_id, head);
       LeftoverRemoved(lo, "it was never started");
       continue;
     }
     Log(absl::StrCat("ublk: device ", dev_id, " of head ", head, " left by pid ", info->ublksrv_pid,
                      " (state ", info->state, "); taken over when the head appears, or removed in ",
                      wait_secs, " s"));
+    linked[head] = absl::StrCat("/dev/ublkb", dev_id);
     leftovers_.push_back(std::move(lo));
   }
+  links_.Sweep(linked);
 }
 
 void Exporter::BeginRemoveLeftover(size_t i, std::string why) {
   const uint32_t dev_id = leftovers_[i].dev_id;
-  Offload([this, dev_id, why = std::move(why)]() -> Then {
-    RemoveLeftoverDevice(dev_id);
+  Offload([this, dev_id, head = leftovers_[i].head, why = std::move(why)]() -> Then {
+    RemoveLeftoverDevice(dev_id, head);
     return [this, dev_id, why] {
       for (size_t j = 0; j < leftovers_.size(); ++j) {
         if (leftovers_[j].dev_id != dev_id) continue;
@@ -93,7 +98,8 @@ void Exporter::BeginRemoveLeftover(size_t i, std::string why) {
 }
 
 // Offload thread (or Create's, or Shutdown's).
-void Exporter::RemoveLeftoverDevice(uint32_t dev_id, Deletion deletion) {
+void Exporter::RemoveLeftoverDevice(uint32_t dev_id, const std::string& head, Deletion deletion) {
+  links_.Unlink(head, absl::StrCat("/dev/ublkb", dev_id));
   if (absl::Status s = driver_->Stop(dev_id); !s.ok() && !absl::IsNotFound(s)) {
     Log(std::string(s.message()));
   }
@@ -133,9 +139,11 @@ void Exporter::BeginRecover(size_t i, const HeadInfo& head) {
         Log(absl::StrCat("ublk: ", dev->bdev, " of head ", dev->head, " taken over from pid ", old_pid));
         const std::string name = dev->head, bdev = dev->bdev;
         const uint64_t uid = dev->head_uid;
+        const BlockDeviceIds ids = dev->ids;
         devices_[name] = std::move(dev);
         auto_exported_.insert(uid);
-        if (absl::Status e = mp_->SetHeadExport(name, uid, bdev, "taken over from the agent's last run");
+        if (absl::Status e =
+                mp_->SetHeadExport(name, uid, bdev, "taken over from the agent's last run", ids);
             !e.ok()) {
           Log(absl::StrCat("ublk: ", e.message()));
         }
@@ -194,6 +202,7 @@ absl::Status Exporter::TakeOver(Device* d, const HeadInfo& head, bool* other_dis
     return s;
   }
   d->added = true;
+  Identify(d);
   return absl::OkStatus();
 }
 

@@ -15,6 +15,7 @@
 #include <fstream>
 #include <map>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "agent/base/files.h"
 #include "absl/strings/str_split.h"
@@ -94,6 +95,21 @@ class KernelUblk final : public UblkDriver {
     struct stat st;
     if (stat(absl::StrCat("/dev/ublkb", dev_id).c_str(), &st) != 0) return {};
     return BlockDeviceUsers(major(st.st_rdev), minor(st.st_rdev), absl::StrCat("ublkb", dev_id));
+  }
+  absl::StatusOr<BlockDeviceIds> DiskIds(uint32_t dev_id) override {
+    const std::string node = absl::StrCat("/dev/ublkb", dev_id);
+    struct stat st;
+    if (stat(node.c_str(), &st) != 0) return absl::ErrnoToStatus(errno, absl::StrCat("stat ", node));
+    if (!S_ISBLK(st.st_mode)) return absl::FailedPreconditionError(absl::StrCat(node, " is not a block device"));
+    BlockDeviceIds ids;
+    ids.major = major(st.st_rdev);
+    ids.minor = minor(st.st_rdev);
+    // Since Linux 5.15; the same number BLKGETDISKSEQ answers, without opening the disk
+    // (an open would count as a user to a concurrent unexport's check).
+    if (!absl::SimpleAtoi(FirstLine(absl::StrCat("/sys/block/ublkb", dev_id, "/diskseq")), &ids.diskseq)) {
+      ids.diskseq = 0;
+    }
+    return ids;
   }
   PinnedMemory Pinned() const override {
     PinnedMemory m;

@@ -15,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "agent/core/info.h"
 #include "agent/core/io_memory.h"
 #include "agent/core/worker.h"
 #include "agent/export/ublk_abi.h"
@@ -88,6 +89,9 @@ class UblkDriver {
   // Then: stops serving the queues without stopping the device, and lets go of it; the
   // kernel keeps what was held for the next agent. Returns how many were held.
   virtual uint32_t ReleaseQueues(uint32_t dev_id) = 0;
+  // A started device's dev_t (stat of /dev/ublkbN) and the kernel's diskseq for it
+  // (/sys/block/ublkbN/diskseq, 0 where the kernel has none); the link is the caller's.
+  virtual absl::StatusOr<BlockDeviceIds> DiskIds(uint32_t dev_id) = 0;
   // Who has /dev/ublkbN open, mounted or stacked: "pid 812 (fio)", "mounted at /mnt",
   // "held by dm-0". Empty when nobody does.
   virtual std::vector<std::string> Users(uint32_t dev_id) = 0;

@@ -402,8 +402,15 @@ for (const w of workloads) {
       text += ` ${Object.values(scm?.doc.data ?? {}).join("\n")}`;
     }
     check(`${sl}: uses umpathd's socket ${socket}`, text.includes(socket) && text.includes("--socket="));
-    check(`${sl}: runs umpathctl set-delayed-removal HEAD SECS`, /umpathctl[\s\S]*set-delayed-removal\s+\S+\s+\S+/.test(text));
-    check(`${sl}: waits for the head (umpathctl head HEAD)`, /\bhead\s+"?\$/.test(text) && /\b(while|until)\b/.test(text));
+    // The calls in order (README.md, "A CSI node plugin's calls in order"): settings kept
+    // before the head exists, a wait instead of a polling loop, the unexport on unstage.
+    check(`${sl}: keeps the head's settings ahead (settings set HEAD --delayed-removal=N --export=true --allow-missing)`,
+      /umpathctl[\s\S]*\bsettings\s+set\s+\S+[^\n]*--delayed-removal=\S+[^\n]*--export=true[^\n]*--allow-missing/.test(text));
+    check(`${sl}: waits for the export (wait HEAD --for=exported --timeout=...)`,
+      /\bwait\s+"?\$\S*[^\n]*--for=exported[^\n]*--timeout=/.test(text));
+    check(`${sl}: does not poll the head (no umpathctl head HEAD)`, !/\bctl\s+(-\S+\s+)*head\s/.test(text));
+    check(`${sl}: unexports and forgets the head on unstage (unexport HEAD, settings delete HEAD)`,
+      /\bunexport\s+"?\$/.test(text) && /\bsettings\s+delete\s+"?\$/.test(text));
     const m = mountFor(spec, sc, socket);
     check(`${sl}: mounts the node's ${socketHostDir} (umpathd's socket directory)`,
       m?.host !== null && m?.host !== undefined && socketHostDir !== null && path.posix.dirname(m.host) === socketHostDir,

@@ -123,5 +123,13 @@ mutant big-budget umpathd-config.yaml 's|^\( *\)--workers=2$|\1--workers=2\n\1--
 # The sidecar as root.
 mutant sidecar-as-root examples/csi-node-plugin.yaml 's/^\( *\)runAsUser: 65532$/\1runAsUser: 0/' \
   '^FAIL .*container umpath-sidecar: runs without root'
+# The sidecar's calls (issue 19 item 9): settings kept only once the head exists, the old
+# polling loop, and an unstage that leaves the device.
+mutant sidecar-settings-late examples/csi-node-plugin.yaml 's/ --allow-missing//' \
+  '^FAIL .*container umpath-sidecar: keeps the head.s settings ahead'
+mutant sidecar-polls examples/csi-node-plugin.yaml 's/^\( *\)ctl -o json wait .*$/\1until ctl head "$head" >\/dev\/null; do sleep 1; done/' \
+  '^FAIL .*container umpath-sidecar: (waits for the export|does not poll the head)'
+mutant sidecar-keeps-device examples/csi-node-plugin.yaml 's/^\( *\)ctl unexport .*$/\1:/' \
+  '^FAIL .*container umpath-sidecar: unexports and forgets the head on unstage'
 
 summary

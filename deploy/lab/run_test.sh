@@ -22,4 +22,7 @@ jchk heads.json "[head(j, '$H')[k] for k in ('live_paths', 'io_policy', 'export_
 [ -x "$here/../../build/tools/node_modules/.bin/buf" ] || fail "buf is installed (deploy/dev/install-deps.sh)"
 jchk buf.json "heads(j) == ['$H']" "buf curl ListHeads over mTLS"
 jchk export.json "j['device'] == '/dev/ublkb0'" "buf curl ExportHead answers the device"
+# protojson names fields in lowerCamelCase, and a uint64 as a string.
+jchk export.json "j.get('byIdLink') == '/dev/disk/by-id/umpath-$H' and j.get('major', 0) > 0 and int(j.get('diskseq', 0)) > 0" \
+  "buf curl ExportHead answers its dev_t, diskseq and by-id link"
 echo "lab: run.sh passed"

@@ -9,7 +9,9 @@
 #  u4. every path gone past a 3 s window: fio sees errors, the device goes, the events
 #      say why; the paths coming back make a new head and a new device;
 #  u5. bad input: an unknown head, exporting twice, unexporting a device in use;
-#      unexport, unexport again, export again;
+#      unexport, unexport again, export again; ExportHead's dev_t and diskseq are what
+#      stat(1) and sysfs say, /dev/disk/by-id/umpath-HEAD names the device, goes with
+#      the unexport and names the new device (another diskseq) after the export again;
 #  u6. kill -9 of umpathd under fio with user recovery, umpathd started again: fio ends
 #      with zero errors;
 #  u7. kill -9 without user recovery: fio fails (no hang), the restart cleans up;
@@ -22,6 +24,7 @@
 #  u9. hand-over (a stop's default) under fio, three times: each stop leaves the device
 #      and its record, the next agent takes it over; fio has zero errors; a umpathctl
 #      watch across the restarts is told each time and starts again from a snapshot;
+#      the by-id link names the same device (same diskseq) after each restart;
 # uadopt. descriptor hand-over under fio, three times: a successor started with
 #      --take_over beside the running agent gets its vfio controllers running (container,
 #      device, queue memory and positions over the hand-over socket), not reset; the old
@@ -33,6 +36,12 @@
 #      device over instead of removing it (an event says why), the next agent takes it
 #      over and the file reads back; `umpathctl stop --remove --force` removes it and
 #      umpathd exits 3.
+# ucsi. the example CSI node plugin's sidecar script (deploy/kubernetes/examples/
+#      csi-node-plugin.yaml, taken out of its ConfigMap) against this umpathd without
+#      --export_all: a stage request made while the head is away (both paths detached)
+#      waits, unanswered, until the paths are attached again; then it is answered with
+#      the head's by-id link, which names the device the agent exported; an unstage
+#      request unexports the head and forgets its settings; a second one is done too.
 # Usage: ublk_test.sh UMPATHD UMPATHCTL
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -41,9 +50,27 @@ H=nguid-ab000000000000000000000000000001
 fio="$(lab_fio)"
 blkdiscard="$(command -v blkdiscard || echo /usr/sbin/blkdiscard)"
 
+# The sidecar as the example ships it: its ConfigMap's sidecar.sh, unindented.
+sed -n '/^  sidecar.sh: |$/,/^---$/p' "$here/../kubernetes/examples/csi-node-plugin.yaml" |
+  sed -e '1d' -e '$d' -e 's/^    //' > "$work/sidecar.sh"
+grep -q 'settings set' "$work/sidecar.sh" || { echo "FAIL: no sidecar.sh in csi-node-plugin.yaml"; exit 1; }
+
 lab_after
+{ echo "cat > /tmp/sidecar.sh <<'SIDECAR_EOF'"; cat "$work/sidecar.sh"; echo "SIDECAR_EOF"; } >> "$work/after"
 cat >> "$work/after" <<AFTER
 D=/dev/ublkb0
+L=/dev/disk/by-id/umpath-\$H
+# seen TAG: what the node says of \$L and the device it names, as JSON (dev_t by stat,
+# diskseq by sysfs); {"link": ""} when there is no link.
+seen() {
+  local d=
+  [ -L \$L ] && d=\$(readlink -f \$L)
+  if [ -b "\$d" ]; then
+    echo "umpath-json \$1 {\"link\": \"\$d\", \"major\": \$((0x\$(stat -c %t \$d))), \"minor\": \$((0x\$(stat -c %T \$d))), \"diskseq\": \"\$(cat /sys/block/\${d#/dev/}/diskseq)\"}"
+  else
+    echo "umpath-json \$1 {\"link\": \"\$d\"}"
+  fi
+}
 LAB_STATE=ublk
 start() {  # start NAME [FLAGS...]
   n=\$1; shift
@@ -114,6 +141,7 @@ end u4
 begin u5
 \$C export nothere; echo "umpath-lab: u5 unknown exit \$?"
 jshow export export \$H; jshow export-twice export \$H
+seen seen-exported
 echo "umpath-lab: u5 devices \$(ls /dev | grep -c '^ublkb')"
 \$F --name=u5 --filename=\$D --ioengine=io_uring --direct=1 --rw=randread --bs=4k --iodepth=4 \
   --time_based --runtime=8 > /tmp/u5.fio 2>&1 &
@@ -123,10 +151,12 @@ sleep 2
 wait \$f
 echo "umpath-lab: u5 fio \$(grep -oE 'err= *[0-9]+' /tmp/u5.fio | head -1)"
 \$C unexport \$H; echo "umpath-lab: u5 unexport exit \$? device \$(dev)"
+seen seen-unexported
 \$C unexport \$H; echo "umpath-lab: u5 unexport again exit \$?"
 sleep 2
 jshow unexported head \$H
 jshow export-again export \$H; echo "umpath-lab: u5 export again exit \$?"
+seen seen-again
 end u5
 
 begin u6
@@ -209,6 +239,7 @@ end ucrash
 begin u9
 start u9-0
 wait_paths 2; wait_dev
+seen seen-0
 watch_start /tmp/u9.watch
 verify_bg u9 160M
 for i in 1 2 3; do
@@ -219,6 +250,7 @@ for i in 1 2 3; do
   for j in \$(seq 1 600); do grep -q 'reason="taken over' /tmp/u9-\$i.err && break; sleep 0.1; done
   echo "umpath-lab: u9 hand-over \$i: old agent exit \$rc, left \$state, taken over \$t0 -> \$(now), device \$(dev), fio running \$(kill -0 \$f 2>/dev/null && echo yes || echo no)"
   events /tmp/u9-\$i.err
+  seen seen-\$i
 done
 wait \$f
 grep -E '^ *(clat|lat) \(' /tmp/u9.fio | sed 's/^ */umpath-lab: u9 fio /'
@@ -292,6 +324,50 @@ echo "umpath-lab: u10 forced stop: agent exit \$rc, \$(ublk_state)"
 umount -l /mnt/u10
 events /tmp/u10-again.err
 end u10
+
+begin ucsi
+# answered VOLUME KIND...: until the sidecar answered the request (60 s at most).
+answered() {
+  local v=\$1 i k; shift
+  for i in \$(seq 1 600); do for k in "\$@"; do [ -e /tmp/csi/\$v.\$k ] && return 0; done; sleep 0.1; done
+  echo "umpath-lab: ucsi no answer to \$v"
+}
+agent ucsi \$U --bind_vfio --vfio_devices=\$A,\$B --workers=2
+wait_paths 2
+echo "umpath-lab: ucsi before: exported '\$(hfield export_device)'"
+\$C detach \$A > /dev/null; \$C detach \$B > /dev/null
+for i in \$(seq 1 100); do [ \$(has_head) = no ] && break; sleep 0.1; done
+echo "umpath-lab: ucsi head while its paths are detached: \$(has_head)"
+mkdir -p /tmp/csi
+UMPATH_SOCKET=\$SOCK CSI_REQUESTS=/tmp/csi UMPATHCTL=\$C sh /tmp/sidecar.sh > /tmp/ucsi.sidecar 2>&1 &
+sc=\$!
+t0=\$(now)
+echo \$H > /tmp/csi/vol1.head
+sleep 3
+echo "umpath-lab: ucsi 3 s into the stage, the head away: requests \$(ls /tmp/csi | grep '^vol1' | tr '\n' ' ')"
+jshow away settings
+\$C attach pcie \$A > /dev/null; \$C attach pcie \$B > /dev/null
+t1=\$(now)
+answered vol1 device error
+echo "umpath-lab: ucsi staged \$t0 -> \$t1 (paths attached) -> \$(now): answer \$(ls /tmp/csi | grep '^vol1' | tr '\n' ' ')"
+cat /tmp/csi/vol1.error 2>/dev/null | sed 's/^/umpath-lab: ucsi error: /'
+echo "umpath-json ucsi-answer {\"device\": \"\$(cat /tmp/csi/vol1.device 2>/dev/null)\", \"resolved\": \"\$(readlink -f \$(cat /tmp/csi/vol1.device 2>/dev/null) 2>/dev/null)\"}"
+jshow staged head \$H
+jshow kept settings
+echo \$H > /tmp/csi/vol1.unstage
+answered vol1 unstaged error
+echo "umpath-lab: ucsi unstaged: answer \$(ls /tmp/csi | grep '^vol1' | tr '\n' ' ')device \$(dev)"
+cat /tmp/csi/vol1.error 2>/dev/null | sed 's/^/umpath-lab: ucsi error: /'
+seen seen-unstaged
+jshow unstaged head \$H
+jshow forgotten settings
+# Unstaging what is unstaged already is done as well.
+echo \$H > /tmp/csi/vol2.unstage
+answered vol2 unstaged error
+echo "umpath-lab: ucsi unstaged again: answer \$(ls /tmp/csi | grep '^vol2' | tr '\n' ' ')"
+kill \$sc
+stop ucsi
+end ucsi
 AFTER
 lab_initramfs "$umpathd" "$ctl" "$fio" "$blkdiscard"
 lab_show="umpath|log:|fio|ublk"
@@ -345,6 +421,15 @@ chk u5 "u5 unexport again exit 0" "unexport is idempotent"
 jchk u5 "head(J['unexported']).get('export_device', '') == ''" "an unexported head stays unexported (export-all exports a head once)"
 chk u5 "u5 export again exit 0" "export again"
 jchk u5 "J['export-again']['device'].startswith('/dev/ublkb')" "export again answers the device"
+jchk u5 "[J['export'][k] for k in ('major', 'minor')] == [J['seen-exported'][k] for k in ('major', 'minor')] and J['export']['major'] > 0" \
+  "ExportHead's dev_t is stat's"
+jchk u5 "n(J['export']['diskseq']) == n(J['seen-exported']['diskseq']) > 0" "ExportHead's diskseq is sysfs's"
+jchk u5 "J['export']['by_id_link'] == '/dev/disk/by-id/umpath-$H' and J['seen-exported']['link'] == J['export']['device']" \
+  "ExportHead answers the by-id link, which names the device"
+jchk u5 "J['seen-unexported']['link'] == '' and head(J['unexported']).get('export_by_id_link', '') == ''" \
+  "the link goes with the unexport"
+jchk u5 "J['seen-again']['link'] == J['export-again']['device'] and n(J['seen-again']['diskseq']) == n(J['export-again']['diskseq']) != n(J['export']['diskseq'])" \
+  "after the export again the link names the new device (another diskseq)"
 
 section u6
 clean_fio u6 u6
@@ -400,6 +485,8 @@ jchk u9 "len(ev('head-exported', head='$H', to='/dev/ublkb0', reason='^taken ove
 chk u9 "u9 last stop: exit 0, devices 1, records 1" "a stop hands over by default"
 chk u9 "u9 watch: .*each new snapshot told yes" \
   "a watch across each restart is told and starts again from a snapshot (no silent skip)"
+jchk u9 "J['seen-0']['link'] == '/dev/ublkb0' and all(J['seen-%d' % i] == J['seen-0'] for i in (1, 2, 3))" \
+  "the by-id link names the same device (dev_t, diskseq) after each hand-over restart"
 section uadopt
 clean_fio uadopt uadopt
 for i in 1 2 3; do
@@ -437,6 +524,28 @@ chk u10 "u10 the file after the hand-over: kept" "the file system reads back thr
 chk u10 "u10 forced exit 0" "forced, the removing stop is accepted"
 chk u10 "u10 forced stop: agent exit 3, devices 0, records 0" \
   "it removes the mounted device, and umpathd exits 3 (not to be started again)"
+section ucsi
+chk ucsi "ucsi before: exported ''" "without --export_all the head is not exported before the stage"
+chk ucsi "ucsi head while its paths are detached: no" "the head is away when the stage request comes"
+chk ucsi "ucsi 3 s into the stage, the head away: requests vol1.head \$" "the stage waits for the head, unanswered (no NOT_FOUND)"
+jchk ucsi "[(s['name'], s['head_present'], s.get('export')) for s in J['away']['settings']] == [('heads/$H/settings', False, True)]" \
+  "the settings are kept before the head exists"
+jchk ucsi "J['ucsi-answer']['device'] == '/dev/disk/by-id/umpath-$H' == head(J['staged'])['export_by_id_link']" \
+  "the sidecar answers the head's by-id link"
+jchk ucsi "J['ucsi-answer']['resolved'] == head(J['staged'])['export_device'] != ''" \
+  "the link resolves to the device the agent exported"
+jchk ucsi "[(s['name'], s.get('delayed_removal_secs'), s.get('export')) for s in J['kept'].get('settings', [])] == [('heads/$H/settings', 120, True)]" \
+  "the stage kept the head's settings (delayed removal, export)"
+chk ucsi "ucsi unstaged: answer (vol1.device )?vol1.unstaged device gone" "unstage answers done and the device is gone"
+jchk ucsi "J['seen-unstaged']['link'] == '' and head(J['unstaged']).get('export_device', '') == ''" \
+  "unstaged: not exported, no link"
+jchk ucsi "J['forgotten'].get('settings', []) == []" "unstaged: the settings are forgotten"
+chk ucsi "ucsi unstaged again: answer vol2.unstaged" "unstaging what is unstaged is done"
+for m in seen-exported seen-again; do
+  echo "lab: u5 $m $(python3 "$here/check.py" -p "$work/u5" "J['$m']")"
+done
+echo "lab: u9 $(python3 "$here/check.py" -p "$work/u9" "J['seen-3']")"
+grep -hE "ucsi (staged|unstaged)" "$work/ucsi" | sed 's/^umpath-lab: /lab: /'
 grep -hE "u9 (hand-over|fio)" "$work/u9" | sed 's/^umpath-lab: /lab: /'
 grep -hE "uadopt ([0-9]+|simple): |uadopt [0-9]+ said: umpathd: take-over: the previous|uadopt fio (clat|lat) [(]" "$work/uadopt" |
   sed 's/^umpath-lab: /lab: /'

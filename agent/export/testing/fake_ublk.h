@@ -27,6 +27,7 @@ class FakeUblk final : public UblkDriver {
   struct Dev {
     ublksrv_ctrl_dev_info info{};
     ublk_params params{};
+    uint64_t diskseq = 0;  // as the kernel numbers disks: each new one higher
   };
 
   uint64_t Features() override { return features; }
@@ -45,6 +46,7 @@ class FakeUblk final : public UblkDriver {
       d.info.dev_id = next_id_++;
     }
     d.info.state = kStateDead;
+    d.diskseq = ++last_diskseq_;
     devs_[d.info.dev_id] = d;
     return d.info;
   }
@@ -136,6 +138,13 @@ class FakeUblk final : public UblkDriver {
     Record("release", id);
     return 3;
   }
+  // dev_t 259:id, as the kernel numbers ublk disks when nothing else takes block major 259.
+  absl::StatusOr<BlockDeviceIds> DiskIds(uint32_t id) override {
+    MutexLock l(&mu_);
+    auto it = devs_.find(id);
+    if (it == devs_.end()) return absl::NotFoundError("no device");
+    return BlockDeviceIds{.major = 259, .minor = id, .diskseq = it->second.diskseq};
+  }
   std::vector<std::string> Users(uint32_t id) override {
     MutexLock l(&mu_);
     return UsersLocked(id);
@@ -162,6 +171,7 @@ class FakeUblk final : public UblkDriver {
     d.info.flags = recovery ? kFlagUserRecovery | kFlagUserRecoveryReissue : 0;
     d.params.basic.dev_sectors = sectors;
     d.params.basic.logical_bs_shift = 9;
+    d.diskseq = ++last_diskseq_;
     devs_[id] = d;
     next_id_ = std::max(next_id_, id + 1);
   }
@@ -176,6 +186,10 @@ class FakeUblk final : public UblkDriver {
   bool Called(const std::string& what) {
     MutexLock l(&mu_);
     return std::find(calls_.begin(), calls_.end(), what) != calls_.end();
+  }
+  uint64_t DiskSeq(uint32_t id) {
+    MutexLock l(&mu_);
+    return devs_.contains(id) ? devs_[id].diskseq : 0;
   }
   bool Has(uint32_t id) {
     MutexLock l(&mu_);
@@ -230,6 +244,7 @@ class FakeUblk final : public UblkDriver {
   Mutex mu_;
   std::map<uint32_t, Dev> devs_ ABSL_GUARDED_BY(mu_);
   uint32_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t last_diskseq_ ABSL_GUARDED_BY(mu_) = 40;
   std::vector<std::string> calls_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> users ABSL_GUARDED_BY(mu_);
   std::map<uint32_t, std::vector<std::string>> users_of_ ABSL_GUARDED_BY(mu_);
