@@ -123,5 +123,18 @@ mutant big-budget umpathd-config.yaml 's|^\( *\)--workers=2$|\1--workers=2\n\1--
 # The sidecar as root.
 mutant sidecar-as-root examples/csi-node-plugin.yaml 's/^\( *\)runAsUser: 65532$/\1runAsUser: 0/' \
   '^FAIL .*container umpath-sidecar: runs without root'
+# The image: the manifests name another than deploy/image/build.sh builds; the
+# kustomization sets another tag, names no container's image, or asks for what this
+# offline rendering does not apply.
+mutant stale-image umpathd.yaml 's|^\( *\)image: umpath/umpathd:.*$|\1image: umpath/umpathd:0.0.0-stale|' \
+  '^FAIL umpathd\.yaml .*container umpathd: image umpath/umpathd:[^ ]* \(deploy/image/build\.sh --print-ref\): is umpath/umpathd:0\.0\.0-stale$'
+mutant kustomize-stale-tag kustomization.yaml 's/^\( *\)newTag: .*$/\1newTag: "0.0.0-stale"/' \
+  '^FAIL kustomization\.yaml rendered: DaemonSet umpathd container umpathd image .*: is umpath/umpathd:0\.0\.0-stale$'
+mutant kustomize-unmatched-image kustomization.yaml 's|^\( *- name:\) umpath/umpathd$|\1 umpath/umpath|' \
+  "^FAIL kustomization\.yaml: images entry umpath/umpath names a container's image"
+mutant kustomize-unrendered-field kustomization.yaml 's/^\(namespace: .*\)$/\1\nnamePrefix: test-/' \
+  '^FAIL kustomization\.yaml: only fields this check renders .*: also namePrefix$'
+mutant kustomize-other-namespace kustomization.yaml 's/^namespace: .*$/namespace: storage/' \
+  '^FAIL kustomization\.yaml: namespace umpath-system \(the manifests.\): is storage$'
 
 summary
