@@ -72,8 +72,8 @@ echo "packages: $(paste -sd' ' <<<"$pkgs")"
 suite="$(. /etc/os-release && echo "${VERSION_CODENAME:-}")"
 [ -n "$suite" ] || { echo "build.sh: no VERSION_CODENAME in /etc/os-release" >&2; exit 1; }
 revision="$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo unknown)"
-# The commit's time dates the image and its files, so that two builds of one commit
-# differ only where Debian's packages moved.
+# The commit's time dates the image and its files: two builds of one commit differ only
+# where Debian's packages moved.
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%ct 2>/dev/null || date +%s)}"
 created="$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)"
 
@@ -106,6 +106,12 @@ if ! mmdebstrap --mode=root --format=directory --variant=essential \
   echo "build.sh: mmdebstrap failed" >&2
   exit 1
 fi
+# The runtime mounts /dev; device nodes in a layer are refused by rootless runtimes. The
+# files written during the install are dated to the commit like the packages' own, so
+# two builds of one commit with the same packages give the same layer.
+rm -rf "${rootfs:?}"/dev/*
+find "$rootfs" -newermt "@$SOURCE_DATE_EPOCH" -print0 |
+  xargs -0r touch --no-dereference --date="@$SOURCE_DATE_EPOCH"
 echo "rootfs: $(du -sm "$rootfs" | cut -f1) MiB, $(chroot "$rootfs" dpkg-query -W | wc -l) packages ($(($(date +%s) - start)) s)"
 
 # The binaries, without their debug sections (the build keeps them; the build id ties
@@ -127,6 +133,12 @@ umoci insert --image "$layout:$version" --history.created="$created" \
   --history.created_by="mmdebstrap --variant=essential $suite (+ the binaries' libraries)" "$rootfs" /
 umoci insert --image "$layout:$version" --history.created="$created" \
   --history.created_by="umpathd and umpathctl, revision $revision" "$app" /
+# Where the source is: UMPATH_IMAGE_SOURCE, else the origin remote when it is a URL (a
+# clone of a local path says nothing to whoever pulls the image), else no label.
+source="${UMPATH_IMAGE_SOURCE:-$(git -C "$repo" remote get-url origin 2>/dev/null || true)}"
+source_label=()
+[[ "$source" == *://* || "$source" == *@*:* ]] &&
+  source_label=(--config.label=org.opencontainers.image.source="$source")
 # Root: the agent binds vfio devices, makes ublk devices and reads other processes'
 # /proc (the DaemonSet runs it privileged, as uid 0).
 umoci config --image "$layout:$version" --created="$created" --history.created="$created" \
@@ -138,7 +150,7 @@ umoci config --image "$layout:$version" --created="$created" --history.created="
   --config.label="org.opencontainers.image.description=NVMe multipath agent (umpathd) and its CLI (umpathctl)" \
   --config.label=org.opencontainers.image.version="$version" \
   --config.label=org.opencontainers.image.revision="$revision" \
-  --config.label=org.opencontainers.image.source="${UMPATH_IMAGE_SOURCE:-$(git -C "$repo" remote get-url origin 2>/dev/null || echo umpath)}" \
+  "${source_label[@]}" \
   --config.label=org.opencontainers.image.created="$created" \
   --config.label=org.opencontainers.image.ref.name="$ref"
 umoci gc --layout "$layout"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The image as a node gets it: builds it (deploy/image/build.sh) from the given binaries,
 # or takes an oci-archive already built, unpacks the archive with umoci, checks its
-# config (entrypoint, user, labels, the name containerd gives it, which must be the
-# manifests' image), then runs the image's own entrypoint and command from the unpacked
+# config (entrypoint, user, labels, and the name containerd gives it: build.sh
+# --print-ref's, which the manifest check holds the manifests to), then runs the image's own entrypoint and command from the unpacked
 # root filesystem under bwrap, read-only as the DaemonSet has it (readOnlyRootFilesystem)
 # with the DaemonSet's mounts (/etc/umpath holding the flags, /run/umpath,
 # /var/lib/umpath), on the simulator: the image's umpathctl and the host's see its two
@@ -102,8 +102,6 @@ if ms:
     out("config: label org.opencontainers.image.revision is this checkout's commit",
         revision != "" and labels.get("org.opencontainers.image.revision") == revision,
         f"{labels.get('org.opencontainers.image.revision')} != {revision}")
-    out("config: label org.opencontainers.image.source",
-        bool(labels.get("org.opencontainers.image.source")), json.dumps(labels))
     out("config: os linux, architecture " + image.get("architecture", "?"),
         image.get("os") == "linux" and bool(image.get("architecture")))
     print("argv " + json.dumps((c.get("Entrypoint") or []) + (c.get("Cmd") or [])))
