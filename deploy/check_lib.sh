@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The "ok NAME" / "FAIL NAME: WHY" lines of deploy's test scripts and their closing
 # "TEST: N passed, M failed". Source it, set check_test to the script's name.
 passed=0

@@ -123,7 +123,7 @@ install -d "$app/usr/local/bin" "$app/usr/local/share/bash-completion/completion
 strip --strip-debug -o "$app/usr/local/bin/umpathd" "$umpathd"
 strip --strip-debug -o "$app/usr/local/bin/umpathctl" "$umpathctl"
 "$umpathctl" completion bash >"$app/usr/local/share/bash-completion/completions/umpathctl"
-touch -d "@$SOURCE_DATE_EPOCH" $(find "$app")
+find "$app" -exec touch -d "@$SOURCE_DATE_EPOCH" {} +
 
 layout="$out/oci"
 rm -rf "$layout"

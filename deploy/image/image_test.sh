@@ -17,6 +17,7 @@
 set -uo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 
+# shellcheck disable=SC2034  # read by check_lib.sh's summary
 check_test=image_test
 # shellcheck source=../check_lib.sh
 . "$repo/deploy/check_lib.sh"

@@ -14,6 +14,7 @@ repo="$PWD"
 unit="$repo/deploy/systemd/umpathd.service"
 flagsfile="$repo/deploy/config/umpathd.flags"
 
+# shellcheck disable=SC2034  # read by check_lib.sh's summary
 check_test=verify_test
 # shellcheck source=../check_lib.sh
 . "$repo/deploy/check_lib.sh"
