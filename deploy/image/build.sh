@@ -151,11 +151,12 @@ umoci config --image "$layout:$version" --created="$created" --history.created="
   --config.label=org.opencontainers.image.version="$version" \
   --config.label=org.opencontainers.image.revision="$revision" \
   "${source_label[@]}" \
-  --config.label=org.opencontainers.image.created="$created" \
-  --config.label=org.opencontainers.image.ref.name="$ref"
+  --config.label=org.opencontainers.image.created="$created"
 umoci gc --layout "$layout"
-# containerd names an imported image by io.containerd.image.name; without it, ctr import
-# needs --base-name. Kubernetes looks "umpath/umpathd:V" up as docker.io/umpath/umpathd:V.
+# containerd names an imported image by the annotation io.containerd.image.name (with
+# Debian 12's containerd 1.6, `ctr -n k8s.io images import` of this archive lists
+# docker.io/umpath/umpathd:0.1.0), and the kubelet looks "umpath/umpathd:V" up under
+# docker.io/umpath/umpathd:V.
 python3 - "$layout/index.json" "docker.io/$ref" <<'PY'
 import json, sys
 path, full = sys.argv[1], sys.argv[2]
