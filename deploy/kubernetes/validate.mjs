@@ -3,17 +3,23 @@
 // what umpath's deployment needs of them, cross-checked against umpathd's flags.
 //
 //   node deploy/kubernetes/validate.mjs [--dir=DIR] [--repo=ROOT] [--modules=NODE_MODULES]
+//                                       [--image=REF]
 //
 // DIR (default: this file's folder) holds the manifests (*.yaml, *.yml, recursively);
 // ROOT (default: two folders up) is the repo whose agent/ and server/ sources define
 // umpathd's flags and whose deploy/config/umpathd.flags is the sample configuration;
 // NODE_MODULES (default: ROOT/build/tools/node_modules) has kubernetes-models,
-// @kubernetes-models/prometheus-operator and js-yaml. Prints one line per check and
-// "N passed, M failed"; exits 1 when a check failed.
+// @kubernetes-models/prometheus-operator and js-yaml. REF (default: what
+// ROOT/deploy/image/build.sh --print-ref says) is the image umpathd's and the sidecar's
+// containers must name. DIR/kustomization.yaml is rendered here, without kustomize (not
+// in Debian 12): its namespace and images applied to its resources, and the result
+// checked as the manifests are. Prints one line per check and "N passed, M failed";
+// exits 1 when a check failed.
 //
 // The schemas are kubernetes-models' (types, required fields, enums); they accept fields
 // they do not know, so a misspelt field is caught only where a check below asks for it.
 
+import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -32,6 +38,9 @@ const opt = Object.fromEntries(
 const dir = path.resolve(opt.dir ?? here);
 const repo = path.resolve(opt.repo ?? path.join(here, "..", ".."));
 const modules = path.resolve(opt.modules ?? path.join(repo, "build", "tools", "node_modules"));
+// One name for the image: the one deploy/image/build.sh gives what it builds.
+const imageRef = opt.image ??
+  execFileSync("bash", [path.join(repo, "deploy", "image", "build.sh"), "--print-ref"], { encoding: "utf8" }).trim();
 
 let passed = 0;
 let failed = 0;
@@ -87,12 +96,14 @@ const clusterScoped = new Set([
   "StorageClass", "CSIDriver", "PersistentVolume", "Node", "RuntimeClass",
 ]);
 
+// A kustomization is no Kubernetes object: section 5 renders it.
+const isKustomization = (name) => ["kustomization.yaml", "kustomization.yml", "Kustomization"].includes(name);
 function yamlFiles(d) {
   const out = [];
   for (const e of fs.readdirSync(d, { withFileTypes: true })) {
     const p = path.join(d, e.name);
     if (e.isDirectory()) out.push(...yamlFiles(p));
-    else if (/\.ya?ml$/.test(e.name)) out.push(p);
+    else if (/\.ya?ml$/.test(e.name) && !isKustomization(e.name)) out.push(p);
   }
   return out.sort();
 }
@@ -117,11 +128,11 @@ for (const file of files) {
     docs.push({ file: rel, index: i + 1, doc, label });
   });
 }
-for (const d of docs) {
-  const { doc, label } = d;
+// The schema of one document, its name and, when namespaced, its namespace.
+async function checkDocument({ doc, label }) {
   const Model = await modelFor(doc?.apiVersion, doc?.kind);
   if (!check(`${label}: a known apiVersion/kind`, Model !== null,
-    `no model for apiVersion ${JSON.stringify(doc?.apiVersion)} kind ${JSON.stringify(doc?.kind)}`)) continue;
+    `no model for apiVersion ${JSON.stringify(doc?.apiVersion)} kind ${JSON.stringify(doc?.kind)}`)) return;
   try {
     new Model(doc).validate();
     check(`${label}: schema`, true);
@@ -138,6 +149,7 @@ for (const d of docs) {
       "a namespaced object without one lands wherever kubectl points");
   }
 }
+for (const d of docs) await checkDocument(d);
 {
   const seen = new Map();
   for (const d of docs) {
@@ -222,7 +234,14 @@ check(`${dsl}: namespace umpath-system`, ns === "umpath-system", `is ${ns}`);
     get(nsDoc?.doc, "metadata", "labels", "pod-security.kubernetes.io/enforce") === "privileged",
     "umpathd is privileged; Pod Security Admission would refuse it");
 }
-check(`${cl}: image umpath/umpathd:0.1.0`, c.image === "umpath/umpathd:0.1.0", `is ${c.image}`);
+check(`${cl}: image ${imageRef} (deploy/image/build.sh --print-ref)`, c.image === imageRef, `is ${c.image}`);
+{
+  const tag = imageRef.slice(imageRef.lastIndexOf(":") + 1);
+  for (const [where, labels] of [["metadata", ds.doc.metadata?.labels], ["pod template", get(ds.doc, "spec", "template", "metadata", "labels")]]) {
+    const v = labels?.["app.kubernetes.io/version"];
+    check(`${dsl}: ${where} label app.kubernetes.io/version is the image's tag ${tag}`, v === tag, `is ${v}`);
+  }
+}
 const argv = [...(c.command ?? []), ...(c.args ?? [])];
 check(`${cl}: command umpathd --flagfile=/etc/umpath/umpathd.flags`,
   argv[0] === "umpathd" && argv[1] === "--flagfile=/etc/umpath/umpathd.flags", JSON.stringify(argv));
@@ -392,6 +411,7 @@ for (const w of workloads) {
     if (sc.name !== "umpath-sidecar") continue;
     sidecars++;
     const sl = `${w.label} container umpath-sidecar`;
+    check(`${sl}: image ${imageRef} (umpathd's, which has umpathctl)`, sc.image === imageRef, `is ${sc.image}`);
     // The commands it runs: its command and args, and the ConfigMaps it mounts.
     let text = [...(sc.command ?? []), ...(sc.args ?? [])].join(" ");
     for (const m of sc.volumeMounts ?? []) {
@@ -437,4 +457,117 @@ for (const w of workloads) {
 }
 check("a container umpath-sidecar (the CSI node plugin example)", sidecars > 0);
 
+// --- 5. The kustomization, rendered as kustomize would render it. -----------------------
+// Only what this renderer applies may be in it: namespace (kustomize's namespace
+// transformer sets metadata.namespace of namespaced objects and renames Namespace
+// objects) and images (containers' and initContainers' images whose name, without tag or
+// digest, is an entry's name get its newName, newTag or digest); resources are files of
+// DIR. Anything else would pass here unapplied, so it is refused.
+const kustomizationFields = new Set(["apiVersion", "kind", "metadata", "namespace", "resources", "images"]);
+function podSpecs(doc) {
+  switch (doc?.kind) {
+    case "Pod": return [doc.spec];
+    case "CronJob": return [get(doc, "spec", "jobTemplate", "spec", "template", "spec")];
+    case "DaemonSet": case "Deployment": case "StatefulSet": case "ReplicaSet": case "Job":
+      return [get(doc, "spec", "template", "spec")];
+    default: return [];
+  }
+}
+// name[:tag][@digest]; a registry's port (host:5000/name) is before the last slash.
+function splitImage(image) {
+  const at = image.indexOf("@");
+  let name = at >= 0 ? image.slice(0, at) : image;
+  const digest = at >= 0 ? image.slice(at + 1) : undefined;
+  let tag;
+  const colon = name.lastIndexOf(":");
+  if (colon > name.lastIndexOf("/")) {
+    tag = name.slice(colon + 1);
+    name = name.slice(0, colon);
+  }
+  return { name, tag, digest };
+}
+function renderImages(rendered, images) {
+  const matched = images.map(() => 0);
+  for (const { doc } of rendered) {
+    for (const spec of podSpecs(doc)) {
+      for (const c of [...(spec?.containers ?? []), ...(spec?.initContainers ?? [])]) {
+        if (typeof c.image !== "string") continue;
+        const cur = splitImage(c.image);
+        images.forEach((e, i) => {
+          if (e?.name !== cur.name) return;
+          matched[i]++;
+          const digest = e.digest ?? (e.newTag === undefined ? cur.digest : undefined);
+          const tag = e.digest === undefined ? (e.newTag === undefined ? cur.tag : String(e.newTag)) : undefined;
+          c.image = `${e.newName ?? cur.name}${tag !== undefined ? `:${tag}` : ""}${digest !== undefined ? `@${digest}` : ""}`;
+        });
+      }
+    }
+  }
+  return matched;
+}
+async function checkKustomization() {
+  const file = ["kustomization.yaml", "kustomization.yml", "Kustomization"].map((n) => path.join(dir, n)).find((f) => fs.existsSync(f));
+  if (!check("a kustomization.yaml", file !== undefined)) return;
+  const kl = path.relative(dir, file);
+  let k;
+  try {
+    k = yaml.load(fs.readFileSync(file, "utf8"), { filename: kl });
+  } catch (e) {
+    check(`${kl}: YAML`, false, e.message.split("\n")[0]);
+    return;
+  }
+  check(`${kl}: apiVersion kustomize.config.k8s.io/v1beta1, kind Kustomization`,
+    k?.apiVersion === "kustomize.config.k8s.io/v1beta1" && k?.kind === "Kustomization", `${k?.apiVersion} ${k?.kind}`);
+  const unknown = Object.keys(k ?? {}).filter((f) => !kustomizationFields.has(f));
+  check(`${kl}: only fields this check renders (${[...kustomizationFields].join(", ")})`, unknown.length === 0,
+    `also ${unknown.join(", ")}`);
+  check(`${kl}: namespace ${ns} (the manifests')`, k?.namespace === ns, `is ${k?.namespace}`);
+
+  // The resources, read afresh (the transformers write to them).
+  const rendered = [];
+  for (const r of k?.resources ?? []) {
+    const p = typeof r === "string" ? path.resolve(dir, r) : "";
+    if (!check(`${kl}: resource ${r} is a file of ${path.basename(dir)}`,
+      p !== "" && !r.includes("://") && under(p, dir) && fs.existsSync(p) && fs.statSync(p).isFile(),
+      "remote bases and directories are not rendered here")) continue;
+    yaml.loadAll(fs.readFileSync(p, "utf8"), null, { filename: r }).forEach((doc, i) => {
+      if (doc !== null && doc !== undefined) rendered.push({ doc, r, i: i + 1 });
+    });
+  }
+  if (typeof k?.namespace === "string") {
+    for (const { doc } of rendered) {
+      doc.metadata ??= {};
+      if (doc.kind === "Namespace") doc.metadata.name = k.namespace;
+      else if (!clusterScoped.has(doc.kind)) doc.metadata.namespace = k.namespace;
+    }
+  }
+  const images = Array.isArray(k?.images) ? k.images : [];
+  const matched = renderImages(rendered, images);
+  images.forEach((e, i) => check(`${kl}: images entry ${e?.name} names a container's image`, matched[i] > 0,
+    "it matches none, and kustomize would leave every image as it is"));
+  for (const d of rendered) {
+    const name = `${d.doc?.metadata?.namespace ? `${d.doc.metadata.namespace}/` : ""}${d.doc?.metadata?.name ?? "?"}`;
+    d.label = `${kl} rendered: ${d.r} document ${d.i} (${d.doc?.kind ?? "no kind"} ${name})`;
+    await checkDocument(d);
+  }
+
+  // What it deploys: the namespace, the ConfigMap, the DaemonSet with build.sh's image.
+  const has = (kind, n) => rendered.find((d) => d.doc?.kind === kind && d.doc.metadata?.name === n);
+  const rns = has("Namespace", k?.namespace);
+  check(`${kl} rendered: Namespace ${k?.namespace}, Pod Security privileged`,
+    get(rns?.doc, "metadata", "labels", "pod-security.kubernetes.io/enforce") === "privileged");
+  const rds = has("DaemonSet", "umpathd");
+  if (!check(`${kl} rendered: DaemonSet umpathd`, rds !== undefined)) return;
+  const rpod = get(rds.doc, "spec", "template", "spec") ?? {};
+  const rc = (rpod.containers ?? []).find((x) => x.name === "umpathd");
+  check(`${kl} rendered: DaemonSet umpathd container umpathd image ${imageRef} (deploy/image/build.sh's)`,
+    rc?.image === imageRef, `is ${rc?.image}`);
+  for (const v of rpod.volumes ?? []) {
+    if (v.configMap) {
+      check(`${kl} rendered: ConfigMap ${v.configMap.name} (volume ${v.name})`, has("ConfigMap", v.configMap.name) !== undefined);
+    }
+  }
+}
+
+await checkKustomization();
 finish();

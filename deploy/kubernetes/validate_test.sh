@@ -131,5 +131,18 @@ mutant sidecar-polls examples/csi-node-plugin.yaml 's/^\( *\)ctl -o json wait .*
   '^FAIL .*container umpath-sidecar: (waits for the export|does not poll the head)'
 mutant sidecar-keeps-device examples/csi-node-plugin.yaml 's/^\( *\)ctl unexport .*$/\1:/' \
   '^FAIL .*container umpath-sidecar: unexports and forgets the head on unstage'
+# The image: the manifests name another than deploy/image/build.sh builds; the
+# kustomization sets another tag, names no container's image, or asks for what this
+# offline rendering does not apply.
+mutant stale-image umpathd.yaml 's|^\( *\)image: umpath/umpathd:.*$|\1image: umpath/umpathd:0.0.0-stale|' \
+  '^FAIL umpathd\.yaml .*container umpathd: image umpath/umpathd:[^ ]* \(deploy/image/build\.sh --print-ref\): is umpath/umpathd:0\.0\.0-stale$'
+mutant kustomize-stale-tag kustomization.yaml 's/^\( *\)newTag: .*$/\1newTag: "0.0.0-stale"/' \
+  '^FAIL kustomization\.yaml rendered: DaemonSet umpathd container umpathd image .*: is umpath/umpathd:0\.0\.0-stale$'
+mutant kustomize-unmatched-image kustomization.yaml 's|^\( *- name:\) umpath/umpathd$|\1 umpath/umpath|' \
+  "^FAIL kustomization\.yaml: images entry umpath/umpath names a container's image"
+mutant kustomize-unrendered-field kustomization.yaml 's/^\(namespace: .*\)$/\1\nnamePrefix: test-/' \
+  '^FAIL kustomization\.yaml: only fields this check renders .*: also namePrefix$'
+mutant kustomize-other-namespace kustomization.yaml 's/^namespace: .*$/namespace: storage/' \
+  '^FAIL kustomization\.yaml: namespace umpath-system \(the manifests.\): is storage$'
 
 summary

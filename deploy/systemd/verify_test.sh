@@ -14,22 +14,10 @@ repo="$PWD"
 unit="$repo/deploy/systemd/umpathd.service"
 flagsfile="$repo/deploy/config/umpathd.flags"
 
-passed=0
-failed=0
-check() {  # NAME CONDITION-EXIT-STATUS [WHY]
-  if [ "$2" -eq 0 ]; then
-    echo "ok   $1"
-    passed=$((passed + 1))
-  else
-    echo "FAIL $1${3:+: $3}"
-    failed=$((failed + 1))
-  fi
-}
-summary() {
-  echo "verify_test: $passed passed, $failed failed"
-  [ "$failed" -eq 0 ]
-  exit $?
-}
+# shellcheck disable=SC2034  # read by check_lib.sh's summary
+check_test=verify_test
+# shellcheck source=../check_lib.sh
+. "$repo/deploy/check_lib.sh"
 
 for tool in systemd-analyze systemd-sysusers; do
   command -v "$tool" >/dev/null 2>&1
