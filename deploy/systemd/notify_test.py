@@ -160,10 +160,10 @@ def n1(work):
     dogs = [m for m in msgs if m[2].get("WATCHDOG") == "1"]
     gaps = [b[0] - a[0] for a, b in zip(dogs, dogs[1:])]
     print("    %d WATCHDOG=1 in %.1f s, gaps %s s; umpathd's CPU meanwhile %.3f s" %
-          (len(dogs), window, ", ".join("%.2f" % g for g in gaps), cpu))
+          (len(dogs), window, ", ".join("%.2f" % g for g in gaps[:8]) + (", ..." if len(gaps) > 8 else ""), cpu))
     check("WATCHDOG=1 repeatedly: 3 to 6 in 4.5 s (every second, half of WATCHDOG_USEC)", 3 <= len(dogs) <= 6,
           "%d" % len(dogs))
-    check("WATCHDOG=1 from a timer: no two within 0.5 s", all(g >= 0.5 for g in gaps), str(gaps))
+    check("WATCHDOG=1 from a timer: no two within 0.5 s", all(g >= 0.5 for g in gaps), "%.3f s" % min(gaps or [0]))
     check("an idle agent with the watchdog on uses under 0.2 s of CPU in 4.5 s", cpu < 0.2, "%.3f s" % cpu)
     stopped_at = time.monotonic()
     p.send_signal(signal.SIGTERM)
