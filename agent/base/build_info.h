@@ -1,8 +1,8 @@
 #pragma once
 
 // What this binary is: the project's version and the commit it was built from
-// (cmake/revision.cmake; "unknown" outside a git checkout). Defined in a file CMake
-// writes, so a new commit compiles that file again and nothing else.
+// (cmake/revision.cmake: git's HEAD when CMake configured; "unknown" outside a git
+// checkout). Defined in a file CMake writes, so a new revision compiles that one file.
 
 namespace umpath {
 
