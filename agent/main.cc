@@ -6,11 +6,14 @@
 #include <string>
 
 #include "absl/flags/parse.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "agent/app/agent.h"
 #include "agent/app/config.h"
 #include "agent/app/signals.h"
+#include "agent/app/systemd_notify.h"
+#include "agent/base/build_info.h"
 #include "server/protobuf_log.h"
 
 int main(int argc, char** argv) {
@@ -18,12 +21,18 @@ int main(int argc, char** argv) {
   // each acquisition in a process-wide lock graph to detect deadlocks: about 5% of the
   // agent's CPU when it fans events out to 1,000 watchers (perf, umpath_server_bench).
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  absl::FlagsUsageConfig usage;
+  usage.version_string = [] {
+    return absl::StrCat("umpathd ", umpath::kBuildVersion, " (revision ", umpath::kBuildRevision, ")\n");
+  };
+  absl::SetFlagsUsageConfig(usage);
   absl::ParseCommandLine(argc, argv);
   // Before any thread parses a request: a caller's non-UTF-8 strings would each log a
   // libprotobuf ERROR line otherwise.
   umpath::server::LimitProtobufLog(
       [](const std::string& line) { std::fprintf(stderr, "umpathd: %s\n", line.c_str()); });
   umpath::app::TerminationSignals signals;  // before any other thread
+  const umpath::app::SystemdNotifier systemd = umpath::app::SystemdNotifier::FromEnvironment();
   absl::StatusOr<umpath::app::AgentConfig> config = umpath::app::AgentConfigFromFlags();
   if (!config.ok()) {
     std::fprintf(stderr, "umpathd: %s\n", std::string(config.status().message()).c_str());
@@ -36,9 +45,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "umpathd: %s\n", std::string(agent.status().message()).c_str());
     return absl::IsInvalidArgument(agent.status()) ? 2 : 1;
   }
+  umpath::app::Agent& a = **agent;
+  if (systemd.watchdog_every().count() > 0) {
+    a.KeepAlive(systemd.watchdog_every(), [&systemd, &a] { systemd.Watchdog(a.StatusLine()); });
+  }
+  // Created: the socket listens, the kept settings are loaded.
+  if (systemd.enabled()) systemd.Ready(a.StatusLine());
   signals.Wait();
-  const umpath::app::StopChoice::Decided stop =
-      (*agent)->DecideStop(absl::StrCat("signal ", signals.received()));
+  const umpath::app::StopChoice::Decided stop = a.DecideStop(absl::StrCat("signal ", signals.received()));
+  systemd.Stopping(absl::StrCat("stopping: ", stop.by, " (block devices: ",
+                                umpath::ublk::StopModeName(stop.mode), ")"));
   std::fprintf(stderr, "umpathd: %s, shutting down (block devices: %s)\n", stop.by.c_str(),
                std::string(umpath::ublk::StopModeName(stop.mode)).c_str());
   agent->reset();  // the Agent stops

@@ -284,7 +284,7 @@ int Info(const Invocation& ctl) {
   return Call(
       ctl, &Stub::GetAgentInfo, {}, [](std::ostream& out, const auto& r, const auto&) {
         const v1::AgentInfo& a = r.agent_info();
-        out << "version " << a.version() << "\nnode " << a.node() << "\nbackends "
+        out << "version " << a.version() << "\nrevision " << a.revision() << "\nnode " << a.node() << "\nbackends "
             << (a.backends().empty() ? "none" : absl::StrJoin(a.backends(), ","))
             << "\nyour role " << a.caller_role() << "\nmax delayed_removal_secs "
             << a.max_delayed_removal_secs() << "\nincarnation " << a.incarnation()

@@ -45,6 +45,11 @@ grep -qx umpath.v1.MultipathControl/WatchEvents <<<"$methods" || fail "WatchEven
 
 call umpath.v1.MultipathControl/GetAgentInfo '{}' | tr -d "\n " | grep -q '"node":"buf-test".*"callerRole":"admin"' \
   || fail "GetAgentInfo"
+# The commit built from (cmake/revision.cmake), as --version says it.
+revision="$("$umpathd" --version | sed -n 's/^umpathd .* (revision \(.*\))$/\1/p')"
+[[ "$revision" =~ ^([0-9a-f]{12}|unknown)$ ]] || fail "umpathd --version: no revision: $("$umpathd" --version)"
+call umpath.v1.MultipathControl/GetAgentInfo '{}' | grep -q "\"revision\": \"$revision\"" \
+  || fail "GetAgentInfo: no revision $revision"
 call grpc.health.v1.Health/Check '{}' | grep -q SERVING || fail "health"
 call umpath.v1.MultipathControl/SetDefaultDelayedRemoval '{"delayed_removal_secs": 45}' \
   | grep -q '"delayedRemovalSecs": 45' || fail "SetDefaultDelayedRemoval 45"

@@ -97,6 +97,7 @@ ControlService::Unary* ControlService::GetAgentInfo(Ctx* ctx, const v1::GetAgent
   if (absl::Status s = Authorize(ctx, Role::kViewer, &caller); !s.ok()) return Done(ctx, s);
   v1::AgentInfo* info = resp->mutable_agent_info();
   info->set_version(options_.version);
+  info->set_revision(options_.revision);
   info->set_node(options_.node);
   for (const std::string& b : options_.backends) info->add_backends(b);
   info->set_max_delayed_removal_secs(kMaxDelayedRemovalSecs);

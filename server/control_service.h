@@ -9,6 +9,7 @@
 
 #include "absl/functional/function_ref.h"
 #include "absl/functional/any_invocable.h"
+#include "agent/base/build_info.h"
 #include "agent/core/multipath.h"
 #include "agent/kernel/connect_options.h"
 #include "server/access.h"
@@ -65,7 +66,8 @@ class StopOps {
 };
 
 struct ServiceOptions {
-  std::string version = "0.1.0";
+  std::string version = kBuildVersion;
+  std::string revision = kBuildRevision;  // the commit built from
   std::string node;
   std::vector<std::string> backends;  // present and usable: "vfio", "kernel", "ublk"
   uint32_t max_message_bytes = 4 << 20;

@@ -13,6 +13,7 @@
 #include "prometheus/text_serializer.h"
 #include "server/convert.h"
 #include "server/https_scrape.h"
+#include "server/process_metrics.h"
 
 namespace umpath::server {
 
@@ -186,7 +187,8 @@ void AddAgentSeries(Families& f, const AgentStats& agent) {
   for (const RpcStats::Row& r : agent.rpcs) {
     rpcs.metric.push_back(Counter({{"method", r.method}, {"code", r.code}}, static_cast<double>(r.count)));
   }
-  f.Get("umpath_build_info", kGauge, "The agent's version").metric.push_back(Gauge({{"version", agent.version}}, 1));
+  f.Get("umpath_build_info", kGauge, "The agent's version, and the commit it was built from")
+      .metric.push_back(Gauge({{"version", agent.version}, {"revision", agent.revision}}, 1));
   if (agent.buffers) {
     f.Get("umpath_dma_pinned_bytes", kGauge,
           "Memory the block devices' I/O buffers pin for DMA (made so far; the pools do not shrink)")
@@ -346,6 +348,7 @@ class MetricsEndpoint::Collector final : public prometheus::Collectable {
   std::vector<MetricFamily> Collect() const override {
     AgentStats a;
     a.version = o_.version;
+    a.revision = o_.revision;
     a.events = o_.mp->journal().current_revision();
     a.fenced_ios = o_.mp->fenced_ios_total();
     if (o_.watchers) a.watchers = o_.watchers();
@@ -354,7 +357,9 @@ class MetricsEndpoint::Collector final : public prometheus::Collectable {
     if (o_.buffers) a.buffers = o_.buffers();
     const std::vector<HeadInfo> heads = o_.mp->ListHeads();
     const int64_t now = o_.now_ns ? o_.now_ns() : SteadyNowNs();
-    return BuildMetricFamilies(heads, o_.mp->ListControllers(), a, history_.Observe(heads, now));
+    std::vector<MetricFamily> f = BuildMetricFamilies(heads, o_.mp->ListControllers(), a, history_.Observe(heads, now));
+    AppendProcessFamilies(o_.process, &f);
+    return f;
   }
 
  private:

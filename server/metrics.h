@@ -15,7 +15,10 @@
 //     _waiting_ios, _delayed_removal_seconds, _failovers_total (6), and
 //     umpath_head_removal_deadline_timestamp_seconds while a removal is pending;
 //   agent: umpath_events_total, umpath_watchers, umpath_watcher_terminations_total
-//     {reason}, umpath_rpcs_total{method, code}, umpath_build_info{version}.
+//     {reason}, umpath_rpcs_total{method, code}, umpath_build_info{version, revision};
+//   the process (process_metrics.h): process_cpu_seconds_total,
+//     process_resident_memory_bytes, process_virtual_memory_bytes, process_threads,
+//     process_start_time_seconds, process_open_fds, process_max_fds.
 
 #include <atomic>
 #include <chrono>
@@ -28,9 +31,11 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "agent/base/build_info.h"
 #include "agent/base/mutex.h"
 #include "agent/core/info.h"
 #include "prometheus/metric_family.h"
+#include "server/process_metrics.h"
 #include "server/watch.h"
 
 namespace prometheus {
@@ -132,6 +137,7 @@ class ScrapeHistory {
 // What the agent-wide series come from.
 struct AgentStats {
   std::string version;
+  std::string revision;
   std::optional<BufferBudgetInfo> buffers;
   uint64_t events = 0;
   uint64_t fenced_ios = 0;
@@ -161,7 +167,9 @@ struct MetricsOptions {
   std::function<uint64_t()> watchers;
   std::function<WatchEndCounts()> watcher_ends;
   std::function<std::optional<BufferBudgetInfo>()> buffers;
-  std::string version;
+  std::string version = kBuildVersion;
+  std::string revision = kBuildRevision;
+  ProcessSource process;  // the process_* series
   PathDetail path_detail = PathDetail::kFull;
   std::chrono::nanoseconds path_detail_hold = std::chrono::minutes(10);
   std::function<int64_t()> now_ns;  // a steady clock; default std::chrono::steady_clock

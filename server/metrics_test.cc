@@ -8,12 +8,15 @@
 
 #include <atomic>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <map>
 #include <sstream>
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_split.h"
 #include "agent/base/status_matchers.h"
 #include "agent/core/multipath.h"
@@ -253,6 +256,7 @@ TEST(MetricsTest, PathDetailNames) {
 TEST(MetricsTest, AgentSeries) {
   AgentStats a;
   a.version = "0.1.0";
+  a.revision = "9d8b46ef69ef";
   a.events = 42;
   a.watchers = 3;
   a.watcher_ends[static_cast<size_t>(WatchEnd::kFellBehind)] = 2;
@@ -263,7 +267,7 @@ TEST(MetricsTest, AgentSeries) {
   EXPECT_THAT(text, HasSubstr("umpath_watcher_terminations_total{reason=\"fell_behind\"} 2"));
   EXPECT_THAT(text, HasSubstr("umpath_watcher_terminations_total{reason=\"client_gone\"} 0"));
   EXPECT_THAT(text, HasSubstr("umpath_rpcs_total{method=\"GetHead\",code=\"NOT_FOUND\"} 5"));
-  EXPECT_THAT(text, HasSubstr("umpath_build_info{version=\"0.1.0\"} 1"));
+  EXPECT_THAT(text, HasSubstr("umpath_build_info{version=\"0.1.0\",revision=\"9d8b46ef69ef\"} 1"));
   EXPECT_THAT(text, HasSubstr("# TYPE umpath_events_total counter"));
   // No block devices: no buffer series.
   EXPECT_THAT(text, Not(HasSubstr("umpath_dma_pinned_bytes")));
@@ -277,6 +281,34 @@ TEST(MetricsTest, TheIoBuffersBudget) {
   EXPECT_THAT(text, HasSubstr("umpath_dma_pinned_budget_bytes 67108864"));
   EXPECT_THAT(text, HasSubstr("umpath_exportable_heads 192"));
   EXPECT_THAT(text, HasSubstr("# TYPE umpath_dma_pinned_bytes gauge"));
+}
+
+// The value of an unlabelled series, or -1 when it is not there.
+double ValueOf(const std::string& text, const std::string& name) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    double v;
+    if (absl::ConsumePrefix(&line, name + " ") && absl::SimpleAtod(line, &v)) return v;
+  }
+  return -1;
+}
+
+// The process_* series of this test process, as a scrape shows them.
+void ExpectSaneProcessSeries(const std::string& body) {
+  const double now = static_cast<double>(time(nullptr));
+  const double start = ValueOf(body, "process_start_time_seconds");
+  EXPECT_GT(start, now - 3600) << "started within the hour";
+  EXPECT_LE(start, now + 1);
+  EXPECT_GT(ValueOf(body, "process_resident_memory_bytes"), 1 << 20);
+  EXPECT_GE(ValueOf(body, "process_virtual_memory_bytes"), ValueOf(body, "process_resident_memory_bytes"));
+  EXPECT_GE(ValueOf(body, "process_open_fds"), 3) << "stdio and the listener at least";
+  EXPECT_GE(ValueOf(body, "process_max_fds"), ValueOf(body, "process_open_fds"));
+  EXPECT_GE(ValueOf(body, "process_threads"), 2) << "the HTTP server's thread at least";
+  EXPECT_GE(ValueOf(body, "process_cpu_seconds_total"), 0);
+  EXPECT_THAT(body, HasSubstr("# TYPE process_cpu_seconds_total counter"));
+  std::printf("process series: rss %.1f MiB, %.0f fds of %.0f, %.0f threads, cpu %.2f s, started %.1f s ago\n",
+              ValueOf(body, "process_resident_memory_bytes") / (1 << 20), ValueOf(body, "process_open_fds"),
+              ValueOf(body, "process_max_fds"), ValueOf(body, "process_threads"),
+              ValueOf(body, "process_cpu_seconds_total"), now - start);
 }
 
 // A plain HTTP/1.0 GET on loopback.
@@ -343,7 +375,11 @@ TEST(MetricsEndpointTest, ScrapesTheLiveCoreAndCountsRpcs) {
   EXPECT_THAT(body, HasSubstr("umpath_head_paths{head=\"nguid-ab000000000000000000000000000001\"} 2"));
   EXPECT_THAT(body, HasSubstr("umpath_controller_state{controller=\"c1\",state=\"live\"} 1"));
   EXPECT_EQ(SeriesWith(body, "path=\"c1\""), 15);
-  EXPECT_THAT(body, HasSubstr("umpath_build_info{version=\"test\"} 1"));
+  // The revision defaults to this build's (cmake/revision.cmake): 12 hex digits in a
+  // git checkout, as CI builds.
+  EXPECT_THAT(body, ::testing::ContainsRegex("umpath_build_info\\{version=\"test\",revision=\"([0-9a-f]{12}|unknown)\"\\} 1"));
+  EXPECT_THAT(body, HasSubstr(std::string("revision=\"") + kBuildRevision + "\""));
+  ExpectSaneProcessSeries(body);
 
   // A controller removed: its paths' and its own series are gone from the next scrape.
   ASSERT_OK(mp->RemoveController("c1", "test"));

@@ -296,7 +296,7 @@ TEST_F(MetricsTlsTest, ScrapesOverHttpsAndNotInPlainText) {
   HttpsAnswer a = HttpsGet(m->port(), File("ca.pem"));
   ASSERT_TRUE(a.handshake);
   EXPECT_THAT(a.body, HasSubstr("200 OK"));
-  EXPECT_THAT(a.body, HasSubstr("umpath_build_info{version=\"test\"} 1"));
+  EXPECT_THAT(a.body, HasSubstr(std::string("umpath_build_info{version=\"test\",revision=\"") + kBuildRevision + "\"} 1"));
   EXPECT_THAT(a.body, HasSubstr("umpath_head_paths{head=\"nguid-ab000000000000000000000000000001\"} 1"));
   // Plain HTTP on the TLS port gets no metrics.
   EXPECT_THAT(PlainGet(m->port()), Not(HasSubstr("umpath_")));

@@ -292,6 +292,7 @@ absl::Status Agent::StartServer() {
   mo.mp = mp_.get();
   mo.rpcs = rpc_stats_.get();
   mo.version = config_.server.service.version;
+  mo.revision = config_.server.service.revision;
   mo.path_detail = config_.metrics_path_detail;
   server::ControlService* svc = &server_->service();
   mo.watchers = [svc] { return static_cast<uint64_t>(svc->watchers()); };
@@ -313,6 +314,24 @@ absl::Status Agent::StartServing(bool block_devices) {
   workers_started_ = true;
   if (block_devices && config_.ublk) return StartExporter();
   return absl::OkStatus();
+}
+
+void Agent::KeepAlive(std::chrono::nanoseconds every, std::function<void()> ping) {
+  keep_alive_ = [this, every, ping = std::move(ping)] {
+    ping();
+    plane_->After(every.count(), [this] { keep_alive_(); });
+  };
+  plane_->Post([this] { keep_alive_(); });
+}
+
+std::string Agent::StatusLine() const {
+  size_t heads = 0, unselectable = 0;
+  for (const HeadInfo& h : mp_->ListHeads()) {
+    ++heads;
+    if (h.selectable_paths == 0) ++unselectable;
+  }
+  return absl::StrCat(heads, " head(s), ", unselectable, " without a selectable path; serving on unix:",
+                      config_.server.socket_path);
 }
 
 Agent::~Agent() {

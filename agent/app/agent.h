@@ -14,6 +14,7 @@
 // fails what still waits, the block devices go, the event log ends, and the workers
 // last.
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -67,6 +68,12 @@ class Agent {
   // The stop begins: StopAgent's if one came first, else --stop's `by` (a signal). The
   // destructor stops the agent so; a StopAgent from now on is refused.
   StopChoice::Decided DecideStop(std::string by) { return stop_choice_.Decide(std::move(by)); }
+  // Calls `ping` on the control thread now and every `every` after, from a timer (an
+  // idle agent sleeps in between), until the control thread ends in the stop: the
+  // systemd watchdog, which so restarts an agent whose control thread hangs.
+  void KeepAlive(std::chrono::nanoseconds every, std::function<void()> ping);
+  // One line for `systemctl status`: heads, those without a selectable path, the socket.
+  std::string StatusLine() const;
 
  private:
   explicit Agent(AgentConfig config) : config_(std::move(config)), stop_choice_(config_.stop) {}
@@ -95,6 +102,8 @@ class Agent {
   handover::UniqueFd handover_listen_;
   handover::UniqueFd successor_;  // a successor asked; the stop answers it
   bool successor_adopts_ = false;
+  // Before plane_, so it outlives the timers that call it.
+  std::function<void()> keep_alive_;
   // First, so it is destroyed last: controllers left to the process's exit still post
   // to it (it drops what comes once it has stopped).
   std::unique_ptr<ControlPlane> plane_;

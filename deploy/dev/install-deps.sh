@@ -7,7 +7,7 @@ pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libabsl-dev libnvme-dev libjson-c-dev liburing-dev fio
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler openssl
-  prometheus-cpp-dev libcli11-dev systemd
+  prometheus-cpp-dev libcli11-dev systemd libsystemd-dev
   # The OCI image (deploy/image): a root filesystem from Debian's packages, the image
   # layout, and a sandbox that runs the image's binaries in the test.
   mmdebstrap umoci bubblewrap eatmydata

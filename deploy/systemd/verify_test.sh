@@ -95,7 +95,7 @@ check "--ublk_state_dir $(flag ublk_state_dir) is in RuntimeDirectory= (kept: Ru
 check "--state_file $(flag state_file) is in StateDirectory=$(key StateDirectory)" $?
 [ "$(flag socket_group)" = "$(key Group)" ]
 check "--socket_group $(flag socket_group) is Group= (no CAP_CHOWN needed)" $? "Group=$(key Group)"
-for k in "KillSignal=SIGTERM" "TimeoutStopSec=60" "Restart=always" "RestartPreventExitStatus=3" \
+for k in "Type=notify" "NotifyAccess=main" "WatchdogSec=30s" "KillSignal=SIGTERM" "TimeoutStopSec=60" "Restart=always" "RestartPreventExitStatus=3" \
          "SuccessExitStatus=3" "NoNewPrivileges=yes" "ProtectSystem=strict" "ProtectHome=yes" \
          "StandardError=journal"; do
   grep -qx "$k" "$unit"
