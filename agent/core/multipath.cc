@@ -429,6 +429,7 @@ Multipath::Head* Multipath::CreateHead(const NamespaceSpec& ns, const Controller
         h->io_fail_timeout_secs = *saved->io_fail_timeout_secs;
         absl::StrAppend(&restored, " io_fail_timeout_secs=", h->io_fail_timeout_secs);
       }
+      if (saved->volume && ValidateVolume(*saved->volume).ok()) h->volume = *saved->volume;
     }
   }
   h->created_wall = options_.clock->WallNanos();
@@ -436,6 +437,9 @@ Multipath::Head* Multipath::CreateHead(const NamespaceSpec& ns, const Controller
   h->shared->queue_if_no_path.store(h->delayed_removal_secs > 0);
   h->shared->waiting = std::make_unique<std::atomic<uint32_t>[]>(
       std::max<size_t>(options_.workers.size(), 1));
+  // Made here, with the head, so no I/O allocates them.
+  h->shared->counters = std::make_unique<HeadWorkerCounters[]>(std::max<size_t>(options_.workers.size(), 1));
+  h->shared->block_size = h->block_size;
   Emit(Event{.type = EventType::kHeadCreated, .head = h->name,
              .reason = absl::StrCat("subsystem ", h->subsys_nqn, " nsid ", h->nsid,
                                     restored.empty() ? "" : "; restored", restored)});
@@ -500,9 +504,21 @@ void Multipath::OnLastPathGone(Head* h) {
   WakeTimer();
 }
 
+void Multipath::AccountNoPath(Head* h, bool selectable) {
+  if (selectable == (h->no_path_since == 0)) return;
+  const int64_t now = options_.clock->MonotonicNanos();
+  if (selectable) {
+    h->no_path_nanos += now - h->no_path_since;
+    h->no_path_since = 0;
+  } else {
+    h->no_path_since = now;
+  }
+}
+
 void Multipath::UpdateFastFail(Head* h) {
   const bool usable = std::any_of(h->paths.begin(), h->paths.end(),
                                   [](const Path* p) { return p->Word().selectable(); });
+  AccountNoPath(h, usable);
   if (usable) {
     h->unusable_since = 0;
     h->fast_fail_deadline = 0;
