@@ -176,6 +176,7 @@ void ToProto(const HeadInfo& in, v1::Head* out) {
   out->set_selectable_paths(in.selectable_paths);
   out->set_waiting_ios(in.waiting_ios);
   out->set_export_device(in.export_device);
+  out->set_volume(in.volume);
   out->set_io_fail_timeout_secs(in.io_fail_timeout_secs);
   out->set_failing_fast(in.failing_fast);
   for (const PathInfo& p : in.paths) {

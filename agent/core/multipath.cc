@@ -345,7 +345,6 @@ absl::Status Multipath::RejectPath(const Controller& c, std::string head,
 void Multipath::AttachPath(const NamespaceSpec& ns, Controller* c, Head* head) {
   auto p = std::make_unique<Path>();
   p->controller = c;
-  p->head = head;
   p->nsid = ns.nsid;
   p->ana_group_id = ns.ana_group_id;
   // READY: capacity and format match the head (SEMANTICS "Objects").
@@ -369,7 +368,10 @@ void Multipath::AttachPath(const NamespaceSpec& ns, Controller* c, Head* head) {
   p->shared.nsid = ns.nsid;
   Path* raw = p.get();
   c->paths.push_back(std::move(p));
+  // Not its head's yet: the head's fast fail and no-path time are looked at once it is
+  // in the head's list (below), not for an instant without it.
   StorePathState(raw);
+  raw->head = head;
   head->paths.push_back(raw);
   Emit(Event{.type = EventType::kPathAdded, .head = head->name, .path = c->name,
              .controller = c->name, .to = AnaText(raw->Word())});
