@@ -195,7 +195,8 @@ TEST_F(CliTest, SettingsSetVolumeLabelsTheHead) {
   EXPECT_THAT(r.err, HasSubstr("volume"));
   ASSERT_OK_AND_ASSIGN(h, mp_->GetHead(head_));
   EXPECT_EQ(h.volume, "pv-123") << "a refused value changes nothing";
-  ASSERT_EQ(Ctl({"settings", "set", head_, "--volume="}).exit, 0);
+  r = Ctl({"settings", "set", head_, "--no-volume"});
+  ASSERT_EQ(r.exit, 0) << r.err;
   ASSERT_OK_AND_ASSIGN(h, mp_->GetHead(head_));
   EXPECT_EQ(h.volume, "") << "\"\" removes it";
 }
