@@ -266,6 +266,7 @@ void AddKeptSettingsCommands(CommandLine& cl) {
   auto fail = Value<int64_t>(cl);
   auto policy = Value<std::string>(cl);
   auto exp = Value<std::string>(cl);
+  auto volume = Value<std::string>(cl);
   auto allow_missing = Value<bool>(cl);
   set->add_option("HEAD", *head)->required();
   CLI::Option* o_delay = set->add_option("--delayed-removal", *delay, "0..86400 s")->check(CLI::NonNegativeNumber);
@@ -274,8 +275,15 @@ void AddKeptSettingsCommands(CommandLine& cl) {
       set->add_option("--policy", *policy, "numa, round-robin or queue-depth")->check(PolicyCheck());
   CLI::Option* o_export =
       set->add_option("--export", *exp, "true: a block device as it appears")->check(CLI::IsMember({"true", "false"}));
+  // Checked by the agent, which says what it accepts. CLI11 2.1 reads "--volume=" as
+  // "--volume" and takes the next argument as its value, hence a flag to remove it.
+  CLI::Option* o_volume =
+      set->add_option("--volume", *volume, "a label for the head (a PersistentVolume's name, say)");
+  auto no_volume = Value<bool>(cl);
+  set->add_flag("--no-volume", *no_volume, "remove the head's volume label")->excludes(o_volume);
   set->add_flag("--allow-missing", *allow_missing, "keep them though no such head exists now");
-  set->callback([&cl, head, delay, fail, policy, exp, allow_missing, o_delay, o_fail, o_policy, o_export] {
+  set->callback([&cl, head, delay, fail, policy, exp, volume, no_volume, allow_missing, o_delay, o_fail,
+                 o_policy, o_export, o_volume] {
     v1::UpdateHeadSettingsRequest req;
     v1::HeadSettings* s = req.mutable_settings();
     s->set_name(Full("heads/", *head) + "/settings");
@@ -288,6 +296,8 @@ void AddKeptSettingsCommands(CommandLine& cl) {
       s->set_io_policy(p);
     }
     if (o_export->count() > 0) s->set_export_(*exp == "true");
+    if (o_volume->count() > 0) s->set_volume(*volume);
+    if (*no_volume) s->set_volume("");
     req.set_allow_missing(*allow_missing);
     cl.run = [req](const Invocation& ctl) { return UpdateSettings(ctl, req); };
   });

@@ -179,6 +179,28 @@ TEST_F(CliTest, SettingsAreKeptForAHeadNotThereYetListedAndForgotten) {
   EXPECT_THAT(r.out, HasSubstr(head_));
 }
 
+// Issue 20: the head's volume label, kept and applied, shown by `head` and `settings`.
+TEST_F(CliTest, SettingsSetVolumeLabelsTheHead) {
+  Ran r = Ctl({"settings", "set", head_, "--volume=pv-123"});
+  ASSERT_EQ(r.exit, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("VOLUME"));
+  EXPECT_THAT(r.out, HasSubstr("pv-123"));
+  ASSERT_OK_AND_ASSIGN(HeadInfo h, mp_->GetHead(head_));
+  EXPECT_EQ(h.volume, "pv-123");
+  r = Ctl({"head", head_});
+  ASSERT_EQ(r.exit, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("volume pv-123"));
+  r = Ctl({"settings", "set", head_, "--volume=pv 123"});
+  EXPECT_EQ(r.exit, 3) << "INVALID_ARGUMENT: " << r.err;
+  EXPECT_THAT(r.err, HasSubstr("volume"));
+  ASSERT_OK_AND_ASSIGN(h, mp_->GetHead(head_));
+  EXPECT_EQ(h.volume, "pv-123") << "a refused value changes nothing";
+  r = Ctl({"settings", "set", head_, "--no-volume"});
+  ASSERT_EQ(r.exit, 0) << r.err;
+  ASSERT_OK_AND_ASSIGN(h, mp_->GetHead(head_));
+  EXPECT_EQ(h.volume, "") << "\"\" removes it";
+}
+
 TEST_F(CliTest, AWatchEndsAtItsTimeoutWithDeadlineExceeded) {
   // No event comes after the current revision.
   Ran r = Ctl({"watch", absl::StrCat("--since=", mp_->journal().current_revision()),

@@ -94,6 +94,7 @@ void PrintHead(std::ostream& out, const v1::Head& h, const CtlOptions& o) {
       if (!h.export_by_id_link().empty()) out << ", linked as " << h.export_by_id_link();
       out << "\n";
     }
+    if (!h.volume().empty()) out << "  volume " << h.volume() << "\n";
     if (Wide(o)) {
       out << "  uid " << h.uid() << ", nguid " << OrDash(h.nguid()) << ", eui64 "
           << OrDash(h.eui64()) << ", uuid " << OrDash(h.uuid()) << ", created "
@@ -399,10 +400,10 @@ std::vector<std::string> SettingsRow(const v1::HeadSettings& s) {
   return {head, s.head_present() ? "yes" : "no", secs(s.has_delayed_removal_secs(), s.delayed_removal_secs()),
           s.has_io_policy() ? Policy(s.io_policy()) : "-",
           secs(s.has_io_fail_timeout_secs(), s.io_fail_timeout_secs()),
-          s.has_export_() ? (s.export_() ? "yes" : "no") : "-"};
+          s.has_export_() ? (s.export_() ? "yes" : "no") : "-", s.has_volume() ? s.volume() : "-"};
 }
 const std::vector<std::string> kSettingsHeader = {"HEAD", "PRESENT", "DELAYED_REMOVAL", "POLICY",
-                                                  "IO_FAIL_TIMEOUT", "EXPORT"};
+                                                  "IO_FAIL_TIMEOUT", "EXPORT", "VOLUME"};
 
 }  // namespace
 

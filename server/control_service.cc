@@ -331,6 +331,7 @@ void SettingsToProto(const std::string& head, const HeadSettings& in, bool prese
   if (in.policy) out->set_io_policy(ToProto(*in.policy));
   if (in.io_fail_timeout_secs) out->set_io_fail_timeout_secs(*in.io_fail_timeout_secs);
   if (in.export_wanted) out->set_export_(*in.export_wanted);
+  if (in.volume) out->set_volume(*in.volume);
   out->set_head_present(present);
 }
 
@@ -349,9 +350,14 @@ absl::StatusOr<HeadSettings> SettingsFromProto(const v1::HeadSettings& in) {
     out.policy = p;
   }
   if (in.has_export_()) out.export_wanted = in.export_();
-  if (!out.delayed_removal_secs && !out.io_fail_timeout_secs && !out.policy && !out.export_wanted) {
-    return FieldError("settings",
-                      "nothing to update: set delayed_removal_secs, io_policy, io_fail_timeout_secs or export");
+  if (in.has_volume()) {
+    RETURN_IF_ERROR(ValidateVolume(in.volume()));
+    out.volume = in.volume();
+  }
+  if (!out.delayed_removal_secs && !out.io_fail_timeout_secs && !out.policy && !out.export_wanted &&
+      !out.volume) {
+    return FieldError("settings", "nothing to update: set delayed_removal_secs, io_policy, "
+                                  "io_fail_timeout_secs, export or volume");
   }
   return out;
 }
@@ -404,6 +410,7 @@ ControlService::Unary* ControlService::UpdateHeadSettings(Ctx* ctx, const v1::Up
         if (patch.delayed_removal_secs) RETURN_IF_ERROR(mp_->SetDelayedRemoval(head, *patch.delayed_removal_secs));
         if (patch.io_fail_timeout_secs) RETURN_IF_ERROR(mp_->SetIoFailTimeout(head, *patch.io_fail_timeout_secs));
         if (patch.policy) RETURN_IF_ERROR(mp_->SetPolicy(head, IoPolicyName(*patch.policy)));
+        if (patch.volume) RETURN_IF_ERROR(mp_->SetVolume(head, *patch.volume));
         return absl::OkStatus();
       }();
       if (absl::IsNotFound(applied)) present = false;  // removed meanwhile: kept for the next

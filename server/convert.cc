@@ -197,6 +197,7 @@ void ToProto(const HeadInfo& in, v1::Head* out) {
   out->set_export_minor(in.export_ids.minor);
   out->set_export_diskseq(in.export_ids.diskseq);
   out->set_export_by_id_link(in.export_ids.by_id_link);
+  out->set_volume(in.volume);
   out->set_io_fail_timeout_secs(in.io_fail_timeout_secs);
   out->set_failing_fast(in.failing_fast);
   for (const PathInfo& p : in.paths) {

@@ -131,7 +131,7 @@ struct HeadFilterExpression::Node {
 namespace {
 
 const char* const kFieldList =
-    "name, uid, subsystem_nqn, nsid, nguid, eui64, uuid, export_device, io_policy, "
+    "name, uid, subsystem_nqn, nsid, nguid, eui64, uuid, export_device, volume, io_policy, "
     "delayed_removal_secs, io_fail_timeout_secs, removal_pending, failing_fast, live_paths, "
     "selectable_paths, waiting_ios, paths, size_blocks, block_size";
 

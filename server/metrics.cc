@@ -117,6 +117,19 @@ void DeclareFamilies(Families& f) {
         "I/Os moved off a path of the head by a path error (umpath_path_failovers_total summed, removed paths included)");
   f.Get("umpath_head_removal_deadline_timestamp_seconds", kGauge,
         "When a pending removal of the head takes effect (present only while one is pending)");
+  f.Get("umpath_head_info", kGauge,
+        "1 for each head, with its identity, block device and volume label (join on head)");
+  f.Get("umpath_head_io_total", kCounter,
+        "I/Os the application issued to the head and got answered, ok or not, by operation "
+        "(once each, however many paths it took)");
+  f.Get("umpath_head_bytes_total", kCounter,
+        "Bytes of the head's successful I/O by operation (discard: the bytes released)");
+  f.Get("umpath_head_io_errors_total", kCounter, "I/Os of the head answered with an error, by reason");
+  f.Get("umpath_head_requeued_total", kCounter,
+        "I/Os of the head put back to wait for a path (failed over, or no path selectable)");
+  f.Get("umpath_head_no_path_seconds_total", kCounter, "Time the head has had no selectable path");
+  f.Get("umpath_head_io_latency_seconds", MetricType::Histogram,
+        "Time from an I/O's arrival at the head to its answer, as the application saw it");
 }
 
 void AddPathSeries(Families& f, const std::string& head, const PathInfo& p) {
@@ -142,6 +155,43 @@ void AddPathSeries(Families& f, const std::string& head, const PathInfo& p) {
   f.Get("umpath_path_io_latency_seconds", MetricType::Histogram, "").metric.push_back(std::move(lat));
 }
 
+// Issue 20: what the application saw of the head, and its identity to join on.
+void AddHeadIoSeries(Families& f, const HeadInfo& h) {
+  const std::vector<ClientMetric::Label> l = {{"head", h.name}};
+  f.Get("umpath_head_info", kGauge, "")
+      .metric.push_back(Gauge({{"head", h.name},
+                               {"nguid", h.nguid},
+                               {"uuid", h.uuid},
+                               {"subsystem_nqn", h.subsys_nqn},
+                               {"nsid", absl::StrCat(h.nsid)},
+                               {"export_device", h.export_device},
+                               {"volume", h.volume}},
+                              1));
+  MetricFamily& ios = f.Get("umpath_head_io_total", kCounter, "");
+  MetricFamily& bytes = f.Get("umpath_head_bytes_total", kCounter, "");
+  for (size_t op = 0; op < kHeadOpCount; ++op) {
+    const std::vector<ClientMetric::Label> lo = {{"head", h.name}, {"op", HeadOpName(static_cast<HeadOp>(op))}};
+    ios.metric.push_back(Counter(lo, static_cast<double>(h.io.ios[op])));
+    bytes.metric.push_back(Counter(lo, static_cast<double>(h.io.bytes[op])));
+  }
+  MetricFamily& errors = f.Get("umpath_head_io_errors_total", kCounter, "");
+  for (size_t e = 1; e < kIoErrorCount; ++e) {  // every reason but kNone, 0 included
+    errors.metric.push_back(Counter({{"head", h.name}, {"reason", IoErrorLabel(static_cast<IoError>(e))}},
+                                    static_cast<double>(h.io.errors[e])));
+  }
+  f.Get("umpath_head_requeued_total", kCounter, "").metric.push_back(Counter(l, static_cast<double>(h.io.requeued)));
+  f.Get("umpath_head_no_path_seconds_total", kCounter, "")
+      .metric.push_back(Counter(l, static_cast<double>(h.no_path_nanos) / 1e9));
+  ClientMetric lat = Metric(l);
+  lat.histogram.sample_count = h.io.answered();
+  lat.histogram.sample_sum = static_cast<double>(h.io.latency_ns_sum) / 1e9;
+  for (size_t i = 0; i < kHeadLatencyBoundsNs.size(); ++i) {
+    lat.histogram.bucket.push_back({h.io.latency[i], static_cast<double>(kHeadLatencyBoundsNs[i]) / 1e9});
+  }
+  lat.histogram.bucket.push_back({h.io.answered(), std::numeric_limits<double>::infinity()});
+  f.Get("umpath_head_io_latency_seconds", MetricType::Histogram, "").metric.push_back(std::move(lat));
+}
+
 void AddHeadSeries(Families& f, const HeadInfo& h, uint64_t failovers) {
   const std::vector<ClientMetric::Label> l = {{"head", h.name}};
   f.Get("umpath_head_paths", kGauge, "").metric.push_back(Gauge(l, static_cast<double>(h.paths.size())));
@@ -154,6 +204,7 @@ void AddHeadSeries(Families& f, const HeadInfo& h, uint64_t failovers) {
     f.Get("umpath_head_removal_deadline_timestamp_seconds", kGauge, "")
         .metric.push_back(Gauge(l, static_cast<double>(h.removal_deadline_wall_nanos) / 1e9));
   }
+  AddHeadIoSeries(f, h);
 }
 
 void AddControllerSeries(Families& f, const ControllerInfo& c) {

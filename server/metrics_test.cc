@@ -20,12 +20,15 @@
 #include "absl/strings/str_split.h"
 #include "agent/base/status_matchers.h"
 #include "agent/core/multipath.h"
+#include "agent/core/testing/fake_queue_pair.h"
+#include "agent/core/worker.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "prometheus/text_serializer.h"
 #include "server/control_server.h"
+#include "server/settings_store.h"
 #include "server/testing/test_topology.h"
 #include "umpath/v1/control.grpc.pb.h"
 
@@ -49,6 +52,10 @@ int SeriesWith(const std::string& text, const std::string& needle) {
   }
   return n;
 }
+
+// Issue 20: what the application saw, per head. 6 series before it, 37 more: info 1,
+// io and bytes 4 each, errors 5, requeued 1, no-path seconds 1, latency 18 + 3.
+constexpr int kHeadSeries = 43;
 
 HeadInfo Head(const std::string& name, std::vector<std::string> paths) {
   HeadInfo h;
@@ -155,7 +162,7 @@ std::string Scrape(ScrapeHistory& history, const std::vector<HeadInfo>& heads, i
 }
 
 // Issue 18 item 4: 8 heads of 4 paths, scraped every 30 s while one path is failed and
-// another errs, then both heal. Heads keep their 6 series each at every setting.
+// another errs, then both heal. Heads keep their series (kHeadSeries) at every setting.
 TEST(MetricsTest, PathDetailPicksThePathsThatGetSeries) {
   struct Case {
     PathDetail detail;
@@ -168,7 +175,7 @@ TEST(MetricsTest, PathDetailPicksThePathsThatGetSeries) {
     std::vector<HeadInfo> heads = Heads(8, 4);
     std::string text = Scrape(history, heads, 0);
     EXPECT_EQ(SeriesOf(text, "umpath_path_"), c.healthy);
-    EXPECT_EQ(SeriesOf(text, "umpath_head_"), 8 * 6);
+    EXPECT_EQ(SeriesOf(text, "umpath_head_"), 8 * kHeadSeries);
 
     PathInfo& failed = heads[3].paths[1];
     failed.selectable = false;
@@ -179,7 +186,7 @@ TEST(MetricsTest, PathDetailPicksThePathsThatGetSeries) {
     erring.counters.failovers = 5;
     text = Scrape(history, heads, 30 * kSecond);
     EXPECT_EQ(SeriesOf(text, "umpath_path_"), c.trouble);
-    EXPECT_EQ(SeriesOf(text, "umpath_head_"), 8 * 6);
+    EXPECT_EQ(SeriesOf(text, "umpath_head_"), 8 * kHeadSeries);
     EXPECT_THAT(text, HasSubstr("umpath_head_selectable_paths{head=\"h3\"} 3"));
     EXPECT_THAT(text, HasSubstr("umpath_head_failovers_total{head=\"h5\"} 5"));
     if (c.detail != PathDetail::kNone) {
@@ -242,6 +249,53 @@ TEST(MetricsTest, HeadFailoversKeepWhatRemovedPathsCounted) {
   EXPECT_THAT(Scrape(history, heads, 90 * kSecond), HasSubstr(head + "1"));
   EXPECT_EQ(SeriesWith(Scrape(history, {}, 120 * kSecond), "h0"), 0);
   EXPECT_THAT(Scrape(history, heads, 150 * kSecond), HasSubstr(head + "1"));
+}
+
+TEST(MetricsTest, HeadIoSeriesCarryWhatTheApplicationSaw) {
+  HeadInfo h = Head("nguid-ab01", {"nvme3"});
+  h.subsys_nqn = "nqn.2026-01.io.umpath:s";
+  h.nsid = 7;
+  h.nguid = "ab01";
+  h.export_device = "/dev/ublkb0";
+  h.volume = "pv-123";
+  h.io.ios = {5, 3, 1, 2};
+  h.io.bytes = {20480, 12288, 0, 65536};
+  h.io.errors[static_cast<size_t>(IoError::kFastFail)] = 2;
+  h.io.requeued = 4;
+  h.no_path_nanos = 2'500'000'000;
+  // Cumulative: 6 at most 1 ms, 10 at most 2.5 s, 11 in all (one past 30 s).
+  for (size_t i = 0; i < kHeadLatencyBuckets; ++i) h.io.latency[i] = i < 4 ? 0 : i < 14 ? 6 : i < 18 ? 10 : 11;
+  h.io.latency_ns_sum = 33'000'000'000;
+  const std::string text = Text(BuildMetricFamilies({h}, {}, AgentStats{}));
+  const std::string l = "head=\"nguid-ab01\"";
+  EXPECT_THAT(text, HasSubstr("umpath_head_info{" + l + ",nguid=\"ab01\",uuid=\"\",subsystem_nqn=\"nqn.2026-01.io.umpath:s\","
+                              "nsid=\"7\",export_device=\"/dev/ublkb0\",volume=\"pv-123\"} 1"));
+  EXPECT_THAT(text, HasSubstr("umpath_head_io_total{" + l + ",op=\"read\"} 5"));
+  EXPECT_THAT(text, HasSubstr("umpath_head_io_total{" + l + ",op=\"write\"} 3"));
+  EXPECT_THAT(text, HasSubstr("umpath_head_io_total{" + l + ",op=\"flush\"} 1"));
+  EXPECT_THAT(text, HasSubstr("umpath_head_io_total{" + l + ",op=\"discard\"} 2"));
+  EXPECT_THAT(text, HasSubstr("umpath_head_bytes_total{" + l + ",op=\"read\"} 20480"));
+  EXPECT_THAT(text, HasSubstr("umpath_head_bytes_total{" + l + ",op=\"discard\"} 65536"));
+  EXPECT_THAT(text, HasSubstr("umpath_head_io_errors_total{" + l + ",reason=\"fast_fail\"} 2"));
+  EXPECT_THAT(text, HasSubstr("umpath_head_io_errors_total{" + l + ",reason=\"no_path\"} 0"));
+  EXPECT_EQ(SeriesWith(text, "umpath_head_io_errors_total{"), 5) << "every reason, 0 included";
+  EXPECT_EQ(SeriesWith(text, "reason=\"none\""), 0);
+  EXPECT_THAT(text, HasSubstr("umpath_head_requeued_total{" + l + "} 4"));
+  EXPECT_THAT(text, HasSubstr("umpath_head_no_path_seconds_total{" + l + "} 2.5"));
+  EXPECT_THAT(text, HasSubstr("umpath_head_io_latency_seconds_bucket{" + l + ",le=\"5e-05\"} 0"));
+  EXPECT_THAT(text, HasSubstr("umpath_head_io_latency_seconds_bucket{" + l + ",le=\"0.001\"} 6"));
+  EXPECT_THAT(text, HasSubstr("umpath_head_io_latency_seconds_bucket{" + l + ",le=\"2.5\"} 10"));
+  EXPECT_THAT(text, HasSubstr("umpath_head_io_latency_seconds_bucket{" + l + ",le=\"30\"} 10"));
+  EXPECT_THAT(text, HasSubstr("umpath_head_io_latency_seconds_bucket{" + l + ",le=\"+Inf\"} 11"));
+  EXPECT_THAT(text, HasSubstr("umpath_head_io_latency_seconds_count{" + l + "} 11"));
+  EXPECT_THAT(text, HasSubstr("umpath_head_io_latency_seconds_sum{" + l + "} 33"));
+  EXPECT_EQ(SeriesWith(text, "umpath_head_io_latency_seconds_bucket{"), 19);
+  EXPECT_EQ(SeriesOf(text, "umpath_head_"), kHeadSeries);
+  EXPECT_THAT(text, HasSubstr("# TYPE umpath_head_io_latency_seconds histogram"));
+  EXPECT_THAT(text, HasSubstr("# TYPE umpath_head_no_path_seconds_total counter"));
+  EXPECT_THAT(text, HasSubstr("# TYPE umpath_head_info gauge"));
+  // A removed head's go with it, as its other series.
+  EXPECT_EQ(SeriesWith(Text(BuildMetricFamilies({}, {}, AgentStats{})), "nguid-ab01"), 0);
 }
 
 TEST(MetricsTest, PathDetailNames) {
@@ -392,6 +446,103 @@ TEST(MetricsEndpointTest, ScrapesTheLiveCoreAndCountsRpcs) {
   std::filesystem::remove_all(tmpl);
 }
 
+// Issue 20 over the real scrape: I/O through a (hand-driven) worker and a fake queue pair
+// shows in the head's series, and the volume set through UpdateHeadSettings (kept in a
+// real settings file) in umpath_head_info.
+TEST(MetricsEndpointTest, HeadIoSeriesAndTheVolumeLabelOverHttp) {
+  char tmpl[] = "/tmp/umpath-metrics-test-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<SettingsStore> store, SettingsStore::Open(std::string(tmpl) + "/settings"));
+  umpath::testing::FakeQueuePair qp("c0");  // outlives the worker, which points at it
+  std::unique_ptr<Worker> worker = Worker::Create(Worker::Options{});
+  ASSERT_NE(worker, nullptr);
+  MultipathOptions mo;
+  mo.workers = {worker.get()};
+  mo.initial_settings = [s = store.get()](absl::string_view head) { return s->Lookup(head); };
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Multipath> mp, Multipath::Create(mo));
+  ControllerSpec spec;
+  spec.name = "c0";
+  spec.subsys_nqn = "nqn.2026-01.io.umpath:test";
+  spec.transport = "fake";
+  ASSERT_OK(mp->AddController(spec, nullptr, {&qp}));
+  ASSERT_OK(testing::AddTestNamespace(mp.get(), 1, 1));
+  const std::string head = "nguid-ab000000000000000000000000000001";
+  auto run = [&] {
+    for (int i = 0; i < 20 && worker->RunOnce() > 0; ++i) {
+    }
+  };
+  run();
+  struct Io {
+    IoRequest req;
+    bool ok = false;
+  } read, write;
+  for (Io* io : {&read, &write}) {
+    io->req.blocks = 8;
+    io->req.data_len = 4096;
+    io->req.user = io;
+    io->req.on_complete = [](IoRequest* r, IoResult res) { static_cast<Io*>(r->user)->ok = res.ok(); };
+  }
+  write.req.opcode = nvme::IoOpcode::kWrite;
+  Channel* ch = worker->FindChannel(mp->GetHead(head)->uid);
+  ASSERT_NE(ch, nullptr);
+  ch->Submit(&read.req);
+  ch->Submit(&write.req);
+  worker->Flush();
+  run();
+  ASSERT_TRUE(read.ok);
+  ASSERT_TRUE(write.ok);
+
+  ServerOptions so;
+  so.socket_path = std::string(tmpl) + "/umpathd.sock";
+  so.access.admin_uids = {getuid()};
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<ControlServer> server, ControlServer::Create(mp.get(), so, store.get()));
+  MetricsOptions o;
+  o.address = "127.0.0.1:0";
+  o.mp = mp.get();
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<MetricsEndpoint> m, MetricsEndpoint::Create(o));
+  const std::string l = "head=\"" + head + "\"";
+  std::string body = Scrape(m->port());
+  ASSERT_THAT(body, HasSubstr("200 OK"));
+  EXPECT_THAT(body, HasSubstr("umpath_head_io_total{" + l + ",op=\"read\"} 1"));
+  EXPECT_THAT(body, HasSubstr("umpath_head_io_total{" + l + ",op=\"write\"} 1"));
+  EXPECT_THAT(body, HasSubstr("umpath_head_bytes_total{" + l + ",op=\"write\"} 4096"));
+  EXPECT_THAT(body, HasSubstr("umpath_head_io_latency_seconds_count{" + l + "} 2"));
+  EXPECT_THAT(body, HasSubstr("umpath_head_io_errors_total{" + l + ",reason=\"no_path\"} 0"));
+  EXPECT_THAT(body, HasSubstr("umpath_head_requeued_total{" + l + "} 0"));
+  EXPECT_THAT(body, HasSubstr("umpath_head_no_path_seconds_total{" + l + "} 0"));
+  EXPECT_THAT(body, HasSubstr("umpath_head_info{" + l + ",nguid=\"ab000000000000000000000000000001\",uuid=\"\","
+                              "subsystem_nqn=\"nqn.2026-01.io.umpath:test\",nsid=\"1\",export_device=\"\",volume=\"\"} 1"));
+
+  auto stub = v1::MultipathControl::NewStub(
+      grpc::CreateChannel("unix:" + server->socket_path(), grpc::InsecureChannelCredentials()));
+  auto update = [&](const std::string& volume) {
+    grpc::ClientContext ctx;
+    v1::UpdateHeadSettingsRequest req;
+    req.mutable_settings()->set_name("heads/" + head + "/settings");
+    req.mutable_settings()->set_volume(volume);
+    v1::UpdateHeadSettingsResponse resp;
+    return stub->UpdateHeadSettings(&ctx, req, &resp);
+  };
+  ASSERT_TRUE(update("pv-123").ok());
+  body = Scrape(m->port());
+  EXPECT_THAT(body, HasSubstr("umpath_head_info{" + l + ",nguid=\"ab000000000000000000000000000001\",uuid=\"\","
+                              "subsystem_nqn=\"nqn.2026-01.io.umpath:test\",nsid=\"1\",export_device=\"\","
+                              "volume=\"pv-123\"} 1"));
+  EXPECT_EQ(SeriesWith(body, "umpath_head_info{"), 1);
+  // Out of bounds: refused, and the label stays.
+  EXPECT_EQ(update("pv 123").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(update(std::string(254, 'a')).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(Scrape(m->port()), HasSubstr("volume=\"pv-123\"} 1"));
+  // Kept in the file, so a head that comes back takes it.
+  EXPECT_EQ(store->Lookup(head)->volume, "pv-123");
+
+  m.reset();
+  server->Shutdown();
+  mp->Shutdown();
+  run();
+  std::filesystem::remove_all(tmpl);
+}
+
 // The real scrape path at each setting: 8 heads of 4 paths (4 controllers), a path
 // failed by hand and reinstated.
 TEST(MetricsEndpointTest, PathSeriesPerDetailOverHttp) {
@@ -416,7 +567,7 @@ TEST(MetricsEndpointTest, PathSeriesPerDetailOverHttp) {
     ASSERT_THAT(body, HasSubstr("200 OK"));
     const int all = SeriesWith(body, "umpath_");
     EXPECT_EQ(SeriesOf(body, "umpath_path_"), c.healthy);
-    EXPECT_EQ(SeriesOf(body, "umpath_head_"), 8 * 6);
+    EXPECT_EQ(SeriesOf(body, "umpath_head_"), 8 * kHeadSeries);
     EXPECT_EQ(SeriesOf(body, "umpath_controller_"), 4 * 8);
 
     ASSERT_OK(mp->FailPath(head, "c2", "test"));

@@ -43,6 +43,9 @@ absl::Status ParseLine(absl::string_view line, std::string* head, HeadSettings* 
       out->policy = *p;
     } else if (kv.first == "export" && (kv.second == "true" || kv.second == "false")) {
       out->export_wanted = kv.second == "true";
+    } else if (kv.first == "volume" && !kv.second.empty()) {
+      if (absl::Status v = ValidateVolume(kv.second); !v.ok()) return v;
+      out->volume = std::string(kv.second);
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown field \"", fields[i], "\""));
     }
@@ -115,6 +118,8 @@ absl::Status SettingsStore::Merge(const std::string& head, const HeadSettings& p
     if (patch.delayed_removal_secs) kept.delayed_removal_secs = patch.delayed_removal_secs;
     if (patch.io_fail_timeout_secs) kept.io_fail_timeout_secs = patch.io_fail_timeout_secs;
     if (patch.export_wanted) kept.export_wanted = patch.export_wanted;
+    // "" removes the label: kept as absent, not as an empty value.
+    if (patch.volume) kept.volume = patch.volume->empty() ? std::nullopt : patch.volume;
   }
   return Save();
 }
@@ -141,6 +146,7 @@ std::string SettingsStore::TextLocked() const {
     if (s.io_fail_timeout_secs) absl::StrAppend(&text, " io_fail_timeout_secs=", *s.io_fail_timeout_secs);
     if (s.policy) absl::StrAppend(&text, " io_policy=", IoPolicyName(*s.policy));
     if (s.export_wanted) absl::StrAppend(&text, " export=", *s.export_wanted ? "true" : "false");
+    if (s.volume) absl::StrAppend(&text, " volume=", *s.volume);
     absl::StrAppend(&text, "\n");
   }
   return text;

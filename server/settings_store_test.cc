@@ -116,6 +116,33 @@ TEST_F(SettingsStoreTest, CorruptFileIsReportedSetAsideAndDoesNotStopTheAgent) {
   EXPECT_GE(aside, 1);  // same-second names overwrite each other; at least one is kept
 }
 
+// Issue 20: the volume label is one more key; a file written before it loads as it did.
+TEST_F(SettingsStoreTest, TheVolumeIsKeptAndAnOlderFileStillLoads) {
+  fs::create_directories(fs::path(path_).parent_path());
+  { std::ofstream(path_) << "# umpath head settings v1\nnguid-01 delayed_removal_secs=30 export=true\n"; }
+  ASSERT_OK_AND_ASSIGN(auto store, SettingsStore::Open(path_));
+  EXPECT_TRUE(store->problem().empty()) << store->problem();
+  ASSERT_EQ(store->size(), 1u);
+  EXPECT_FALSE(store->Lookup("nguid-01")->volume.has_value());
+  HeadSettings patch;
+  patch.volume = "pv-123";
+  ASSERT_OK(store->Merge("nguid-01", patch));
+  ASSERT_OK_AND_ASSIGN(auto again, SettingsStore::Open(path_));
+  std::optional<HeadSettings> s = again->Lookup("nguid-01");
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(s->volume, "pv-123");
+  EXPECT_EQ(s->delayed_removal_secs, 30u);
+  EXPECT_EQ(s->export_wanted, true);
+  patch.volume = "";  // removes it
+  ASSERT_OK(again->Merge("nguid-01", patch));
+  ASSERT_OK_AND_ASSIGN(auto cleared, SettingsStore::Open(path_));
+  EXPECT_FALSE(cleared->Lookup("nguid-01")->volume.has_value());
+  // A value the API would refuse makes the file corrupt, as any other.
+  { std::ofstream(path_) << "# umpath head settings v1\nnguid-01 volume=pv|123\n"; }
+  ASSERT_OK_AND_ASSIGN(auto bad, SettingsStore::Open(path_));
+  EXPECT_THAT(bad->problem(), HasSubstr("set aside"));
+}
+
 TEST_F(SettingsStoreTest, UnwritableDirectoryIsAnError) {
   EXPECT_THAT(SettingsStore::Open("/proc/umpath-cannot/heads"),
               testing::StatusIs(absl::StatusCode::kFailedPrecondition));

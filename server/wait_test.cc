@@ -89,9 +89,13 @@ TEST_F(WaitTest, ListHeadsFindsAVolumesHeadByItsIdentity) {
   v1::ListHeadsResponse resp;
   ASSERT_TRUE(Call(&v1::MultipathControl::Stub::ListHeads, both, &resp).ok());
   EXPECT_EQ(resp.heads_size(), 0) << "the state filter and the expression both hold";
-  grpc::Status bad = List("volume = \"pvc-1\"", &names);
+  // Issue 20: the volume label its settings give it finds it too.
+  ASSERT_TRUE(mp_->SetVolume(Head(1).substr(6), "pvc-1").ok());
+  ASSERT_TRUE(List("volume = \"pvc-1\"", &names).ok());
+  EXPECT_THAT(names, ::testing::ElementsAre(Head(1)));
+  grpc::Status bad = List("volume_handle = \"pvc-1\"", &names);
   EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_THAT(bad.error_message(), HasSubstr("no field \"volume\""));
+  EXPECT_THAT(bad.error_message(), HasSubstr("no field \"volume_handle\""));
 }
 
 TEST_F(WaitTest, AWaitThatHoldsAlreadyAnswersAtOnce) {

@@ -32,8 +32,15 @@ IoPolicy Channel::policy() const {
   return current_ ? current_->snapshot->policy : IoPolicy::kNuma;
 }
 
+const std::shared_ptr<HeadShared>& Channel::head_shared() const {
+  static const std::shared_ptr<HeadShared> kNone;
+  return current_ ? current_->snapshot->head : kNone;
+}
+
 void Channel::Submit(IoRequest* req) {
   req->channel = this;
+  req->arrived_at = worker_->LoopNow();
+  req->requeued = false;
   req->retries = 0;
   req->failovers = 0;
   req->counted_in_flight = false;
@@ -70,6 +77,7 @@ void Channel::SubmitTo(IoRequest* req, int slot_index) {
   switch (slot.qp->qp->Submit(req)) {
     case SubmitResult::kOk:
       req->submitted_at = worker_->LoopNow();
+      req->requeued = false;
       ++epoch->in_flight;
       ++in_flight_;
       PathWorkerCounters::Add(slot.counters->submitted, 1);
@@ -110,7 +118,7 @@ void Channel::NoPath(IoRequest* req) {
     }
   }
   if (wait) {
-    requeue_.PushBack(req);
+    Requeue(req);
     UpdateWaiting();
     return;
   }
@@ -199,7 +207,7 @@ void Channel::Failover(IoRequest* req, const Slot& slot, int slot_index, Epoch* 
     const uint32_t old = slot.path->state.fetch_or(kAnaPendingBit, std::memory_order_acq_rel);
     if (!(old & kAnaPendingBit)) worker_->RequestAnaRead(slot.controller);
   }
-  requeue_.PushBack(req);
+  Requeue(req);
   Kick();
 }
 
@@ -266,6 +274,10 @@ void Channel::Adopt(std::shared_ptr<const HeadSnapshot> snapshot) {
     epoch->candidates.push_back(
         PathCandidate{p.state.get(), worker_->Distance(p.numa_node), &qp->gone});
   }
+  if (snapshot->head && snapshot->head->counters) {
+    counters_ = &snapshot->head->counters[w];
+    block_size_ = snapshot->head->block_size;
+  }
   epoch->snapshot = std::move(snapshot);
   if (current_) {
     if (current_->in_flight > 0) {
@@ -303,10 +315,57 @@ void Channel::FailWaitingFast() {
   UpdateWaiting();
 }
 
+void Channel::Requeue(IoRequest* req) {
+  // Kick puts what still finds no path back here: one wait, one count.
+  if (!req->requeued && counters_ != nullptr) HeadWorkerCounters::Add(counters_->requeued, 1);
+  req->requeued = true;
+  requeue_.PushBack(req);
+}
+
 void Channel::Finish(IoRequest* req, IoResult result) {
   req->epoch = nullptr;
   req->next = nullptr;
+  // Before on_complete: the caller may reuse the request from inside it.
+  if (ABSL_PREDICT_TRUE(counters_ != nullptr)) CountAnswer(*req, result);
   req->on_complete(req, result);
+}
+
+namespace {
+
+// Bytes an answered request moved (or, for a discard, released).
+uint64_t BytesOf(const IoRequest& req, uint32_t block_size) {
+  switch (req.opcode) {
+    case nvme::IoOpcode::kRead:
+    case nvme::IoOpcode::kWrite: return req.data_len;
+    case nvme::IoOpcode::kWriteZeroes: return uint64_t{req.blocks} * block_size;
+    case nvme::IoOpcode::kFlush: return 0;
+    case nvme::IoOpcode::kDatasetManagement: break;
+  }
+  // The range list (io_request.h): 16 bytes a range, its length in blocks at byte 4.
+  const auto* ranges = static_cast<const uint8_t*>(req.data);
+  if (ranges == nullptr || req.data_len < uint64_t{req.blocks} * 16) return 0;
+  uint64_t blocks = 0;
+  for (uint32_t i = 0; i < req.blocks; ++i) {
+    const uint8_t* r = ranges + size_t{i} * 16 + 4;
+    blocks += uint32_t{r[0]} | uint32_t{r[1]} << 8 | uint32_t{r[2]} << 16 | uint32_t{r[3]} << 24;
+  }
+  return blocks * block_size;
+}
+
+}  // namespace
+
+void Channel::CountAnswer(const IoRequest& req, const IoResult& result) {
+  HeadWorkerCounters& c = *counters_;
+  const size_t op = static_cast<size_t>(HeadOpOf(req.opcode));
+  HeadWorkerCounters::Add(c.ios[op], 1);
+  if (ABSL_PREDICT_TRUE(result.ok())) {
+    HeadWorkerCounters::Add(c.bytes[op], BytesOf(req, block_size_));
+  } else {
+    HeadWorkerCounters::Add(c.errors[static_cast<size_t>(result.error)], 1);
+  }
+  const int64_t latency = std::max<int64_t>(worker_->LoopNow() - req.arrived_at, 0);
+  HeadWorkerCounters::Add(c.latency[HeadLatencyBucket(latency)], 1);
+  HeadWorkerCounters::Add(c.latency_ns_sum, static_cast<uint64_t>(latency));
 }
 
 void Channel::UpdateWaiting() {

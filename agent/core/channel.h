@@ -57,6 +57,9 @@ class Channel {
   uint32_t in_flight() const { return in_flight_; }
   uint32_t waiting() const { return requeue_.size() + retry_.size() + busy_.size(); }
   IoPolicy policy() const;
+  // The head's per-worker counters this channel writes (null before the first Adopt);
+  // they belong to the head, so a test may read them after the head is gone.
+  const std::shared_ptr<HeadShared>& head_shared() const;
 
  private:
   struct Slot {
@@ -82,6 +85,10 @@ class Channel {
                 nvme::Status status);
   void RetrySamePath(IoRequest* req, const PathShared* path);
   void Finish(IoRequest* req, IoResult result);
+  // Issue 20: what the application saw (counted in Finish, once per I/O).
+  void CountAnswer(const IoRequest& req, const IoResult& result);
+  // Onto requeue_, counted once until the request reaches a path again.
+  void Requeue(IoRequest* req);
   void ReleaseEpochIfDone(Epoch* epoch);
   void UpdateWaiting();
 
@@ -93,6 +100,10 @@ class Channel {
   IoList requeue_;  // waiting for a usable path
   IoList retry_;    // waiting for the controller's Command Retry Delay
   IoList busy_;     // the queue pair was full
+  // This worker's slot of the head's counters: HeadShared is the same for every snapshot
+  // of the head and lives as long as current_ holds one.
+  HeadWorkerCounters* counters_ = nullptr;
+  uint32_t block_size_ = 512;
   uint32_t in_flight_ = 0;
   bool removed_ = false;
   IoError removed_why_ = IoError::kNone;

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/core/head_io_stats.h"
 #include "agent/core/types.h"
 #include "agent/nvme/wire.h"
 
@@ -92,6 +93,13 @@ struct HeadInfo {
   HeadLimits limits;
   std::string export_device;  // empty when not exported
   BlockDeviceIds export_ids;  // zero when not exported
+  // A label the caller set (a PersistentVolume's name, say) to join the head with it;
+  // empty when none.
+  std::string volume;
+  // What the application saw (head_io_stats.h), and how long the head has had no
+  // selectable path over its life, the outage under way included.
+  HeadIoCounters io;
+  int64_t no_path_nanos = 0;
   std::vector<PathInfo> paths;
 };
 
@@ -130,6 +138,8 @@ struct HeadSettings {
   std::optional<uint32_t> io_fail_timeout_secs;
   // Exported as a block device as it appears (the exporter's; the core ignores it).
   std::optional<bool> export_wanted;
+  // HeadInfo::volume (ValidateVolume); empty: none.
+  std::optional<std::string> volume;
 };
 
 struct Defaults {

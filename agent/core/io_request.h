@@ -58,6 +58,8 @@ struct IoRequest {
   bool counted_in_flight = false;    // counted in its path's queue-depth counter
   int64_t not_before = 0;            // monotonic ns; retry after the controller's CRD
   int64_t submitted_at = 0;          // monotonic ns; when the queue pair took it
+  int64_t arrived_at = 0;            // monotonic ns; when the channel took it (Submit)
+  bool requeued = false;             // counted as requeued since it last reached a path
   nvme::Status last_status;
   const void* retry_path = nullptr;  // the path a delayed retry goes back to
   uint32_t nsid = 0;                 // the namespace on the chosen path's controller

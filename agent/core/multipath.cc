@@ -345,7 +345,6 @@ absl::Status Multipath::RejectPath(const Controller& c, std::string head,
 void Multipath::AttachPath(const NamespaceSpec& ns, Controller* c, Head* head) {
   auto p = std::make_unique<Path>();
   p->controller = c;
-  p->head = head;
   p->nsid = ns.nsid;
   p->ana_group_id = ns.ana_group_id;
   // READY: capacity and format match the head (SEMANTICS "Objects").
@@ -369,7 +368,10 @@ void Multipath::AttachPath(const NamespaceSpec& ns, Controller* c, Head* head) {
   p->shared.nsid = ns.nsid;
   Path* raw = p.get();
   c->paths.push_back(std::move(p));
+  // Not its head's yet: the head's fast fail and no-path time are looked at once it is
+  // in the head's list (below), not for an instant without it.
   StorePathState(raw);
+  raw->head = head;
   head->paths.push_back(raw);
   Emit(Event{.type = EventType::kPathAdded, .head = head->name, .path = c->name,
              .controller = c->name, .to = AnaText(raw->Word())});
@@ -429,6 +431,7 @@ Multipath::Head* Multipath::CreateHead(const NamespaceSpec& ns, const Controller
         h->io_fail_timeout_secs = *saved->io_fail_timeout_secs;
         absl::StrAppend(&restored, " io_fail_timeout_secs=", h->io_fail_timeout_secs);
       }
+      if (saved->volume && ValidateVolume(*saved->volume).ok()) h->volume = *saved->volume;
     }
   }
   h->created_wall = options_.clock->WallNanos();
@@ -436,6 +439,9 @@ Multipath::Head* Multipath::CreateHead(const NamespaceSpec& ns, const Controller
   h->shared->queue_if_no_path.store(h->delayed_removal_secs > 0);
   h->shared->waiting = std::make_unique<std::atomic<uint32_t>[]>(
       std::max<size_t>(options_.workers.size(), 1));
+  // Made here, with the head, so no I/O allocates them.
+  h->shared->counters = std::make_unique<HeadWorkerCounters[]>(std::max<size_t>(options_.workers.size(), 1));
+  h->shared->block_size = h->block_size;
   Emit(Event{.type = EventType::kHeadCreated, .head = h->name,
              .reason = absl::StrCat("subsystem ", h->subsys_nqn, " nsid ", h->nsid,
                                     restored.empty() ? "" : "; restored", restored)});
@@ -500,9 +506,21 @@ void Multipath::OnLastPathGone(Head* h) {
   WakeTimer();
 }
 
+void Multipath::AccountNoPath(Head* h, bool selectable) {
+  if (selectable == (h->no_path_since == 0)) return;
+  const int64_t now = options_.clock->MonotonicNanos();
+  if (selectable) {
+    h->no_path_nanos += now - h->no_path_since;
+    h->no_path_since = 0;
+  } else {
+    h->no_path_since = now;
+  }
+}
+
 void Multipath::UpdateFastFail(Head* h) {
   const bool usable = std::any_of(h->paths.begin(), h->paths.end(),
                                   [](const Path* p) { return p->Word().selectable(); });
+  AccountNoPath(h, usable);
   if (usable) {
     h->unusable_since = 0;
     h->fast_fail_deadline = 0;

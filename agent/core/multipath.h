@@ -200,6 +200,8 @@ class Multipath final : public AnaReadRequester {
   // repaired on the same device changes them alone, without an event).
   absl::Status SetHeadExport(absl::string_view head, uint64_t uid, absl::string_view device,
                              absl::string_view reason = "", const BlockDeviceIds& ids = {});
+  // The head's volume label (ValidateVolume; empty: none). A label, not a state: no event.
+  absl::Status SetVolume(absl::string_view head, absl::string_view volume);
 
   // Events. WatchState returns the current state and a subscription that continues
   // exactly after it (no gap, no duplicate).
@@ -279,6 +281,7 @@ class Multipath final : public AnaReadRequester {
     HeadLimits limits;
     std::string export_device;
     BlockDeviceIds export_ids;
+    std::string volume;
     IoPolicy policy = IoPolicy::kNuma;
     uint32_t delayed_removal_secs = 0;
     uint32_t io_fail_timeout_secs = 0;
@@ -291,6 +294,10 @@ class Multipath final : public AnaReadRequester {
     // fast fail begins (0: none armed, or it began: shared->fail_fast).
     int64_t unusable_since = 0;
     int64_t fast_fail_deadline = 0;
+    // umpath_head_no_path_seconds_total: closed outages, and when the one under way began
+    // (0: a path is selectable). Monotonic ns.
+    int64_t no_path_nanos = 0;
+    int64_t no_path_since = 0;
     int64_t created_wall = 0;
   };
 
@@ -325,6 +332,8 @@ class Multipath final : public AnaReadRequester {
   // Fast fail: after any change of the head's paths or their states, arms, re-arms or
   // ends it (and wakes the timer).
   void UpdateFastFail(Head* head) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Opens or closes the head's no-path interval.
+  void AccountNoPath(Head* head, bool selectable) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartFastFail(Head* head) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveHead(Head* head, std::string reason, IoError why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ApplyAnaLog(Controller* c, const nvme::AnaLog& log) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -197,6 +197,15 @@ absl::Status Multipath::SetHeadExport(absl::string_view head, uint64_t uid,
   return absl::OkStatus();
 }
 
+absl::Status Multipath::SetVolume(absl::string_view head, absl::string_view volume) {
+  RETURN_IF_ERROR(ValidateVolume(volume));
+  Locked l(this);
+  Head* h = FindHead(head);
+  if (!h) return HeadNotFoundError(head);
+  h->volume = std::string(volume);
+  return absl::OkStatus();
+}
+
 std::vector<HeadInfo> Multipath::ListHeads() const {
   MutexLock lock(&mu_);
   std::vector<HeadInfo> out;
@@ -287,6 +296,7 @@ HeadInfo Multipath::DescribeHead(const Head& h) const {
   info.limits = h.limits;
   info.export_device = h.export_device;
   info.export_ids = h.export_ids;
+  info.volume = h.volume;
   info.policy = h.policy;
   info.delayed_removal_secs = h.delayed_removal_secs;
   info.io_fail_timeout_secs = h.io_fail_timeout_secs;
@@ -297,7 +307,10 @@ HeadInfo Multipath::DescribeHead(const Head& h) const {
   const size_t workers = options_.workers.size();
   for (size_t w = 0; w < workers; ++w) {
     info.waiting_ios += h.shared->waiting[w].load(std::memory_order_relaxed);
+    info.io.AddWorker(h.shared->counters[w]);
   }
+  info.no_path_nanos = h.no_path_nanos;
+  if (h.no_path_since != 0) info.no_path_nanos += options_.clock->MonotonicNanos() - h.no_path_since;
   for (const Path* p : h.paths) {
     const PathStateWord s = p->shared.state->Load();
     PathInfo pi;

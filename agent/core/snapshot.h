@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/core/head_io_stats.h"
 #include "agent/core/path_shared.h"
 #include "agent/core/types.h"
 
@@ -62,6 +63,12 @@ struct HeadShared {
   std::atomic<bool> fail_fast{false};
   // I/O waiting on the requeue lists, per worker (written by that worker only).
   std::unique_ptr<std::atomic<uint32_t>[]> waiting;
+  // What the application saw, per worker (written by that worker only). Here rather than
+  // in a channel or its path table: a worker's channel answers the head's last I/Os
+  // (kHeadRemoved) after the control side let the head go, through the snapshot it holds.
+  std::unique_ptr<HeadWorkerCounters[]> counters;
+  // Immutable after creation: the bytes of a discard's or a write of zeroes' blocks.
+  uint32_t block_size = 512;
 };
 
 struct PathRecordShared {

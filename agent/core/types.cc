@@ -1,6 +1,7 @@
 #include "agent/core/types.h"
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "agent/base/error_reason.h"
@@ -74,6 +75,22 @@ absl::Status ValidateIoFailTimeoutSecs(int64_t secs) {
 
 absl::StatusOr<uint32_t> ParseIoFailTimeoutSecs(absl::string_view text) {
   return ParseSeconds("io_fail_timeout_secs", text, kMaxIoFailTimeoutSecs);
+}
+
+absl::Status ValidateVolume(absl::string_view volume) {
+  if (volume.size() > kMaxVolumeBytes) {
+    return FieldError("volume", absl::StrCat("volume is ", volume.size(), " bytes long; at most ",
+                                             kMaxVolumeBytes, " are allowed"));
+  }
+  for (char c : volume) {
+    if (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_' ||
+        c == ':' || c == '/') {
+      continue;
+    }
+    return FieldError("volume", absl::StrCat("volume may hold letters, digits and \"-._:/\" only, not \"",
+                                             absl::CHexEscape(absl::string_view(&c, 1)), "\""));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace umpath

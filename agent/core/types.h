@@ -31,5 +31,11 @@ absl::StatusOr<uint32_t> ParseDelayedRemovalSecs(absl::string_view text);
 inline constexpr uint32_t kMaxIoFailTimeoutSecs = 86400;
 absl::Status ValidateIoFailTimeoutSecs(int64_t secs);
 absl::StatusOr<uint32_t> ParseIoFailTimeoutSecs(absl::string_view text);
+// A head's volume label (issue 20: joins umpath_head_info with a PersistentVolume): at
+// most 253 bytes (a DNS subdomain, as Kubernetes object names) of letters, digits and
+// "-._:/", so it is one token in the settings file and needs no quoting anywhere; empty
+// means none. INVALID_ARGUMENT otherwise.
+inline constexpr size_t kMaxVolumeBytes = 253;
+absl::Status ValidateVolume(absl::string_view volume);
 
 }  // namespace umpath

@@ -8,7 +8,12 @@
 #      the alert rules and of the dashboard is evaluated without error and with the
 #      expected series (deploy/prometheus/e2e_check.py);
 #  m3. a path detached (umpathctl in the node): its series are gone from the next scrape,
-#      and the RPC is counted.
+#      and the RPC is counted;
+#  m4. (issue 20, before m3) what the application saw, per head: under fio the head's
+#      umpath_head_io_total grows; port 1 (the optimized path, fio's) goes down and comes
+#      back: the I/O it held fails over (umpath_head_requeued_total grows) and not one
+#      I/O error reaches the application (umpath_head_io_errors_total stays 0 for every
+#      reason), the promise "a short outage costs no I/O error".
 # The host tells the node when to move on through a second forwarded port (nc in the
 # node), so nothing waits on a clock.
 # Usage: metrics_test.sh UMPATHD UMPATHCTL
@@ -27,7 +32,7 @@ cat >> "$work/after" <<AFTER
 nvmet_setup 64
 agent umpathd \$U --workers=2 --export_all \
   --kernel_connect=tcp:127.0.0.1:4420:\$NVMET_NQN,tcp:127.0.0.1:4421:\$NVMET_NQN --kernel_poll_ms=500 \
-  --metrics_address=0.0.0.0:9810
+  --fabrics_reconnect_delay_secs=1 --metrics_address=0.0.0.0:9810
 wait_paths 2
 for i in \$(seq 1 300); do [ -b /dev/ublkb0 ] && break; sleep 0.1; done
 \$F --name=load --filename=/dev/ublkb0 --ioengine=io_uring --direct=1 --rw=randrw --bs=4k \
@@ -36,6 +41,17 @@ f=\$!
 sleep 3
 P1=\$(nvmet_ctrl 1); P2=\$(nvmet_ctrl 2)
 echo "umpath-lab: metrics ready P1=\$P1 P2=\$P2"
+nc -l -p 7000 > /tmp/cmd0
+echo "umpath-lab: host says \$(cat /tmp/cmd0)"
+nvmet_port_down 1
+wait_pfield \$P1 controller_state '^CONTROLLER_STATE_(RESETTING|CONNECTING)\$'
+echo "umpath-lab: port 1 down, \$P1 \$(pfield \$P1 controller_state)"
+sleep 2
+nvmet_port_up 1
+wait_pfield \$P1 controller_state '^CONTROLLER_STATE_LIVE\$'
+wait_pfield \$P1 selectable '^true\$'
+sleep 2
+echo "umpath-lab: port 1 back, \$P1 \$(pfield \$P1 controller_state) selectable \$(pfield \$P1 selectable)"
 nc -l -p 7000 > /tmp/cmd1
 echo "umpath-lab: host says \$(cat /tmp/cmd1)"
 \$C detach \$P2
@@ -100,6 +116,35 @@ echo "lab: m1: promtool check metrics clean; $(grep -vc '^#' "$work/m1.txt") ser
 python3 "$here/../prometheus/e2e_check.py" "127.0.0.1:$hp" --expect-head "$H" \
   --expect-path "$P1" --expect-path "$P2=non_optimized" > "$work/m2.txt" 2>&1 || { cat "$work/m2.txt"; fail "m2: a real Prometheus"; }
 tail -n 3 "$work/m2.txt" | sed 's/^/lab: m2: /'
+
+# m4 (before m3, which takes port 2's path away)
+hv() {  # hv FILE SERIES: the value of one series, 0 when absent
+  awk -v k="$2" '$1 == k { v = $2 } END { print v == "" ? 0 : v }' "$1"
+}
+errors_sum() { grep -E "^umpath_head_io_errors_total\{head=\"$H\"," "$1" | awk '{ s += $2 } END { print s + 0 }'; }
+io_sum() { grep -E "^umpath_head_io_total\{head=\"$H\"," "$1" | awk '{ s += $2 } END { print s + 0 }'; }
+grep -qE "^umpath_head_info\{head=\"$H\",nguid=\"ab0000000000000000000000000000f1\",.*export_device=\"/dev/ublkb0\",volume=\"\"\} 1$" "$work/m1.txt" ||
+  fail "m4: umpath_head_info of the head"
+[ "$(grep -c "^umpath_head_io_errors_total{head=\"$H\"," "$work/m1.txt")" = 5 ] || fail "m4: five error reasons"
+scrape > "$work/m4a.txt"
+sleep 3
+scrape > "$work/m4b.txt"
+[ "$(io_sum "$work/m4b.txt")" -gt "$(io_sum "$work/m4a.txt")" ] || fail "m4: umpath_head_io_total grows under fio"
+tell outage
+until_log "umpath-lab: port 1 back" 120
+scrape > "$work/m4c.txt"
+rq="umpath_head_requeued_total{head=\"$H\"}"
+np="umpath_head_no_path_seconds_total{head=\"$H\"}"
+lat="umpath_head_io_latency_seconds_count{head=\"$H\"}"
+for f in m4a m4b m4c; do
+  echo "lab: m4: $f: io_total $(io_sum "$work/$f.txt") (read $(hv "$work/$f.txt" "umpath_head_io_total{head=\"$H\",op=\"read\"}"), write $(hv "$work/$f.txt" "umpath_head_io_total{head=\"$H\",op=\"write\"}")), requeued $(hv "$work/$f.txt" "$rq"), io_errors $(errors_sum "$work/$f.txt"), no_path_seconds $(hv "$work/$f.txt" "$np"), latency count $(hv "$work/$f.txt" "$lat"), P1 failovers $(hv "$work/$f.txt" "umpath_path_failovers_total{head=\"$H\",path=\"$P1\"}")"
+done
+grep -E "^umpath_head_io_latency_seconds_bucket\{head=\"$H\"" "$work/m4c.txt" | sed 's/^/lab: m4: /'
+[ "$(io_sum "$work/m4c.txt")" -gt "$(io_sum "$work/m4b.txt")" ] || fail "m4: umpath_head_io_total grows across the outage"
+awk -v a="$(hv "$work/m4c.txt" "$rq")" -v b="$(hv "$work/m4b.txt" "$rq")" 'BEGIN { exit !(a > b) }' ||
+  fail "m4: umpath_head_requeued_total grows on the failover"
+[ "$(errors_sum "$work/m4c.txt")" = 0 ] || fail "m4: an I/O error reached the application"
+"$prom/promtool" check metrics < "$work/m4c.txt" || fail "m4: promtool check metrics"
 
 # m3
 tell detach
