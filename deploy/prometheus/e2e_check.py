@@ -223,6 +223,16 @@ def main():
         run.line(up, "target %s up (%s)" % (instance, health))
         if not up:
             print(prom.log_tail(), file=sys.stderr)
+            # What the rules make of it: UmpathdDown pending (its 2 minutes running).
+            state = "none"
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and state == "none":
+                ok, data = prom.api("alerts")
+                state = next((a.get("state") for a in data.get("alerts", []) if ok and
+                              a.get("labels", {}).get("alertname") == "UmpathdDown" and
+                              a.get("labels", {}).get("instance") == instance), "none")
+                time.sleep(0.5)
+            print("%s UmpathdDown for the target: %s" % ("ok  " if state in ("pending", "firing") else "FAIL", state))
             print("e2e: %d queries, 1 failure: target never up" % run.queries)
             return 1
 

@@ -241,6 +241,13 @@ if python3 "$here/e2e_check.py" "127.0.0.1:$port" --timeout 15 >"$tmp/down.log" 
   fail "e2e_check.py passed against a closed port"
 elif grep -q '^FAIL target .*(down' "$tmp/down.log"; then
   pass "e2e self-check: $(grep -m 1 '^FAIL target' "$tmp/down.log")"
+  # The real server's up == 0 for the target makes UmpathdDown pending.
+  if grep -q '^ok   UmpathdDown for the target: pending$' "$tmp/down.log"; then
+    pass "e2e: a real Prometheus raises UmpathdDown (pending) for the target that is down"
+  else
+    grep 'UmpathdDown' "$tmp/down.log" | sed 's/^/    /'
+    fail "e2e: UmpathdDown not pending for the target that is down"
+  fi
 else
   sed 's/^/    /' "$tmp/down.log"
   fail "e2e_check.py against a closed port failed without saying the target is down"
