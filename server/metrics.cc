@@ -113,6 +113,10 @@ void DeclareFamilies(Families& f) {
   f.Get("umpath_head_selectable_paths", kGauge, "Paths of the head I/O may be sent to");
   f.Get("umpath_head_waiting_ios", kGauge, "I/Os of the head waiting for a path");
   f.Get("umpath_head_delayed_removal_seconds", kGauge, "How long the head waits for a path once the last one is gone");
+  f.Get("umpath_head_io_fail_timeout_seconds", kGauge,
+        "How long the head's I/O waits for a selectable path before it fails fast (0: no separate limit)");
+  f.Get("umpath_head_failing_fast", kGauge,
+        "1 while the head fails its I/O at once, having had no selectable path for its io_fail_timeout");
   f.Get("umpath_head_failovers_total", kCounter,
         "I/Os moved off a path of the head by a path error (umpath_path_failovers_total summed, removed paths included)");
   f.Get("umpath_head_removal_deadline_timestamp_seconds", kGauge,
@@ -199,6 +203,10 @@ void AddHeadSeries(Families& f, const HeadInfo& h, uint64_t failovers) {
   f.Get("umpath_head_selectable_paths", kGauge, "").metric.push_back(Gauge(l, h.selectable_paths));
   f.Get("umpath_head_waiting_ios", kGauge, "").metric.push_back(Gauge(l, static_cast<double>(h.waiting_ios)));
   f.Get("umpath_head_delayed_removal_seconds", kGauge, "").metric.push_back(Gauge(l, h.delayed_removal_secs));
+  // The setting and the state the core derives from it (SEMANTICS "Fast fail"): an alert
+  // reads the state, which the core times exactly, and names the setting.
+  f.Get("umpath_head_io_fail_timeout_seconds", kGauge, "").metric.push_back(Gauge(l, h.io_fail_timeout_secs));
+  f.Get("umpath_head_failing_fast", kGauge, "").metric.push_back(Gauge(l, h.failing_fast ? 1 : 0));
   f.Get("umpath_head_failovers_total", kCounter, "").metric.push_back(Counter(l, static_cast<double>(failovers)));
   if (h.removal_pending) {
     f.Get("umpath_head_removal_deadline_timestamp_seconds", kGauge, "")

@@ -12,14 +12,15 @@
 //   per controller {controller}: umpath_controller_state{state} (6; a path's
 //     controller state is its controller's, joined on path = controller);
 //   per head {head}, always: umpath_head_paths, _live_paths, _selectable_paths,
-//     _waiting_ios, _delayed_removal_seconds, _failovers_total (6), and
+//     _waiting_ios, _delayed_removal_seconds, _io_fail_timeout_seconds, _failing_fast,
+//     _failovers_total (8), and
 //     umpath_head_removal_deadline_timestamp_seconds while a removal is pending;
 //     what the application saw (issue 20; the core's HeadInfo::io): umpath_head_info
 //     {nguid, uuid, subsystem_nqn, nsid, export_device, volume}, umpath_head_io_total{op}
 //     and umpath_head_bytes_total{op} (read, write, flush, discard),
 //     umpath_head_io_errors_total{reason} (5), umpath_head_requeued_total,
 //     umpath_head_no_path_seconds_total, umpath_head_io_latency_seconds (histogram, 50 us
-//     to 30 s, 19 buckets): 43 series a head in all;
+//     to 30 s, 19 buckets): 45 series a head in all;
 //   agent: umpath_events_total, umpath_watchers, umpath_watcher_terminations_total
 //     {reason}, umpath_rpcs_total{method, code}, umpath_build_info{version, revision};
 //   the process (process_metrics.h): process_cpu_seconds_total,

@@ -13,9 +13,11 @@
 #include <map>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/strings/str_split.h"
 #include "agent/base/status_matchers.h"
@@ -53,9 +55,10 @@ int SeriesWith(const std::string& text, const std::string& needle) {
   return n;
 }
 
-// Issue 20: what the application saw, per head. 6 series before it, 37 more: info 1,
-// io and bytes 4 each, errors 5, requeued 1, no-path seconds 1, latency 18 + 3.
-constexpr int kHeadSeries = 43;
+// Issue 20: what the application saw, per head. 8 series before it (the fast-fail
+// timeout and state among them), 37 more: info 1, io and bytes 4 each, errors 5,
+// requeued 1, no-path seconds 1, latency 18 + 3.
+constexpr int kHeadSeries = 45;
 
 HeadInfo Head(const std::string& name, std::vector<std::string> paths) {
   HeadInfo h;
@@ -249,6 +252,28 @@ TEST(MetricsTest, HeadFailoversKeepWhatRemovedPathsCounted) {
   EXPECT_THAT(Scrape(history, heads, 90 * kSecond), HasSubstr(head + "1"));
   EXPECT_EQ(SeriesWith(Scrape(history, {}, 120 * kSecond), "h0"), 0);
   EXPECT_THAT(Scrape(history, heads, 150 * kSecond), HasSubstr(head + "1"));
+}
+
+// The alert UmpathHeadFailingFast reads the state; its annotations name the setting.
+TEST(MetricsTest, FastFailTimeoutAndStatePerHead) {
+  HeadInfo waiting = Head("nguid-ab01", {});
+  waiting.live_paths = waiting.selectable_paths = 0;
+  waiting.io_fail_timeout_secs = 20;
+  HeadInfo failing = waiting;
+  failing.name = "nguid-ab02";
+  failing.failing_fast = true;
+  HeadInfo unlimited = Head("nguid-ab03", {"nvme3"});
+  const std::string text = Text(BuildMetricFamilies({waiting, failing, unlimited}, {}, AgentStats{}));
+  // Head, its timeout, whether it fails fast.
+  for (const auto& [head, timeout, failing_fast] :
+       {std::tuple{"nguid-ab01", "20", "0"}, {"nguid-ab02", "20", "1"}, {"nguid-ab03", "0", "0"}}) {
+    const std::string l = absl::StrCat("{head=\"", head, "\"} ");
+    EXPECT_THAT(text, HasSubstr(absl::StrCat("umpath_head_io_fail_timeout_seconds", l, timeout)));
+    EXPECT_THAT(text, HasSubstr(absl::StrCat("umpath_head_failing_fast", l, failing_fast)));
+  }
+  EXPECT_THAT(text, HasSubstr("# TYPE umpath_head_io_fail_timeout_seconds gauge"));
+  EXPECT_THAT(text, HasSubstr("# TYPE umpath_head_failing_fast gauge"));
+  EXPECT_EQ(SeriesWith(text, "umpath_head_failing_fast{"), 3);
 }
 
 TEST(MetricsTest, HeadIoSeriesCarryWhatTheApplicationSaw) {
@@ -510,6 +535,8 @@ TEST(MetricsEndpointTest, HeadIoSeriesAndTheVolumeLabelOverHttp) {
   EXPECT_THAT(body, HasSubstr("umpath_head_io_errors_total{" + l + ",reason=\"no_path\"} 0"));
   EXPECT_THAT(body, HasSubstr("umpath_head_requeued_total{" + l + "} 0"));
   EXPECT_THAT(body, HasSubstr("umpath_head_no_path_seconds_total{" + l + "} 0"));
+  EXPECT_THAT(body, HasSubstr("umpath_head_io_fail_timeout_seconds{" + l + "} 0"));
+  EXPECT_THAT(body, HasSubstr("umpath_head_failing_fast{" + l + "} 0"));
   EXPECT_THAT(body, HasSubstr("umpath_head_info{" + l + ",nguid=\"ab000000000000000000000000000001\",uuid=\"\","
                               "subsystem_nqn=\"nqn.2026-01.io.umpath:test\",nsid=\"1\",export_device=\"\",volume=\"\"} 1"));
 

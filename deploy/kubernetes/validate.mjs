@@ -11,7 +11,8 @@
 // NODE_MODULES (default: ROOT/build/tools/node_modules) has kubernetes-models,
 // @kubernetes-models/prometheus-operator and js-yaml. REF (default: what
 // ROOT/deploy/image/build.sh --print-ref says) is the image umpathd's and the sidecar's
-// containers must name. DIR/kustomization.yaml is rendered here, without kustomize (not
+// containers must name. A PrometheusRule's groups must equal those of
+// ROOT/deploy/prometheus/umpath-rules.yaml, where the rules are written and tested. DIR/kustomization.yaml is rendered here, without kustomize (not
 // in Debian 12): its namespace and images applied to its resources, and the result
 // checked as the manifests are. Prints one line per check and "N passed, M failed";
 // exits 1 when a check failed.
@@ -399,6 +400,49 @@ for (const pm of monitors) {
   }
 }
 
+// --- 3b. The PrometheusRule: the rule file's groups, exactly. -------------------------
+// deploy/prometheus/umpath-rules.yaml is where the rules are written and tested
+// (promtool); deploy/kubernetes/prometheusrule.sh prints the PrometheusRule from it. Any
+// difference (a hand edit, a stale copy) is refused, naming the first one.
+function firstDifference(a, b, where = "") {
+  if (Array.isArray(a) || Array.isArray(b)) {
+    if (!Array.isArray(a) || !Array.isArray(b)) return `${where || "/"}: ${JSON.stringify(a)} vs ${JSON.stringify(b)}`;
+    for (let i = 0; i < Math.max(a.length, b.length); i++) {
+      const d = firstDifference(a[i], b[i], `${where}/${i}`);
+      if (d) return d;
+    }
+    return null;
+  }
+  if (a !== null && b !== null && typeof a === "object" && typeof b === "object") {
+    for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) {
+      const d = firstDifference(a[k], b[k], `${where}/${k}`);
+      if (d) return d;
+    }
+    return null;
+  }
+  return a === b ? null : `${where || "/"}: ${JSON.stringify(a)} in the PrometheusRule, ${JSON.stringify(b)} in the rule file`;
+}
+const ruleFile = path.join(repo, "deploy", "prometheus", "umpath-rules.yaml");
+const promRules = docs.filter((d) => d.doc?.kind === "PrometheusRule");
+check("a PrometheusRule", promRules.length > 0);
+for (const pr of promRules) {
+  check(`${pr.label}: namespace ${ns}`, pr.doc.metadata?.namespace === ns, `is ${pr.doc.metadata?.namespace}`);
+  let fileGroups;
+  try {
+    fileGroups = yaml.load(fs.readFileSync(ruleFile, "utf8"), { filename: ruleFile })?.groups;
+  } catch (e) {
+    check(`${ruleFile}: YAML`, false, e.message.split("\n")[0]);
+    continue;
+  }
+  const diff = firstDifference(get(pr.doc, "spec", "groups"), fileGroups);
+  check(`${pr.label}: spec.groups are deploy/prometheus/umpath-rules.yaml's groups`, diff === null,
+    `${diff} (regenerate: bash deploy/kubernetes/prometheusrule.sh > deploy/kubernetes/umpathd-prometheusrule.yaml)`);
+  const alerts = (get(pr.doc, "spec", "groups") ?? []).flatMap((g) => g.rules ?? []).filter((r) => r.alert);
+  check(`${pr.label}: ${alerts.length} alerts, each with a runbook_url`,
+    alerts.length > 0 && alerts.every((r) => typeof r.annotations?.runbook_url === "string"),
+    alerts.filter((r) => typeof r.annotations?.runbook_url !== "string").map((r) => r.alert).join(", "));
+}
+
 // --- 4. The CSI sidecar: every container named umpath-sidecar. -------------------------
 const gidsOf = (s) => (s ?? "").split(",").filter((x) => /^\d+$/.test(x)).map(Number);
 const socketGid = gidsOf(flags.get("socket_group"))[0];
@@ -566,6 +610,13 @@ async function checkKustomization() {
     if (v.configMap) {
       check(`${kl} rendered: ConfigMap ${v.configMap.name} (volume ${v.name})`, has("ConfigMap", v.configMap.name) !== undefined);
     }
+  }
+  // The monitoring: the scrape and the alerts on it go together (UmpathdDown fires on
+  // rules without a scrape).
+  for (const [kind, name] of [["PodMonitor", "umpathd"], ["PrometheusRule", "umpathd"]]) {
+    const r = has(kind, name);
+    check(`${kl} rendered: ${kind} ${name} in namespace ${k?.namespace}`, r?.doc.metadata?.namespace === k?.namespace,
+      r ? `in ${r.doc.metadata?.namespace}` : "not in resources");
   }
 }
 

@@ -145,4 +145,28 @@ mutant kustomize-unrendered-field kustomization.yaml 's/^\(namespace: .*\)$/\1\n
 mutant kustomize-other-namespace kustomization.yaml 's/^namespace: .*$/namespace: storage/' \
   '^FAIL kustomization\.yaml: namespace umpath-system \(the manifests.\): is storage$'
 
+# The PrometheusRule: its groups drift from deploy/prometheus/umpath-rules.yaml (a wait
+# changed, an alert inverted by hand), a field its schema refuses, and a kustomization
+# that leaves it out.
+mutant prometheusrule-drift umpathd-prometheusrule.yaml 's/^\( *\)for: 2m$/\1for: 3m/' \
+  "^FAIL umpathd-prometheusrule\.yaml document 1 \(PrometheusRule umpath-system/umpathd\): spec\.groups are deploy/prometheus/umpath-rules\.yaml's groups: /0/rules/6/for: \"3m\" in the PrometheusRule, \"2m\" in the rule file"
+mutant prometheusrule-inverted umpathd-prometheusrule.yaml 's/umpath_head_failing_fast == 1$/umpath_head_failing_fast == 0/' \
+  "^FAIL umpathd-prometheusrule\.yaml .*: spec\.groups are .*: /0/rules/8/expr: \"umpath_head_failing_fast == 0\" in the PrometheusRule"
+mutant prometheusrule-bad-for umpathd-prometheusrule.yaml 's/^\( *\)for: 5m$/\1for: five minutes/' \
+  '^FAIL umpathd-prometheusrule\.yaml document 1 \(PrometheusRule umpath-system/umpathd\): schema: field /spec/groups/0/rules/[0-9]+/for must match pattern'
+mutant kustomize-without-rules kustomization.yaml '/^ *- umpathd-prometheusrule\.yaml$/d' \
+  '^FAIL kustomization\.yaml rendered: PrometheusRule umpathd in namespace umpath-system: not in resources$'
+
+# The PrometheusRule is what prometheusrule.sh prints (comments included), so that
+# editing the rule file and regenerating is the one way to change it.
+echo "=== umpathd-prometheusrule.yaml is prometheusrule.sh's output"
+if bash "$repo/deploy/kubernetes/prometheusrule.sh" | cmp -s - "$repo/deploy/kubernetes/umpathd-prometheusrule.yaml"; then
+  echo "ok   umpathd-prometheusrule.yaml is bash deploy/kubernetes/prometheusrule.sh's output"
+  passed=$((passed + 1))
+else
+  bash "$repo/deploy/kubernetes/prometheusrule.sh" | diff - "$repo/deploy/kubernetes/umpathd-prometheusrule.yaml" | head -n 10 | sed 's/^/    /'
+  echo "FAIL umpathd-prometheusrule.yaml is not prometheusrule.sh's output: regenerate it"
+  failed=$((failed + 1))
+fi
+
 summary

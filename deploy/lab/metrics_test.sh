@@ -6,7 +6,8 @@
 #      controllers and the agent;
 #  m2. a real Prometheus (Debian's package, on loopback) scrapes it, and every query of
 #      the alert rules and of the dashboard is evaluated without error and with the
-#      expected series (deploy/prometheus/e2e_check.py);
+#      expected series, every per-head panel (the dashboard's Head I/O row) showing the
+#      head under fio, and UmpathdDown quiet (deploy/prometheus/e2e_check.py);
 #  m3. a path detached (umpathctl in the node): its series are gone from the next scrape,
 #      and the RPC is counted;
 #  m4. (issue 20, before m3) what the application saw, per head: under fio the head's
@@ -110,11 +111,15 @@ grep -qE "^umpath_path_ana_state\{head=\"$H\",path=\"$P2\",state=\"non_optimized
 grep -qE "^umpath_controller_state\{controller=\"$P1\",state=\"live\"\} 1$" "$work/m1.txt" || fail "m1: $P1 live"
 grep -qE "^umpath_head_paths\{head=\"$H\"\} 2$" "$work/m1.txt" || fail "m1: the head's two paths"
 grep -qE "^umpath_path_io_latency_seconds_count\{head=\"$H\",path=\"$P1\"\} [1-9]" "$work/m1.txt" || fail "m1: fio's I/O on $P1"
+# The fast-fail timeout (none set: 0) and state (paths selectable: 0) the alert reads.
+grep -qE "^umpath_head_io_fail_timeout_seconds\{head=\"$H\"\} 0$" "$work/m1.txt" || fail "m1: the head's fast-fail timeout"
+grep -qE "^umpath_head_failing_fast\{head=\"$H\"\} 0$" "$work/m1.txt" || fail "m1: the head is not failing fast"
 echo "lab: m1: promtool check metrics clean; $(grep -vc '^#' "$work/m1.txt") series, 15 a path; $(grep -E "^umpath_path_io_latency_seconds_count\{head=\"$H\",path=\"$P1\"\}" "$work/m1.txt")"
 
 # m2
 python3 "$here/../prometheus/e2e_check.py" "127.0.0.1:$hp" --expect-head "$H" \
   --expect-path "$P1" --expect-path "$P2=non_optimized" > "$work/m2.txt" 2>&1 || { cat "$work/m2.txt"; fail "m2: a real Prometheus"; }
+grep -F ' shows the head (' "$work/m2.txt" | cut -c6- | sed 's/^/lab: m2: /'
 tail -n 3 "$work/m2.txt" | sed 's/^/lab: m2: /'
 
 # m4 (before m3, which takes port 2's path away)

@@ -2,14 +2,21 @@
 """End-to-end check of umpathd's metrics with a real Prometheus.
 
 usage: e2e_check.py TARGET_HOST:PORT [--expect-head HEAD ...] [--expect-path PATH[=STATE] ...]
+                    [--node NAME]
 
 Starts prometheus (from install_prometheus.sh) on 127.0.0.1 with umpath-rules.yaml
-loaded and one scrape job for TARGET (http://TARGET/metrics, every 1 s), waits until the
-target is up and has been scraped a few times, then
+loaded and one scrape job, umpathd, for TARGET (http://TARGET/metrics, every 1 s) that
+adds node="NAME" to its series as the PodMonitor does (--node e2e-node by default;
+--node '' adds none, a static scrape config's case), waits until the target is up and
+has been scraped a few times, then
 - evaluates every alert expr (as the server loaded it) and every expr of the Grafana
-  dashboard through /api/v1/query (Grafana's variables substituted: $node is the
-  target's instance, escaped as Grafana escapes a single value, $head all heads,
-  $__rate_interval 5 s, $__range 1 m) and fails if any query errors;
+  dashboard through /api/v1/query (Grafana's variables substituted: $node is NAME, or
+  All without one, $instance the target's instance, each escaped as Grafana escapes a
+  single value, $head all heads, $__rate_interval 5 s, $__range 1 m) and fails if any
+  query errors;
+- for each --expect-head, every query of the dashboard's "Head I/O" row with $head that
+  head must return series (the per-head panels show the head), and UmpathdDown must not
+  be pending or firing for the target;
 - fails if a rule's own evaluation reports an error;
 - checks that umpath_build_info is 1; for each --expect-head that umpath_head_paths has
   the head; for each --expect-path that its umpath_path_ana_state is 1 for STATE
@@ -35,6 +42,8 @@ import urllib.request
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import promlab  # noqa: E402
 
+# The dashboard's row of per-head panels (what the application saw).
+HEAD_IO_ROW = "Head I/O (what the application saw)"
 ANA_STATES = ("optimized", "non_optimized", "inaccessible", "persistent_loss", "change")
 
 
@@ -75,9 +84,9 @@ def wait_up(prom, instance, timeout, scrapes):
                 if t.get("labels", {}).get("instance") == instance:
                     last = "%s%s" % (t.get("health"),
                                      ": " + t["lastError"] if t.get("lastError") else "")
-        ok, res = prom.query('count_over_time(up{job="umpath", instance=%s}[1m]) >= %d'
-                             ' and on () (up{job="umpath", instance=%s} == 1)'
-                             % (q(instance), scrapes, q(instance)))
+        ok, res = prom.query('count_over_time(up{job="%s", instance=%s}[1m]) >= %d'
+                             ' and on () (up{job="%s", instance=%s} == 1)'
+                             % (promlab.JOB, q(instance), scrapes, promlab.JOB, q(instance)))
         if ok and res:
             return True, last
         time.sleep(0.5)
@@ -117,15 +126,36 @@ INVARIANTS = [
      ' sum by (instance, job, head) (umpath_path_failovers_total{{{i}}})'),
     ("umpath_head_live_paths is at most umpath_head_paths",
      'umpath_head_live_paths{{{i}}} > on (instance, job, head) umpath_head_paths{{{i}}}'),
+    # The scrape's node label, when it sets one, moves the agent's own to exported_node.
     ("the agent adds no node label (the scrape does)",
-     '{{__name__=~"umpath_.*", {i}, node!=""}}'),
+     '{{__name__=~"umpath_.*", {i}, {own_node}!=""}}'),
+    ("a head has its four operations and five error reasons",
+     'count without (op) (umpath_head_io_total{{{i}}}) != 4'
+     ' or count without (reason) (umpath_head_io_errors_total{{{i}}}) != 5'),
+    ("a head has one umpath_head_info",
+     'count by (instance, job, head) (umpath_head_info{{{i}}}) != 1'
+     ' or count by (instance, job, head) (umpath_head_paths{{{i}}})'
+     ' unless on (instance, job, head) umpath_head_info{{{i}}}'),
+    ("umpath_head_failing_fast is 0 or 1, and 1 only with a fast-fail timeout",
+     'umpath_head_failing_fast{{{i}}} != 0 and umpath_head_failing_fast{{{i}}} != 1'
+     ' or (umpath_head_failing_fast{{{i}}} == 1 and on (instance, job, head)'
+     ' umpath_head_io_fail_timeout_seconds{{{i}}} == 0)'),
 ]
 
 
-def check_invariants(run, prom, inst, path_detail):
+def _what(metric):
+    """What tells one series of a per-head panel from the others."""
+    for k in ("op", "reason", "volume"):
+        if k in metric:
+            return "%s=%s" % (k, metric[k])
+    return "value"
+
+
+def check_invariants(run, prom, inst, path_detail, node):
     cmp = "!=" if path_detail == "full" else "<"
+    own_node = "exported_node" if node else "node"
     for what, expr in INVARIANTS:
-        res = run.query(prom, "invariant", expr.format(i=inst, cmp=cmp))
+        res = run.query(prom, "invariant", expr.format(i=inst, cmp=cmp, own_node=own_node))
         if res is not None:
             run.line(not res, "invariant: %s%s" % (
                 what, "" if not res else ": violated by " + "; ".join(
@@ -164,6 +194,8 @@ def main():
                     help="the agent's --metrics_path_detail: with full, the heads' path counts "
                          "must equal their path series")
     ap.add_argument("--timeout", type=float, default=60, help="seconds to wait for the target")
+    ap.add_argument("--node", default="e2e-node",
+                    help="the node label the scrape adds (as the PodMonitor does); '' for none")
     ap.add_argument("--rules", default=promlab.RULES)
     ap.add_argument("--dashboard", default=promlab.DASHBOARD)
     args = ap.parse_args()
@@ -179,14 +211,28 @@ def main():
     run = Run()
     instance = args.target
     dashboard = promlab.load_dashboard(args.dashboard)
-    variables = promlab.grafana_variables(node=promlab.grafana_regex_value(instance))
-    with promlab.Prometheus(scrape_targets=[args.target], rule_files=[args.rules]) as prom:
-        print("prometheus %s scraping http://%s/metrics every 1s" % (prom.url, args.target),
+    variables = promlab.grafana_variables(
+        node=promlab.grafana_regex_value(args.node) if args.node else ".*",
+        instance=promlab.grafana_regex_value(instance))
+    with promlab.Prometheus(scrape_targets=[args.target], rule_files=[args.rules],
+                            target_labels={"node": args.node} if args.node else {}) as prom:
+        print("prometheus %s scraping http://%s/metrics every 1s%s" % (
+            prom.url, args.target, ", node=%s" % args.node if args.node else ", no node label"),
               flush=True)
         up, health = wait_up(prom, instance, args.timeout, scrapes=6)
         run.line(up, "target %s up (%s)" % (instance, health))
         if not up:
             print(prom.log_tail(), file=sys.stderr)
+            # What the rules make of it: UmpathdDown pending (its 2 minutes running).
+            state = "none"
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and state == "none":
+                ok, data = prom.api("alerts")
+                state = next((a.get("state") for a in data.get("alerts", []) if ok and
+                              a.get("labels", {}).get("alertname") == "UmpathdDown" and
+                              a.get("labels", {}).get("instance") == instance), "none")
+                time.sleep(0.5)
+            print("%s UmpathdDown for the target: %s" % ("ok  " if state in ("pending", "firing") else "FAIL", state))
             print("e2e: %d queries, 1 failure: target never up" % run.queries)
             return 1
 
@@ -232,11 +278,35 @@ def main():
                 run.line(bool(res) and res[0]["value"][1] == "1",
                          "controller %s live" % path)
 
+        # The per-head panels show each expected head.
+        head_io = [(t, p) for p in promlab.row_panels(dashboard, HEAD_IO_ROW)
+                   for t in p.get("targets", [])]
+        if args.expect_head:
+            run.line(len(head_io) > 0, "%d queries in the dashboard's %r row" % (len(head_io), HEAD_IO_ROW))
+        for head in args.expect_head:
+            hv = dict(variables, head=promlab.grafana_regex_value(head))
+            for t, p in head_io:
+                where = "head %s panel %d %r %s" % (head, p.get("id", 0), p.get("title", ""), t.get("refId", "?"))
+                try:
+                    expr = promlab.substitute(t["expr"], hv)
+                except KeyError as e:
+                    run.line(False, "%s: %s" % (where, e))
+                    continue
+                res = run.query(prom, where, expr)
+                if res is not None:
+                    run.line(bool(res), "%s shows the head (%d series%s)" % (
+                        where, len(res), "".join(", %s %s" % (_what(s["metric"]), s["value"][1])
+                                                 for s in res[:5])))
+
         if not args.no_invariants:
-            check_invariants(run, prom, inst, args.path_detail)
+            check_invariants(run, prom, inst, args.path_detail, args.node)
         check_exposition(run, args.target)
 
         ok, data = prom.api("alerts")
+        if ok and args.expect_head:
+            down = [a for a in data.get("alerts", []) if a.get("labels", {}).get("alertname") == "UmpathdDown"]
+            run.line(not down, "UmpathdDown neither pending nor firing for a target that is up%s" % (
+                "" if not down else ": " + "; ".join(str(a.get("labels")) for a in down)))
         for a in data.get("alerts", []) if ok else []:
             labels = a.get("labels", {})
             print("     alert %s %s {%s}: %s" % (

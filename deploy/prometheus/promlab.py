@@ -22,6 +22,11 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 RULES = os.path.join(HERE, "umpath-rules.yaml")
 DASHBOARD = os.path.join(HERE, "..", "grafana", "umpath-dashboard.json")
+RUNBOOKS = os.path.join(HERE, "..", "..", "docs", "runbooks.md")
+# Every alert's runbook_url: this, then the anchor of its section of docs/runbooks.md.
+RUNBOOK_BASE = "https://github.com/umpath/umpath/blob/main/docs/runbooks.md#"
+# The scrape job the rules and the dashboard name (the PodMonitor's jobLabel value).
+JOB = "umpathd"
 
 
 def exit_on_sigterm():
@@ -50,8 +55,11 @@ class Prometheus:
     directory removed on exit, also when the caller is interrupted.
     """
 
-    def __init__(self, scrape_targets=(), rule_files=(), interval="1s", scrape_configs=()):
+    def __init__(self, scrape_targets=(), rule_files=(), interval="1s", scrape_configs=(),
+                 target_labels=None):
         self.scrape_targets = list(scrape_targets)
+        # Labels the scrape adds to scrape_targets' series, as the PodMonitor adds node.
+        self.target_labels = dict(target_labels or {})
         self.scrape_configs = list(scrape_configs)  # whole jobs, as prometheus.yml has them
         self.rule_files = [os.path.abspath(f) for f in rule_files]
         self.interval = interval
@@ -66,8 +74,8 @@ class Prometheus:
                   "rule_files": self.rule_files, "scrape_configs": []}
         if self.scrape_targets:
             config["scrape_configs"].append(
-                {"job_name": "umpath", "metrics_path": "/metrics",
-                 "static_configs": [{"targets": self.scrape_targets}]})
+                {"job_name": JOB, "metrics_path": "/metrics",
+                 "static_configs": [{"targets": self.scrape_targets, "labels": self.target_labels}]})
         config["scrape_configs"].extend(self.scrape_configs)
         cfg = os.path.join(self.dir, "prometheus.yml")
         with open(cfg, "w") as f:
@@ -209,7 +217,8 @@ def substitute(expr, variables):
     return _VAR.sub(repl, expr)
 
 
-def grafana_variables(rate_interval="5s", interval="1s", range_="1m", node=".*", head=".*"):
+def grafana_variables(rate_interval="5s", interval="1s", range_="1m", node=".*", instance=".*",
+                      head=".*"):
     def seconds(d):
         units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
         m = re.fullmatch(r"(\d+)(ms|s|m|h|d)", d)
@@ -220,8 +229,55 @@ def grafana_variables(rate_interval="5s", interval="1s", range_="1m", node=".*",
         "__interval_ms": str(int(seconds(interval) * 1000)),
         "__range": range_, "__range_s": str(int(seconds(range_))),
         "__range_ms": str(int(seconds(range_) * 1000)),
-        "node": node, "head": head,
+        "node": node, "instance": instance, "head": head,
     }
+
+
+def row_panels(dashboard, title):
+    """The panels under the row titled `title`: nested in it when collapsed, else those
+    that follow it up to the next row."""
+    out = []
+    inside = False
+    for p in dashboard.get("panels", []):
+        if p.get("type") == "row":
+            if p.get("title") == title:
+                out.extend(p.get("panels", []))
+            inside = p.get("title") == title
+        elif inside:
+            out.append(p)
+    return out
+
+
+# ------------------------------------------------------------------------- runbooks
+
+def github_anchors(markdown):
+    """The anchors GitHub gives the headings of a Markdown file: the heading's text
+    (inline code, emphasis and links reduced to their text) lower-cased, every character
+    but letters, digits, '_', '-' and spaces dropped, spaces made '-'; a repeated anchor
+    gets -1, -2, ... Headings inside fenced code blocks are not headings."""
+    anchors = []
+    seen = {}
+    fence = None
+    for line in markdown.splitlines():
+        m = re.match(r"^ {0,3}(`{3,}|~{3,})", line)
+        if m:
+            if fence is None:
+                fence = m.group(1)[0]
+            elif m.group(1)[0] == fence:
+                fence = None
+            continue
+        if fence is not None:
+            continue
+        m = re.match(r"^ {0,3}#{1,6}[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$", line)
+        if not m:
+            continue
+        text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", m.group(1))  # links, images
+        text = re.sub(r"<[^>]+>", "", text)  # inline HTML
+        slug = "".join(c for c in text.lower() if c.isalnum() or c in "_- ").replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        anchors.append(slug if n == 0 else "%s-%d" % (slug, n))
+    return anchors
 
 
 def load_dashboard(path=DASHBOARD):

@@ -5,11 +5,15 @@
 #     when a rule is broken);
 #   - promtool check metrics on the fixture testdata/metrics.txt (and that a bad
 #     exposition is flagged);
-#   - check_exprs.py: the dashboard's shape, and every dashboard and rule expr accepted
-#     by a real Prometheus server (with its own self-checks: broken exprs are rejected);
+#   - check_exprs.py: the dashboard's shape, every dashboard and rule expr accepted by a
+#     real Prometheus server, every alert's runbook_url a heading of docs/runbooks.md
+#     (with its own self-checks: broken exprs are rejected), and that it fails on a
+#     broken runbook anchor and on a runbook heading renamed;
 #   - e2e_check.py against the fixture served by `python3 -m http.server` on 127.0.0.1
-#     (a real scrape; every query evaluated on data), and that it fails on a missing
-#     path, a broken dashboard expr and a target that is down.
+#     (a real scrape; every query evaluated on data; the per-head panels show the head),
+#     with the scrape's node label and without one, and that it fails on a missing path,
+#     a broken dashboard expr, a per-head panel that shows nothing and a target that is
+#     down.
 # Closes with `N passed, M failed`; exits non-zero on any failure.
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -61,6 +65,17 @@ mutations=(
   "UmpathHeadPathsDown after 2 minutes|/alert: UmpathHeadPathsDown/,/for:/s/for: 5m/for: 2m/"
   "UmpathWatchersDropped on client_gone|s/reason=\"fell_behind\"/reason=\"client_gone\"/g"
   "UmpathHeadRemovalPending on head_paths|s/expr: umpath_head_removal_deadline_timestamp_seconds/expr: umpath_head_paths == 0/"
+  "UmpathdDown on targets that are up|s/up{job=\"umpathd\"} == 0/up{job=\"umpathd\"} == 1/"
+  "UmpathdDown without the storage-node branch|s/label_umpath_io_storage_node=\"true\"/label_umpath_io_storage_node=\"yes\"/"
+  "UmpathdDown without absent()|s/absent(up{job=\"umpathd\"})/absent(vector(1))/"
+  "UmpathdDown after 5 minutes|/alert: UmpathdDown/,/for:/s/for: 2m/for: 5m/"
+  "UmpathHeadIoErrors from 5 errors on|s/increase(umpath_head_io_errors_total\[5m\]) > 0/increase(umpath_head_io_errors_total[5m]) > 5/"
+  "UmpathHeadIoErrors on no_path only|s/increase(umpath_head_io_errors_total\[5m\])/increase(umpath_head_io_errors_total{reason=\"no_path\"}[5m])/"
+  "UmpathHeadFailingFast inverted|s/umpath_head_failing_fast == 1/umpath_head_failing_fast == 0/"
+  "UmpathHeadFailingFast on no selectable path|s/expr: umpath_head_failing_fast == 1/expr: umpath_head_selectable_paths == 0/"
+  "UmpathPinnedMemoryNearBudget on pinned memory alone|s/^\( *\)umpath_exportable_heads$/\1umpath_exportable_heads >= 0 or umpath_exportable_heads/"
+  "UmpathPinnedMemoryNearBudget at 99%|s/umpath_dma_pinned_budget_bytes > 0.9/umpath_dma_pinned_budget_bytes > 0.99/"
+  "UmpathPinnedMemoryNearBudget without its 5m wait|/alert: UmpathPinnedMemoryNearBudget/,/for:/s/for: 5m/for: 0m/"
 )
 mkdir -p "$tmp/mut"
 cp umpath-rules_test.yaml "$tmp/mut/"
@@ -73,6 +88,27 @@ for m in "${mutations[@]}"; do
     fail "mutation '$what': the tests still pass"
   else
     pass "mutation '$what': $(grep -c 'alertname:' <<<"$out") failing case(s)"
+  fi
+done
+
+step "self-check: check_exprs.py fails on a broken runbook anchor and a renamed runbook"
+# A runbook_url whose anchor names no heading, and a heading renamed under its alert's
+# URL: each must fail the runbook check for that alert (and nothing else).
+mkdir -p "$tmp/rb"
+sed 's|runbooks.md#umpathpathdown$|runbooks.md#umpath-path-down|' umpath-rules.yaml >"$tmp/rb/rules.yaml"
+sed 's/^## UmpathHeadFailingFast$/## UmpathHeadFailsFast/' ../../docs/runbooks.md >"$tmp/rb/runbooks.md"
+for m in "a broken anchor|--rules=$tmp/rb/rules.yaml|umpath-rules.yaml|runbook_url of UmpathPathDown .*#umpath-path-down: no heading" \
+    "a renamed heading|--runbooks=$tmp/rb/runbooks.md|../../docs/runbooks.md|runbook_url of UmpathHeadFailingFast .*: no heading of the runbooks has the anchor #umpathheadfailingfast"; do
+  IFS='|' read -r what arg orig want <<<"$m"
+  copy="${arg#*=}"
+  if cmp -s "$orig" "$copy"; then fail "runbook self-check '$what': the sed changed nothing"; continue; fi
+  python3 "$here/check_exprs.py" "$arg" >"$tmp/rb.log" 2>&1
+  rc=$?
+  if [ "$rc" -ne 0 ] && [ "$(grep -c '^FAIL ' "$tmp/rb.log")" = 1 ] && grep -Eq "^FAIL $want" "$tmp/rb.log"; then
+    pass "runbook self-check '$what': $(grep -m 1 '^FAIL ' "$tmp/rb.log" | cut -c1-160)"
+  else
+    grep '^FAIL ' "$tmp/rb.log" | sed 's/^/    /'
+    fail "runbook self-check '$what': check_exprs.py exited $rc without exactly the expected FAIL"
   fi
 done
 
@@ -125,6 +161,15 @@ else
   sed 's/^/    /' "$tmp/e2e.log"
   fail "e2e_check.py 127.0.0.1:$port"
 fi
+# A scrape that sets no node label (a static config): the dashboard still answers, $node
+# at All and $instance picking the target.
+if python3 "$here/e2e_check.py" "127.0.0.1:$port" --node '' --expect-head "$head_ok" \
+    >"$tmp/e2e-nonode.log" 2>&1; then
+  pass "e2e_check.py 127.0.0.1:$port without a node label: $(tail -n 1 "$tmp/e2e-nonode.log")"
+else
+  sed 's/^/    /' "$tmp/e2e-nonode.log"
+  fail "e2e_check.py 127.0.0.1:$port --node ''"
+fi
 
 step "self-check: e2e_check.py fails on a missing path and a broken dashboard expr"
 python3 - "$here/../grafana/umpath-dashboard.json" "$tmp/broken.json" <<'EOF'
@@ -143,6 +188,25 @@ else
     if grep -q "$pattern" "$tmp/neg.log"; then pass "e2e self-check: $(grep -m 1 "$pattern" "$tmp/neg.log" | cut -c1-150)"
     else fail "e2e self-check: no line matching '$pattern'"; fi
   done
+fi
+
+step "self-check: e2e_check.py fails when a per-head panel shows nothing"
+python3 - "$here/../grafana/umpath-dashboard.json" "$tmp/nohead.json" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+t = next(p for p in d["panels"] if p.get("title") == "Requeues per head")["targets"][0]
+t["expr"] = t["expr"].replace("umpath_head_requeued_total", "umpath_head_requeues_total")
+json.dump(d, open(sys.argv[2], "w"))
+EOF
+if python3 "$here/e2e_check.py" "127.0.0.1:$port" --expect-head "$head_ok" --dashboard "$tmp/nohead.json" \
+    >"$tmp/nohead.log" 2>&1; then
+  fail "e2e_check.py passed with a per-head panel on a metric the agent does not have"
+elif [ "$(grep -c '^FAIL ' "$tmp/nohead.log")" = 1 ] &&
+    grep -q "^FAIL head $head_ok panel [0-9]* 'Requeues per head' A shows the head (0 series)" "$tmp/nohead.log"; then
+  pass "e2e self-check: $(grep -m 1 '^FAIL ' "$tmp/nohead.log" | cut -c1-150)"
+else
+  grep '^FAIL ' "$tmp/nohead.log" | sed 's/^/    /'
+  fail "e2e self-check: a per-head panel showing nothing failed otherwise than once, on that panel"
 fi
 
 step "self-check: e2e_check.py fails on metrics that break their contract"
@@ -177,6 +241,13 @@ if python3 "$here/e2e_check.py" "127.0.0.1:$port" --timeout 15 >"$tmp/down.log" 
   fail "e2e_check.py passed against a closed port"
 elif grep -q '^FAIL target .*(down' "$tmp/down.log"; then
   pass "e2e self-check: $(grep -m 1 '^FAIL target' "$tmp/down.log")"
+  # The real server's up == 0 for the target makes UmpathdDown pending.
+  if grep -q '^ok   UmpathdDown for the target: pending$' "$tmp/down.log"; then
+    pass "e2e: a real Prometheus raises UmpathdDown (pending) for the target that is down"
+  else
+    grep 'UmpathdDown' "$tmp/down.log" | sed 's/^/    /'
+    fail "e2e: UmpathdDown not pending for the target that is down"
+  fi
 else
   sed 's/^/    /' "$tmp/down.log"
   fail "e2e_check.py against a closed port failed without saying the target is down"
