@@ -4,6 +4,7 @@
 //
 //   node deploy/kubernetes/validate.mjs [--dir=DIR] [--repo=ROOT] [--modules=NODE_MODULES]
 //                                       [--image=REF]
+//   node deploy/kubernetes/validate.mjs --events=FILE [--modules=NODE_MODULES]
 //
 // DIR (default: this file's folder) holds the manifests (*.yaml, *.yml, recursively);
 // ROOT (default: two folders up) is the repo whose agent/ and server/ sources define
@@ -71,6 +72,29 @@ if (!yamlModule) {
   finish();
 }
 const yaml = yamlModule.default ?? yamlModule;
+
+// --events=FILE: a JSON array of core/v1 Events (what examples/event_relay_test.py's fake
+// API server holds), each against kubernetes-models' v1 Event, then nothing else.
+if (opt.events !== undefined) {
+  const { Event } = (await importModule("kubernetes-models/v1/Event.js")) ?? {};
+  if (Event === undefined) {
+    check("kubernetes-models/v1/Event.js", false, `missing in ${modules}`);
+    finish();
+  }
+  const events = JSON.parse(fs.readFileSync(opt.events, "utf8"));
+  for (const ev of Array.isArray(events) ? events : [events]) {
+    const label = `Event ${ev?.metadata?.name} (${ev?.reason} about ${ev?.involvedObject?.kind} ${ev?.involvedObject?.name})`;
+    try {
+      new Event(ev).validate();
+      // The schema takes any string: the API server takes RFC 3339 only.
+      const bad = ["firstTimestamp", "lastTimestamp"].filter((f) => !/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/.test(ev[f]));
+      check(`${label}: schema`, bad.length === 0, `${bad.join(", ")} not RFC 3339`);
+    } catch (e) {
+      check(`${label}: schema`, false, (e.errors ?? []).map((x) => `field ${x.instancePath || "/"} ${x.message}`).join("; ") || e.message);
+    }
+  }
+  finish();
+}
 
 // The model class for an apiVersion and kind: kubernetes-models for Kubernetes' own
 // groups, @kubernetes-models/prometheus-operator for monitoring.coreos.com.

@@ -1,0 +1,357 @@
+#!/usr/bin/env python3
+"""The event relay (examples/event-relay.py) between the real umpathd on its simulator and
+a fake Kubernetes API server (HTTPS, a service account token): the Events it posts.
+
+  python3 event_relay_test.py UMPATHD UMPATHCTL [--relay=PATH] [--modules=NODE_MODULES]
+
+Scenario, each step asserting the Events the fake API server holds:
+  1. head 1 has the volume label pv-1: its path fails and recovers three times: one
+     PathDown and one PathRecovered Event about PersistentVolume pv-1 (its uid), count 3;
+  2. head 2 (no volume): a path fails while the API server answers the POST 500, then
+     201: one PathDown about the Node, count 1 (retried, not lost);
+  3. the relay stops; meanwhile head 2's other path fails; the relay starts again and
+     resumes from its state file (--since, --incarnation): PathDown and NoUsablePath once
+     each, and no second Event for what it had already posted;
+  4. head 2's paths come back, one fails again, and umpathd restarts (a fresh simulator,
+     every path up): the relay follows the new agent's snapshot and posts the recovery
+     it saw there, once; nothing posted before is posted again;
+  5. a line that is not JSON, a JSON document that is no watch message and one cut
+     short, put in front of the watch's output: skipped (stats.skipped 3), the relay
+     keeps going;
+  6. every Event the fake API server holds (after its PATCHes) validates against
+     kubernetes-models' v1 Event schema (validate.mjs --events), every request carried
+     the token, no two Events say the same about the same object.
+Prints the Events with their counts and the relay's counters; "event_relay_test: N passed,
+M failed"; exits 1 on a failure. --relay runs another copy of the relay (a mutant).
+"""
+
+import argparse
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+H1 = "nguid-756d7073010000000000000000000001"
+H2 = "nguid-756d7073010000000000000000000002"
+NODE = "test-node"
+TOKEN = "relay-test-token-" + os.urandom(6).hex()
+
+passed = failed = 0
+
+
+def check(name, ok, why=""):
+    global passed, failed
+    if ok:
+        passed += 1
+        print(f"ok   {name}", flush=True)
+    else:
+        failed += 1
+        print(f"FAIL {name}{': ' + why if why else ''}", flush=True)
+    return ok
+
+
+class FakeApi:
+    """The Kubernetes API as far as the relay uses it: GET a PV or a Node, POST and PATCH
+    core/v1 Events in namespace default. Records every request."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.events = {}  # name -> the Event as stored
+        self.requests = []  # (method, path, status, token ok)
+        self.fail_posts = 0  # the next POSTs answered 500
+
+    def handle(self, method, path, headers, body):
+        token_ok = headers.get("Authorization") == f"Bearer {TOKEN}"
+        with self.lock:
+            status, reply = self.answer(method, path, headers, body, token_ok)
+            self.requests.append((method, path, status, token_ok))
+        return status, reply
+
+    def answer(self, method, path, headers, body, token_ok):
+        if not token_ok:
+            return 401, {"kind": "Status", "message": "Unauthorized"}
+        objects = {"/api/v1/persistentvolumes/pv-1": "uid-pv-1", f"/api/v1/nodes/{NODE}": "uid-node"}
+        if method == "GET":
+            uid = objects.get(path)
+            return (200, {"metadata": {"name": path.rsplit("/", 1)[1], "uid": uid}}) if uid else (404, {})
+        prefix = "/api/v1/namespaces/default/events"
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return 400, {"message": "not JSON"}
+        if method == "POST" and path == prefix:
+            if self.fail_posts > 0:
+                self.fail_posts -= 1
+                return 500, {"message": "etcdserver: request timed out"}
+            name = doc.get("metadata", {}).get("name", "")
+            if name in self.events:
+                return 409, {"message": "AlreadyExists"}
+            self.events[name] = doc
+            return 201, doc
+        if method == "PATCH" and path.startswith(prefix + "/"):
+            if headers.get("Content-Type") != "application/strategic-merge-patch+json":
+                return 415, {"message": "patch type"}
+            ev = self.events.get(path[len(prefix) + 1:])
+            if ev is None:
+                return 404, {}
+            ev.update(doc)
+            return 200, ev
+        return 404, {}
+
+    def summary(self):
+        with self.lock:
+            return [dict(e) for e in self.events.values()]
+
+    def serve(self, cert, key):
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                status, reply = api.handle(self.command, self.path, self.headers, body)
+                data = json.dumps(reply).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PATCH = do
+
+            def log_message(self, *a):
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+
+def wait_for(what, cond, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = cond()
+        if got:
+            return got
+        time.sleep(0.1)
+    check(what, False, f"not within {timeout} s")
+    return None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("umpathd")
+    ap.add_argument("umpathctl")
+    ap.add_argument("--relay", default=os.path.join(HERE, "event-relay.py"))
+    ap.add_argument("--modules", default=os.path.join(REPO, "build", "tools", "node_modules"))
+    a = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="event-relay-test.")
+    procs = {}
+    try:
+        run(a, tmp, procs)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    print(f"event_relay_test: {passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
+
+
+def run(a, tmp, procs):
+    sock, state = f"{tmp}/umpathd.sock", f"{tmp}/relay-state.json"
+    cert, key, token = f"{tmp}/api.crt", f"{tmp}/api.key", f"{tmp}/token"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    with open(token, "w", encoding="utf-8") as f:
+        f.write(TOKEN + "\n")
+    api = FakeApi()
+    server = api.serve(cert, key)
+    port = server.server_address[1]
+
+    def start_agent():
+        log = open(f"{tmp}/umpathd.log", "a", encoding="utf-8")
+        procs["agent"] = subprocess.Popen(
+            [a.umpathd, f"--socket={sock}", f"--state_file={tmp}/heads", f"--admin_uids={os.getuid()}",
+             "--sim=1:2:2", "--kernel=false", "--ublk=false", "--handover_socket=", f"--node={NODE}"],
+            stdout=log, stderr=log)
+        wait_for("umpathd answers", lambda: ctl("heads", quiet=True) == 0)
+
+    def ctl(*args, quiet=False):
+        r = subprocess.run([a.umpathctl, f"--socket={sock}", *args], capture_output=True, text=True)
+        if r.returncode != 0 and not quiet:
+            print(f"umpathctl {' '.join(args)}: {r.returncode} {r.stderr.strip()}")
+        return r.returncode
+
+    # The watch, with what a broken stream could carry in front of it (once).
+    wrapper = f"{tmp}/umpathctl"
+    with open(wrapper, "w", encoding="utf-8") as f:
+        f.write(f"""#!/bin/sh
+case " $* " in *" watch "*)
+  if [ ! -e {tmp}/injected ]; then
+    touch {tmp}/injected
+    printf 'umpathctl: not JSON at all\\n'
+    printf '{{\\n "event": {{\\n  "revision": "x",\\n  "type": 5\\n }}\\n}}\\n'
+    printf '{{\\n "event": {{\\n  "revision": "1",\\n'
+  fi ;;
+esac
+exec {a.umpathctl} "$@"
+""")
+    os.chmod(wrapper, 0o755)
+
+    def start_relay():
+        log = open(f"{tmp}/relay.log", "a", encoding="utf-8")
+        procs["relay"] = subprocess.Popen(
+            [sys.executable, a.relay, f"--node={NODE}", f"--socket={sock}", f"--umpathctl={wrapper}",
+             f"--state-file={state}", f"--api-server=https://127.0.0.1:{port}", f"--token-file={token}",
+             f"--ca-file={cert}", "--backoff-secs=0.2"], stdout=log, stderr=log)
+
+    def stats():
+        try:
+            with open(state, encoding="utf-8") as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {}
+
+    def events(reason=None, kind=None, name=None, contains=""):
+        return [e for e in api.summary() if (reason is None or e["reason"] == reason) and
+                (kind is None or e["involvedObject"]["kind"] == kind) and
+                (name is None or e["involvedObject"]["name"] == name) and contains in e["message"]]
+
+    def one(what, reason, kind, name, contains, count, etype):
+        got = wait_for(what, lambda: [e for e in events(reason, kind, name, contains) if e.get("count") == count])
+        if not got:
+            print("    events now: " + "; ".join(f"{e['reason']}/{e['involvedObject']['name']}"
+                                               f" x{e.get('count')}: {e['message']}" for e in api.summary()))
+            return None
+        all_of = events(reason, kind, name, contains)
+        check(f"{what}: one Event", len(all_of) == 1, f"{len(all_of)}")
+        check(f"{what}: type {etype}", got[0]["type"] == etype, got[0]["type"])
+        return got[0]
+
+    start_agent()
+    check("umpathctl settings set HEAD --volume=pv-1", ctl("settings", "set", H1, "--volume=pv-1") == 0)
+    start_relay()
+    wait_for("the relay read the first snapshot", lambda: stats().get("stats", {}).get("snapshots") == 1)
+
+    # 1. A volume-labelled head: its path fails and recovers, three times.
+    for i in range(1, 4):
+        ctl("fail-path", H1, "sim-0-0")
+        down = one(f"1.{i} head 1 path down", "PathDown", "PersistentVolume", "pv-1", "path sim-0-0", i, "Warning")
+        ctl("reinstate-path", H1, "sim-0-0")
+        up = one(f"1.{i} head 1 path recovered", "PathRecovered", "PersistentVolume", "pv-1", "path sim-0-0", i,
+                 "Normal")
+    if down and up:
+        check("1 the PV's uid in involvedObject", down["involvedObject"].get("uid") == "uid-pv-1",
+              json.dumps(down["involvedObject"]))
+        want = f"head {H1} path sim-0-0: optimized -> optimized,failed: failed by an administrator (node {NODE})"
+        check("1 PathDown's message", down["message"] == want, down["message"])
+        check("1 PathRecovered's message says reinstated", "optimized,failed -> optimized: reinstated"
+              in up["message"], up["message"])
+        check("1 lastTimestamp set by the PATCHes, not before firstTimestamp",
+              down["lastTimestamp"] >= down["firstTimestamp"], f"{down['firstTimestamp']} {down['lastTimestamp']}")
+
+    # 2. A head without volume, while the API server answers 500 once.
+    api.fail_posts = 1
+    ctl("fail-path", H2, "sim-0-1")
+    node_down = one("2 head 2 path down (after a 500)", "PathDown", "Node", NODE, f"head {H2} path sim-0-1", 1,
+                    "Warning")
+    with api.lock:
+        posts = [r[2] for r in api.requests if r[0] == "POST"]
+    check("2 the POST answered 500 was retried and then created", posts[-2:] == [500, 201], str(posts[-4:]))
+    if node_down:
+        check("2 the Node's uid in involvedObject", node_down["involvedObject"].get("uid") == "uid-node")
+
+    # 3. The relay stops; what happens meanwhile comes once it is back.
+    before = len(api.summary())
+    procs["relay"].send_signal(signal.SIGTERM)
+    check("3 the relay stops on SIGTERM with exit 0", procs["relay"].wait(timeout=10) == 0)
+    ctl("fail-path", H2, "sim-0-0")
+    snapshots = stats().get("stats", {}).get("snapshots")
+    start_relay()
+    one("3 head 2's other path down, after the relay resumed", "PathDown", "Node", NODE,
+        f"head {H2} path sim-0-0", 1, "Warning")
+    one("3 head 2 has no usable path", "NoUsablePath", "Node", NODE, H2, 1, "Warning")
+    check("3 resumed from the state file (no new snapshot)",
+          stats().get("stats", {}).get("snapshots") == snapshots, f"{snapshots} -> {stats().get('stats', {})}")
+    check("3 nothing posted twice: two more Events", len(api.summary()) == before + 2,
+          f"{before} -> {len(api.summary())}")
+
+    # 4. umpathd restarts: its fresh simulator has every path up.
+    ctl("reinstate-path", H2, "sim-0-0")
+    one("4 head 2 usable again", "UsablePathRestored", "Node", NODE, H2, 1, "Normal")
+    ctl("reinstate-path", H2, "sim-0-1")
+    one("4 head 2 path sim-0-1 recovered", "PathRecovered", "Node", NODE, f"head {H2} path sim-0-1", 1, "Normal")
+    ctl("fail-path", H2, "sim-0-1")
+    one("4 head 2 path sim-0-1 down again (PATCHed)", "PathDown", "Node", NODE, f"head {H2} path sim-0-1", 2,
+        "Warning")
+    before = {e["metadata"]["name"]: e.get("count") for e in api.summary()}
+    procs["agent"].send_signal(signal.SIGTERM)
+    check("4 umpathd stops", procs["agent"].wait(timeout=60) == 0)
+    start_agent()
+    seen = one("4 the recovery the new agent's snapshot shows", "PathRecovered", "Node", NODE,
+               f"head {H2} path sim-0-1: optimized,failed -> optimized: seen in the agent's snapshot", 1, "Normal")
+    time.sleep(1)  # anything else the relay would post about the restart
+    after = {e["metadata"]["name"]: e.get("count") for e in api.summary()}
+    new = sorted(set(after) - set(before))
+    check("4 one new Event across the restart", len(new) == 1 and seen is not None and
+          new[0] == seen["metadata"]["name"], str(new))
+    check("4 no Event's count moved across the restart", all(after[n] == c for n, c in before.items()),
+          str({n: (c, after[n]) for n, c in before.items() if after[n] != c}))
+    # The new agent is followed: head 1 (its volume label kept by umpathd) fails again.
+    ctl("fail-path", H1, "sim-0-1")
+    one("4 head 1 path sim-0-1 down, from the new agent", "PathDown", "PersistentVolume", "pv-1",
+        "path sim-0-1", 1, "Warning")
+
+    # 5, 6. What was skipped, what was sent, what the API server holds.
+    st = stats().get("stats", {})
+    check("5 the three broken documents skipped", st.get("skipped") == 3, str(st))
+    check("5 the relay is still running", procs["relay"].poll() is None)
+    check("6 nothing lost or refused", st.get("lost", 0) == 0 and st.get("rejected", 0) == 0, str(st))
+    with api.lock:
+        bad_token = sum(1 for r in api.requests if not r[3])
+        methods = {}
+        for r in api.requests:
+            methods[f"{r[0]} {r[2]}"] = methods.get(f"{r[0]} {r[2]}", 0) + 1
+    check("6 every request carried the service account's token", bad_token == 0, f"{bad_token} without")
+    held = api.summary()
+    keys = [(e["involvedObject"]["kind"], e["involvedObject"]["name"], e["reason"], e["message"]) for e in held]
+    check("6 no two Events say the same about the same object", len(keys) == len(set(keys)),
+          str([k for k in keys if keys.count(k) > 1]))
+    events_file = f"{tmp}/events.json"
+    with open(events_file, "w", encoding="utf-8") as f:
+        json.dump(held, f)
+    v = subprocess.run(["node", os.path.join(REPO, "deploy", "kubernetes", "validate.mjs"),
+                        f"--events={events_file}", f"--modules={a.modules}", f"--repo={REPO}"],
+                       capture_output=True, text=True)
+    for line in v.stdout.splitlines():
+        if line.startswith("FAIL"):
+            print(f"    {line}")
+    check(f"6 the {len(held)} Events validate against kubernetes-models' v1 Event", v.returncode == 0 and
+          f"{len(held)} passed, 0 failed" in v.stdout, v.stdout.strip().splitlines()[-1] if v.stdout else v.stderr)
+
+    print("figures:")
+    for e in sorted(held, key=lambda e: e["firstTimestamp"] + e["metadata"]["name"]):
+        print(f"  {e['type']:7} {e['reason']:18} {e['involvedObject']['kind']}/{e['involvedObject']['name']}"
+              f" count={e.get('count')}: {e['message']}")
+    print(f"  requests: {json.dumps(methods, sort_keys=True)}")
+    print(f"  relay stats: {json.dumps(st, sort_keys=True)}")
+    if failed:
+        with open(f"{tmp}/relay.log", encoding="utf-8") as f:
+            print("relay log (last 40 lines):\n" + "".join(f.readlines()[-40:]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
