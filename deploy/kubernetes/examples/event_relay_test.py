@@ -28,6 +28,7 @@ M failed"; exits 1 on a failure. --relay runs another copy of the relay (a mutan
 import argparse
 import json
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -45,6 +46,13 @@ NODE = "test-node"
 TOKEN = "relay-test-token-" + os.urandom(6).hex()
 
 passed = failed = 0
+# A mutant's run ends at its first failure, and waits less for what will not come.
+FAIL_FAST = False
+WAIT_SECS = 30
+
+
+class FailedFast(Exception):
+    pass
 
 
 def check(name, ok, why=""):
@@ -55,7 +63,57 @@ def check(name, ok, why=""):
     else:
         failed += 1
         print(f"FAIL {name}{': ' + why if why else ''}", flush=True)
+        if FAIL_FAST:
+            raise FailedFast()
     return ok
+
+
+# Mutants of the relay: (name, text of event-relay.py, its replacement). Each must fail
+# the scenario (--mutants); the name says which behaviour the test then lacks.
+MUTANTS = [
+    ("no-aggregation", 'fresh = agg is not None and now - agg["last"] < self.args.aggregate_secs',
+     "fresh = False"),
+    ("no-retry-on-500", "if status < 500 and status != 429:", "if True:"),
+    ("volume-ignored", 'volume = self.volume(head) if head else ""', 'volume = ""'),
+    ("state-not-kept", "            if isinstance(state, dict):\n                return state",
+     "            if isinstance(state, dict):\n                return {}"),
+    ("crash-on-bad-document", "except (KeyError, TypeError, ValueError, AttributeError) as e:",
+     "except ZeroDivisionError as e:"),
+    ("snapshot-not-compared", "notes = diff(old if old is not None else healthy(new), new, cause)",
+     "notes = []"),
+    ("recovered-as-warning", '(hname, "Normal", "PathRecovered"', '(hname, "Warning", "PathRecovered"'),
+    ("source-not-an-object", '"source": {"component": COMPONENT, "host": self.args.node},',
+     '"source": COMPONENT,'),
+    ("no-token", 'headers = {"Authorization": f"Bearer {token}"', 'headers = {"Authorization": "Bearer"'),
+]
+
+
+def run_mutants(a):
+    """Runs the scenario once per mutant; each run must fail. Returns the failures."""
+    with open(a.relay, encoding="utf-8") as f:
+        source = f.read()
+    bad = 0
+    for name, old, new in MUTANTS:
+        print(f"=== mutant {name}", flush=True)
+        if source.count(old) != 1:
+            print(f"FAIL mutant {name}: its text is not once in {a.relay} (the mutant is stale)")
+            bad += 1
+            continue
+        with tempfile.TemporaryDirectory(prefix="event-relay-mutant.") as d:
+            copy = os.path.join(d, "event-relay.py")
+            with open(copy, "w", encoding="utf-8") as f:
+                f.write(source.replace(old, new))
+            r = subprocess.run([sys.executable, __file__, a.umpathd, a.umpathctl, f"--relay={copy}",
+                                f"--modules={a.modules}", "--fail-fast"], capture_output=True, text=True)
+        fails = [line for line in r.stdout.splitlines() if line.startswith("FAIL")]
+        for line in fails:
+            print(f"    {line}")
+        if r.returncode == 1 and fails:
+            print(f"ok   mutant {name}: the scenario fails")
+        else:
+            print(f"FAIL mutant {name}: the scenario passed (exit {r.returncode})")
+            bad += 1
+    return bad
 
 
 class FakeApi:
@@ -138,7 +196,8 @@ class FakeApi:
         return server
 
 
-def wait_for(what, cond, timeout=30):
+def wait_for(what, cond, timeout=None):
+    timeout = timeout or WAIT_SECS
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         got = cond()
@@ -155,16 +214,28 @@ def main():
     ap.add_argument("umpathctl")
     ap.add_argument("--relay", default=os.path.join(HERE, "event-relay.py"))
     ap.add_argument("--modules", default=os.path.join(REPO, "build", "tools", "node_modules"))
+    ap.add_argument("--fail-fast", action="store_true", help="stop at the first failure (a mutant's run)")
+    ap.add_argument("--mutants", action="store_true", help="also run the scenario against each mutant")
     a = ap.parse_args()
+    global FAIL_FAST, WAIT_SECS, failed
+    if a.fail_fast:
+        FAIL_FAST, WAIT_SECS = True, 8
     tmp = tempfile.mkdtemp(prefix="event-relay-test.")
     procs = {}
     try:
         run(a, tmp, procs)
+    except FailedFast:
+        pass
     finally:
         for p in procs.values():
             if p.poll() is None:
                 p.kill()
                 p.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+    if a.mutants and not a.fail_fast:
+        mutant_failures = run_mutants(a)
+        failed += mutant_failures
+        print(f"mutants: {len(MUTANTS) - mutant_failures} of {len(MUTANTS)} fail the scenario")
     print(f"event_relay_test: {passed} passed, {failed} failed")
     return 0 if failed == 0 else 1
 
