@@ -479,6 +479,11 @@ class Relay:
                     self.save()
                 rc = self.proc.wait()
                 log(f"umpathctl watch exited with {rc}")
+                if rc == 2 and self.state.get("incarnation"):
+                    # A usage error: an umpathctl older than --incarnation. The resume
+                    # point goes; the next snapshot is compared with the model.
+                    log("umpathctl refused its arguments: watching from a snapshot")
+                    self.state.pop("incarnation", None)
             if self.stopping:
                 break
             backoff = 1 if served else min(backoff * 2, 30)
@@ -515,9 +520,6 @@ class Relay:
                 raise TypeError("an event field is not a string")
             if old is None:
                 raise ValueError("an event before any snapshot")
-            if incarnation == self.state.get("incarnation") and revision <= self.state.get("revision", 0):
-                self.stats["duplicates"] = self.stats.get("duplicates", 0) + 1
-                return []
             new = copy.deepcopy(old)
             notes = apply_event(new, e)
             notes += diff(old, new, e.get("reason") or e["type"].removeprefix("EVENT_TYPE_").lower())

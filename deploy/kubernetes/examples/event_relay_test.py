@@ -15,13 +15,16 @@ Scenario, each step asserting the Events the fake API server holds:
   4. head 2's paths come back, one fails again, and umpathd restarts (a fresh simulator,
      every path up): the relay follows the new agent's snapshot and posts the recovery
      it saw there, once; nothing posted before is posted again;
-  5. a flood, head 2's path failing and returning 20 times: at most a bucket's worth of
-     requests (--burst 10, one more per --refill-secs 2), the repeats over it held and
-     carried by the next PATCH (count 22: none lost);
-  6. a line that is not JSON, a JSON document that is no watch message and one cut
+  5. head 1 (delayed removal 30 s) loses its paths: PathRemoved, NoUsablePath,
+     RemovalPending; one returns: PathAdded, RemovalCancelled; it goes again and the
+     delay is set to 0: HeadRemoved, all about pv-1;
+  6. a flood, head 2's path failing and returning 30 times: at most a bucket's worth of
+     requests (--burst 20, one more per --refill-secs 2), the repeats over it held and
+     carried by the next PATCH (count 32: none lost);
+  7. a line that is not JSON, a JSON document that is no watch message and one cut
      short, put in front of the watch's output: skipped (stats.skipped 3), the relay
      keeps going;
-  7. every Event the fake API server holds (after its PATCHes) validates against
+  8. every Event the fake API server holds (after its PATCHes) validates against
      kubernetes-models' v1 Event schema (validate.mjs --events), every request carried
      the token, no two Events say the same about the same object.
 Prints the Events with their counts and the relay's counters; "event_relay_test: N passed,
@@ -46,10 +49,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 H1 = "nguid-756d7073010000000000000000000001"
 H2 = "nguid-756d7073010000000000000000000002"
 NODE = "test-node"
-# The relay's rate limit here: 10 Events per object at once, one more every 2 s. The
-# Node gets 8 before step 5's flood, paced by the test's waits: none is held back.
-BURST, REFILL_SECS = 10, 2
-FLOOD = 20
+# The relay's rate limit here: 20 Events per object at once, one more every 2 s. The
+# Node gets 8 before step 6's flood and PersistentVolume pv-1 18 in all: none is held back.
+BURST, REFILL_SECS = 20, 2
+FLOOD = 30
 TOKEN = "relay-test-token-" + os.urandom(6).hex()
 
 passed = failed = 0
@@ -93,6 +96,9 @@ MUTANTS = [
      '"source": COMPONENT,'),
     ("no-token", 'headers = {"Authorization": f"Bearer {token}"', 'headers = {"Authorization": "Bearer"'),
     ("no-rate-limit", "ok = tokens >= 1", "ok = True"),
+    ("removed-head-on-node", 'return ((self.before or {}).get("heads", {}).get(head) or {}).get("volume", "")',
+     'return ""'),
+    ("removal-not-reported", 'if nh["removal_pending"] and not oh["removal_pending"]:', "if False:"),
     ("held-repeats-lost", '                agg["count"] += 1\n                agg["last"] = now\n                agg["unsent"]',
      '                agg["last"] = now\n                agg["unsent"]'),
 ]
@@ -397,7 +403,29 @@ exec {a.umpathctl} "$@"
     one("4 head 1 path sim-0-1 down, from the new agent", "PathDown", "PersistentVolume", "pv-1",
         "path sim-0-1", 1, "Warning")
 
-    # 5. A flood: head 2's path fails and returns FLOOD times in a row. Both Events exist
+    # 5. Head 1 loses its paths (the namespace detached from each controller) with a
+    # delayed removal of 30 s: its removal is pending, cancelled when one returns, pending
+    # again, and done at once when the delay is set to 0: all about pv-1, the head's
+    # volume label kept from before the head was removed.
+    ctl("set-delayed-removal", H1, "30")
+    ctl("sim", "lose-ns", "sim-0-1", "1")
+    ctl("sim", "lose-ns", "sim-0-0", "1")
+    one("5 head 1 path sim-0-0 removed", "PathRemoved", "PersistentVolume", "pv-1", "path sim-0-0", 1, "Warning")
+    one("5 head 1 has no usable path", "NoUsablePath", "PersistentVolume", "pv-1", H1, 1, "Warning")
+    one("5 head 1's removal pending", "RemovalPending", "PersistentVolume", "pv-1", f"head {H1} will be removed at",
+        1, "Warning")
+    ctl("sim", "return-ns", "sim-0-0", "1")
+    one("5 head 1's removal cancelled", "RemovalCancelled", "PersistentVolume", "pv-1", H1, 1, "Normal")
+    one("5 head 1 path sim-0-0 back", "PathAdded", "PersistentVolume", "pv-1", "path sim-0-0", 1, "Normal")
+    ctl("sim", "lose-ns", "sim-0-0", "1")
+    one("5 head 1 path sim-0-0 removed again", "PathRemoved", "PersistentVolume", "pv-1", "path sim-0-0", 2,
+        "Warning")
+    wait_for("5 head 1's removal pending again", lambda: len(events("RemovalPending", "PersistentVolume")) == 2)
+    # The head goes with the call, which then answers NOT_FOUND (exit 5).
+    ctl("set-delayed-removal", H1, "0", quiet=True)
+    one("5 head 1 removed", "HeadRemoved", "PersistentVolume", "pv-1", H1, 1, "Warning")
+
+    # 6. A flood: head 2's path fails and returns FLOOD times in a row. Both Events exist
     # already (steps 3 and 4): each note is a repeat, sent while the Node's bucket has
     # tokens and otherwise counted and sent with the next one let through.
     with api.lock:
@@ -408,37 +436,37 @@ exec {a.umpathctl} "$@"
         ctl("fail-path", H2, "sim-0-0")
         ctl("reinstate-path", H2, "sim-0-0")
     # One event each (path-state-changed).
-    wait_for("5 the relay read the flood",
+    wait_for("6 the relay read the flood",
              lambda: stats().get("stats", {}).get("events", 0) >= events_before + 2 * FLOOD)
     flood_secs = time.monotonic() - t0
     with api.lock:
         flood_requests = len(api.requests) - sent_before
     # At most a full bucket and what it refilled meanwhile.
     limit = BURST + int(flood_secs / REFILL_SECS) + 1
-    check(f"5 {2 * FLOOD} repeats in {flood_secs:.1f} s: at most {limit} requests", flood_requests <= limit,
+    check(f"6 {2 * FLOOD} repeats in {flood_secs:.1f} s: at most {limit} requests", flood_requests <= limit,
           f"{flood_requests}")
     st = stats().get("stats", {})
-    check("5 the repeats over the limit are held, not dropped", st.get("held", 0) > 0 and
+    check("6 the repeats over the limit are held, not dropped", st.get("held", 0) > 0 and
           st.get("rate_limited", 0) == 0, str(st))
     time.sleep(REFILL_SECS + 0.5)  # a token for the next one
     ctl("fail-path", H2, "sim-0-0")
-    one("5 the next PathDown carries every held repeat", "PathDown", "Node", NODE, f"head {H2} path sim-0-0",
+    one("6 the next PathDown carries every held repeat", "PathDown", "Node", NODE, f"head {H2} path sim-0-0",
         FLOOD + 2, "Warning")
 
-    # 6, 7. What was skipped, what was sent, what the API server holds.
+    # 7, 8. What was skipped, what was sent, what the API server holds.
     st = stats().get("stats", {})
-    check("6 the three broken documents skipped", st.get("skipped") == 3, str(st))
-    check("6 the relay is still running", procs["relay"].poll() is None)
-    check("7 nothing lost or refused", st.get("lost", 0) == 0 and st.get("rejected", 0) == 0, str(st))
+    check("7 the three broken documents skipped", st.get("skipped") == 3, str(st))
+    check("7 the relay is still running", procs["relay"].poll() is None)
+    check("8 nothing lost or refused", st.get("lost", 0) == 0 and st.get("rejected", 0) == 0, str(st))
     with api.lock:
         bad_token = sum(1 for r in api.requests if not r[3])
         methods = {}
         for r in api.requests:
             methods[f"{r[0]} {r[2]}"] = methods.get(f"{r[0]} {r[2]}", 0) + 1
-    check("7 every request carried the service account's token", bad_token == 0, f"{bad_token} without")
+    check("8 every request carried the service account's token", bad_token == 0, f"{bad_token} without")
     held = api.summary()
     keys = [(e["involvedObject"]["kind"], e["involvedObject"]["name"], e["reason"], e["message"]) for e in held]
-    check("7 no two Events say the same about the same object", len(keys) == len(set(keys)),
+    check("8 no two Events say the same about the same object", len(keys) == len(set(keys)),
           str([k for k in keys if keys.count(k) > 1]))
     events_file = f"{tmp}/events.json"
     with open(events_file, "w", encoding="utf-8") as f:
@@ -449,7 +477,7 @@ exec {a.umpathctl} "$@"
     for line in v.stdout.splitlines():
         if line.startswith("FAIL"):
             print(f"    {line}")
-    check(f"7 the {len(held)} Events validate against kubernetes-models' v1 Event", v.returncode == 0 and
+    check(f"8 the {len(held)} Events validate against kubernetes-models' v1 Event", v.returncode == 0 and
           f"{len(held)} passed, 0 failed" in v.stdout, v.stdout.strip().splitlines()[-1] if v.stdout else v.stderr)
 
     print("figures:")
