@@ -14,7 +14,9 @@ Scenario, each step asserting the Events the fake API server holds:
      each, and no second Event for what it had already posted;
   4. head 2's paths come back, one fails again, and umpathd restarts (a fresh simulator,
      every path up): the relay follows the new agent's snapshot and posts the recovery
-     it saw there, once; nothing posted before is posted again;
+     it saw there, once; nothing posted before is posted again; a resume point the
+     agent no longer retains (REVISION_NOT_RETAINED) makes the watch start again from a
+     snapshot, and the relay posts what it shows changed;
   5. head 1 (delayed removal 30 s) loses its paths: PathRemoved, NoUsablePath,
      RemovalPending; one returns: PathAdded, RemovalCancelled; it goes again and the
      delay is set to 0: HeadRemoved, all about pv-1;
@@ -50,7 +52,7 @@ H1 = "nguid-756d7073010000000000000000000001"
 H2 = "nguid-756d7073010000000000000000000002"
 NODE = "test-node"
 # The relay's rate limit here: 20 Events per object at once, one more every 2 s. The
-# Node gets 8 before step 6's flood and PersistentVolume pv-1 18 in all: none is held back.
+# Node gets 8 before step 6's flood and PersistentVolume pv-1 19 in all: none is held back.
 BURST, REFILL_SECS = 20, 2
 FLOOD = 30
 TOKEN = "relay-test-token-" + os.urandom(6).hex()
@@ -402,6 +404,22 @@ exec {a.umpathctl} "$@"
     ctl("fail-path", H1, "sim-0-1")
     one("4 head 1 path sim-0-1 down, from the new agent", "PathDown", "PersistentVolume", "pv-1",
         "path sim-0-1", 1, "Warning")
+    # A resume point the agent no longer has (REVISION_NOT_RETAINED: revision 1 is far
+    # older than this journal's first): the watch starts again from a snapshot, which
+    # shows what changed while the relay was stopped.
+    procs["relay"].send_signal(signal.SIGTERM)
+    procs["relay"].wait(timeout=10)
+    kept = stats()
+    kept["revision"] = 1
+    with open(state, "w", encoding="utf-8") as f:
+        json.dump(kept, f)
+    ctl("reinstate-path", H1, "sim-0-1")
+    start_relay()
+    one("4 head 1 path sim-0-1 recovered, seen in a snapshot after REVISION_NOT_RETAINED", "PathRecovered",
+        "PersistentVolume", "pv-1", "path sim-0-1: optimized,failed -> optimized: seen in the agent's snapshot", 1,
+        "Normal")
+    check("4 that snapshot is the relay's third", stats().get("stats", {}).get("snapshots") == 3,
+          str(stats().get("stats")))
 
     # 5. Head 1 loses its paths (the namespace detached from each controller) with a
     # delayed removal of 30 s: its removal is pending, cancelled when one returns, pending
