@@ -45,6 +45,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 
@@ -293,11 +294,16 @@ class Kube:
         return r.status, parsed
 
 
+class Stopping(Exception):
+    """SIGTERM came while a call waited to be retried: the document is not done."""
+
+
 class Recorder:
     """Aggregates, rate-limits and delivers Events (core/v1, namespace `namespace`)."""
 
-    def __init__(self, kube, args, state):
+    def __init__(self, kube, args, state, pause):
         self.kube, self.args = kube, args
+        self.pause = pause  # waits so many seconds; raises Stopping on SIGTERM
         self.aggregates = state.setdefault("aggregates", {})
         self.stats = state.setdefault("stats", {})
         self.buckets = {}
@@ -418,7 +424,7 @@ class Recorder:
             if attempt == self.args.attempts:
                 break
             log(f"{method} {path}: {why}; retrying in {delay:g} s")
-            time.sleep(delay)
+            self.pause(delay)
             delay = min(delay * 2, 30)
         return None, {}
 
@@ -430,9 +436,12 @@ class Relay:
         self.args = args
         self.state = self.load()
         self.stats = self.state.setdefault("stats", {})
-        self.recorder = Recorder(Kube(args.api_server, args.token_file, args.ca_file), args, self.state)
+        self.wake = threading.Event()  # set by SIGTERM: no more waiting
+        self.recorder = Recorder(Kube(args.api_server, args.token_file, args.ca_file), args, self.state,
+                                 self.pause)
         self.proc = None
-        self.before = None  # the model before the document being handled
+        # The models before and after the document being handled.
+        self.before = self.after = None
         self.stopping = False
 
     def load(self):
@@ -455,8 +464,13 @@ class Relay:
 
     def stop(self, *_):
         self.stopping = True
+        self.wake.set()
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
+
+    def pause(self, secs):
+        if self.wake.wait(secs):
+            raise Stopping()
 
     def run(self):
         signal.signal(signal.SIGTERM, self.stop)
@@ -473,10 +487,15 @@ class Relay:
             except OSError as e:
                 log(f"cannot run {self.args.umpathctl}: {e}")
             else:
-                for doc in documents(self.proc.stdout, self.stats):
-                    served = True
-                    self.handle(doc)
-                    self.save()
+                try:
+                    for doc in documents(self.proc.stdout, self.stats):
+                        served = True
+                        self.handle(doc)
+                        self.save()
+                except Stopping:
+                    # Saved without that document: the next run sees it again (at least
+                    # once; what it had posted then counts one more).
+                    self.proc.terminate()
                 rc = self.proc.wait()
                 log(f"umpathctl watch exited with {rc}")
                 if rc == 2 and self.state.get("incarnation"):
@@ -487,21 +506,23 @@ class Relay:
             if self.stopping:
                 break
             backoff = 1 if served else min(backoff * 2, 30)
-            time.sleep(backoff)
+            self.wake.wait(backoff)
         self.save()
 
     def handle(self, doc):
         self.stats["documents"] = self.stats.get("documents", 0) + 1
         try:
-            notes = self.advance(doc)
+            notes, done = self.advance(doc)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             skip(self.stats, f"a document the relay cannot read ({type(e).__name__}: {e}): {json.dumps(doc)[:200]}")
             return
         for head, etype, reason, message in notes:
             self.emit(head, etype, reason, message)
+        # Past the document only once its Events are out.
+        self.state.update(done)
 
     def advance(self, doc):
-        """Moves the model and the resume point past one document; returns its notes."""
+        """The notes of one document, and the model and resume point after it."""
         incarnation = doc["incarnation"]
         if not isinstance(incarnation, str):
             raise TypeError("incarnation is not a string")
@@ -526,12 +547,12 @@ class Relay:
             self.stats["events"] = self.stats.get("events", 0) + 1
         else:
             raise ValueError("neither a snapshot nor an event")
-        self.state.update(model=new, incarnation=incarnation, revision=revision)
-        return notes
+        self.after = new
+        return notes, {"model": new, "incarnation": incarnation, "revision": revision}
 
     def volume(self, head):
         """The head's volume label, looked up again when older than --volume-ttl-secs."""
-        h = self.state["model"]["heads"].get(head)
+        h = self.after["heads"].get(head)
         if h is None:  # removed: what it was labelled
             return ((self.before or {}).get("heads", {}).get(head) or {}).get("volume", "")
         if h.get("lookup") or time.time() - h.get("looked", 0) > self.args.volume_ttl_secs:

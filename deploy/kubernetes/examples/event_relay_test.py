@@ -9,9 +9,10 @@ Scenario, each step asserting the Events the fake API server holds:
      PathDown and one PathRecovered Event about PersistentVolume pv-1 (its uid), count 3;
   2. head 2 (no volume): a path fails while the API server answers the POST 500, then
      201: one PathDown about the Node, count 1 (retried, not lost);
-  3. the relay stops; meanwhile head 2's other path fails; the relay starts again and
-     resumes from its state file (--since, --incarnation): PathDown and NoUsablePath once
-     each, and no second Event for what it had already posted;
+  3. head 2's other path fails while the API server answers every POST 500; the relay,
+     stopped as it retries, exits at once; started again, it resumes from its state file
+     (--since, --incarnation) at the document it had not finished: PathDown and
+     NoUsablePath once each, and no second Event for what it had already posted;
   4. head 2's paths come back, one fails again, and umpathd restarts (a fresh simulator,
      every path up): the relay follows the new agent's snapshot and posts the recovery
      it saw there, once; nothing posted before is posted again; a resume point the
@@ -101,6 +102,7 @@ MUTANTS = [
     ("removed-head-on-node", 'return ((self.before or {}).get("heads", {}).get(head) or {}).get("volume", "")',
      'return ""'),
     ("removal-not-reported", 'if nh["removal_pending"] and not oh["removal_pending"]:', "if False:"),
+    ("stop-waits-for-retries", "if self.wake.wait(secs):\n            raise Stopping()", "time.sleep(secs)"),
     ("held-repeats-lost", '                agg["count"] += 1\n                agg["last"] = now\n                agg["unsent"]',
      '                agg["last"] = now\n                agg["unsent"]'),
 ]
@@ -364,11 +366,21 @@ exec {a.umpathctl} "$@"
     if node_down:
         check("2 the Node's uid in involvedObject", node_down["involvedObject"].get("uid") == "uid-node")
 
-    # 3. The relay stops; what happens meanwhile comes once it is back.
+    # 3. The API server fails every POST, and the relay is stopped while it retries: it
+    # stops at once, and what it was posting comes once it is back.
     before = len(api.summary())
-    procs["relay"].send_signal(signal.SIGTERM)
-    check("3 the relay stops on SIGTERM with exit 0", procs["relay"].wait(timeout=10) == 0)
+    with api.lock:
+        api.fail_posts, answered = 10**6, len(api.requests)
     ctl("fail-path", H2, "sim-0-0")
+    wait_for("3 the relay retries a POST", lambda: any(r[0] == "POST" and r[2] == 500 for r in api.requests[answered:]))
+    procs["relay"].send_signal(signal.SIGTERM)
+    try:
+        rc = procs["relay"].wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        rc = "still running 5 s later"
+    check("3 the relay stops on SIGTERM at once, with exit 0, though retrying", rc == 0, str(rc))
+    with api.lock:
+        api.fail_posts = 0
     snapshots = stats().get("stats", {}).get("snapshots")
     start_relay()
     one("3 head 2's other path down, after the relay resumed", "PathDown", "Node", NODE,
