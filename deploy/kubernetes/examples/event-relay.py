@@ -16,8 +16,9 @@ heads (paths, their states, removal, fast fail) that every event and every snaps
 updates: a snapshot after an agent restart yields only what changed while the relay was
 not watching, never the same Event twice. A repeat of an Event (same object, reason and
 message) within --aggregate-secs PATCHes its count; each object has a token bucket
-(--burst, one token per --refill-secs); a repeat over the limit is counted and sent with
-the next one let through, a new Event over it is dropped with a log line. The API
+(--burst, one token per --refill-secs); a repeat over the limit is counted, and the count
+PATCHed when the bucket has a token again (looked at every --flush-secs); a new Event
+over it is dropped with a log line. The API
 server's 5xx, 429 and connection errors are retried with backoff; any other refusal
 drops that one Event with a log line. A line of the watch that is not a document the
 relay knows is skipped with a log line.
@@ -41,6 +42,7 @@ import datetime
 import http.client
 import json
 import os
+import queue
 import signal
 import ssl
 import subprocess
@@ -67,8 +69,15 @@ def now_rfc3339(t):
 
 # --- The watch: umpathctl's JSON, one pretty-printed document after another. ----------
 
-def documents(stream, stats):
-    """Yields each document of the stream; skips (and counts) what does not parse.
+class Skipped:
+    """What documents() yields for what does not parse: why."""
+
+    def __init__(self, why):
+        self.why = why
+
+
+def documents(stream):
+    """Yields each document of the stream, and a Skipped for what does not parse.
 
     umpathctl indents everything inside a document, so a line starting with "{" begins
     one and a line "}" ends it: a broken document costs only itself.
@@ -77,16 +86,16 @@ def documents(stream, stats):
     for raw in stream:
         line = raw.decode("utf-8", "replace")
         if line.startswith("{") and buf:
-            skip(stats, f"an unfinished document of {len(buf)} lines")
+            yield Skipped(f"an unfinished document of {len(buf)} lines")
             buf, size = [], 0
         if not buf and not line.startswith("{"):
             if line.strip():
-                skip(stats, f"not a JSON document: {line.strip()[:120]!r}")
+                yield Skipped(f"not a JSON document: {line.strip()[:120]!r}")
             continue
         buf.append(line)
         size += len(line)
         if size > MAX_DOCUMENT_BYTES:
-            skip(stats, f"a document over {MAX_DOCUMENT_BYTES} bytes")
+            yield Skipped(f"a document over {MAX_DOCUMENT_BYTES} bytes")
             buf, size = [], 0
             continue
         end = line.rstrip("\r\n")
@@ -95,11 +104,13 @@ def documents(stream, stats):
         text = "".join(buf)
         buf, size = [], 0
         try:
-            yield json.loads(text)
+            doc = json.loads(text)
         except ValueError as e:
-            skip(stats, f"a document that is not JSON ({e})")
+            yield Skipped(f"a document that is not JSON ({e})")
+        else:
+            yield doc
     if buf:
-        skip(stats, "a document cut short by the end of the stream")
+        yield Skipped("a document cut short by the end of the stream")
 
 
 def skip(stats, why):
@@ -339,6 +350,24 @@ class Recorder:
         self.buckets[objkey] = (tokens - 1 if ok else tokens, now)
         return ok
 
+    def flush(self):
+        """PATCHes the counts of repeats held back by the rate limit, as tokens allow."""
+        now = time.time()
+        for key, agg in self.aggregates.items():
+            kind, name = json.loads(key)[:2]
+            if not agg.get("unsent") or now - agg["last"] >= self.args.aggregate_secs or \
+                    not self.allow(f"{kind}/{name}"):
+                continue
+            patch = {"count": agg["count"], "lastTimestamp": now_rfc3339(agg["last"])}
+            status, _ = self.send("PATCH", f"{self.events_path()}/{agg['name']}", patch,
+                                  "application/strategic-merge-patch+json")
+            if status in (200, 201):
+                agg.pop("unsent")
+                self.count("flushed")
+            elif status == 404 or status is not None:
+                agg.pop("unsent")  # gone or refused: the count goes with it
+                self.fail(status, "PATCH", agg["name"], json.loads(key)[3])
+
     def record(self, kind, name, etype, reason, message):
         message = message[:MAX_MESSAGE]
         objkey = f"{kind}/{name}"
@@ -352,7 +381,7 @@ class Recorder:
                 agg["last"] = now
                 agg["unsent"] = True
                 self.count("held")
-                log(f"rate limit for {objkey}: {reason} counted ({agg['count']}), sent with the next one")
+                log(f"rate limit for {objkey}: {reason} counted ({agg['count']}), sent later")
             else:
                 self.count("rate_limited")
                 log(f"rate limit for {objkey}: {etype} {reason} dropped: {message}")
@@ -488,10 +517,7 @@ class Relay:
                 log(f"cannot run {self.args.umpathctl}: {e}")
             else:
                 try:
-                    for doc in documents(self.proc.stdout, self.stats):
-                        served = True
-                        self.handle(doc)
-                        self.save()
+                    served = self.follow(self.proc.stdout)
                 except Stopping:
                     # Saved without that document: the next run sees it again (at least
                     # once; what it had posted then counts one more).
@@ -508,6 +534,37 @@ class Relay:
             backoff = 1 if served else min(backoff * 2, 30)
             self.wake.wait(backoff)
         self.save()
+
+    def follow(self, stream):
+        """Handles the stream's documents until it ends; between them, every
+        --flush-secs, sends the repeats the rate limit held. True if one came."""
+        docs = queue.Queue(maxsize=64)
+        end = object()
+
+        def read():
+            for item in documents(stream):
+                docs.put(item)
+            docs.put(end)
+
+        threading.Thread(target=read, daemon=True).start()
+        served = False
+        flush_at = time.monotonic() + self.args.flush_secs
+        while True:
+            try:
+                item = docs.get(timeout=max(0, flush_at - time.monotonic()))
+            except queue.Empty:
+                item = None
+            if item is end:
+                return served
+            if isinstance(item, Skipped):
+                skip(self.stats, item.why)
+            elif item is not None:
+                served = True
+                self.handle(item)
+            if time.monotonic() >= flush_at:
+                self.recorder.flush()
+                flush_at = time.monotonic() + self.args.flush_secs
+            self.save()
 
     def handle(self, doc):
         self.stats["documents"] = self.stats.get("documents", 0) + 1
@@ -594,6 +651,8 @@ def parse_args(argv):
     p.add_argument("--refill-secs", type=float, default=10, help="one more Event per object after this")
     p.add_argument("--attempts", type=int, default=8, help="tries of one call on 5xx, 429 or no answer")
     p.add_argument("--backoff-secs", type=float, default=0.5, help="the first retry's delay (doubling to 30 s)")
+    p.add_argument("--flush-secs", type=float, default=10,
+                   help="how often repeats held back by the rate limit are sent")
     p.add_argument("--volume-ttl-secs", type=float, default=60, help="a head's volume label is read again after")
     args = p.parse_args(argv)
     if not args.node or not args.api_server:
