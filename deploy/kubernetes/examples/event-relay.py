@@ -252,7 +252,8 @@ def diff(old, new, cause):
         if was and not now:
             notes.append((hname, "Warning", "NoUsablePath", f"head {hid} has no usable path: {cause}"))
         elif now and not was and oh.get("had_usable"):
-            notes.append((hname, "Normal", "UsablePathRestored", f"head {hid} has a usable path again ({now})"))
+            notes.append((hname, "Normal", "UsablePathRestored",
+                          f"head {hid} has a usable path again ({now})"))
         if nh["removal_pending"] and not oh["removal_pending"]:
             notes.append((hname, "Warning", "RemovalPending",
                           f"head {hid} will be removed at {nh['deadline'] or '?'} unless a path returns"))
@@ -328,7 +329,8 @@ class Recorder:
         hit = self.uids.get((kind, name))
         if hit and hit[1] > time.monotonic():
             return hit[0]
-        path = f"/api/v1/{'persistentvolumes' if kind == 'PersistentVolume' else 'nodes'}/{urllib.parse.quote(name)}"
+        plural = "persistentvolumes" if kind == "PersistentVolume" else "nodes"
+        path = f"/api/v1/{plural}/{urllib.parse.quote(name)}"
         uid = ""
         try:
             status, obj = self.kube.request("GET", path)
@@ -571,7 +573,8 @@ class Relay:
         try:
             notes, done = self.advance(doc)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            skip(self.stats, f"a document the relay cannot read ({type(e).__name__}: {e}): {json.dumps(doc)[:200]}")
+            skip(self.stats, f"a document the relay cannot read ({type(e).__name__}: {e}): "
+                             f"{json.dumps(doc)[:200]}")
             return
         for head, etype, reason, message in notes:
             self.emit(head, etype, reason, message)
@@ -594,7 +597,8 @@ class Relay:
         elif "event" in doc:
             e = doc["event"]
             revision = int(e["revision"])
-            if not isinstance(e["type"], str) or not all(isinstance(e.get(k, ""), str) for k in ("head", "path", "controller", "reason")):
+            fields = ("type", "head", "path", "controller", "reason")
+            if not all(isinstance(e.get(k, ""), str) for k in fields) or "type" not in e:
                 raise TypeError("an event field is not a string")
             if old is None:
                 raise ValueError("an event before any snapshot")
@@ -615,7 +619,8 @@ class Relay:
         if h.get("lookup") or time.time() - h.get("looked", 0) > self.args.volume_ttl_secs:
             try:
                 out = subprocess.run([self.args.umpathctl, f"--socket={self.args.socket}", "-o", "json",
-                                      "--timeout=5s", "head", head], capture_output=True, timeout=10, check=False)
+                                      "--timeout=5s", "head", head],
+                                     capture_output=True, timeout=10, check=False)
                 if out.returncode == 0:
                     h["volume"] = json.loads(out.stdout).get("head", {}).get("volume", "")
             except (OSError, ValueError, subprocess.TimeoutExpired) as e:
@@ -628,7 +633,8 @@ class Relay:
         self.stats["notes"] = self.stats.get("notes", 0) + 1
         volume = self.volume(head) if head else ""
         if volume:
-            self.recorder.record("PersistentVolume", volume, etype, reason, f"{message} (node {self.args.node})")
+            self.recorder.record("PersistentVolume", volume, etype, reason,
+                                 f"{message} (node {self.args.node})")
         else:
             self.recorder.record("Node", self.args.node, etype, reason, message)
 
@@ -650,10 +656,12 @@ def parse_args(argv):
     p.add_argument("--burst", type=int, default=25, help="Events per object at once")
     p.add_argument("--refill-secs", type=float, default=10, help="one more Event per object after this")
     p.add_argument("--attempts", type=int, default=8, help="tries of one call on 5xx, 429 or no answer")
-    p.add_argument("--backoff-secs", type=float, default=0.5, help="the first retry's delay (doubling to 30 s)")
+    p.add_argument("--backoff-secs", type=float, default=0.5,
+                   help="the first retry's delay (doubling to 30 s)")
     p.add_argument("--flush-secs", type=float, default=10,
                    help="how often repeats held back by the rate limit are sent")
-    p.add_argument("--volume-ttl-secs", type=float, default=60, help="a head's volume label is read again after")
+    p.add_argument("--volume-ttl-secs", type=float, default=60,
+                   help="a head's volume label is read again after")
     args = p.parse_args(argv)
     if not args.node or not args.api_server:
         p.error("--node (or NODE_NAME) and --api-server (or KUBERNETES_SERVICE_HOST) are needed")

@@ -100,12 +100,13 @@ MUTANTS = [
      '"source": COMPONENT,'),
     ("no-token", 'headers = {"Authorization": f"Bearer {token}"', 'headers = {"Authorization": "Bearer"'),
     ("no-rate-limit", "ok = tokens >= 1", "ok = True"),
-    ("removed-head-on-node", 'return ((self.before or {}).get("heads", {}).get(head) or {}).get("volume", "")',
-     'return ""'),
+    ("removed-head-on-node",
+     'return ((self.before or {}).get("heads", {}).get(head) or {}).get("volume", "")', 'return ""'),
     ("removal-not-reported", 'if nh["removal_pending"] and not oh["removal_pending"]:', "if False:"),
     ("stop-waits-for-retries", "if self.wake.wait(secs):\n            raise Stopping()", "time.sleep(secs)"),
     ("no-flush", "                self.recorder.flush()\n", "                pass\n"),
-    ("held-repeats-lost", '                agg["count"] += 1\n                agg["last"] = now\n                agg["unsent"]',
+    ("held-repeats-lost",
+     '                agg["count"] += 1\n                agg["last"] = now\n                agg["unsent"]',
      '                agg["last"] = now\n                agg["unsent"]'),
 ]
 
@@ -262,36 +263,25 @@ def main():
     return 0 if failed == 0 else 1
 
 
-def run(a, tmp, procs):
-    sock, state = f"{tmp}/umpathd.sock", f"{tmp}/relay-state.json"
-    cert, key, token = f"{tmp}/api.crt", f"{tmp}/api.key", f"{tmp}/token"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
-    with open(token, "w", encoding="utf-8") as f:
-        f.write(TOKEN + "\n")
-    api = FakeApi()
-    server = api.serve(cert, key)
-    port = server.server_address[1]
+class Scenario:
+    """umpathd, the relay and the fake API server, and the steps of the module's docstring."""
 
-    def start_agent():
-        log = open(f"{tmp}/umpathd.log", "a", encoding="utf-8")
-        procs["agent"] = subprocess.Popen(
-            [a.umpathd, f"--socket={sock}", f"--state_file={tmp}/heads", f"--admin_uids={os.getuid()}",
-             "--sim=1:2:2", "--kernel=false", "--ublk=false", "--handover_socket=", f"--node={NODE}"],
-            stdout=log, stderr=log)
-        wait_for("umpathd answers", lambda: ctl("heads", quiet=True) == 0)
-
-    def ctl(*args, quiet=False):
-        r = subprocess.run([a.umpathctl, f"--socket={sock}", *args], capture_output=True, text=True)
-        if r.returncode != 0 and not quiet:
-            print(f"umpathctl {' '.join(args)}: {r.returncode} {r.stderr.strip()}")
-        return r.returncode
-
-    # The watch, with what a broken stream could carry in front of it (once).
-    wrapper = f"{tmp}/umpathctl"
-    with open(wrapper, "w", encoding="utf-8") as f:
-        f.write(f"""#!/bin/sh
+    def __init__(self, a, tmp, procs):
+        self.a, self.tmp, self.procs = a, tmp, procs
+        self.sock, self.state = f"{tmp}/umpathd.sock", f"{tmp}/relay-state.json"
+        self.cert, key, self.token = f"{tmp}/api.crt", f"{tmp}/api.key", f"{tmp}/token"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", self.cert,
+                        "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                       check=True, capture_output=True)
+        with open(self.token, "w", encoding="utf-8") as f:
+            f.write(TOKEN + "\n")
+        self.api = FakeApi()
+        self.port = self.api.serve(self.cert, key).server_address[1]
+        # The watch, with what a broken stream could carry in front of it (once).
+        self.wrapper = f"{tmp}/umpathctl"
+        with open(self.wrapper, "w", encoding="utf-8") as f:
+            f.write(f"""#!/bin/sh
 case " $* " in *" watch "*)
   if [ ! -e {tmp}/injected ]; then
     touch {tmp}/injected
@@ -302,226 +292,271 @@ case " $* " in *" watch "*)
 esac
 exec {a.umpathctl} "$@"
 """)
-    os.chmod(wrapper, 0o755)
+        os.chmod(self.wrapper, 0o755)
 
-    def start_relay():
-        log = open(f"{tmp}/relay.log", "a", encoding="utf-8")
-        procs["relay"] = subprocess.Popen(
-            [sys.executable, a.relay, f"--node={NODE}", f"--socket={sock}", f"--umpathctl={wrapper}",
-             f"--state-file={state}", f"--api-server=https://127.0.0.1:{port}", f"--token-file={token}",
-             f"--ca-file={cert}", "--backoff-secs=0.2", f"--burst={BURST}", f"--refill-secs={REFILL_SECS}",
-             "--flush-secs=1"],
-            stdout=log, stderr=log)
+    def start_agent(self):
+        with open(f"{self.tmp}/umpathd.log", "a", encoding="utf-8") as log:
+            self.procs["agent"] = subprocess.Popen(
+                [self.a.umpathd, f"--socket={self.sock}", f"--state_file={self.tmp}/heads",
+                 f"--admin_uids={os.getuid()}", "--sim=1:2:2", "--kernel=false", "--ublk=false",
+                 "--handover_socket=", f"--node={NODE}"], stdout=log, stderr=log)
+        wait_for("umpathd answers", lambda: self.ctl("heads", quiet=True) == 0)
 
-    def stats():
+    def ctl(self, *args, quiet=False):
+        r = subprocess.run([self.a.umpathctl, f"--socket={self.sock}", *args], capture_output=True, text=True)
+        if r.returncode != 0 and not quiet:
+            print(f"umpathctl {' '.join(args)}: {r.returncode} {r.stderr.strip()}")
+        return r.returncode
+
+    def start_relay(self):
+        with open(f"{self.tmp}/relay.log", "a", encoding="utf-8") as log:
+            self.procs["relay"] = subprocess.Popen(
+                [sys.executable, self.a.relay, f"--node={NODE}", f"--socket={self.sock}",
+                 f"--umpathctl={self.wrapper}", f"--state-file={self.state}",
+                 f"--api-server=https://127.0.0.1:{self.port}", f"--token-file={self.token}",
+                 f"--ca-file={self.cert}", "--backoff-secs=0.2", f"--burst={BURST}",
+                 f"--refill-secs={REFILL_SECS}", "--flush-secs=1"], stdout=log, stderr=log)
+
+    def stats(self):
         try:
-            with open(state, encoding="utf-8") as f:
+            with open(self.state, encoding="utf-8") as f:
                 return json.load(f)
         except (OSError, ValueError):
             return {}
 
-    def events(reason=None, kind=None, name=None, contains=""):
-        return [e for e in api.summary() if (reason is None or e["reason"] == reason) and
+    def events(self, reason=None, kind=None, name=None, contains=""):
+        return [e for e in self.api.summary() if (reason is None or e["reason"] == reason) and
                 (kind is None or e["involvedObject"]["kind"] == kind) and
                 (name is None or e["involvedObject"]["name"] == name) and contains in e["message"]]
 
-    def one(what, reason, kind, name, contains, count, etype):
-        got = wait_for(what, lambda: [e for e in events(reason, kind, name, contains) if e.get("count") == count])
+    def one(self, what, reason, kind, name, contains, count, etype):
+        """The one Event about that with that count (waited for), of that type."""
+        got = wait_for(what, lambda: [e for e in self.events(reason, kind, name, contains)
+                                      if e.get("count") == count])
         if not got:
-            print("    events now: " + "; ".join(f"{e['reason']}/{e['involvedObject']['name']}"
-                                               f" x{e.get('count')}: {e['message']}" for e in api.summary()))
+            print("    events now: " + "; ".join(
+                f"{e['reason']}/{e['involvedObject']['name']} x{e.get('count')}: {e['message']}"
+                for e in self.api.summary()))
             return None
-        all_of = events(reason, kind, name, contains)
+        all_of = self.events(reason, kind, name, contains)
         check(f"{what}: one Event", len(all_of) == 1, f"{len(all_of)}")
         check(f"{what}: type {etype}", got[0]["type"] == etype, got[0]["type"])
         return got[0]
 
-    start_agent()
-    check("umpathctl settings set HEAD --volume=pv-1", ctl("settings", "set", H1, "--volume=pv-1") == 0)
-    start_relay()
-    wait_for("the relay read the first snapshot", lambda: stats().get("stats", {}).get("snapshots") == 1)
+    def on_pv(self, what, reason, contains, count, etype):
+        return self.one(what, reason, "PersistentVolume", "pv-1", contains, count, etype)
 
-    # 1. A volume-labelled head: its path fails and recovers, three times.
-    for i in range(1, 4):
-        ctl("fail-path", H1, "sim-0-0")
-        down = one(f"1.{i} head 1 path down", "PathDown", "PersistentVolume", "pv-1", "path sim-0-0", i, "Warning")
-        ctl("reinstate-path", H1, "sim-0-0")
-        up = one(f"1.{i} head 1 path recovered", "PathRecovered", "PersistentVolume", "pv-1", "path sim-0-0", i,
-                 "Normal")
-    if down and up:
-        check("1 the PV's uid in involvedObject", down["involvedObject"].get("uid") == "uid-pv-1",
-              json.dumps(down["involvedObject"]))
-        want = f"head {H1} path sim-0-0: optimized -> optimized,failed: failed by an administrator (node {NODE})"
-        check("1 PathDown's message", down["message"] == want, down["message"])
-        check("1 PathRecovered's message says reinstated", "optimized,failed -> optimized: reinstated"
-              in up["message"], up["message"])
-        check("1 lastTimestamp set by the PATCHes, not before firstTimestamp",
-              down["lastTimestamp"] >= down["firstTimestamp"], f"{down['firstTimestamp']} {down['lastTimestamp']}")
+    def on_node(self, what, reason, contains, count, etype):
+        return self.one(what, reason, "Node", NODE, contains, count, etype)
 
-    # 2. A head without volume, while the API server answers 500 once.
-    api.fail_posts = 1
-    ctl("fail-path", H2, "sim-0-1")
-    node_down = one("2 head 2 path down (after a 500)", "PathDown", "Node", NODE, f"head {H2} path sim-0-1", 1,
-                    "Warning")
-    with api.lock:
-        posts = [r[2] for r in api.requests if r[0] == "POST"]
-    check("2 the POST answered 500 was retried and then created", posts[-2:] == [500, 201], str(posts[-4:]))
-    if node_down:
-        check("2 the Node's uid in involvedObject", node_down["involvedObject"].get("uid") == "uid-node")
+    def volume_head(self):
+        # 1. A volume-labelled head: its path fails and recovers, three times.
+        for i in range(1, 4):
+            self.ctl("fail-path", H1, "sim-0-0")
+            down = self.on_pv(f"1.{i} head 1 path down", "PathDown", "path sim-0-0", i, "Warning")
+            self.ctl("reinstate-path", H1, "sim-0-0")
+            up = self.on_pv(f"1.{i} head 1 path recovered", "PathRecovered", "path sim-0-0", i, "Normal")
+        if down and up:
+            check("1 the PV's uid in involvedObject", down["involvedObject"].get("uid") == "uid-pv-1",
+                  json.dumps(down["involvedObject"]))
+            want = (f"head {H1} path sim-0-0: optimized -> optimized,failed: failed by an administrator"
+                    f" (node {NODE})")
+            check("1 PathDown's message", down["message"] == want, down["message"])
+            check("1 PathRecovered's message says reinstated", "optimized,failed -> optimized: reinstated"
+                  in up["message"], up["message"])
+            check("1 lastTimestamp set by the PATCHes, not before firstTimestamp",
+                  down["lastTimestamp"] >= down["firstTimestamp"],
+                  f"{down['firstTimestamp']} {down['lastTimestamp']}")
 
-    # 3. The API server fails every POST, and the relay is stopped while it retries: it
-    # stops at once, and what it was posting comes once it is back.
-    before = len(api.summary())
-    with api.lock:
-        api.fail_posts, answered = 10**6, len(api.requests)
-    ctl("fail-path", H2, "sim-0-0")
-    wait_for("3 the relay retries a POST", lambda: any(r[0] == "POST" and r[2] == 500 for r in api.requests[answered:]))
-    procs["relay"].send_signal(signal.SIGTERM)
-    try:
-        rc = procs["relay"].wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        rc = "still running 5 s later"
-    check("3 the relay stops on SIGTERM at once, with exit 0, though retrying", rc == 0, str(rc))
-    with api.lock:
-        api.fail_posts = 0
-    snapshots = stats().get("stats", {}).get("snapshots")
-    start_relay()
-    one("3 head 2's other path down, after the relay resumed", "PathDown", "Node", NODE,
-        f"head {H2} path sim-0-0", 1, "Warning")
-    one("3 head 2 has no usable path", "NoUsablePath", "Node", NODE, H2, 1, "Warning")
-    check("3 resumed from the state file (no new snapshot)",
-          stats().get("stats", {}).get("snapshots") == snapshots, f"{snapshots} -> {stats().get('stats', {})}")
-    check("3 nothing posted twice: two more Events", len(api.summary()) == before + 2,
-          f"{before} -> {len(api.summary())}")
+    def api_answers_500(self):
+        # 2. A head without volume, while the API server answers 500 once.
+        self.api.fail_posts = 1
+        self.ctl("fail-path", H2, "sim-0-1")
+        node_down = self.on_node("2 head 2 path down (after a 500)", "PathDown", f"head {H2} path sim-0-1", 1,
+                                 "Warning")
+        with self.api.lock:
+            posts = [r[2] for r in self.api.requests if r[0] == "POST"]
+        check("2 the POST answered 500 was retried and then created", posts[-2:] == [500, 201],
+              str(posts[-4:]))
+        if node_down:
+            check("2 the Node's uid in involvedObject", node_down["involvedObject"].get("uid") == "uid-node")
 
-    # 4. umpathd restarts: its fresh simulator has every path up.
-    ctl("reinstate-path", H2, "sim-0-0")
-    one("4 head 2 usable again", "UsablePathRestored", "Node", NODE, H2, 1, "Normal")
-    ctl("reinstate-path", H2, "sim-0-1")
-    one("4 head 2 path sim-0-1 recovered", "PathRecovered", "Node", NODE, f"head {H2} path sim-0-1", 1, "Normal")
-    ctl("fail-path", H2, "sim-0-1")
-    one("4 head 2 path sim-0-1 down again (PATCHed)", "PathDown", "Node", NODE, f"head {H2} path sim-0-1", 2,
-        "Warning")
-    before = {e["metadata"]["name"]: e.get("count") for e in api.summary()}
-    procs["agent"].send_signal(signal.SIGTERM)
-    check("4 umpathd stops", procs["agent"].wait(timeout=60) == 0)
-    start_agent()
-    seen = one("4 the recovery the new agent's snapshot shows", "PathRecovered", "Node", NODE,
-               f"head {H2} path sim-0-1: optimized,failed -> optimized: seen in the agent's snapshot", 1, "Normal")
-    time.sleep(1)  # anything else the relay would post about the restart
-    after = {e["metadata"]["name"]: e.get("count") for e in api.summary()}
-    new = sorted(set(after) - set(before))
-    check("4 one new Event across the restart", len(new) == 1 and seen is not None and
-          new[0] == seen["metadata"]["name"], str(new))
-    check("4 no Event's count moved across the restart", all(after[n] == c for n, c in before.items()),
-          str({n: (c, after[n]) for n, c in before.items() if after[n] != c}))
-    # The new agent is followed: head 1 (its volume label kept by umpathd) fails again.
-    ctl("fail-path", H1, "sim-0-1")
-    one("4 head 1 path sim-0-1 down, from the new agent", "PathDown", "PersistentVolume", "pv-1",
-        "path sim-0-1", 1, "Warning")
-    # A resume point the agent no longer has (REVISION_NOT_RETAINED: revision 1 is far
-    # older than this journal's first): the watch starts again from a snapshot, which
-    # shows what changed while the relay was stopped.
-    procs["relay"].send_signal(signal.SIGTERM)
-    procs["relay"].wait(timeout=10)
-    kept = stats()
-    kept["revision"] = 1
-    with open(state, "w", encoding="utf-8") as f:
-        json.dump(kept, f)
-    ctl("reinstate-path", H1, "sim-0-1")
-    start_relay()
-    one("4 head 1 path sim-0-1 recovered, seen in a snapshot after REVISION_NOT_RETAINED", "PathRecovered",
-        "PersistentVolume", "pv-1", "path sim-0-1: optimized,failed -> optimized: seen in the agent's snapshot", 1,
-        "Normal")
-    check("4 that snapshot is the relay's third", stats().get("stats", {}).get("snapshots") == 3,
-          str(stats().get("stats")))
+    def relay_stopped_while_retrying(self):
+        # 3. The API server fails every POST, and the relay is stopped while it retries: it
+        # stops at once, and what it was posting comes once it is back.
+        before = len(self.api.summary())
+        with self.api.lock:
+            self.api.fail_posts, answered = 10**6, len(self.api.requests)
+        self.ctl("fail-path", H2, "sim-0-0")
+        wait_for("3 the relay retries a POST",
+                 lambda: any(r[0] == "POST" and r[2] == 500 for r in self.api.requests[answered:]))
+        self.procs["relay"].send_signal(signal.SIGTERM)
+        try:
+            rc = self.procs["relay"].wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            rc = "still running 5 s later"
+        check("3 the relay stops on SIGTERM at once, with exit 0, though retrying", rc == 0, str(rc))
+        with self.api.lock:
+            self.api.fail_posts = 0
+        snapshots = self.stats().get("stats", {}).get("snapshots")
+        self.start_relay()
+        self.on_node("3 head 2's other path down, after the relay resumed", "PathDown",
+                     f"head {H2} path sim-0-0", 1, "Warning")
+        self.on_node("3 head 2 has no usable path", "NoUsablePath", H2, 1, "Warning")
+        check("3 resumed from the state file (no new snapshot)",
+              self.stats().get("stats", {}).get("snapshots") == snapshots,
+              f"{snapshots} -> {self.stats().get('stats', {})}")
+        check("3 nothing posted twice: two more Events", len(self.api.summary()) == before + 2,
+              f"{before} -> {len(self.api.summary())}")
 
-    # 5. Head 1 loses its paths (the namespace detached from each controller) with a
-    # delayed removal of 30 s: its removal is pending, cancelled when one returns, pending
-    # again, and done at once when the delay is set to 0: all about pv-1, the head's
-    # volume label kept from before the head was removed.
-    ctl("set-delayed-removal", H1, "30")
-    ctl("sim", "lose-ns", "sim-0-1", "1")
-    ctl("sim", "lose-ns", "sim-0-0", "1")
-    one("5 head 1 path sim-0-0 removed", "PathRemoved", "PersistentVolume", "pv-1", "path sim-0-0", 1, "Warning")
-    one("5 head 1 has no usable path", "NoUsablePath", "PersistentVolume", "pv-1", H1, 1, "Warning")
-    one("5 head 1's removal pending", "RemovalPending", "PersistentVolume", "pv-1", f"head {H1} will be removed at",
-        1, "Warning")
-    ctl("sim", "return-ns", "sim-0-0", "1")
-    one("5 head 1's removal cancelled", "RemovalCancelled", "PersistentVolume", "pv-1", H1, 1, "Normal")
-    one("5 head 1 path sim-0-0 back", "PathAdded", "PersistentVolume", "pv-1", "path sim-0-0", 1, "Normal")
-    ctl("sim", "lose-ns", "sim-0-0", "1")
-    one("5 head 1 path sim-0-0 removed again", "PathRemoved", "PersistentVolume", "pv-1", "path sim-0-0", 2,
-        "Warning")
-    wait_for("5 head 1's removal pending again", lambda: len(events("RemovalPending", "PersistentVolume")) == 2)
-    # The head goes with the call, which then answers NOT_FOUND (exit 5).
-    ctl("set-delayed-removal", H1, "0", quiet=True)
-    one("5 head 1 removed", "HeadRemoved", "PersistentVolume", "pv-1", H1, 1, "Warning")
+    def agent_restarts(self):
+        # 4. umpathd restarts: its fresh simulator has every path up.
+        self.ctl("reinstate-path", H2, "sim-0-0")
+        self.on_node("4 head 2 usable again", "UsablePathRestored", H2, 1, "Normal")
+        self.ctl("reinstate-path", H2, "sim-0-1")
+        self.on_node("4 head 2 path sim-0-1 recovered", "PathRecovered", f"head {H2} path sim-0-1", 1,
+                     "Normal")
+        self.ctl("fail-path", H2, "sim-0-1")
+        self.on_node("4 head 2 path sim-0-1 down again (PATCHed)", "PathDown", f"head {H2} path sim-0-1", 2,
+                     "Warning")
+        before = {e["metadata"]["name"]: e.get("count") for e in self.api.summary()}
+        self.procs["agent"].send_signal(signal.SIGTERM)
+        check("4 umpathd stops", self.procs["agent"].wait(timeout=60) == 0)
+        self.start_agent()
+        seen = self.on_node("4 the recovery the new agent's snapshot shows", "PathRecovered",
+                            f"head {H2} path sim-0-1: optimized,failed -> optimized: "
+                            "seen in the agent's snapshot", 1, "Normal")
+        time.sleep(1)  # anything else the relay would post about the restart
+        after = {e["metadata"]["name"]: e.get("count") for e in self.api.summary()}
+        new = sorted(set(after) - set(before))
+        check("4 one new Event across the restart", len(new) == 1 and seen is not None and
+              new[0] == seen["metadata"]["name"], str(new))
+        check("4 no Event's count moved across the restart", all(after[n] == c for n, c in before.items()),
+              str({n: (c, after[n]) for n, c in before.items() if after[n] != c}))
+        # The new agent is followed: head 1 (its volume label kept by umpathd) fails again.
+        self.ctl("fail-path", H1, "sim-0-1")
+        self.on_pv("4 head 1 path sim-0-1 down, from the new agent", "PathDown", "path sim-0-1", 1, "Warning")
+        # A resume point the agent no longer has (REVISION_NOT_RETAINED: revision 1 is far
+        # older than this journal's first): the watch starts again from a snapshot, which
+        # shows what changed while the relay was stopped.
+        self.procs["relay"].send_signal(signal.SIGTERM)
+        self.procs["relay"].wait(timeout=10)
+        kept = self.stats()
+        kept["revision"] = 1
+        with open(self.state, "w", encoding="utf-8") as f:
+            json.dump(kept, f)
+        self.ctl("reinstate-path", H1, "sim-0-1")
+        self.start_relay()
+        self.on_pv("4 head 1 path sim-0-1 recovered, seen in a snapshot after REVISION_NOT_RETAINED",
+                   "PathRecovered",
+                   "path sim-0-1: optimized,failed -> optimized: seen in the agent's snapshot", 1, "Normal")
+        # Saved once the Event is out: waited for.
+        wait_for("4 that snapshot is the relay's third",
+                 lambda: self.stats().get("stats", {}).get("snapshots") == 3)
 
-    # 6. A flood: head 2's path fails and returns FLOOD times in a row. Both Events exist
-    # already (steps 3 and 4): each note is a repeat, sent while the Node's bucket has
-    # tokens and otherwise counted, and the count sent as tokens come back (--flush-secs).
-    with api.lock:
-        sent_before = len(api.requests)
-    events_before = stats().get("stats", {}).get("events", 0)
-    t0 = time.monotonic()
-    for _ in range(FLOOD):
-        ctl("fail-path", H2, "sim-0-0")
-        ctl("reinstate-path", H2, "sim-0-0")
-    # One event each (path-state-changed).
-    wait_for("6 the relay read the flood",
-             lambda: stats().get("stats", {}).get("events", 0) >= events_before + 2 * FLOOD)
-    flood_secs = time.monotonic() - t0
-    with api.lock:
-        flood_requests = len(api.requests) - sent_before
-    # At most a full bucket and what it refilled meanwhile.
-    limit = BURST + int(flood_secs / REFILL_SECS) + 1
-    check(f"6 {2 * FLOOD} repeats in {flood_secs:.1f} s: at most {limit} requests", flood_requests <= limit,
-          f"{flood_requests}")
-    st = stats().get("stats", {})
-    check("6 the repeats over the limit are held, not dropped", st.get("held", 0) > 0 and
-          st.get("rate_limited", 0) == 0, str(st))
-    one("6 PathDown's count, every repeat held back sent", "PathDown", "Node", NODE, f"head {H2} path sim-0-0",
-        FLOOD + 1, "Warning")
-    one("6 PathRecovered's count, every repeat held back sent", "PathRecovered", "Node", NODE,
-        f"head {H2} path sim-0-0: optimized,failed -> optimized: reinstated", FLOOD + 1, "Normal")
+    def head_removed(self):
+        # 5. Head 1 loses its paths (the namespace detached from each controller) with a
+        # delayed removal of 30 s: its removal is pending, cancelled when one returns, pending
+        # again, and done at once when the delay is set to 0: all about pv-1, the head's
+        # volume label kept from before the head was removed.
+        self.ctl("set-delayed-removal", H1, "30")
+        self.ctl("sim", "lose-ns", "sim-0-1", "1")
+        self.ctl("sim", "lose-ns", "sim-0-0", "1")
+        self.on_pv("5 head 1 path sim-0-0 removed", "PathRemoved", "path sim-0-0", 1, "Warning")
+        self.on_pv("5 head 1 has no usable path", "NoUsablePath", H1, 1, "Warning")
+        self.on_pv("5 head 1's removal pending", "RemovalPending", f"head {H1} will be removed at", 1,
+                   "Warning")
+        self.ctl("sim", "return-ns", "sim-0-0", "1")
+        self.on_pv("5 head 1's removal cancelled", "RemovalCancelled", H1, 1, "Normal")
+        self.on_pv("5 head 1 path sim-0-0 back", "PathAdded", "path sim-0-0", 1, "Normal")
+        self.ctl("sim", "lose-ns", "sim-0-0", "1")
+        self.on_pv("5 head 1 path sim-0-0 removed again", "PathRemoved", "path sim-0-0", 2, "Warning")
+        wait_for("5 head 1's removal pending again",
+                 lambda: len(self.events("RemovalPending", "PersistentVolume")) == 2)
+        # The head goes with the call, which then answers NOT_FOUND (exit 5).
+        self.ctl("set-delayed-removal", H1, "0", quiet=True)
+        self.on_pv("5 head 1 removed", "HeadRemoved", H1, 1, "Warning")
 
-    # 7, 8. What was skipped, what was sent, what the API server holds.
-    st = stats().get("stats", {})
-    check("7 the three broken documents skipped", st.get("skipped") == 3, str(st))
-    check("7 the relay is still running", procs["relay"].poll() is None)
-    check("8 nothing lost or refused", st.get("lost", 0) == 0 and st.get("rejected", 0) == 0, str(st))
-    with api.lock:
-        bad_token = sum(1 for r in api.requests if not r[3])
-        methods = {}
-        for r in api.requests:
-            methods[f"{r[0]} {r[2]}"] = methods.get(f"{r[0]} {r[2]}", 0) + 1
-    check("8 every request carried the service account's token", bad_token == 0, f"{bad_token} without")
-    held = api.summary()
-    keys = [(e["involvedObject"]["kind"], e["involvedObject"]["name"], e["reason"], e["message"]) for e in held]
-    check("8 no two Events say the same about the same object", len(keys) == len(set(keys)),
-          str([k for k in keys if keys.count(k) > 1]))
-    events_file = f"{tmp}/events.json"
-    with open(events_file, "w", encoding="utf-8") as f:
-        json.dump(held, f)
-    v = subprocess.run(["node", os.path.join(REPO, "deploy", "kubernetes", "validate.mjs"),
-                        f"--events={events_file}", f"--modules={a.modules}", f"--repo={REPO}"],
-                       capture_output=True, text=True)
-    for line in v.stdout.splitlines():
-        if line.startswith("FAIL"):
-            print(f"    {line}")
-    check(f"8 the {len(held)} Events validate against kubernetes-models' v1 Event", v.returncode == 0 and
-          f"{len(held)} passed, 0 failed" in v.stdout, v.stdout.strip().splitlines()[-1] if v.stdout else v.stderr)
+    def flood(self):
+        # 6. A flood: head 2's path fails and returns FLOOD times in a row. Both Events exist
+        # already (steps 3 and 4): each note is a repeat, sent while the Node's bucket has
+        # tokens and otherwise counted, and the count sent as tokens come back (--flush-secs).
+        with self.api.lock:
+            sent_before = len(self.api.requests)
+        events_before = self.stats().get("stats", {}).get("events", 0)
+        t0 = time.monotonic()
+        for _ in range(FLOOD):
+            self.ctl("fail-path", H2, "sim-0-0")
+            self.ctl("reinstate-path", H2, "sim-0-0")
+        # One event each (path-state-changed).
+        wait_for("6 the relay read the flood",
+                 lambda: self.stats().get("stats", {}).get("events", 0) >= events_before + 2 * FLOOD)
+        flood_secs = time.monotonic() - t0
+        with self.api.lock:
+            flood_requests = len(self.api.requests) - sent_before
+        # At most a full bucket and what it refilled meanwhile.
+        limit = BURST + int(flood_secs / REFILL_SECS) + 1
+        check(f"6 {2 * FLOOD} repeats in {flood_secs:.1f} s: at most {limit} requests",
+              flood_requests <= limit, f"{flood_requests}")
+        st = self.stats().get("stats", {})
+        check("6 the repeats over the limit are held, not dropped", st.get("held", 0) > 0 and
+              st.get("rate_limited", 0) == 0, str(st))
+        self.on_node("6 PathDown's count, every repeat held back sent", "PathDown", f"head {H2} path sim-0-0",
+                     FLOOD + 1, "Warning")
+        self.on_node("6 PathRecovered's count, every repeat held back sent", "PathRecovered",
+                     f"head {H2} path sim-0-0: optimized,failed -> optimized: reinstated",
+                     FLOOD + 1, "Normal")
 
-    print("figures:")
-    for e in sorted(held, key=lambda e: e["firstTimestamp"] + e["metadata"]["name"]):
-        print(f"  {e['type']:7} {e['reason']:18} {e['involvedObject']['kind']}/{e['involvedObject']['name']}"
-              f" count={e.get('count')}: {e['message']}")
-    print(f"  requests: {json.dumps(methods, sort_keys=True)}")
-    print(f"  relay stats: {json.dumps(st, sort_keys=True)}")
-    if failed:
-        with open(f"{tmp}/relay.log", encoding="utf-8") as f:
-            print("relay log (last 40 lines):\n" + "".join(f.readlines()[-40:]))
+    def what_was_sent(self):
+        # 7, 8. What was skipped, what was sent, what the API server holds.
+        st = self.stats().get("stats", {})
+        check("7 the three broken documents skipped", st.get("skipped") == 3, str(st))
+        check("7 the relay is still running", self.procs["relay"].poll() is None)
+        check("8 nothing lost or refused", st.get("lost", 0) == 0 and st.get("rejected", 0) == 0, str(st))
+        with self.api.lock:
+            bad_token = sum(1 for r in self.api.requests if not r[3])
+            methods = {}
+            for r in self.api.requests:
+                methods[f"{r[0]} {r[2]}"] = methods.get(f"{r[0]} {r[2]}", 0) + 1
+        check("8 every request carried the service account's token", bad_token == 0, f"{bad_token} without")
+        held = self.api.summary()
+        keys = [(e["involvedObject"]["kind"], e["involvedObject"]["name"], e["reason"], e["message"])
+                for e in held]
+        check("8 no two Events say the same about the same object", len(keys) == len(set(keys)),
+              str([k for k in keys if keys.count(k) > 1]))
+        events_file = f"{self.tmp}/events.json"
+        with open(events_file, "w", encoding="utf-8") as f:
+            json.dump(held, f)
+        v = subprocess.run(["node", os.path.join(REPO, "deploy", "kubernetes", "validate.mjs"),
+                            f"--events={events_file}", f"--modules={self.a.modules}", f"--repo={REPO}"],
+                           capture_output=True, text=True)
+        for line in v.stdout.splitlines():
+            if line.startswith("FAIL"):
+                print(f"    {line}")
+        check(f"8 the {len(held)} Events validate against kubernetes-models' v1 Event", v.returncode == 0 and
+              f"{len(held)} passed, 0 failed" in v.stdout,
+              v.stdout.strip().splitlines()[-1] if v.stdout else v.stderr)
+
+        print("figures:")
+        for e in sorted(held, key=lambda e: e["firstTimestamp"] + e["metadata"]["name"]):
+            obj = f"{e['involvedObject']['kind']}/{e['involvedObject']['name']}"
+            print(f"  {e['type']:7} {e['reason']:18} {obj} count={e.get('count')}: {e['message']}")
+        print(f"  requests: {json.dumps(methods, sort_keys=True)}")
+        print(f"  relay stats: {json.dumps(st, sort_keys=True)}")
+        if failed:
+            with open(f"{self.tmp}/relay.log", encoding="utf-8") as f:
+                print("relay log (last 40 lines):\n" + "".join(f.readlines()[-40:]))
+
+
+def run(a, tmp, procs):
+    sc = Scenario(a, tmp, procs)
+    sc.start_agent()
+    check("umpathctl settings set HEAD --volume=pv-1", sc.ctl("settings", "set", H1, "--volume=pv-1") == 0)
+    sc.start_relay()
+    wait_for("the relay read the first snapshot", lambda: sc.stats().get("stats", {}).get("snapshots") == 1)
+    for step in (sc.volume_head, sc.api_answers_500, sc.relay_stopped_while_retrying, sc.agent_restarts,
+                 sc.head_removed, sc.flood, sc.what_was_sent):
+        step()
 
 
 if __name__ == "__main__":
