@@ -18,10 +18,10 @@ not watching, never the same Event twice. A repeat of an Event (same object, rea
 message) within --aggregate-secs PATCHes its count; each object has a token bucket
 (--burst, one token per --refill-secs); a repeat over the limit is counted, and the count
 PATCHed when the bucket has a token again (looked at every --flush-secs); a new Event
-over it is dropped with a log line. The API
-server's 5xx, 429 and connection errors are retried with backoff; any other refusal
-drops that one Event with a log line. A line of the watch that is not a document the
-relay knows is skipped with a log line.
+over it is dropped with a log line. The API server's 5xx, 429 and connection errors are
+retried with backoff; any other refusal drops that one Event with a log line. A line of
+the watch that is not a document the relay knows is skipped with a log line, and so is an
+Event the relay fails to build.
 
 The state file (--state-file) keeps the resume point (incarnation, revision), the model,
 the aggregated Events and counters (the "stats" a test reads), so a restarted relay
@@ -302,7 +302,9 @@ class Kube:
         try:
             parsed = json.loads(text) if text else {}
         except ValueError:
-            parsed = {"raw": text[:200].decode("utf-8", "replace")}
+            parsed = None
+        if not isinstance(parsed, dict):  # a proxy's page, say
+            parsed = {"message": text[:200].decode("utf-8", "replace")}
         return r.status, parsed
 
 
@@ -353,12 +355,15 @@ class Recorder:
         return ok
 
     def flush(self):
-        """PATCHes the counts of repeats held back by the rate limit, as tokens allow."""
+        """PATCHes the counts of repeats held back by the rate limit, as tokens allow, and
+        forgets the Events no repeat can join any more (the state file stays small)."""
         now = time.time()
-        for key, agg in self.aggregates.items():
+        for key, agg in list(self.aggregates.items()):
+            if now - agg["last"] >= self.args.aggregate_secs:
+                del self.aggregates[key]
+                continue
             kind, name = json.loads(key)[:2]
-            if not agg.get("unsent") or now - agg["last"] >= self.args.aggregate_secs or \
-                    not self.allow(f"{kind}/{name}"):
+            if not agg.get("unsent") or not self.allow(f"{kind}/{name}"):
                 continue
             patch = {"count": agg["count"], "lastTimestamp": now_rfc3339(agg["last"])}
             status, _ = self.send("PATCH", f"{self.events_path()}/{agg['name']}", patch,
@@ -366,7 +371,7 @@ class Recorder:
             if status in (200, 201):
                 agg.pop("unsent")
                 self.count("flushed")
-            elif status == 404 or status is not None:
+            elif status is not None:
                 agg.pop("unsent")  # gone or refused: the count goes with it
                 self.fail(status, "PATCH", agg["name"], json.loads(key)[3])
 
@@ -577,7 +582,15 @@ class Relay:
                              f"{json.dumps(doc)[:200]}")
             return
         for head, etype, reason, message in notes:
-            self.emit(head, etype, reason, message)
+            try:
+                self.emit(head, etype, reason, message)
+            except Stopping:
+                raise
+            except Exception as e:  # pylint: disable=broad-except
+                # A fault of this relay with one Event must not stop the others (a crash
+                # would meet the same document again after the restart, and loop).
+                self.stats["errors"] = self.stats.get("errors", 0) + 1
+                log(f"{reason} not sent: {type(e).__name__}: {e}")
         # Past the document only once its Events are out.
         self.state.update(done)
 

@@ -100,6 +100,7 @@ MUTANTS = [
      '"source": COMPONENT,'),
     ("no-token", 'headers = {"Authorization": f"Bearer {token}"', 'headers = {"Authorization": "Bearer"'),
     ("no-rate-limit", "ok = tokens >= 1", "ok = True"),
+    ("reply-not-checked", "if not isinstance(parsed, dict):  # a proxy's page, say", "if parsed is None:"),
     ("removed-head-on-node",
      'return ((self.before or {}).get("heads", {}).get(head) or {}).get("volume", "")', 'return ""'),
     ("removal-not-reported", 'if nh["removal_pending"] and not oh["removal_pending"]:', "if False:"),
@@ -171,7 +172,8 @@ class FakeApi:
         if method == "POST" and path == prefix:
             if self.fail_posts > 0:
                 self.fail_posts -= 1
-                return 500, {"message": "etcdserver: request timed out"}
+                # JSON, but not the Status object the relay could expect.
+                return 500, ["etcdserver: request timed out"]
             name = doc.get("metadata", {}).get("name", "")
             if name in self.events:
                 return 409, {"message": "AlreadyExists"}
