@@ -246,16 +246,20 @@ def main():
     if a.fail_fast:
         FAIL_FAST, WAIT_SECS = True, 8
     tmp = tempfile.mkdtemp(prefix="event-relay-test.")
-    procs = {}
+    procs = []  # every process started, each the leader of its own group
     try:
         run(a, tmp, procs)
     except FailedFast:
         pass
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        # Each process group: a relay's umpathctl goes with it (SIGKILL leaves the relay
+        # no time to end its child, which would reconnect to a gone agent for minutes).
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
         shutil.rmtree(tmp, ignore_errors=True)
     if a.mutants and not a.fail_fast:
         mutant_failures = run_mutants(a)
@@ -298,10 +302,11 @@ exec {a.umpathctl} "$@"
 
     def start_agent(self):
         with open(f"{self.tmp}/umpathd.log", "a", encoding="utf-8") as log:
-            self.procs["agent"] = subprocess.Popen(
+            self.agent = subprocess.Popen(
                 [self.a.umpathd, f"--socket={self.sock}", f"--state_file={self.tmp}/heads",
                  f"--admin_uids={os.getuid()}", "--sim=1:2:2", "--kernel=false", "--ublk=false",
-                 "--handover_socket=", f"--node={NODE}"], stdout=log, stderr=log)
+                 "--handover_socket=", f"--node={NODE}"], stdout=log, stderr=log, start_new_session=True)
+        self.procs.append(self.agent)
         wait_for("umpathd answers", lambda: self.ctl("heads", quiet=True) == 0)
 
     def ctl(self, *args, quiet=False):
@@ -312,12 +317,14 @@ exec {a.umpathctl} "$@"
 
     def start_relay(self):
         with open(f"{self.tmp}/relay.log", "a", encoding="utf-8") as log:
-            self.procs["relay"] = subprocess.Popen(
+            self.relay = subprocess.Popen(
                 [sys.executable, self.a.relay, f"--node={NODE}", f"--socket={self.sock}",
                  f"--umpathctl={self.wrapper}", f"--state-file={self.state}",
                  f"--api-server=https://127.0.0.1:{self.port}", f"--token-file={self.token}",
                  f"--ca-file={self.cert}", "--backoff-secs=0.2", f"--burst={BURST}",
-                 f"--refill-secs={REFILL_SECS}", "--flush-secs=1"], stdout=log, stderr=log)
+                 f"--refill-secs={REFILL_SECS}", "--flush-secs=1"], stdout=log, stderr=log,
+                start_new_session=True)
+        self.procs.append(self.relay)
 
     def stats(self):
         try:
@@ -392,9 +399,9 @@ exec {a.umpathctl} "$@"
         self.ctl("fail-path", H2, "sim-0-0")
         wait_for("3 the relay retries a POST",
                  lambda: any(r[0] == "POST" and r[2] == 500 for r in self.api.requests[answered:]))
-        self.procs["relay"].send_signal(signal.SIGTERM)
+        self.relay.send_signal(signal.SIGTERM)
         try:
-            rc = self.procs["relay"].wait(timeout=5)
+            rc = self.relay.wait(timeout=5)
         except subprocess.TimeoutExpired:
             rc = "still running 5 s later"
         check("3 the relay stops on SIGTERM at once, with exit 0, though retrying", rc == 0, str(rc))
@@ -422,8 +429,8 @@ exec {a.umpathctl} "$@"
         self.on_node("4 head 2 path sim-0-1 down again (PATCHed)", "PathDown", f"head {H2} path sim-0-1", 2,
                      "Warning")
         before = {e["metadata"]["name"]: e.get("count") for e in self.api.summary()}
-        self.procs["agent"].send_signal(signal.SIGTERM)
-        check("4 umpathd stops", self.procs["agent"].wait(timeout=60) == 0)
+        self.agent.send_signal(signal.SIGTERM)
+        check("4 umpathd stops", self.agent.wait(timeout=60) == 0)
         self.start_agent()
         seen = self.on_node("4 the recovery the new agent's snapshot shows", "PathRecovered",
                             f"head {H2} path sim-0-1: optimized,failed -> optimized: "
@@ -441,8 +448,8 @@ exec {a.umpathctl} "$@"
         # A resume point the agent no longer has (REVISION_NOT_RETAINED: revision 1 is far
         # older than this journal's first): the watch starts again from a snapshot, which
         # shows what changed while the relay was stopped.
-        self.procs["relay"].send_signal(signal.SIGTERM)
-        self.procs["relay"].wait(timeout=10)
+        self.relay.send_signal(signal.SIGTERM)
+        self.relay.wait(timeout=10)
         kept = self.stats()
         kept["revision"] = 1
         with open(self.state, "w", encoding="utf-8") as f:
@@ -513,7 +520,7 @@ exec {a.umpathctl} "$@"
         # 7, 8. What was skipped, what was sent, what the API server holds.
         st = self.stats().get("stats", {})
         check("7 the three broken documents skipped", st.get("skipped") == 3, str(st))
-        check("7 the relay is still running", self.procs["relay"].poll() is None)
+        check("7 the relay is still running", self.relay.poll() is None)
         check("8 nothing lost or refused", st.get("lost", 0) == 0 and st.get("rejected", 0) == 0, str(st))
         with self.api.lock:
             bad_token = sum(1 for r in self.api.requests if not r[3])
