@@ -428,7 +428,13 @@ void AddAgentCommands(CommandLine& cl) {
   auto heads = Value<std::vector<std::string>>(cl);
   auto types = Value<std::vector<std::string>>(cl);
   auto max_events = Value<int>(cl);
+  auto incarnation = Value<std::string>(cl);
   watch->add_option("--since", *since, "the events after this revision (no snapshot)");
+  // Without it, a --since kept from before the agent restarted would be read in the new
+  // run's journal: other events under the same numbers.
+  watch->add_option("--incarnation", *incarnation,
+                    "the agent run --since belongs to (a response's incarnation); another "
+                    "run's agent refuses it and the watch starts from a snapshot");
   watch->add_option("--head", *heads, "only this head's events (repeat for more)")
       ->allow_extra_args(false);
   watch
@@ -442,9 +448,10 @@ void AddAgentCommands(CommandLine& cl) {
           },
           "unknown event type", "TYPE"));
   watch->add_option("--max-events", *max_events, "stop after this many events");
-  watch->callback([&cl, since, heads, types, max_events] {
+  watch->callback([&cl, since, heads, types, max_events, incarnation] {
     v1::WatchEventsRequest req;
     req.set_since_revision(*since);
+    req.set_incarnation(*incarnation);
     for (const std::string& h : *heads) req.add_heads(Full("heads/", h));
     for (const std::string& t : *types) {
       v1::EventType e = v1::EVENT_TYPE_UNSPECIFIED;

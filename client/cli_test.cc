@@ -201,6 +201,32 @@ TEST_F(CliTest, SettingsSetVolumeLabelsTheHead) {
   EXPECT_EQ(h.volume, "") << "\"\" removes it";
 }
 
+// Issue 20 item 7 (the event relay resumes with what it kept): a resume point names the
+// agent run it belongs to. This run's is served from there; another run's is refused
+// (OUT_OF_RANGE) and the watch starts again from a snapshot, rather than reading the same
+// numbers in this run's journal.
+TEST_F(CliTest, WatchSinceWithItsIncarnationResumesAndAnotherStartsFromASnapshot) {
+  Ran r = Ctl({"info", "-o", "json"});
+  ASSERT_EQ(r.exit, 0) << r.err;
+  v1::GetAgentInfoResponse got;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(r.out, &got).ok()) << r.out;
+  const v1::AgentInfo& info = got.agent_info();
+  ASSERT_FALSE(info.incarnation().empty());
+  const std::string from = absl::StrCat("--since=", mp_->journal().current_revision());
+  ASSERT_OK(mp_->SetDelayedRemoval(head_, 9));
+  r = Ctl({"-o", "json", "watch", from, "--incarnation=" + info.incarnation(), "--max-events=1"});
+  ASSERT_EQ(r.exit, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("\"type\": \"EVENT_TYPE_DELAYED_REMOVAL_CHANGED\""));
+  EXPECT_THAT(r.out, Not(HasSubstr("\"snapshot\"")));
+  EXPECT_THAT(r.err, Not(HasSubstr("cannot resume")));
+
+  r = Ctl({"-o", "json", "watch", from, "--incarnation=0123456789abcdef", "--timeout=2s"});
+  EXPECT_EQ(r.exit, 4) << "no event after the snapshot: " << r.err;
+  EXPECT_THAT(r.err, HasSubstr("cannot resume after revision"));
+  EXPECT_THAT(r.out, HasSubstr("\"snapshot\""));
+  EXPECT_THAT(r.out, Not(HasSubstr("EVENT_TYPE_DELAYED_REMOVAL_CHANGED")));
+}
+
 TEST_F(CliTest, AWatchEndsAtItsTimeoutWithDeadlineExceeded) {
   // No event comes after the current revision.
   Ran r = Ctl({"watch", absl::StrCat("--since=", mp_->journal().current_revision()),

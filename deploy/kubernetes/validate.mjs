@@ -4,6 +4,7 @@
 //
 //   node deploy/kubernetes/validate.mjs [--dir=DIR] [--repo=ROOT] [--modules=NODE_MODULES]
 //                                       [--image=REF]
+//   node deploy/kubernetes/validate.mjs --events=FILE [--modules=NODE_MODULES]
 //
 // DIR (default: this file's folder) holds the manifests (*.yaml, *.yml, recursively);
 // ROOT (default: two folders up) is the repo whose agent/ and server/ sources define
@@ -72,6 +73,29 @@ if (!yamlModule) {
   finish();
 }
 const yaml = yamlModule.default ?? yamlModule;
+
+// --events=FILE: a JSON array of core/v1 Events (what examples/event_relay_test.py's fake
+// API server holds), each against kubernetes-models' v1 Event, then nothing else.
+if (opt.events !== undefined) {
+  const { Event } = (await importModule("kubernetes-models/v1/Event.js")) ?? {};
+  if (Event === undefined) {
+    check("kubernetes-models/v1/Event.js", false, `missing in ${modules}`);
+    finish();
+  }
+  const events = JSON.parse(fs.readFileSync(opt.events, "utf8"));
+  for (const ev of Array.isArray(events) ? events : [events]) {
+    const label = `Event ${ev?.metadata?.name} (${ev?.reason} about ${ev?.involvedObject?.kind} ${ev?.involvedObject?.name})`;
+    try {
+      new Event(ev).validate();
+      // The schema takes any string: the API server takes RFC 3339 only.
+      const bad = ["firstTimestamp", "lastTimestamp"].filter((f) => !/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/.test(ev[f]));
+      check(`${label}: schema`, bad.length === 0, `${bad.join(", ")} not RFC 3339`);
+    } catch (e) {
+      check(`${label}: schema`, false, (e.errors ?? []).map((x) => `field ${x.instancePath || "/"} ${x.message}`).join("; ") || e.message);
+    }
+  }
+  finish();
+}
 
 // The model class for an apiVersion and kind: kubernetes-models for Kubernetes' own
 // groups, @kubernetes-models/prometheus-operator for monitoring.coreos.com.
@@ -500,6 +524,79 @@ for (const w of workloads) {
   }
 }
 check("a container umpath-sidecar (the CSI node plugin example)", sidecars > 0);
+
+// --- 4b. The event relay (examples/event-relay.yaml). -----------------------------------
+// Its ConfigMap carries examples/event-relay.py (the file event_relay_test.py runs) as it
+// is; umpathctl from umpathd's image; umpathd's socket as a viewer; what it posts allowed.
+function checkEventRelay() {
+  const relay = docs.find((d) => d.doc?.kind === "DaemonSet" && d.doc.metadata?.name === "umpath-event-relay");
+  if (!check("a DaemonSet umpath-event-relay (the event relay example)", relay !== undefined)) return;
+  const rl = relay.label;
+  const rns = relay.doc.metadata?.namespace;
+  const spec = get(relay.doc, "spec", "template", "spec") ?? {};
+  const rc = (spec.containers ?? []).find((x) => x.name === "event-relay");
+  if (!check(`${rl}: container event-relay`, rc !== undefined)) return;
+  const cl = `${rl} container event-relay`;
+  const argv = [...(rc.command ?? []), ...(rc.args ?? [])];
+  const script = argv[1] ?? "";
+  const sm = mountFor(spec, rc, script);
+  const scm = sm?.volume?.configMap ? docs.find((d) => d.doc?.kind === "ConfigMap" &&
+    d.doc.metadata?.name === sm.volume.configMap.name && d.doc.metadata?.namespace === rns) : undefined;
+  const key = sm ? script.slice(sm.mount.mountPath.length + 1) : "";
+  const source = path.join(dir, "examples", "event-relay.py");
+  check(`${cl}: runs python3 on a script of a ConfigMap of the manifests`, argv[0] === "python3" &&
+    typeof get(scm?.doc, "data", key) === "string", JSON.stringify(argv));
+  check(`${cl}: the ConfigMap's ${key} is examples/event-relay.py as it is`, fs.existsSync(source) &&
+    get(scm?.doc, "data", key) === fs.readFileSync(source, "utf8"),
+    "a stale copy: put the file in again, indented by 4 spaces");
+  // The Python image's release is umpathd's image's (the copied libraries need its glibc).
+  const suite = fs.readFileSync("/etc/os-release", "utf8").match(/^VERSION_CODENAME=(\S+)$/m)?.[1];
+  check(`${cl}: image of Debian ${suite}, umpathd's image's release`, suite !== undefined &&
+    new RegExp(`-${suite}$`).test(rc.image ?? ""), `is ${rc.image}`);
+  const init = (spec.initContainers ?? []).find((x) => x.image === imageRef);
+  check(`${rl}: an init container of ${imageRef} copies umpathctl`, init !== undefined &&
+    [...(init.command ?? []), ...(init.args ?? [])].join(" ").includes("umpathctl"));
+  const sock = argv.find((x) => x.startsWith("--socket="))?.slice("--socket=".length) ?? "/run/umpath/umpathd.sock";
+  check(`${cl}: umpathd's socket ${socket}`, sock === socket, `is ${sock}`);
+  const m = mountFor(spec, rc, socket);
+  check(`${cl}: mounts the node's ${socketHostDir} (umpathd's socket directory)`,
+    m?.host !== null && m?.host !== undefined && path.posix.dirname(m.host) === socketHostDir, m ? m.host : "not mounted");
+  check(`${cl}: env NODE_NAME from spec.nodeName`,
+    (rc.env ?? []).some((e) => e.name === "NODE_NAME" && get(e, "valueFrom", "fieldRef", "fieldPath") === "spec.nodeName"));
+  const uid = rc.securityContext?.runAsUser ?? spec.securityContext?.runAsUser;
+  const nonRoot = rc.securityContext?.runAsNonRoot ?? spec.securityContext?.runAsNonRoot;
+  check(`${cl}: runs without root`, nonRoot === true && uid !== undefined && uid !== 0, `runAsNonRoot ${nonRoot} runAsUser ${uid}`);
+  const gid = rc.securityContext?.runAsGroup ?? spec.securityContext?.runAsGroup;
+  const viewers = [...gidsOf(flags.get("viewer_groups")), ...adminGids];
+  check(`${cl}: runAsGroup is one of --viewer_groups or --admin_groups (${viewers.join(",")})`, viewers.includes(gid),
+    `runAsGroup ${gid}`);
+  check(`${rl}: supplementalGroups has --socket_group ${socketGid}`,
+    (spec.securityContext?.supplementalGroups ?? []).includes(socketGid));
+  // RBAC: what its service account may do, through the roles bound to it.
+  const sa = spec.serviceAccountName;
+  check(`${rl}: serviceAccountName, a ServiceAccount of the manifests`,
+    sa !== undefined && find("ServiceAccount", sa)?.doc.metadata?.namespace === rns, `${sa}`);
+  const rules = [];
+  for (const b of docs.filter((d) => ["RoleBinding", "ClusterRoleBinding"].includes(d.doc?.kind))) {
+    const bound = (b.doc.subjects ?? []).some((x) => x.kind === "ServiceAccount" && x.name === sa && x.namespace === rns);
+    const ref = b.doc.roleRef ?? {};
+    const role = docs.find((d) => d.doc?.kind === ref.kind && d.doc.metadata?.name === ref.name &&
+      (ref.kind === "ClusterRole" || d.doc.metadata?.namespace === b.doc.metadata?.namespace));
+    if (!bound || !role) continue;
+    const where = b.doc.kind === "RoleBinding" ? b.doc.metadata?.namespace : "*";
+    for (const r of role.doc.rules ?? []) rules.push({ ...r, where });
+  }
+  const may = (verb, resource, ns) => rules.some((r) => (r.where === "*" || r.where === ns) &&
+    (r.apiGroups ?? []).includes("") && (r.resources ?? []).includes(resource) && (r.verbs ?? []).includes(verb));
+  for (const verb of ["create", "patch"]) {
+    check(`${rl}: its service account may ${verb} events in namespace default`, may(verb, "events", "default"));
+  }
+  for (const res of ["persistentvolumes", "nodes"]) {
+    check(`${rl}: its service account may get ${res}`, may("get", res, "*"));
+  }
+  check(`${rl}: its service account may not delete events`, !may("delete", "events", "default"));
+}
+checkEventRelay();
 
 // --- 5. The kustomization, rendered as kustomize would render it. -----------------------
 // Only what this renderer applies may be in it: namespace (kustomize's namespace

@@ -144,6 +144,19 @@ mutant kustomize-unrendered-field kustomization.yaml 's/^\(namespace: .*\)$/\1\n
   '^FAIL kustomization\.yaml: only fields this check renders .*: also namePrefix$'
 mutant kustomize-other-namespace kustomization.yaml 's/^namespace: .*$/namespace: storage/' \
   '^FAIL kustomization\.yaml: namespace umpath-system \(the manifests.\): is storage$'
+# The event relay (issue 20 item 7): a ConfigMap copy that is not the tested script, the
+# Events it may not patch (aggregation) or the PVs it may not read, root, and a Python
+# image of another Debian release than the libraries copied from umpathd's image.
+mutant relay-copy-stale examples/event-relay.yaml 's/^    MAX_MESSAGE = 1024$/    MAX_MESSAGE = 2048/' \
+  "^FAIL .*container event-relay: the ConfigMap.s relay\\.py is examples/event-relay\\.py as it is"
+mutant relay-no-patch examples/event-relay.yaml 's/^    verbs: \["create", "patch"\]$/    verbs: ["create"]/' \
+  '^FAIL .*umpath-event-relay\): its service account may patch events in namespace default$'
+mutant relay-no-pv-get examples/event-relay.yaml 's/^    resources: \["persistentvolumes", "nodes"\]$/    resources: ["nodes"]/' \
+  '^FAIL .*umpath-event-relay\): its service account may get persistentvolumes$'
+mutant relay-as-root examples/event-relay.yaml 's/^\( *\)runAsUser: 65532$/\1runAsUser: 0/' \
+  '^FAIL .*container event-relay: runs without root'
+mutant relay-other-release examples/event-relay.yaml 's/python:3.11-slim-bookworm/python:3.11-slim-trixie/' \
+  '^FAIL .*container event-relay: image of Debian [a-z]+, umpathd.s image.s release: is python:3\.11-slim-trixie$'
 
 # The PrometheusRule: its groups drift from deploy/prometheus/umpath-rules.yaml (a wait
 # changed, an alert inverted by hand), a field its schema refuses, and a kustomization
