@@ -1,6 +1,7 @@
 #include "server/control_service.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -244,9 +245,26 @@ ControlService::Unary* ControlService::SetDelayedRemoval(Ctx* ctx,
   absl::Status s = [&]() -> absl::Status {
     RETURN_IF_ERROR(Authorize(ctx, Role::kAdmin));
     ASSIGN_OR_RETURN(std::string head, ParseHeadName(req->name()));
-    RETURN_IF_ERROR(mp_->SetDelayedRemoval(head, req->delayed_removal_secs()));
-    RETURN_IF_ERROR(Persist(head));
-    return HeadOut(head, resp->mutable_head());
+    std::optional<HeadInfo> removed;
+    RETURN_IF_ERROR(mp_->SetDelayedRemoval(head, req->delayed_removal_secs(), &removed));
+    if (!removed) {
+      RETURN_IF_ERROR(Persist(head));
+      return HeadOut(head, resp->mutable_head());
+    }
+    // The value ended a pending removal (0, or a deadline already past): the head went
+    // with this call, which did what it was asked. The kept settings take the value, so
+    // a head that comes back finds what was set last, and the answer is the head as it went.
+    if (settings_ != nullptr) {
+      HeadSettings patch;
+      patch.delayed_removal_secs = static_cast<uint32_t>(req->delayed_removal_secs());
+      if (absl::Status saved = settings_->Merge(head, patch); !saved.ok()) {
+        return WithReason(absl::UnavailableError(absl::StrCat(
+                              "the head was removed, but its setting was not saved (", saved.message(), ")")),
+                          reason::kSettingsNotSaved);
+      }
+    }
+    ToProto(*removed, resp->mutable_head());
+    return absl::OkStatus();
   }();
   return Done(ctx, s);
 }

@@ -169,5 +169,43 @@ TEST_F(HeadSettingsTest, AViewerMayListButNotUpdateOrForget) {
   EXPECT_TRUE(List().empty());
 }
 
+// SEMANTICS 12: 0 during a pending removal removes the head now. The call did what it
+// was asked, so it answers OK with the head as it went (it answered NOT_FOUND, reading
+// the head back after removing it), and the kept settings take the 0.
+TEST_F(HeadSettingsTest, ZeroDuringAPendingRemovalRemovesTheHeadAndSaysSo) {
+  Start();
+  const std::string head1 = "heads/nguid-ab000000000000000000000000000001";
+  v1::SetDelayedRemovalRequest req;
+  req.set_name(head1);
+  req.set_delayed_removal_secs(30);
+  v1::SetDelayedRemovalResponse resp;
+  ASSERT_TRUE(Call(&v1::MultipathControl::Stub::SetDelayedRemoval, req, &resp).ok());
+  ASSERT_OK(mp_->RemovePath("c0", 1));
+  ASSERT_OK(mp_->RemovePath("c1", 1));
+  ASSERT_TRUE(GetHead(head1).removal_pending());
+
+  req.set_delayed_removal_secs(0);
+  const grpc::Status s = Call(&v1::MultipathControl::Stub::SetDelayedRemoval, req, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_code() << ": " << s.error_message();
+  EXPECT_EQ(resp.head().name(), head1);
+  EXPECT_EQ(resp.head().delayed_removal_secs(), 0u);
+  EXPECT_FALSE(resp.head().removal_pending());
+  EXPECT_EQ(resp.head().paths_size(), 0);
+
+  v1::GetHeadRequest get;
+  get.set_name(head1);
+  v1::GetHeadResponse got;
+  EXPECT_EQ(Call(&v1::MultipathControl::Stub::GetHead, get, &got).error_code(), grpc::StatusCode::NOT_FOUND);
+  bool kept = false;
+  for (const v1::HeadSettings& k : List()) {
+    if (k.name() != head1 + "/settings") continue;
+    kept = true;
+    EXPECT_EQ(k.delayed_removal_secs(), 0u) << "a head that comes back finds what was set last";
+  }
+  EXPECT_TRUE(kept);
+  // Once gone, the head is not there to set.
+  EXPECT_EQ(Call(&v1::MultipathControl::Stub::SetDelayedRemoval, req, &resp).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
 }  // namespace
 }  // namespace umpath::server

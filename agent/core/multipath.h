@@ -183,7 +183,11 @@ class Multipath final : public AnaReadRequester {
   std::vector<ControllerInfo> ListControllers() const;
   absl::StatusOr<ControllerInfo> GetController(absl::string_view name) const;
   Defaults GetDefaults() const;
-  absl::Status SetDelayedRemoval(absl::string_view head, int64_t secs);
+  // Setting 0 (or a value whose deadline has passed) during a pending removal removes
+  // the head now (SEMANTICS 12): then `*removed`, when given, is the head as this call
+  // left it just before it went, so the caller can answer what it did.
+  absl::Status SetDelayedRemoval(absl::string_view head, int64_t secs,
+                                 std::optional<HeadInfo>* removed = nullptr);
   absl::Status SetDefaultDelayedRemoval(int64_t secs);
   // SEMANTICS "Fast fail": 0..86400, 0 = no limit of its own. A head without a usable path
   // for this long fails the I/O that waits and then new I/O at once, until a path is

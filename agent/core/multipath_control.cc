@@ -36,7 +36,8 @@ NamespaceSpec PathSpecFromIdentify(std::string controller, uint32_t nsid,
 
 // --- Control API. ---
 
-absl::Status Multipath::SetDelayedRemoval(absl::string_view name, int64_t secs) {
+absl::Status Multipath::SetDelayedRemoval(absl::string_view name, int64_t secs,
+                                          std::optional<HeadInfo>* removed) {
   RETURN_IF_ERROR(ValidateDelayedRemovalSecs(secs));
   Locked l(this);
   Head* h = FindHead(name);
@@ -52,6 +53,11 @@ absl::Status Multipath::SetDelayedRemoval(absl::string_view name, int64_t secs) 
     const int64_t now = options_.clock->MonotonicNanos();
     const int64_t deadline = h->lost_at + secs * kNanosPerSecond;
     if (secs == 0 || deadline <= now) {
+      if (removed != nullptr) {
+        *removed = DescribeHead(*h);
+        (*removed)->removal_pending = false;
+        (*removed)->removal_deadline_wall_nanos = 0;
+      }
       RemoveHead(h,
                  absl::StrCat("delayed_removal_secs changed to ", secs,
                               " during a pending removal; its deadline has passed"),
