@@ -482,8 +482,9 @@ exec {a.umpathctl} "$@"
         self.on_pv("5 head 1 path sim-0-0 removed again", "PathRemoved", "path sim-0-0", 2, "Warning")
         wait_for("5 head 1's removal pending again",
                  lambda: len(self.events("RemovalPending", "PersistentVolume")) == 2)
-        # The head goes with the call, which then answers NOT_FOUND (exit 5).
-        self.ctl("set-delayed-removal", H1, "0", quiet=True)
+        # The head goes with the call, which answers OK with the head as it went.
+        check("5 set-delayed-removal 0 removes head 1 and exits 0",
+              self.ctl("set-delayed-removal", H1, "0") == 0)
         self.on_pv("5 head 1 removed", "HeadRemoved", H1, 1, "Warning")
 
     def flood(self):
