@@ -149,7 +149,8 @@ class Exporter {
     std::string bdev;  // /dev/ublkbN
     BlockDeviceIds ids;  // once started (or taken over)
     bool hand_over = false;  // BeginStop: Shutdown lets go of it instead of removing it
-    bool quiesce = false;  // made with kFlagQuiesce (and quiesce_): a hand-over quiesces it
+    // Made with kFlagQuiesce (and quiesce_ is on): a hand-over quiesces it.
+    bool quiesce = false;
   };
   struct Leftover {
     uint32_t dev_id = 0;

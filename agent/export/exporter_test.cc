@@ -362,7 +362,8 @@ TEST_F(ExporterTest, AHandOverQuiescesADeviceMadeWithQuiesceAndWaitsForItsReques
   ASSERT_GE(quiesce, 0) << ublk_->Calls();
   EXPECT_GT(hold, quiesce) << ublk_->Calls();
   // Asked until nothing was left, and held only then.
-  EXPECT_THAT(ublk_->Calls(), HasSubstr("quiesce 0 unanswered 0 unanswered 0 unanswered 0 hold 0"));
+  EXPECT_THAT(ublk_->Calls(),
+              HasSubstr("quiesce 0 unanswered 0 unanswered 0 unanswered 0 hold 0"));
   ASSERT_EQ(ublk_->QuiesceTimeouts().size(), 1u);
   EXPECT_GT(ublk_->QuiesceTimeouts()[0], 0u);  // 0 would wait for ever
   EXPECT_LE(ublk_->QuiesceTimeouts()[0], 2000u);
@@ -397,8 +398,9 @@ TEST_F(ExporterTest, ATakenOverDeviceIsQuiescedOnlyIfItWasMadeWithQuiesce) {
     u.Leave(9, 4242, kSectors, true, kStateQuiesced, kFlagQuiesce);
   };
   Make();
-  ASSERT_TRUE(Await([&] { return HasExportEvent(h1, "taken over") && HasExportEvent(h2, "taken over"); }))
-      << ublk_->Calls();
+  ASSERT_TRUE(Await([&] {
+    return HasExportEvent(h1, "taken over") && HasExportEvent(h2, "taken over");
+  })) << ublk_->Calls();
   ASSERT_OK(BeginStop(StopMode::kHandOver));
   EXPECT_FALSE(ublk_->Called("quiesce 8"));
   EXPECT_TRUE(ublk_->Called("hold 8"));
@@ -424,7 +426,8 @@ class QuiesceFailsTest : public ExporterTest {
     // Not waited for: the kernel may still hand requests over, which only holding keeps.
     EXPECT_FALSE(ublk_->Called("unanswered 0")) << ublk_->Calls();
     EXPECT_TRUE(Logged("/dev/ublkb0 of head " + h + ": no quiesce for the hand-over (" +
-                       std::string(error.message()) + "); its queues hold what comes instead"));
+                       std::string(error.message()) +
+                       "); its queues hold what comes instead"));
     EXPECT_FALSE(Logged("quiesced for the hand-over"));
     plane_->Stop();
     ex_->Shutdown();
@@ -434,7 +437,8 @@ class QuiesceFailsTest : public ExporterTest {
 };
 
 TEST_F(QuiesceFailsTest, TimedOut) {
-  Check(absl::DeadlineExceededError("ublk quiesce (device 0): a queue had every request in service for 2000 ms"));
+  Check(absl::DeadlineExceededError(
+      "ublk quiesce (device 0): a queue had every request in service for 2000 ms"));
 }
 
 TEST_F(QuiesceFailsTest, OtherError) {

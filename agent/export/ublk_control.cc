@@ -60,12 +60,13 @@ ControlCommand QuiesceCommand(uint32_t dev_id, uint32_t timeout_ms) {
 absl::Status QuiesceResult(uint32_t dev_id, uint32_t timeout_ms, int res) {
   if (res == -EBUSY) {
     return absl::DeadlineExceededError(
-        absl::StrCat("ublk quiesce (device ", dev_id, "): a queue had every request in service for ",
-                     timeout_ms, " ms"));
+        absl::StrCat("ublk quiesce (device ", dev_id,
+                     "): a queue had every request in service for ", timeout_ms, " ms"));
   }
   if (res == -EOPNOTSUPP || res == -EINVAL) {
-    return absl::UnimplementedError(absl::StrCat("ublk quiesce (device ", dev_id, "): ", std::strerror(-res),
-                                                 " (made without UBLK_F_QUIESCE, or before Linux 6.15)"));
+    return absl::UnimplementedError(
+        absl::StrCat("ublk quiesce (device ", dev_id, "): ", std::strerror(-res),
+                     " (made without UBLK_F_QUIESCE, or before Linux 6.15)"));
   }
   return Control::Check("quiesce", dev_id, res);
 }

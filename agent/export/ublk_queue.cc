@@ -247,7 +247,8 @@ void Queue::OnComplete(IoRequest* req, IoResult result) {
 uint32_t Queue::unanswered() const {
   uint32_t n = 0;
   for (const Tag& t : tags_) {
-    n += t.state == TagState::kInCore || t.state == TagState::kWaitBuffer || t.state == TagState::kGettingData;
+    n += t.state == TagState::kInCore || t.state == TagState::kWaitBuffer ||
+         t.state == TagState::kGettingData;
   }
   return n;
 }

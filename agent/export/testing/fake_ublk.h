@@ -185,7 +185,8 @@ class FakeUblk final : public UblkDriver {
     d.info.max_io_buf_bytes = 65536;
     d.info.ublksrv_pid = pid;
     d.info.state = state;
-    d.info.flags = (recovery ? kFlagUserRecovery | kFlagUserRecoveryReissue : 0) | more_flags;
+    d.info.flags =
+        (recovery ? kFlagUserRecovery | kFlagUserRecoveryReissue : 0) | more_flags;
     d.params.basic.dev_sectors = sectors;
     d.params.basic.logical_bs_shift = 9;
     d.diskseq = ++last_diskseq_;
