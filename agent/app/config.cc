@@ -106,6 +106,10 @@ ABSL_FLAG(bool, ublk_test_crash_after_add, false,
           "starting it (the lab's crash test)");
 ABSL_FLAG(bool, ublk_user_recovery, true,
           "make devices that outlive the agent: I/O waits while it restarts (kernel permitting)");
+ABSL_FLAG(bool, ublk_quiesce, true,
+          "where the kernel offers QUIESCE_DEV (Linux 6.15), make devices with it and quiesce "
+          "them on a hand-over stop, answering every request taken before the agent goes; "
+          "false: hold them for the next agent as on older kernels");
 ABSL_FLAG(std::string, stop, "handover",
           "what a stop (SIGTERM) does with the block devices: handover (they stay, their "
           "waiting I/O held for the next agent, which takes them over), remove (each is "
@@ -295,6 +299,7 @@ ublk::ExporterOptions UblkFromFlags() {
   eo.export_all = absl::GetFlag(FLAGS_export_all);
   eo.test_crash_after_add = absl::GetFlag(FLAGS_ublk_test_crash_after_add);
   eo.user_recovery = absl::GetFlag(FLAGS_ublk_user_recovery);
+  eo.quiesce = absl::GetFlag(FLAGS_ublk_quiesce);
   eo.state_dir = absl::GetFlag(FLAGS_ublk_state_dir);
   eo.by_id_dir = absl::GetFlag(FLAGS_by_id_dir);
   eo.recover_wait_secs = absl::GetFlag(FLAGS_ublk_recover_wait_secs);

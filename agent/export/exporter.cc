@@ -3,8 +3,11 @@
 #include <signal.h>
 #include <sys/utsname.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -127,12 +130,15 @@ Exporter::Exporter(Multipath* mp, ControlPlane* plane, ExporterOptions options,
   recovery_ = options_.user_recovery && (features & kFlagUserRecovery) &&
               (features & kFlagUserRecoveryReissue);
   pooled_ = (features & kFlagNeedGetData) != 0;
+  quiesce_ = recovery_ && options_.quiesce && (features & kFlagQuiesce) != 0;
   const PinnedMemory pm = driver_->Pinned();
-  Log(absl::StrCat("ublk: features 0x", absl::Hex(features), "; user recovery ",
-                   recovery_ ? "on" : (options_.user_recovery ? "not offered by this kernel" : "off"),
-                   pooled_ ? absl::StrCat("; I/O buffers pooled, at most ", pm.budget_bytes >> 20, " MiB (",
-                                          pm.heads_left, " heads)")
-                           : "; I/O buffers per tag (the kernel does not offer NEED_GET_DATA)"));
+  Log(absl::StrCat(
+      "ublk: features 0x", absl::Hex(features), "; user recovery ",
+      recovery_ ? "on" : (options_.user_recovery ? "not offered by this kernel" : "off"),
+      recovery_ ? (quiesce_ ? ", hand-over by quiesce" : ", hand-over by holding") : "",
+      pooled_ ? absl::StrCat("; I/O buffers pooled, at most ", pm.budget_bytes >> 20,
+                             " MiB (", pm.heads_left, " heads)")
+              : "; I/O buffers per tag (the kernel does not offer NEED_GET_DATA)"));
   if (utsname u; uname(&u) == 0 && HasUblkCancelRace(u.release)) {
     Log(absl::StrCat("ublk: warning: Linux ", u.release,
                      " has the ublk race of CVE-2025-37906 (fixed in 6.15, 6.14.6 and 6.12.114): "
@@ -436,8 +442,9 @@ absl::Status Exporter::MakeDevice(Device* d, const HeadInfo& head, uint32_t max_
   want.nr_hw_queues = static_cast<uint16_t>(options_.workers.size());
   want.queue_depth = options_.queue_depth;
   want.max_io_buf_bytes = max_io;
-  want.flags = kFlagCmdIoctlEncode | (recovery_ ? kFlagUserRecovery | kFlagUserRecoveryReissue : 0) |
-               (pooled_ ? kFlagNeedGetData : 0);
+  want.flags = kFlagCmdIoctlEncode |
+               (recovery_ ? kFlagUserRecovery | kFlagUserRecoveryReissue : 0) |
+               (pooled_ ? kFlagNeedGetData : 0) | (quiesce_ ? kFlagQuiesce : 0);
   // The record comes first, under the number the device is then made with: an agent
   // killed at any step from here on leaves a record the next one finds (with no device,
   // it is forgotten; with one never started, the device is removed).
@@ -460,6 +467,7 @@ absl::Status Exporter::MakeDevice(Device* d, const HeadInfo& head, uint32_t max_
     raise(SIGKILL);
   }
   d->added = true;
+  d->quiesce = quiesce_ && (info->flags & kFlagQuiesce) != 0;
   d->bdev = absl::StrCat("/dev/ublkb", d->dev_id);
   DeviceShape shape;
   shape.size_blocks = head.size_blocks;
@@ -590,8 +598,12 @@ absl::string_view StopModeName(StopMode mode) {
 std::vector<Exporter::StopTarget> Exporter::StopTargets() const {
   std::vector<StopTarget> out;
   for (const auto& [name, d] : devices_) {
-    out.push_back({.dev_id = d->dev_id, .served = true, .bdev = d->bdev, .head = name,
-                   .head_uid = d->head_uid});
+    out.push_back({.dev_id = d->dev_id,
+                   .served = true,
+                   .bdev = d->bdev,
+                   .head = name,
+                   .head_uid = d->head_uid,
+                   .quiesce = d->quiesce});
   }
   for (const Leftover& lo : leftovers_) {
     out.push_back({.dev_id = lo.dev_id, .bdev = absl::StrCat("/dev/ublkb", lo.dev_id), .head = lo.head});
@@ -651,8 +663,8 @@ void Exporter::BeginStop(StopMode mode, Done<absl::Status> done) {
           if (mode != StopMode::kHandOver) t.users = driver_->Users(t.dev_id);
           t.keep = mode == StopMode::kHandOver ||
                    (mode == StopMode::kRemove && !t.users.empty() && recovery_);
-          if (t.keep && t.served) driver_->HoldQueues(t.dev_id);
         }
+        HandOverQueues(targets);
         return [this, mode, targets = std::move(targets), answer] {
           FinishBeginStop(mode, targets);
           (*answer)(absl::OkStatus());
@@ -661,6 +673,66 @@ void Exporter::BeginStop(StopMode mode, Done<absl::Status> done) {
     });
     if (!busy_) Next();
   });
+}
+
+// Each device kept for the next agent must not answer a request it cannot finish: the
+// next agent gets that one (user recovery reissues what the kernel had given this
+// agent), and never a request this agent answered, so no command runs twice. Without a
+// quiesce that is all: the queues hold what comes from now on, and what fails as the
+// controllers go. A quiesced device gets no new request (the kernel keeps it), and
+// what its queues have is answered here while the controllers still serve, so none is
+// left to reissue; only what is still in service when the time is up is held.
+void Exporter::HandOverQueues(const std::vector<StopTarget>& targets) {
+  const auto start = std::chrono::steady_clock::now();
+  const auto elapsed_ms = [start] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::steady_clock::now() - start)
+        .count();
+  };
+  std::vector<const StopTarget*> quiesced;
+  for (const StopTarget& t : targets) {
+    if (!t.keep || !t.served) continue;
+    if (t.quiesce) {
+      const int64_t left = options_.handover_quiesce_ms - elapsed_ms();
+      absl::Status s =
+          left > 0
+              ? driver_->Quiesce(
+                    t.dev_id, static_cast<uint32_t>(std::min<int64_t>(left, UINT32_MAX)))
+              : absl::DeadlineExceededError("no time was left");
+      if (s.ok()) {
+        quiesced.push_back(&t);
+        continue;
+      }
+      // Every failure leaves the device as holding expects: the kernel either keeps new
+      // requests already (EBUSY) or still hands them over, to be held.
+      Log(absl::StrCat("ublk: ", t.bdev, " of head ", t.head,
+                       ": no quiesce for the hand-over (", s.message(),
+                       "); its queues hold what comes instead"));
+    }
+    driver_->HoldQueues(t.dev_id);
+  }
+  std::vector<uint32_t> unanswered(quiesced.size(), 0);
+  for (;;) {
+    bool any = false;
+    for (size_t i = 0; i < quiesced.size(); ++i) {
+      unanswered[i] = driver_->Unanswered(quiesced[i]->dev_id);
+      any = any || unanswered[i] > 0;
+    }
+    if (!any || elapsed_ms() >= options_.handover_quiesce_ms) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  for (size_t i = 0; i < quiesced.size(); ++i) {
+    const StopTarget& t = *quiesced[i];
+    // What fails from now on (the controllers go) is the next agent's to do.
+    driver_->HoldQueues(t.dev_id);
+    Log(absl::StrCat(
+        "ublk: ", t.bdev, " of head ", t.head, " quiesced for the hand-over in ",
+        elapsed_ms(), " ms: ",
+        unanswered[i] == 0
+            ? std::string("every request it had is answered")
+            : absl::StrCat(unanswered[i],
+                           " request(s) still in service, held for the next agent")));
+  }
 }
 
 // Control thread: what BeginStop keeps, and for each device in use, what becomes of it.

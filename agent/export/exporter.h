@@ -50,6 +50,12 @@ struct ExporterOptions {
   // Heads that get one as they appear though export_all is off (kept settings).
   std::function<std::vector<std::string>()> exports_wanted;
   bool user_recovery = true;     // where the kernel offers it
+  // Where the kernel offers QUIESCE_DEV (Linux 6.15), devices are made with it and a
+  // hand-over stop quiesces them: the kernel keeps new requests for the next agent, and
+  // this one answers every request it has while its controllers still serve, for at
+  // most `handover_quiesce_ms`; what is left then is held as without it.
+  bool quiesce = true;
+  int64_t handover_quiesce_ms = 2000;
   // Where each device's head is recorded, so a restarted agent finds what it left.
   std::string state_dir = "/run/umpath/ublk";
   // How long a device left by an earlier run waits for its head before it is removed.
@@ -143,6 +149,8 @@ class Exporter {
     std::string bdev;  // /dev/ublkbN
     BlockDeviceIds ids;  // once started (or taken over)
     bool hand_over = false;  // BeginStop: Shutdown lets go of it instead of removing it
+    // Made with kFlagQuiesce (and quiesce_ is on): a hand-over quiesces it.
+    bool quiesce = false;
   };
   struct Leftover {
     uint32_t dev_id = 0;
@@ -202,8 +210,12 @@ class Exporter {
     uint64_t head_uid = 0;  // 0: a leftover
     std::vector<std::string> users;
     bool keep = false;
+    bool quiesce = false;
   };
   std::vector<StopTarget> StopTargets() const;
+  // Offload thread: the queues of the served devices BeginStop keeps stop answering
+  // what they take from now on (quiesced first, where the device allows it).
+  void HandOverQueues(const std::vector<StopTarget>& targets);
   void FinishBeginStop(StopMode mode, const std::vector<StopTarget>& targets);
   void LetGo(const Device& d);
   void LeftoverRemoved(const Leftover& l, const std::string& why);
@@ -233,6 +245,7 @@ class Exporter {
   ByIdLinks links_;  // the lane's (and Create's and Shutdown's)
   bool recovery_ = false;
   bool pooled_ = false;
+  bool quiesce_ = false;  // devices are made with kFlagQuiesce
 
   // Control thread (and Shutdown, once the plane has stopped).
   absl::flat_hash_map<std::string, std::unique_ptr<Device>> devices_;

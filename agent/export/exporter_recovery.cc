@@ -202,6 +202,8 @@ absl::Status Exporter::TakeOver(Device* d, const HeadInfo& head, bool* other_dis
     return s;
   }
   d->added = true;
+  // One made by an agent (or on a kernel) without QUIESCE_DEV is handed over by holding.
+  d->quiesce = quiesce_ && (info->flags & kFlagQuiesce) != 0;
   Identify(d);
   return absl::OkStatus();
 }

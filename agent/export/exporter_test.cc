@@ -344,6 +344,124 @@ TEST_F(ExporterTest, AHandOverLeavesEveryDeviceAndItsRecordForTheNextAgent) {
   EXPECT_TRUE(Logged("/dev/ublkb0 of head " + h + " handed over to the next agent (3 request(s) held"));
 }
 
+// Where the kernel offers QUIESCE_DEV the devices are made with it, and a hand-over
+// quiesces each (the kernel keeps new requests for the next agent), waits until its
+// queues have answered what they had, and only then holds what may still fail: the
+// next agent gets no request this one had taken.
+TEST_F(ExporterTest, AHandOverQuiescesADeviceMadeWithQuiesceAndWaitsForItsRequests) {
+  before_create_ = [](FakeUblk& u) { u.features |= kFlagQuiesce; };
+  Make();
+  const std::string h = Head();
+  ASSERT_OK(Export(h));
+  const uint64_t flags = ublk_->Info(0).value().flags;
+  EXPECT_TRUE(flags & kFlagQuiesce);
+  EXPECT_TRUE(flags & kFlagUserRecovery);  // the kernel refuses the one without the other
+  ublk_->SetUnanswered({3, 1, 0});
+  ASSERT_OK(BeginStop(StopMode::kHandOver));
+  const int quiesce = ublk_->Position("quiesce 0"), hold = ublk_->Position("hold 0");
+  ASSERT_GE(quiesce, 0) << ublk_->Calls();
+  EXPECT_GT(hold, quiesce) << ublk_->Calls();
+  // Asked until nothing was left, and held only then.
+  EXPECT_THAT(ublk_->Calls(),
+              HasSubstr("quiesce 0 unanswered 0 unanswered 0 unanswered 0 hold 0"));
+  ASSERT_EQ(ublk_->QuiesceTimeouts().size(), 1u);
+  EXPECT_GT(ublk_->QuiesceTimeouts()[0], 0u);  // 0 would wait for ever
+  EXPECT_LE(ublk_->QuiesceTimeouts()[0], 2000u);
+  EXPECT_TRUE(Logged("/dev/ublkb0 of head " + h + " quiesced for the hand-over in "));
+  EXPECT_TRUE(Logged("every request it had is answered"));
+  plane_->Stop();
+  ex_->Shutdown();
+  EXPECT_TRUE(ublk_->Called("release 0"));
+  EXPECT_TRUE(ublk_->Has(0));
+  EXPECT_EQ(Record(0), "head=" + h);
+}
+
+// The kernel without it (6.12): the devices are made without the flag and handed over
+// by holding, as before.
+TEST_F(ExporterTest, WithoutQuiesceFromTheKernelAHandOverHolds) {
+  Make();
+  ASSERT_OK(Export(Head()));
+  EXPECT_FALSE(ublk_->Info(0).value().flags & kFlagQuiesce);
+  ASSERT_OK(BeginStop(StopMode::kHandOver));
+  EXPECT_EQ(ublk_->Calls(), "add set-params 0 open-queues 0 start 0 hold 0");
+}
+
+// A device an earlier agent made without the flag cannot be quiesced (the kernel would
+// refuse): it is held; one made with it is quiesced like this agent's own.
+TEST_F(ExporterTest, ATakenOverDeviceIsQuiescedOnlyIfItWasMadeWithQuiesce) {
+  const std::string h1 = Head("c0", 1), h2 = Head("c0", 2);
+  WriteRecord(8, h1);
+  WriteRecord(9, h2);
+  before_create_ = [](FakeUblk& u) {
+    u.features |= kFlagQuiesce;
+    u.Leave(8, 4242, kSectors);
+    u.Leave(9, 4242, kSectors, true, kStateQuiesced, kFlagQuiesce);
+  };
+  Make();
+  ASSERT_TRUE(Await([&] {
+    return HasExportEvent(h1, "taken over") && HasExportEvent(h2, "taken over");
+  })) << ublk_->Calls();
+  ASSERT_OK(BeginStop(StopMode::kHandOver));
+  EXPECT_FALSE(ublk_->Called("quiesce 8"));
+  EXPECT_TRUE(ublk_->Called("hold 8"));
+  EXPECT_TRUE(ublk_->Called("quiesce 9"));
+  EXPECT_GT(ublk_->Position("hold 9"), ublk_->Position("quiesce 9"));
+}
+
+// QUIESCE_DEV that fails (EBUSY: a queue had every tag in service for the whole wait;
+// or any other error) leaves the device as holding expects: it is held at once, and
+// still handed over.
+class QuiesceFailsTest : public ExporterTest {
+ protected:
+  void Check(const absl::Status& error) {
+    before_create_ = [](FakeUblk& u) { u.features |= kFlagQuiesce; };
+    Make();
+    const std::string h = Head();
+    ASSERT_OK(Export(h));
+    ublk_->SetQuiesceError(error);
+    ublk_->SetUnanswered({5});
+    ASSERT_OK(BeginStop(StopMode::kHandOver));
+    EXPECT_TRUE(ublk_->Called("quiesce 0"));
+    EXPECT_TRUE(ublk_->Called("hold 0"));
+    // Not waited for: the kernel may still hand requests over, which only holding keeps.
+    EXPECT_FALSE(ublk_->Called("unanswered 0")) << ublk_->Calls();
+    EXPECT_TRUE(Logged("/dev/ublkb0 of head " + h + ": no quiesce for the hand-over (" +
+                       std::string(error.message()) +
+                       "); its queues hold what comes instead"));
+    EXPECT_FALSE(Logged("quiesced for the hand-over"));
+    plane_->Stop();
+    ex_->Shutdown();
+    EXPECT_TRUE(ublk_->Called("release 0"));
+    EXPECT_TRUE(ublk_->Has(0));
+  }
+};
+
+TEST_F(QuiesceFailsTest, TimedOut) {
+  Check(absl::DeadlineExceededError(
+      "ublk quiesce (device 0): a queue had every request in service for 2000 ms"));
+}
+
+TEST_F(QuiesceFailsTest, OtherError) {
+  Check(absl::InternalError("ublk quiesce (device 0): Input/output error"));
+}
+
+// Requests that stay in service (a head waiting out an outage) do not hold the stop
+// past handover_quiesce_ms: they are held for the next agent, and the log says how many.
+TEST_F(ExporterTest, AQuiescedDeviceWhoseRequestsStayInServiceIsHeldInTime) {
+  before_create_ = [](FakeUblk& u) { u.features |= kFlagQuiesce; };
+  handover_quiesce_ms_ = 50;
+  Make();
+  const std::string h = Head();
+  ASSERT_OK(Export(h));
+  ublk_->SetUnanswered({4});
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_OK(BeginStop(StopMode::kHandOver));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(20));
+  EXPECT_GT(ublk_->Position("hold 0"), ublk_->Position("quiesce 0"));
+  EXPECT_TRUE(Logged("/dev/ublkb0 of head " + h + " quiesced for the hand-over in "));
+  EXPECT_TRUE(Logged("4 request(s) still in service, held for the next agent"));
+}
+
 TEST_F(ExporterTest, WithoutUserRecoveryAStopRemovesTheDevices) {
   before_create_ = [](FakeUblk& u) { u.features = 0; };
   Make();

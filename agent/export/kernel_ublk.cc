@@ -90,6 +90,10 @@ class KernelUblk final : public UblkDriver {
   absl::Status OpenQueues(uint32_t dev_id, const QueueSetup& setup) override;
   bool CloseQueues(uint32_t dev_id) override;
   void HoldQueues(uint32_t dev_id) override;
+  absl::Status Quiesce(uint32_t dev_id, uint32_t timeout_ms) override {
+    return control_->Quiesce(dev_id, timeout_ms);
+  }
+  uint32_t Unanswered(uint32_t dev_id) override;
   uint32_t ReleaseQueues(uint32_t dev_id) override;
   std::vector<std::string> Users(uint32_t dev_id) override {
     struct stat st;
@@ -338,6 +342,21 @@ void KernelUblk::HoldQueues(uint32_t dev_id) {
     Queue* queue = it->second.q[q].get();
     OnWorker(options_.workers[q], [queue] { queue->Hold(); });
   }
+}
+
+uint32_t KernelUblk::Unanswered(uint32_t dev_id) {
+  auto it = served_.find(dev_id);
+  if (it == served_.end()) return 0;
+  uint32_t n = 0;
+  for (size_t q = 0; q < it->second.q.size(); ++q) {
+    Worker* w = options_.workers[q];
+    Queue* queue = it->second.q[q].get();
+    OnWorker(w, [&n, queue, w] {
+      queue->Drain(*w);
+      n += queue->unanswered();
+    });
+  }
+  return n;
 }
 
 uint32_t KernelUblk::ReleaseQueues(uint32_t dev_id) {

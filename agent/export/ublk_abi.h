@@ -70,4 +70,12 @@ static_assert(sizeof(ublksrv_ctrl_dev_info) == 64);
 static_assert(offsetof(ublk_params, basic) == 8);
 static_assert(offsetof(ublk_params, discard) == 40);
 
+// Linux 6.15: a hand-over stop. QUIESCE_DEV (data[0]: how long it may wait, in ms; 0
+// waits for ever) needs the device made with kFlagQuiesce (and user recovery). Newer
+// kernels (the lab's 6.18) set kFlagPerIoDaemon on every device they make: a tag's
+// commands must come from the task that fetched that tag, not from one task per queue.
+inline constexpr uint32_t kCmdQuiesceDev = _IOWR('u', 0x16, struct ublksrv_ctrl_cmd);
+inline constexpr uint64_t kFlagQuiesce = 1ull << 12;
+inline constexpr uint64_t kFlagPerIoDaemon = 1ull << 13;
+
 }  // namespace umpath::ublk

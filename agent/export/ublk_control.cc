@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -39,20 +40,42 @@ Control::~Control() {
   close(fd_);
 }
 
-int Control::Run(uint32_t op, uint32_t dev_id, void* addr, uint32_t len, uint64_t data0) {
+void PrepareControlSqe(io_uring_sqe* sqe, int fd, const ControlCommand& c) {
+  std::memset(sqe, 0, 2 * sizeof(*sqe));  // a 128-byte entry
+  sqe->opcode = IORING_OP_URING_CMD;
+  sqe->fd = fd;
+  sqe->cmd_op = c.op;
+  auto* cmd = reinterpret_cast<ublksrv_ctrl_cmd*>(sqe->cmd);
+  cmd->dev_id = c.dev_id;
+  cmd->queue_id = static_cast<uint16_t>(-1);
+  cmd->addr = reinterpret_cast<uint64_t>(c.addr);
+  cmd->len = static_cast<uint16_t>(c.len);
+  cmd->data[0] = c.data0;
+}
+
+ControlCommand QuiesceCommand(uint32_t dev_id, uint32_t timeout_ms) {
+  return {kCmdQuiesceDev, dev_id, nullptr, 0, std::max<uint64_t>(timeout_ms, 1)};
+}
+
+absl::Status QuiesceResult(uint32_t dev_id, uint32_t timeout_ms, int res) {
+  if (res == -EBUSY) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("ublk quiesce (device ", dev_id,
+                     "): a queue had every request in service for ", timeout_ms, " ms"));
+  }
+  if (res == -EOPNOTSUPP || res == -EINVAL) {
+    return absl::UnimplementedError(
+        absl::StrCat("ublk quiesce (device ", dev_id, "): ", std::strerror(-res),
+                     " (made without UBLK_F_QUIESCE, or before Linux 6.15)"));
+  }
+  return Control::Check("quiesce", dev_id, res);
+}
+
+int Control::Run(const ControlCommand& c) {
   MutexLock l(&mu_);
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
   if (sqe == nullptr) return -EBUSY;
-  std::memset(sqe, 0, 2 * sizeof(*sqe));  // a 128-byte entry
-  sqe->opcode = IORING_OP_URING_CMD;
-  sqe->fd = fd_;
-  sqe->cmd_op = op;
-  auto* cmd = reinterpret_cast<ublksrv_ctrl_cmd*>(sqe->cmd);
-  cmd->dev_id = dev_id;
-  cmd->queue_id = static_cast<uint16_t>(-1);
-  cmd->addr = reinterpret_cast<uint64_t>(addr);
-  cmd->len = static_cast<uint16_t>(len);
-  cmd->data[0] = data0;
+  PrepareControlSqe(sqe, fd_, c);
   int r = io_uring_submit(&ring_);
   if (r < 0) return r;
   io_uring_cqe* cqe = nullptr;
@@ -144,6 +167,10 @@ absl::Status Control::StartRecovery(uint32_t dev_id) {
 absl::Status Control::EndRecovery(uint32_t dev_id, pid_t pid) {
   return Check("end user recovery", dev_id,
                Run(kCmdEndUserRecovery, dev_id, nullptr, 0, static_cast<uint64_t>(pid)));
+}
+
+absl::Status Control::Quiesce(uint32_t dev_id, uint32_t timeout_ms) {
+  return QuiesceResult(dev_id, timeout_ms, Run(QuiesceCommand(dev_id, timeout_ms)));
 }
 
 }  // namespace umpath::ublk

@@ -86,6 +86,13 @@ class UblkDriver {
   // The hand-over to the next agent: from now on the device's queues hold new requests
   // (and those the core fails as the agent stops) instead of answering them.
   virtual void HoldQueues(uint32_t dev_id) = 0;
+  // QUIESCE_DEV, for a hand-over (Control::Quiesce): from now on the kernel keeps the
+  // device's new requests for the next agent; the queues answer what they have.
+  virtual absl::Status Quiesce(uint32_t dev_id, uint32_t timeout_ms) = 0;
+  // How many requests the device's queues have taken and not yet answered, once each
+  // has run its pending work (what the kernel handed over just before a quiesce is
+  // counted then).
+  virtual uint32_t Unanswered(uint32_t dev_id) = 0;
   // Then: stops serving the queues without stopping the device, and lets go of it; the
   // kernel keeps what was held for the next agent. Returns how many were held.
   virtual uint32_t ReleaseQueues(uint32_t dev_id) = 0;

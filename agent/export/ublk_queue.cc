@@ -244,6 +244,15 @@ void Queue::OnComplete(IoRequest* req, IoResult result) {
   q.Commit(t, res);
 }
 
+uint32_t Queue::unanswered() const {
+  uint32_t n = 0;
+  for (const Tag& t : tags_) {
+    n += t.state == TagState::kInCore || t.state == TagState::kWaitBuffer ||
+         t.state == TagState::kGettingData;
+  }
+  return n;
+}
+
 void Queue::Flush() {
   if (unsubmitted_ > 0) Submit();
 }

@@ -71,6 +71,9 @@ class Queue final : public IoSource {
   // server had taken). Requests that succeed are answered as usual.
   void Hold() { holding_ = true; }
   uint32_t held() const { return held_; }
+  // Worker thread: requests taken and not yet answered (in the core, waiting for a
+  // buffer, or for a write's data): what a quiesced device's hand-over waits for.
+  uint32_t unanswered() const;
 
   uint64_t requests() const { return requests_.load(std::memory_order_relaxed); }
   uint64_t errors() const { return errors_.load(std::memory_order_relaxed); }

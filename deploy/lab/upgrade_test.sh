@@ -32,6 +32,14 @@ cp \$U /tmp/umpathd.copy
 start() {  # start NAME BINARY [FLAGS...]
   n=\$1 b=\$2; shift 2
   agent \$n \$b --bind_vfio --vfio_devices=\$A,\$B --workers=2 --export_all "\$@"
+  cur=\$n
+}
+# stopped_how NAME: how the agent NAME handed the device over (quiesced, with the time
+# it took and what was left, or not), and how many requests it left held for the next.
+stopped_how() {
+  q=\$(grep -oE 'quiesced for the hand-over in [0-9]+ ms: [^"]*' /tmp/\$1.err | head -1)
+  h=\$(grep -oE 'handed over to the next agent \([0-9]+' /tmp/\$1.err | grep -oE '[0-9]+\$' | head -1)
+  echo "\${q:-not quiesced}; \${h:-?} request(s) held"
 }
 taken_over() { for j in \$(seq 1 600); do grep -q 'reason="taken over' /tmp/\$1.err && return; sleep 0.05; done; echo "umpath-lab: \$1 never took the device over"; }
 writes() { awk '{ print \$5 }' /sys/block/ublkb0/stat 2>/dev/null || echo 0; }
@@ -47,7 +55,9 @@ round() {
   verify \$k-\$i 64M & f=\$!
   flowing
   t0=\$(now)
+  old=\$cur
   if [ \$k = uup ]; then kill \$pid; wait \$pid; rc=\$?; else kill -9 \$pid; wait \$pid 2>/dev/null; rc=killed; fi
+  [ \$k = uup ] && echo "umpath-lab: \$k \$i: stop: \$(stopped_how \$old)"
   start \$k-\$i \$b
   taken_over \$k-\$i
   t1=\$(now)
@@ -85,6 +95,19 @@ for i in $(seq 1 "$upgrades"); do
   chk uup "uup $i: old agent exit 0, .* took over in [0-9.]+ s, device present, fio running yes" \
     "hand-over $i under fio: the old agent ends cleanly, the next takes the device over"
 done
+# Linux 6.15 and later offer QUIESCE_DEV: each hand-over quiesces the device and answers
+# every request the old agent had, leaving none for user recovery to send again.
+case "$kernel" in
+  6.1[5-9]*|6.[2-9][0-9]*|[7-9].*)
+    for i in $(seq 1 "$upgrades"); do
+      chk uup "uup $i: stop: quiesced for the hand-over in [0-9]+ ms: every request it had is answered; 0 request\\(s\\) held" \
+        "hand-over $i: the old agent quiesced the device and left no request to reissue"
+    done ;;
+  *)
+    for i in $(seq 1 "$upgrades"); do
+      chk uup "uup $i: stop: not quiesced; [0-9]+ request\\(s\\) held" "hand-over $i: held, as this kernel has no quiesce"
+    done ;;
+esac
 chk uup "uup 1: .*umpathd.copy took over" "the odd rounds start the copy"
 chk uup "uup 2: .*umpathd took over" "the even rounds start the original"
 jchk uup "len(ev('head-exported', head='$H', to='/dev/ublkb0', reason='^taken over from the agent.s last run$')) == $upgrades" \

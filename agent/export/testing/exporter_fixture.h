@@ -55,6 +55,7 @@ class ExporterTest : public umpath::testing::CoreFixture {
     o.by_id_dir = by_id_dir_;
     o.recover_wait_secs = 30;
     o.head_delayed_removal_secs = head_delay_;
+    o.handover_quiesce_ms = handover_quiesce_ms_;
     o.exports_wanted = [this] {
       MutexLock l(&log_mu_);
       return wanted_;
@@ -191,6 +192,7 @@ class ExporterTest : public umpath::testing::CoreFixture {
   FakeUblk* ublk_ = nullptr;
   std::function<void(FakeUblk&)> before_create_;
   std::function<int64_t(const std::string&)> head_delay_;
+  int64_t handover_quiesce_ms_ = 2000;
   Mutex log_mu_;
   std::vector<std::string> log_ ABSL_GUARDED_BY(log_mu_);
   std::vector<std::string> wanted_ ABSL_GUARDED_BY(log_mu_);  // kept settings: export = true

@@ -133,6 +133,23 @@ class FakeUblk final : public UblkDriver {
     MutexLock l(&mu_);
     Record("hold", id);
   }
+  absl::Status Quiesce(uint32_t id, uint32_t timeout_ms) override {
+    MutexLock l(&mu_);
+    Record("quiesce", id);
+    quiesce_timeouts_.push_back(timeout_ms);
+    return quiesce_error_;
+  }
+  // The next values from SetUnanswered, then the last one for good (0 if none).
+  uint32_t Unanswered(uint32_t id) override {
+    MutexLock l(&mu_);
+    Record("unanswered", id);
+    if (unanswered_.size() > 1) {
+      const uint32_t n = unanswered_.front();
+      unanswered_.erase(unanswered_.begin());
+      return n;
+    }
+    return unanswered_.empty() ? 0 : unanswered_.front();
+  }
   uint32_t ReleaseQueues(uint32_t id) override {
     MutexLock l(&mu_);
     Record("release", id);
@@ -159,7 +176,7 @@ class FakeUblk final : public UblkDriver {
 
   // A device an earlier agent (pid) left, quiesced, with its capacity.
   void Leave(uint32_t id, pid_t pid, uint64_t sectors, bool recovery = true,
-             uint16_t state = kStateQuiesced) {
+             uint16_t state = kStateQuiesced, uint64_t more_flags = 0) {
     MutexLock l(&mu_);
     Dev d;
     d.info.dev_id = id;
@@ -168,7 +185,8 @@ class FakeUblk final : public UblkDriver {
     d.info.max_io_buf_bytes = 65536;
     d.info.ublksrv_pid = pid;
     d.info.state = state;
-    d.info.flags = recovery ? kFlagUserRecovery | kFlagUserRecoveryReissue : 0;
+    d.info.flags =
+        (recovery ? kFlagUserRecovery | kFlagUserRecoveryReissue : 0) | more_flags;
     d.params.basic.dev_sectors = sectors;
     d.params.basic.logical_bs_shift = 9;
     d.diskseq = ++last_diskseq_;
@@ -205,6 +223,24 @@ class FakeUblk final : public UblkDriver {
     users_of_[id] = std::move(u);
   }
 
+  void SetQuiesceError(absl::Status s) {
+    MutexLock l(&mu_);
+    quiesce_error_ = std::move(s);
+  }
+  void SetUnanswered(std::vector<uint32_t> counts) {
+    MutexLock l(&mu_);
+    unanswered_ = std::move(counts);
+  }
+  std::vector<uint32_t> QuiesceTimeouts() {
+    MutexLock l(&mu_);
+    return quiesce_timeouts_;
+  }
+  // Where `what` first comes in the calls; -1 if never.
+  int Position(const std::string& what) {
+    MutexLock l(&mu_);
+    auto it = std::find(calls_.begin(), calls_.end(), what);
+    return it == calls_.end() ? -1 : static_cast<int>(it - calls_.begin());
+  }
   void SetStartError(absl::Status s) {
     MutexLock l(&mu_);
     start_error = std::move(s);
@@ -253,6 +289,9 @@ class FakeUblk final : public UblkDriver {
   bool recorded_at_add_ ABSL_GUARDED_BY(mu_) = false;
   std::set<uint32_t> taken_ids_ ABSL_GUARDED_BY(mu_);
   std::vector<QueueSetup> setups_ ABSL_GUARDED_BY(mu_);
+  absl::Status quiesce_error_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint32_t> unanswered_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint32_t> quiesce_timeouts_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace umpath::ublk
