@@ -114,9 +114,16 @@ absl::StatusOr<std::string> WriteFabricsConnect(const std::string& options, cons
               "ktls-utils with the .nvme keyring in its tlshd.conf)")),
           reason::kTlsUnsupported, {{"field", "tls_key_file"}});
     }
-    return WithReason(absl::UnavailableError(absl::StrCat("could not connect to ", spec.ToString(), " with TLS: ",
-                                                          std::strerror(e), " (the kernel log says why)")),
-                      reason::kConnectFailed, {{"address", spec.ToString()}});
+    // The handshake's failures reach the write as EIO (tlshd's status; seen in the lab
+    // with a PSK the target does not have), EACCES or EKEYREJECTED.
+    const bool handshake = e == EIO || e == EACCES || e == EKEYREJECTED;
+    return WithReason(
+        absl::UnavailableError(absl::StrCat(
+            "could not connect to ", spec.ToString(), " with TLS: ", std::strerror(e),
+            handshake ? " (most often the TLS handshake failed: the target has no PSK for this host and subsystem, "
+                        "or another one; the kernel's and tlshd's logs say which)"
+                      : " (the kernel log says why)")),
+        reason::kConnectFailed, {{"address", spec.ToString()}});
   }
   int instance = -1;
   for (absl::string_view field : absl::StrSplit(absl::string_view(answer, got > 0 ? got : 0), absl::ByAnyChar(",\n"))) {

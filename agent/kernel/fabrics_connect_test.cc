@@ -179,12 +179,17 @@ TEST(FabricsConnectTest, NoHandshakeDaemonIsTlsUnsupported) {
   absl::Status s = WriteFabricsConnect("nqn=x,transport=tcp,tls,tls_key=5", kSpec).status();
   write_errno = ECONNREFUSED;
   absl::Status refused = WriteFabricsConnect("nqn=x,transport=tcp,tls,tls_key=5", kSpec).status();
+  write_errno = EIO;  // what a handshake with a PSK the target does not have gave in the lab
+  absl::Status rejected = WriteFabricsConnect("nqn=x,transport=tcp,tls,tls_key=5", kSpec).status();
   write_errno = 0;
   EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(s.message(), HasSubstr("no TLS handshake daemon"));
   EXPECT_THAT(s.message(), Not(HasSubstr("tls_key=5")));
   EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(refused.message(), HasSubstr("Connection refused"));
+  EXPECT_THAT(refused.message(), Not(HasSubstr("handshake")));
+  EXPECT_EQ(rejected.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(rejected.message(), HasSubstr("the TLS handshake failed: the target has no PSK"));
 }
 
 }  // namespace
