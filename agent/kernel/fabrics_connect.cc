@@ -114,16 +114,21 @@ absl::StatusOr<std::string> WriteFabricsConnect(const std::string& options, cons
               "ktls-utils with the .nvme keyring in its tlshd.conf)")),
           reason::kTlsUnsupported, {{"field", "tls_key_file"}});
     }
-    // The handshake's failures reach the write as EIO (tlshd's status; seen in the lab
-    // with a PSK the target does not have), EACCES or EKEYREJECTED.
+    // A failed handshake reaches the write as EIO on 6.18 and ETIMEDOUT on 6.12 (both
+    // seen in the lab with a PSK the target does not have, in well under a second),
+    // or as EACCES or EKEYREJECTED.
     const bool handshake = e == EIO || e == EACCES || e == EKEYREJECTED;
-    return WithReason(
-        absl::UnavailableError(absl::StrCat(
-            "could not connect to ", spec.ToString(), " with TLS: ", std::strerror(e),
-            handshake ? " (most often the TLS handshake failed: the target has no PSK for this host and subsystem, "
-                        "or another one; the kernel's and tlshd's logs say which)"
-                      : " (the kernel log says why)")),
-        reason::kConnectFailed, {{"address", spec.ToString()}});
+    const char* why = " (the kernel log says why)";
+    if (handshake) {
+      why = " (most often the TLS handshake failed: the target has no PSK for this host and subsystem, or another "
+            "one; the kernel's and tlshd's logs say which)";
+    } else if (e == ETIMEDOUT) {
+      why = " (a target that does not answer, or a failed TLS handshake: Linux 6.12 reports a PSK the target "
+            "does not have as a timeout; the kernel's and tlshd's logs say which)";
+    }
+    return WithReason(absl::UnavailableError(absl::StrCat("could not connect to ", spec.ToString(), " with TLS: ",
+                                                          std::strerror(e), why)),
+                      reason::kConnectFailed, {{"address", spec.ToString()}});
   }
   int instance = -1;
   for (absl::string_view field : absl::StrSplit(absl::string_view(answer, got > 0 ? got : 0), absl::ByAnyChar(",\n"))) {

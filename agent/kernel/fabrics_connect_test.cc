@@ -181,6 +181,8 @@ TEST(FabricsConnectTest, NoHandshakeDaemonIsTlsUnsupported) {
   absl::Status refused = WriteFabricsConnect("nqn=x,transport=tcp,tls,tls_key=5", kSpec).status();
   write_errno = EIO;  // what a handshake with a PSK the target does not have gave in the lab
   absl::Status rejected = WriteFabricsConnect("nqn=x,transport=tcp,tls,tls_key=5", kSpec).status();
+  write_errno = ETIMEDOUT;  // the same on 6.12
+  absl::Status timed_out = WriteFabricsConnect("nqn=x,transport=tcp,tls,tls_key=5", kSpec).status();
   write_errno = 0;
   EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(s.message(), HasSubstr("no TLS handshake daemon"));
@@ -190,6 +192,7 @@ TEST(FabricsConnectTest, NoHandshakeDaemonIsTlsUnsupported) {
   EXPECT_THAT(refused.message(), Not(HasSubstr("handshake")));
   EXPECT_EQ(rejected.code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(rejected.message(), HasSubstr("the TLS handshake failed: the target has no PSK"));
+  EXPECT_THAT(timed_out.message(), HasSubstr("or a failed TLS handshake"));
 }
 
 }  // namespace
