@@ -13,7 +13,10 @@
 // returns, this object unlinks the key from the process keyring: the controller's
 // reference is then the only one, so the key lives exactly as long as the controller
 // and is freed by the kernel when the controller is deleted (detach, ctrl_loss_tmo). A
-// failed connect or an agent that dies leaves nothing behind.
+// failed connect or an agent that dies leaves nothing behind. (A build without the
+// unlink passed the lab test too: the connect's offload thread ends with it, and the
+// key went with its controller all the same. The unlink keeps the lifetime from
+// depending on how the caller's threads and keyrings come and go.)
 //
 // tlshd reads the key by serial without possessing it: the key grants its owner's UID
 // (root, as the agent and tlshd run) view and read.

@@ -22,9 +22,9 @@
 // the length for hh 00). The labels: libnvme 1.x (Debian 13's nvme-cli 2.13 with libnvme
 // 1.13, checked) does not lay them out as TLS 1.3's HkdfLabel (RFC 8446, 7.1) says: its
 // length is little-endian and label and context have no length bytes. Upstream libnvme
-// later switched to the RFC layout and keeps the old one for keys made before
-// ("--compat"). Both are here; the agent uses libnvme 1.x's, which the tools on the
-// nodes it runs beside (and their targets' keys) use.
+// later switched to the RFC layout and keeps the old one in its *_compat functions.
+// Both are here; the agent uses libnvme 1.x's, which the tools on the nodes it runs
+// beside (and their targets' keys) use.
 //
 // Errors name what is wrong with a key, never its bytes.
 
@@ -59,7 +59,7 @@ uint32_t Crc32(absl::string_view data);
 absl::StatusOr<ConfiguredPsk> ParseTlsPsk(absl::string_view text);
 
 enum class PskDerivation {
-  kLibnvme1,  // nvme-cli 2.x with libnvme 1.x (Debian 13); upstream's "--compat"
+  kLibnvme1,  // nvme-cli 2.x with libnvme 1.x (Debian 13); upstream's *_compat
   kRfc8446,   // the HkdfLabel layout of RFC 8446 (upstream libnvme's default since)
 };
 

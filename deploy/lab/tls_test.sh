@@ -186,5 +186,5 @@ chk t3 "t3 attach exit [1-9][0-9]* .*CRC-32.*INVALID_VALUE" "a damaged key file 
 section t4
 chk t4 "t4 attach exit [1-9][0-9]* .*no TLS handshake daemon.*TLS_UNSUPPORTED" "without tlshd the attach says so"
 chk t4 "t4 after: controllers on port 5 0" "nothing connected without tlshd"
-grep -E "umpath-lab: (t[1-4] (attach|ctrl|keys|after|dmesg)|target key|tls port|kernel )" "$log" | sed 's/^umpath-lab: /lab: /'
+grep -E "umpath-lab: (t[1-4] (attach|ctrl|keys|after|fio|dmesg)|target key|tls port|kernel )" "$log" | sed 's/^umpath-lab: /lab: /'
 echo "lab: tls passed"
