@@ -341,7 +341,8 @@ void AddAttachCommand(CommandLine& cl) {
   attach->add_option("--hostnqn", t[2], "fabrics: the host NQN for this connect");
   // Not --tls-key-file: that global flag is this client's own TLS key.
   attach->add_option("--tls-psk-file", t[3],
-                     "tcp: a file (on the agent's host) with a TLS PSK; not supported by this agent's libnvme");
+                     "tcp: a file (absolute path on the agent's host, mode o-r) with the configured TLS PSK "
+                     "(NVMeTLSkey-1:..., as nvme gen-tls-key prints it); needs tlshd on the agent's host");
   attach->add_option("--dhchap-secret-file", t[4],
                      "fabrics: a file (absolute path on the agent's host, mode o-r) with the host's DHHC-1 secret");
   attach->add_option("--dhchap-ctrl-secret-file", t[5], "fabrics: the controller's DHHC-1 secret (bidirectional)");

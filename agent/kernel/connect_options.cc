@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <net/if.h>
+#include <openssl/crypto.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -25,7 +26,6 @@ namespace umpath::kernel {
 namespace {
 
 constexpr absl::string_view kDhchapPrefix = "DHHC-1:";
-constexpr absl::string_view kTlsPrefix = "NVMeTLSkey-1:";
 
 bool IsIpAddress(const std::string& s) {
   in_addr a4;
@@ -249,15 +249,15 @@ absl::StatusOr<ConnectArgs> BuildConnectArgs(absl::string_view transport, const 
     a.dhchap_ctrl_secret = *std::move(k);
   }
   if (!o.tls_key_file.empty()) {
-    if (absl::Status s = ReadKeyFile("tls_key_file", o.tls_key_file, kTlsPrefix).status(); !s.ok()) return s;
-    // libnvme 1.3 (Debian 12) has only the bare "tls" connect flag: no keyring= or
-    // tls_key= option, so a PSK cannot be handed to the kernel for this connect; the
-    // kernel would look one up in its .nvme keyring by identity and need tlshd for the
-    // handshake, neither of which this agent provides.
-    return WithReason(absl::UnimplementedError(
-                          "tls_key_file: this agent's libnvme (1.3) cannot pass a TLS PSK to the kernel (no "
-                          "keyring/tls_key connect options); TLS connects are not supported"),
-                      reason::kTlsUnsupported, {{"field", "tls_key_file"}});
+    absl::StatusOr<std::string> k = ReadKeyFile("tls_key_file", o.tls_key_file, kTlsKeyPrefix);
+    if (!k.ok()) return k.status();
+    absl::StatusOr<ConfiguredPsk> psk = ParseTlsPsk(*k);
+    OPENSSL_cleanse(k->data(), k->size());
+    if (!psk.ok()) {
+      return FieldError("tls_key_file", absl::StrCat("tls_key_file ", QuotePrefix(o.tls_key_file, 256), ": ",
+                                                     psk.status().message()));
+    }
+    a.tls_psk = *std::move(psk);
   }
   return a;
 }

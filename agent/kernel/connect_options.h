@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "agent/kernel/tls_psk.h"
 
 namespace umpath::kernel {
 
@@ -57,7 +58,7 @@ inline constexpr int64_t kMaxKeyFileBytes = 4096;
 // INVALID_ARGUMENT naming the field and what it accepts: a range, an address or name
 // syntax, an option the transport does not take (any option with pcie or kernel), a key
 // file that is not an absolute path to a regular, not world-readable file of a key in
-// its NVMe format. UNIMPLEMENTED for a TLS key (see ReadConnectKeys). Reads the key
+// its NVMe format (a TLS PSK also by its hash indicator, length and CRC). Reads the key
 // files (to check them) and forgets what it read.
 absl::Status ValidateConnectOptions(absl::string_view transport, const ConnectOptions& options);
 
@@ -81,6 +82,9 @@ struct ConnectArgs {
   int reconnect_delay = 10;
   int keep_alive_tmo = 0;  // 0: the kernel's default
   std::string dhchap_secret, dhchap_ctrl_secret;
+  // tcp: the configured TLS PSK, CRC-checked. Set: the connect is TLS 1.3 with the PSK
+  // derived from it for this host and subsystem (agent/kernel/tls_psk.h).
+  std::optional<ConfiguredPsk> tls_psk;
 };
 
 struct ConnectDefaults {

@@ -30,7 +30,8 @@ using umpath::testing::StatusIs;
 // 32 bytes and a CRC, base64: the shape nvme gen-dhchap-key prints.
 const std::string kDhchap = "DHHC-1:00:" + std::string(44, 'Q') + "Zz0=:";
 const std::string kDhchapCtrl = "DHHC-1:01:" + std::string(44, 'R') + "Zz0=:";
-const std::string kTlsPsk = "NVMeTLSkey-1:01:" + std::string(44, 'S') + "Zz0=:";
+// What nvme gen-tls-key -m 1 -s 00010203...1f printed (32 bytes and their CRC-32).
+const std::string kTlsPsk = "NVMeTLSkey-1:01:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh+KfiaR:";
 
 // A directory of this test run's own, for its key files.
 const std::string& KeyDir() {
@@ -180,13 +181,26 @@ TEST(ConnectOptionsTest, KeyFilesAreCheckedAndNeverQuoted) {
   }
 }
 
-// libnvme 1.3 has no way to hand a PSK to the kernel: a valid file is UNIMPLEMENTED, not
-// a connect without TLS.
-TEST(ConnectOptionsTest, TlsKeyIsRefusedNotIgnored) {
+// A TLS key file is read and checked (format, hash indicator, length, CRC) before
+// anything is connected; the connect gets the parsed key.
+TEST(ConnectOptionsTest, TlsKeyIsReadAndChecked) {
   ConnectOptions o;
   o.tls_key_file = KeyFile("psk", kTlsPsk);
+  absl::StatusOr<ConnectArgs> a = BuildConnectArgs("tcp", o, {});
+  ASSERT_THAT(a.status(), IsOk());
+  ASSERT_TRUE(a->tls_psk.has_value());
+  EXPECT_EQ(a->tls_psk->hash, 1);
+  EXPECT_EQ(a->tls_psk->key.size(), 32u);
+  // One character of the base64 changed: the CRC no longer matches.
+  std::string damaged = kTlsPsk;
+  damaged[20] = damaged[20] == 'A' ? 'B' : 'A';
+  o.tls_key_file = KeyFile("psk-damaged", damaged);
+  const absl::Status s = ValidateConnectOptions("tcp", o);
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument,
+                          AllOf(HasSubstr("CRC-32"), HasSubstr(o.tls_key_file), Not(HasSubstr(damaged.substr(16, 20))))));
+  o.tls_key_file = KeyFile("psk-hash", "NVMeTLSkey-1:05:" + kTlsPsk.substr(16));
   EXPECT_THAT(ValidateConnectOptions("tcp", o),
-              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("cannot pass a TLS PSK")));
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("hash indicator 05")));
   o.tls_key_file = KeyFile("psk-bad", kDhchap);
   EXPECT_THAT(ValidateConnectOptions("tcp", o),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("(NVMeTLSkey-1:")));

@@ -12,7 +12,11 @@ out="$1"; init="$2"; shift 2
 kdir="$kernel_modroot"
 kver="$(ls "$kdir/lib/modules")"
 # dummy: a second network interface with an address of its own (kernel_test.sh, kf).
-modules=(vfio_pci vfio_iommu_type1 virtio_net ublk_drv nvmet_tcp nvme_tcp dummy)
+# tls, gcm, ghash_generic: the kernel TLS that NVMe/TCP hands the socket to after
+# tlshd's handshake, and its AES-GCM (tls_test.sh; the node has no modprobe to load
+# them on demand: without them tlshd says "The kernel does not support the requested
+# algorithm" after a handshake that completed).
+modules=(vfio_pci vfio_iommu_type1 virtio_net ublk_drv nvmet_tcp nvme_tcp dummy tls gcm ghash_generic)
 root="$(mktemp -d)"
 trap 'rm -rf "$root"' EXIT
 
