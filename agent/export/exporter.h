@@ -50,6 +50,7 @@ struct ExporterOptions {
   // Heads that get one as they appear though export_all is off (kept settings).
   std::function<std::vector<std::string>()> exports_wanted;
   bool user_recovery = true;     // where the kernel offers it
+  DataWant data;                 // how request data moves, where the kernel offers it
   // Where each device's head is recorded, so a restarted agent finds what it left.
   std::string state_dir = "/run/umpath/ublk";
   // How long a device left by an earlier run waits for its head before it is removed.

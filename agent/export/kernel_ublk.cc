@@ -267,6 +267,7 @@ absl::Status KernelUblk::OpenQueues(uint32_t dev_id, const QueueSetup& setup) {
     qo.shape = setup.shape;
     if (pooled) {
       qo.pool = pool_[q].pool.get();
+      qo.user_copy = setup.data == DataMode::kUserCopy;
     } else {
       qo.buffers = static_cast<uint8_t*>(s.memory.host) + size_t{q} * setup.depth * buffer_bytes;
     }
@@ -282,7 +283,12 @@ absl::Status KernelUblk::OpenQueues(uint32_t dev_id, const QueueSetup& setup) {
     });
     if (!st.ok() && result.ok()) result = st;
   }
-  if (!result.ok()) CloseQueues(dev_id);
+  if (!result.ok()) {
+    CloseQueues(dev_id);
+  } else if (pooled) {
+    Log(absl::StrCat("ublk: device ", dev_id, ": request data copied by ",
+                     setup.data == DataMode::kUserCopy ? "the agent (USER_COPY)" : "the driver (NEED_GET_DATA)"));
+  }
   return result;
 }
 

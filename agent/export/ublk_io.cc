@@ -22,6 +22,20 @@ uint32_t Log2(uint32_t v) {
 
 }  // namespace
 
+uint64_t DataFlagsFor(uint64_t features, DataWant want) {
+  if ((features & kFlagNeedGetData) == 0) return 0;
+  if (want.user_copy && (features & kFlagUserCopy) != 0) return kFlagUserCopy;
+  return kFlagNeedGetData;
+}
+
+DataMode DataModeOf(uint64_t device_flags) {
+  // The driver clears NEED_GET_DATA when USER_COPY is set; look at USER_COPY first all
+  // the same.
+  if (device_flags & kFlagUserCopy) return DataMode::kUserCopy;
+  if (device_flags & kFlagNeedGetData) return DataMode::kGetData;
+  return DataMode::kTagBuffers;
+}
+
 int Translate(const ublksrv_io_desc& iod, const IoShape& shape, void* buffer, IoRequest* req) {
   const uint8_t op = iod.op_flags & 0xff;
   const uint64_t bytes = uint64_t{iod.nr_sectors} * kSector;

@@ -19,6 +19,21 @@ struct IoShape {
   bool deallocate = false;
 };
 
+// How a device's request data reaches the agent's buffers, fixed when it is made (its
+// flags say which, so a device taken over is served the way it was made).
+enum class DataMode : uint8_t {
+  kTagBuffers,  // before NEED_GET_DATA (6.0): a buffer per tag, the driver copies
+  kGetData,     // NEED_GET_DATA: pool buffers while served, the driver copies
+  kUserCopy,    // USER_COPY: pool buffers, the agent copies (pread/pwrite on /dev/ublkcN)
+};
+struct DataWant {
+  bool user_copy = false;  // --ublk_user_copy
+};
+// The device flags for `want` that the driver's `features` allow; what it lacks falls
+// back to the next older mode (USER_COPY to NEED_GET_DATA to buffers per tag).
+uint64_t DataFlagsFor(uint64_t features, DataWant want);
+DataMode DataModeOf(uint64_t device_flags);
+
 // Fills `req` (opcode, slba, blocks, data, data_len, flags) from a descriptor, with the
 // tag's buffer at `buffer`. Returns 0, or a negative errno to hand straight back to the
 // kernel: -EOPNOTSUPP for an operation the device does not offer, -EINVAL for a

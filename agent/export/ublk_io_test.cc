@@ -166,3 +166,30 @@ TEST(HasUblkCancelRaceTest, TheKernelsWithoutTheFix) {
 
 }  // namespace
 }  // namespace umpath::ublk
+
+namespace umpath::ublk {
+namespace {
+
+// Issue 21: USER_COPY where asked and offered; each missing feature falls back to the
+// next older mode, and a device's flags say how it is served (taken over as made).
+TEST(DataFlagsForTest, UserCopyOnlyWhereAskedAndOffered) {
+  const uint64_t k612 = kFlagNeedGetData | kFlagUserCopy | kFlagUserRecovery;
+  EXPECT_EQ(DataFlagsFor(k612, DataWant{.user_copy = true}), kFlagUserCopy);
+  EXPECT_EQ(DataFlagsFor(k612, DataWant{}), kFlagNeedGetData);
+  EXPECT_EQ(DataFlagsFor(kFlagNeedGetData, DataWant{.user_copy = true}), kFlagNeedGetData);
+  EXPECT_EQ(DataFlagsFor(0, DataWant{.user_copy = true}), 0u);
+  EXPECT_EQ(DataModeOf(kFlagUserCopy | kFlagCmdIoctlEncode), DataMode::kUserCopy);
+  EXPECT_EQ(DataModeOf(kFlagUserCopy | kFlagNeedGetData), DataMode::kUserCopy);
+  EXPECT_EQ(DataModeOf(kFlagNeedGetData), DataMode::kGetData);
+  EXPECT_EQ(DataModeOf(kFlagCmdIoctlEncode), DataMode::kTagBuffers);
+}
+
+TEST(UserCopyOffsetTest, QueueAndTagAboveTheBuffer) {
+  EXPECT_EQ(UserCopyOffset(0, 0), 0x80000000ull);
+  EXPECT_EQ(UserCopyOffset(0, 1), 0x80000000ull + (1ull << 25));
+  EXPECT_EQ(UserCopyOffset(3, 7), 0x80000000ull + (3ull << 41) + (7ull << 25));
+  EXPECT_EQ(AutoBufRegAddr(5, kAutoBufRegFallback), 5ull | (1ull << 16));
+}
+
+}  // namespace
+}  // namespace umpath::ublk

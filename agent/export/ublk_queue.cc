@@ -1,6 +1,7 @@
 #include "agent/export/ublk_queue.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -111,8 +112,10 @@ void Queue::Command(Tag& t, uint32_t op, int result) {
   cmd->tag = t.tag;
   cmd->result = result;
   // With the pool: no buffer for a fetch (the driver waits for NEED_GET_DATA before it
-  // copies a write), the request's own for its data and its commit.
-  cmd->addr = reinterpret_cast<uint64_t>(op == kIoFetchReq && options_.pool != nullptr ? nullptr : BufferOf(t));
+  // copies a write), the request's own for its data and its commit. USER_COPY: the
+  // driver ignores it.
+  const bool no_addr = options_.user_copy || (op == kIoFetchReq && options_.pool != nullptr);
+  cmd->addr = no_addr ? 0 : reinterpret_cast<uint64_t>(BufferOf(t));
   t.state = op == kIoNeedGetData ? TagState::kGettingData
             : op == kIoFetchReq  ? TagState::kFetching
                                  : TagState::kCommitting;
@@ -136,8 +139,18 @@ void Queue::GiveBack(Tag& t) {
   t.buffer = nullptr;
 }
 
+bool Queue::CopyData(const Tag& t, uint32_t bytes, bool to_driver) {
+  // Synchronous, on the worker: the copy is the one the driver would otherwise make in
+  // this thread's task work, plus one system call.
+  const off_t at = static_cast<off_t>(UserCopyOffset(options_.q_id, t.tag));
+  const ssize_t n = to_driver ? pwrite(options_.cdev_fd, t.buffer, bytes, at)
+                              : pread(options_.cdev_fd, t.buffer, bytes, at);
+  return n == static_cast<ssize_t>(bytes);
+}
+
 void Queue::Commit(Tag& t, int res) {
   Command(t, kIoCommitAndFetchReq, res);
+  if (options_.user_copy) return GiveBack(t);  // the driver reads nothing of ours
   if (t.buffer != nullptr) {
     release_.push_back(t.buffer);  // at most one per tag: capacity reserved
     t.buffer = nullptr;
@@ -175,6 +188,12 @@ void Queue::Handle(Worker& worker, Tag& t, int res) {
   }
   if (holding_) return HoldTag(t);
   if (t.state == TagState::kGettingData) return Serve(worker, t);  // the write's data is in
+  if (options_.user_copy) {
+    const uint8_t op = iods_[t.tag].op_flags & 0xff;
+    t.get_data = false;
+    if ((op == kOpRead || op == kOpWrite || op == kOpDiscard) && !TakeBuffer(t)) return;
+    return ServeCopied(worker, t);
+  }
   if (options_.pool != nullptr) {
     const uint8_t op = iods_[t.tag].op_flags & 0xff;
     t.get_data = res == UBLK_IO_RES_NEED_GET_DATA;
@@ -183,17 +202,20 @@ void Queue::Handle(Worker& worker, Tag& t, int res) {
       return Commit(t, -EIO);
     }
     if (t.get_data || op == kOpRead || op == kOpDiscard) {
-      t.buffer = options_.pool->Take(&account_);
-      if (t.buffer == nullptr) {
-        t.state = TagState::kWaitBuffer;
-        ++in_core_;  // ours until answered, like a request in the core
-        options_.pool->Wait(&t.waiter);
-        return;
-      }
+      if (!TakeBuffer(t)) return;
       if (t.get_data) return Command(t, kIoNeedGetData, 0);
     }
   }
   Serve(worker, t);
+}
+
+bool Queue::TakeBuffer(Tag& t) {
+  t.buffer = options_.pool->Take(&account_);
+  if (t.buffer != nullptr) return true;
+  t.state = TagState::kWaitBuffer;
+  ++in_core_;  // ours until answered, like a request in the core
+  options_.pool->Wait(&t.waiter);
+  return false;
 }
 
 void Queue::OnBuffer(BufferPool::Waiter* w, uint8_t* buffer) {
@@ -203,7 +225,20 @@ void Queue::OnBuffer(BufferPool::Waiter* w, uint8_t* buffer) {
   t.buffer = buffer;
   if (q.holding_) return q.HoldTag(t);
   if (t.get_data) return q.Command(t, kIoNeedGetData, 0);
+  if (q.options_.user_copy) return q.ServeCopied(*q.worker_, t);
   q.Serve(*q.worker_, t);
+}
+
+void Queue::ServeCopied(Worker& worker, Tag& t) {
+  const ublksrv_io_desc& iod = iods_[t.tag];
+  if ((iod.op_flags & 0xff) == kOpWrite) {
+    const uint64_t bytes = uint64_t{iod.nr_sectors} * 512;
+    if (bytes > options_.shape.buffer_bytes || !CopyData(t, static_cast<uint32_t>(bytes), false)) {
+      errors_.fetch_add(1, std::memory_order_relaxed);
+      return Commit(t, bytes > options_.shape.buffer_bytes ? -EINVAL : -EIO);
+    }
+  }
+  Serve(worker, t);
 }
 
 void Queue::HoldTag(Tag& t) {
@@ -239,7 +274,11 @@ void Queue::OnComplete(IoRequest* req, IoResult result) {
     // core shut down): the successor does it, and answers it.
     return q.HoldTag(t);
   }
-  const int res = ResultFor(q.iods_[t.tag], result);
+  int res = ResultFor(q.iods_[t.tag], result);
+  if (q.options_.user_copy && res > 0 && (q.iods_[t.tag].op_flags & 0xff) == kOpRead &&
+      !q.CopyData(t, static_cast<uint32_t>(res), true)) {
+    res = -EIO;  // the data never reached the request: never report it read
+  }
   if (res < 0) q.errors_.fetch_add(1, std::memory_order_relaxed);
   q.Commit(t, res);
 }

@@ -41,6 +41,10 @@ class Queue final : public IoSource {
     // buffers: depth x shape.buffer_bytes, DMA-able.
     BufferPool* pool = nullptr;
     uint8_t* buffers = nullptr;
+    // With the pool: the device was made with USER_COPY, so the queue copies a write's
+    // data in (pread) before serving it and a read's out (pwrite) before its commit;
+    // otherwise the driver does (NEED_GET_DATA).
+    bool user_copy = false;
   };
   explicit Queue(Options options);
   ~Queue();
@@ -99,6 +103,8 @@ class Queue final : public IoSource {
   void Handle(Worker& worker, Tag& t, int res);
   // Takes the request into the core (or answers it at once).
   void Serve(Worker& worker, Tag& t);
+  // USER_COPY: a write's data copied in first.
+  void ServeCopied(Worker& worker, Tag& t);
   void HoldTag(Tag& t);
   void Command(Tag& t, uint32_t op, int result);
   // The commit of `res`; a pool buffer goes back once the driver has the commit.
@@ -106,6 +112,12 @@ class Queue final : public IoSource {
   // io_uring_submit, then the buffers of what it carried go back to the pool.
   void Submit();
   void GiveBack(Tag& t);
+  // A pool buffer for the tag; false when there is none and the tag waits in the pool's
+  // line (OnBuffer carries on).
+  bool TakeBuffer(Tag& t);
+  // USER_COPY: moves the request's data between the driver and the tag's buffer
+  // (`to_driver`: a read's result); false when fewer than `bytes` moved.
+  bool CopyData(const Tag& t, uint32_t bytes, bool to_driver);
   uint8_t* BufferOf(const Tag& t) const {
     return options_.pool != nullptr ? t.buffer
                                     : options_.buffers + size_t{t.tag} * options_.shape.buffer_bytes;
