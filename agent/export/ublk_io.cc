@@ -24,6 +24,8 @@ uint32_t Log2(uint32_t v) {
 
 uint64_t DataFlagsFor(uint64_t features, DataWant want) {
   if ((features & kFlagNeedGetData) == 0) return 0;
+  const uint64_t zero_copy = kFlagAutoBufReg | kFlagUserCopy;
+  if (want.zero_copy && (features & zero_copy) == zero_copy) return zero_copy;
   if (want.user_copy && (features & kFlagUserCopy) != 0) return kFlagUserCopy;
   return kFlagNeedGetData;
 }
@@ -31,6 +33,7 @@ uint64_t DataFlagsFor(uint64_t features, DataWant want) {
 DataMode DataModeOf(uint64_t device_flags) {
   // The driver clears NEED_GET_DATA when USER_COPY is set; look at USER_COPY first all
   // the same.
+  if ((device_flags & kFlagAutoBufReg) && (device_flags & kFlagUserCopy)) return DataMode::kZeroCopy;
   if (device_flags & kFlagUserCopy) return DataMode::kUserCopy;
   if (device_flags & kFlagNeedGetData) return DataMode::kGetData;
   return DataMode::kTagBuffers;

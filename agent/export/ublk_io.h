@@ -25,12 +25,19 @@ enum class DataMode : uint8_t {
   kTagBuffers,  // before NEED_GET_DATA (6.0): a buffer per tag, the driver copies
   kGetData,     // NEED_GET_DATA: pool buffers while served, the driver copies
   kUserCopy,    // USER_COPY: pool buffers, the agent copies (pread/pwrite on /dev/ublkcN)
+  // AUTO_BUF_REG with USER_COPY: each request's pages are a fixed buffer of the queue's
+  // ring, used as they are by NVMe passthrough (kernel paths); a path that cannot
+  // (vfio) gets a USER_COPY copy in a pool buffer.
+  kZeroCopy,
 };
 struct DataWant {
   bool user_copy = false;  // --ublk_user_copy
+  bool zero_copy = false;  // --ublk_zero_copy, where this head's paths can use it
 };
 // The device flags for `want` that the driver's `features` allow; what it lacks falls
-// back to the next older mode (USER_COPY to NEED_GET_DATA to buffers per tag).
+// back to the next older mode (zero copy to USER_COPY or NEED_GET_DATA, USER_COPY to
+// NEED_GET_DATA, NEED_GET_DATA to buffers per tag). Zero copy needs both AUTO_BUF_REG
+// (6.16) and USER_COPY (its fallback and the copy for vfio paths).
 uint64_t DataFlagsFor(uint64_t features, DataWant want);
 DataMode DataModeOf(uint64_t device_flags);
 

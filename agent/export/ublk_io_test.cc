@@ -184,6 +184,22 @@ TEST(DataFlagsForTest, UserCopyOnlyWhereAskedAndOffered) {
   EXPECT_EQ(DataModeOf(kFlagCmdIoctlEncode), DataMode::kTagBuffers);
 }
 
+// Zero copy needs AUTO_BUF_REG (6.16) and USER_COPY (the copy for a vfio path and for a
+// registration that failed) together; without either it falls back, and 6.12's
+// features (no AUTO_BUF_REG) give today's modes.
+TEST(DataFlagsForTest, ZeroCopyOnlyWithAutoBufRegAndUserCopy) {
+  const uint64_t k618 = 0x7fff;  // what 6.18's GET_FEATURES answers
+  const uint64_t k612 = kFlagNeedGetData | kFlagUserCopy | kFlagUserRecovery | kFlagUserRecoveryReissue |
+                        kFlagCmdIoctlEncode | kFlagSupportZeroCopy;
+  const DataWant zc{.zero_copy = true};
+  EXPECT_EQ(DataFlagsFor(k618, zc), kFlagAutoBufReg | kFlagUserCopy);
+  EXPECT_EQ(DataModeOf(DataFlagsFor(k618, zc) | kFlagCmdIoctlEncode), DataMode::kZeroCopy);
+  EXPECT_EQ(DataFlagsFor(k612, zc), kFlagNeedGetData);
+  EXPECT_EQ(DataFlagsFor(k612, DataWant{.user_copy = true, .zero_copy = true}), kFlagUserCopy);
+  EXPECT_EQ(DataFlagsFor(k618 & ~kFlagUserCopy, zc), kFlagNeedGetData);
+  EXPECT_EQ(DataFlagsFor(k618, DataWant{}), kFlagNeedGetData);
+}
+
 TEST(UserCopyOffsetTest, QueueAndTagAboveTheBuffer) {
   EXPECT_EQ(UserCopyOffset(0, 0), 0x80000000ull);
   EXPECT_EQ(UserCopyOffset(0, 1), 0x80000000ull + (1ull << 25));

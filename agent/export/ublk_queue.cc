@@ -52,12 +52,26 @@ absl::Status Queue::Open(Worker& worker) {
   p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG |
             IORING_SETUP_SINGLE_ISSUER;
   p.cq_entries = 2u * options_.depth;
+  if (options_.zero_copy) {
+    // The passthrough commands that borrow the ring need 128-byte entries and post
+    // 32-byte completions; a tag's passthrough completion comes before its commit.
+    p.flags |= IORING_SETUP_SQE128 | IORING_SETUP_CQE32;
+    p.cq_entries = 3u * options_.depth;
+  }
   const int r = io_uring_queue_init_params(options_.depth, &ring_, &p);
   if (r < 0) {
     Close();
     return absl::InternalError(absl::StrCat("io_uring for queue ", options_.q_id, ": ", std::strerror(-r)));
   }
   ring_open_ = true;
+  if (options_.zero_copy) {
+    // AUTO_BUF_REG registers each request at its tag's index of this table.
+    if (const int b = io_uring_register_buffers_sparse(&ring_, options_.depth); b < 0) {
+      Close();
+      return absl::InternalError(
+          absl::StrCat("buffer table for queue ", options_.q_id, ": ", std::strerror(-b)));
+    }
+  }
   if (options_.pool != nullptr) options_.pool->Register(&account_);
   for (Tag& t : tags_) Command(t, kIoFetchReq, 0);
   ended_ = 0;
@@ -89,20 +103,36 @@ void Queue::Close() {
   ended_ = options_.depth;
 }
 
-void Queue::Command(Tag& t, uint32_t op, int result) {
+io_uring_sqe* Queue::GetSqe() {
+  // One command per tag at a time (a ublk command, or a passthrough borrowing the ring
+  // while the tag is in the core), and the ring has a slot per tag: never full.
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-  // One command per tag at a time, and the ring has a slot per tag: never full.
   if (sqe == nullptr) {
     Submit();
     sqe = io_uring_get_sqe(&ring_);
-    if (sqe == nullptr) {  // cannot happen (the submit freed every slot); never hang on it
-      errors_.fetch_add(1, std::memory_order_relaxed);
-      t.state = TagState::kEnded;
-      ++ended_;
-      return;
-    }
   }
-  std::memset(sqe, 0, sizeof(*sqe));
+  if (sqe != nullptr) std::memset(sqe, 0, options_.zero_copy ? 2 * sizeof(*sqe) : sizeof(*sqe));
+  return sqe;
+}
+
+void* Queue::BorrowSqe(IoRequest* req, FixedCompletionHandler* done) {
+  Tag& t = *static_cast<Tag*>(req->user);
+  io_uring_sqe* sqe = GetSqe();
+  if (sqe == nullptr) return nullptr;
+  sqe->user_data = kBorrowed | t.tag;
+  t.borrower = done;
+  ++unsubmitted_;
+  return sqe;
+}
+
+void Queue::Command(Tag& t, uint32_t op, int result) {
+  io_uring_sqe* sqe = GetSqe();
+  if (sqe == nullptr) {  // cannot happen (the submit freed every slot); never hang on it
+    errors_.fetch_add(1, std::memory_order_relaxed);
+    t.state = TagState::kEnded;
+    ++ended_;
+    return;
+  }
   sqe->opcode = IORING_OP_URING_CMD;
   sqe->fd = options_.cdev_fd;
   sqe->cmd_op = op;
@@ -116,6 +146,10 @@ void Queue::Command(Tag& t, uint32_t op, int result) {
   // driver ignores it.
   const bool no_addr = options_.user_copy || (op == kIoFetchReq && options_.pool != nullptr);
   cmd->addr = no_addr ? 0 : reinterpret_cast<uint64_t>(BufferOf(t));
+  // Zero copy: where the driver registers the next request's pages (the tag's own
+  // index). With the fallback flag a failed registration still delivers the request,
+  // marked, and the pool buffer serves it.
+  if (options_.zero_copy) cmd->addr = AutoBufRegAddr(t.tag, kAutoBufRegFallback);
   t.state = op == kIoNeedGetData ? TagState::kGettingData
             : op == kIoFetchReq  ? TagState::kFetching
                                  : TagState::kCommitting;
@@ -167,8 +201,16 @@ uint32_t Queue::Poll(Worker& worker) {
   // Handle a batch, then mark it seen: handling may complete requests at once and queue
   // commands, which never need completion slots.
   io_uring_for_each_cqe(&ring_, head, cqe) {
-    const uint64_t tag = cqe->user_data;
-    if (tag < tags_.size()) Handle(worker, tags_[tag], cqe->res);
+    const uint64_t tag = cqe->user_data & ~kBorrowed;
+    if (tag < tags_.size() && (cqe->user_data & kBorrowed) != 0) {
+      // A passthrough on a zero-copy request's buffer: its queue pair completes it.
+      if (FixedCompletionHandler* b = tags_[tag].borrower) {
+        tags_[tag].borrower = nullptr;
+        b->OnFixedCompletion(&tags_[tag].req, cqe->res);
+      }
+    } else if (tag < tags_.size()) {
+      Handle(worker, tags_[tag], cqe->res);
+    }
     if (++n == kPollBatch) break;
   }
   if (n > 0) io_uring_cq_advance(&ring_, n);
@@ -192,7 +234,7 @@ void Queue::Handle(Worker& worker, Tag& t, int res) {
     const uint8_t op = iods_[t.tag].op_flags & 0xff;
     t.get_data = false;
     if ((op == kOpRead || op == kOpWrite || op == kOpDiscard) && !TakeBuffer(t)) return;
-    return ServeCopied(worker, t);
+    return ServeUserData(worker, t);
   }
   if (options_.pool != nullptr) {
     const uint8_t op = iods_[t.tag].op_flags & 0xff;
@@ -225,8 +267,27 @@ void Queue::OnBuffer(BufferPool::Waiter* w, uint8_t* buffer) {
   t.buffer = buffer;
   if (q.holding_) return q.HoldTag(t);
   if (t.get_data) return q.Command(t, kIoNeedGetData, 0);
-  if (q.options_.user_copy) return q.ServeCopied(*q.worker_, t);
+  if (q.options_.user_copy) return q.ServeUserData(*q.worker_, t);
   q.Serve(*q.worker_, t);
+}
+
+void Queue::ServeUserData(Worker& worker, Tag& t) {
+  const ublksrv_io_desc& iod = iods_[t.tag];
+  const uint8_t op = iod.op_flags & 0xff;
+  t.req.fixed = nullptr;
+  if (options_.zero_copy && (op == kOpRead || op == kOpWrite) && (iod.op_flags & kIoFlagNeedRegBuf) == 0) {
+    t.fixed = FixedBuffer{.ring = this, .index = t.tag, .stage = &Queue::Stage};
+    t.req.fixed = &t.fixed;
+    return Serve(worker, t);
+  }
+  ServeCopied(worker, t);
+}
+
+bool Queue::Stage(IoRequest* req) {
+  Tag& t = *static_cast<Tag*>(req->user);
+  const ublksrv_io_desc& iod = t.queue->iods_[t.tag];
+  if ((iod.op_flags & 0xff) != kOpWrite) return true;  // a read's result is copied out at its end
+  return t.queue->CopyData(t, req->data_len, false);
 }
 
 void Queue::ServeCopied(Worker& worker, Tag& t) {
@@ -275,7 +336,8 @@ void Queue::OnComplete(IoRequest* req, IoResult result) {
     return q.HoldTag(t);
   }
   int res = ResultFor(q.iods_[t.tag], result);
-  if (q.options_.user_copy && res > 0 && (q.iods_[t.tag].op_flags & 0xff) == kOpRead &&
+  const bool in_our_buffer = t.req.fixed == nullptr || t.fixed.staged;
+  if (q.options_.user_copy && in_our_buffer && res > 0 && (q.iods_[t.tag].op_flags & 0xff) == kOpRead &&
       !q.CopyData(t, static_cast<uint32_t>(res), true)) {
     res = -EIO;  // the data never reached the request: never report it read
   }
