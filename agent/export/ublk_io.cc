@@ -39,6 +39,20 @@ DataMode DataModeOf(uint64_t device_flags) {
   return DataMode::kTagBuffers;
 }
 
+void PrepIoCommand(io_uring_sqe* sqe, int cdev_fd, uint32_t op, uint16_t q_id, uint16_t tag,
+                   int32_t result, uint64_t buffer, bool auto_buf_reg) {
+  sqe->opcode = IORING_OP_URING_CMD;
+  sqe->fd = cdev_fd;
+  sqe->cmd_op = op;
+  sqe->user_data = tag;
+  auto* cmd = reinterpret_cast<ublksrv_io_cmd*>(sqe->cmd);
+  cmd->q_id = q_id;
+  cmd->tag = tag;
+  cmd->result = result;
+  cmd->addr = auto_buf_reg ? 0 : buffer;
+  if (auto_buf_reg) sqe->addr = AutoBufRegAddr(tag, kAutoBufRegFallback);
+}
+
 int Translate(const ublksrv_io_desc& iod, const IoShape& shape, void* buffer, IoRequest* req) {
   const uint8_t op = iod.op_flags & 0xff;
   const uint64_t bytes = uint64_t{iod.nr_sectors} * kSector;

@@ -3,6 +3,8 @@
 // Translation between ublk's I/O descriptors and the multipath core's requests: pure
 // functions, so the rules are tested without a kernel.
 
+#include <liburing.h>
+
 #include <cstdint>
 #include <string>
 
@@ -40,6 +42,15 @@ struct DataWant {
 // (6.16) and USER_COPY (its fallback and the copy for vfio paths).
 uint64_t DataFlagsFor(uint64_t features, DataWant want);
 DataMode DataModeOf(uint64_t device_flags);
+
+// Fills a zeroed SQE with the I/O command `op` (FETCH, COMMIT_AND_FETCH, NEED_GET_DATA)
+// for (q_id, tag) on /dev/ublkcN `cdev_fd`; user_data is the tag. `buffer` goes in the
+// command's addr (0 where the driver copies nothing of ours). With `auto_buf_reg` the
+// driver is told where to register the next request's pages: the tag's own index of
+// the ring's buffer table, with the fallback flag, in the SQE's own addr (the command's
+// addr must then be 0: the driver refuses a FETCH with one).
+void PrepIoCommand(io_uring_sqe* sqe, int cdev_fd, uint32_t op, uint16_t q_id, uint16_t tag,
+                   int32_t result, uint64_t buffer, bool auto_buf_reg);
 
 // Fills `req` (opcode, slba, blocks, data, data_len, flags) from a descriptor, with the
 // tag's buffer at `buffer`. Returns 0, or a negative errno to hand straight back to the

@@ -200,6 +200,29 @@ TEST(DataFlagsForTest, ZeroCopyOnlyWithAutoBufRegAndUserCopy) {
   EXPECT_EQ(DataFlagsFor(k618, DataWant{}), kFlagNeedGetData);
 }
 
+// The driver reads AUTO_BUF_REG's index from the SQE's own addr and refuses a FETCH
+// whose command carries an address on a device that copies nothing of ours (a first
+// lab run, with the index in the command, never started the device).
+TEST(PrepIoCommandTest, AutoBufRegGoesInTheSqeAddrAndTheCommandHasNone) {
+  alignas(64) io_uring_sqe sqe[2] = {};
+  PrepIoCommand(sqe, 9, kIoFetchReq, 1, 5, 0, 0, /*auto_buf_reg=*/true);
+  const auto* cmd = reinterpret_cast<const ublksrv_io_cmd*>(sqe->cmd);
+  EXPECT_EQ(sqe->opcode, IORING_OP_URING_CMD);
+  EXPECT_EQ(sqe->fd, 9);
+  EXPECT_EQ(sqe->cmd_op, kIoFetchReq);
+  EXPECT_EQ(sqe->user_data, 5u);
+  EXPECT_EQ(sqe->addr, 5u | 1u << 16) << "index 5, UBLK_AUTO_BUF_REG_FALLBACK";
+  EXPECT_EQ(cmd->addr, 0u);
+  EXPECT_EQ(cmd->q_id, 1);
+  EXPECT_EQ(cmd->tag, 5);
+
+  std::memset(sqe, 0, sizeof sqe);
+  PrepIoCommand(sqe, 9, kIoCommitAndFetchReq, 0, 3, 4096, 0x7000, /*auto_buf_reg=*/false);
+  EXPECT_EQ(sqe->addr, 0u);
+  EXPECT_EQ(cmd->addr, 0x7000u);
+  EXPECT_EQ(cmd->result, 4096);
+}
+
 TEST(UserCopyOffsetTest, QueueAndTagAboveTheBuffer) {
   EXPECT_EQ(UserCopyOffset(0, 0), 0x80000000ull);
   EXPECT_EQ(UserCopyOffset(0, 1), 0x80000000ull + (1ull << 25));

@@ -133,23 +133,13 @@ void Queue::Command(Tag& t, uint32_t op, int result) {
     ++ended_;
     return;
   }
-  sqe->opcode = IORING_OP_URING_CMD;
-  sqe->fd = options_.cdev_fd;
-  sqe->cmd_op = op;
-  sqe->user_data = t.tag;
-  auto* cmd = reinterpret_cast<ublksrv_io_cmd*>(sqe->cmd);
-  cmd->q_id = options_.q_id;
-  cmd->tag = t.tag;
-  cmd->result = result;
   // With the pool: no buffer for a fetch (the driver waits for NEED_GET_DATA before it
-  // copies a write), the request's own for its data and its commit. USER_COPY: the
-  // driver ignores it.
+  // copies a write), the request's own for its data and its commit. USER_COPY: none
+  // (the driver refuses one). Zero copy: with the fallback flag a failed registration
+  // still delivers the request, marked, and the pool buffer serves it.
   const bool no_addr = options_.user_copy || (op == kIoFetchReq && options_.pool != nullptr);
-  cmd->addr = no_addr ? 0 : reinterpret_cast<uint64_t>(BufferOf(t));
-  // Zero copy: where the driver registers the next request's pages (the tag's own
-  // index). With the fallback flag a failed registration still delivers the request,
-  // marked, and the pool buffer serves it.
-  if (options_.zero_copy) cmd->addr = AutoBufRegAddr(t.tag, kAutoBufRegFallback);
+  PrepIoCommand(sqe, options_.cdev_fd, op, options_.q_id, t.tag, result,
+                no_addr ? 0 : reinterpret_cast<uint64_t>(BufferOf(t)), options_.zero_copy);
   t.state = op == kIoNeedGetData ? TagState::kGettingData
             : op == kIoFetchReq  ? TagState::kFetching
                                  : TagState::kCommitting;
