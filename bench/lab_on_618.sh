@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The lab tests that matter for the kernel comparison (issue 21) on the second guest
-# kernel, Linux 6.18 (UMPATH_LAB_KERNEL=6.18, deploy/lab/kernel.sh): multipath, hotplug
-# and ublk, and NVMe/TCP with TLS (tls_test.sh, issue 19 item 7), one boot each, one
-# after the other. Prints each test's "lab:" result lines,
+# kernel, Linux 6.18 (UMPATH_LAB_KERNEL=6.18, deploy/lab/kernel.sh): multipath, hotplug,
+# ublk, ublk_zc (zero-copy ublk on kernel NVMe/TCP paths, issue 21 item 3: 6.18 only) and
+# NVMe/TCP with TLS (tls_test.sh, issue 19 item 7), one boot each, one after the other.
+# Prints each test's "lab:" result lines,
 # then a summary: the kernel, and per test passed or FAILED with its wall time. Not in
 # CI, whose 90 minutes already hold the 6.12 lab twice (ASan and release builds); these
 # three took 121-166, 209-218 and 295-351 s on the lab machine.
@@ -19,7 +20,7 @@ bash "$root/deploy/lab/fetch.sh" > /dev/null || { echo "lab_on_618: fetch failed
 out="$(mktemp -d /tmp/umpath-lab-on-618-XXXXXX)"
 summary=()
 failed=0
-for t in ${UMPATH_LAB_TESTS:-multipath hotplug ublk tls}; do
+for t in ${UMPATH_LAB_TESTS:-multipath hotplug ublk ublk_zc tls}; do
   start=$(date +%s)
   if bash "$root/deploy/lab/${t}_test.sh" "$umpathd" "$ctl" > "$out/$t.log" 2>&1; then
     result=passed

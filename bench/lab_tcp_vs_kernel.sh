@@ -71,18 +71,7 @@ nvmet_setup
 
 if [ "$(cat /sys/module/nvme_core/parameters/multipath)" = Y ]; then
   # Boot A: the kernel's multipath head over both ports.
-  nvmet_connect 1
-  nvmet_connect 2
-  sub=""; head=""
-  for i in $(seq 1 100); do
-    for s in /sys/class/nvme-subsystem/*; do [ "$(cat $s/subsysnqn)" = $NVMET_NQN ] && sub=$s; done
-    if [ -n "$sub" ] && [ "$(ls $sub | grep -cE '^nvme[0-9]+$')" -ge 2 ]; then
-      head=$(ls $sub | grep -E '^nvme[0-9]+n[0-9]+$' | head -1)
-      [ -n "$head" ] && [ -b /dev/$head ] && break
-    fi
-    sleep 0.2
-  done
-  echo numa > $sub/iopolicy
+  nvmet_kernel_head
   # Each port's hidden path disk (nvmeXcYnZ, under its controller): its stat counts the
   # reads the head sent down that path.
   path() {

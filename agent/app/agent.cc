@@ -234,6 +234,9 @@ absl::Status Agent::StartExporter() {
   };
   eo.workers = worker_ptrs_;
   eo.alloc = io_allocator();
+  // Zero copy serves kernel paths; a vfio path would need every request copied in
+  // (staged), a copy the driver's own (NEED_GET_DATA) beats (issue 21's bench).
+  eo.data.zero_copy = eo.data.zero_copy && vfio_ == nullptr;
   absl::StatusOr<std::unique_ptr<ublk::Exporter>> ex = ublk::Exporter::Create(mp_.get(), plane_.get(), eo);
   if (!ex.ok()) {
     if (absl::IsInvalidArgument(ex.status())) return Prefixed("ublk", ex.status());

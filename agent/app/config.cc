@@ -104,6 +104,13 @@ ABSL_FLAG(int, max_pinned_mib, 64,
 ABSL_FLAG(bool, ublk_test_crash_after_add, false,
           "a test hook: the agent kills itself (SIGKILL) right after making a device, before "
           "starting it (the lab's crash test)");
+ABSL_FLAG(bool, ublk_user_copy, false,
+          "pooled ublk devices copy request data with pread/pwrite on /dev/ublkcN (USER_COPY, "
+          "Linux 6.5) instead of the driver copying at fetch and commit (NEED_GET_DATA)");
+ABSL_FLAG(bool, ublk_zero_copy, true,
+          "heads on kernel NVMe controllers serve /dev/ublkbN without a copy (AUTO_BUF_REG, "
+          "Linux 6.16: the request's pages go to the NVMe passthrough as an io_uring fixed "
+          "buffer) where the kernel offers it and the agent drives no vfio controller");
 ABSL_FLAG(bool, ublk_user_recovery, true,
           "make devices that outlive the agent: I/O waits while it restarts (kernel permitting)");
 ABSL_FLAG(bool, ublk_quiesce, true,
@@ -300,6 +307,8 @@ ublk::ExporterOptions UblkFromFlags() {
   eo.test_crash_after_add = absl::GetFlag(FLAGS_ublk_test_crash_after_add);
   eo.user_recovery = absl::GetFlag(FLAGS_ublk_user_recovery);
   eo.quiesce = absl::GetFlag(FLAGS_ublk_quiesce);
+  eo.data.user_copy = absl::GetFlag(FLAGS_ublk_user_copy);
+  eo.data.zero_copy = absl::GetFlag(FLAGS_ublk_zero_copy);
   eo.state_dir = absl::GetFlag(FLAGS_ublk_state_dir);
   eo.by_id_dir = absl::GetFlag(FLAGS_by_id_dir);
   eo.recover_wait_secs = absl::GetFlag(FLAGS_ublk_recover_wait_secs);

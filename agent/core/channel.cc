@@ -67,6 +67,17 @@ void Channel::Dispatch(IoRequest* req) {
 void Channel::SubmitTo(IoRequest* req, int slot_index) {
   Epoch* epoch = current_.get();
   const Slot& slot = epoch->slots[slot_index];
+  // A fixed buffer only the frontend's ring can name: a queue pair that cannot borrow
+  // that ring (vfio) gets the data in the request's DMA buffer, copied once; the request
+  // keeps using that copy wherever it fails over to next.
+  if (req->fixed != nullptr && !req->fixed->staged && !slot.qp->qp->TakesFixedBuffers()) {
+    if (!req->fixed->stage(req)) {
+      Finish(req, IoResult{IoError::kNvme, nvme::Status::Make(nvme::status_code::kDataTransferError,
+                                                              /*dnr=*/true)});
+      return;
+    }
+    req->fixed->staged = true;
+  }
   if (epoch->snapshot->policy == IoPolicy::kQueueDepth) {
     slot.path->in_flight.fetch_add(1, std::memory_order_relaxed);
     req->counted_in_flight = true;

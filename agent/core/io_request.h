@@ -2,6 +2,7 @@
 
 #include <cstdint>
 
+#include "agent/core/fixed_buffer.h"
 #include "agent/nvme/io_command.h"
 #include "agent/nvme/wire.h"
 
@@ -47,6 +48,9 @@ struct IoRequest {
   uint8_t flags = 0;  // kIoFua
   void (*on_complete)(IoRequest* req, IoResult result) = nullptr;
   void* user = nullptr;
+  // The data is (also) a fixed buffer of the frontend's ring (fixed_buffer.h); null for
+  // plain host memory.
+  FixedBuffer* fixed = nullptr;
 
   // Owned by the multipath layer between submit and on_complete.
   IoRequest* next = nullptr;         // requeue / retry / deferred list link

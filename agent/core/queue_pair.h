@@ -52,6 +52,9 @@ class QueuePair {
   // kMaxEmptyPollsBeforeWakeReset ones in a row; a worker polls more often than that
   // with nothing to do before it sleeps.
   virtual int wake_fd() const { return -1; }
+  // Whether Submit can take a request whose data is a fixed buffer (IoRequest::fixed)
+  // as it is; the channel has any other stage it into its DMA buffer first.
+  virtual bool TakesFixedBuffers() const { return false; }
   static constexpr int kMaxEmptyPollsBeforeWakeReset = 8;
 };
 

@@ -444,7 +444,7 @@ absl::Status Exporter::MakeDevice(Device* d, const HeadInfo& head, uint32_t max_
   want.max_io_buf_bytes = max_io;
   want.flags = kFlagCmdIoctlEncode |
                (recovery_ ? kFlagUserRecovery | kFlagUserRecoveryReissue : 0) |
-               (pooled_ ? kFlagNeedGetData : 0) | (quiesce_ ? kFlagQuiesce : 0);
+               (pooled_ ? DataFlagsFor(driver_->Features(), options_.data) : 0) | (quiesce_ ? kFlagQuiesce : 0);
   // The record comes first, under the number the device is then made with: an agent
   // killed at any step from here on leaves a record the next one finds (with no device,
   // it is forgotten; with one never started, the device is removed).
@@ -515,7 +515,8 @@ QueueSetup Exporter::SetupFor(const HeadInfo& head, const ublksrv_ctrl_dev_info&
   setup.shape.buffer_bytes = info.max_io_buf_bytes;
   setup.shape.write_zeroes = head.limits.write_zeroes;
   setup.shape.deallocate = head.limits.deallocate;
-  setup.pooled = (info.flags & kFlagNeedGetData) != 0;
+  setup.data = DataModeOf(info.flags);
+  setup.pooled = setup.data != DataMode::kTagBuffers;
   return setup;
 }
 

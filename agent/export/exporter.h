@@ -56,6 +56,7 @@ struct ExporterOptions {
   // most `handover_quiesce_ms`; what is left then is held as without it.
   bool quiesce = true;
   int64_t handover_quiesce_ms = 2000;
+  DataWant data;                 // how request data moves, where the kernel offers it
   // Where each device's head is recorded, so a restarted agent finds what it left.
   std::string state_dir = "/run/umpath/ublk";
   // How long a device left by an earlier run waits for its head before it is removed.

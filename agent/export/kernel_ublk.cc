@@ -271,6 +271,8 @@ absl::Status KernelUblk::OpenQueues(uint32_t dev_id, const QueueSetup& setup) {
     qo.shape = setup.shape;
     if (pooled) {
       qo.pool = pool_[q].pool.get();
+      qo.user_copy = setup.data == DataMode::kUserCopy || setup.data == DataMode::kZeroCopy;
+      qo.zero_copy = setup.data == DataMode::kZeroCopy;
     } else {
       qo.buffers = static_cast<uint8_t*>(s.memory.host) + size_t{q} * setup.depth * buffer_bytes;
     }
@@ -286,7 +288,14 @@ absl::Status KernelUblk::OpenQueues(uint32_t dev_id, const QueueSetup& setup) {
     });
     if (!st.ok() && result.ok()) result = st;
   }
-  if (!result.ok()) CloseQueues(dev_id);
+  if (!result.ok()) {
+    CloseQueues(dev_id);
+  } else if (pooled) {
+    Log(absl::StrCat("ublk: device ", dev_id, ": request data ",
+                     setup.data == DataMode::kZeroCopy   ? "zero copy (AUTO_BUF_REG; USER_COPY for vfio paths)"
+                     : setup.data == DataMode::kUserCopy ? "copied by the agent (USER_COPY)"
+                                                         : "copied by the driver (NEED_GET_DATA)"));
+  }
   return result;
 }
 

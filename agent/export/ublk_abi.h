@@ -63,6 +63,29 @@ inline constexpr uint32_t kMaxQueueDepth = 4096;
 inline constexpr size_t kMaxCmdBufBytes =
     ((kMaxQueueDepth * sizeof(ublksrv_io_desc)) + 4095) & ~size_t{4095};
 
+// Linux 6.5: the server copies a request's data itself, pread/pwrite on /dev/ublkcN at
+// UserCopyOffset(q, tag); the driver copies nothing and ignores the commands' addr.
+inline constexpr uint64_t kFlagUserCopy = 1ull << 7;
+// Linux 6.15/6.16: the request's pages become a fixed buffer of the io_uring that fetched
+// it (SUPPORT_ZERO_COPY by UBLK_U_IO_REGISTER_IO_BUF, AUTO_BUF_REG by itself at the index
+// the FETCH/COMMIT_AND_FETCH names in its addr, dropped again at the commit).
+inline constexpr uint64_t kFlagSupportZeroCopy = 1ull << 0;
+inline constexpr uint64_t kFlagAutoBufReg = 1ull << 11;
+// AUTO_BUF_REG's sqe addr: bits 0..15 the buffer index, 16..23 flags, the rest zero.
+inline constexpr uint8_t kAutoBufRegFallback = 1u << 0;
+// Set in a descriptor whose registration failed (with kAutoBufRegFallback).
+inline constexpr uint32_t kIoFlagNeedRegBuf = 1u << 17;
+// pread/pwrite positions on /dev/ublkcN (USER_COPY): queue and tag above the buffer.
+inline constexpr uint64_t kUserCopyBase = 0x80000000ull;
+inline constexpr int kUserCopyTagShift = 25;
+inline constexpr int kUserCopyQueueShift = 41;
+inline constexpr uint64_t UserCopyOffset(uint16_t q_id, uint16_t tag) {
+  return kUserCopyBase + (uint64_t{q_id} << kUserCopyQueueShift) + (uint64_t{tag} << kUserCopyTagShift);
+}
+inline constexpr uint64_t AutoBufRegAddr(uint16_t index, uint8_t flags) {
+  return uint64_t{index} | uint64_t{flags} << 16;
+}
+
 static_assert(sizeof(ublksrv_ctrl_cmd) == 32);
 static_assert(sizeof(ublksrv_io_cmd) == 16);
 static_assert(sizeof(ublksrv_io_desc) == 24);

@@ -33,6 +33,8 @@ struct QueueSetup {
   // The device was made with kFlagNeedGetData: its requests take buffers from the
   // workers' pools. Otherwise each tag has a buffer of its own.
   bool pooled = false;
+  // How the pooled queues' data moves (DataModeOf the device's flags).
+  DataMode data = DataMode::kGetData;
   // A device taken over: it is served even past the pinned-memory budget (refusing it
   // would fail its I/O); a new export is refused there.
   bool beyond_budget = false;

@@ -22,6 +22,37 @@ uint32_t Log2(uint32_t v) {
 
 }  // namespace
 
+uint64_t DataFlagsFor(uint64_t features, DataWant want) {
+  if ((features & kFlagNeedGetData) == 0) return 0;
+  const uint64_t zero_copy = kFlagAutoBufReg | kFlagUserCopy;
+  if (want.zero_copy && (features & zero_copy) == zero_copy) return zero_copy;
+  if (want.user_copy && (features & kFlagUserCopy) != 0) return kFlagUserCopy;
+  return kFlagNeedGetData;
+}
+
+DataMode DataModeOf(uint64_t device_flags) {
+  // The driver clears NEED_GET_DATA when USER_COPY is set; look at USER_COPY first all
+  // the same.
+  if ((device_flags & kFlagAutoBufReg) && (device_flags & kFlagUserCopy)) return DataMode::kZeroCopy;
+  if (device_flags & kFlagUserCopy) return DataMode::kUserCopy;
+  if (device_flags & kFlagNeedGetData) return DataMode::kGetData;
+  return DataMode::kTagBuffers;
+}
+
+void PrepIoCommand(io_uring_sqe* sqe, int cdev_fd, uint32_t op, uint16_t q_id, uint16_t tag,
+                   int32_t result, uint64_t buffer, bool auto_buf_reg) {
+  sqe->opcode = IORING_OP_URING_CMD;
+  sqe->fd = cdev_fd;
+  sqe->cmd_op = op;
+  sqe->user_data = tag;
+  auto* cmd = reinterpret_cast<ublksrv_io_cmd*>(sqe->cmd);
+  cmd->q_id = q_id;
+  cmd->tag = tag;
+  cmd->result = result;
+  cmd->addr = auto_buf_reg ? 0 : buffer;
+  if (auto_buf_reg) sqe->addr = AutoBufRegAddr(tag, kAutoBufRegFallback);
+}
+
 int Translate(const ublksrv_io_desc& iod, const IoShape& shape, void* buffer, IoRequest* req) {
   const uint8_t op = iod.op_flags & 0xff;
   const uint64_t bytes = uint64_t{iod.nr_sectors} * kSector;

@@ -166,3 +166,69 @@ TEST(HasUblkCancelRaceTest, TheKernelsWithoutTheFix) {
 
 }  // namespace
 }  // namespace umpath::ublk
+
+namespace umpath::ublk {
+namespace {
+
+// Issue 21: USER_COPY where asked and offered; each missing feature falls back to the
+// next older mode, and a device's flags say how it is served (taken over as made).
+TEST(DataFlagsForTest, UserCopyOnlyWhereAskedAndOffered) {
+  const uint64_t k612 = kFlagNeedGetData | kFlagUserCopy | kFlagUserRecovery;
+  EXPECT_EQ(DataFlagsFor(k612, DataWant{.user_copy = true}), kFlagUserCopy);
+  EXPECT_EQ(DataFlagsFor(k612, DataWant{}), kFlagNeedGetData);
+  EXPECT_EQ(DataFlagsFor(kFlagNeedGetData, DataWant{.user_copy = true}), kFlagNeedGetData);
+  EXPECT_EQ(DataFlagsFor(0, DataWant{.user_copy = true}), 0u);
+  EXPECT_EQ(DataModeOf(kFlagUserCopy | kFlagCmdIoctlEncode), DataMode::kUserCopy);
+  EXPECT_EQ(DataModeOf(kFlagUserCopy | kFlagNeedGetData), DataMode::kUserCopy);
+  EXPECT_EQ(DataModeOf(kFlagNeedGetData), DataMode::kGetData);
+  EXPECT_EQ(DataModeOf(kFlagCmdIoctlEncode), DataMode::kTagBuffers);
+}
+
+// Zero copy needs AUTO_BUF_REG (6.16) and USER_COPY (the copy for a vfio path and for a
+// registration that failed) together; without either it falls back, and 6.12's
+// features (no AUTO_BUF_REG) give today's modes.
+TEST(DataFlagsForTest, ZeroCopyOnlyWithAutoBufRegAndUserCopy) {
+  const uint64_t k618 = 0x7fff;  // what 6.18's GET_FEATURES answers
+  const uint64_t k612 = kFlagNeedGetData | kFlagUserCopy | kFlagUserRecovery | kFlagUserRecoveryReissue |
+                        kFlagCmdIoctlEncode | kFlagSupportZeroCopy;
+  const DataWant zc{.zero_copy = true};
+  EXPECT_EQ(DataFlagsFor(k618, zc), kFlagAutoBufReg | kFlagUserCopy);
+  EXPECT_EQ(DataModeOf(DataFlagsFor(k618, zc) | kFlagCmdIoctlEncode), DataMode::kZeroCopy);
+  EXPECT_EQ(DataFlagsFor(k612, zc), kFlagNeedGetData);
+  EXPECT_EQ(DataFlagsFor(k612, DataWant{.user_copy = true, .zero_copy = true}), kFlagUserCopy);
+  EXPECT_EQ(DataFlagsFor(k618 & ~kFlagUserCopy, zc), kFlagNeedGetData);
+  EXPECT_EQ(DataFlagsFor(k618, DataWant{}), kFlagNeedGetData);
+}
+
+// The driver reads AUTO_BUF_REG's index from the SQE's own addr and refuses a FETCH
+// whose command carries an address on a device that copies nothing of ours (a first
+// lab run, with the index in the command, never started the device).
+TEST(PrepIoCommandTest, AutoBufRegGoesInTheSqeAddrAndTheCommandHasNone) {
+  alignas(64) io_uring_sqe sqe[2] = {};
+  PrepIoCommand(sqe, 9, kIoFetchReq, 1, 5, 0, 0, /*auto_buf_reg=*/true);
+  const auto* cmd = reinterpret_cast<const ublksrv_io_cmd*>(sqe->cmd);
+  EXPECT_EQ(sqe->opcode, IORING_OP_URING_CMD);
+  EXPECT_EQ(sqe->fd, 9);
+  EXPECT_EQ(sqe->cmd_op, kIoFetchReq);
+  EXPECT_EQ(sqe->user_data, 5u);
+  EXPECT_EQ(sqe->addr, 5u | 1u << 16) << "index 5, UBLK_AUTO_BUF_REG_FALLBACK";
+  EXPECT_EQ(cmd->addr, 0u);
+  EXPECT_EQ(cmd->q_id, 1);
+  EXPECT_EQ(cmd->tag, 5);
+
+  std::memset(sqe, 0, sizeof sqe);
+  PrepIoCommand(sqe, 9, kIoCommitAndFetchReq, 0, 3, 4096, 0x7000, /*auto_buf_reg=*/false);
+  EXPECT_EQ(sqe->addr, 0u);
+  EXPECT_EQ(cmd->addr, 0x7000u);
+  EXPECT_EQ(cmd->result, 4096);
+}
+
+TEST(UserCopyOffsetTest, QueueAndTagAboveTheBuffer) {
+  EXPECT_EQ(UserCopyOffset(0, 0), 0x80000000ull);
+  EXPECT_EQ(UserCopyOffset(0, 1), 0x80000000ull + (1ull << 25));
+  EXPECT_EQ(UserCopyOffset(3, 7), 0x80000000ull + (3ull << 41) + (7ull << 25));
+  EXPECT_EQ(AutoBufRegAddr(5, kAutoBufRegFallback), 5ull | (1ull << 16));
+}
+
+}  // namespace
+}  // namespace umpath::ublk

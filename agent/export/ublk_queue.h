@@ -7,6 +7,7 @@
 #include <liburing.h>
 
 #include "absl/status/status.h"
+#include "agent/core/fixed_buffer.h"
 #include "agent/core/io_request.h"
 #include "agent/core/io_source.h"
 #include "agent/export/buffer_pool.h"
@@ -29,7 +30,7 @@ namespace umpath::ublk {
 // Threading: constructed anywhere; Open, Close and everything IoSource runs on the
 // owning worker's thread (the driver binds a queue to the thread that fetched for it).
 // The counters may be read from any thread.
-class Queue final : public IoSource {
+class Queue final : public IoSource, public FixedBufferRing {
  public:
   struct Options {
     int cdev_fd = -1;
@@ -41,6 +42,16 @@ class Queue final : public IoSource {
     // buffers: depth x shape.buffer_bytes, DMA-able.
     BufferPool* pool = nullptr;
     uint8_t* buffers = nullptr;
+    // With the pool: the device was made with USER_COPY, so the queue copies a write's
+    // data in (pread) before serving it and a read's out (pwrite) before its commit;
+    // otherwise the driver does (NEED_GET_DATA).
+    bool user_copy = false;
+    // With user_copy: the device was made with AUTO_BUF_REG too. Each read and write
+    // arrives as fixed buffer `tag` of this queue's ring (SQE128 and CQE32, for the
+    // passthrough commands that borrow it), and goes to the core as IoRequest::fixed;
+    // the pool buffer is used only if the request is staged for a path that cannot
+    // name it (or the driver could not register it: UBLK_IO_F_NEED_REG_BUF).
+    bool zero_copy = false;
   };
   explicit Queue(Options options);
   ~Queue();
@@ -57,6 +68,8 @@ class Queue final : public IoSource {
   uint32_t Poll(Worker& worker) override;
   void Flush() override;
   int wake_fd() const override { return ring_.ring_fd; }
+  // FixedBufferRing: a passthrough on a zero-copy request's buffer.
+  void* BorrowSqe(IoRequest* req, FixedCompletionHandler* done) override;
 
   // Worker thread: every tag has ended (the device was stopped) and none is in the core.
   bool drained() const { return ended_ == options_.depth; }
@@ -96,12 +109,22 @@ class Queue final : public IoSource {
     uint16_t tag = 0;
     TagState state = TagState::kEnded;
     bool get_data = false;      // a write whose data is still with the driver
+    FixedBuffer fixed;          // zero copy: the request's pages, buffer `tag` of ring_
+    FixedCompletionHandler* borrower = nullptr;  // whose passthrough is on ring_ for it
   };
+  // user_data of a borrowed SQE: the tag, with this bit (a ublk command's is the tag).
+  static constexpr uint64_t kBorrowed = uint64_t{1} << 63;
+  static bool Stage(IoRequest* req);
   static void OnComplete(IoRequest* req, IoResult result);
   static void OnBuffer(BufferPool::Waiter* w, uint8_t* buffer);
   void Handle(Worker& worker, Tag& t, int res);
   // Takes the request into the core (or answers it at once).
   void Serve(Worker& worker, Tag& t);
+  // USER_COPY: a write's data copied in first.
+  void ServeCopied(Worker& worker, Tag& t);
+  // USER_COPY or zero copy, once the tag has its pool buffer.
+  void ServeUserData(Worker& worker, Tag& t);
+  io_uring_sqe* GetSqe();
   void HoldTag(Tag& t);
   void Command(Tag& t, uint32_t op, int result);
   // The commit of `res`; a pool buffer goes back once the driver has the commit.
@@ -109,6 +132,12 @@ class Queue final : public IoSource {
   // io_uring_submit, then the buffers of what it carried go back to the pool.
   void Submit();
   void GiveBack(Tag& t);
+  // A pool buffer for the tag; false when there is none and the tag waits in the pool's
+  // line (OnBuffer carries on).
+  bool TakeBuffer(Tag& t);
+  // USER_COPY: moves the request's data between the driver and the tag's buffer
+  // (`to_driver`: a read's result); false when fewer than `bytes` moved.
+  bool CopyData(const Tag& t, uint32_t bytes, bool to_driver);
   uint8_t* BufferOf(const Tag& t) const {
     return options_.pool != nullptr ? t.buffer
                                     : options_.buffers + size_t{t.tag} * options_.shape.buffer_bytes;

@@ -62,6 +62,19 @@ bool BuildUringCommand(const IoRequest& req, uint32_t max_transfer, nvme_uring_c
   return true;
 }
 
+void PrepPassthrough(io_uring_sqe* sqe, int fd, nvme_uring_cmd cmd, int fixed_index) {
+  sqe->opcode = IORING_OP_URING_CMD;
+  sqe->fd = fd;
+  sqe->cmd_op = NVME_URING_CMD_IO;
+  if (fixed_index >= 0) {
+    sqe->uring_cmd_flags = IORING_URING_CMD_FIXED;
+    sqe->buf_index = static_cast<uint16_t>(fixed_index);
+    if (cmd.data_len != 0) cmd.addr = 0;
+  }
+  static_assert(sizeof(nvme_uring_cmd) <= 80, "fits the SQE128 command area");
+  std::memcpy(sqe->cmd, &cmd, sizeof cmd);
+}
+
 absl::StatusOr<std::unique_ptr<UringQueuePair>> UringQueuePair::Create(UringQueueOptions options) {
   if (options.depth < 1 || options.depth > 4096) {
     return absl::InvalidArgumentError("io_uring queue depth must be 1..4096");
@@ -88,7 +101,8 @@ UringQueuePair::UringQueuePair(UringQueueOptions options, int event_fd)
     : options_(std::move(options)),
       event_fd_(event_fd),
       slots_(options_.depth, nullptr),
-      gens_(options_.depth, 0) {
+      gens_(options_.depth, 0),
+      done_queued_(options_.depth, 0) {
   free_tags_.reserve(options_.depth);
   for (uint32_t i = options_.depth; i > 0; --i) free_tags_.push_back(i - 1);
 }
@@ -129,22 +143,23 @@ SubmitResult UringQueuePair::Submit(IoRequest* req) {
     SetInFlight(in_flight_ + 1);
     return SubmitResult::kOk;
   }
-  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  // Zero copy: the buffer is only in the frontend's ring's table, so is the command.
+  const bool borrow = req->fixed != nullptr && !req->fixed->staged;
+  io_uring_sqe* sqe = borrow ? static_cast<io_uring_sqe*>(req->fixed->ring->BorrowSqe(req, this))
+                             : io_uring_get_sqe(&ring_);
   if (sqe == nullptr) return SubmitResult::kBusy;
   const uint32_t tag = free_tags_.back();
   free_tags_.pop_back();
   slots_[tag] = req;
   const uint64_t user_data = tag | uint64_t{++gens_[tag]} << 32;
   req->backend_tag = user_data;
-  std::memset(sqe, 0, 2 * sizeof(io_uring_sqe));  // SQE128: two slots' worth
-  sqe->opcode = IORING_OP_URING_CMD;
-  sqe->fd = fd;
-  sqe->cmd_op = NVME_URING_CMD_IO;
-  sqe->user_data = user_data;
-  static_assert(sizeof(nvme_uring_cmd) <= 80, "fits the SQE128 command area");
-  std::memcpy(sqe->cmd, &cmd, sizeof cmd);
+  if (!borrow) {
+    std::memset(sqe, 0, 2 * sizeof(io_uring_sqe));  // SQE128: two slots' worth
+    sqe->user_data = user_data;
+    unsubmitted_ = true;
+  }
+  PrepPassthrough(sqe, fd, cmd, borrow ? req->fixed->index : -1);
   SetInFlight(in_flight_ + 1);
-  unsubmitted_ = true;
   return SubmitResult::kOk;
 }
 
@@ -169,8 +184,27 @@ void UringQueuePair::Complete(CompletionSink& sink, uint32_t tag, nvme::Status s
   sink.OnCompletion(req, status);
 }
 
+void UringQueuePair::OnFixedCompletion(IoRequest* req, int32_t res) {
+  const uint64_t tag = req->backend_tag & 0xffffffffu;
+  const uint32_t gen = static_cast<uint32_t>(req->backend_tag >> 32);
+  if (tag >= slots_.size() || slots_[tag] != req || gens_[tag] != gen || done_queued_[tag]) {
+    stray_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  done_queued_[tag] = 1;
+  req->last_status = StatusFromResult(res);
+  borrowed_done_.PushBack(req);
+}
+
 uint32_t UringQueuePair::Reap(CompletionSink& sink, uint32_t max) {
   uint32_t n = 0;
+  while (n < max && !borrowed_done_.empty()) {
+    IoRequest* req = borrowed_done_.PopFront();
+    const uint32_t tag = static_cast<uint32_t>(req->backend_tag & 0xffffffffu);
+    done_queued_[tag] = 0;
+    ++n;
+    Complete(sink, tag, req->last_status);
+  }
   while (n < max && !refused_.empty()) {
     IoRequest* req = refused_.PopFront();
     --refused_count_;

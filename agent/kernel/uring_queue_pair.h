@@ -49,6 +49,13 @@ bool IsHostPathStatus(nvme::Status s);
 // request cannot be expressed (no blocks, a buffer missing or larger than the limit).
 bool BuildUringCommand(const IoRequest& req, uint32_t max_transfer, nvme_uring_cmd* cmd);
 
+// Fills a zeroed 128-byte SQE with the passthrough `cmd` on the namespace's `fd`. With
+// `fixed_index` >= 0 the data is that fixed buffer of the ring the SQE is submitted on
+// (IORING_URING_CMD_FIXED, sqe->buf_index; the command's addr is the offset in it, 0: a
+// buffer the kernel registered starts at 0), else cmd.addr as it is. user_data is left
+// to the caller.
+void PrepPassthrough(io_uring_sqe* sqe, int fd, nvme_uring_cmd cmd, int fixed_index);
+
 struct UringQueueOptions {
   uint32_t depth = 128;          // commands in flight at most
   uint32_t max_transfer = 0;     // bytes; 0: no limit known
@@ -60,7 +67,13 @@ struct UringQueueOptions {
 
 // Threading: as QueuePair (worker thread), except outstanding_shared() (any thread) and
 // construction. AddNamespace is posted to the worker.
-class UringQueuePair final : public QueuePair {
+//
+// A request whose data is a fixed buffer (IoRequest::fixed, a ublk zero-copy request)
+// goes on the frontend's ring, the one whose buffer table holds it; its completion comes
+// back through OnFixedCompletion (from the frontend's poll) and is delivered by the next
+// Poll, like any other. Fencing is unchanged: the kernel owns the command until that
+// completion, whichever ring carried it.
+class UringQueuePair final : public QueuePair, public FixedCompletionHandler {
  public:
   static absl::StatusOr<std::unique_ptr<UringQueuePair>> Create(UringQueueOptions options);
   ~UringQueuePair() override;
@@ -77,6 +90,8 @@ class UringQueuePair final : public QueuePair {
   }
   uint32_t outstanding() const override { return in_flight_; }
   int wake_fd() const override { return event_fd_; }
+  bool TakesFixedBuffers() const override { return true; }
+  void OnFixedCompletion(IoRequest* req, int32_t res) override;
 
   // Worker thread: a namespace that appeared after the queue pair was made.
   void AddNamespace(uint32_t nsid, int fd);
@@ -114,6 +129,9 @@ class UringQueuePair final : public QueuePair {
   // next poll, so Submit never calls back into the channel.
   IoList refused_;
   uint32_t refused_count_ = 0;
+  // Completed on a frontend's ring, their status in last_status: delivered by Poll.
+  IoList borrowed_done_;
+  std::vector<uint8_t> done_queued_;  // by slot: in borrowed_done_ (a second CQE is stray)
   bool unsubmitted_ = false;
   int empty_polls_ = 0;
   uint64_t ring_errors_ = 0;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <vector>
 
 #include "agent/base/status_matchers.h"
@@ -255,6 +256,94 @@ TEST_F(UringQueuePairTest, Acceptance14DuplicateAndLateCompletionsAreDroppedAndC
   EXPECT_EQ(sink_.done[1].first, &b);
   EXPECT_EQ(sink_.done[1].second.code(), sc::kInvalidField) << "b's own completion";
   EXPECT_EQ(qp_->stray_completions(), 2u);
+}
+
+// Issue 21: the SQE of a zero-copy passthrough names the fixed buffer of the ring it
+// goes on, at offset 0 (a buffer the kernel registered for a ublk request starts there);
+// one on plain memory names none and keeps its address.
+TEST(PrepPassthroughTest, AFixedBufferIsNamedByIndexAtOffsetZero) {
+  alignas(4096) static uint8_t buf[8192];
+  nvme_uring_cmd cmd;
+  ASSERT_TRUE(BuildUringCommand(Read(buf, 8192, 64, 3), 0, &cmd));
+  alignas(64) io_uring_sqe sqe[2] = {};
+  PrepPassthrough(sqe, 42, cmd, 17);
+  EXPECT_EQ(sqe->opcode, IORING_OP_URING_CMD);
+  EXPECT_EQ(sqe->fd, 42);
+  EXPECT_EQ(sqe->cmd_op, NVME_URING_CMD_IO);
+  EXPECT_EQ(sqe->uring_cmd_flags, IORING_URING_CMD_FIXED);
+  EXPECT_EQ(sqe->buf_index, 17);
+  nvme_uring_cmd carried;
+  std::memcpy(&carried, sqe->cmd, sizeof carried);
+  EXPECT_EQ(carried.addr, 0u);
+  EXPECT_EQ(carried.data_len, 8192u);
+  EXPECT_EQ(carried.nsid, 3u);
+  EXPECT_EQ(carried.cdw10, 64u);
+
+  std::memset(sqe, 0, sizeof sqe);
+  PrepPassthrough(sqe, 42, cmd, -1);
+  EXPECT_EQ(sqe->uring_cmd_flags, 0u);
+  EXPECT_EQ(sqe->buf_index, 0);
+  std::memcpy(&carried, sqe->cmd, sizeof carried);
+  EXPECT_EQ(carried.addr, reinterpret_cast<uintptr_t>(buf));
+}
+
+// A frontend's ring as the queue pair sees it: hands out one SQE and remembers who is
+// to be told.
+struct FakeFixedRing final : FixedBufferRing {
+  alignas(64) io_uring_sqe sqe[2] = {};
+  int borrowed = 0;
+  bool full = false;
+  FixedCompletionHandler* done = nullptr;
+  void* BorrowSqe(IoRequest*, FixedCompletionHandler* handler) override {
+    if (full) return nullptr;
+    ++borrowed;
+    done = handler;
+    std::memset(sqe, 0, sizeof sqe);
+    sqe->user_data = 0xfeed;  // the ring's own
+    return sqe;
+  }
+};
+
+TEST_F(UringQueuePairTest, AZeroCopyRequestGoesOnTheFrontendsRingAndCompletesOnce) {
+  FakeFixedRing ring;
+  FixedBuffer fixed{.ring = &ring, .index = 5};
+  IoRequest r = Read(buf_, 4096, 0);
+  r.fixed = &fixed;
+  ring.full = true;
+  EXPECT_EQ(qp_->Submit(&r), SubmitResult::kBusy) << "the frontend's ring is full: later";
+  EXPECT_EQ(qp_->outstanding(), 0u);
+  ring.full = false;
+  ASSERT_EQ(qp_->Submit(&r), SubmitResult::kOk);
+  EXPECT_EQ(ring.borrowed, 1);
+  EXPECT_EQ(ring.done, qp_.get());
+  EXPECT_EQ(ring.sqe->user_data, 0xfeedu) << "the ring routes its CQE; the queue pair leaves it";
+  EXPECT_EQ(ring.sqe->uring_cmd_flags, IORING_URING_CMD_FIXED);
+  EXPECT_EQ(ring.sqe->buf_index, 5);
+  EXPECT_EQ(ring.sqe->fd, fd_);
+  EXPECT_EQ(qp_->outstanding(), 1u);
+  qp_->Ring();
+  EXPECT_EQ(qp_->Poll(sink_, 16), 0u) << "nothing of it on the queue pair's own ring";
+  // The CQE, as the frontend's poll hands it over, then once more (a duplicate).
+  qp_->OnFixedCompletion(&r, 0);
+  qp_->OnFixedCompletion(&r, 0);
+  PollFor(1);
+  ASSERT_EQ(sink_.done.size(), 1u);
+  EXPECT_EQ(sink_.done[0].first, &r);
+  EXPECT_TRUE(sink_.done[0].second.ok());
+  EXPECT_EQ(qp_->outstanding(), 0u);
+  qp_->OnFixedCompletion(&r, 0);  // late: its slot is free now
+  EXPECT_EQ(qp_->Poll(sink_, 16), 0u);
+  EXPECT_EQ(sink_.done.size(), 1u);
+  EXPECT_EQ(qp_->stray_completions(), 2u);
+  // Staged (it went to a vfio path meanwhile): the queue pair's own ring and the copy.
+  fixed.staged = true;
+  ring.borrowed = 0;
+  ASSERT_EQ(qp_->Submit(&r), SubmitResult::kOk);
+  EXPECT_EQ(ring.borrowed, 0);
+  qp_->Ring();
+  PollFor(2);
+  ASSERT_EQ(sink_.done.size(), 2u);
+  EXPECT_EQ(sink_.done[1].second.code(), sc::kInvalidField) << "the memfd refused it: it went there";
 }
 
 TEST(UringQueuePairCreateTest, BadOptions) {

@@ -99,3 +99,21 @@ nvmet_connect() {
   echo "umpath-lab: nvmet connect port $1: ${r:-failed}"
   return $rc
 }
+
+# nvmet_kernel_head: the kernel host (native multipath on) connects to ports 1 and 2 and
+# waits (20 s at most) for its head over both: $sub is the subsystem in sysfs, $head the
+# head's disk name; the head's policy is set to numa.
+nvmet_kernel_head() {
+  nvmet_connect 1
+  nvmet_connect 2
+  sub=""; head=""
+  for i in $(seq 1 100); do
+    for s in /sys/class/nvme-subsystem/*; do [ "$(cat $s/subsysnqn)" = $NVMET_NQN ] && sub=$s; done
+    if [ -n "$sub" ] && [ "$(ls $sub | grep -cE '^nvme[0-9]+$')" -ge 2 ]; then
+      head=$(ls $sub | grep -E '^nvme[0-9]+n[0-9]+$' | head -1)
+      [ -n "$head" ] && [ -b /dev/$head ] && break
+    fi
+    sleep 0.2
+  done
+  echo numa > $sub/iopolicy
+}

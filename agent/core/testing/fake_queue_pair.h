@@ -27,12 +27,18 @@ class FakeQueuePair final : public QueuePair {
   // As io_uring passthrough: a command given to the layer below is never completed by
   // AbortAll; it stays outstanding until Poll reaps it.
   void set_lower_layer_owns(bool owns) { lower_layer_owns_ = owns; }
+  // As io_uring passthrough too: a request whose data is a fixed buffer is taken as it
+  // is (the fake records whether it still was one when it came).
+  void set_takes_fixed_buffers(bool takes) { takes_fixed_ = takes; }
+  bool TakesFixedBuffers() const override { return takes_fixed_; }
+  int fixed_submits() const { return fixed_submits_; }
 
   SubmitResult Submit(IoRequest* req) override {
     if (gone_) return SubmitResult::kGone;
     if (pending_.size() + rung_.size() >= capacity_) return SubmitResult::kBusy;
     pending_.push_back(req);
     ++submits_;
+    if (req->fixed != nullptr && !req->fixed->staged) ++fixed_submits_;
     return SubmitResult::kOk;
   }
   void Ring() override {
@@ -88,6 +94,8 @@ class FakeQueuePair final : public QueuePair {
   bool hold_ = false;
   bool gone_ = false;
   bool lower_layer_owns_ = false;
+  bool takes_fixed_ = false;
+  int fixed_submits_ = 0;
   uint32_t capacity_ = 1024;
   uint64_t submits_ = 0, completions_ = 0, rings_ = 0, aborted_ = 0, abort_calls_ = 0;
 };
