@@ -454,9 +454,9 @@ TEST_F(ExporterTest, AQuiescedDeviceWhoseRequestsStayInServiceIsHeldInTime) {
   const std::string h = Head();
   ASSERT_OK(Export(h));
   ublk_->SetUnanswered({4});
-  const auto t0 = std::chrono::steady_clock::now();
+  // A stop that waited for them would never return: the test's timeout says so, not a
+  // bound on the time taken.
   ASSERT_OK(BeginStop(StopMode::kHandOver));
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(20));
   EXPECT_GT(ublk_->Position("hold 0"), ublk_->Position("quiesce 0"));
   EXPECT_TRUE(Logged("/dev/ublkb0 of head " + h + " quiesced for the hand-over in "));
   EXPECT_TRUE(Logged("4 request(s) still in service, held for the next agent"));
